@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# README command 1: install, then run the main job end to end on the bundled Fashion-MNIST data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh export
+exec quasar-vit demo "$@"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# README command 2: install what the tests need, then run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+exec python3 -m pytest -q "$@"

@@ -1,0 +1,289 @@
+"""Experiment configuration: YAML files mapped onto typed dataclasses.
+
+Configs are data.  ``load_config`` rejects unknown keys and values of the wrong type with a
+message that names the offending key (``train.lr: expected a number, got 'fast'``).  A config name
+without a path (``fmnist-tiny``) resolves to the file bundled in ``configs/``.
+
+Choices the paper leaves open (paper-notes.md marks them "open") are fields here, with the
+defaults documented in docs/design.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quasar_vit.errors import ConfigError
+from quasar_vit.space import SearchSpace
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class QuantConfig:
+    """Quantization scheme (paper section 1)."""
+
+    enabled: bool = True
+    w_bits_low: int = 4          # bits of a "4-bit" row
+    w_bits_high: int = 8         # bits of an "8-bit" row
+    act_bits: int = 6            # activations feeding every linear layer and both attention matmuls
+    # open: LSQ step init; per-row step = 2*mean|w|/sqrt(Qp) as in the LSQ paper
+    lsq_grad_scale: bool = True  # scale step gradients by 1/sqrt(numel*Qp) (LSQ)
+
+
+@dataclass
+class ModelConfig:
+    """The supernet's search space and fixed geometry."""
+
+    img_size: int = 28
+    patch_size: int = 4
+    in_chans: int = 1
+    num_classes: int = 10
+    head_dim: int = 16
+    embed_dims: list[int] = field(default_factory=lambda: [48, 64, 96])
+    depths: list[int] = field(default_factory=lambda: [4, 5, 6])
+    num_heads: list[int] = field(default_factory=lambda: [2, 3, 4])
+    mlp_ratios: list[float] = field(default_factory=lambda: [2.0, 3.0, 4.0])
+    w8_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    patch_embed_bits: int = 8
+    head_bits: int = 8
+    layer_scale: bool = True        # supernet layer scaling (paper section 2)
+    layer_scale_init: float = 0.1   # open: CaiT uses 0.1 for depth <= 18
+    drop_path: float = 0.0
+
+    def space(self) -> SearchSpace:
+        return SearchSpace(
+            embed_dims=tuple(self.embed_dims), depths=tuple(self.depths), num_heads=tuple(self.num_heads),
+            mlp_ratios=tuple(self.mlp_ratios), w8_shares=tuple(self.w8_shares), img_size=self.img_size,
+            patch_size=self.patch_size, in_chans=self.in_chans, num_classes=self.num_classes,
+            head_dim=self.head_dim, patch_embed_bits=self.patch_embed_bits, head_bits=self.head_bits)
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from.  ``name``: fashion-mnist | mnist | cifar10 | imagefolder."""
+
+    name: str = "fashion-mnist"
+    root: str = "/usr/share/datasets/fashion-mnist"
+    val_size: int = 5000           # held out from the training split for search (never the test split)
+    train_limit: int = 0           # 0 = all training images (after removing the validation split)
+    test_limit: int = 0
+    augment: bool = True           # random crop (padding) + horizontal flip, on tensors
+    crop_padding: int = 2
+    hflip: bool = True
+    mean: list[float] = field(default_factory=lambda: [0.2860])
+    std: list[float] = field(default_factory=lambda: [0.3530])
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """One-shot supernet training (paper section 2; sampling rule and teacher are open)."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 5.0
+    sandwich_random: int = 2       # random subnets per step besides the largest and the smallest
+    distill: bool = True           # in-place distillation from the largest subnet
+    distill_temperature: float = 1.0
+    label_smoothing: float = 0.1
+    checkpoint_every: int = 200
+    log_every: int = 20
+    eval_every: int = 0            # 0 = only at the end
+    seed: int = 0
+
+
+@dataclass
+class SearchConfig:
+    """Evolutionary search (paper section 3; population sizes are open: AutoFormer's defaults)."""
+
+    platform: str = "zcu102"
+    fps_targets: list[float] = field(default_factory=list)
+    population: int = 50
+    generations: int = 20
+    parents: int = 10
+    mutations: int = 25
+    crossovers: int = 25
+    mutation_prob: float = 0.2
+    max_retries: int = 50
+    val_size: int = 5000
+    eval_batch_size: int = 500
+    seed: int = 0
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "fmnist-tiny"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        q = self.quant
+        if q.w_bits_low not in (2, 3, 4) or q.w_bits_high not in (8,):
+            raise ConfigError("quant.w_bits_low must be 2..4 and quant.w_bits_high must be 8 "
+                              "(8-bit rows are two 4-bit nibble passes on the W4A6 array)")
+        if not 2 <= q.act_bits <= 8:
+            raise ConfigError(f"quant.act_bits: expected 2..8, got {q.act_bits}")
+        if self.data.name not in ("fashion-mnist", "mnist", "cifar10", "imagefolder"):
+            raise ConfigError(f"data.name: unknown data set '{self.data.name}' "
+                              "(fashion-mnist, mnist, cifar10, imagefolder)")
+        t = self.train
+        for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(t, key) <= 0:
+                raise ConfigError(f"train.{key}: must be positive, got {getattr(t, key)}")
+        if t.lr <= 0:
+            raise ConfigError(f"train.lr: must be positive, got {t.lr}")
+        if t.sandwich_random < 0:
+            raise ConfigError("train.sandwich_random: must be >= 0")
+        s = self.search
+        if s.parents > s.population:
+            raise ConfigError("search.parents: must not exceed search.population")
+        if not 0 <= s.mutation_prob <= 1:
+            raise ConfigError("search.mutation_prob: must lie in [0, 1]")
+        if any(f <= 0 for f in s.fps_targets):
+            raise ConfigError("search.fps_targets: targets must be positive")
+        if len(self.data.mean) != self.model.in_chans or len(self.data.std) != self.model.in_chans:
+            raise ConfigError("data.mean/data.std: need one value per input channel (model.in_chans)")
+        try:
+            space = self.model.space()
+        except ConfigError as exc:
+            raise ConfigError(f"model: {exc}") from None
+        for e in space.embed_dims:
+            if e % 1:
+                raise ConfigError("model.embed_dims must be integers")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin in (list, tuple):
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: value {value!r} does not match {tp}")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key(s): {', '.join(where + u for u in unknown)} "
+                          f"(allowed: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a YAML mapping at the top level")
+    cfg = _build(ExperimentConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A file path, or the name of a bundled config (``fmnist-tiny``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    bundled = CONFIG_DIR / f"{p.name if p.suffix else p.name + '.yaml'}"
+    if not p.suffix and bundled.is_file():
+        return bundled
+    if p.suffix and not p.exists() and (CONFIG_DIR / p.name).is_file() and p.parent.name == "configs":
+        return CONFIG_DIR / p.name
+    names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config not found: {name_or_path} (bundled configs: {', '.join(names)})")
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config; ``overrides`` are ``section.key=value`` strings (value parsed as YAML)."""
+    path = resolve_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping at the top level")
+    for item in overrides or []:
+        apply_override(data, item)
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{item}': '{p}' is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': bad value: {exc}") from None
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    from quasar_vit.utils.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
