@@ -1,0 +1,28 @@
+"""``quasar-vit train``: train a quantization-aware supernet (runs under torchrun too)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from quasar_vit.cli.common import add_device, add_progress
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML file, or a bundled name (fmnist-tiny, imagenet-small, ...)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, supernet.pt)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=500 (repeatable)")
+    add_device(p)
+    add_progress(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from quasar_vit.config import load_config
+    from quasar_vit.training.trainer import train_supernet
+
+    cfg = load_config(args.config, args.overrides)
+    summary = train_supernet(cfg, args.out, resume=args.resume, device=args.device, progress=args.progress)
+    if summary.get("test_top1_largest") is not None:
+        print(json.dumps(summary, indent=2))
+    return 0

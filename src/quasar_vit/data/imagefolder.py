@@ -1,0 +1,105 @@
+"""ImageFolder data (ImageNet layout): ``root/train/<class>/*.jpg`` and ``root/val/<class>/*``.
+
+Images are decoded lazily with PIL (an ImageNet tree does not fit in memory), resized so the shorter
+side is ``img_size * 256 / 224`` and centre-cropped to ``img_size`` -- the usual ImageNet eval
+geometry -- and returned as ``uint8 [C, H, W]``.  Random crop/flip happen later on whole batches
+(:mod:`.transforms`), so every worker does the same cheap deterministic work per image.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from quasar_vit.errors import DataError
+
+IMG_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+
+
+def find_classes(split_dir: Path) -> list[str]:
+    """Sorted class-directory names (sorted so labels do not depend on the file system's order)."""
+    if not split_dir.is_dir():
+        raise DataError(f"image folder not found: {split_dir}")
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise DataError(f"image folder {split_dir} has no class subdirectories")
+    return classes
+
+
+def scan_samples(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """``(path, label)`` for every image file below each class directory, in sorted order."""
+    samples: list[tuple[str, int]] = []
+    for name in sorted(class_to_idx):
+        cdir = split_dir / name
+        if not cdir.is_dir():
+            continue
+        files = []
+        for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
+            dirnames.sort()
+            files.extend(os.path.join(dirpath, f) for f in filenames
+                         if os.path.splitext(f)[1].lower() in IMG_EXTENSIONS)
+        samples.extend((f, class_to_idx[name]) for f in sorted(files))
+    return samples
+
+
+def load_image(path: str, img_size: int, in_chans: int) -> torch.Tensor:
+    """Decode, resize the shorter side to ``img_size*256/224`` (bilinear), centre-crop, -> uint8 CHW."""
+    resize_to = max(img_size, int(round(img_size * 256 / 224)))
+    mode = "RGB" if in_chans == 3 else "L"
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft(mode, (resize_to, resize_to))  # decode at reduced scale: much faster for big JPEGs
+            im = im.convert(mode)
+            w, h = im.size
+            scale = resize_to / min(w, h)
+            nw, nh = max(resize_to, round(w * scale)), max(resize_to, round(h * scale))
+            if (nw, nh) != (w, h):
+                im = im.resize((nw, nh), Image.BILINEAR)
+            left, top = (nw - img_size) // 2, (nh - img_size) // 2
+            im = im.crop((left, top, left + img_size, top + img_size))
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc}") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset(Dataset):
+    """One split of an ImageFolder tree; items are ``(uint8 [C, img, img], label)``."""
+
+    def __init__(self, split_dir: str | Path, img_size: int, in_chans: int,
+                 classes: list[str] | None = None) -> None:
+        if in_chans not in (1, 3):
+            raise DataError(f"image folders need in_chans 1 or 3, got {in_chans}")
+        self.root = Path(split_dir)
+        own = find_classes(self.root)
+        if classes is None:
+            classes = own
+        else:
+            extra = sorted(set(own) - set(classes))
+            if extra:
+                raise DataError(f"{self.root}: class directories not in the training split: "
+                                f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples = scan_samples(self.root, self.class_to_idx)
+        if not self.samples:
+            raise DataError(f"image folder {self.root} contains no images "
+                            f"({', '.join(sorted(IMG_EXTENSIONS))})")
+        self.targets = [s[1] for s in self.samples]
+        self.img_size = img_size
+        self.in_chans = in_chans
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return load_image(path, self.img_size, self.in_chans), label

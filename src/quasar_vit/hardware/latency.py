@@ -1,0 +1,250 @@
+"""Latency model: cycles of every layer of a subnet on one accelerator design.
+
+GEMMs (patch embedding, QKV, projection, MLP, head, and the attention matmuls) run on the
+fabric as tiled, double-buffered GEMMs: a tile's latency is ``max(compute, transfer of the next
+tile)`` plus a small control overhead; the first tile's load is exposed.  LayerNorm, Softmax and
+GELU run on the host (the ARM cores on Zynq boards) at their own per-element cost, plus a
+per-call hand-off and the DDR round trip of their data.  Fabric and host work are sequential
+(batch 1, each op depends on the previous).
+
+Speed matters (the search calls this thousands of times), so costs are memoised per design:
+per GEMM shape, and per transformer block (embed, heads, MLP ratio, 8-bit share), whose costs
+are taken from a one-block :class:`SubnetConfig` so that :meth:`SubnetConfig.linear_layers`
+stays the single definition of a subnet's GEMMs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable
+
+from quasar_vit.hardware.design import AcceleratorDesign
+from quasar_vit.hardware.platforms import Platform
+from quasar_vit.space import LinearSpec, MatmulSpec, SubnetConfig
+
+# passes of the W4A6 array per stationary operand row: an 8-bit weight row and a 6-bit
+# activation row (attention matmuls) are both split into two nibbles
+ACT_ACT_PASSES = 2
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Cost of one operation of the subnet."""
+
+    name: str
+    op: str              # linear | matmul | layernorm | softmax | gelu
+    unit: str            # "fabric" or "host"
+    macs: int            # true multiply-accumulates
+    unit_passes: int     # MACs x nibble passes (the array's work)
+    cycles: float        # fabric-clock cycles (host time converted at the design clock)
+    compute_cycles: float
+    ddr_bytes: float
+
+    @property
+    def bound(self) -> str:
+        if self.unit == "host":
+            return "host"
+        return "compute" if self.compute_cycles >= 0.5 * self.cycles else "memory"
+
+
+class CostContext:
+    """Constants and memo tables of one (platform, design) pair."""
+
+    def __init__(self, platform: Platform, design: AcceleratorDesign) -> None:
+        p = platform.params
+        self.platform, self.design, self.params = platform, design, p
+        self.clock_mhz = design.clock_mhz
+        self.bpc = platform.ddr_gbps * platform.ddr_efficiency * 1e3 / design.clock_mhz
+        self.R, self.C = design.pe_rows, design.pe_cols
+        self.Tn, self.Kb = design.tile_tokens, design.tile_k
+        self.wload = p.weight_reg_load_cycles
+        self.tile_ovh = p.tile_overhead_cycles
+        self.gemm_ovh = p.gemm_overhead_cycles
+        self.act_b, self.out_b = p.act_bytes, p.out_bytes
+        self.cyc_per_ns = design.clock_mhz / 1000.0
+        self.host_ovh_ns = p.host_call_overhead_us * 1000.0
+        self.host_bw = p.host_bw_gbps   # GB/s == bytes/ns
+        self.host_ns = {"layernorm": p.host_layernorm_ns_per_elem, "softmax": p.host_softmax_ns_per_elem,
+                        "gelu": p.host_gelu_ns_per_elem}
+        self.gemm_memo: dict[tuple, tuple[float, float, float]] = {}
+        self.block_memo: dict[tuple, tuple[float, float, float, int, int, float]] = {}
+        self.layers_memo: dict[tuple, list[LayerCost]] = {}
+
+    # ---- fabric GEMM --------------------------------------------------------------------------
+    def gemm(self, T: int, K: int, M_eff: int, out_cols: int, extra_read: float) -> tuple[float, float, float]:
+        """(cycles, compute cycles, DDR bytes) of a ``T x K`` by ``K x M_eff`` nibble-row GEMM.
+
+        ``out_cols`` real output columns are written back (``out_cols <= M_eff``); ``extra_read``
+        bytes per output element are read too (residual input of the fused residual add).
+        """
+        key = (T, K, M_eff, out_cols, extra_read)
+        hit = self.gemm_memo.get(key)
+        if hit is not None:
+            return hit
+        R, C, bpc = self.R, self.C, self.bpc
+        tn = min(self.Tn, T)
+        kp = -(-K // C)
+        reuse = K <= self.Kb
+        nt_full, t_rem = divmod(T, tn)
+        nm_full, m_rem = divmod(M_eff, R)
+        n_m = nm_full + (1 if m_rem else 0)
+        out_per_row = (out_cols / M_eff) * (self.out_b + extra_read)
+        wb = 0.5 * K  # bytes of one nibble row
+        total = comp_total = bytes_total = 0.0
+        for t, ct in ((tn, nt_full), (t_rem, 1 if t_rem else 0)):
+            if not ct:
+                continue
+            in_bytes = t * K * self.act_b
+            if reuse:
+                in_bytes /= n_m   # loaded once per token tile, spread over its row tiles
+            comp = kp * max(t, self.wload) + self.tile_ovh
+            for m, cm in ((R, nm_full), (m_rem, 1 if m_rem else 0)):
+                if not cm:
+                    continue
+                byt = m * wb + in_bytes + t * m * out_per_row
+                n = ct * cm
+                xfer = byt / bpc
+                total += n * (comp if comp > xfer else xfer)
+                comp_total += n * comp
+                bytes_total += n * byt
+        first = (min(R, M_eff) * wb + min(tn, T) * K * self.act_b) / bpc
+        res = (total + first + self.gemm_ovh, comp_total, bytes_total)
+        self.gemm_memo[key] = res
+        return res
+
+    def linear(self, l: LinearSpec) -> LayerCost:
+        extra = self.act_b if l.name.endswith((".proj", ".fc2")) else 0.0
+        m_eff = l.out_features + l.n8_rows
+        cyc, comp, byt = self.gemm(l.tokens, l.in_features, m_eff, l.out_features, extra)
+        return LayerCost(l.name, "linear", "fabric", l.macs, l.tokens * l.in_features * m_eff, cyc, comp, byt)
+
+    def matmul(self, m: MatmulSpec) -> LayerCost:
+        m_eff = ACT_ACT_PASSES * m.n
+        cyc, comp, byt = self.gemm(m.m, m.k, m_eff, m.n, 0.0)
+        h = m.heads
+        return LayerCost(m.name, "matmul", "fabric", m.macs, m.macs * ACT_ACT_PASSES,
+                         h * (cyc - self.gemm_ovh) + self.gemm_ovh, h * comp, h * byt)
+
+    # ---- host ops -----------------------------------------------------------------------------
+    def host(self, name: str, op: str, elems: int) -> LayerCost:
+        byt = elems * (self.act_b + self.out_b)
+        work = elems * self.host_ns[op]
+        mem = byt / self.host_bw
+        ns = self.host_ovh_ns + (work if work > mem else mem)
+        return LayerCost(name, op, "host", 0, 0, ns * self.cyc_per_ns, 0.0, byt)
+
+    # ---- whole subnet -------------------------------------------------------------------------
+    def cost(self, op: tuple) -> LayerCost:
+        kind = op[0]
+        if kind == "linear":
+            return self.linear(op[1])
+        if kind == "matmul":
+            return self.matmul(op[1])
+        return self.host(op[1], op[2], op[3])
+
+    def layers(self, subnet: SubnetConfig) -> list[LayerCost]:
+        """Every operation of ``subnet`` in execution order."""
+        return [self.cost(op) for op in subnet_ops(subnet, self.params.final_norm_cls_only)]
+
+    def _summary(self, key: tuple, ops: tuple) -> tuple[float, float, float, int, int, float]:
+        hit = self.block_memo.get(key)
+        if hit is None:
+            hit = self.block_memo[key] = _sum(self.cost(op) for op in ops)
+        return hit
+
+    def totals(self, subnet: SubnetConfig) -> tuple[float, float, float, int, int, float]:
+        """(cycles, compute cycles, DDR bytes, MACs, unit passes, host cycles): the fast path."""
+        s = subnet
+        geom = (s.img_size, s.patch_size, s.in_chans, s.num_classes, s.head_dim,
+                s.patch_embed_bits, s.head_bits)
+        e = s.embed_dim
+        memo = self.block_memo
+        key = (geom, e)
+        ends = memo.get(key)
+        if ends is None:
+            ends = self._summary(key, _end_ops(geom, e, self.params.final_norm_cls_only))
+        cyc, comp, byt, macs, passes, host = ends
+        for h, r, w in zip(s.num_heads, s.mlp_ratios, s.w8_shares):
+            key = (geom, e, h, r, w)
+            b = memo.get(key)
+            if b is None:
+                b = self._summary(key, _block_ops(geom, e, h, r, w))
+            cyc += b[0]
+            comp += b[1]
+            byt += b[2]
+            macs += b[3]
+            passes += b[4]
+            host += b[5]
+        return cyc, comp, byt, macs, passes, host
+
+
+def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True) -> list[tuple]:
+    """The subnet's operations in execution order, from ``linear_layers``/``attention_matmuls``.
+
+    Fabric ops are ``("linear", LinearSpec)`` / ``("matmul", MatmulSpec)``; host ops are
+    ``("host", name, op, elements)``.
+    """
+    lin = subnet.linear_layers()
+    mm = subnet.attention_matmuls()
+    t, e = subnet.num_tokens, subnet.embed_dim
+    out: list[tuple] = [("linear", lin[0])]
+    for i in range(subnet.depth):
+        qkv, proj, fc1, fc2 = lin[1 + 4 * i: 5 + 4 * i]
+        qk, av = mm[2 * i: 2 * i + 2]
+        out += [
+            ("host", f"blocks.{i}.norm1", "layernorm", t * e),
+            ("linear", qkv),
+            ("matmul", qk),
+            ("host", f"blocks.{i}.softmax", "softmax", qk.heads * qk.m * qk.n),
+            ("matmul", av),
+            ("linear", proj),
+            ("host", f"blocks.{i}.norm2", "layernorm", t * e),
+            ("linear", fc1),
+            ("host", f"blocks.{i}.gelu", "gelu", fc1.tokens * fc1.out_features),
+            ("linear", fc2),
+        ]
+    out.append(("host", "norm", "layernorm", (1 if final_norm_cls_only else t) * e))
+    out.append(("linear", lin[-1]))
+    return out
+
+
+def _op_name(op: tuple) -> str:
+    return op[1] if op[0] == "host" else op[1].name
+
+
+@lru_cache(maxsize=4096)
+def _block_ops(geom: tuple, e: int, h: int, r: float, s: float) -> tuple:
+    """Ops of one transformer block, taken from a one-block subnet (memoised, design-free)."""
+    one = SubnetConfig(e, 1, (h,), (r,), (s,), *geom)
+    return tuple(op for op in subnet_ops(one) if _op_name(op).startswith("blocks."))
+
+
+@lru_cache(maxsize=256)
+def _end_ops(geom: tuple, e: int, cls_only: bool) -> tuple:
+    """Patch embedding, final norm and head of a subnet with embedding ``e``."""
+    one = SubnetConfig(e, 1, (1,), (1.0,), (0.0,), *geom)
+    return tuple(op for op in subnet_ops(one, cls_only) if not _op_name(op).startswith("blocks."))
+
+
+def _sum(costs: Iterable[LayerCost]) -> tuple[float, float, float, int, int, float]:
+    cyc = comp = byt = host = 0.0
+    macs = passes = 0
+    for c in costs:
+        cyc += c.cycles
+        comp += c.compute_cycles
+        byt += c.ddr_bytes
+        macs += c.macs
+        passes += c.unit_passes
+        if c.unit == "host":
+            host += c.cycles
+    return cyc, comp, byt, macs, passes, host
+
+
+@lru_cache(maxsize=512)
+def context(platform: Platform, design: AcceleratorDesign) -> CostContext:
+    """The memoised cost context of a (platform, design) pair."""
+    return CostContext(platform, design)
+
+
+__all__ = ["LayerCost", "CostContext", "context", "ACT_ACT_PASSES"]

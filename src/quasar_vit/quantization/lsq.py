@@ -1,0 +1,203 @@
+"""Learned-step-size (LSQ) fake quantization, row-wise mixed precision for weights.
+
+Integer semantics (what export and the integer reference engine reproduce exactly):
+
+* rounding is ``torch.round``: round half to even (the same as ``numpy.round``);
+* a weight row ``r`` with ``b`` bits and step ``s_r > 0`` is stored as the integer
+  ``w_int = clamp(round(w / s_r), -2**(b-1), 2**(b-1) - 1)`` and means ``w_int * s_r``;
+  4-bit rows lie in [-8, 7], 8-bit rows in [-128, 127];
+* an 8-bit integer is split for the W4A6 array as ``w_int = 16 * hi + lo`` with a signed high
+  nibble ``hi = w_int >> 4`` in [-8, 7] and an unsigned low nibble ``lo = w_int & 15`` in [0, 15];
+* an activation tensor with ``b`` bits and step ``s_x`` is ``x_int = clamp(round(x / s_x), qn, qp)``
+  with ``[qn, qp] = [-2**(b-1), 2**(b-1) - 1]`` when signed and ``[0, 2**b - 1]`` when unsigned;
+* a quantized linear layer computes ``y = s_x * s_r * (x_int @ w_int_r) + bias_r`` per output
+  row: the integer GEMM accumulates exactly (int32), one float rescale per row follows.
+
+Gradients: rounding passes gradients straight through (STE); clamped values pass none; the
+steps get LSQ gradients scaled by ``1 / sqrt(numel * qp)`` (Esser et al., 2020).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """Round half to even in the forward pass, identity gradient in the backward pass."""
+    return (torch.round(x) - x).detach() + x
+
+
+def grad_scale(x: Tensor, scale: float | Tensor) -> Tensor:
+    """Leave the value of ``x`` unchanged but multiply its gradient by ``scale``."""
+    y = x * scale
+    return (x - y).detach() + y
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """Integer range of a ``bits``-bit code."""
+    if signed:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2 ** bits - 1
+
+
+def effective_step(step: Tensor) -> Tensor:
+    """The step actually used: ``|step| + 1e-8`` keeps it positive whatever the optimizer does."""
+    return step.abs() + 1e-8
+
+
+def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
+    """Sum a broadcast gradient back to ``shape``."""
+    if t.shape == shape:
+        return t
+    lead = t.dim() - len(shape)
+    if lead:
+        t = t.sum(dim=tuple(range(lead)))
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and t.shape[i] != 1)
+    return t.sum(dim=dims, keepdim=True) if dims else t
+
+
+class _LSQ(torch.autograd.Function):
+    """Fused LSQ fake quantization: one forward pass, analytic backward (STE + LSQ step gradient).
+
+    Equivalent to ``round_ste(clamp(x / s, qn, qp)) * s`` with the step gradient scaled by ``g``,
+    but with two saved tensors instead of a chain of elementwise autograd nodes (the unfused chain
+    doubled the cost of a training step).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, s: Tensor, qn: Tensor | float, qp: Tensor | float, g: Tensor | float) -> Tensor:  # type: ignore[override]
+        xs = x / s
+        q = torch.clamp(torch.round(xs), qn, qp)
+        ctx.save_for_backward(xs, q, s, *(t for t in (qn, qp, g) if isinstance(t, Tensor)))
+        ctx.consts = tuple(None if isinstance(t, Tensor) else t for t in (qn, qp, g))
+        return q * s
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        xs, q, s, *rest = ctx.saved_tensors
+        it = iter(rest)
+        qn, qp, g = (c if c is not None else next(it) for c in ctx.consts)
+        inside = (xs >= qn) & (xs <= qp)
+        grad_x = grad * inside if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            ds = torch.where(inside, q - xs, q) * grad
+            grad_s = _sum_to(ds * g if isinstance(g, Tensor) else ds, s.shape)
+            if not isinstance(g, Tensor):
+                grad_s = grad_s * g
+        return grad_x, grad_s, None, None, None
+
+
+def lsq_fake_quant(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, g: float | Tensor) -> Tensor:
+    """``clamp(round(x / s), qn, qp) * s`` with STE rounding and LSQ step gradients (scaled by ``g``)."""
+    if isinstance(qn, Tensor) or isinstance(qp, Tensor):
+        qn = qn if isinstance(qn, Tensor) else torch.tensor(float(qn), device=x.device)
+        qp = qp if isinstance(qp, Tensor) else torch.tensor(float(qp), device=x.device)
+    else:
+        qn, qp = float(qn), float(qp)
+    return _LSQ.apply(x, step, qn, qp, g)
+
+
+def lsq_fake_quant_reference(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor,
+                             g: float | Tensor) -> Tensor:
+    """Unfused autograd formulation of :func:`lsq_fake_quant` (kept as the test oracle)."""
+    s = grad_scale(step, g)
+    return round_ste(torch.clamp(x / s, qn, qp)) * s
+
+
+def row_bit_mask(rows: int, n8: int, sections: int, device: torch.device) -> Tensor:
+    """Boolean column vector: True for 8-bit rows.
+
+    The rows form ``sections`` equal blocks (q, k, v for the fused QKV weight); the leading
+    ``n8 // sections`` rows of each block are 8-bit.  Moving this boundary is how one shared weight
+    tensor serves every 8-bit share (mixed-precision weight entanglement).
+    """
+    per = rows // sections
+    n8_per = n8 // sections
+    idx = torch.arange(per, device=device)
+    return (idx < n8_per).repeat(sections).unsqueeze(1)
+
+
+def quantize_weight_rows(weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: int, sections: int = 1,
+                         bits_lo: int = 4, bits_hi: int = 8, lsq_grad: bool = True) -> Tensor:
+    """Row-wise mixed-precision fake quantization of a ``[rows, cols]`` weight.
+
+    ``step_lo`` / ``step_hi`` hold one step per row for the low- and high-precision version of
+    that row; the row's bit width decides which one is used.  Both live beside the one shared
+    float weight, so a row can change precision from subnet to subnet without new weights.
+    """
+    rows, cols = weight.shape
+    step_lo, step_hi = effective_step(step_lo), effective_step(step_hi)
+    lo_n, lo_p = qrange(bits_lo, True)
+    hi_n, hi_p = qrange(bits_hi, True)
+    if n8 <= 0:
+        g = 1.0 / math.sqrt(cols * lo_p) if lsq_grad else 1.0
+        return lsq_fake_quant(weight, step_lo.unsqueeze(1), lo_n, lo_p, g)
+    if n8 >= rows:
+        g = 1.0 / math.sqrt(cols * hi_p) if lsq_grad else 1.0
+        return lsq_fake_quant(weight, step_hi.unsqueeze(1), hi_n, hi_p, g)
+    mask = row_bit_mask(rows, n8, sections, weight.device)
+    step = torch.where(mask, step_hi.unsqueeze(1), step_lo.unsqueeze(1))
+    qn = torch.where(mask, hi_n, lo_n).to(weight.dtype)
+    qp = torch.where(mask, hi_p, lo_p).to(weight.dtype)
+    g = (1.0 / torch.sqrt(cols * qp)) if lsq_grad else torch.ones_like(qp)
+    return lsq_fake_quant(weight, step, qn, qp, g)
+
+
+def integer_weight_rows(weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: int, sections: int = 1,
+                        bits_lo: int = 4, bits_hi: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+    """The integer codes behind :func:`quantize_weight_rows`: ``(w_int int32, step per row, is_8bit)``."""
+    rows, _ = weight.shape
+    mask = row_bit_mask(rows, n8, sections, weight.device) if 0 < n8 < rows else torch.full(
+        (rows, 1), n8 >= rows, dtype=torch.bool, device=weight.device)
+    lo_n, lo_p = qrange(bits_lo, True)
+    hi_n, hi_p = qrange(bits_hi, True)
+    step = torch.where(mask, effective_step(step_hi).unsqueeze(1), effective_step(step_lo).unsqueeze(1)).detach()
+    qn = torch.where(mask, hi_n, lo_n).to(weight.dtype)
+    qp = torch.where(mask, hi_p, lo_p).to(weight.dtype)
+    w_int = torch.clamp(torch.round(weight / step), qn, qp).to(torch.int32)
+    return w_int, step.squeeze(1), mask.squeeze(1)
+
+
+def init_weight_steps(weight: Tensor, bits: int) -> Tensor:
+    """LSQ initialisation per row: ``2 * mean|w| / sqrt(qp)``."""
+    _, qp = qrange(bits, True)
+    return (2.0 * weight.detach().abs().mean(dim=1) / math.sqrt(qp)).clamp_min(1e-8)
+
+
+class ActQuantizer(torch.nn.Module):
+    """Per-tensor LSQ quantizer for activations (6-bit by default).
+
+    The step is initialised from the first batch it sees (LSQ rule); under data parallel training the
+    trainer broadcasts rank 0's value afterwards so that every rank holds the same step.
+    """
+
+    def __init__(self, bits: int = 6, signed: bool = True, enabled: bool = True, lsq_grad: bool = True) -> None:
+        super().__init__()
+        self.bits, self.signed, self.enabled, self.lsq_grad = bits, signed, enabled, lsq_grad
+        self.qn, self.qp = qrange(bits, signed)
+        self.step = torch.nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}, enabled={self.enabled}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.enabled:
+            return x
+        if not bool(self.initialized):
+            with torch.no_grad():
+                self.step.copy_((2.0 * x.detach().abs().mean() / math.sqrt(self.qp)).clamp_min(1e-6))
+                self.initialized.fill_(True)
+        g = 1.0 / math.sqrt(x[0].numel() * self.qp) if self.lsq_grad else 1.0
+        return lsq_fake_quant(x, effective_step(self.step), self.qn, self.qp, g)
+
+    def integer(self, x: Tensor) -> Tensor:
+        """Integer codes of ``x`` (int32), the exact counterpart of :meth:`forward`."""
+        s = effective_step(self.step.detach())
+        return torch.clamp(torch.round(x / s), self.qn, self.qp).to(torch.int32)
+
+    def scale(self) -> float:
+        return float(effective_step(self.step.detach()))

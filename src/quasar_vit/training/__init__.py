@@ -1,0 +1,1 @@
+"""Supernet training, evaluation, checkpoints and the data-parallel plumbing."""

@@ -1,0 +1,259 @@
+"""One-shot supernet training with sandwich sampling and in-place distillation.
+
+Each step runs the largest subnet (all 8-bit, trained on the labels), the smallest (all 4-bit),
+and ``train.sandwich_random`` uniformly random subnets; all but the largest learn from the
+largest's soft predictions (in-place distillation).  The paper trains with knowledge distillation
+but leaves the sampling rule and the teacher open; sandwich + in-place teacher is the documented
+default (BigNAS/OFA practice) because it trains both ends of the latency range the search needs.
+
+Reproducibility and exact resume: everything random in a step (subnet draws, augmentation,
+stochastic depth) is seeded from ``(seed, step)``, and the data order from ``(seed, epoch)``, so
+a run resumed from a checkpoint continues on the same batches, subnets and random numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from quasar_vit.config import ExperimentConfig, save_config
+from quasar_vit.errors import CheckpointError, QuasarError
+from quasar_vit.space import SearchSpace, SubnetConfig
+from quasar_vit.supernet import SuperViT, build_supernet
+from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
+from quasar_vit.training.distributed import (DistInfo, all_reduce_gradients, barrier, broadcast_module,
+                                             init_distributed)
+from quasar_vit.training.evaluate import evaluate_subnet
+from quasar_vit.utils.io import append_jsonl, atomic_write_json
+
+
+def lr_at(step: int, cfg: ExperimentConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr`` at ``train.steps``."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def step_seed(seed: int, step: int, salt: int = 0) -> int:
+    return (seed * 1_000_003 + step * 7919 + salt * 104_729) % (2 ** 63 - 1)
+
+
+def sandwich_subnets(space: SearchSpace, seed: int, step: int, n_random: int) -> list[SubnetConfig]:
+    """Largest, smallest and ``n_random`` random subnets; the same on every rank for a step."""
+    rng = random.Random(step_seed(seed, step, 1))
+    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(n_random)]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms, quantizer steps, layer scales, embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.dim() < 2 or name.endswith(("pos_embed", "cls_token")) or "step" in name.split(".")[-1]:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def distill_loss(student: Tensor, teacher_probs: Tensor, temperature: float) -> Tensor:
+    """Soft cross-entropy against the teacher's (temperature-softened) probabilities."""
+    logp = F.log_softmax(student / temperature, dim=-1)
+    return -(teacher_probs * logp).sum(dim=-1).mean() * temperature ** 2
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    elapsed: float = 0.0
+
+
+class RunDir:
+    """Paths inside a training run's output directory."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.root = Path(out)
+        self.last = self.root / "last.pt"
+        self.final = self.root / "supernet.pt"
+        self.config = self.root / "config.yaml"
+        self.metrics = self.root / "metrics.jsonl"
+        self.summary = self.root / "final.json"
+
+
+def _calibrate(model: SuperViT, x: Tensor, space: SearchSpace) -> None:
+    """Initialise every activation quantizer's step from one batch (LSQ init), largest subnet first."""
+    with torch.no_grad():
+        model(x, space.largest())
+        model(x, space.smallest())
+
+
+def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False, device: str | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Train the supernet described by ``cfg`` into ``out``; returns the final summary.
+
+    ``out`` receives ``config.yaml``, ``metrics.jsonl`` (JSON lines), ``last.pt`` (atomic,
+    every ``train.checkpoint_every`` steps), ``supernet.pt`` and ``final.json`` at the end.
+    """
+    from quasar_vit.data import BatchTransform, build_datasets, make_loader
+    from quasar_vit.data.loaders import batches_per_epoch, infinite_batches
+
+    info = init_distributed(device)
+    run = RunDir(out)
+    state = TrainState()
+    ckpt = None
+    if resume:
+        if not run.last.is_file():
+            raise CheckpointError(f"--resume: no checkpoint at {run.last}")
+        ckpt = read_checkpoint(run.last, map_location="cpu")
+        saved = checkpoint_config(ckpt)
+        for section in ("model", "quant", "data", "train"):
+            if getattr(saved, section) != getattr(cfg, section):
+                raise CheckpointError(f"--resume: the '{section}' section differs from the run's config "
+                                      f"({run.config}); resume with that config or start a new --out")
+        state = TrainState(int(ckpt["step"]), int(ckpt.get("epoch", 0)), float(ckpt.get("elapsed", 0.0)))
+    elif run.last.is_file() or run.final.is_file():
+        raise QuasarError(f"{run.root} already holds a training run; pass --resume to continue it "
+                          "or choose another --out")
+    if info.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.config)
+
+    space = cfg.model.space()
+    splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
+                            seed=cfg.train.seed)
+    loader = make_loader(splits.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, drop_last=True,
+                         num_workers=cfg.data.num_workers, distributed=info.enabled, rank=info.rank,
+                         world_size=info.world_size)
+    bpe = batches_per_epoch(loader)
+    transform = BatchTransform.from_config(cfg.data, train=True)
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_supernet(cfg.model, cfg.quant).to(info.device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr,
+                                  betas=(0.9, 0.999))
+    params = [p for p in model.parameters() if p.requires_grad]
+    batches = infinite_batches(loader, start_epoch=state.step // bpe, start_batch=state.step % bpe)
+
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    else:
+        x0 = torch.stack([splits.train[i][0] for i in range(min(len(splits.train), t_cfg_bs(cfg)))])
+        _calibrate(model, BatchTransform.from_config(cfg.data, train=False)(x0.to(info.device)), space)
+        broadcast_module(model)
+
+    t_cfg = cfg.train
+    bar = None
+    if progress and info.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t_cfg.steps, initial=state.step, desc="train supernet", unit="step", dynamic_ncols=True)
+    model.train()
+    t_last = time.time()
+    window: dict[str, float] = {}
+    n_window = 0
+    try:
+        while state.step < t_cfg.steps:
+            step = state.step
+            lr = lr_at(step, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            epoch, (x, y) = next(batches)
+            x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+            gen = torch.Generator(device=info.device)
+            gen.manual_seed(step_seed(t_cfg.seed, step, 2 + info.rank))
+            x = transform(x, gen)
+            torch.manual_seed(step_seed(t_cfg.seed, step, 1000 + info.rank))  # stochastic depth
+
+            subnets = sandwich_subnets(space, t_cfg.seed, step, t_cfg.sandwich_random)
+            losses = {}
+            teacher_probs = None
+            for i, sub in enumerate(subnets):
+                logits = model(x, sub)
+                if i == 0 or not t_cfg.distill:
+                    loss = F.cross_entropy(logits, y, label_smoothing=t_cfg.label_smoothing)
+                    if i == 0:
+                        teacher_probs = F.softmax(logits.detach() / t_cfg.distill_temperature, dim=-1)
+                else:
+                    loss = distill_loss(logits, teacher_probs, t_cfg.distill_temperature)
+                loss.backward()
+                key = "largest" if i == 0 else "smallest" if i == 1 else "random"
+                losses[key] = losses.get(key, 0.0) + float(loss.detach()) / (1 if i < 2 else len(subnets) - 2)
+            all_reduce_gradients(params, info.world_size)
+            if t_cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, t_cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.epoch = epoch
+            for k, v in losses.items():
+                window[k] = window.get(k, 0.0) + v
+            n_window += 1
+
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['largest']:.3f}", lr=f"{lr:.2e}", epoch=epoch)
+            if state.step % t_cfg.log_every == 0 or state.step == t_cfg.steps:
+                now = time.time()
+                dt = now - t_last
+                state.elapsed += dt
+                t_last = now
+                if info.is_main:
+                    rec = {"step": state.step, "epoch": epoch, "lr": lr,
+                           **{f"loss_{k}": v / n_window for k, v in window.items()},
+                           "sec_per_step": dt / n_window,
+                           "img_per_sec": n_window * x.shape[0] * info.world_size / max(dt, 1e-9),
+                           "elapsed": state.elapsed}
+                    append_jsonl(run.metrics, rec)
+                window, n_window = {}, 0
+            if state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.steps:
+                _save(run.last, model, optimizer, cfg, state, info)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    summary: dict[str, Any] = {"steps": state.step, "train_seconds": state.elapsed, "world_size": info.world_size}
+    if info.is_main:
+        test_tf = BatchTransform.from_config(cfg.data, train=False)
+        model.eval()
+        for name, sub in (("largest", space.largest()), ("smallest", space.smallest())):
+            summary[f"test_top1_{name}"] = evaluate_subnet(model, sub, splits.test, test_tf, info.device,
+                                                           batch_size=500, progress=progress)
+        save_checkpoint(run.final, {"step": state.step, "config": cfg.to_dict(), "model": _cpu_state(model),
+                                    "space": space.to_dict(), "summary": summary})
+        atomic_write_json(run.summary, summary)
+    barrier()
+    return summary
+
+
+def t_cfg_bs(cfg: ExperimentConfig) -> int:
+    return min(cfg.train.batch_size, 256)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: ExperimentConfig,
+          state: TrainState, info: DistInfo) -> None:
+    if not info.is_main:
+        return
+    save_checkpoint(path, {"step": state.step, "epoch": state.epoch, "elapsed": state.elapsed,
+                           "config": cfg.to_dict(), "model": _cpu_state(model),
+                           "optimizer": optimizer.state_dict()})
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "final.json").read_text())
