@@ -65,11 +65,12 @@ class CostContext:
         self.cyc_per_ns = design.clock_mhz / 1000.0
         self.host_ovh_ns = p.host_call_overhead_us * 1000.0
         self.host_bw = p.host_bw_gbps   # GB/s == bytes/ns
+        self.host_exposed = 1.0 - p.host_overlap
         self.host_ns = {"layernorm": p.host_layernorm_ns_per_elem, "softmax": p.host_softmax_ns_per_elem,
                         "gelu": p.host_gelu_ns_per_elem}
         self.gemm_memo: dict[tuple, tuple[float, float, float]] = {}
         self.block_memo: dict[tuple, tuple[float, float, float, int, int, float]] = {}
-        self.layers_memo: dict[tuple, list[LayerCost]] = {}
+        self.resources = None   # filled by dse.evaluate (the design's Resources, subnet-independent)
 
     # ---- fabric GEMM --------------------------------------------------------------------------
     def gemm(self, T: int, K: int, M_eff: int, out_cols: int, extra_read: float) -> tuple[float, float, float]:
@@ -89,25 +90,37 @@ class CostContext:
         nt_full, t_rem = divmod(T, tn)
         nm_full, m_rem = divmod(M_eff, R)
         n_m = nm_full + (1 if m_rem else 0)
-        out_per_row = (out_cols / M_eff) * (self.out_b + extra_read)
+        last_m = m_rem if m_rem else R
         wb = 0.5 * K  # bytes of one nibble row
+        out_b = self.out_b + extra_read
         total = comp_total = bytes_total = 0.0
+        # Row tiles of one token tile: the input tile is loaded with the first row tile (and again
+        # with every row tile if it does not fit the buffer).  Outputs (and the residual input of
+        # the fused residual add) stream out on the AXI write side while later tiles compute, so
+        # they only bound the total: time >= all DDR traffic / bandwidth.  Both terms are
+        # monotone in every dimension, hence so is the cost.
         for t, ct in ((tn, nt_full), (t_rem, 1 if t_rem else 0)):
             if not ct:
                 continue
-            in_bytes = t * K * self.act_b
-            if reuse:
-                in_bytes /= n_m   # loaded once per token tile, spread over its row tiles
             comp = kp * max(t, self.wload) + self.tile_ovh
-            for m, cm in ((R, nm_full), (m_rem, 1 if m_rem else 0)):
+            in_b = t * K * self.act_b
+            if n_m == 1:
+                tiles = ((last_m * wb + in_b, 1),)
+            else:
+                again = 0.0 if reuse else in_b
+                tiles = ((R * wb + in_b, 1), (R * wb + again, n_m - 2), (last_m * wb + again, 1))
+            for byt, cm in tiles:
                 if not cm:
                     continue
-                byt = m * wb + in_bytes + t * m * out_per_row
                 n = ct * cm
                 xfer = byt / bpc
                 total += n * (comp if comp > xfer else xfer)
                 comp_total += n * comp
                 bytes_total += n * byt
+        bytes_total += T * out_cols * out_b
+        stream = bytes_total / bpc
+        if stream > total:
+            total = stream
         first = (min(R, M_eff) * wb + min(tn, T) * K * self.act_b) / bpc
         res = (total + first + self.gemm_ovh, comp_total, bytes_total)
         self.gemm_memo[key] = res
@@ -128,10 +141,12 @@ class CostContext:
 
     # ---- host ops -----------------------------------------------------------------------------
     def host(self, name: str, op: str, elems: int) -> LayerCost:
+        """Exposed time of a host op: hand-off + max(compute, DDR round trip), minus the share
+        hidden behind fabric work (``host_overlap``)."""
         byt = elems * (self.act_b + self.out_b)
         work = elems * self.host_ns[op]
         mem = byt / self.host_bw
-        ns = self.host_ovh_ns + (work if work > mem else mem)
+        ns = (self.host_ovh_ns + (work if work > mem else mem)) * self.host_exposed
         return LayerCost(name, op, "host", 0, 0, ns * self.cyc_per_ns, 0.0, byt)
 
     # ---- whole subnet -------------------------------------------------------------------------

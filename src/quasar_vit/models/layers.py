@@ -48,7 +48,7 @@ class QuantLinear(nn.Module):
         self.n8_rows = out_features if n8_rows is None else n8_rows
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        nn.init.trunc_normal_(self.weight, std=0.02)
+        nn.init.trunc_normal_(self.weight, std=in_features ** -0.5)
         self.step_lo = nn.Parameter(init_weight_steps(self.weight, quant.w_bits_low))
         self.step_hi = nn.Parameter(init_weight_steps(self.weight, quant.w_bits_high))
         self.aq = ActQuantizer(quant.act_bits, act_signed, quant.enabled, quant.lsq_grad_scale)

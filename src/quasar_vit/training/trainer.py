@@ -100,11 +100,13 @@ def _calibrate(model: SuperViT, x: Tensor, space: SearchSpace) -> None:
 
 
 def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False, device: str | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
     """Train the supernet described by ``cfg`` into ``out``; returns the final summary.
 
     ``out`` receives ``config.yaml``, ``metrics.jsonl`` (JSON lines), ``last.pt`` (atomic,
     every ``train.checkpoint_every`` steps), ``supernet.pt`` and ``final.json`` at the end.
+    ``stop_at`` ends this invocation after that many steps (with a checkpoint), as a kill would;
+    ``resume=True`` then continues exactly.
     """
     from quasar_vit.data import BatchTransform, build_datasets, make_loader
     from quasar_vit.data.loaders import batches_per_epoch, infinite_batches
@@ -218,13 +220,20 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
                            "elapsed": state.elapsed}
                     append_jsonl(run.metrics, rec)
                 window, n_window = {}, 0
-            if state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.steps:
+            if state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.steps or state.step == stop_at:
                 _save(run.last, model, optimizer, cfg, state, info)
+            if stop_at is not None and state.step >= stop_at and state.step < t_cfg.steps:
+                barrier()
+                return {"steps": state.step, "stopped_early": True}
     finally:
         if bar is not None:
             bar.close()
 
     summary: dict[str, Any] = {"steps": state.step, "train_seconds": state.elapsed, "world_size": info.world_size}
+    if info.enabled:
+        summary["ranks_in_sync"] = ranks_in_sync(model)
+        if not summary["ranks_in_sync"]:
+            raise RuntimeError("data-parallel ranks ended with different weights (a bug: please report it)")
     if info.is_main:
         test_tf = BatchTransform.from_config(cfg.data, train=False)
         model.eval()
@@ -240,6 +249,21 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
 
 def t_cfg_bs(cfg: ExperimentConfig) -> int:
     return min(cfg.train.batch_size, 256)
+
+
+def ranks_in_sync(model: nn.Module) -> bool:
+    """True when every rank holds bit-identical parameters (compared by per-tensor checksums)."""
+    import torch.distributed as dist
+
+    sums = []
+    for p in model.parameters():
+        v = p.detach().double().reshape(-1)
+        w = torch.arange(1, v.numel() + 1, dtype=torch.float64, device=v.device)
+        sums.append(torch.stack([v.sum(), v.abs().sum(), (v * w).sum()]))
+    local = torch.stack(sums).cpu()
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:

@@ -1,0 +1,35 @@
+"""``quasar-vit export``: a searched subnet as a deployable package (weights, ONNX, accelerator, report)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="supernet.pt / last.pt, or a training run directory")
+    p.add_argument("--subnet", required=True,
+                   help="subnet JSON file (a search result's {'subnet': ...} works too), or largest | smallest")
+    p.add_argument("--platform", default="zcu102", help="board preset (zcu102, zcu104, kv260, ...) or a platform YAML")
+    p.add_argument("--out", required=True, help="export directory (written atomically)")
+    p.add_argument("--data-root", default=None, help="override the data root stored in the checkpoint's config")
+    p.add_argument("--eval-limit", type=int, default=1000,
+                   help="test images used for the accuracy in the report (0 = the whole test split)")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the accuracy evaluation")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not an earlier export")
+
+
+def run(args: argparse.Namespace) -> int:
+    from quasar_vit.export.exporter import export_subnet
+
+    subnet = args.subnet
+    if subnet in ("largest", "smallest"):
+        from quasar_vit.training.checkpoint import read_checkpoint, checkpoint_config
+
+        space = checkpoint_config(read_checkpoint(args.checkpoint)).model.space()
+        subnet = space.largest() if subnet == "largest" else space.smallest()
+    out = export_subnet(args.checkpoint, subnet, args.platform, args.out, data_root=args.data_root,
+                        eval_limit=args.eval_limit or None, evaluate=args.evaluate, force=args.force)
+    info = json.loads((out / "export.json").read_text())
+    print(json.dumps({"out": str(out), "platform": info["platform"], "predicted": info["predicted"],
+                      "evaluation": info["evaluation"]}, indent=2))
+    return 0

@@ -1,0 +1,26 @@
+"""``quasar-vit verify``: run an export on the integer reference engine and compare with model.pt."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="export directory written by 'quasar-vit export'")
+    p.add_argument("--data-root", default=None, help="override the data root stored in the export's config")
+    p.add_argument("--limit", type=int, default=0, help="first N test images (0 = the whole test split)")
+    p.add_argument("--min-agreement", type=float, default=99.5,
+                   help="required label agreement in percent (default 99.5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from quasar_vit.export.verify import verify_export
+
+    res = verify_export(args.dir, data_root=args.data_root, limit=args.limit or None,
+                        min_agreement=args.min_agreement)
+    print(json.dumps(res, indent=2))
+    verdict = "PASSED" if res["passed"] else "FAILED"
+    print(f"verify {verdict}: {res['agreement_percent']:.2f} % label agreement on {res['images']} images, "
+          f"max |logit error| {res['max_abs_logit_error']:.2e}, "
+          f"{100 * res['flipped_code_fraction']:.4f} % flipped activation codes")
+    return 0 if res["passed"] else 1

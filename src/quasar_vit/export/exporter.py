@@ -1,0 +1,181 @@
+"""``export_subnet``: checkpoint + subnet + platform -> a deployable export directory.
+
+Everything is checked before anything is written (platform, checkpoint, subnet in the space,
+a design that fits), and the directory is assembled in a temporary sibling and renamed into
+place at the end (``utils.io.atomic_dir``): a failed export never leaves a half-written folder.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from quasar_vit.errors import ExportError, SubnetError
+from quasar_vit.space import SubnetConfig
+from quasar_vit.utils.io import atomic_dir
+
+EXPORT_FORMAT = "quasar-vit-export"
+EXPORT_VERSION = 1
+
+FILES = {
+    "export.json": "what was exported, from which checkpoint and config, and the evaluation numbers",
+    "subnet.json": "the subnet (SubnetConfig JSON)",
+    "model.pt": "TorchScript fake-quant model: torch.jit.load('model.pt') runs it without quasar-vit",
+    "model_state.pt": "QuantViT state_dict + subnet + quant config (torch.load(weights_only=True))",
+    "weights.npz": "integer weights per layer (int4/int8 codes, per-row steps, bit map, nibbles, scales)",
+    "manifest.json": "key layout and semantics of weights.npz",
+    "model.onnx": "ONNX (opset 21): INT4/INT8 row groups + 6-bit QDQ activations",
+    "bitmap.json": "per-row bit map of every layer (side file of model.onnx)",
+    "accelerator.json": "the accelerator design chosen for this subnet on this board, predicted FPS/resources",
+    "report.md": "architecture, bit mix, per-layer latency and resources, accuracy, time breakdown",
+    "plots/": "figures linked from report.md",
+}
+
+
+def _resolve_subnet(subnet: SubnetConfig | str | Path, space: Any) -> SubnetConfig:
+    sub = subnet if isinstance(subnet, SubnetConfig) else SubnetConfig.load(subnet)
+    try:
+        space.validate(sub)
+    except SubnetError as exc:
+        raise SubnetError(f"{subnet if not isinstance(subnet, SubnetConfig) else 'subnet'}: not a subnet of "
+                          f"this checkpoint's supernet: {exc}") from None
+    return sub
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"--out {out} exists and is not a directory")
+        if any(out.iterdir()) and not (out / "export.json").is_file() and not force:
+            raise ExportError(f"--out {out} is a non-empty directory that is not a quasar-vit export; "
+                              "choose another directory (or pass --force to replace it)")
+
+
+def load_test_images(cfg: Any, data_root: str | None, limit: int | None) -> tuple[torch.Tensor, np.ndarray]:
+    """Normalised test images and labels of the config's data set (``limit`` first ones)."""
+    from quasar_vit.data import BatchTransform, build_datasets
+
+    if data_root:
+        cfg.data.root = data_root
+    splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
+                            seed=cfg.train.seed)
+    ds = splits.test
+    n = len(ds) if not limit else min(int(limit), len(ds))
+    if hasattr(ds, "images"):
+        imgs, labels = ds.images[:n], ds.labels[:n]
+    else:
+        items = [ds[i] for i in range(n)]
+        imgs = torch.stack([it[0] for it in items])
+        labels = torch.as_tensor([int(it[1]) for it in items])
+    x = BatchTransform.from_config(cfg.data, train=False)(imgs)
+    return x, labels.numpy()
+
+
+def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).numpy() \
+            if len(x) else np.zeros((0, 0), np.float32)
+
+
+def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, arrays: dict, manifest: dict,
+              data_root: str | None, eval_limit: int | None) -> dict[str, Any]:
+    from quasar_vit.errors import DataError
+    from quasar_vit.export.onnx_export import onnx_session, run_onnx
+    from quasar_vit.export.reference import IntegerViT
+
+    try:
+        x, y = load_test_images(cfg, data_root, eval_limit)
+    except DataError as exc:
+        return {"note": f"accuracy not measured: {exc}"}
+    ref = torch_logits(deploy, x)
+    integer, _ = IntegerViT(arrays, manifest).predict(x.numpy())
+    n_onnx = min(len(x), 512)
+    onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy())
+    pct = lambda a: float(100.0 * np.mean(a)) if len(a) else None  # noqa: E731
+    return {
+        "split": "test", "images": int(len(x)),
+        "top1_fake_quant": pct(ref.argmax(1) == y),
+        "top1_integer": pct(integer.argmax(1) == y),
+        "agreement_integer": pct(integer.argmax(1) == ref.argmax(1)),
+        "max_abs_logit_error_integer": float(np.abs(integer - ref).max()) if len(x) else None,
+        "onnx_images": int(n_onnx),
+        "agreement_onnx": pct(onx.argmax(1) == ref[:n_onnx].argmax(1)),
+        "max_abs_logit_error_onnx": float(np.abs(onx - ref[:n_onnx]).max()) if n_onnx else None,
+    }
+
+
+def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, platform: str | Path,
+                  out_dir: str | Path, *, data_root: str | None = None, eval_limit: int | None = 1000,
+                  evaluate: bool = True, force: bool = False, device: str = "cpu") -> Path:
+    """Export ``subnet`` of the supernet at ``checkpoint`` for ``platform`` into ``out_dir``.
+
+    Raises :class:`HardwareError` (unknown platform / no design fits), :class:`CheckpointError`,
+    :class:`SubnetError` (not in the checkpoint's space) or :class:`ExportError`; in every case
+    ``out_dir`` is left as it was.
+    """
+    from quasar_vit.export.deploy import DeployViT, save_torchscript
+    from quasar_vit.export.intweights import bitmap, integer_weights, save_weights
+    from quasar_vit.export.onnx_export import save_onnx
+    from quasar_vit.export.report import write_report
+    from quasar_vit.hardware import explore, load_platform
+    from quasar_vit.supernet.supernet import extract
+    from quasar_vit.training.checkpoint import load_supernet
+
+    out = Path(out_dir)
+    _check_out(out, force)
+    plat = load_platform(platform)
+    supernet, cfg, ckpt = load_supernet(checkpoint, device)
+    sub = _resolve_subnet(subnet, cfg.model.space())
+    report = explore(sub, plat)
+    hw = report.to_dict()
+
+    model = extract(supernet, sub).eval().cpu()
+    del supernet
+    arrays, manifest = integer_weights(model)
+    deploy = DeployViT(arrays, manifest)
+    meta = {"name": cfg.name, "checkpoint": str(checkpoint), "step": int(ckpt.get("step", 0)),
+            "config_name": cfg.name, "files": FILES}
+    with atomic_dir(out) as tmp:
+        (tmp / "subnet.json").write_text(sub.to_json() + "\n")
+        save_torchscript(deploy, tmp / "model.pt", {"subnet": sub.to_dict(),
+                                                    "quant": manifest["quant"]})
+        torch.save({"format": "quasar-vit-subnet", "version": 1, "subnet": sub.to_dict(),
+                    "quant": cfg.to_dict()["quant"], "layer_scale": bool(model.layer_scale),
+                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
+                   tmp / "model_state.pt")
+        save_weights(tmp, arrays, manifest)
+        save_onnx(arrays, manifest, tmp / "model.onnx")
+        (tmp / "bitmap.json").write_text(json.dumps(bitmap(arrays, manifest)) + "\n")
+        accel = {"format": "quasar-vit-accelerator", "version": 1, "platform": plat.to_dict(), **hw}
+        (tmp / "accelerator.json").write_text(json.dumps(accel, indent=2) + "\n")
+        evaluation = _evaluate(tmp, cfg, deploy, arrays, manifest, data_root, eval_limit) if evaluate else {
+            "note": "accuracy not measured (--no-eval)"}
+        write_report(tmp, sub, hw, evaluation, meta)
+        info = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "checkpoint": str(checkpoint), "checkpoint_step": meta["step"], "config": cfg.to_dict(),
+                "subnet": sub.to_dict(), "platform": plat.name,
+                "predicted": {"fps": hw["total"]["fps"], "latency_ms": hw["total"]["latency_ms"]},
+                "evaluation": evaluation, "files": FILES}
+        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def load_subnet_model(directory: str | Path):
+    """Rebuild the :class:`QuantViT` of an export from ``model_state.pt`` (needs quasar-vit)."""
+    from quasar_vit.models.layers import QuantSpec
+    from quasar_vit.models.vit import QuantViT
+
+    d = torch.load(Path(directory) / "model_state.pt", map_location="cpu", weights_only=True)
+    q = d["quant"]
+    spec = QuantSpec(q["enabled"], q["w_bits_low"], q["w_bits_high"], q["act_bits"], q["lsq_grad_scale"])
+    model = QuantViT(SubnetConfig.from_dict(d["subnet"]), spec, d["layer_scale"])
+    model.load_state_dict(d["state_dict"])
+    return model.eval()
+
+
+__all__ = ["export_subnet", "load_subnet_model", "load_test_images", "torch_logits", "FILES"]

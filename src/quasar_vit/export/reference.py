@@ -1,0 +1,232 @@
+"""Integer reference engine (NumPy): the exported subnet run with the accelerator's arithmetic.
+
+What runs where (paper, section 4):
+
+* **fabric (W4A6 array), integers only** - every linear layer: the 6-bit input codes times the
+  weight codes, accumulated exactly.  A 4-bit row is one pass of the array; an 8-bit row is two
+  passes, its signed high nibble and its unsigned low nibble, shifted and added in the output
+  stage: ``acc = 16 * (x @ hi) + (x @ lo)``.  The attention matmuls ``q k^T`` and ``P v`` run on
+  the same array: their stationary 6-bit operand (k, v) is split into two nibbles likewise.
+  Then one float rescale per output row (``s_x * s_row``) and the bias; the layer scale multiplies
+  the branch output before the residual add.
+* **integer requantisation** - the ``P v`` accumulator goes straight into the 6-bit code of the
+  projection input: ``code = clamp(round(acc * M))`` with ``M = s_P * s_v / s_proj_in``.
+* **ARM cores, float** - LayerNorm, softmax, GELU (exact erf) and the residual adds, followed by the
+  6-bit quantisation of their outputs (round half to even, clamp).
+
+Exactness: the integer GEMMs are evaluated with BLAS on small integers stored as floats.  Every
+product and every partial sum is an integer below ``2**24`` (float32) or ``2**53`` (float64),
+checked per layer from the operand ranges, so the result is the exact integer sum whatever the
+summation order; ``exact=True`` uses int64 matmuls instead (slow, for tests).
+
+Only NumPy is needed (SciPy's ``erf`` is used when installed, else ``math.erf`` vectorised).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+try:  # pragma: no cover - depends on the environment
+    from scipy.special import erf as _erf
+except ImportError:  # pragma: no cover
+    _erf = np.vectorize(math.erf, otypes=[np.float64])
+
+F32 = np.float32
+
+
+def quantize(x: np.ndarray, step: float | np.ndarray, qn: int, qp: int) -> np.ndarray:
+    """``clamp(round_half_even(x / step), qn, qp)`` as int32 (the rule of ``lsq.py``), in float32."""
+    return np.clip(np.rint(np.asarray(x, F32) / F32(step)), qn, qp).astype(np.int32)
+
+
+def _bound(a_max: int, b_max: int, k: int) -> int:
+    return int(a_max) * int(b_max) * int(k)
+
+
+def int_matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int, exact: bool = False) -> np.ndarray:
+    """Exact integer ``a @ b`` (int64) for ``|a| <= a_max``, ``|b| <= b_max``."""
+    k = a.shape[-1]
+    bound = _bound(a_max, b_max, k)
+    if exact or bound >= 2 ** 53:
+        return np.matmul(a.astype(np.int64), b.astype(np.int64))
+    dt = np.float32 if bound < 2 ** 24 else np.float64
+    return np.matmul(a.astype(dt), b.astype(dt)).astype(np.int64)
+
+
+def split_operand(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nibble split of a signed operand (8-bit weights or 6-bit activations): ``v = 16*hi + lo``."""
+    v = v.astype(np.int32)
+    return v >> 4, v & 15
+
+
+def _layernorm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    mu = x64.mean(-1, keepdims=True)
+    var = ((x64 - mu) ** 2).mean(-1, keepdims=True)
+    return ((x64 - mu) / np.sqrt(var + eps) * w + b).astype(F32)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(F32)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0)))).astype(F32)
+
+
+def patchify(x: np.ndarray, patch: int) -> np.ndarray:
+    """``[B, C, H, W]`` -> ``[B, N, C*p*p]`` in (c, dy, dx) order (as ``models.layers.patchify``)."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // patch, patch, w // patch, patch).transpose(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // patch) * (w // patch), c * patch * patch)
+
+
+class IntegerLinear:
+    """One linear layer as the array runs it: row groups, nibble passes, per-row rescale."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], name: str, act_range: tuple[int, int]) -> None:
+        self.name = name
+        g = lambda k: arrays[f"{name}.{k}"]  # noqa: E731
+        self.w_int = g("w_int").astype(np.int32)
+        self.rows4, self.rows8 = g("rows4").astype(np.int64), g("rows8").astype(np.int64)
+        self.w4 = g("w4").astype(np.int32)
+        self.hi, self.lo = g("hi").astype(np.int32), g("lo").astype(np.int32)
+        self.step = g("step").astype(F32)
+        self.bias = g("bias").astype(F32)
+        self.act_step = F32(g("act_step"))
+        self.qn, self.qp = act_range
+        self.out_features, self.in_features = self.w_int.shape
+        self.scale = (self.act_step * self.step).astype(F32)   # s_x * s_row, one float per row
+        if len(self.rows8) and not np.array_equal(16 * self.hi + self.lo, self.w_int[self.rows8]):
+            raise ValueError(f"{name}: nibbles do not reproduce the 8-bit codes")
+        self.a_max = max(abs(self.qn), abs(self.qp))
+
+    def accumulate(self, x_int: np.ndarray, exact: bool = False) -> np.ndarray:
+        """Exact int64 accumulator ``x_int @ w_int^T``, 8-bit rows as two nibble passes."""
+        acc = np.empty(x_int.shape[:-1] + (self.out_features,), np.int64)
+        if len(self.rows4):
+            acc[..., self.rows4] = int_matmul(x_int, self.w4.T, self.a_max, 8, exact)
+        if len(self.rows8):
+            hi = int_matmul(x_int, self.hi.T, self.a_max, 8, exact)
+            lo = int_matmul(x_int, self.lo.T, self.a_max, 15, exact)
+            acc[..., self.rows8] = hi * 16 + lo
+        return acc
+
+    def rescale(self, acc: np.ndarray) -> np.ndarray:
+        return acc.astype(F32) * self.scale + self.bias
+
+    def __call__(self, x_int: np.ndarray, exact: bool = False) -> np.ndarray:
+        return self.rescale(self.accumulate(x_int, exact))
+
+
+class IntegerViT:
+    """The exported subnet on integer arithmetic; ``forward(images) -> logits`` (float32).
+
+    ``images`` are normalised float ``[B, C, H, W]`` (what ``BatchTransform`` produces).
+    With ``trace`` the integer codes of every quantisation point are returned as well.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any], exact: bool = False,
+                 check_nibbles: bool = False) -> None:
+        self.arrays, self.manifest = arrays, manifest
+        self.exact, self.check_nibbles = exact, check_nibbles
+        sub = manifest["subnet"]
+        self.patch, self.depth, self.head_dim = sub["patch_size"], sub["depth"], sub["head_dim"]
+        self.heads = list(sub["num_heads"])
+        q = manifest["quant"]
+        self.srange = tuple(q["act_range_signed"])
+        self.urange = tuple(q["act_range_unsigned"])
+        self.eps = float(manifest["layer_norm_eps"])
+        self.attn_scale = F32(manifest["attn_scale"])
+        self.linears = {l["name"]: IntegerLinear(arrays, l["name"], self.srange if l["act_signed"] else self.urange)
+                        for l in manifest["layers"]}
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, **kw: Any) -> "IntegerViT":
+        from quasar_vit.export.intweights import load_weights
+
+        arrays, manifest = load_weights(directory)
+        return cls(arrays, manifest, **kw)
+
+    # ---- pieces ---------------------------------------------------------------------------------
+    def _linear(self, name: str, x: np.ndarray, trace: dict | None, x_int: np.ndarray | None = None) -> np.ndarray:
+        lin = self.linears[name]
+        if x_int is None:
+            x_int = quantize(x, lin.act_step, lin.qn, lin.qp)
+        if trace is not None:
+            trace[f"{name}.in"] = x_int
+        acc = lin.accumulate(x_int, self.exact)
+        if self.check_nibbles:
+            assert np.array_equal(acc, int_matmul(x_int, lin.w_int.T, lin.a_max, 128, exact=True)), name
+        return lin.rescale(acc)
+
+    def _act_matmul(self, a: np.ndarray, b: np.ndarray, a_max: int) -> np.ndarray:
+        """``a @ b`` with ``b`` (the stationary 6-bit operand) as two nibble passes."""
+        hi, lo = split_operand(b)
+        acc = int_matmul(a, hi, a_max, 8, self.exact) * 16 + int_matmul(a, lo, a_max, 15, self.exact)
+        if self.check_nibbles:
+            assert np.array_equal(acc, int_matmul(a, b, a_max, 64, exact=True))
+        return acc
+
+    def _block(self, i: int, x: np.ndarray, trace: dict | None) -> np.ndarray:
+        a = self.arrays
+        p = f"blocks.{i}"
+        b, t, e = x.shape
+        heads, hd = self.heads[i], self.head_dim
+        qn, qp = self.srange
+        un, up = self.urange
+        # attention branch
+        h = _layernorm(x, a[f"{p}.norm1.weight"], a[f"{p}.norm1.bias"], self.eps)
+        qkv = self._linear(f"{p}.qkv", h, trace)
+        qkv = qkv.reshape(b, t, 3, heads, hd).transpose(2, 0, 3, 1, 4)
+        s_q, s_k, s_v, s_a = (F32(a[f"{p}.{n}.step"]) for n in ("aq_q", "aq_k", "aq_v", "aq_attn"))
+        qi, ki, vi = quantize(qkv[0], s_q, qn, qp), quantize(qkv[1], s_k, qn, qp), quantize(qkv[2], s_v, qn, qp)
+        scores = self._act_matmul(qi, ki.transpose(0, 1, 3, 2), max(-qn, qp)).astype(F32) * F32(s_q * s_k)
+        scores = scores * self.attn_scale
+        probs = _softmax(scores)
+        pi = quantize(probs, s_a, un, up)
+        av = self._act_matmul(pi, vi, up)                                   # int [B, H, T, hd]
+        av = av.transpose(0, 2, 1, 3).reshape(b, t, heads * hd)
+        proj = self.linears[f"{p}.proj"]
+        m = np.float64(s_a) * np.float64(s_v) / np.float64(proj.act_step)  # integer requantisation
+        oi = np.clip(np.rint(av * m), proj.qn, proj.qp).astype(np.int32)
+        if trace is not None:
+            trace.update({f"{p}.q": qi, f"{p}.k": ki, f"{p}.v": vi, f"{p}.attn": pi})
+        o = self._linear(f"{p}.proj", None, trace, x_int=oi)
+        x = x + a[f"{p}.ls1"] * o
+        # MLP branch
+        h = _layernorm(x, a[f"{p}.norm2.weight"], a[f"{p}.norm2.bias"], self.eps)
+        h = _gelu(self._linear(f"{p}.fc1", h, trace))
+        h = self._linear(f"{p}.fc2", h, trace)
+        return x + a[f"{p}.ls2"] * h
+
+    # ---- public -----------------------------------------------------------------------------
+    def forward(self, images: np.ndarray, trace: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
+        a = self.arrays
+        codes: dict[str, np.ndarray] | None = {} if trace else None
+        x = np.asarray(images, F32)
+        tok = self._linear("patch_embed", patchify(x, self.patch), codes)
+        cls = np.broadcast_to(a["cls_token"], (x.shape[0], 1, tok.shape[-1]))
+        x = np.concatenate([cls, tok], axis=1) + a["pos_embed"]
+        for i in range(self.depth):
+            x = self._block(i, x, codes)
+        x = _layernorm(x, a["norm.weight"], a["norm.bias"], self.eps)[:, 0]
+        logits = self._linear("head", x, codes)
+        return (logits, codes) if trace else logits
+
+    __call__ = forward
+
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits, labels)`` in batches."""
+        out = [self.forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        logits = np.concatenate(out) if out else np.zeros((0, 0), F32)
+        return logits, logits.argmax(-1)
+
+
+__all__ = ["IntegerViT", "IntegerLinear", "quantize", "int_matmul", "split_operand", "patchify"]

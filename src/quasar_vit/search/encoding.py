@@ -1,0 +1,146 @@
+"""The search encoding: sampling, per-layer mutation and crossover over :class:`SubnetConfig`.
+
+The encoding is the full Quasar-ViT choice vector: depth, embedding dim, and per layer the number
+of heads, the MLP ratio and the share of 8-bit weight rows (paper section 3).  Baselines are the
+same operators on a *restricted* encoding (:func:`make_encoding`):
+
+``flexible``  every layer picks its own 8-bit share (Quasar-ViT, the default);
+``random``    the flexible space, but children are fresh random samples (random search);
+``uniform8``  every row 8-bit (shares restricted to ``(1.0,)``);
+``uniform4``  every row 4-bit (shares restricted to ``(0.0,)``);
+``fixed``     one 8-bit share for *every* layer, as in FILM-QNN / Auto-ViT-Acc.  The share is one
+              searched gene tied across layers (choices: the supernet's shares), so the baseline
+              gets the best fixed ratio for each latency target rather than one we guessed.
+              ``fixed:R`` pins it to ``R`` instead.
+
+Everything here is torch-free and deterministic given a ``random.Random``.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from quasar_vit.errors import ConfigError
+from quasar_vit.space import SearchSpace, SubnetConfig
+
+MODES = ("flexible", "random", "uniform8", "uniform4", "fixed")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Operators over the subnets of ``space``; ``tie_shares``: one 8-bit share for all layers."""
+
+    space: SearchSpace
+    tie_shares: bool = False
+    mode: str = "flexible"
+
+    # ---- sampling -----------------------------------------------------------------------------
+    def sample(self, rng: random.Random) -> SubnetConfig:
+        sub = self.space.sample(rng)
+        if self.tie_shares:
+            s = rng.choice(self.space.w8_shares)
+            sub = replace(sub, w8_shares=(s,) * sub.depth)
+        return sub
+
+    def contains(self, subnet: SubnetConfig) -> bool:
+        if not self.space.contains(subnet):
+            return False
+        return not self.tie_shares or len(set(subnet.w8_shares)) <= 1
+
+    # ---- variation ----------------------------------------------------------------------------
+    def mutate(self, parent: SubnetConfig, rng: random.Random, prob: float) -> SubnetConfig:
+        """AutoFormer-style mutation: depth, embed dim and each per-layer gene change with ``prob``.
+
+        A deeper child keeps the parent's layers and gets random choices for the new ones; a
+        shallower child drops the last layers.
+        """
+        sp = self.space
+        depth = rng.choice(sp.depths) if rng.random() < prob else parent.depth
+        heads = list(parent.num_heads[:depth])
+        ratios = list(parent.mlp_ratios[:depth])
+        shares = list(parent.w8_shares[:depth])
+        tied = parent.w8_shares[0] if parent.w8_shares else sp.w8_shares[0]
+        while len(heads) < depth:
+            heads.append(rng.choice(sp.num_heads))
+            ratios.append(rng.choice(sp.mlp_ratios))
+            shares.append(tied if self.tie_shares else rng.choice(sp.w8_shares))
+        embed = rng.choice(sp.embed_dims) if rng.random() < prob else parent.embed_dim
+        for i in range(depth):
+            if rng.random() < prob:
+                heads[i] = rng.choice(sp.num_heads)
+            if rng.random() < prob:
+                ratios[i] = rng.choice(sp.mlp_ratios)
+            if not self.tie_shares and rng.random() < prob:
+                shares[i] = rng.choice(sp.w8_shares)
+        if self.tie_shares:
+            s = rng.choice(sp.w8_shares) if rng.random() < prob else tied
+            shares = [s] * depth
+        return sp.make(embed, depth, heads, ratios, shares)
+
+    def crossover(self, a: SubnetConfig, b: SubnetConfig, rng: random.Random) -> SubnetConfig:
+        """Uniform crossover: every gene from one parent or the other, layer by layer.
+
+        The depth comes from either parent; a layer that only the deeper parent has is copied from
+        it.  With tied shares the whole share (one gene) comes from one parent.
+        """
+        depth = rng.choice((a.depth, b.depth))
+        embed = rng.choice((a.embed_dim, b.embed_dim))
+        heads, ratios, shares = [], [], []
+        for i in range(depth):
+            pa = a if i < a.depth else None
+            pb = b if i < b.depth else None
+            options = [p for p in (pa, pb) if p is not None]
+            heads.append(rng.choice(options).num_heads[i])
+            ratios.append(rng.choice(options).mlp_ratios[i])
+            shares.append(rng.choice(options).w8_shares[i])
+        if self.tie_shares:
+            s = rng.choice((a.w8_shares[0], b.w8_shares[0]))
+            shares = [s] * depth
+        return self.space.make(embed, depth, heads, ratios, shares)
+
+
+def parse_mode(mode: str) -> tuple[str, float | None]:
+    """``'fixed:0.25'`` -> ``('fixed', 0.25)``; other modes -> ``(mode, None)``."""
+    name, _, arg = str(mode).partition(":")
+    name = name.strip().lower().replace("-", "").replace("_", "")
+    aliases = {"flexible": "flexible", "flex": "flexible", "mixed": "flexible", "random": "random",
+               "uniform8": "uniform8", "u8": "uniform8", "int8": "uniform8", "uniform4": "uniform4",
+               "u4": "uniform4", "int4": "uniform4", "fixed": "fixed", "fixedratio": "fixed"}
+    if name not in aliases:
+        raise ConfigError(f"unknown search mode '{mode}' (choose from {', '.join(MODES)}, or fixed:SHARE)")
+    name = aliases[name]
+    share = None
+    if arg:
+        if name != "fixed":
+            raise ConfigError(f"search mode '{mode}': only 'fixed' takes a share (fixed:0.25)")
+        try:
+            share = float(arg)
+        except ValueError:
+            raise ConfigError(f"search mode '{mode}': '{arg}' is not a number") from None
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"search mode '{mode}': the 8-bit share must lie in [0, 1]")
+    return name, share
+
+
+def make_encoding(space: SearchSpace, mode: str = "flexible") -> Encoding:
+    """The encoding of search ``mode`` (see the module docstring) over the supernet's ``space``."""
+    name, share = parse_mode(mode)
+    label = name if share is None else f"fixed:{share:g}"
+    if name in ("flexible", "random"):
+        return Encoding(space, False, label)
+    if name == "uniform8":
+        shares: tuple[float, ...] = (1.0,)
+    elif name == "uniform4":
+        shares = (0.0,)
+    elif share is not None:
+        shares = (share,)
+    else:
+        return Encoding(space, True, label)
+    missing = [s for s in shares if s not in space.w8_shares]
+    if missing:
+        raise ConfigError(f"search mode '{mode}' needs the 8-bit share {missing[0]:g}, which the supernet was "
+                          f"not trained for (its shares: {', '.join(f'{s:g}' for s in space.w8_shares)})")
+    return Encoding(replace(space, w8_shares=shares), True, label)
+
+
+__all__ = ["Encoding", "MODES", "make_encoding", "parse_mode"]

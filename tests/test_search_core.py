@@ -1,0 +1,279 @@
+"""Torch-free tests of the search core: encoding, Pareto front, targets, evolution (stub models)."""
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from quasar_vit.errors import ConfigError, HardwareError
+from quasar_vit.search.encoding import make_encoding, parse_mode
+from quasar_vit.search.evolution import Evaluator, Evolution, SearchStateError, Settings, run_evolution
+from quasar_vit.search.pareto import best_meeting, dominates, hypervolume, normalized_hypervolume, pareto_front
+from quasar_vit.search.targets import Target, default_targets, parse_targets
+from quasar_vit.space import SearchSpace
+
+SPACE = SearchSpace(embed_dims=(48, 64, 96), depths=(4, 5, 6), num_heads=(2, 3, 4), mlp_ratios=(2.0, 3.0, 4.0),
+                    img_size=28, patch_size=4, in_chans=1, num_classes=10, head_dim=16)
+
+
+class Rep:
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.latency_ms = 1e3 / fps
+        self.resources = {"lut": 1}
+        self.design = {"rows": 1}
+
+
+def stub_cost(s) -> float:
+    return s.macs() * (1.0 + 0.8 * s.share_8bit()) / 1e6
+
+
+def stub_latency(s):
+    if s.embed_dim == 96 and s.depth == 6 and min(s.mlp_ratios) == 4.0:
+        raise HardwareError("does not fit")
+    return Rep(1e4 / stub_cost(s))
+
+
+def stub_accuracy(s) -> float:
+    # bigger and more 8-bit is better, with a deterministic wiggle
+    h = (hash(json.dumps(s.to_dict(), sort_keys=True)) % 1000) / 1000.0
+    return round(60 + 8 * math.log(stub_cost(s)) + 6 * s.share_8bit() + h, 4)
+
+
+FPS_RANGE = (stub_latency(SPACE.make(96, 6, [4] * 6, [3.0] * 6, [1.0] * 6)).fps, stub_latency(SPACE.smallest()).fps)
+TARGETS = default_targets(*FPS_RANGE)
+SMALL = Settings(population=8, generations=4, parents=3, mutations=4, crossovers=4, mutation_prob=0.3,
+                 max_retries=30, seed=3)
+
+
+# ---- encoding ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["flexible", "uniform8", "uniform4", "fixed", "fixed:0.25"])
+def test_operators_stay_in_space(mode):
+    enc = make_encoding(SPACE, mode)
+    rng = random.Random(0)
+    pop = [enc.sample(rng) for _ in range(20)]
+    for _ in range(200):
+        a, b = rng.sample(pop, 2)
+        for c in (enc.mutate(a, rng, 0.5), enc.crossover(a, b, rng)):
+            assert enc.contains(c) and SPACE.contains(c)
+            assert len(c.num_heads) == len(c.mlp_ratios) == len(c.w8_shares) == c.depth
+            if mode != "flexible":
+                assert len(set(c.w8_shares)) == 1
+            if mode == "uniform8":
+                assert set(c.w8_shares) == {1.0}
+            if mode == "uniform4":
+                assert set(c.w8_shares) == {0.0}
+            if mode == "fixed:0.25":
+                assert set(c.w8_shares) == {0.25}
+
+
+def test_flexible_mixes_shares_and_mutation_zero_is_identity():
+    enc = make_encoding(SPACE, "flexible")
+    rng = random.Random(1)
+    subs = [enc.sample(rng) for _ in range(30)]
+    assert any(len(set(s.w8_shares)) > 1 for s in subs)
+    assert all(enc.mutate(s, rng, 0.0) == s for s in subs)
+    assert enc.crossover(subs[0], subs[0], rng) == subs[0]
+
+
+def test_parse_mode_errors():
+    assert parse_mode("fixed:0.5") == ("fixed", 0.5)
+    assert parse_mode("uniform-8") == ("uniform8", None)
+    for bad in ("nope", "uniform8:0.5", "fixed:x", "fixed:2"):
+        with pytest.raises(ConfigError):
+            parse_mode(bad)
+    with pytest.raises(ConfigError, match="not trained"):
+        make_encoding(SPACE, "fixed:0.3")
+
+
+# ---- Pareto ---------------------------------------------------------------------------------------
+pts = st.lists(st.tuples(st.integers(0, 20).map(float), st.integers(0, 20).map(float)), max_size=25)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(pts)
+def test_front_is_the_non_dominated_set(points):
+    front = pareto_front(points)
+    for p in points:
+        dominated = any(dominates(q, p) for q in points)
+        assert (p in front) != dominated or (not dominated and p in front)
+        if dominated:
+            assert p not in front
+    assert len(set(front)) == len(front)
+    for p in set(points):
+        if not any(dominates(q, p) for q in points):
+            assert p in front
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(pts)
+def test_hypervolume_matches_grid_count(points):
+    ref = (2.0, 3.0)
+    hv = hypervolume(points, ref)
+    # count unit cells [a, a+1] x [f, f+1] dominated by some point
+    cells = sum(1 for a in range(2, 20) for f in range(3, 20)
+                if any(p[0] >= a + 1 and p[1] >= f + 1 for p in points))
+    assert hv == pytest.approx(cells)
+
+
+def test_hypervolume_reference_and_normalisation():
+    assert hypervolume([(80.0, 200.0), (70.0, 300.0)], (10.0, 100.0)) == pytest.approx(70 * 100 + 60 * 100)
+    assert hypervolume([(5.0, 500.0)], (10.0, 100.0)) == 0.0
+    assert normalized_hypervolume([(100.0, 1e9)], (10.0, 100.0), 400.0) == pytest.approx(1.0)
+    assert best_meeting([(80.0, 200.0), (70.0, 300.0)], 250.0, key=lambda p: p) == (70.0, 300.0)
+    assert best_meeting([(80.0, 200.0)], 250.0, key=lambda p: p) is None
+
+
+# ---- targets --------------------------------------------------------------------------------------
+def test_parse_targets():
+    ts = parse_targets("250, 100,150", "10,6.6")
+    assert [round(t.fps, 3) for t in ts] == [100.0, 150.0, round(1000 / 6.6, 3), 250.0]  # 10 ms == 100 FPS deduped
+    assert ts[0].name == "100fps" and any(t.name == "6.6ms" for t in ts)
+    for bad in ("fast", "100,-5", "", "0"):
+        with pytest.raises(ConfigError):
+            parse_targets(bad)
+    with pytest.raises(ConfigError, match="--latency-ms"):
+        parse_targets(None, "10,abc")
+
+
+def test_default_targets_spread():
+    ts = default_targets(100.0, 500.0)
+    assert [t.fps for t in ts] == [200, 300, 400]
+
+
+# ---- evolution ------------------------------------------------------------------------------------
+def _run(mode="flexible", settings=SMALL, targets=TARGETS, **kw):
+    enc = make_encoding(SPACE, mode)
+    return run_evolution(enc, targets, stub_accuracy, stub_latency, settings, **kw)
+
+
+def test_evolution_is_reproducible_and_never_duplicates():
+    a, b = _run(), _run()
+    assert [c.to_dict() for c in a.records] == [c.to_dict() for c in b.records]
+    assert len({c.subnet for c in a.records}) == len(a.records)
+    assert 0 < a.evaluations <= SMALL.budget
+    assert a.complete and a.generations_done == SMALL.generations
+    c = _run(settings=Settings(**{**SMALL.to_dict(), "seed": 4}))
+    assert [x.subnet for x in c.records] != [x.subnet for x in a.records]
+    origins = {c.origin for c in a.records}
+    assert origins <= {"init", "mutation", "crossover"} and "mutation" in origins
+
+
+def test_infeasible_candidates_are_rejected_before_accuracy():
+    seen = []
+
+    def acc(s):
+        rep = stub_latency(s)  # would raise for a candidate that does not fit
+        assert rep.fps >= TARGETS[0].fps
+        seen.append(s)
+        return stub_accuracy(s)
+
+    res = run_evolution(make_encoding(SPACE), TARGETS, acc, stub_latency, SMALL)
+    assert len(seen) == res.evaluations
+    assert res.stats.rejected_too_slow > 0
+    for name, c in res.best.items():
+        t = next(t for t in TARGETS if t.name == name)
+        assert c is None or c.fps >= t.fps
+    # the winner per target is the best measured subnet meeting it, and on the front
+    for t in TARGETS:
+        w = res.best[t.name]
+        if w is not None:
+            assert w.val_top1 == max(c.val_top1 for c in res.records if c.fps >= t.fps)
+            assert w in res.front
+
+
+def test_parent_selection_is_union_of_per_target_elites():
+    evo = Evolution(make_encoding(SPACE), TARGETS, stub_accuracy, stub_latency, SMALL)
+    evo.run(max_generations=1)
+    parents = evo.parents()
+    for t in evo.targets:
+        meeting = sorted((c for c in evo.records if c.fps >= t.fps), key=lambda c: -c.val_top1)
+        for c in meeting[:SMALL.parents]:
+            assert c in parents
+    assert len(parents) <= SMALL.parents * len(evo.targets)
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    full = _run(state_path=tmp_path / "a" / "s.json", history_path=tmp_path / "a" / "h.jsonl")
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(gen, evo):
+        if gen == 1:
+            raise Stop
+
+    state, hist = tmp_path / "b" / "s.json", tmp_path / "b" / "h.jsonl"
+    with pytest.raises(Stop):
+        _run(state_path=state, history_path=hist, callback=interrupt)
+    saved = json.loads(state.read_text())
+    assert saved["generation"] == 2 and not saved["complete"]
+    calls = []
+
+    def acc(s):
+        calls.append(s)
+        return stub_accuracy(s)
+
+    resumed = run_evolution(make_encoding(SPACE), TARGETS, acc, stub_latency, SMALL, state_path=state,
+                            history_path=hist)
+    assert [c.to_dict() for c in resumed.records] == [c.to_dict() for c in full.records]
+    assert len(calls) == len([c for c in full.records if c.generation >= 2])  # nothing measured twice
+    lines = [json.loads(l) for l in hist.read_text().splitlines()]
+    assert [l["generation"] for l in lines if l["event"] == "generation"] == list(range(SMALL.generations))
+    ref = [json.loads(l) for l in (tmp_path / "a" / "h.jsonl").read_text().splitlines()]
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in recs]  # noqa: E731
+    assert strip(lines) == strip(ref)
+    # a state made with other settings is refused with a clear message
+    with pytest.raises(SearchStateError, match="different settings"):
+        _run(settings=Settings(**{**SMALL.to_dict(), "seed": 9}), state_path=state)
+
+
+def test_max_generations_then_continue(tmp_path):
+    full = _run()
+    part = _run(state_path=tmp_path / "s.json", max_generations=2)
+    assert not part.complete and part.generations_done == 2
+    rest = _run(state_path=tmp_path / "s.json")
+    assert [c.subnet for c in rest.records] == [c.subnet for c in full.records]
+
+
+def test_baselines_share_the_code_path_and_budget():
+    res = {m: _run(mode=m) for m in ("random", "uniform8", "uniform4", "fixed")}
+    assert {c.origin for c in res["random"].records} <= {"init", "random"}
+    assert all(set(c.subnet.w8_shares) == {1.0} for c in res["uniform8"].records)
+    assert all(set(c.subnet.w8_shares) == {0.0} for c in res["uniform4"].records)
+    assert all(len(set(c.subnet.w8_shares)) == 1 for c in res["fixed"].records)
+    for r in res.values():
+        assert r.budget == SMALL.budget and r.evaluations <= SMALL.budget
+
+
+def test_unreachable_targets_are_reported_not_raised():
+    big = Target.from_fps(FPS_RANGE[1] * 10)
+    res = _run(targets=[TARGETS[0], big])
+    assert big.name in res.unreachable and res.unreachable[big.name] == pytest.approx(FPS_RANGE[1])
+    assert res.best[big.name] is None and res.best[TARGETS[0].name] is not None
+    # uniform-8 cannot reach what uniform-4 can
+    fast = Target.from_fps(stub_latency(make_encoding(SPACE, "uniform8").space.smallest()).fps * 1.05)
+    r8 = _run(mode="uniform8", targets=[fast])
+    assert r8.evaluations == 0 and fast.name in r8.unreachable
+
+
+def test_evaluator_caches_and_splits_work_over_ranks():
+    calls = []
+    subs = [SPACE.sample(random.Random(i)) for i in range(5)]
+
+    def acc(s):
+        calls.append(s)
+        return stub_accuracy(s)
+
+    # rank 0 of 2: measures todo[0::2]; the gather hands back what rank 1 measured (todo[1::2])
+    rank1 = [(i, stub_accuracy(subs[i])) for i in range(1, 5, 2)]
+    ev = Evaluator(acc, rank=0, world_size=2, gather=lambda mine: [mine, rank1])
+    out = ev(subs + subs[:2])
+    assert out == [stub_accuracy(s) for s in subs + subs[:2]]
+    assert calls == [subs[0], subs[2], subs[4]]
+    assert ev(subs) == out[:5] and len(calls) == 3  # cached: nothing measured twice
+    with pytest.raises(ValueError):
+        Evaluator(acc, rank=0, world_size=2)

@@ -1,0 +1,134 @@
+"""End-to-end search on a micro supernet: outputs, resume, infeasible targets, CLI errors, 2-rank gloo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from quasar_vit.cli.main import main  # noqa: E402
+from quasar_vit.errors import HardwareError  # noqa: E402
+from quasar_vit.search.targets import Target  # noqa: E402
+from quasar_vit.space import SubnetConfig  # noqa: E402
+
+DATA = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not (DATA / "train-images-idx3-ubyte.gz").exists(), reason="Fashion-MNIST not found")
+
+# a micro supernet (1-2 layers, 16 tokens) trained for 2 steps: enough to exercise every path quickly
+MICRO = ["train.steps=2", "train.batch_size=16", "train.sandwich_random=0", "train.warmup_steps=1",
+         "data.train_limit=200", "data.test_limit=100", "data.val_size=300", "model.patch_size=7",
+         "model.embed_dims=[16,32]", "model.depths=[1,2]", "model.num_heads=[1,2]", "model.mlp_ratios=[1.0,2.0]",
+         "model.head_dim=8", "search.population=6", "search.generations=2", "search.parents=3",
+         "search.mutations=3", "search.crossovers=3", "search.val_size=100", "search.eval_batch_size=100"]
+
+
+@pytest.fixture(scope="session")
+def micro_ckpt(tmp_path_factory) -> Path:
+    from quasar_vit.config import load_config
+    from quasar_vit.training.trainer import train_supernet
+
+    out = tmp_path_factory.mktemp("search_micro") / "run"
+    train_supernet(load_config("fmnist-tiny", MICRO), out, device="cpu", progress=False)
+    return out / "supernet.pt"
+
+
+@pytest.fixture(scope="session")
+def reference(micro_ckpt, tmp_path_factory):
+    """One uninterrupted single-process run, compared against by the resume and distributed tests."""
+    from quasar_vit.search.runner import run_search
+
+    out = tmp_path_factory.mktemp("search_ref")
+    res = run_search(micro_ckpt, out, platform="zcu102", baselines=["uniform4"], device="cpu", progress=False,
+                     log=lambda s: None)
+    return out, res
+
+
+def _measured(d: dict) -> list:
+    return d["measured"]
+
+
+def test_outputs(reference):
+    out, res = reference
+    d = json.loads((out / "pareto.json").read_text())
+    assert (out / "pareto.png").stat().st_size > 1000
+    assert (out / "history.jsonl").is_file() and (out / "search_state.json").is_file()
+    assert d["val_images"] == 100 and d["test_images"] == 100
+    assert 0 < d["evaluations"] <= d["budget"] == 6 + 1 * 6
+    assert len(d["targets"]) == 3  # default: 25/50/75 % of the space's FPS range
+    for f in d["front"]:
+        assert f["test_top1"] is not None and f["resources"] and f["design"]
+        assert f["fps"] >= d["targets"][0]["target_fps"]
+    for t in d["targets"]:
+        if t["status"] == "met":
+            assert t["fps"] >= t["target_fps"]
+            sub = SubnetConfig.load(out / f"subnet_{t['name']}.json")
+            assert sub == SubnetConfig.from_dict(t["subnet"])
+            assert any(f["subnet"] == t["subnet"] for f in d["front"])
+    assert "uniform4" in d["baselines"]
+    b = d["baselines"]["uniform4"]
+    assert all(set(f["subnet"]["w8_shares"]) == {0.0} for f in b["front"])
+    assert (out / "baselines" / "uniform4" / "search_state.json").is_file()
+    assert res.main.evolution.complete
+
+
+def test_resume_equals_uninterrupted(micro_ckpt, reference, tmp_path):
+    from quasar_vit.search.runner import run_search
+
+    ref_out, ref = reference
+    part = run_search(micro_ckpt, tmp_path, platform="zcu102", device="cpu", progress=False, max_generations=1,
+                      test=False, plot=False, log=lambda s: None)
+    assert not part.main.evolution.complete
+    res = run_search(micro_ckpt, tmp_path, platform="zcu102", device="cpu", progress=False, plot=False,
+                     log=lambda s: None)
+    assert [c.to_dict() for c in res.main.evolution.records] == [c.to_dict() for c in ref.main.evolution.records]
+
+
+def test_infeasible_targets(micro_ckpt, tmp_path, capsys):
+    from quasar_vit.search.runner import run_search
+
+    huge = Target.from_fps(1e9)
+    res = run_search(micro_ckpt, tmp_path / "a", platform="zcu102", targets=[Target.from_fps(1.0), huge],
+                     device="cpu", progress=False, test=False, plot=False, overrides=["generations=1"])
+    assert huge.name in res.infeasible and 0 < res.infeasible[huge.name] < 1e9
+    d = json.loads((tmp_path / "a" / "pareto.json").read_text())
+    bad = next(t for t in d["targets"] if t["name"] == huge.name)
+    assert bad["status"] == "infeasible" and bad["fastest_fps"] > 0
+    assert "infeasible" in capsys.readouterr().out
+    with pytest.raises(HardwareError, match="no target can be met"):
+        run_search(micro_ckpt, tmp_path / "b", platform="zcu102", targets=[huge], device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--checkpoint", "/nonexistent/x.pt"], "not found"),
+    (["--fps", "100,fast"], "not a number"),
+    (["--platform", "nosuchboard"], "unknown platform"),
+    (["--fps", "1e9"], "no target can be met"),
+    (["--mode", "uniform9"], "unknown search mode"),
+])
+def test_cli_errors(micro_ckpt, tmp_path, capsys, args, match):
+    argv = ["search", "--checkpoint", str(micro_ckpt), "--out", str(tmp_path / "o"), "--no-progress",
+            "--device", "cpu"] + args
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_two_gloo_ranks_match_single_process(micro_ckpt, reference, tmp_path):
+    ref_out, ref = reference
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "quasar_vit", "search", "--checkpoint", str(micro_ckpt), "--out", str(tmp_path), "--platform",
+           "zcu102", "--baselines", "uniform4", "--device", "cpu", "--no-progress", "--no-plot"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    d = json.loads((tmp_path / "pareto.json").read_text())
+    r = json.loads((ref_out / "pareto.json").read_text())
+    assert d["measured"] == r["measured"]
+    assert [f["subnet"] for f in d["front"]] == [f["subnet"] for f in r["front"]]
+    assert [f["test_top1"] for f in d["front"]] == [f["test_top1"] for f in r["front"]]
+    assert d["baselines"]["uniform4"]["measured"] == r["baselines"]["uniform4"]["measured"]

@@ -1,0 +1,116 @@
+"""Supernet training: exact resume, run-directory safety, corrupt checkpoints, 2-process gloo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from quasar_vit.cli.main import main
+from quasar_vit.config import load_config
+from quasar_vit.errors import CheckpointError, QuasarError
+from quasar_vit.training.checkpoint import load_supernet, read_checkpoint
+from quasar_vit.training.trainer import lr_at, sandwich_subnets, train_supernet
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_continues_exactly(tmp_path, tiny_config):
+    straight = tmp_path / "straight"
+    train_supernet(tiny_config, straight, progress=False)
+    broken = tmp_path / "broken"
+    out = train_supernet(tiny_config, broken, progress=False, stop_at=4)
+    assert out["stopped_early"] and read_checkpoint(broken / "last.pt")["step"] == 4
+    assert not (broken / "supernet.pt").exists()
+    train_supernet(tiny_config, broken, resume=True, progress=False)
+    a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(broken / "last.pt")
+    assert a["step"] == b["step"] == tiny_config.train.steps
+    assert _states_equal(a["model"], b["model"])
+    assert json.loads((straight / "final.json").read_text())["test_top1_largest"] == \
+        json.loads((broken / "final.json").read_text())["test_top1_largest"]
+    # the metrics log holds one record per logged step, none lost or doubled by the restart
+    steps = [json.loads(l)["step"] for l in (broken / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [4, 8, 12]
+
+
+def test_training_learns_something(tmp_path, fmnist_available):
+    cfg = load_config("fmnist-tiny", tiny_overrides(steps=60) + ["train.lr=0.003"])
+    summary = train_supernet(cfg, tmp_path / "run", progress=False)
+    # 10 classes: chance is 10 %; 60 small steps already separate the easy classes
+    assert summary["test_top1_largest"] > 30.0
+    log = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["loss_largest"] < log[0]["loss_largest"] - 0.2
+
+
+def test_existing_run_is_never_overwritten(tmp_path, tiny_config):
+    train_supernet(tiny_config, tmp_path / "r", progress=False, stop_at=4)
+    with pytest.raises(QuasarError, match="--resume"):
+        train_supernet(tiny_config, tmp_path / "r", progress=False)
+    other = load_config("fmnist-tiny", tiny_overrides() + ["train.lr=0.5"])
+    with pytest.raises(CheckpointError, match="'train' section differs"):
+        train_supernet(other, tmp_path / "r", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train_supernet(tiny_config, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_corrupt_checkpoint_gives_one_clear_error(tmp_path, capsys):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_supernet(bad)
+    code = main(["eval", "--checkpoint", str(bad), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a readable quasar-vit checkpoint" in err and "Traceback" not in err
+    assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a quasar-vit supernet"):
+        read_checkpoint(tmp_path / "other.pt")
+
+
+def test_checkpoints_load_without_pickled_code(tmp_path, tiny_config):
+    train_supernet(tiny_config, tmp_path / "r", progress=False, stop_at=4)
+    # weights_only=True refuses anything but tensors and plain containers
+    ckpt = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 4 and "optimizer" in ckpt
+
+
+def test_schedule_and_sandwich():
+    cfg = load_config("fmnist-tiny", ["train.steps=100", "train.warmup_steps=10"])
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(cfg.train.lr)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] >= cfg.train.min_lr
+    space = cfg.model.space()
+    subs = sandwich_subnets(space, 0, 5, 2)
+    assert subs[0] == space.largest() and subs[1] == space.smallest() and len(subs) == 4
+    assert subs == sandwich_subnets(space, 0, 5, 2)
+    assert subs[2:] != sandwich_subnets(space, 0, 6, 2)[2:]
+
+
+def test_eval_cli(tmp_path, tiny_config, capsys):
+    train_supernet(tiny_config, tmp_path / "r", progress=False)
+    assert main(["eval", "--checkpoint", str(tmp_path / "r"), "--subnet", "smallest", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 256 and 0 <= out["top1"] <= 100
+    assert main(["eval", "--checkpoint", str(tmp_path / "r"), "--subnet", str(tmp_path / "x.json")]) == 2
+
+
+def test_two_process_gloo_keeps_ranks_identical(tmp_path, fmnist_available):
+    """torchrun with 2 CPU processes (gloo): both ranks must end with identical weights."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "quasar_vit.cli.main", "train", "--config", "fmnist-tiny", "--out", str(out), "--no-progress",
+           "--device", "cpu"] + [a for o in tiny_overrides(steps=6) for a in ("--set", o)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "final.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    assert read_checkpoint(out / "supernet.pt")["step"] == 6
