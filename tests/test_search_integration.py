@@ -48,10 +48,6 @@ def reference(micro_ckpt, tmp_path_factory):
     return out, res
 
 
-def _measured(d: dict) -> list:
-    return d["measured"]
-
-
 def test_outputs(reference):
     out, res = reference
     d = json.loads((out / "pareto.json").read_text())

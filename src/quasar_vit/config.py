@@ -41,7 +41,7 @@ class ModelConfig:
     """The supernet's search space and fixed geometry."""
 
     img_size: int = 28
-    patch_size: int = 4
+    patch_size: int = 7
     in_chans: int = 1
     num_classes: int = 10
     head_dim: int = 16

@@ -10,6 +10,7 @@ the training-only LSQ autograd function, so ``torch.jit.script`` compiles it and
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -124,13 +125,17 @@ class DeployViT(nn.Module):
 
 def save_torchscript(model: DeployViT, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
     """Script ``model`` and save it; ``extra`` is stored as JSON files inside the archive."""
-    scripted = torch.jit.script(model)
     files = {f"{k}.json": json.dumps(v, indent=2) for k, v in (extra or {}).items()}
-    torch.jit.save(scripted, str(path), _extra_files=files)
+    with warnings.catch_warnings():  # TorchScript is deprecated but remains the one format torch loads alone
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(model)
+        torch.jit.save(scripted, str(path), _extra_files=files)
 
 
 def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
-    m = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        m = torch.jit.load(str(path), map_location="cpu")
     m.eval()
     return m
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,7 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
     meta = {"name": cfg.name, "checkpoint": str(checkpoint), "step": int(ckpt.get("step", 0)),
             "config_name": cfg.name, "files": FILES}
     with atomic_dir(out) as tmp:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
         (tmp / "subnet.json").write_text(sub.to_json() + "\n")
         save_torchscript(deploy, tmp / "model.pt", {"subnet": sub.to_dict(),
                                                     "quant": manifest["quant"]})
@@ -150,7 +152,7 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
         save_weights(tmp, arrays, manifest)
         save_onnx(arrays, manifest, tmp / "model.onnx")
         (tmp / "bitmap.json").write_text(json.dumps(bitmap(arrays, manifest)) + "\n")
-        accel = {"format": "quasar-vit-accelerator", "version": 1, "platform": plat.to_dict(), **hw}
+        accel = {"format": "quasar-vit-accelerator", "version": 1, **hw, "board": plat.to_dict()}
         (tmp / "accelerator.json").write_text(json.dumps(accel, indent=2) + "\n")
         evaluation = _evaluate(tmp, cfg, deploy, arrays, manifest, data_root, eval_limit) if evaluate else {
             "note": "accuracy not measured (--no-eval)"}

@@ -133,6 +133,7 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
         "min_agreement_percent": float(min_agreement),
         "max_abs_logit_error": float(err.max()),
         "mean_abs_logit_error": float(err.mean()),
+        "images_within_1e-4_percent": float(100.0 * np.mean(err.max(1) < 1e-4)),
         "logit_scale": float(np.abs(ref).max()),
         "top1_fake_quant": float(100.0 * np.mean(ref.argmax(1) == y)),
         "top1_integer": float(100.0 * np.mean(integer.argmax(1) == y)),

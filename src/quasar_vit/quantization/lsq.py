@@ -92,6 +92,12 @@ class _LSQ(torch.autograd.Function):
 
 def lsq_fake_quant(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, g: float | Tensor) -> Tensor:
     """``clamp(round(x / s), qn, qp) * s`` with STE rounding and LSQ step gradients (scaled by ``g``)."""
+    if not torch.is_grad_enabled() or not (x.requires_grad or step.requires_grad):
+        # inference: same arithmetic, computed in place (evaluation during search is memory-bound)
+        q = x / step
+        q.round_()
+        q = torch.clamp(q, qn, qp) if isinstance(qn, Tensor) or isinstance(qp, Tensor) else q.clamp_(qn, qp)
+        return q.mul_(step)
     if isinstance(qn, Tensor) or isinstance(qp, Tensor):
         qn = qn if isinstance(qn, Tensor) else torch.tensor(float(qn), device=x.device)
         qp = qp if isinstance(qp, Tensor) else torch.tensor(float(qp), device=x.device)

@@ -19,9 +19,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence

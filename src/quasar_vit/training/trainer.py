@@ -51,7 +51,8 @@ def step_seed(seed: int, step: int, salt: int = 0) -> int:
 def sandwich_subnets(space: SearchSpace, seed: int, step: int, n_random: int) -> list[SubnetConfig]:
     """Largest, smallest and ``n_random`` random subnets; the same on every rank for a step."""
     rng = random.Random(step_seed(seed, step, 1))
-    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(n_random)]
+    ends = [space.largest()] if space.largest() == space.smallest() else [space.largest(), space.smallest()]
+    return ends + [space.sample(rng) for _ in range(n_random)]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

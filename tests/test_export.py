@@ -1,0 +1,285 @@
+"""Export: integer weights, integer reference engine, TorchScript, ONNX, accelerator config, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+SUBNET: dict = {}   # filled by the `trained` fixture from the config's search space
+
+
+def _subnet_in(space) -> dict:
+    """A mixed subnet of ``space``: second embed dim, smallest depth, per-layer choices cycling."""
+    d = space.depths[0]
+    cyc = lambda xs: [xs[i % len(xs)] for i in range(d)]  # noqa: E731
+    shares = [0.0, 0.25, 0.5, 1.0]
+    shares = [s for s in shares if s in space.w8_shares] or list(space.w8_shares)
+    return space.make(space.embed_dims[min(1, len(space.embed_dims) - 1)], d, cyc(space.num_heads),
+                      cyc(space.mlp_ratios), cyc(shares)).to_dict()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny supernet trained for a few steps on real Fashion-MNIST."""
+    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST is missing: run scripts/setup.sh")
+    from quasar_vit.config import load_config
+    from quasar_vit.training.trainer import train_supernet
+
+    root = tmp_path_factory.mktemp("export")
+    cfg = load_config("fmnist-tiny", ["train.steps=8", "train.batch_size=32", "train.warmup_steps=2",
+                                      "train.log_every=4", "train.checkpoint_every=8", "data.train_limit=512",
+                                      "data.test_limit=400", "data.val_size=200", "train.sandwich_random=1"])
+    train_supernet(cfg, root / "run", progress=False)
+    SUBNET.clear()
+    SUBNET.update(_subnet_in(cfg.model.space()))
+    sub = root / "subnet.json"
+    sub.write_text(json.dumps({"subnet": SUBNET}))
+    return root, root / "run" / "supernet.pt", sub
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    from quasar_vit.export import export_subnet
+
+    root, ckpt, sub = trained
+    out = export_subnet(ckpt, sub, "zcu102", root / "exp")
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(exported):
+    from quasar_vit.config import config_from_dict
+    from quasar_vit.export.exporter import load_test_images
+
+    info = json.loads((exported / "export.json").read_text())
+    return load_test_images(config_from_dict(info["config"]), None, 400)
+
+
+def test_nibble_split_is_exact_for_every_int8():
+    from quasar_vit.export.intweights import nibble_join, nibble_split
+    from quasar_vit.export.reference import split_operand
+
+    w = np.arange(-128, 128, dtype=np.int16).reshape(16, 16).astype(np.int8)
+    hi, lo = nibble_split(w)
+    assert hi.dtype == np.int8 and lo.dtype == np.uint8
+    assert hi.min() == -8 and hi.max() == 7 and lo.min() == 0 and lo.max() == 15
+    assert np.array_equal(nibble_join(hi, lo), w.astype(np.int32))
+    # 6-bit activations (the stationary operand of the attention matmuls) split the same way
+    a = np.arange(-32, 32)
+    ahi, alo = split_operand(a)
+    assert np.array_equal(16 * ahi + alo, a) and ahi.min() == -2 and ahi.max() == 1
+    # two nibble passes == one 8-bit GEMM, on every code pair
+    x = np.arange(-32, 32, dtype=np.int64)[:, None]
+    assert np.array_equal(16 * (x @ hi.reshape(1, -1).astype(np.int64)) + x @ lo.reshape(1, -1).astype(np.int64),
+                          x @ w.reshape(1, -1).astype(np.int64))
+    with pytest.raises(ValueError):
+        nibble_split(np.array([200]))
+
+
+def test_export_writes_every_artifact(exported):
+    for name in ("export.json", "subnet.json", "model.pt", "model_state.pt", "weights.npz", "manifest.json",
+                 "model.onnx", "bitmap.json", "accelerator.json", "report.md"):
+        assert (exported / name).is_file(), name
+    assert {p.name for p in (exported / "plots").iterdir()} >= {"bitmix.png", "latency.png", "time_breakdown.png"}
+    leftovers = [p.name for p in exported.parent.iterdir() if p.name.startswith(".exp")]
+    assert not leftovers
+    info = json.loads((exported / "export.json").read_text())
+    assert info["subnet"]["w8_shares"] == SUBNET["w8_shares"]
+    ev = info["evaluation"]
+    assert ev["images"] == 400 and ev["agreement_integer"] >= 99.5 and ev["agreement_onnx"] >= 99.5
+    report = (exported / "report.md").read_text()
+    for section in ("## Architecture", "## Per-layer bit mix", "## Per-layer latency", "## Accelerator",
+                    "## Where the time goes", "plots/bitmix.png", f"blocks.{SUBNET['depth'] - 1}.fc2", "FPS"):
+        assert section in report
+
+
+def test_weights_npz_layout(exported):
+    from quasar_vit.export.intweights import load_weights
+    from quasar_vit.space import SubnetConfig
+
+    arrays, manifest = load_weights(exported)
+    sub = SubnetConfig.from_dict(SUBNET)
+    for spec in sub.linear_layers():
+        g = lambda k: arrays[f"{spec.name}.{k}"]  # noqa: E731
+        w, is8 = g("w_int"), g("is8")
+        assert w.dtype == np.int8 and w.shape == (spec.out_features, spec.in_features)
+        assert int(is8.sum()) == spec.n8_rows
+        assert np.array_equal(g("bits"), np.where(is8, 8, 4))
+        if (~is8).any():
+            assert w[~is8].min() >= -8 and w[~is8].max() <= 7
+        assert np.array_equal(g("w4"), w[g("rows4")])
+        assert np.array_equal(16 * g("hi").astype(np.int32) + g("lo"), w[g("rows8")])
+        assert g("step").dtype == np.float32 and (g("step") > 0).all() and g("act_step").shape == ()
+        assert g("bias").shape == (spec.out_features,)
+    assert spec.name == "head"
+    e = sub.embed_dim
+    assert arrays["blocks.0.ls1"].shape == (e,) and arrays["pos_embed"].shape == (sub.num_tokens, e)
+    for n in ("aq_q", "aq_k", "aq_v", "aq_attn"):
+        assert arrays[f"blocks.{sub.depth - 1}.{n}.step"].shape == ()
+    assert set(manifest["arrays"]) == set(arrays)
+    bm = json.loads((exported / "bitmap.json").read_text())["layers"]
+    assert bm["blocks.1.qkv"]["bits"] == [8 if b else 4 for b in arrays["blocks.1.qkv.is8"]]
+
+
+def test_integer_engine_matches_fake_quant(exported, images):
+    from quasar_vit.export import IntegerViT, load_subnet_model
+
+    x, y = images
+    model = load_subnet_model(exported)          # the QuantViT itself (fake-quant, LSQ code path)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    engine = IntegerViT.from_dir(exported)
+    logits, labels = engine.predict(x.numpy())
+    agree = 100.0 * np.mean(labels == ref.argmax(1))
+    err = np.abs(logits - ref)
+    print(f"integer vs fake-quant: agreement {agree:.2f} %, max abs {err.max():.3g}, mean {err.mean():.3g}")
+    assert agree >= 99.5
+    # equal up to float rounding, except where a value sat on a .5 boundary of a 6-bit code and the
+    # flipped code propagated (discontinuous quantizer): allow that for a few images only
+    close = err.max(1) < 1e-4
+    print(f"images with max |error| < 1e-4: {100 * close.mean():.2f} %")
+    assert close.mean() >= 0.98
+    # nibble passes == direct int64 GEMMs (asserted inside the engine on every layer)
+    exact = IntegerViT.from_dir(exported, exact=True, check_nibbles=True).forward(x[:3].numpy())
+    assert np.array_equal(exact, logits[:3])
+
+
+def test_deploy_model_is_bitwise_the_quantvit(exported, images):
+    from quasar_vit.export import load_subnet_model
+    from quasar_vit.export.deploy import load_torchscript
+
+    x, _ = images
+    x = x[:64]
+    with torch.no_grad():
+        a = load_subnet_model(exported)(x)
+        b = load_torchscript(exported / "model.pt")(x)
+    assert torch.equal(a, b)
+    state = torch.load(exported / "model_state.pt", weights_only=True)
+    assert state["subnet"] == SUBNET
+
+
+def test_model_pt_runs_in_a_clean_process(exported):
+    code = (
+        "import sys, json, torch\n"
+        f"files = {{'subnet.json': ''}}\n"
+        f"m = torch.jit.load({str(exported / 'model.pt')!r}, _extra_files=files)\n"
+        f"y = m(torch.zeros(2, {SUBNET['in_chans']}, {SUBNET['img_size']}, {SUBNET['img_size']}))\n"
+        f"assert y.shape == (2, {SUBNET['num_classes']}), y.shape\n"
+        "assert not any(k.startswith('quasar_vit') for k in sys.modules)\n"
+        "print(json.loads(files['subnet.json'])['embed_dim'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(SUBNET["embed_dim"])
+
+
+def test_onnx_matches_pytorch(exported, images):
+    import onnx
+
+    from quasar_vit.export.deploy import load_torchscript
+    from quasar_vit.export.onnx_export import onnx_session, run_onnx
+
+    x, _ = images
+    model = onnx.load(str(exported / "model.onnx"))
+    kinds = {t.data_type for t in model.graph.initializer}
+    assert onnx.TensorProto.INT4 in kinds and onnx.TensorProto.INT8 in kinds   # 4-bit and 8-bit row groups
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Clip", "LayerNormalization", "Erf", "Softmax"} <= ops
+    with torch.no_grad():
+        ref = load_torchscript(exported / "model.pt")(x).numpy()
+    out = run_onnx(onnx_session(exported / "model.onnx"), x.numpy())
+    agree = 100.0 * np.mean(out.argmax(1) == ref.argmax(1))
+    err = float(np.abs(out - ref).max())
+    print(f"onnxruntime vs PyTorch: agreement {agree:.2f} %, max abs {err:.3g}")
+    assert agree >= 99.5
+    assert err < 1e-2
+
+
+def test_accelerator_json(exported):
+    acc = json.loads((exported / "accelerator.json").read_text())
+    assert acc["platform"] == acc["board"]["name"] == "zcu102" and acc["fits"] is True
+    d = acc["design"]
+    for k in ("pe_rows", "pe_cols", "packing", "tile_tokens", "tile_k", "buffers", "units"):
+        assert k in d
+    assert acc["total"]["fps"] > 0 and "lut" in acc["resources"]
+    assert {l["name"] for l in acc["layers"]} >= {"patch_embed", f"blocks.{SUBNET['depth'] - 1}.fc2", "head"}
+
+
+def test_verify_cli(exported, capsys):
+    from quasar_vit.cli.main import main
+
+    assert main(["verify", str(exported), "--limit", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "verify PASSED" in out
+    res = json.loads((exported / "verify.json").read_text())
+    print({k: res[k] for k in ("agreement_percent", "max_abs_logit_error", "flipped_code_fraction")})
+    assert res["images"] == 200 and res["agreement_percent"] >= 99.5 and res["nibble_passes_exact"]
+    assert res["max_code_difference"] <= 1 and res["flipped_code_fraction"] < 1e-3
+    assert res["images_within_1e-4_percent"] >= 98.0
+    assert res["torchscript_vs_eager_max_abs"] == 0.0
+
+
+def _cli_error(capsys, argv) -> str:
+    from quasar_vit.cli.main import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "error:" in err, err
+    return err
+
+
+def test_bad_inputs_give_one_error_and_leave_nothing(trained, tmp_path, capsys):
+    from quasar_vit.training.checkpoint import read_checkpoint, save_checkpoint
+
+    root, ckpt, sub = trained
+    out = tmp_path / "out"
+    base = ["export", "--checkpoint", str(ckpt), "--out", str(out), "--no-eval"]
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**SUBNET, "embed_dim": 80}))
+    assert "embed_dim 80" in _cli_error(capsys, base + ["--subnet", str(bad)])
+
+    assert "unknown platform" in _cli_error(capsys, base + ["--subnet", str(sub), "--platform", "nosuchboard"])
+
+    board = tmp_path / "tiny.yaml"
+    board.write_text("name: tiny\ndescription: too small\npart: none\nlut: 4000\nff: 8000\ndsp: 10\nbram: 4\n"
+                     "uram: 0\nclock_mhz: 100\nddr_gbps: 4.0\nddr_efficiency: 0.75\n"
+                     "util_cap: {lut: 0.7, ff: 0.7, dsp: 0.8, bram: 0.8, uram: 0.8}\n"
+                     "host: {kind: arm-cortex-a53, cores: 2, clock_mhz: 1000}\n")
+    assert "tiny" in _cli_error(capsys, base + ["--subnet", str(sub), "--platform", str(board)])
+
+    # a checkpoint whose weights belong to another config
+    c = read_checkpoint(ckpt)
+    c["config"]["model"]["embed_dims"] = sorted(set(c["config"]["model"]["embed_dims"] + [SUBNET["embed_dim"] * 2]))
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {k: v for k, v in c.items() if k not in ("format", "version")})
+    msg = _cli_error(capsys, ["export", "--checkpoint", str(other), "--subnet", str(sub), "--out", str(out)])
+    assert "do not match" in msg
+
+    # a subnet from another search space (other geometry)
+    geo = tmp_path / "geo.json"
+    geo.write_text(json.dumps({**SUBNET, "img_size": SUBNET["patch_size"] * 5}))
+    assert "img_size" in _cli_error(capsys, base + ["--subnet", str(geo)])
+
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    # a non-empty directory that is not an export is never replaced
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("x")
+    assert "not a quasar-vit export" in _cli_error(
+        capsys, ["export", "--checkpoint", str(ckpt), "--subnet", str(sub), "--out", str(keep), "--no-eval"])
+    assert (keep / "precious.txt").read_text() == "x"
+
+    assert "not a quasar-vit export" in _cli_error(capsys, ["verify", str(keep)])
