@@ -114,3 +114,20 @@ def test_two_process_gloo_keeps_ranks_identical(tmp_path, fmnist_available):
     summary = json.loads((out / "final.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
     assert read_checkpoint(out / "supernet.pt")["step"] == 6
+
+
+def test_only_subnet_trains_that_subnet_alone(tmp_path, tiny_config):
+    space = tiny_config.model.space()
+    sub = space.smallest()
+    summary = train_supernet(tiny_config, tmp_path / "alone", progress=False, only_subnet=sub)
+    assert "test_top1_only" in summary and "test_top1_largest" not in summary
+    model, _, _ = load_supernet(tmp_path / "alone")
+    torch.manual_seed(tiny_config.train.seed)
+    from quasar_vit.supernet import build_supernet
+
+    init = build_supernet(tiny_config.model, tiny_config.quant)
+    # biases get no weight decay, so a block outside the subnet keeps its initial biases exactly,
+    # while the subnet's own biases moved
+    deep = space.max_depth - 1
+    assert torch.equal(model.blocks[deep].fc1.bias, init.blocks[deep].fc1.bias)
+    assert not torch.equal(model.blocks[0].fc1.bias[: sub.mlp_hidden(0)], init.blocks[0].fc1.bias[: sub.mlp_hidden(0)])

@@ -57,11 +57,20 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def load_test_images(cfg: Any, data_root: str | None, limit: int | None) -> tuple[torch.Tensor, np.ndarray]:
-    """Normalised test images and labels of the config's data set (``limit`` first ones)."""
+    """Normalised test images and labels of the config's data set.
+
+    ``limit=None``: the config's test split (``data.test_limit`` applies); ``limit=N``: the first N
+    images of the whole test split.
+    """
+    import copy
+
     from quasar_vit.data import BatchTransform, build_datasets
 
+    cfg = copy.deepcopy(cfg)
     if data_root:
         cfg.data.root = data_root
+    if limit:
+        cfg.data.test_limit = 0
     splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
                             seed=cfg.train.seed)
     ds = splits.test

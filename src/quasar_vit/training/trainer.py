@@ -101,13 +101,16 @@ def _calibrate(model: SuperViT, x: Tensor, space: SearchSpace) -> None:
 
 
 def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False, device: str | None = None,
-                   progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
+                   progress: bool = True, stop_at: int | None = None,
+                   only_subnet: SubnetConfig | None = None) -> dict[str, Any]:
     """Train the supernet described by ``cfg`` into ``out``; returns the final summary.
 
     ``out`` receives ``config.yaml``, ``metrics.jsonl`` (JSON lines), ``last.pt`` (atomic,
     every ``train.checkpoint_every`` steps), ``supernet.pt`` and ``final.json`` at the end.
     ``stop_at`` ends this invocation after that many steps (with a checkpoint), as a kill would;
-    ``resume=True`` then continues exactly.
+    ``resume=True`` then continues exactly.  ``only_subnet`` trains that one subnet alone (no
+    sandwich, no distillation) with the same schedule, data and code path: the "trained alone"
+    baseline that shows what weight sharing costs.
     """
     from quasar_vit.data import BatchTransform, build_datasets, make_loader
     from quasar_vit.data.loaders import batches_per_epoch, infinite_batches
@@ -134,6 +137,8 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         save_config(cfg, run.config)
 
     space = cfg.model.space()
+    if only_subnet is not None:
+        space.validate(only_subnet)
     splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
                             seed=cfg.train.seed)
     loader = make_loader(splits.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, drop_last=True,
@@ -180,12 +185,13 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
             x = transform(x, gen)
             torch.manual_seed(step_seed(t_cfg.seed, step, 1000 + info.rank))  # stochastic depth
 
-            subnets = sandwich_subnets(space, t_cfg.seed, step, t_cfg.sandwich_random)
+            subnets = ([only_subnet] if only_subnet is not None
+                       else sandwich_subnets(space, t_cfg.seed, step, t_cfg.sandwich_random))
             losses = {}
             teacher_probs = None
             for i, sub in enumerate(subnets):
                 logits = model(x, sub)
-                if i == 0 or not t_cfg.distill:
+                if i == 0 or not t_cfg.distill or only_subnet is not None:
                     loss = F.cross_entropy(logits, y, label_smoothing=t_cfg.label_smoothing)
                     if i == 0:
                         teacher_probs = F.softmax(logits.detach() / t_cfg.distill_temperature, dim=-1)
@@ -238,7 +244,9 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
     if info.is_main:
         test_tf = BatchTransform.from_config(cfg.data, train=False)
         model.eval()
-        for name, sub in (("largest", space.largest()), ("smallest", space.smallest())):
+        finals = ((("only", only_subnet),) if only_subnet is not None
+                  else (("largest", space.largest()), ("smallest", space.smallest())))
+        for name, sub in finals:
             summary[f"test_top1_{name}"] = evaluate_subnet(model, sub, splits.test, test_tf, info.device,
                                                            batch_size=500, progress=progress)
         save_checkpoint(run.final, {"step": state.step, "config": cfg.to_dict(), "model": _cpu_state(model),
