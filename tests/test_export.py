@@ -95,7 +95,7 @@ def test_export_writes_every_artifact(exported):
     info = json.loads((exported / "export.json").read_text())
     assert info["subnet"]["w8_shares"] == SUBNET["w8_shares"]
     ev = info["evaluation"]
-    assert ev["images"] == 400 and ev["agreement_integer"] >= 99.5 and ev["agreement_onnx"] >= 99.5
+    assert ev["images"] == 1000 and ev["agreement_integer"] >= 99.5 and ev["agreement_onnx"] >= 99.5
     report = (exported / "report.md").read_text()
     for section in ("## Architecture", "## Per-layer bit mix", "## Per-layer latency", "## Accelerator",
                     "## Where the time goes", "plots/bitmix.png", f"blocks.{SUBNET['depth'] - 1}.fc2", "FPS"):
@@ -199,10 +199,13 @@ def test_onnx_matches_pytorch(exported, images):
         ref = load_torchscript(exported / "model.pt")(x).numpy()
     out = run_onnx(onnx_session(exported / "model.onnx"), x.numpy())
     agree = 100.0 * np.mean(out.argmax(1) == ref.argmax(1))
-    err = float(np.abs(out - ref).max())
-    print(f"onnxruntime vs PyTorch: agreement {agree:.2f} %, max abs {err:.3g}")
+    err = np.abs(out - ref)
+    close = err.max(1) < 1e-4
+    print(f"onnxruntime vs PyTorch: agreement {agree:.2f} %, max abs {err.max():.3g}, "
+          f"images within 1e-4: {100 * close.mean():.2f} %")
     assert agree >= 99.5
-    assert err < 1e-2
+    # float rounding, except where a 6-bit code flipped at a .5 boundary and the flip propagated
+    assert close.mean() >= 0.98 and np.median(err) < 1e-5
 
 
 def test_accelerator_json(exported):
