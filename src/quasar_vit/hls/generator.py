@@ -291,13 +291,14 @@ def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
         gemms.append({"key": f"{pre}.qkv", "kind": "linear", "shape": [T, 3 * b["heads"] * hd]})
         for h in range(b["heads"]):
             gemms.append({"key": f"{pre}.scores.{h}", "kind": "scores", "block": i, "head": h, "shape": [T, T]})
+        for h in range(b["heads"]):
             gemms.append({"key": f"{pre}.av.{h}", "kind": "av", "block": i, "head": h, "shape": [T, hd]})
         for n in ("proj", "fc1", "fc2"):
             gemms.append({"key": f"{pre}.{n}", "kind": "linear", "shape": [T, layers[f"{pre}.{n}"]["out_features"]]})
     gemms.append({"key": "head", "kind": "linear", "shape": [1, layers["head"]["out_features"]]})
 
     lin_list = [layers[l["name"]] for l in manifest["layers"]]
-    max_nib = max([l["nibble_rows"] for l in lin_list] + [2 * T + T // max(1, design["pe_rows"]) + 2])
+    max_nib = max([l["nibble_rows"] for l in lin_list] + [2 * n + n // max(1, design["pe_rows"]) + 2 for n in (T, hd)])
     blob_bytes = blob.bytes()
     export_info = {}
     ejson = export_dir / "export.json"
