@@ -47,7 +47,7 @@ TEMPLATES = {
 }
 
 # g++ flags of the C simulation (the Makefile and run_csim use these)
-CXXFLAGS = ["-O2", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wno-unknown-pragmas"]
+CXXFLAGS = ["-O2", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-label"]
 CSIM_SOURCES = ["qvit_kernel.cpp", "qvit_host.cpp"]
 CSIM_BINARY = "qvit_csim"
 

@@ -1,0 +1,193 @@
+"""``run_csim``: compile the generated HLS C++ with g++, run it on real test images, and compare it
+with the NumPy integer reference engine (``quasar_vit.export.reference``).
+
+Two runs of the C simulation binary:
+
+* **free-running**: the C++ host + engine run the whole subnet alone; its 6-bit codes (every
+  quantisation point), GEMM accumulators and logits are compared with the reference's;
+* **forced** (stage-wise): every quantisation point takes the reference's codes, so each GEMM sees
+  exactly the reference's integer inputs; its int32 accumulators are compared with the reference's
+  integer GEMMs (``IntegerLinear.accumulate`` and the nibble-split attention matmuls) bit for bit,
+  whatever happens in the float parts.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quasar_vit.errors import ExportError
+from quasar_vit.hls.generator import (BLOB_NAME, CSIM_BINARY, CSIM_SOURCES, CXXFLAGS, LAYOUT_NAME,
+                                      generate_hls)
+
+
+def find_compiler(cxx: str | None = None) -> str:
+    cxx = cxx or "g++"
+    path = shutil.which(cxx)
+    if path is None:
+        raise ExportError(f"C simulation needs a C++17 compiler: '{cxx}' was not found on PATH "
+                          "(install g++, e.g. apt-get install g++)")
+    return path
+
+
+def compile_csim(hls_dir: str | Path, build_dir: str | Path | None = None, cxx: str | None = None) -> Path:
+    """Compile the generated sources in ``hls_dir``; returns the binary (raises ExportError)."""
+    hls_dir = Path(hls_dir)
+    build = Path(build_dir) if build_dir is not None else hls_dir / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    for src in CSIM_SOURCES:
+        if not (hls_dir / src).is_file():
+            raise ExportError(f"{hls_dir} lacks {src}: generate the HLS code first (quasar-vit hls EXPORT)")
+    binary = build / CSIM_BINARY
+    cmd = [find_compiler(cxx), *CXXFLAGS, "-I", str(hls_dir), "-o", str(binary),
+           *[str(hls_dir / s) for s in CSIM_SOURCES]]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [l for l in proc.stderr.splitlines() if "error" in l.lower()] or proc.stderr.splitlines()
+        raise ExportError("compiling the C simulation failed:\n  " + "\n  ".join(lines[:12]))
+    return binary
+
+
+def _read_layout(hls_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((hls_dir / LAYOUT_NAME).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{hls_dir}/{LAYOUT_NAME} is missing or unreadable ({exc}): regenerate") from None
+
+
+def _reference(export_dir: Path, x: np.ndarray, layout: dict[str, Any], batch: int = 100):
+    """Reference logits, codes (flat int8 per image, layout order) and accumulators (int32)."""
+    from quasar_vit.export.reference import IntegerViT
+
+    engine = IntegerViT.from_dir(export_dir)
+    points, gemms = layout["points"], layout["gemms"]
+    logits, codes, accs = [], [], []
+    for i in range(0, len(x), batch):
+        lg, tr = engine.forward(x[i:i + batch], trace=True)
+        b = len(lg)
+        logits.append(lg)
+        codes.append(np.concatenate([tr[p["key"]].reshape(b, -1).astype(np.int8) for p in points], axis=1))
+        parts = []
+        for g in gemms:
+            if g["kind"] == "linear":
+                a = engine.linears[g["key"]].accumulate(tr[f"{g['key']}.in"])
+            else:
+                pre, h = f"blocks.{g['block']}", g["head"]
+                if g["kind"] == "scores":
+                    a = engine._act_matmul(tr[f"{pre}.q"][:, h], tr[f"{pre}.k"][:, h].transpose(0, 2, 1), 32)
+                else:
+                    a = engine._act_matmul(tr[f"{pre}.attn"][:, h], tr[f"{pre}.v"][:, h], 63)
+            parts.append(np.asarray(a).reshape(b, -1).astype(np.int64))
+        accs.append(np.concatenate(parts, axis=1))
+    return np.concatenate(logits).astype(np.float32), np.concatenate(codes), np.concatenate(accs)
+
+
+def _run(binary: Path, hls_dir: Path, images: Path, n: int, out: Path, ref_codes: Path | None) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [str(binary), str(hls_dir / BLOB_NAME), str(images), str(n), str(out)]
+    if ref_codes is not None:
+        cmd.append(str(ref_codes))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ExportError(f"the C simulation failed (exit {proc.returncode}): {proc.stderr.strip()[:500]}")
+    try:
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        info = {}
+    info["wall_seconds"] = time.perf_counter() - t0
+    return info
+
+
+def run_csim(export_dir: str | Path, limit: int = 100, data_root: str | None = None,
+             hls_dir: str | Path | None = None, build_dir: str | Path | None = None,
+             cxx: str | None = None, write: bool = True) -> dict[str, Any]:
+    """Generate (into ``hls_dir``, default ``export_dir/hls``), compile, run on the first ``limit``
+    test images and compare with the NumPy integer reference.  Returns (and writes
+    ``hls/csim.json``) a dict with ``images``, ``bit_exact_gemm``, ``codes_bit_exact``,
+    ``logits_bit_exact`` (fraction of images), ``label_agreement``, ``max_abs_logit_diff``, timings.
+    """
+    from quasar_vit.config import config_from_dict
+    from quasar_vit.export.exporter import load_test_images
+    from quasar_vit.export.verify import read_export
+
+    export_dir = Path(export_dir)
+    info = read_export(export_dir)
+    find_compiler(cxx)
+    t_gen = time.perf_counter()
+    hls = generate_hls(export_dir, hls_dir)
+    t_gen = time.perf_counter() - t_gen
+    layout = _read_layout(hls)
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="qvit-csim-") if build_dir is None else None
+    build = Path(tmp_ctx.name) if tmp_ctx is not None else Path(build_dir)
+    try:
+        t_cc = time.perf_counter()
+        binary = compile_csim(hls, build, cxx)
+        t_cc = time.perf_counter() - t_cc
+        cfg = config_from_dict(info["config"])
+        x, y = load_test_images(cfg, data_root, limit)
+        x = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        n = len(x)
+        if n == 0:
+            raise ExportError("no test images for the C simulation")
+        images = build / "images.bin"
+        x.tofile(images)
+        t_ref = time.perf_counter()
+        ref_logits, ref_codes, ref_acc = _reference(export_dir, x, layout)
+        t_ref = time.perf_counter() - t_ref
+        ref_codes_path = build / "ref_codes.bin"
+        ref_codes.tofile(ref_codes_path)
+        free = _run(binary, hls, images, n, build / "free", None)
+        forced = _run(binary, hls, images, n, build / "forced", ref_codes_path)
+        ncls = int(layout["model"]["num_classes"])
+        cb, aw = int(layout["code_bytes_per_image"]), int(layout["acc_words_per_image"])
+        logits = np.fromfile(build / "free" / "logits.bin", np.float32).reshape(n, ncls)
+        codes = np.fromfile(build / "free" / "codes.bin", np.int8).reshape(n, cb)
+        acc_free = np.fromfile(build / "free" / "acc.bin", np.int32).reshape(n, aw)
+        acc_forced = np.fromfile(build / "forced" / "acc.bin", np.int32).reshape(n, aw)
+    finally:
+        if tmp_ctx is not None:
+            tmp_ctx.cleanup()
+    gemm_exact = bool(np.array_equal(acc_forced.astype(np.int64), ref_acc))
+    img_logits_exact = np.all(logits.view(np.uint32) == ref_logits.view(np.uint32), axis=1)
+    code_diff = codes != ref_codes
+    per_point = {}
+    pos = 0
+    for p in layout["points"]:
+        size = int(np.prod(p["shape"]))
+        nd = int(code_diff[:, pos:pos + size].sum())
+        if nd:
+            per_point[p["key"]] = nd
+        pos += size
+    res = {
+        "export": str(export_dir), "hls_dir": str(hls), "images": int(n),
+        "bit_exact_gemm": gemm_exact,
+        "gemm_accumulators_compared": int(ref_acc.size),
+        "gemm_mismatches": int((acc_forced.astype(np.int64) != ref_acc).sum()),
+        "forced_code_mismatches": int(forced.get("code_mismatches", -1)),
+        "codes_bit_exact": bool(not code_diff.any()),
+        "codes_compared": int(code_diff.size), "code_mismatches": int(code_diff.sum()),
+        "code_mismatches_per_point": per_point,
+        "free_running_gemm_bit_exact": bool(np.array_equal(acc_free.astype(np.int64), ref_acc)),
+        "logits_bit_exact": float(img_logits_exact.mean()),
+        "label_agreement": float(np.mean(logits.argmax(1) == ref_logits.argmax(1))),
+        "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - ref_logits).max()),
+        "top1_csim": float(np.mean(logits.argmax(1) == np.asarray(y)[:n])),
+        "top1_reference": float(np.mean(ref_logits.argmax(1) == np.asarray(y)[:n])),
+        "seconds": {"generate": round(t_gen, 3), "compile": round(t_cc, 3), "reference": round(t_ref, 3),
+                    "csim_run": round(float(free.get("wall_seconds", 0.0)), 3),
+                    "csim_forced_run": round(float(forced.get("wall_seconds", 0.0)), 3)},
+    }
+    res["passed"] = bool(gemm_exact and res["label_agreement"] >= 0.99)
+    if write:
+        (hls / "csim.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+__all__ = ["run_csim", "compile_csim", "find_compiler"]

@@ -1,0 +1,201 @@
+"""HLS generation: generated code carries the design, compiles with g++, and its C simulation
+matches the NumPy integer reference bit for bit on real Fashion-MNIST test images."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quasar_vit.errors import ExportError
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+TINY = ['model.embed_dims=[16, 32]', 'model.depths=[1, 2]', 'model.num_heads=[1, 2]', 'model.mlp_ratios=[1.0, 2.0]',
+        'model.head_dim=8', 'model.patch_size=7', 'train.steps=8', 'train.batch_size=32', 'train.warmup_steps=2',
+        'data.train_limit=512', 'data.test_limit=256', 'data.val_size=256', 'train.sandwich_random=1',
+        'train.checkpoint_every=4']
+# mixed precision: 4-bit and 8-bit rows in every block, different heads and MLP ratios per block
+SUBNET = {"embed_dim": 32, "depth": 2, "num_heads": [2, 1], "mlp_ratios": [2.0, 1.0], "w8_shares": [0.25, 0.75],
+          "img_size": 28, "patch_size": 7, "in_chans": 1, "num_classes": 10, "head_dim": 8}
+
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST is missing: run scripts/setup.sh")
+    from quasar_vit.config import load_config
+    from quasar_vit.export import export_subnet
+    from quasar_vit.training.trainer import train_supernet
+
+    root = tmp_path_factory.mktemp("hls")
+    cfg = load_config("fmnist-tiny", TINY)
+    train_supernet(cfg, root / "run", progress=False)
+    (root / "subnet.json").write_text(json.dumps(SUBNET))
+    return export_subnet(root / "run" / "supernet.pt", root / "subnet.json", "zcu102", root / "exp",
+                         evaluate=False)
+
+
+@pytest.fixture(scope="module")
+def hls_dir(export_dir):
+    from quasar_vit.hls import generate_hls
+
+    return generate_hls(export_dir)
+
+
+def _constexprs(text: str) -> dict[str, str]:
+    """``constexpr <type> NAME = VALUE;`` declarations of a header (several per line allowed)."""
+    out = {}
+    for m in re.finditer(r"constexpr\s+[\w:]+(?:\s*\*)?\s+([^;]+);", text):
+        for decl in m.group(1).split(","):
+            if "=" in decl and "{" not in decl:
+                k, v = decl.split("=", 1)
+                out[k.strip()] = v.strip().split("//")[0].strip()
+    return out
+
+
+def test_generated_files_carry_design_and_pragmas(export_dir, hls_dir):
+    design = json.loads((export_dir / "accelerator.json").read_text())["design"]
+    for f in ("qvit_params.hpp", "qvit_kernel.hpp", "qvit_kernel.cpp", "qvit_host.cpp", "run_hls.tcl", "Makefile",
+              "qvit_weights.bin", "layout.json", "README.md"):
+        assert (hls_dir / f).is_file(), f
+    params = (hls_dir / "qvit_params.hpp").read_text()
+    c = _constexprs(params)
+    assert int(c["PE_ROWS"]) == design["pe_rows"] and int(c["PE_COLS"]) == design["pe_cols"]
+    assert int(c["TILE_TOKENS"]) == design["tile_tokens"] and int(c["TILE_K"]) == design["tile_k"]
+    assert int(c["LUT_COLS"]) == design["lut_cols"]
+    assert int(c["PACKING"]) == {3: 3, 4: 4, "lut": 0}[design["packing"]]
+    assert float(c["CLOCK_MHZ"]) == design["clock_mhz"]
+    assert int(c["EMBED_DIM"]) == 32 and int(c["DEPTH"]) == 2 and int(c["TOKENS"]) == 17
+    assert int(c["WEIGHTS_BYTES"]) == (hls_dir / "qvit_weights.bin").stat().st_size
+    # one LinearLayer per exported layer, named after it, with its shape and 8-bit rows
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    for layer in manifest["layers"]:
+        cname = layer["name"].replace(".", "_")
+        m = re.search(rf"constexpr LinearLayer {cname} = \{{\"{re.escape(layer['name'])}\", (\d+), (\d+), (\d+), (\d+),",
+                      params)
+        assert m, layer["name"]
+        assert [int(g) for g in m.groups()[:3]] == [layer["in_features"], layer["out_features"], layer["n8_rows"]]
+        assert int(m.group(4)) >= layer["out_features"] + layer["n8_rows"]
+    assert len(re.findall(r"/\* blocks\.\d+ \*/", params)) == 2
+    # HLS directives of the engine, and the ping-pong tiles
+    kernel = (hls_dir / "qvit_kernel.cpp").read_text()
+    pragmas = {ln.split()[2] for ln in kernel.splitlines() if ln.strip().startswith("#pragma HLS")}
+    assert {"PIPELINE", "UNROLL", "ARRAY_PARTITION", "INTERFACE", "INLINE"} <= pragmas
+    assert "static act_t xbuf[2][TILE_TOKENS][TILE_K];" in kernel
+    assert "static wnib_t wbuf[2][PE_ROWS][TILE_K];" in kernel
+    assert re.search(r"hi \* 16 \+ acc\[t\]\[r\]", kernel)          # 8-bit rows: 16*hi + lo
+    tcl = (hls_dir / "run_hls.tcl").read_text()
+    cmds = {ln.split()[0]: ln.split()[1:] for ln in tcl.splitlines() if ln and not ln.startswith("#")}
+    assert cmds["set_top"] == ["qvit_gemm"]
+    assert cmds["set_part"] == ["{xczu9eg-ffvb1156-2-e}"]
+    assert float(cmds["create_clock"][1]) == pytest.approx(1000.0 / design["clock_mhz"], rel=1e-4)
+    assert "csim_design" in tcl and "csynth_design" in tcl
+
+
+def test_weight_blob_holds_the_nibble_rows(export_dir, hls_dir):
+    from quasar_vit.export.intweights import load_weights
+
+    arrays, manifest = load_weights(export_dir)
+    layout = json.loads((hls_dir / "layout.json").read_text())
+    assert layout["blob"]["bytes"] == (hls_dir / "qvit_weights.bin").stat().st_size
+    from quasar_vit.hls.generator import build_context
+
+    ctx, blob = build_context(export_dir)
+    entries = {e["name"]: e for e in ctx["blob"]["entries"]}
+    for layer in manifest["layers"]:
+        name = layer["name"]
+        e, k = entries[f"{name}.nibbles"], entries[f"{name}.row_kind"]
+        nib = np.frombuffer(blob, np.int8, count=int(np.prod(e["shape"])), offset=e["offset"]).reshape(e["shape"])
+        kind = np.frombuffer(blob, np.uint8, count=k["shape"][0], offset=k["offset"])
+        rows, n = [], 0
+        while n < len(kind):            # rebuild the integer codes from the nibble-row program
+            if kind[n] == 0:
+                n += 1
+            elif kind[n] == 1:
+                rows.append(nib[n].astype(np.int32))
+                n += 1
+            else:
+                assert kind[n] == 2 and kind[n + 1] == 3
+                rows.append(16 * nib[n].astype(np.int32) + nib[n + 1])
+                n += 2
+        assert np.array_equal(np.stack(rows), arrays[f"{name}.w_int"].astype(np.int32)), name
+
+
+@needs_gxx
+def test_csim_is_bit_exact_on_100_test_images(export_dir):
+    from quasar_vit.hls import run_csim
+
+    res = run_csim(export_dir, limit=100)
+    assert res["images"] == 100
+    assert res["bit_exact_gemm"] and res["gemm_mismatches"] == 0 and res["forced_code_mismatches"] == 0
+    assert res["codes_bit_exact"], res["code_mismatches_per_point"]
+    assert res["logits_bit_exact"] == 1.0 and res["max_abs_logit_diff"] == 0.0
+    assert res["label_agreement"] == 1.0 and res["passed"]
+    assert json.loads((export_dir / "hls" / "csim.json").read_text())["images"] == 100
+
+
+@needs_gxx
+def test_csim_small_tiles_pad_rows_and_multiple_tiles(export_dir, tmp_path):
+    """A tiny array (odd PE_ROWS, several token/row/reduction tiles) must give the same integers."""
+    from quasar_vit.hls import run_csim
+
+    exp = tmp_path / "exp"
+    shutil.copytree(export_dir, exp, ignore=shutil.ignore_patterns("hls"))
+    accel = json.loads((exp / "accelerator.json").read_text())
+    d = accel["design"]
+    for k in ("units", "dsp_units", "lut_units", "dsp_slices", "pe_array", "tiles", "buffers", "buffer_bram36"):
+        d.pop(k, None)
+    d.update(pe_rows=5, pe_cols=4, lut_cols=1, packing=4, tile_tokens=4, tile_k=8)
+    (exp / "accelerator.json").write_text(json.dumps(accel))
+    res = run_csim(exp, limit=100)
+    params = (exp / "hls" / "qvit_params.hpp").read_text()
+    assert "constexpr int PE_ROWS = 5;" in params and "constexpr int TILE_K = 8;" in params
+    assert res["bit_exact_gemm"] and res["codes_bit_exact"] and res["logits_bit_exact"] == 1.0
+
+
+def test_generation_is_deterministic(export_dir, tmp_path):
+    from quasar_vit.hls import generate_hls
+
+    a, b = generate_hls(export_dir, tmp_path / "a"), generate_hls(export_dir, tmp_path / "b")
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for n in names:
+        assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+
+def test_broken_export_gives_clear_errors(export_dir, tmp_path):
+    from quasar_vit.hls import generate_hls, run_csim
+    from quasar_vit.hls.csim import compile_csim
+
+    with pytest.raises(ExportError, match="not found"):
+        generate_hls(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(export_dir, broken, ignore=shutil.ignore_patterns("hls"))
+    (broken / "accelerator.json").unlink()
+    with pytest.raises(ExportError, match="accelerator.json is missing"):
+        generate_hls(broken)
+    shutil.copy(export_dir / "accelerator.json", broken / "accelerator.json")
+    (broken / "weights.npz").write_bytes(b"not a zip")
+    with pytest.raises(ExportError, match="unreadable export"):
+        generate_hls(broken)
+    with pytest.raises(ExportError, match="was not found on PATH"):
+        run_csim(export_dir, limit=1, cxx="no-such-compiler-xyz")
+    if shutil.which("g++"):
+        bad = generate_hls(export_dir, tmp_path / "bad")
+        (bad / "qvit_kernel.cpp").write_text((bad / "qvit_kernel.cpp").read_text() + "\nthis is not C++;\n")
+        with pytest.raises(ExportError, match="compiling the C simulation failed") as ei:
+            compile_csim(bad, tmp_path / "build")
+        assert "qvit_kernel.cpp" in str(ei.value)
+
+
+def test_cli_hls_generates(export_dir, tmp_path):
+    from quasar_vit.cli.main import main
+
+    assert main(["hls", str(export_dir), "--out", str(tmp_path / "h")]) == 0
+    assert (tmp_path / "h" / "qvit_kernel.cpp").is_file()
+    assert main(["hls", str(tmp_path / "missing")]) == 2
