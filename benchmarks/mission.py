@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--platform", default="zcu102")
     ap.add_argument("--workdir", default="runs/mission")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/mission[-quick].json)")
+    ap.add_argument("--supernet", default=None,
+                    help="reuse a finished training run of the same config and steps (e.g. the one "
+                         "benchmarks/supernet.py leaves in runs/bench-supernet/...) instead of training one")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
     b = BUDGETS[mode]
@@ -125,11 +128,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. fronts ------------------------------------------------------------------------------------
     print(f"[1/4] supernet ({cfg.train.steps} steps) and searches (flexible + 4 baselines)", flush=True)
-    sup = _train(cfg, work / "supernet")
+    sup_dir = Path(args.supernet) if args.supernet else work / "supernet"
+    if args.supernet:
+        from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint
+
+        other = checkpoint_config(read_checkpoint(sup_dir / "supernet.pt"))
+        if other.model != cfg.model or other.train != cfg.train or other.quant != cfg.quant:
+            raise SystemExit(f"--supernet {sup_dir}: trained with another config/budget than {cfg.name} "
+                             f"at {cfg.train.steps} steps")
+    sup = _train(cfg, sup_dir)
     from quasar_vit.search import run_search
 
     t = time.time()
-    search = run_search(work / "supernet" / "supernet.pt", work / "search", platform=args.platform,
+    search = run_search(sup_dir / "supernet.pt", work / "search", platform=args.platform,
                         baselines=["random", "uniform8", "uniform4", "fixed"],
                         overrides=[f"population={b['population']}", f"generations={b['generations']}",
                                    f"mutations={b['mutations']}", f"crossovers={b['crossovers']}",

@@ -22,6 +22,13 @@ if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ] && [ ! -f "$FMNIST/train-images
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
 
+if ! command -v g++ >/dev/null 2>&1; then
+  echo "[setup] installing g++ (for the HLS C simulation)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++ >/dev/null
+fi
+
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
 echo "[setup] installing quasar-vit ${spec}"

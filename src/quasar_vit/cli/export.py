@@ -15,6 +15,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-limit", type=int, default=1000,
                    help="test images used for the accuracy in the report (0 = the whole test split)")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the accuracy evaluation")
+    p.add_argument("--hls", action="store_true", help="also generate the HLS C++ accelerator (OUT/hls)")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not an earlier export")
 
 
@@ -29,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
         subnet = space.largest() if subnet == "largest" else space.smallest()
     out = export_subnet(args.checkpoint, subnet, args.platform, args.out, data_root=args.data_root,
                         eval_limit=args.eval_limit or None, evaluate=args.evaluate, force=args.force)
+    if args.hls:
+        from quasar_vit.hls import generate_hls
+
+        generate_hls(out)
     info = json.loads((out / "export.json").read_text())
     print(json.dumps({"out": str(out), "platform": info["platform"], "predicted": info["predicted"],
                       "evaluation": info["evaluation"]}, indent=2))

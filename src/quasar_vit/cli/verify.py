@@ -11,6 +11,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="first N test images (0 = the whole test split)")
     p.add_argument("--min-agreement", type=float, default=99.5,
                    help="required label agreement in percent (default 99.5)")
+    p.add_argument("--csim", action="store_true",
+                   help="also generate the HLS C++, compile it with g++, run the C simulation and compare it "
+                        "bit for bit with the integer reference")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,6 +21,11 @@ def run(args: argparse.Namespace) -> int:
 
     res = verify_export(args.dir, data_root=args.data_root, limit=args.limit or None,
                         min_agreement=args.min_agreement)
+    if args.csim:
+        from quasar_vit.hls.csim import run_csim
+
+        res["csim"] = run_csim(args.dir, limit=args.limit or 100, data_root=args.data_root)
+        res["passed"] = bool(res["passed"] and res["csim"]["passed"])
     print(json.dumps(res, indent=2))
     verdict = "PASSED" if res["passed"] else "FAILED"
     print(f"verify {verdict}: {res['agreement_percent']:.2f} % label agreement on {res['images']} images, "
