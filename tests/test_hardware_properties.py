@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from quasar_vit.hardware import AcceleratorDesign, evaluate, explore, load_platform

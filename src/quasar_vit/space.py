@@ -207,13 +207,9 @@ class SubnetConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "SubnetConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise SubnetError(f"subnet file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise SubnetError(f"{path} is not valid JSON: {exc}") from None
+        from quasar_vit.utils.io import read_json
+
+        data = read_json(path, SubnetError, "subnet file")
         # accept {"subnet": {...}} wrappers as written by search results
         if isinstance(data, dict) and "subnet" in data and isinstance(data["subnet"], dict):
             data = data["subnet"]

@@ -15,7 +15,6 @@ The nibble passes are also checked against a direct int64 GEMM on a few images.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from quasar_vit.errors import ExportError
+from quasar_vit.utils.io import read_json
 from quasar_vit.utils.io import atomic_write_json
 
 DEFAULT_MIN_AGREEMENT = 99.5
@@ -62,10 +62,7 @@ def read_export(directory: str | Path) -> dict[str, Any]:
     path = directory / "export.json"
     if not path.is_file():
         raise ExportError(f"{directory} is not a quasar-vit export (no export.json)")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{path} is not valid JSON: {exc}") from None
+    info = read_json(path, ExportError)
     if info.get("format") != "quasar-vit-export":
         raise ExportError(f"{path} is not a quasar-vit export description")
     return info

@@ -14,7 +14,6 @@ stays the single definition of a subnet's GEMMs.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from quasar_vit.errors import ExportError, HardwareError
+from quasar_vit.utils.io import read_json
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 BLOB_NAME = "qvit_weights.bin"
@@ -131,10 +132,7 @@ def _read_export(export_dir: Path) -> tuple[dict, dict, dict[str, np.ndarray], d
     apath = export_dir / "accelerator.json"
     if not apath.is_file():
         raise ExportError(f"{export_dir} is not a quasar-vit export: accelerator.json is missing")
-    try:
-        accel = json.loads(apath.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{apath} is not valid JSON: {exc}") from None
+    accel = read_json(apath, ExportError)
     if accel.get("format") != "quasar-vit-accelerator" or "design" not in accel:
         raise ExportError(f"{apath} is not a quasar-vit accelerator description")
     arrays, manifest = load_weights(export_dir)

@@ -82,6 +82,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def read_json(path: str | Path, error: type[Exception], what: str = "file") -> Any:
+    """Parse a JSON file, turning a missing or malformed file into one ``error`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from None
+
+
 def _json_default(o: Any) -> Any:
     try:
         import numpy as np
