@@ -286,3 +286,26 @@ def test_bad_inputs_give_one_error_and_leave_nothing(trained, tmp_path, capsys):
     assert (keep / "precious.txt").read_text() == "x"
 
     assert "not a quasar-vit export" in _cli_error(capsys, ["verify", str(keep)])
+
+
+def test_force_never_replaces_a_training_run(trained, tmp_path, capsys):
+    """--force replaces foreign folders, but never the run that holds the checkpoint."""
+    import shutil
+
+    root, ckpt, sub = trained
+    run = tmp_path / "runcopy"
+    shutil.copytree(ckpt.parent, run)
+    argv = ["export", "--checkpoint", str(run), "--subnet", str(sub), "--no-eval", "--force", "--out"]
+    assert "contains the checkpoint" in _cli_error(capsys, argv + [str(run)])
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "last.pt").write_bytes(b"x")
+    assert "holds training or search results" in _cli_error(capsys, argv + [str(other)])
+    assert (run / "supernet.pt").is_file() and (other / "last.pt").is_file()
+
+
+def test_explicit_missing_data_root_is_an_error(trained, tmp_path, capsys):
+    root, ckpt, sub = trained
+    err = _cli_error(capsys, ["export", "--checkpoint", str(ckpt), "--subnet", str(sub), "--out",
+                              str(tmp_path / "o"), "--data-root", str(tmp_path / "nowhere")])
+    assert "nowhere" in err and not (tmp_path / "o").exists()

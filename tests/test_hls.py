@@ -202,3 +202,16 @@ def test_cli_hls_generates(export_dir, tmp_path):
     assert main(["hls", str(export_dir), "--out", str(tmp_path / "h")]) == 0
     assert (tmp_path / "h" / "qvit_kernel.cpp").is_file()
     assert main(["hls", str(tmp_path / "missing")]) == 2
+
+
+def test_hls_out_never_overwrites_foreign_files(export_dir, tmp_path):
+    from quasar_vit.hls import generate_hls
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "README.md").write_text("mine")
+    with pytest.raises(ExportError, match="not an earlier HLS output"):
+        generate_hls(export_dir, proj)
+    assert (proj / "README.md").read_text() == "mine"
+    again = generate_hls(export_dir, tmp_path / "fresh")
+    assert generate_hls(export_dir, again) == again  # an earlier HLS output is replaced as a whole

@@ -128,3 +128,15 @@ def test_two_gloo_ranks_match_single_process(micro_ckpt, reference, tmp_path):
     assert [f["subnet"] for f in d["front"]] == [f["subnet"] for f in r["front"]]
     assert [f["test_top1"] for f in d["front"]] == [f["test_top1"] for f in r["front"]]
     assert d["baselines"]["uniform4"]["measured"] == r["baselines"]["uniform4"]["measured"]
+
+
+def test_search_keeps_files_it_did_not_write(micro_ckpt, tmp_path):
+    from quasar_vit.search.runner import run_search
+
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "subnet_mine.json").write_text("{}")
+    run_search(micro_ckpt, out, platform="zcu102", device="cpu", progress=False, plot=False, test=False,
+               log=lambda s: None)
+    assert (out / "subnet_mine.json").read_text() == "{}"
+    assert len(list(out.glob("subnet_*fps.json"))) >= 1

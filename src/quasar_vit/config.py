@@ -151,6 +151,11 @@ class ExperimentConfig:
         if t.sandwich_random < 0:
             raise ConfigError("train.sandwich_random: must be >= 0")
         s = self.search
+        for key in ("population", "generations", "parents", "eval_batch_size", "val_size", "max_retries"):
+            if getattr(s, key) <= 0:
+                raise ConfigError(f"search.{key}: must be positive, got {getattr(s, key)}")
+        if s.mutations < 0 or s.crossovers < 0:
+            raise ConfigError("search.mutations/search.crossovers: must be >= 0")
         if s.parents > s.population:
             raise ConfigError("search.parents: must not exceed search.population")
         if not 0 <= s.mutation_prob <= 1:
@@ -160,12 +165,9 @@ class ExperimentConfig:
         if len(self.data.mean) != self.model.in_chans or len(self.data.std) != self.model.in_chans:
             raise ConfigError("data.mean/data.std: need one value per input channel (model.in_chans)")
         try:
-            space = self.model.space()
+            self.model.space()
         except ConfigError as exc:
             raise ConfigError(f"model: {exc}") from None
-        for e in space.embed_dims:
-            if e % 1:
-                raise ConfigError("model.embed_dims must be integers")
 
 
 def _type_name(tp: Any) -> str:
@@ -255,6 +257,8 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     path = resolve_config_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) YAML file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -54,13 +54,22 @@ def run_demo(out: str | Path = "runs/demo", settings: DemoSettings | None = None
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "demo.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("settings") and summary["settings"] != asdict(s):
+        from quasar_vit.errors import QuasarError
+
+        changed = sorted(k for k, v in asdict(s).items() if summary["settings"].get(k) != v)
+        raise QuasarError(f"{out} holds a demo run with other settings ({', '.join(changed)} differ); "
+                          "rerun with the same settings to resume it, or choose another --out")
     summary["settings"] = asdict(s)
     timings = summary.setdefault("stage_seconds", {})
 
     overrides = [f"train.steps={s.train_steps}", f"train.seed={s.seed}"]
     if data_root:
         overrides.append(f"data.root={data_root}")
-    cfg = load_config(s.config, overrides)
+    search_overrides = [f"population={s.population}", f"generations={s.generations}", f"mutations={s.mutations}",
+                        f"crossovers={s.crossovers}", f"parents={min(s.parents, s.population)}",
+                        f"val_size={s.val_size}", f"seed={s.seed}"]
+    cfg = load_config(s.config, overrides + [f"search.{o}" for o in search_overrides])  # validates early
 
     # 1. train ------------------------------------------------------------------------------------
     train_dir = out / "train"
@@ -87,9 +96,7 @@ def run_demo(out: str | Path = "runs/demo", settings: DemoSettings | None = None
 
         targets = [Target.from_fps(f) for f in s.fps_targets] or None
         run_search(train_dir / "supernet.pt", search_dir, platform=s.platform, targets=targets,
-                   overrides=[f"population={s.population}", f"generations={s.generations}",
-                              f"mutations={s.mutations}", f"crossovers={s.crossovers}", f"parents={s.parents}",
-                              f"val_size={s.val_size}", f"seed={s.seed}"],
+                   overrides=search_overrides,
                    device=device, progress=progress, data_root=data_root)
         timings["search"] = time.time() - t0
     result = json.loads(pareto.read_text())

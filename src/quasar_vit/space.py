@@ -97,6 +97,19 @@ class SubnetConfig:
     head_bits: int = 8
 
     def __post_init__(self) -> None:
+        for name in ("embed_dim", "depth", "img_size", "patch_size", "in_chans", "num_classes", "head_dim"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise SubnetError(f"subnet field '{name}' must be a positive integer, got {v!r}")
+        for name in ("num_heads", "mlp_ratios", "w8_shares"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise SubnetError(f"subnet field '{name}' must be a list with one entry per layer")
+        if any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in self.num_heads):
+            raise SubnetError(f"subnet field 'num_heads' must hold positive integers, got {list(self.num_heads)}")
+        if any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in self.mlp_ratios):
+            raise SubnetError(f"subnet field 'mlp_ratios' must hold positive numbers, got {list(self.mlp_ratios)}")
+        if any(isinstance(r, bool) or not isinstance(r, (int, float)) for r in self.w8_shares):
+            raise SubnetError(f"subnet field 'w8_shares' must hold numbers in [0, 1], got {list(self.w8_shares)}")
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
         object.__setattr__(self, "mlp_ratios", tuple(float(r) for r in self.mlp_ratios))
         object.__setattr__(self, "w8_shares", tuple(float(s) for s in self.w8_shares))
@@ -243,6 +256,9 @@ class SearchSpace:
     head_bits: int = 8
 
     def __post_init__(self) -> None:
+        for name in ("img_size", "patch_size", "in_chans", "num_classes", "head_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"'{name}' must be positive, got {getattr(self, name)}")
         for name in ("embed_dims", "depths", "num_heads", "mlp_ratios", "w8_shares"):
             vals = tuple(sorted(getattr(self, name)))
             if not vals:

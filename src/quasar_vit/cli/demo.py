@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from quasar_vit.cli.common import add_device, add_progress
+from quasar_vit.cli.common import add_device, add_progress, nonneg_int, positive_int
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -13,12 +13,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="demo directory (default: runs/demo); rerun to resume")
     p.add_argument("--config", default=d.config)
     p.add_argument("--platform", default=d.platform)
-    p.add_argument("--steps", type=int, default=d.train_steps, help=f"supernet training steps (default {d.train_steps})")
+    p.add_argument("--steps", type=positive_int, default=d.train_steps, help=f"supernet training steps (default {d.train_steps})")
     p.add_argument("--fps", default="", help="FPS targets, e.g. 20000,30000 (default: three spread over the space)")
-    p.add_argument("--population", type=int, default=d.population)
-    p.add_argument("--generations", type=int, default=d.generations)
-    p.add_argument("--val-size", type=int, default=d.val_size)
-    p.add_argument("--verify-limit", type=int, default=d.verify_limit)
+    p.add_argument("--population", type=positive_int, default=d.population)
+    p.add_argument("--generations", type=positive_int, default=d.generations)
+    p.add_argument("--val-size", type=positive_int, default=d.val_size)
+    p.add_argument("--verify-limit", type=nonneg_int, default=d.verify_limit)
     p.add_argument("--no-csim", dest="csim", action="store_false", help="skip the HLS C simulation stage")
     p.add_argument("--data-root", default=None)
     add_device(p)

@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from quasar_vit.cli.common import add_device, add_progress, resolve_subnet
+from quasar_vit.cli.common import add_device, add_progress, positive_int, resolve_subnet
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="supernet.pt / last.pt, or a run directory")
     p.add_argument("--subnet", default="largest", help="largest | smallest | FILE.json (default: largest)")
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--data-root", default=None, help="override the data root stored in the checkpoint's config")
     add_device(p)
     add_progress(p)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from quasar_vit.cli.common import nonneg_int
 import json
 
 
@@ -12,8 +14,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", default="zcu102", help="board preset (zcu102, zcu104, kv260, ...) or a platform YAML")
     p.add_argument("--out", required=True, help="export directory (written atomically)")
     p.add_argument("--data-root", default=None, help="override the data root stored in the checkpoint's config")
-    p.add_argument("--eval-limit", type=int, default=1000,
-                   help="test images used for the accuracy in the report (0 = the whole test split)")
+    p.add_argument("--eval-limit", type=nonneg_int, default=1000,
+                   help="test images used for the accuracy in the report (0 = the test split as data.test_limit leaves it)")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the accuracy evaluation")
     p.add_argument("--hls", action="store_true", help="also generate the HLS C++ accelerator (OUT/hls)")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not an earlier export")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from quasar_vit.cli.common import positive_int
 import json
 
 
@@ -10,7 +12,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory (default: DIR/hls)")
     p.add_argument("--csim", action="store_true",
                    help="also compile with g++ and run the C simulation against the NumPy integer reference")
-    p.add_argument("--limit", type=int, default=100, help="test images for --csim (default 100)")
+    p.add_argument("--limit", type=positive_int, default=100, help="test images for --csim (default 100)")
     p.add_argument("--data-root", default=None, help="override the data root stored in the export's config")
 
 

@@ -6,6 +6,8 @@ Without ``--design`` the accelerator is chosen for the subnet by design-space ex
 from __future__ import annotations
 
 import argparse
+
+from quasar_vit.cli.common import positive_int
 import json
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--preset", choices=("deit-tiny", "deit-small", "deit-base"), help="a DeiT reference subnet")
     src.add_argument("--list-platforms", action="store_true", help="list the preset boards and exit")
     p.add_argument("--platform", default="zcu102", help="preset name or path of a platform YAML file (default zcu102)")
-    p.add_argument("--resolution", type=int, default=224, help="input resolution of --preset (default 224)")
+    p.add_argument("--resolution", type=positive_int, default=224, help="input resolution of --preset (default 224)")
     p.add_argument("--share-8bit", type=float, default=0.3, help="8-bit row share of --preset (default 0.3)")
     p.add_argument("--design", metavar="FILE.json", help="cost this fixed accelerator design instead of exploring")
     p.add_argument("--fps-target", type=float, default=None, help="fail unless the best design reaches this FPS")

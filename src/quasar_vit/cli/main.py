@@ -63,6 +63,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuasarError as exc:
         print(f"quasar-vit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `quasar-vit hw ... | head`
+        sys.stderr.close()
+        return 0
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, FileNotFoundError) as exc:
+        # a path the user gave cannot be used as asked (a file where a folder is needed, ...)
+        print(f"quasar-vit {args.command}: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:
+        print(f"quasar-vit {args.command}: error: a file given is not UTF-8 text ({exc.reason})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"quasar-vit {args.command}: interrupted (finished work is saved; rerun to resume)", file=sys.stderr)
         return 130

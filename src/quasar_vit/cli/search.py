@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from quasar_vit.cli.common import add_device, add_progress
+from quasar_vit.cli.common import add_device, add_progress, positive_int
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -21,10 +21,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", default="", metavar="LIST",
                    help="also run these modes with the same budget and targets, e.g. random,uniform8,uniform4,"
                         "fixed or 'all' (results in OUT/baselines/MODE and in pareto.json/png)")
-    p.add_argument("--population", type=int, default=None)
-    p.add_argument("--generations", type=int, default=None)
+    p.add_argument("--population", type=positive_int, default=None)
+    p.add_argument("--generations", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--val-size", type=int, default=None,
+    p.add_argument("--val-size", type=positive_int, default=None,
                    help="validation images per candidate (taken from the split held out at training time)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a search setting, e.g. --set search.mutations=10 (repeatable)")

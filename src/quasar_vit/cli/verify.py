@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
+
+from quasar_vit.cli.common import nonneg_int
 import json
+from pathlib import Path
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="export directory written by 'quasar-vit export'")
     p.add_argument("--data-root", default=None, help="override the data root stored in the export's config")
-    p.add_argument("--limit", type=int, default=0, help="first N test images (0 = the whole test split)")
+    p.add_argument("--limit", type=nonneg_int, default=0, help="first N test images (0 = the test split as the config limits it, data.test_limit)")
     p.add_argument("--min-agreement", type=float, default=99.5,
                    help="required label agreement in percent (default 99.5)")
     p.add_argument("--csim", action="store_true",
@@ -23,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
                         min_agreement=args.min_agreement)
     if args.csim:
         from quasar_vit.hls.csim import run_csim
+        from quasar_vit.utils.io import atomic_write_json
 
         res["csim"] = run_csim(args.dir, limit=args.limit or 100, data_root=args.data_root)
         res["passed"] = bool(res["passed"] and res["csim"]["passed"])
+        atomic_write_json(Path(args.dir) / "verify.json", res)  # the verdict on disk includes the C simulation
     print(json.dumps(res, indent=2))
     verdict = "PASSED" if res["passed"] else "FAILED"
     print(f"verify {verdict}: {res['agreement_percent']:.2f} % label agreement on {res['images']} images, "

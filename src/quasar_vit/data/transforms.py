@@ -107,7 +107,8 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, num_classes: int,
     onehot = F.one_hot(y.to(torch.int64), num_classes).to(x.dtype)
     if alpha <= 0:
         return x, onehot
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator,
+                             device=generator.device if generator is not None else None))
     lam = float(np.random.default_rng(seed).beta(alpha, alpha))
     gdev = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(x.shape[0], generator=generator, device=gdev).to(x.device)

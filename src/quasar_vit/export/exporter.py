@@ -47,10 +47,22 @@ def _resolve_subnet(subnet: SubnetConfig | str | Path, space: Any) -> SubnetConf
     return sub
 
 
-def _check_out(out: Path, force: bool) -> None:
+PROTECTED = ("supernet.pt", "last.pt", "search_state.json", "pareto.json", "metrics.jsonl")
+
+
+def _check_out(out: Path, force: bool, checkpoint: Path | None = None) -> None:
+    """Refuse an ``out`` whose replacement would destroy work (even with ``force``)."""
+    if checkpoint is not None:
+        ck = checkpoint.resolve()
+        if ck == out.resolve() or out.resolve() in ck.parents:
+            raise ExportError(f"--out {out} contains the checkpoint {checkpoint}; export into another directory")
     if out.exists():
         if not out.is_dir():
             raise ExportError(f"--out {out} exists and is not a directory")
+        kept = [n for n in PROTECTED if (out / n).exists()]
+        if kept:
+            raise ExportError(f"--out {out} holds training or search results ({', '.join(kept)}); "
+                              "export into another directory")
         if any(out.iterdir()) and not (out / "export.json").is_file() and not force:
             raise ExportError(f"--out {out} is a non-empty directory that is not a quasar-vit export; "
                               "choose another directory (or pass --force to replace it)")
@@ -100,6 +112,8 @@ def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, arrays: dict, manife
     try:
         x, y = load_test_images(cfg, data_root, eval_limit)
     except DataError as exc:
+        if data_root is not None:  # a root the user named explicitly must exist: an error, not a note
+            raise
         return {"note": f"accuracy not measured: {exc}"}
     ref = torch_logits(deploy, x)
     integer, _ = IntegerViT(arrays, manifest).predict(x.numpy())
@@ -136,7 +150,7 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
     from quasar_vit.training.checkpoint import load_supernet
 
     out = Path(out_dir)
-    _check_out(out, force)
+    _check_out(out, force, Path(checkpoint))
     plat = load_platform(platform)
     supernet, cfg, ckpt = load_supernet(checkpoint, device)
     sub = _resolve_subnet(subnet, cfg.model.space())

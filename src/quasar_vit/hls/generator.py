@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from quasar_vit.errors import ExportError, HardwareError
-from quasar_vit.utils.io import read_json
+from quasar_vit.utils.io import atomic_dir, read_json
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 BLOB_NAME = "qvit_weights.bin"
@@ -356,9 +357,18 @@ def generate_hls(export_dir: str | Path, out_dir: str | Path | None = None) -> P
     """
     export_dir = Path(export_dir)
     out = Path(out_dir) if out_dir is not None else export_dir / "hls"
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / LAYOUT_NAME).is_file())):
+        raise ExportError(f"--out {out} exists and is not an earlier HLS output (no {LAYOUT_NAME}); "
+                          "choose a new or empty directory")
     ctx, blob = build_context(export_dir)
     files = render(ctx)
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp:
+        _write_hls(tmp, ctx, blob, files)
+    return out
+
+
+def _write_hls(out: Path, ctx: dict, blob: bytes, files: dict[str, str]) -> None:
+    os.chmod(out, 0o755)
     (out / BLOB_NAME).write_bytes(blob)
     for name, text in files.items():
         (out / name).write_text(text)
@@ -368,7 +378,6 @@ def generate_hls(export_dir: str | Path, out_dir: str | Path | None = None) -> P
               "blob": {k: ctx["blob"][k] for k in ("file", "bytes", "sha256")}, "files": sorted(files) + [BLOB_NAME],
               "build": ctx["build"]}
     (out / LAYOUT_NAME).write_text(json.dumps(layout, indent=2) + "\n")
-    return out
 
 
 __all__ = ["generate_hls", "build_context", "render", "nibble_program", "hex_f32", "hex_f64", "CXXFLAGS",

@@ -348,9 +348,17 @@ def write_outputs(result: SearchResult, plot: bool = True) -> None:
     files: dict[str, str] = {"pareto": str(out / "pareto.json"), "history": str(out / "history.jsonl")}
     entries = result.main.target_entries(result.targets)
     current = {f"subnet_{_slug(e['name'])}.json" for e in entries if e["status"] == "met"}
-    for old in out.glob("subnet_*.json"):  # winners of an earlier run with other targets
-        if old.name not in current:
-            old.unlink()
+    previous = out / "pareto.json"
+    if previous.is_file():  # winners of an earlier run with other targets: only files that run wrote
+        try:
+            written = json.loads(previous.read_text()).get("files", {})
+        except (json.JSONDecodeError, AttributeError):
+            written = {}
+        for key, name in written.items():
+            old = Path(name)
+            if key.startswith("subnet_") and old.parent.resolve() == out.resolve() and old.name not in current \
+                    and old.is_file():
+                old.unlink()
     for e in entries:
         if e["status"] != "met":
             continue

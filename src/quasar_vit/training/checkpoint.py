@@ -41,9 +41,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means the same to a user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable quasar-vit checkpoint (corrupt or truncated?): "
-                              f"{first[:200]}") from None
+        # torch's own text suggests weights_only=False, which would execute pickled code: not forwarded
+        kind = ("it holds objects other than tensors and plain containers" if "Weights only load failed" in str(exc)
+                else "not a PyTorch checkpoint archive (corrupt or truncated?)")
+        raise CheckpointError(f"{path} is not a readable quasar-vit checkpoint: {kind}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a quasar-vit supernet checkpoint")
     if ckpt.get("version") != VERSION:

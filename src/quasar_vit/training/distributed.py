@@ -34,13 +34,20 @@ class DistInfo:
 
 def pick_device(requested: str | None, local_rank: int = 0) -> torch.device:
     """``auto`` (default): the local GPU if there is one, else the CPU."""
+    from quasar_vit.errors import QuasarError
+
     if requested in (None, "auto"):
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(requested)
+    try:
+        dev = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise QuasarError(f"--device {requested}: not a device (auto, cpu, cuda, cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from quasar_vit.errors import QuasarError
-
         raise QuasarError("--device cuda requested but no CUDA device is available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if dev.type == "cuda" and dev.index is not None and world > 1:
+        raise QuasarError(f"--device {requested}: under torchrun each rank takes the GPU of its LOCAL_RANK; "
+                          "pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev

@@ -30,7 +30,7 @@ from quasar_vit.space import SearchSpace, SubnetConfig
 from quasar_vit.supernet import SuperViT, build_supernet
 from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
 from quasar_vit.training.distributed import (DistInfo, all_reduce_gradients, barrier, broadcast_module,
-                                             init_distributed)
+                                             cleanup, init_distributed)
 from quasar_vit.training.evaluate import evaluate_subnet
 from quasar_vit.utils.io import append_jsonl, atomic_write_json
 
@@ -123,24 +123,25 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         if not run.last.is_file():
             raise CheckpointError(f"--resume: no checkpoint at {run.last}")
         ckpt = read_checkpoint(run.last, map_location="cpu")
-        saved = checkpoint_config(ckpt)
-        for section in ("model", "quant", "data", "train"):
-            if getattr(saved, section) != getattr(cfg, section):
-                raise CheckpointError(f"--resume: the '{section}' section differs from the run's config "
-                                      f"({run.config}); resume with that config or start a new --out")
+        check_resumable(checkpoint_config(ckpt), cfg, run)
+        saved_world = int(ckpt.get("world_size", info.world_size))
+        if saved_world != info.world_size:
+            raise CheckpointError(f"--resume: the run was trained on {saved_world} process(es), now "
+                                  f"{info.world_size}; the global batch and data order would change")
         state = TrainState(int(ckpt["step"]), int(ckpt.get("epoch", 0)), float(ckpt.get("elapsed", 0.0)))
     elif run.last.is_file() or run.final.is_file():
         raise QuasarError(f"{run.root} already holds a training run; pass --resume to continue it "
                           "or choose another --out")
-    if info.is_main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run.config)
-
     space = cfg.model.space()
     if only_subnet is not None:
         space.validate(only_subnet)
     splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
                             seed=cfg.train.seed)
+    if info.is_main:  # only once the inputs are known to be good: a failed start leaves nothing behind
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.config)
+        if resume:
+            _trim_metrics(run.metrics, state.step)
     loader = make_loader(splits.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, drop_last=True,
                          num_workers=cfg.data.num_workers, distributed=info.enabled, rank=info.rank,
                          world_size=info.world_size)
@@ -169,7 +170,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
 
         bar = tqdm(total=t_cfg.steps, initial=state.step, desc="train supernet", unit="step", dynamic_ncols=True)
     model.train()
-    t_last = time.time()
+    t_last = t_window = time.time()
     window: dict[str, float] = {}
     n_window = 0
     try:
@@ -216,9 +217,9 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
                 bar.set_postfix(loss=f"{losses['largest']:.3f}", lr=f"{lr:.2e}", epoch=epoch)
             if state.step % t_cfg.log_every == 0 or state.step == t_cfg.steps:
                 now = time.time()
-                dt = now - t_last
-                state.elapsed += dt
-                t_last = now
+                dt = now - t_window
+                state.elapsed += now - t_last
+                t_last = t_window = now
                 if info.is_main:
                     rec = {"step": state.step, "epoch": epoch, "lr": lr,
                            **{f"loss_{k}": v / n_window for k, v in window.items()},
@@ -228,6 +229,9 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
                     append_jsonl(run.metrics, rec)
                 window, n_window = {}, 0
             if state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.steps or state.step == stop_at:
+                now = time.time()
+                state.elapsed += now - t_last
+                t_last = now
                 _save(run.last, model, optimizer, cfg, state, info)
             if stop_at is not None and state.step >= stop_at and state.step < t_cfg.steps:
                 barrier()
@@ -253,6 +257,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
                                     "space": space.to_dict(), "summary": summary})
         atomic_write_json(run.summary, summary)
     barrier()
+    cleanup()
     return summary
 
 
@@ -284,8 +289,38 @@ def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: E
     if not info.is_main:
         return
     save_checkpoint(path, {"step": state.step, "epoch": state.epoch, "elapsed": state.elapsed,
-                           "config": cfg.to_dict(), "model": _cpu_state(model),
+                           "world_size": info.world_size, "config": cfg.to_dict(), "model": _cpu_state(model),
                            "optimizer": optimizer.state_dict()})
+
+
+#: config keys that may change between a run and its resume (they do not change what is computed)
+RESUME_FREE = {"data": ("root", "num_workers"), "train": ("log_every", "checkpoint_every", "eval_every")}
+
+
+def check_resumable(saved: ExperimentConfig, cfg: ExperimentConfig, run: "RunDir") -> None:
+    """Refuse a resume whose config would change the computation (paths and logging may change)."""
+    import dataclasses
+
+    for section in ("model", "quant", "data", "train"):
+        a = dataclasses.asdict(getattr(saved, section))
+        b = dataclasses.asdict(getattr(cfg, section))
+        for key in RESUME_FREE.get(section, ()):
+            a.pop(key, None)
+            b.pop(key, None)
+        diff = sorted(k for k in a if a[k] != b.get(k))
+        if diff:
+            raise CheckpointError(f"--resume: {', '.join(f'{section}.{k}' for k in diff)} differ(s) from the run's "
+                                  f"config ({run.config}); resume with that config or start a new --out")
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a resumed run restarts from (no doubled steps)."""
+    if not path.is_file():
+        return
+    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
+    from quasar_vit.utils.io import atomic_write_text
+
+    atomic_write_text(path, "".join(l + "\n" for l in keep))
 
 
 def load_summary(run_dir: str | Path) -> dict[str, Any]:

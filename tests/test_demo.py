@@ -1,0 +1,49 @@
+"""The end-to-end demo on a tiny budget: every stage runs, reruns skip, changed settings are refused."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import TINY_SPACE
+from quasar_vit.demo import DemoSettings, run_demo
+from quasar_vit.errors import QuasarError
+
+
+def _tiny_config(tmp_path):
+    import yaml
+
+    from quasar_vit.config import load_config
+
+    cfg = load_config("fmnist-tiny", TINY_SPACE + ["train.batch_size=32", "train.warmup_steps=2",
+                                                   "train.checkpoint_every=4", "data.train_limit=512",
+                                                   "data.test_limit=200", "data.val_size=200",
+                                                   "train.sandwich_random=1"])
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return str(path)
+
+
+def test_demo_end_to_end_and_resume(tmp_path, fmnist_available):
+    s = DemoSettings(config=_tiny_config(tmp_path), train_steps=8, population=4, generations=2, mutations=2,
+                     crossovers=2, val_size=200, verify_limit=100, csim_limit=20,
+                     csim=shutil.which("g++") is not None)
+    out = tmp_path / "demo"
+    lines: list[str] = []
+    summary = run_demo(out, s, progress=False, say=lines.append)
+    for f in ("train/supernet.pt", "search/pareto.json", "export/export.json", "export/verify.json", "report.md"):
+        assert (out / f).is_file(), f
+    assert summary["verify"]["agreement_percent"] >= 99.5
+    if s.csim:
+        assert summary["csim"]["bit_exact_gemm"] is True
+    report = (out / "report.md").read_text()
+    assert "## Chosen subnets" in report and "| met |" in report
+    # a rerun skips every finished stage
+    lines.clear()
+    run_demo(out, s, progress=False, say=lines.append)
+    assert sum("done before: skipped" in l for l in lines) == 4 + (1 if s.csim else 0)
+    # other settings on the same folder are refused, not silently mixed with the old results
+    with pytest.raises(QuasarError, match="platform"):
+        run_demo(out, DemoSettings(**{**s.__dict__, "platform": "kv260"}), progress=False, say=lines.append)
+    assert json.loads((out / "demo.json").read_text())["settings"]["platform"] == "zcu102"
