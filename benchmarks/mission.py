@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, overrides)
     work = Path(args.workdir) / f"{mode}-{cfg.name}-{cfg.train.steps}"
     out_json = Path(args.out) if args.out else RESULTS / f"mission{'-quick' if args.quick else ''}.json"
-    result: dict = {"mode": mode, "config": cfg.name, "platform": args.platform, "budget": b,
+    result: dict = {"argv": " ".join(sys.argv[1:] if argv is None else argv), "mode": mode, "config": cfg.name, "platform": args.platform, "budget": b,
                     "date": time.strftime("%Y-%m-%d"),
                     "machine": {"cpu_threads": torch.get_num_threads(), "platform": _platform.platform(),
                                 "torch": torch.__version__, "python": sys.version.split()[0]}}
@@ -211,7 +211,7 @@ def render(r: dict) -> str:
     L = [f"## Mission benchmark ({r['mode']}, {r['config']}, {r['platform']}, {r['date']})", "",
          f"Machine: {r['machine']['platform']}, {r['machine']['cpu_threads']} threads, torch "
          f"{r['machine']['torch']}. Wall time {r['wall_seconds'] / 60:.1f} min. "
-         f"Command: `python benchmarks/mission.py{' --quick' if r['mode'] == 'quick' else ''}`.", "",
+         f"Command: `python benchmarks/mission.py {r.get('argv', '')}`.", "",
          "### 1. Fronts at the same FPS targets (test top-1 %, same supernet, same search budget)", ""]
     fr = r["fronts"]
     names = [t["name"] for t in fr["targets"]]
