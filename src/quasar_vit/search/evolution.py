@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
+from quasar_vit.config import SearchConfig
 from quasar_vit.errors import HardwareError, QuasarError
 from quasar_vit.search.encoding import Encoding
 from quasar_vit.search.pareto import best_meeting, pareto_front
@@ -54,18 +55,21 @@ class LatencyReport(Protocol):  # pragma: no cover - typing only
     latency_ms: float
 
 
+_DEFAULTS = SearchConfig()  # one source of truth for the defaults: the config dataclass
+
+
 @dataclass
 class Settings:
     """Evolution hyper-parameters (a subset of :class:`quasar_vit.config.SearchConfig`)."""
 
-    population: int = 50
-    generations: int = 20
-    parents: int = 10
-    mutations: int = 25
-    crossovers: int = 25
-    mutation_prob: float = 0.2
-    max_retries: int = 50
-    seed: int = 0
+    population: int = _DEFAULTS.population
+    generations: int = _DEFAULTS.generations
+    parents: int = _DEFAULTS.parents
+    mutations: int = _DEFAULTS.mutations
+    crossovers: int = _DEFAULTS.crossovers
+    mutation_prob: float = _DEFAULTS.mutation_prob
+    max_retries: int = _DEFAULTS.max_retries
+    seed: int = _DEFAULTS.seed
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Settings":
