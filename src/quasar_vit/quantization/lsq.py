@@ -69,10 +69,12 @@ class _LSQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, s: Tensor, qn: Tensor | float, qp: Tensor | float, g: Tensor | float) -> Tensor:  # type: ignore[override]
         xs = x / s
-        q = torch.round(xs)
-        q = torch.clamp(q, qn, qp) if isinstance(qn, Tensor) else q.clamp_(qn, qp)
+        # clamp first: round(clamp(v)) == clamp(round(v)) for integer bounds, and ``clamp(v) == v``
+        # is the in-range mask in one comparison (NaN compares unequal: out of range, as before)
+        q = torch.clamp(xs, qn, qp)
+        inside = q == xs
+        q.round_()
         out = q * s
-        inside = (xs >= qn) & (xs <= qp)
         # d out / d s: round(x/s) - x/s inside the range, the clipped code outside it
         ds = torch.where(inside, q - xs, q)
         ctx.save_for_backward(inside, ds, s, *(t for t in (g,) if isinstance(t, Tensor)))
