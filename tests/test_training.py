@@ -140,3 +140,30 @@ def test_resume_accepts_a_moved_data_root_and_logging_changes(tmp_path, tiny_con
     assert summary["steps"] == tiny_config.train.steps
     steps = [json.loads(l)["step"] for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[0] == 4 and steps[-1] == 12
+
+
+def test_quantizer_steps_follow_their_own_learning_rate(tmp_path, fmnist_available):
+    """``train.quant_step_lr_scale=0`` freezes every weight step while the weights still learn."""
+    from quasar_vit.supernet import build_supernet
+    from quasar_vit.training.trainer import param_groups
+
+    cfg = load_config("fmnist-tiny", tiny_overrides(steps=4) + ["train.quant_step_lr_scale=0"])
+    torch.manual_seed(cfg.train.seed)
+    init = build_supernet(cfg.model, cfg.quant)
+    groups = param_groups(init, 0.05, 0.1)
+    step_ids = {id(p) for n, p in init.named_parameters() if n.endswith(("step", "step_lo", "step_hi"))}
+    assert {id(p) for p in groups[2]["params"]} == step_ids and groups[2]["lr_scale"] == 0.1
+    assert not step_ids & {id(p) for g in groups[:2] for p in g["params"]}
+
+    train_supernet(cfg, tmp_path / "run", progress=False)
+    model, _, _ = load_supernet(tmp_path / "run")
+    fc1, fc1_init = model.blocks[0].fc1, init.blocks[0].fc1
+    assert torch.equal(fc1.step_lo, fc1_init.step_lo) and torch.equal(fc1.step_hi, fc1_init.step_hi)
+    assert not torch.equal(fc1.weight, fc1_init.weight)
+
+
+def test_config_rejects_a_negative_quantizer_step_lr_scale():
+    from quasar_vit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="quant_step_lr_scale"):
+        load_config("fmnist-tiny", ["train.quant_step_lr_scale=-1"])

@@ -55,17 +55,22 @@ def sandwich_subnets(space: SearchSpace, seed: int, step: int, n_random: int) ->
     return ends + [space.sample(rng) for _ in range(n_random)]
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms, quantizer steps, layer scales, embeddings."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, step_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Decayed weights; biases, norms, layer scales, embeddings without decay; quantizer steps
+    without decay and with their own LR multiplier (``lr_scale``, see ``train.quant_step_lr_scale``)."""
+    decay, no_decay, steps = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.dim() < 2 or name.endswith(("pos_embed", "cls_token")) or "step" in name.split(".")[-1]:
+        if "step" in name.split(".")[-1]:
+            steps.append(p)
+        elif p.dim() < 2 or name.endswith(("pos_embed", "cls_token")):
             no_decay.append(p)
         else:
             decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+            {"params": steps, "weight_decay": 0.0, "lr_scale": step_lr_scale}]
 
 
 def distill_loss(student: Tensor, teacher_probs: Tensor, temperature: float) -> Tensor:
@@ -150,7 +155,8 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
 
     torch.manual_seed(cfg.train.seed)
     model = build_supernet(cfg.model, cfg.quant).to(info.device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr,
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.quant_step_lr_scale),
+                                  lr=cfg.train.lr,
                                   betas=(0.9, 0.999))
     params = [p for p in model.parameters() if p.requires_grad]
     batches = infinite_batches(loader, start_epoch=state.step // bpe, start_batch=state.step % bpe)
@@ -178,7 +184,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
             step = state.step
             lr = lr_at(step, cfg)
             for g in optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)
             epoch, (x, y) = next(batches)
             x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
             gen = torch.Generator(device=info.device)
