@@ -159,10 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                                        "fps": entries[n].get("fps")} if entries[n]["status"] == "met" else None)
                                   for n in targets}}
     flex = table["flexible"]
-    dominated_by = [m for m, r in table.items() if m != "flexible"
-                    and r["hypervolume_normalized"] > flex["hypervolume_normalized"]]
+    higher_hv = [m for m, r in table.items() if m != "flexible"
+                 and r["hypervolume_normalized"] > flex["hypervolume_normalized"]]
+    dominance = pareto.get("dominance", {})
+    dominated_by = [m for m, d in dominance.items() if d["dominates_main"]]
     result["fronts"] = {"targets": [{"name": t_["name"], "fps": t_["target_fps"]} for t_ in pareto["targets"]],
-                        "modes": table, "higher_hypervolume_than_flexible": dominated_by,
+                        "modes": table, "higher_hypervolume_than_flexible": higher_hv,
+                        "fronts_dominating_flexible": dominated_by,
+                        "fronts_dominated_by_flexible": [m for m, d in dominance.items() if d["dominated_by_main"]],
                         "supernet": sup}
 
     # 2. weight sharing -----------------------------------------------------------------------------
@@ -221,7 +225,9 @@ def render(r: dict) -> str:
     for m, row in fr["modes"].items():
         cells = [(_f(row["at_target"][n]["test_top1"]) if row["at_target"][n] else "not met") for n in names]
         L.append(f"| {m} | " + " | ".join(cells) + f" | {row['hypervolume_normalized']:.4f} | {row['evaluations']} |")
-    L += ["", f"Baselines with a higher hypervolume than the flexible search: "
+    L += ["", f"Baseline fronts (validation) that dominate the flexible front: "
+              f"{', '.join(fr.get('fronts_dominating_flexible', [])) or 'none'}; dominated by it: "
+              f"{', '.join(fr.get('fronts_dominated_by_flexible', [])) or 'none'}; with a higher hypervolume: "
               f"{', '.join(fr['higher_hypervolume_than_flexible']) or 'none'}.", ""]
     ws = r["weight_sharing"]
     L += ["### 2. What weight sharing costs", ""]

@@ -11,7 +11,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 from quasar_vit.errors import ConfigError, HardwareError
 from quasar_vit.search.encoding import make_encoding, parse_mode
 from quasar_vit.search.evolution import Evaluator, Evolution, SearchStateError, Settings, run_evolution
-from quasar_vit.search.pareto import best_meeting, dominates, hypervolume, normalized_hypervolume, pareto_front
+from quasar_vit.search.pareto import (best_meeting, dominates, front_dominated, hypervolume, normalized_hypervolume,
+                                     pareto_front)
 from quasar_vit.search.targets import Target, default_targets, parse_targets
 from quasar_vit.space import SearchSpace
 
@@ -79,6 +80,22 @@ def test_flexible_mixes_shares_and_mutation_zero_is_identity():
     assert enc.crossover(subs[0], subs[0], rng) == subs[0]
 
 
+def test_tied_share_sampling_reaches_the_ends_of_the_share_range():
+    rng = random.Random(0)
+    deep = [s for s in (make_encoding(SPACE, "flexible").sample(rng) for _ in range(400)) if s.depth >= 3]
+    tied_enc = make_encoding(SPACE, "flexible", tied_share_prob=0.5)
+    mixed = [s for s in (tied_enc.sample(rng) for _ in range(400)) if s.depth >= 3]
+    all4 = lambda subs: sum(set(s.w8_shares) == {0.0} for s in subs)  # noqa: E731
+    tied = sum(len(set(s.w8_shares)) == 1 for s in mixed)
+    assert 0.35 * len(mixed) < tied < 0.7 * len(mixed)           # about half the samples tied
+    assert all4(mixed) > 3 * max(1, all4(deep))                    # the all-4-bit end is reached
+    assert any(len(set(s.w8_shares)) > 1 for s in mixed)
+    assert all(len(set(s.w8_shares)) == 1 for s in (make_encoding(SPACE, "flexible", 1.0).sample(rng)
+                                                    for _ in range(50)))
+    with pytest.raises(ConfigError, match="tied_share_prob"):
+        make_encoding(SPACE, "flexible", 1.5)
+
+
 def test_parse_mode_errors():
     assert parse_mode("fixed:0.5") == ("fixed", 0.5)
     assert parse_mode("uniform-8") == ("uniform8", None)
@@ -115,6 +132,26 @@ def test_hypervolume_matches_grid_count(points):
     cells = sum(1 for a in range(2, 20) for f in range(3, 20)
                 if any(p[0] >= a + 1 and p[1] >= f + 1 for p in points))
     assert hv == pytest.approx(cells)
+
+
+def test_front_dominance_is_not_a_hypervolume_comparison():
+    a = [(80.0, 100.0), (70.0, 300.0)]
+    assert front_dominated(a, [(80.0, 100.0), (71.0, 300.0)])          # one point beaten, one matched
+    assert not front_dominated(a, a)                                     # a front does not dominate itself
+    crossing = [(79.0, 100.0), (75.0, 400.0)]                            # higher hypervolume, but a's top
+    assert hypervolume(crossing, (10.0, 50.0)) > hypervolume(a, (10.0, 50.0))  # point is not beaten
+    assert not front_dominated(a, crossing) and not front_dominated(crossing, a)
+    assert front_dominated([], a) and not front_dominated(a, [])
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(pts, pts)
+def test_front_dominance_matches_hypervolume_inclusion(a, b):
+    """A front dominated by another never has the larger hypervolume, for any reference point."""
+    fa, fb = pareto_front(a), pareto_front(b)
+    if front_dominated(fa, fb):
+        assert hypervolume(fa, (0.0, 0.0)) <= hypervolume(fb, (0.0, 0.0))
+        assert not front_dominated(fb, fa)
 
 
 def test_hypervolume_reference_and_normalisation():

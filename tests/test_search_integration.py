@@ -69,6 +69,12 @@ def test_outputs(reference):
     b = d["baselines"]["uniform4"]
     assert all(set(f["subnet"]["w8_shares"]) == {0.0} for f in b["front"])
     assert (out / "baselines" / "uniform4" / "search_state.json").is_file()
+    from quasar_vit.search.pareto import front_dominated
+
+    mine = [(f["val_top1"], f["fps"]) for f in d["front"]]
+    theirs = [(f["val_top1"], f["fps"]) for f in b["front"]]
+    assert d["dominance"]["uniform4"] == {"dominates_main": front_dominated(mine, theirs),
+                                          "dominated_by_main": front_dominated(theirs, mine)}
     assert res.main.evolution.complete
 
 

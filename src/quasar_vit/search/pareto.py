@@ -63,6 +63,25 @@ def normalized_hypervolume(points: Sequence[tuple[float, float]], ref: tuple[flo
     return hypervolume(clipped, ref) / box
 
 
+def front_dominated(front: Sequence[tuple[float, float]], other: Sequence[tuple[float, float]]) -> bool:
+    """True when ``other`` dominates the whole of ``front``: every point of ``front`` is matched or
+    beaten in both objectives by some point of ``other``, and at least one is strictly beaten.
+
+    This is the strict reading of "one front dominates another" (a higher hypervolume alone does not
+    make a front dominating: fronts that cross each win somewhere).  An empty ``front`` is dominated
+    by any non-empty ``other``.
+    """
+    if not other:
+        return False
+    strictly = False
+    for p in front:
+        if any(dominates(q, p) for q in other):
+            strictly = True
+        elif not any(q[0] >= p[0] and q[1] >= p[1] for q in other):
+            return False
+    return strictly or not front
+
+
 def best_meeting(items: Iterable[T], fps_target: float, key: Callable[[T], tuple[float, float]]) -> T | None:
     """The most accurate item with FPS >= ``fps_target`` (ties: faster, then first seen)."""
     best = None
@@ -77,4 +96,4 @@ def best_meeting(items: Iterable[T], fps_target: float, key: Callable[[T], tuple
     return best
 
 
-__all__ = ["best_meeting", "dominates", "hypervolume", "normalized_hypervolume", "pareto_front"]
+__all__ = ["best_meeting", "dominates", "front_dominated", "hypervolume", "normalized_hypervolume", "pareto_front"]
