@@ -96,6 +96,11 @@ class TrainConfig:
     distill: bool = True           # in-place distillation from the largest subnet
     distill_temperature: float = 1.0
     label_smoothing: float = 0.1
+    # LR multiplier for the quantizer steps.  AdamW moves every parameter by about ``lr`` per step
+    # whatever its gradient's size (LSQ's gradient scale does not change that), so small steps
+    # (8-bit weights, ~0.01) move by a large fraction of themselves.  Measured: 0.05 kept the 8-bit
+    # steps fine but cost the all-4-bit subnet 1 point, so the default is 1 (docs/design.md).
+    quant_step_lr_scale: float = 1.0
     checkpoint_every: int = 200
     log_every: int = 20
     eval_every: int = 0            # 0 = only at the end
@@ -114,6 +119,9 @@ class SearchConfig:
     mutations: int = 25
     crossovers: int = 25
     mutation_prob: float = 0.2
+    # share of fresh flexible samples with one 8-bit share for all layers (the rest: one per layer);
+    # per-layer draws alone almost never reach the all-4-bit or all-8-bit ends (docs/search.md)
+    tied_share_prob: float = 0.0
     max_retries: int = 50
     val_size: int = 5000
     eval_batch_size: int = 500
@@ -148,12 +156,16 @@ class ExperimentConfig:
                 raise ConfigError(f"train.{key}: must be positive, got {getattr(t, key)}")
         if t.lr <= 0:
             raise ConfigError(f"train.lr: must be positive, got {t.lr}")
+        if t.quant_step_lr_scale < 0:
+            raise ConfigError(f"train.quant_step_lr_scale: must be >= 0, got {t.quant_step_lr_scale}")
         if t.sandwich_random < 0:
             raise ConfigError("train.sandwich_random: must be >= 0")
         s = self.search
         for key in ("population", "generations", "parents", "eval_batch_size", "val_size", "max_retries"):
             if getattr(s, key) <= 0:
                 raise ConfigError(f"search.{key}: must be positive, got {getattr(s, key)}")
+        if not 0.0 <= s.tied_share_prob <= 1.0:
+            raise ConfigError(f"search.tied_share_prob: must lie in [0, 1], got {s.tied_share_prob}")
         if s.mutations < 0 or s.crossovers < 0:
             raise ConfigError("search.mutations/search.crossovers: must be >= 0")
         if s.parents > s.population:

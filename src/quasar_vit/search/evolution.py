@@ -241,6 +241,7 @@ class Evolution:
         self.min_fps = self.targets[0].fps if self.targets else math.inf
         self.fingerprint = {
             "mode": encoding.mode, "space": encoding.space.to_dict(), "tie_shares": encoding.tie_shares,
+            "tied_share_prob": encoding.tied_share_prob,
             "random_search": self.random_search, "targets": [t.to_dict() for t in self.all_targets],
             "settings": settings.to_dict(), **(fingerprint or {}),
         }

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from quasar_vit.errors import ConfigError, DataError, HardwareError
 from quasar_vit.search.encoding import make_encoding, parse_mode
 from quasar_vit.search.evolution import Candidate, Evaluator, Evolution, EvolutionResult, HardwareOracle, Settings
-from quasar_vit.search.pareto import hypervolume, normalized_hypervolume
+from quasar_vit.search.pareto import front_dominated, hypervolume, normalized_hypervolume
 from quasar_vit.search.targets import Target, default_targets, fastest_fps, sort_targets
 from quasar_vit.space import SearchSpace, SubnetConfig
 
@@ -128,6 +128,15 @@ class SearchResult:
     def winners(self) -> dict[str, Candidate | None]:
         return dict(self.main.evolution.best)
 
+    def dominance(self) -> dict[str, dict[str, bool]]:
+        """Per baseline: does its validation front dominate the main front, or the reverse?"""
+        mine = [c.objectives for c in self.main.front]
+        out = {}
+        for m, r in self.baselines.items():
+            theirs = [c.objectives for c in r.front]
+            out[m] = {"dominates_main": front_dominated(mine, theirs), "dominated_by_main": front_dominated(theirs, mine)}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         main = self.main.to_dict(self.targets)
         return {
@@ -141,6 +150,7 @@ class SearchResult:
             **main,
             "infeasible": self.infeasible,
             "baselines": {m: r.to_dict(self.targets) for m, r in self.baselines.items()},
+            "dominance": self.dominance(),
             "files": self.files,
         }
 
@@ -228,7 +238,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
     settings = Settings.from_config(scfg)
     settings.validate()
     space = cfg.model.space()
-    encodings = {lab: make_encoding(space, lab) for lab in labels}
+    encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob) for lab in labels}
 
     oracle = HardwareOracle(lambda s: explore(s, plat))
     all_targets = resolve_targets(targets, scfg.fps_targets, space, oracle.fps)
