@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, overrides)
     work = Path(args.workdir) / f"{mode}-{cfg.name}-{cfg.train.steps}"
     out_json = Path(args.out) if args.out else RESULTS / f"mission{'-quick' if args.quick else ''}.json"
-    result: dict = {"argv": " ".join(sys.argv[1:] if argv is None else argv), "mode": mode, "config": cfg.name, "platform": args.platform, "budget": b,
+    result: dict = {"argv": " ".join(sys.argv[1:] if argv is None else argv), "mode": mode, "config": cfg.name,
+                    "platform": args.platform, "budget": b,
                     "date": time.strftime("%Y-%m-%d"),
                     "machine": {"cpu_threads": torch.get_num_threads(), "platform": _platform.platform(),
                                 "torch": torch.__version__, "python": sys.version.split()[0]}}

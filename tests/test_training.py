@@ -73,6 +73,17 @@ def test_corrupt_checkpoint_gives_one_clear_error(tmp_path, capsys):
         read_checkpoint(tmp_path / "other.pt")
 
 
+def test_resume_of_a_checkpoint_with_another_layout_is_one_clear_error(tmp_path, tiny_config):
+    from quasar_vit.training.checkpoint import save_checkpoint
+
+    train_supernet(tiny_config, tmp_path / "r", progress=False, stop_at=4)
+    ck = read_checkpoint(tmp_path / "r" / "last.pt")
+    ck["optimizer"]["param_groups"] = ck["optimizer"]["param_groups"][:2]  # an older two-group optimizer
+    save_checkpoint(tmp_path / "r" / "last.pt", ck)
+    with pytest.raises(CheckpointError, match="does not match this version"):
+        train_supernet(tiny_config, tmp_path / "r", resume=True, progress=False)
+
+
 def test_checkpoints_load_without_pickled_code(tmp_path, tiny_config):
     train_supernet(tiny_config, tmp_path / "r", progress=False, stop_at=4)
     # weights_only=True refuses anything but tensors and plain containers

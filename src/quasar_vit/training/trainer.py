@@ -162,8 +162,12 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
     batches = infinite_batches(loader, start_epoch=state.step // bpe, start_batch=state.step % bpe)
 
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:  # e.g. a run saved by an older quasar-vit
+            raise CheckpointError(f"--resume: {run.last} does not match this version's model or optimizer "
+                                  f"layout ({str(exc).splitlines()[0]}); start a new --out") from None
     else:
         x0 = torch.stack([splits.train[i][0] for i in range(min(len(splits.train), t_cfg_bs(cfg)))])
         _calibrate(model, BatchTransform.from_config(cfg.data, train=False)(x0.to(info.device)), space)
