@@ -118,12 +118,24 @@ def test_two_process_gloo_keeps_ranks_identical(tmp_path, fmnist_available):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "quasar_vit.cli.main", "train", "--config", "fmnist-tiny", "--out", str(out), "--no-progress",
-           "--device", "cpu"] + [a for o in tiny_overrides(steps=6) for a in ("--set", o)]
+           "--device", "cpu"] + [a for o in tiny_overrides(steps=6) + ["data.test_limit=255"] for a in ("--set", o)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "final.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
     assert read_checkpoint(out / "supernet.pt")["step"] == 6
+    # the test top-1 was summed over the ranks' shards (255 images: uneven shards, so padding would
+    # count an image twice): it must equal one process scoring all images
+    from quasar_vit.data import BatchTransform, build_datasets
+    from quasar_vit.training.evaluate import evaluate_subnet
+
+    net, cfg, _ = load_supernet(out)
+    splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, cfg.train.seed)
+    tf = BatchTransform.from_config(cfg.data, train=False)
+    space = cfg.model.space()
+    for name, sub in (("largest", space.largest()), ("smallest", space.smallest())):
+        assert len(splits.test) == 255
+        assert summary[f"test_top1_{name}"] == evaluate_subnet(net, sub, splits.test, tf, batch_size=100)
 
 
 def test_only_subnet_trains_that_subnet_alone(tmp_path, tiny_config):

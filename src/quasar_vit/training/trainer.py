@@ -255,14 +255,16 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         summary["ranks_in_sync"] = ranks_in_sync(model)
         if not summary["ranks_in_sync"]:
             raise RuntimeError("data-parallel ranks ended with different weights (a bug: please report it)")
+    # every rank scores its shard of the test set (counts summed), so none waits in a barrier
+    test_tf = BatchTransform.from_config(cfg.data, train=False)
+    model.eval()
+    finals = ((("only", only_subnet),) if only_subnet is not None
+              else (("largest", space.largest()), ("smallest", space.smallest())))
+    for name, sub in finals:
+        summary[f"test_top1_{name}"] = evaluate_subnet(model, sub, splits.test, test_tf, info.device, batch_size=500,
+                                                       progress=progress and info.is_main, rank=info.rank,
+                                                       world_size=info.world_size)
     if info.is_main:
-        test_tf = BatchTransform.from_config(cfg.data, train=False)
-        model.eval()
-        finals = ((("only", only_subnet),) if only_subnet is not None
-                  else (("largest", space.largest()), ("smallest", space.smallest())))
-        for name, sub in finals:
-            summary[f"test_top1_{name}"] = evaluate_subnet(model, sub, splits.test, test_tf, info.device,
-                                                           batch_size=500, progress=progress)
         save_checkpoint(run.final, {"step": state.step, "config": cfg.to_dict(), "model": _cpu_state(model),
                                     "space": space.to_dict(), "summary": summary})
         atomic_write_json(run.summary, summary)
