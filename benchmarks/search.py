@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_images": res.val_images, "test_images": res.test_images,
         "hypervolume_reference": {"val_top1": res.hv_ref[0], "fps": res.hv_ref[1], "max_fps": res.max_fps},
         "modes": rows,
+        "dominance": res.dominance(),
         "wall_seconds_total": wall,
         "default_budget": DEFAULT_BUDGET,
         "flexible_search_seconds": main_row["search_seconds"],
