@@ -143,6 +143,17 @@ def test_csim_is_bit_exact_on_100_test_images(export_dir):
 
 
 @needs_gxx
+def test_verify_csim_prints_both_verdicts_and_stores_them(export_dir, capsys):
+    from quasar_vit.cli.main import main
+
+    assert main(["verify", str(export_dir), "--limit", "20", "--csim"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith("verify PASSED") and lines[-1].startswith("csim PASSED: 20 images")
+    stored = json.loads((export_dir / "verify.json").read_text())
+    assert stored["passed"] and stored["csim"]["images"] == 20
+
+
+@needs_gxx
 def test_csim_small_tiles_pad_rows_and_multiple_tiles(export_dir, tmp_path):
     """A tiny array (odd PE_ROWS, several token/row/reduction tiles) must give the same integers."""
     from quasar_vit.hls import run_csim

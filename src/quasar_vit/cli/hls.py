@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from quasar_vit.cli.common import positive_int
-import json
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quasar_vit.hls import generate_hls, run_csim
+    from quasar_vit.hls import csim_verdict, generate_hls, run_csim
 
     if not args.csim:
         out = generate_hls(args.dir, args.out)
@@ -25,8 +25,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     res = run_csim(args.dir, limit=args.limit, data_root=args.data_root, hls_dir=args.out)
     print(json.dumps(res, indent=2))
-    verdict = "PASSED" if res["passed"] else "FAILED"
-    print(f"csim {verdict}: {res['images']} images, integer GEMMs bit-exact: {res['bit_exact_gemm']}, "
-          f"codes bit-exact: {res['codes_bit_exact']}, logits bit-exact on {100 * res['logits_bit_exact']:.1f} % "
-          f"of images, label agreement {100 * res['label_agreement']:.1f} %")
+    print(csim_verdict(res))
     return 0 if res["passed"] else 1

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-
-from quasar_vit.cli.common import nonneg_int
 import json
 from pathlib import Path
+
+from quasar_vit.cli.common import nonneg_int
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -36,4 +36,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"verify {verdict}: {res['agreement_percent']:.2f} % label agreement on {res['images']} images, "
           f"max |logit error| {res['max_abs_logit_error']:.2e}, "
           f"{100 * res['flipped_code_fraction']:.4f} % flipped activation codes")
+    if args.csim:
+        from quasar_vit.hls.csim import csim_verdict
+
+        print(csim_verdict(res["csim"]))
     return 0 if res["passed"] else 1

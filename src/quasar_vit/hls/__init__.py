@@ -17,6 +17,7 @@ _LAZY = {
     "build_context": "quasar_vit.hls.generator",
     "run_csim": "quasar_vit.hls.csim",
     "compile_csim": "quasar_vit.hls.csim",
+    "csim_verdict": "quasar_vit.hls.csim",
 }
 
 

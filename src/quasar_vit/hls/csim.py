@@ -190,4 +190,11 @@ def run_csim(export_dir: str | Path, limit: int = 100, data_root: str | None = N
     return res
 
 
-__all__ = ["run_csim", "compile_csim", "find_compiler"]
+def csim_verdict(res: dict[str, Any]) -> str:
+    """One line on a :func:`run_csim` result (printed by ``hls --csim`` and ``verify --csim``)."""
+    return (f"csim {'PASSED' if res['passed'] else 'FAILED'}: {res['images']} images, integer GEMMs bit-exact: "
+            f"{res['bit_exact_gemm']}, codes bit-exact: {res['codes_bit_exact']}, logits bit-exact on "
+            f"{100 * res['logits_bit_exact']:.1f} % of images, label agreement {100 * res['label_agreement']:.1f} %")
+
+
+__all__ = ["run_csim", "compile_csim", "csim_verdict", "find_compiler"]
