@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", default=None, help="FPS targets (default: 25/50/75 %% of the space's FPS range)")
     for k in ("population", "generations", "parents", "mutations", "crossovers", "val-size", "seed"):
         p.add_argument(f"--{k}", type=int, default=None)
+    p.add_argument("--tied-share-prob", type=float, default=None,
+                   help="search.tied_share_prob: share of fresh flexible samples with one 8-bit share for all layers")
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--restart", action="store_true", help="ignore saved search states in --out")
     p.add_argument("--device", default="auto")
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"search.{k.replace('-', '_')}={getattr(args, k.replace('-', '_'))}"
                  for k in ("population", "generations", "parents", "mutations", "crossovers", "val-size", "seed")
                  if getattr(args, k.replace("-", "_")) is not None]
+    if args.tied_share_prob is not None:
+        overrides.append(f"search.tied_share_prob={args.tied_share_prob}")
     baselines = [b for b in args.baselines.split(",") if b]
     try:
         targets = parse_targets(args.fps) if args.fps else None
