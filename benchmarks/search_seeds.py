@@ -13,8 +13,8 @@ Run::
         --population 30 --generations 10 --parents 10 --mutations 15 --crossovers 15 --val-size 5000
 
 Options other than ``--seeds/--tag/--workdir/--rerun`` are passed to ``search.py`` unchanged.
-A seed whose summary already exists (same checkpoint and settings) is reused, so an interrupted
-run continues.  Writes ``benchmarks/results/search-seeds-TAG.json`` and ``.md`` and prints the table.
+A seed whose summary exists from a run with exactly the same ``search.py`` arguments is reused, so
+an interrupted run continues.  Writes ``benchmarks/results/search-seeds-TAG.json`` and ``.md`` and prints the table.
 """
 from __future__ import annotations
 
@@ -130,18 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         out = Path(args.workdir) / args.tag / f"seed{seed}"
-        res_file = out / "summary.json"
-        if res_file.is_file() and not args.rerun:
-            prev = json.loads(res_file.read_text())
-            if prev.get("checkpoint") == str(args.checkpoint) and prev.get("settings", {}).get("seed") == seed:
-                print(f"[seeds] seed {seed}: reusing {res_file}")
-                runs[seed] = prev
-                continue
+        res_file, args_file = out / "summary.json", out / "summary.args.json"
+        call = ["--checkpoint", str(args.checkpoint), "--out", str(out), "--seed", str(seed),
+                "--results", str(res_file), *rest]
+        # reuse a finished seed only if it ran with exactly these search.py arguments
+        if res_file.is_file() and args_file.is_file() and not args.rerun \
+                and json.loads(args_file.read_text()) == call:
+            print(f"[seeds] seed {seed}: reusing {res_file}")
+            runs[seed] = json.loads(res_file.read_text())
+            continue
         print(f"[seeds] seed {seed}: running search.py -> {out}")
-        rc = search_bench.main(["--checkpoint", str(args.checkpoint), "--out", str(out), "--seed", str(seed),
-                                "--results", str(res_file), *rest])
+        rc = search_bench.main(call)
         if rc != 0:
             return rc
+        atomic_write_json(args_file, call)
         runs[seed] = json.loads(res_file.read_text())
 
     agg = aggregate(runs)
