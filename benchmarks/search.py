@@ -26,6 +26,9 @@ from quasar_vit.utils.io import atomic_write_json
 
 OUT = Path(__file__).with_name("results") / "search.json"
 BASELINES = ["random", "uniform8", "uniform4", "fixed"]
+#: search.* config values settable from the command line, with their types
+SEARCH_KEYS = {"population": int, "generations": int, "parents": int, "mutations": int, "crossovers": int,
+               "val-size": int, "seed": int, "tied-share-prob": float}
 DEFAULT_BUDGET = 50 + 19 * 50  # AutoFormer's schedule: population 50, 20 generations, 25 + 25 children
 
 
@@ -35,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/search-benchmark", help="search output directory")
     p.add_argument("--platform", default="zcu102")
     p.add_argument("--fps", default=None, help="FPS targets (default: 25/50/75 %% of the space's FPS range)")
-    for k in ("population", "generations", "parents", "mutations", "crossovers", "val-size", "seed"):
-        p.add_argument(f"--{k}", type=int, default=None)
-    p.add_argument("--tied-share-prob", type=float, default=None,
-                   help="search.tied_share_prob: share of fresh flexible samples with one 8-bit share for all layers")
+    for k, typ in SEARCH_KEYS.items():
+        p.add_argument(f"--{k}", type=typ, default=None, help=f"search.{k.replace('-', '_')}")
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--restart", action="store_true", help="ignore saved search states in --out")
     p.add_argument("--device", default="auto")
@@ -49,11 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from quasar_vit.search.runner import run_search
     from quasar_vit.search.targets import parse_targets
 
-    overrides = [f"search.{k.replace('-', '_')}={getattr(args, k.replace('-', '_'))}"
-                 for k in ("population", "generations", "parents", "mutations", "crossovers", "val-size", "seed")
+    overrides = [f"search.{k.replace('-', '_')}={getattr(args, k.replace('-', '_'))}" for k in SEARCH_KEYS
                  if getattr(args, k.replace("-", "_")) is not None]
-    if args.tied_share_prob is not None:
-        overrides.append(f"search.tied_share_prob={args.tied_share_prob}")
     baselines = [b for b in args.baselines.split(",") if b]
     try:
         targets = parse_targets(args.fps) if args.fps else None
