@@ -28,7 +28,8 @@ OUT = Path(__file__).with_name("results") / "search.json"
 BASELINES = ["random", "uniform8", "uniform4", "fixed"]
 #: search.* config values settable from the command line, with their types
 SEARCH_KEYS = {"population": int, "generations": int, "parents": int, "mutations": int, "crossovers": int,
-               "val-size": int, "seed": int, "tied-share-prob": float}
+               "val-size": int, "seed": int, "tied-share-prob": float, "tied-generations": int,
+               "share-mutation": str}
 DEFAULT_BUDGET = 50 + 19 * 50  # AutoFormer's schedule: population 50, 20 generations, 25 + 25 children
 
 

@@ -110,6 +110,20 @@ def to_markdown(agg: dict[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reusable(out: Path, call: list[str]) -> bool:
+    """Whether seed folder ``out`` holds a finished run of ``search.py`` with exactly ``call``.
+
+    Any other argument (budget, validation size, baselines, a search knob) may change the result,
+    so a summary is reused only on an exact match of the recorded arguments."""
+    res_file, args_file = out / "summary.json", out / "summary.args.json"
+    if not (res_file.is_file() and args_file.is_file()):
+        return False
+    try:
+        return json.loads(args_file.read_text()) == call
+    except json.JSONDecodeError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2")
@@ -133,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         res_file, args_file = out / "summary.json", out / "summary.args.json"
         call = ["--checkpoint", str(args.checkpoint), "--out", str(out), "--seed", str(seed),
                 "--results", str(res_file), *rest]
-        # reuse a finished seed only if it ran with exactly these search.py arguments
-        if res_file.is_file() and args_file.is_file() and not args.rerun \
-                and json.loads(args_file.read_text()) == call:
+        if not args.rerun and reusable(out, call):
             print(f"[seeds] seed {seed}: reusing {res_file}")
             runs[seed] = json.loads(res_file.read_text())
             continue

@@ -1,6 +1,7 @@
 """The multi-seed search benchmark's aggregation: paired differences and dominance counts."""
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -38,3 +39,38 @@ def test_aggregate_pairs_seeds_and_counts_dominance():
     assert math.isclose(p["hypervolume_diff"]["mean"], 0.1 / 3)
     md = search_seeds.to_markdown(agg, "t")
     assert "| fixed | +1.33 +- 0.33 | +0.00 +- 1.00 |" in md and "| 1/3 | 0/3 |" in md
+
+
+def test_a_seed_is_reused_only_with_the_same_arguments(tmp_path):
+    call = ["--checkpoint", "c", "--seed", "0", "--population", "30"]
+    assert not search_seeds.reusable(tmp_path, call)  # nothing there
+    (tmp_path / "summary.json").write_text("{}")
+    assert not search_seeds.reusable(tmp_path, call)  # a summary without its arguments
+    (tmp_path / "summary.args.json").write_text(json.dumps(call))
+    assert search_seeds.reusable(tmp_path, call)
+    assert not search_seeds.reusable(tmp_path, call + ["--tied-generations", "5"])
+    assert not search_seeds.reusable(tmp_path, call[:-1] + ["50"])
+    (tmp_path / "summary.args.json").write_text("{not json")
+    assert not search_seeds.reusable(tmp_path, call)
+
+
+def test_selection_noise_helpers(tmp_path):
+    import selection_noise
+    import torch
+
+    assert selection_noise.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert selection_noise.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert math.isclose(selection_noise.spearman([1, 1, 2], [1, 2, 3]), math.sqrt(3) / 2)
+    # paired SE: two subnets that disagree on 2 of 4 images, one right once each way
+    a, b = torch.tensor([1, 1, 0, 1]), torch.tensor([1, 0, 1, 1])
+    assert math.isclose(selection_noise.paired_se(a, b), 100 * math.sqrt(2 / 3) / 2, rel_tol=1e-6)
+    # candidates pooled over the main search and its baselines, once per subnet
+    sub = {"embed_dim": 48, "depth": 4}
+    cand = lambda s, v: json.dumps({"event": "candidate", "subnet": s, "val_top1": v, "fps": 10.0})  # noqa: E731
+    (tmp_path / "history.jsonl").write_text(cand(sub, 80.0) + "\n" + json.dumps({"event": "generation"}) + "\n")
+    (tmp_path / "baselines" / "fixed").mkdir(parents=True)
+    (tmp_path / "baselines" / "fixed" / "history.jsonl").write_text(
+        cand(sub, 80.0) + "\n" + cand({**sub, "depth": 5}, 81.0) + "\n")
+    pool = selection_noise.pooled_candidates(tmp_path)
+    assert len(pool) == 2
+    assert sorted(e["modes"] for e in pool.values()) == [["fixed"], ["main", "fixed"]]

@@ -80,6 +80,27 @@ def test_flexible_mixes_shares_and_mutation_zero_is_identity():
     assert enc.crossover(subs[0], subs[0], rng) == subs[0]
 
 
+def test_step_share_mutation_moves_one_share_and_keeps_the_rest():
+    enc = make_encoding(SPACE, "flexible", share_mutation="step")
+    shares = (1.0, 0.0, 0.5, 0.75, 0.25)
+    parent = SPACE.make(96, 5, [4] * 5, [4.0] * 5, list(shares))
+    rng = random.Random(0)
+    seen = [set() for _ in shares]
+    for _ in range(300):
+        child = enc.mutate(parent, rng, 1.0)
+        for i in range(min(5, child.depth)):
+            seen[i].add(child.w8_shares[i])
+    # every mutated share is a neighbour of the parent's; at the ends the only step is inwards
+    assert seen == [{0.75}, {0.25}, {0.25, 0.75}, {0.5, 1.0}, {0.0, 0.5}]
+    uniform = make_encoding(SPACE, "flexible")
+    assert {uniform.mutate(parent, rng, 1.0).w8_shares[0] for _ in range(300)} == set(SPACE.w8_shares)
+    # the fixed ratio's single tied gene is redrawn as before
+    fixed = make_encoding(SPACE, "fixed", share_mutation="step")
+    assert fixed.share_mutation == "uniform"
+    with pytest.raises(ConfigError, match="share_mutation"):
+        make_encoding(SPACE, "flexible", share_mutation="creep")
+
+
 def test_tied_share_sampling_reaches_the_ends_of_the_share_range():
     rng = random.Random(0)
     deep = [s for s in (make_encoding(SPACE, "flexible").sample(rng) for _ in range(400)) if s.depth >= 3]
@@ -282,6 +303,33 @@ def test_baselines_share_the_code_path_and_budget():
     assert all(len(set(c.subnet.w8_shares)) == 1 for c in res["fixed"].records)
     for r in res.values():
         assert r.budget == SMALL.budget and r.evaluations <= SMALL.budget
+
+
+def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
+    tied = Settings(**{**SMALL.to_dict(), "tied_generations": 2})
+    staged = _run(settings=tied)
+    fixed = _run(mode="fixed", settings=SMALL)
+    # generations 0-1 are exactly the fixed-ratio search (same seed, same operators) ...
+    early = [c for c in staged.records if c.generation < 2]
+    assert [c.subnet for c in early] == [c.subnet for c in fixed.records if c.generation < 2]
+    assert all(len(set(c.subnet.w8_shares)) == 1 for c in early)
+    # ... and the later ones search a share per layer, from those parents
+    late = [c for c in staged.records if c.generation >= 2]
+    assert late and any(len(set(c.subnet.w8_shares)) > 1 for c in late)
+    assert staged.budget == SMALL.budget and len({c.subnet for c in staged.records}) == staged.evaluations
+    assert _run(settings=tied).records == staged.records
+    # it changes the flexible run's identity (no silent resume across it), not a baseline's
+    _run(settings=tied, state_path=tmp_path / "f.json")
+    with pytest.raises(SearchStateError, match="tied_generations"):
+        _run(settings=SMALL, state_path=tmp_path / "f.json")
+    _run(mode="fixed", settings=SMALL, state_path=tmp_path / "x.json")
+    again = _run(mode="fixed", settings=tied, state_path=tmp_path / "x.json")
+    assert [c.subnet for c in again.records] == [c.subnet for c in fixed.records]
+    # random search draws fresh samples of the whole space: no coarse stage
+    assert [c.subnet for c in _run(mode="random", settings=tied).records] == \
+        [c.subnet for c in _run(mode="random", settings=SMALL).records]
+    with pytest.raises(Exception, match="tied_generations"):
+        Settings(**{**SMALL.to_dict(), "tied_generations": -1}).validate()
 
 
 def test_unreachable_targets_are_reported_not_raised():

@@ -104,6 +104,8 @@ def test_bundled_configs_load():
     ("- a\n- b\n", "mapping"),
     ("train: [1, 2\n", "not valid YAML"),
     ("model:\n  img_size: 30\n  patch_size: 4\n", "multiple"),
+    ("search:\n  tied_generations: -1\n", "search.tied_generations"),
+    ("search:\n  share_mutation: creep\n", "search.share_mutation"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, match):
     p = tmp_path / "c.yaml"

@@ -122,6 +122,11 @@ class SearchConfig:
     # share of fresh flexible samples with one 8-bit share for all layers (the rest: one per layer);
     # per-layer draws alone almost never reach the all-4-bit or all-8-bit ends (docs/search.md)
     tied_share_prob: float = 0.0
+    # coarse-to-fine: the first tied_generations generations of a flexible search keep one 8-bit
+    # share for all layers (the fixed-ratio subspace), later ones search it per layer (docs/search.md)
+    tied_generations: int = 0
+    # how a mutated per-layer 8-bit share changes: "uniform" (redrawn) or "step" (one share up/down)
+    share_mutation: str = "uniform"
     max_retries: int = 50
     val_size: int = 5000
     eval_batch_size: int = 500
@@ -168,6 +173,10 @@ class ExperimentConfig:
             raise ConfigError(f"search.tied_share_prob: must lie in [0, 1], got {s.tied_share_prob}")
         if s.mutations < 0 or s.crossovers < 0:
             raise ConfigError("search.mutations/search.crossovers: must be >= 0")
+        if s.tied_generations < 0:
+            raise ConfigError(f"search.tied_generations: must be >= 0, got {s.tied_generations}")
+        if s.share_mutation not in ("uniform", "step"):
+            raise ConfigError(f"search.share_mutation: '{s.share_mutation}' is not one of uniform, step")
         if s.parents > s.population:
             raise ConfigError("search.parents: must not exceed search.population")
         if not 0 <= s.mutation_prob <= 1:

@@ -36,12 +36,18 @@ class Encoding:
     depth-6 subnet's 5**6 share vectors only 1 is all-4-bit.  Tied samples spread the fresh
     candidates over the whole share range (they are what the fixed-ratio baseline starts from);
     mutation and crossover then make the shares per layer again.  ``search.tied_share_prob``.
+
+    ``share_mutation``: how a mutated per-layer share changes.  ``uniform`` (AutoFormer's rule for
+    every gene) redraws it from all the shares; ``step`` moves it one share up or down (a creep
+    mutation: the shares are ordered, and the neighbours of a good vector are the likely good
+    ones).  ``search.share_mutation``; a tied share (``fixed``) is always redrawn.
     """
 
     space: SearchSpace
     tie_shares: bool = False
     mode: str = "flexible"
     tied_share_prob: float = 0.0
+    share_mutation: str = "uniform"
 
     # ---- sampling -----------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> SubnetConfig:
@@ -80,11 +86,22 @@ class Encoding:
             if rng.random() < prob:
                 ratios[i] = rng.choice(sp.mlp_ratios)
             if not self.tie_shares and rng.random() < prob:
-                shares[i] = rng.choice(sp.w8_shares)
+                shares[i] = self._mutated_share(shares[i], rng)
         if self.tie_shares:
             s = rng.choice(sp.w8_shares) if rng.random() < prob else tied
             shares = [s] * depth
         return sp.make(embed, depth, heads, ratios, shares)
+
+    def _mutated_share(self, share: float, rng: random.Random) -> float:
+        choices = self.space.w8_shares
+        if self.share_mutation != "step" or len(choices) < 2:
+            return rng.choice(choices)
+        order = sorted(choices)
+        i = order.index(share)
+        j = i + (1 if rng.random() < 0.5 else -1)
+        if not 0 <= j < len(order):  # at an end of the range the only step is inwards
+            j = i - (j - i)
+        return order[j]
 
     def crossover(self, a: SubnetConfig, b: SubnetConfig, rng: random.Random) -> SubnetConfig:
         """Uniform crossover: every gene from one parent or the other, layer by layer.
@@ -131,16 +148,23 @@ def parse_mode(mode: str) -> tuple[str, float | None]:
     return name, share
 
 
-def make_encoding(space: SearchSpace, mode: str = "flexible", tied_share_prob: float = 0.0) -> Encoding:
+SHARE_MUTATIONS = ("uniform", "step")
+
+
+def make_encoding(space: SearchSpace, mode: str = "flexible", tied_share_prob: float = 0.0,
+                  share_mutation: str = "uniform") -> Encoding:
     """The encoding of search ``mode`` (see the module docstring) over the supernet's ``space``.
 
-    ``tied_share_prob`` applies to the modes over the flexible space (``flexible``, ``random``)."""
+    ``tied_share_prob`` and ``share_mutation`` apply to the modes over the flexible space
+    (``flexible``, ``random``)."""
     name, share = parse_mode(mode)
     label = name if share is None else f"fixed:{share:g}"
     if not 0.0 <= tied_share_prob <= 1.0:
         raise ConfigError(f"search.tied_share_prob: must lie in [0, 1], got {tied_share_prob}")
+    if share_mutation not in SHARE_MUTATIONS:
+        raise ConfigError(f"search.share_mutation: '{share_mutation}' is not one of {', '.join(SHARE_MUTATIONS)}")
     if name in ("flexible", "random"):
-        return Encoding(space, False, label, tied_share_prob)
+        return Encoding(space, False, label, tied_share_prob, share_mutation)
     if name == "uniform8":
         shares: tuple[float, ...] = (1.0,)
     elif name == "uniform4":
@@ -156,4 +180,4 @@ def make_encoding(space: SearchSpace, mode: str = "flexible", tied_share_prob: f
     return Encoding(replace(space, w8_shares=shares), True, label)
 
 
-__all__ = ["Encoding", "MODES", "make_encoding", "parse_mode"]
+__all__ = ["Encoding", "MODES", "SHARE_MUTATIONS", "make_encoding", "parse_mode"]

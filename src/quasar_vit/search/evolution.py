@@ -10,6 +10,10 @@ Algorithm (AutoFormer's schedule, Quasar-ViT's constraints):
 * generations 1 .. G-1: ``mutations`` children by per-layer mutation of a random parent and
   ``crossovers`` children by uniform crossover of two random parents (``random`` mode: the same
   number of fresh random samples instead -- random search with the same evaluation budget);
+* coarse-to-fine (``tied_generations`` = T > 0, flexible encodings only): generations 0 .. T-1
+  draw, mutate and cross with one 8-bit share tied across the layers -- the fixed-ratio search,
+  which settles the architecture in a space 5**depth times smaller -- and generations T .. G-1
+  continue from those parents with a share per layer.  The budget is unchanged;
 * a child is *feasible* if it lies in the encoding's space, some accelerator design fits the board,
   and its FPS is at least the loosest (lowest-FPS) target; infeasible children are rejected
   **before** their accuracy is measured.  A child already measured (or already drawn this
@@ -31,7 +35,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
@@ -68,6 +72,7 @@ class Settings:
     mutations: int = _DEFAULTS.mutations
     crossovers: int = _DEFAULTS.crossovers
     mutation_prob: float = _DEFAULTS.mutation_prob
+    tied_generations: int = _DEFAULTS.tied_generations
     max_retries: int = _DEFAULTS.max_retries
     seed: int = _DEFAULTS.seed
 
@@ -79,7 +84,7 @@ class Settings:
         for k in ("population", "generations", "parents", "max_retries"):
             if getattr(self, k) < 1:
                 raise QuasarError(f"search.{k} must be >= 1, got {getattr(self, k)}")
-        for k in ("mutations", "crossovers"):
+        for k in ("mutations", "crossovers", "tied_generations"):
             if getattr(self, k) < 0:
                 raise QuasarError(f"search.{k} must be >= 0, got {getattr(self, k)}")
         if not 0.0 <= self.mutation_prob <= 1.0:
@@ -239,12 +244,21 @@ class Evolution:
         self.targets = [t for t in self.all_targets if t.fps <= self.fastest_fps * (1 + 1e-9)]
         self.unreachable = {t.name: self.fastest_fps for t in self.all_targets if t not in self.targets}
         self.min_fps = self.targets[0].fps if self.targets else math.inf
+        # coarse-to-fine applies only where shares are per layer and children come from parents
+        self.tied_generations = 0 if (encoding.tie_shares or self.random_search) else settings.tied_generations
+        self._tied_encoding = replace(encoding, tie_shares=True, tied_share_prob=0.0)
+        fp_settings = settings.to_dict()
+        fp_settings.pop("tied_generations")  # recorded only where it changes the run (older states resume)
         self.fingerprint = {
             "mode": encoding.mode, "space": encoding.space.to_dict(), "tie_shares": encoding.tie_shares,
             "tied_share_prob": encoding.tied_share_prob,
             "random_search": self.random_search, "targets": [t.to_dict() for t in self.all_targets],
-            "settings": settings.to_dict(), **(fingerprint or {}),
+            "settings": fp_settings, **(fingerprint or {}),
         }
+        if self.tied_generations:
+            self.fingerprint["tied_generations"] = self.tied_generations
+        if encoding.share_mutation != "uniform" and not (encoding.tie_shares or self.random_search):
+            self.fingerprint["share_mutation"] = encoding.share_mutation
         self.rng = random.Random(settings.seed)
         self.records: list[Candidate] = []
         self.by_subnet: dict[SubnetConfig, Candidate] = {}
@@ -253,8 +267,12 @@ class Evolution:
         self.elapsed = 0.0
 
     # ---- feasibility and drawing ----------------------------------------------------------------
-    def feasible(self, subnet: SubnetConfig) -> tuple[bool, str]:
-        if not self.encoding.contains(subnet):
+    def encoding_at(self, gen: int) -> Encoding:
+        """The operators of generation ``gen``: tied shares during the coarse stage, else the encoding."""
+        return self._tied_encoding if gen < self.tied_generations else self.encoding
+
+    def feasible(self, subnet: SubnetConfig, encoding: Encoding | None = None) -> tuple[bool, str]:
+        if not (encoding or self.encoding).contains(subnet):
             return False, "outside"
         rep = self.oracle.report(subnet)
         if isinstance(rep, str):
@@ -263,14 +281,15 @@ class Evolution:
             return False, "too_slow"
         return True, ""
 
-    def _draw(self, make: Callable[[], SubnetConfig], pending: dict[SubnetConfig, str]) -> SubnetConfig | None:
+    def _draw(self, make: Callable[[], SubnetConfig], pending: dict[SubnetConfig, str],
+              encoding: Encoding | None = None) -> SubnetConfig | None:
         for _ in range(self.settings.max_retries):
             sub = make()
             self.stats.draws += 1
             if sub in self.by_subnet or sub in pending:
                 self.stats.duplicates += 1
                 continue
-            ok, why = self.feasible(sub)
+            ok, why = self.feasible(sub, encoding)
             if not ok:
                 setattr(self.stats, f"rejected_{why}", getattr(self.stats, f"rejected_{why}") + 1)
                 continue
@@ -291,18 +310,18 @@ class Evolution:
 
     def _children(self, gen: int) -> dict[SubnetConfig, str]:
         pending: dict[SubnetConfig, str] = {}
-        s, rng, enc = self.settings, self.rng, self.encoding
+        s, rng, enc = self.settings, self.rng, self.encoding_at(gen)
         parents = [] if (gen == 0 or self.random_search) else [c.subnet for c in self.parents()]
         if not parents:
             n = s.population if gen == 0 else s.mutations + s.crossovers
             origin = "init" if gen == 0 else "random"
             for _ in range(n):
-                sub = self._draw(lambda: enc.sample(rng), pending)
+                sub = self._draw(lambda: enc.sample(rng), pending, enc)
                 if sub is not None:
                     pending[sub] = origin
             return pending
         for _ in range(s.mutations):
-            sub = self._draw(lambda: enc.mutate(rng.choice(parents), rng, s.mutation_prob), pending)
+            sub = self._draw(lambda: enc.mutate(rng.choice(parents), rng, s.mutation_prob), pending, enc)
             if sub is not None:
                 pending[sub] = "mutation"
 
@@ -313,7 +332,7 @@ class Evolution:
             return enc.crossover(a, b, rng)
 
         for _ in range(s.crossovers):
-            sub = self._draw(cross, pending)
+            sub = self._draw(cross, pending, enc)
             if sub is not None:
                 pending[sub] = "crossover"
         return pending
@@ -442,6 +461,7 @@ class Evolution:
                 self.elapsed += time.perf_counter() - t0
                 best = self.best()
                 summary = {"event": "generation", "generation": g, "mode": self.encoding.mode,
+                           "shares": "tied" if self.encoding_at(g).tie_shares else "per-layer",
                            "new": len(new), "evaluated": len(self.records), "front_size": len(self.front()),
                            "elapsed_s": round(self.elapsed, 3), "stats": self.stats.to_dict(),
                            "best": {k: (None if c is None else {"val_top1": c.val_top1, "fps": c.fps,

@@ -238,7 +238,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
     settings = Settings.from_config(scfg)
     settings.validate()
     space = cfg.model.space()
-    encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob) for lab in labels}
+    encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob, scfg.share_mutation) for lab in labels}
 
     oracle = HardwareOracle(lambda s: explore(s, plat))
     all_targets = resolve_targets(targets, scfg.fps_targets, space, oracle.fps)
