@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from supernet import time_steps  # noqa: E402  (sibling benchmark script)
 
 from quasar_vit.config import load_config  # noqa: E402
+from quasar_vit.errors import QuasarError  # noqa: E402
 from quasar_vit.hardware import evaluate, explore, load_platform  # noqa: E402
 from quasar_vit.hardware.calibration import OPERATING_POINTS, PAPER_UTILISATION  # noqa: E402
 from quasar_vit.space import SubnetConfig  # noqa: E402
@@ -113,7 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--supernet", default=None,
                     help="reuse a finished training run of the same config and steps (e.g. the one "
                          "benchmarks/supernet.py leaves in runs/bench-supernet/...) instead of training one")
+    ap.add_argument("--restart", action="store_true",
+                    help="discard saved search states in the work folder (e.g. from an older version)")
     args = ap.parse_args(argv)
+    try:
+        return _mission(args, argv)
+    except QuasarError as exc:
+        print(f"benchmarks/mission.py: {exc}", file=sys.stderr)
+        return 2
+
+
+def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
     mode = "quick" if args.quick else "full"
     b = BUDGETS[mode]
     t_start = time.time()
@@ -145,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                         baselines=["random", "uniform8", "uniform4", "fixed"],
                         overrides=[f"population={b['population']}", f"generations={b['generations']}",
                                    f"mutations={b['mutations']}", f"crossovers={b['crossovers']}",
-                                   f"parents={b['parents']}", f"val_size={b['val']}"], progress=True)
+                                   f"parents={b['parents']}", f"val_size={b['val']}"], progress=True,
+                        restart=args.restart)
     search_wall = time.time() - t
     pareto = search.to_dict()
     fronts = {"flexible": pareto}

@@ -325,6 +325,12 @@ def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
     _run(mode="fixed", settings=SMALL, state_path=tmp_path / "x.json")
     again = _run(mode="fixed", settings=tied, state_path=tmp_path / "x.json")
     assert [c.subnet for c in again.records] == [c.subnet for c in fixed.records]
+    # a state saved before these options existed resumes when they are left neutral
+    saved = json.loads((tmp_path / "x.json").read_text())
+    for key in ("tied_share_prob", "tied_generations", "share_mutation"):
+        del saved["fingerprint"][key]
+    (tmp_path / "x.json").write_text(json.dumps(saved))
+    assert _run(mode="fixed", settings=SMALL, state_path=tmp_path / "x.json").records == fixed.records
     # random search draws fresh samples of the whole space: no coarse stage
     assert [c.subnet for c in _run(mode="random", settings=tied).records] == \
         [c.subnet for c in _run(mode="random", settings=SMALL).records]

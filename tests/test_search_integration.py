@@ -105,12 +105,29 @@ def test_infeasible_targets(micro_ckpt, tmp_path, capsys):
         run_search(micro_ckpt, tmp_path / "b", platform="zcu102", targets=[huge], device="cpu", progress=False)
 
 
+def test_share_options_reach_the_evolution(micro_ckpt, tmp_path):
+    from quasar_vit.search.runner import run_search
+
+    res = run_search(micro_ckpt, tmp_path, platform="zcu102", targets=[Target.from_fps(1.0)], device="cpu",
+                     progress=False, test=False, plot=False,
+                     overrides=["generations=3", "tied_generations=2", "share_mutation=step"])
+    assert res.settings["tied_generations"] == 2
+    gens = [json.loads(l) for l in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [g["shares"] for g in gens if g["event"] == "generation"] == ["tied", "tied", "per-layer"]
+    early = [c for c in res.main.evolution.records if c.generation < 2]
+    assert early and all(len(set(c.subnet.w8_shares)) == 1 for c in early)
+    state = json.loads((tmp_path / "search_state.json").read_text())
+    assert state["fingerprint"]["share_mutation"] == "step" and state["fingerprint"]["tied_generations"] == 2
+
+
 @pytest.mark.parametrize("args,match", [
     (["--checkpoint", "/nonexistent/x.pt"], "not found"),
     (["--fps", "100,fast"], "not a number"),
     (["--platform", "nosuchboard"], "unknown platform"),
     (["--fps", "1e9"], "no target can be met"),
     (["--mode", "uniform9"], "unknown search mode"),
+    (["--set", "search.share_mutation=creep"], "search.share_mutation"),
+    (["--set", "search.tied_generations=-2"], "search.tied_generations"),
 ])
 def test_cli_errors(micro_ckpt, tmp_path, capsys, args, match):
     argv = ["search", "--checkpoint", str(micro_ckpt), "--out", str(tmp_path / "o"), "--no-progress",

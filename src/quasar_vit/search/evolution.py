@@ -50,6 +50,19 @@ STATE_FORMAT = "quasar-vit-search-state"
 STATE_VERSION = 1
 
 
+#: fingerprint entries whose neutral value equals "absent": a state saved before the option existed
+#: ran without it, so it still resumes
+_NEUTRAL = {"tied_share_prob": 0.0, "tied_generations": 0, "share_mutation": "uniform"}
+
+
+def _comparable(fingerprint: Any) -> Any:
+    """A JSON round trip of ``fingerprint`` without the options left at their neutral value."""
+    fp = json.loads(json.dumps(fingerprint))
+    if isinstance(fp, dict):
+        fp = {k: v for k, v in fp.items() if not (k in _NEUTRAL and v == _NEUTRAL[k])}
+    return fp
+
+
 class SearchStateError(QuasarError):
     """A saved search state that cannot be resumed (different settings, corrupt file)."""
 
@@ -247,18 +260,15 @@ class Evolution:
         # coarse-to-fine applies only where shares are per layer and children come from parents
         self.tied_generations = 0 if (encoding.tie_shares or self.random_search) else settings.tied_generations
         self._tied_encoding = replace(encoding, tie_shares=True, tied_share_prob=0.0)
-        fp_settings = settings.to_dict()
-        fp_settings.pop("tied_generations")  # recorded only where it changes the run (older states resume)
+        settings_fp = settings.to_dict()
+        settings_fp.pop("tied_generations")  # recorded at the top level, as the value in effect
         self.fingerprint = {
             "mode": encoding.mode, "space": encoding.space.to_dict(), "tie_shares": encoding.tie_shares,
-            "tied_share_prob": encoding.tied_share_prob,
+            "tied_share_prob": encoding.tied_share_prob, "tied_generations": self.tied_generations,
+            "share_mutation": "uniform" if (encoding.tie_shares or self.random_search) else encoding.share_mutation,
             "random_search": self.random_search, "targets": [t.to_dict() for t in self.all_targets],
-            "settings": fp_settings, **(fingerprint or {}),
+            "settings": settings_fp, **(fingerprint or {}),
         }
-        if self.tied_generations:
-            self.fingerprint["tied_generations"] = self.tied_generations
-        if encoding.share_mutation != "uniform" and not (encoding.tie_shares or self.random_search):
-            self.fingerprint["share_mutation"] = encoding.share_mutation
         self.rng = random.Random(settings.seed)
         self.records: list[Candidate] = []
         self.by_subnet: dict[SubnetConfig, Candidate] = {}
@@ -377,8 +387,8 @@ class Evolution:
             raise SearchStateError(f"{p} is not a readable search state ({exc}); pass --restart to start over") from None
         if not isinstance(st, dict) or st.get("format") != STATE_FORMAT or st.get("version") != STATE_VERSION:
             raise SearchStateError(f"{p} is not a quasar-vit search state; pass --restart to start over")
-        saved = json.loads(json.dumps(st.get("fingerprint")))
-        mine = json.loads(json.dumps(self.fingerprint))
+        saved = _comparable(st.get("fingerprint"))
+        mine = _comparable(self.fingerprint)
         if saved != mine:
             diff = sorted(k for k in set(saved or {}) | set(mine) if (saved or {}).get(k) != mine.get(k))
             raise SearchStateError(f"{p} holds a search with different settings (differs in: {', '.join(diff)}); "

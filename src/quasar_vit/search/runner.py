@@ -205,7 +205,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
 
     ``overrides``: ``search.KEY=VALUE`` (or ``KEY=VALUE``) changes of the search settings stored in
     the checkpoint's config (population, generations, parents, mutations, crossovers,
-    mutation_prob, max_retries, val_size, eval_batch_size, seed, platform, fps_targets).
+    mutation_prob, tied_share_prob, tied_generations, share_mutation, max_retries, val_size,
+    eval_batch_size, seed, platform, fps_targets).
     ``max_generations`` stops after that many generations (the state is kept for a later resume).
     A run finds its own saved state in ``out_dir`` and resumes it; ``restart`` discards it.
     """
