@@ -1,0 +1,181 @@
+"""How finely can the search's validation split rank subnets?  The top candidates per target, on val and test.
+
+The search ranks candidates by top-1 on a held-out validation split (5,000 images by default) and
+the benchmarks compare the winners on the test split.  When the best candidates differ by tenths
+of a point, the ranking may be noise.  This script pools every candidate measured in a search
+folder (the main search and its baselines, from their ``history.jsonl``), takes per FPS target the
+``--top`` most accurate on validation that meet it, and scores each of them image by image on the
+validation and the test split.  It reports per target:
+
+* the validation gap of each candidate to the validation-best, with the *paired* standard error of
+  that gap (the two subnets are scored on the same images, so the error comes from the images on
+  which exactly one of them is right);
+* the test top-1 of each candidate, the Spearman rank correlation between validation and test over
+  the top candidates, and the test rank of the validation-best.
+
+Usage::
+
+    python benchmarks/selection_noise.py --search-dir runs/search-seeds/fmnist-w2/seed0 --top 10
+
+Writes ``benchmarks/results/selection_noise.json`` and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from quasar_vit.errors import QuasarError
+from quasar_vit.utils.io import atomic_write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def pooled_candidates(search_dir: Path) -> dict[str, dict[str, Any]]:
+    """Subnet JSON (canonical string) -> ``{subnet, val_top1, fps, modes}`` over every history file."""
+    out: dict[str, dict[str, Any]] = {}
+    files = [search_dir / "history.jsonl"] + sorted((search_dir / "baselines").glob("*/history.jsonl"))
+    for f in files:
+        if not f.is_file():
+            continue
+        mode = "main" if f.parent == search_dir else f.parent.name
+        for line in f.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("event") != "candidate":
+                continue
+            key = json.dumps(rec["subnet"], sort_keys=True)
+            entry = out.setdefault(key, {"subnet": rec["subnet"], "val_top1": rec["val_top1"], "fps": rec["fps"],
+                                         "modes": []})
+            entry["modes"].append(mode)
+    if not out:
+        raise QuasarError(f"no measured candidates in {search_dir} (expected history.jsonl from a search)")
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(xs: list[float]) -> list[float]:
+        order = sorted(range(len(xs)), key=lambda i: xs[i])
+        r = [0.0] * len(xs)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else float("nan")
+
+
+def top1(c) -> float:
+    """Top-1 (percent) of a 0/1 correctness vector, computed as the search does (exact counts)."""
+    return 100.0 * int(c.sum()) / max(int(c.numel()), 1)
+
+
+def paired_se(a, b) -> float:
+    """Standard error (points) of ``mean(a) - mean(b)`` for 0/1 correctness vectors on the same images."""
+    d = (a.float() - b.float())
+    return 100.0 * float(d.std(unbiased=True)) / math.sqrt(d.numel())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--search-dir", required=True, help="a search --out folder (with history.jsonl)")
+    p.add_argument("--checkpoint", default=None, help="the supernet (default: the one in pareto.json)")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--results", default=str(RESULTS / "selection_noise.json"))
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except QuasarError as exc:
+        print(f"benchmarks/selection_noise.py: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from quasar_vit.data import BatchTransform, build_datasets
+    from quasar_vit.space import SubnetConfig
+    from quasar_vit.training.checkpoint import load_supernet
+    from quasar_vit.training.evaluate import iter_eval_batches
+
+    root = Path(args.search_dir)
+    pareto_file = root / "pareto.json"
+    if not pareto_file.is_file():
+        raise QuasarError(f"{pareto_file} not found: pass the --out folder of a finished search")
+    pareto = json.loads(pareto_file.read_text())
+    checkpoint = args.checkpoint or pareto["checkpoint"]
+    net, cfg, _ = load_supernet(checkpoint, args.device)
+    dcfg = cfg.data
+    dcfg.val_size = min(int(pareto.get("val_images") or cfg.search.val_size), cfg.data.val_size)
+    splits = build_datasets(dcfg, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, cfg.train.seed)
+    tf = BatchTransform.from_config(cfg.data, train=False)
+    net.eval()
+
+    @torch.no_grad()
+    def correct(sub: SubnetConfig, data) -> torch.Tensor:
+        parts = []
+        for x, y in iter_eval_batches(data, 1000):
+            parts.append(net(tf(x.to(args.device)), sub).argmax(-1).cpu() == y)
+        return torch.cat(parts)
+
+    pool = pooled_candidates(root)
+    rows = []
+    for t in pareto["targets"]:
+        meeting = sorted((c for c in pool.values() if c["fps"] >= t["target_fps"]), key=lambda c: -c["val_top1"])
+        top = meeting[:args.top]
+        if len(top) < 2:
+            continue
+        scored = []
+        for c in top:
+            sub = SubnetConfig.from_dict(c["subnet"])
+            v, te = correct(sub, splits.val), correct(sub, splits.test)
+            scored.append((c, v, te))
+        for c, v, _ in scored:  # the split is the one the search used: same figures
+            if abs(top1(v) - c["val_top1"]) > 1e-9:
+                raise QuasarError(f"validation top-1 {top1(v):.2f} differs from the search's "
+                                  f"{c['val_top1']:.2f}: is --checkpoint the supernet this search used?")
+        best_v, best_t = scored[0][1], scored[0][2]
+        cands = []
+        for c, v, te in scored:
+            cands.append({"subnet": c["subnet"], "modes": sorted(set(c["modes"])), "fps": c["fps"],
+                          "share_8bit": sum(c["subnet"]["w8_shares"]) / len(c["subnet"]["w8_shares"]),
+                          "val_top1": top1(v), "test_top1": top1(te), "val_gap_to_best": top1(best_v) - top1(v),
+                          "val_gap_se": paired_se(best_v, v) if v is not best_v else 0.0,
+                          "test_gap_to_val_best": top1(best_t) - top1(te)})
+        vals, tests = [c["val_top1"] for c in cands], [c["test_top1"] for c in cands]
+        test_rank = 1 + sum(x > tests[0] for x in tests)
+        rows.append({"target": t["name"], "target_fps": t["target_fps"], "candidates": cands,
+                     "spearman_val_test": spearman(vals, tests), "test_rank_of_val_best": test_rank,
+                     "val_range": max(vals) - min(vals), "test_range": max(tests) - min(tests),
+                     "median_gap_se": sorted(c["val_gap_se"] for c in cands[1:])[len(cands[1:]) // 2]})
+
+    out = {"search_dir": str(root), "checkpoint": str(checkpoint), "top": args.top, "val_images": len(splits.val),
+           "test_images": len(splits.test), "targets": rows}
+    lines = [f"Top {args.top} candidates per target by validation top-1 ({len(splits.val)} images), pooled over "
+             f"every mode of {root}; test on {len(splits.test)} images.", "",
+             "| target | val range | test range | median paired SE of a val gap | Spearman val/test | "
+             "test rank of the val-best |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['val_range']:.2f} | {r['test_range']:.2f} | {r['median_gap_se']:.2f} | "
+                     f"{r['spearman_val_test']:+.2f} | {r['test_rank_of_val_best']} of {len(r['candidates'])} |")
+    print("\n".join(lines))
+    atomic_write_json(Path(args.results), out)
+    print(f"\nwrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
