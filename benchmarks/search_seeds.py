@@ -120,7 +120,7 @@ def reusable(out: Path, call: list[str]) -> bool:
         return False
     try:
         return json.loads(args_file.read_text()) == call
-    except json.JSONDecodeError:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
 
 
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[seed] = json.loads(res_file.read_text())
             continue
         print(f"[seeds] seed {seed}: running search.py -> {out}")
+        args_file.unlink(missing_ok=True)  # a run that dies midway must not leave its summary reusable
         rc = search_bench.main(call)
         if rc != 0:
             return rc

@@ -123,18 +123,21 @@ def run(args: argparse.Namespace) -> int:
     splits = build_datasets(dcfg, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, cfg.train.seed)
     tf = BatchTransform.from_config(cfg.data, train=False)
     net.eval()
+    batch = int(pareto.get("settings", {}).get("eval_batch_size") or cfg.search.eval_batch_size)  # as the search
 
     @torch.no_grad()
     def correct(sub: SubnetConfig, data) -> torch.Tensor:
         parts = []
-        for x, y in iter_eval_batches(data, 1000):
+        for x, y in iter_eval_batches(data, batch):
             parts.append(net(tf(x.to(args.device)), sub).argmax(-1).cpu() == y)
         return torch.cat(parts)
 
     pool = pooled_candidates(root)
     rows = []
     for t in pareto["targets"]:
-        meeting = sorted((c for c in pool.values() if c["fps"] >= t["target_fps"]), key=lambda c: -c["val_top1"])
+        # ordered as the search picks its winner: validation top-1, ties to the faster subnet
+        meeting = sorted((c for c in pool.values() if c["fps"] >= t["target_fps"]),
+                         key=lambda c: (-c["val_top1"], -c["fps"]))
         top = meeting[:args.top]
         if len(top) < 2:
             continue

@@ -317,6 +317,9 @@ def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
     late = [c for c in staged.records if c.generation >= 2]
     assert late and any(len(set(c.subnet.w8_shares)) > 1 for c in late)
     assert staged.budget == SMALL.budget and len({c.subnet for c in staged.records}) == staged.evaluations
+    evo = Evolution(make_encoding(SPACE), TARGETS, stub_accuracy, stub_latency, tied)
+    assert evo.encoding_at(1).tie_shares and not evo.encoding_at(2).tie_shares  # T=2: generations 0 and 1
+    assert [c.subnet for c in late if c.generation == 2] != [c.subnet for c in fixed.records if c.generation == 2]
     assert _run(settings=tied).records == staged.records
     # it changes the flexible run's identity (no silent resume across it), not a baseline's
     _run(settings=tied, state_path=tmp_path / "f.json")
@@ -325,6 +328,15 @@ def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
     _run(mode="fixed", settings=SMALL, state_path=tmp_path / "x.json")
     again = _run(mode="fixed", settings=tied, state_path=tmp_path / "x.json")
     assert [c.subnet for c in again.records] == [c.subnet for c in fixed.records]
+    # a non-neutral share mutation or tied-sample rate is part of the run's identity too
+    step = make_encoding(SPACE, "flexible", share_mutation="step")
+    run_evolution(step, TARGETS, stub_accuracy, stub_latency, SMALL, state_path=tmp_path / "s.json")
+    with pytest.raises(SearchStateError, match="share_mutation"):
+        _run(settings=SMALL, state_path=tmp_path / "s.json")
+    tied_samples = make_encoding(SPACE, "flexible", tied_share_prob=0.5)
+    run_evolution(tied_samples, TARGETS, stub_accuracy, stub_latency, SMALL, state_path=tmp_path / "t.json")
+    with pytest.raises(SearchStateError, match="tied_share_prob"):
+        _run(settings=SMALL, state_path=tmp_path / "t.json")
     # a state saved before these options existed resumes when they are left neutral
     saved = json.loads((tmp_path / "x.json").read_text())
     for key in ("tied_share_prob", "tied_generations", "share_mutation"):

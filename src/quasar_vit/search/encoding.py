@@ -97,7 +97,8 @@ class Encoding:
         if self.share_mutation != "step" or len(choices) < 2:
             return rng.choice(choices)
         order = sorted(choices)
-        i = order.index(share)
+        # a share outside the list (an Encoding built by hand) steps from its nearest neighbour
+        i = min(range(len(order)), key=lambda k: (abs(order[k] - share), k))
         j = i + (1 if rng.random() < 0.5 else -1)
         if not 0 <= j < len(order):  # at an end of the range the only step is inwards
             j = i - (j - i)

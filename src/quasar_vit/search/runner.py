@@ -239,6 +239,9 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
     settings = Settings.from_config(scfg)
     settings.validate()
     space = cfg.model.space()
+    if settings.tied_generations >= settings.generations and "flexible" in labels:
+        say(f"note: search.tied_generations ({settings.tied_generations}) >= search.generations "
+            f"({settings.generations}): the flexible search keeps one 8-bit share for all layers throughout")
     encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob, scfg.share_mutation) for lab in labels}
 
     oracle = HardwareOracle(lambda s: explore(s, plat))
