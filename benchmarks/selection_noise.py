@@ -42,8 +42,11 @@ def pooled_candidates(search_dir: Path) -> dict[str, dict[str, Any]]:
         if not f.is_file():
             continue
         mode = "main" if f.parent == search_dir else f.parent.name
-        for line in f.read_text().splitlines():
-            rec = json.loads(line)
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise QuasarError(f"{f}:{n}: not a JSON line ({exc})") from None
             if rec.get("event") != "candidate":
                 continue
             key = json.dumps(rec["subnet"], sort_keys=True)
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from quasar_vit.data import BatchTransform, build_datasets
+    from quasar_vit.data import BatchTransform
+    from quasar_vit.search.runner import search_splits
     from quasar_vit.space import SubnetConfig
     from quasar_vit.training.checkpoint import load_supernet
     from quasar_vit.training.evaluate import iter_eval_batches
@@ -115,12 +119,13 @@ def run(args: argparse.Namespace) -> int:
     pareto_file = root / "pareto.json"
     if not pareto_file.is_file():
         raise QuasarError(f"{pareto_file} not found: pass the --out folder of a finished search")
-    pareto = json.loads(pareto_file.read_text())
+    try:
+        pareto = json.loads(pareto_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise QuasarError(f"{pareto_file} is not valid JSON ({exc})") from None
     checkpoint = args.checkpoint or pareto["checkpoint"]
     net, cfg, _ = load_supernet(checkpoint, args.device)
-    dcfg = cfg.data
-    dcfg.val_size = min(int(pareto.get("val_images") or cfg.search.val_size), cfg.data.val_size)
-    splits = build_datasets(dcfg, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, cfg.train.seed)
+    splits, _ = search_splits(cfg, int(pareto.get("val_images") or cfg.search.val_size))
     tf = BatchTransform.from_config(cfg.data, train=False)
     net.eval()
     batch = int(pareto.get("settings", {}).get("eval_batch_size") or cfg.search.eval_batch_size)  # as the search

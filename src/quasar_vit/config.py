@@ -107,6 +107,10 @@ class TrainConfig:
     seed: int = 0
 
 
+#: how a mutated per-layer 8-bit share changes (search.share_mutation; quasar_vit.search.encoding)
+SHARE_MUTATIONS = ("uniform", "step")
+
+
 @dataclass
 class SearchConfig:
     """Evolutionary search (paper section 3; population sizes are open: AutoFormer's defaults)."""
@@ -126,7 +130,7 @@ class SearchConfig:
     # share for all layers (the fixed-ratio subspace), later ones search it per layer (docs/search.md)
     tied_generations: int = 0
     # how a mutated per-layer 8-bit share changes: "uniform" (redrawn) or "step" (one share up/down)
-    share_mutation: str = "uniform"
+    share_mutation: str = "uniform"   # one of SHARE_MUTATIONS
     max_retries: int = 50
     val_size: int = 5000
     eval_batch_size: int = 500
@@ -175,8 +179,8 @@ class ExperimentConfig:
             raise ConfigError("search.mutations/search.crossovers: must be >= 0")
         if s.tied_generations < 0:
             raise ConfigError(f"search.tied_generations: must be >= 0, got {s.tied_generations}")
-        if s.share_mutation not in ("uniform", "step"):
-            raise ConfigError(f"search.share_mutation: '{s.share_mutation}' is not one of uniform, step")
+        if s.share_mutation not in SHARE_MUTATIONS:
+            raise ConfigError(f"search.share_mutation: '{s.share_mutation}' is not one of {', '.join(SHARE_MUTATIONS)}")
         if s.parents > s.population:
             raise ConfigError("search.parents: must not exceed search.population")
         if not 0 <= s.mutation_prob <= 1:

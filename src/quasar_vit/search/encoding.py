@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
+from quasar_vit.config import SHARE_MUTATIONS
 from quasar_vit.errors import ConfigError
 from quasar_vit.space import SearchSpace, SubnetConfig
 
@@ -147,9 +148,6 @@ def parse_mode(mode: str) -> tuple[str, float | None]:
         if not 0.0 <= share <= 1.0:
             raise ConfigError(f"search mode '{mode}': the 8-bit share must lie in [0, 1]")
     return name, share
-
-
-SHARE_MUTATIONS = ("uniform", "step")
 
 
 def make_encoding(space: SearchSpace, mode: str = "flexible", tied_share_prob: float = 0.0,

@@ -257,15 +257,16 @@ class Evolution:
         self.targets = [t for t in self.all_targets if t.fps <= self.fastest_fps * (1 + 1e-9)]
         self.unreachable = {t.name: self.fastest_fps for t in self.all_targets if t not in self.targets}
         self.min_fps = self.targets[0].fps if self.targets else math.inf
-        # coarse-to-fine applies only where shares are per layer and children come from parents
-        self.tied_generations = 0 if (encoding.tie_shares or self.random_search) else settings.tied_generations
+        # the share options act only where shares are per layer and children come from parents
+        bred_per_layer = not (encoding.tie_shares or self.random_search)
+        self.tied_generations = settings.tied_generations if bred_per_layer else 0
         self._tied_encoding = replace(encoding, tie_shares=True, tied_share_prob=0.0)
         settings_fp = settings.to_dict()
         settings_fp.pop("tied_generations")  # recorded at the top level, as the value in effect
         self.fingerprint = {
             "mode": encoding.mode, "space": encoding.space.to_dict(), "tie_shares": encoding.tie_shares,
             "tied_share_prob": encoding.tied_share_prob, "tied_generations": self.tied_generations,
-            "share_mutation": "uniform" if (encoding.tie_shares or self.random_search) else encoding.share_mutation,
+            "share_mutation": encoding.share_mutation if bred_per_layer else "uniform",
             "random_search": self.random_search, "targets": [t.to_dict() for t in self.all_targets],
             "settings": settings_fp, **(fingerprint or {}),
         }

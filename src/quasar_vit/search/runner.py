@@ -196,6 +196,24 @@ def resolve_targets(targets: Sequence[Target] | None, cfg_fps: Sequence[float], 
     return default_targets(min(slow, fast), max(slow, fast))
 
 
+def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
+    """``(splits, n)``: the first ``n = min(val_size, data.val_size)`` images of the validation split
+    held out at training time (``perm[:data.val_size]``, so never an image the supernet trained on),
+    and the test split.  The one definition of the images a search scores candidates on."""
+    from quasar_vit.data import build_datasets
+
+    if cfg.data.val_size <= 0:
+        raise DataError("the supernet was trained without a held-out validation split (data.val_size=0); "
+                        "search needs one: retrain with data.val_size > 0")
+    val_n = min(val_size, cfg.data.val_size)
+    if val_n <= 0:
+        raise ConfigError("search.val_size must be positive")
+    dcfg = copy.deepcopy(cfg.data)
+    dcfg.val_size = val_n
+    splits = build_datasets(dcfg, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, seed=cfg.train.seed)
+    return splits, val_n
+
+
 def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None = None,
                targets: Sequence[Target] | None = None, mode: str = "flexible", baselines: Sequence[str] = (),
                overrides: Sequence[str] = (), device: str | None = None, progress: bool = True,
@@ -212,7 +230,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
     """
     import torch
 
-    from quasar_vit.data import BatchTransform, build_datasets
+    from quasar_vit.data import BatchTransform
     from quasar_vit.hardware import explore, load_platform
     from quasar_vit.training.checkpoint import load_supernet
     from quasar_vit.training.distributed import barrier, init_distributed
@@ -260,18 +278,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
             say(f"target {t.name} ({t.fps:.1f} FPS) is infeasible on {plat.name}: the fastest subnet reaches "
                 f"{fastest:.1f} FPS")
 
-    # the validation split held out at training time (perm[:data.val_size]); search uses its first
-    # search.val_size images of the same permutation, so never an image the supernet trained on
-    if cfg.data.val_size <= 0:
-        raise DataError("the supernet was trained without a held-out validation split (data.val_size=0); "
-                        "search needs one: retrain with data.val_size > 0")
-    val_n = min(scfg.val_size, cfg.data.val_size)
-    if val_n <= 0:
-        raise ConfigError("search.val_size must be positive")
-    dcfg = copy.deepcopy(cfg.data)
-    dcfg.val_size = val_n
-    splits = build_datasets(dcfg, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
-                            seed=cfg.train.seed)
+    splits, val_n = search_splits(cfg, scfg.val_size)
     tf = BatchTransform.from_config(cfg.data, train=False)
     dev = info.device
     bs = scfg.eval_batch_size
@@ -395,4 +402,4 @@ def write_outputs(result: SearchResult, plot: bool = True) -> None:
     atomic_write_json(out / "pareto.json", result.to_dict())
 
 
-__all__ = ["ModeResult", "SearchResult", "resolve_targets", "run_search", "write_outputs"]
+__all__ = ["ModeResult", "SearchResult", "resolve_targets", "run_search", "search_splits", "write_outputs"]
