@@ -2,5 +2,5 @@
 # README command 1: install, then run the main job end to end on the bundled Fashion-MNIST data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh export
+bash scripts/setup.sh export,hls
 exec quasar-vit demo "$@"

@@ -10,7 +10,7 @@ import pytest
 from quasar_vit.errors import HardwareError
 from quasar_vit.hardware import (AcceleratorDesign, HardwareReport, Platform, evaluate, explore,
                                  list_platforms, load_platform)
-from quasar_vit.hardware.calibration import OPERATING_POINTS, PAPER_UTILISATION, TOLERANCE
+from quasar_vit.hardware.calibration import OPERATING_POINTS
 from quasar_vit.hardware.platforms import RESOURCES
 from quasar_vit.space import preset_subnet
 
@@ -21,14 +21,17 @@ def zcu102() -> Platform:
 
 
 @pytest.mark.parametrize("point", OPERATING_POINTS, ids=lambda p: p.name)
-def test_calibration_within_tolerance_of_paper(point, zcu102):
+def test_paper_points_have_the_papers_compute(point):
     assert point.subnet.macs() / 1e9 == pytest.approx(point.paper_gmacs, rel=0.05)
-    rep = explore(point.subnet, zcu102)
-    assert abs(rep.fps / point.paper_fps - 1) <= TOLERANCE, (rep.fps, point.paper_fps)
-    for r, pct in PAPER_UTILISATION.items():
-        if r == "ff":
-            continue   # the paper reports 30-31 %; FF is not a binding resource of the model
-        assert rep.resources.percent(r) <= pct + 0.5, (r, rep.resources.percent(r))
+
+
+def test_paper_points_rank_as_the_paper_measured_them(zcu102):
+    """The model is not fitted to the paper's FPS (benchmarks/hardware.py reports the errors as they
+    fall); it must still order the operating points as the board did."""
+    reps = [explore(p.subnet, zcu102) for p in OPERATING_POINTS]
+    by_model = sorted(range(len(reps)), key=lambda i: reps[i].fps)
+    by_paper = sorted(range(len(reps)), key=lambda i: OPERATING_POINTS[i].paper_fps)
+    assert by_model == by_paper, [(p.name, r.fps, p.paper_fps) for p, r in zip(OPERATING_POINTS, reps)]
 
 
 @pytest.mark.parametrize("name", ["zcu102", "zcu104", "kv260", "vcu118", "u250"])

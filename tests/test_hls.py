@@ -63,7 +63,7 @@ def _constexprs(text: str) -> dict[str, str]:
 
 def test_generated_files_carry_design_and_pragmas(export_dir, hls_dir):
     design = json.loads((export_dir / "accelerator.json").read_text())["design"]
-    for f in ("qvit_params.hpp", "qvit_kernel.hpp", "qvit_kernel.cpp", "qvit_host.cpp", "run_hls.tcl", "Makefile",
+    for f in ("qvit_params.hpp", "qvit_pack.hpp", "qvit_kernel.hpp", "qvit_kernel.cpp", "qvit_host.cpp", "run_hls.tcl", "Makefile",
               "qvit_weights.bin", "layout.json", "README.md"):
         assert (hls_dir / f).is_file(), f
     params = (hls_dir / "qvit_params.hpp").read_text()
@@ -71,7 +71,7 @@ def test_generated_files_carry_design_and_pragmas(export_dir, hls_dir):
     assert int(c["PE_ROWS"]) == design["pe_rows"] and int(c["PE_COLS"]) == design["pe_cols"]
     assert int(c["TILE_TOKENS"]) == design["tile_tokens"] and int(c["TILE_K"]) == design["tile_k"]
     assert int(c["LUT_COLS"]) == design["lut_cols"]
-    assert int(c["PACKING"]) == {3: 3, 4: 4, "lut": 0}[design["packing"]]
+    assert re.search(rf"#define PACKING { {3: 3, 4: 4, 'lut': 0}[design['packing']]}\b", params)
     assert float(c["CLOCK_MHZ"]) == design["clock_mhz"]
     assert int(c["EMBED_DIM"]) == 32 and int(c["DEPTH"]) == 2 and int(c["TOKENS"]) == 17
     assert int(c["WEIGHTS_BYTES"]) == (hls_dir / "qvit_weights.bin").stat().st_size
@@ -85,13 +85,16 @@ def test_generated_files_carry_design_and_pragmas(export_dir, hls_dir):
         assert [int(g) for g in m.groups()[:3]] == [layer["in_features"], layer["out_features"], layer["n8_rows"]]
         assert int(m.group(4)) >= layer["out_features"] + layer["n8_rows"]
     assert len(re.findall(r"/\* blocks\.\d+ \*/", params)) == 2
-    # HLS directives of the engine, and the ping-pong tiles
+    # HLS directives of the dataflow engine, its FIFOs, the ping-pong tiles and the packed units
     kernel = (hls_dir / "qvit_kernel.cpp").read_text()
     pragmas = {ln.split()[2] for ln in kernel.splitlines() if ln.strip().startswith("#pragma HLS")}
-    assert {"PIPELINE", "UNROLL", "ARRAY_PARTITION", "INTERFACE", "INLINE"} <= pragmas
-    assert "static act_t xbuf[2][TILE_TOKENS][TILE_K];" in kernel
-    assert "static wnib_t wbuf[2][PE_ROWS][TILE_K];" in kernel
-    assert re.search(r"hi \* 16 \+ acc\[t\]\[r\]", kernel)          # 8-bit rows: 16*hi + lo
+    assert {"DATAFLOW", "STREAM", "PIPELINE", "UNROLL", "ARRAY_PARTITION", "INTERFACE"} <= pragmas
+    assert "typedef mul_w_t WBuf[2][PE_ROWS][TILE_K];" in kernel and "typedef mul_a_t XBuf[2][TILE_TOKENS][TILE_K];" in kernel
+    assert "hls::stream<XBeat> xs;" in kernel and "mul_pack3(" in kernel and "mul_pack4(" in kernel
+    assert re.search(r"\(v\.a\[r - 1\] << 4\) \+ v\.a\[r\]", kernel)   # 8-bit rows: 16*hi + lo
+    assert "#include <ap_int.h>" in (hls_dir / "qvit_kernel.hpp").read_text()
+    # m_axi depths follow the subnet, not a fixed 4096
+    assert "depth=4096" not in kernel and int(c["DEPTH_Y"]) == 17 * max(32, 3 * 2 * 8, 64)
     tcl = (hls_dir / "run_hls.tcl").read_text()
     cmds = {ln.split()[0]: ln.split()[1:] for ln in tcl.splitlines() if ln and not ln.startswith("#")}
     assert cmds["set_top"] == ["qvit_gemm"]
@@ -113,18 +116,21 @@ def test_weight_blob_holds_the_nibble_rows(export_dir, hls_dir):
     for layer in manifest["layers"]:
         name = layer["name"]
         e, k = entries[f"{name}.nibbles"], entries[f"{name}.row_kind"]
-        nib = np.frombuffer(blob, np.int8, count=int(np.prod(e["shape"])), offset=e["offset"]).reshape(e["shape"])
+        packed = np.frombuffer(blob, np.uint8, count=int(np.prod(e["shape"])), offset=e["offset"]).reshape(e["shape"])
+        K = layer["in_features"]
+        raw = np.stack([packed & 15, packed >> 4], axis=-1).reshape(len(packed), -1)[:, :K].astype(np.int32)
         kind = np.frombuffer(blob, np.uint8, count=k["shape"][0], offset=k["offset"])
+        signed = np.where(raw >= 8, raw - 16, raw)          # 4-bit codes and high nibbles are signed
         rows, n = [], 0
-        while n < len(kind):            # rebuild the integer codes from the nibble-row program
+        while n < len(kind):            # rebuild the integer codes from the packed nibble-row program
             if kind[n] == 0:
                 n += 1
             elif kind[n] == 1:
-                rows.append(nib[n].astype(np.int32))
+                rows.append(signed[n])
                 n += 1
             else:
                 assert kind[n] == 2 and kind[n + 1] == 3
-                rows.append(16 * nib[n].astype(np.int32) + nib[n + 1])
+                rows.append(16 * signed[n] + raw[n + 1])     # low nibble unsigned
                 n += 2
         assert np.array_equal(np.stack(rows), arrays[f"{name}.w_int"].astype(np.int32)), name
 
@@ -164,12 +170,34 @@ def test_csim_small_tiles_pad_rows_and_multiple_tiles(export_dir, tmp_path):
     d = accel["design"]
     for k in ("units", "dsp_units", "lut_units", "dsp_slices", "pe_array", "tiles", "buffers", "buffer_bram36"):
         d.pop(k, None)
-    d.update(pe_rows=5, pe_cols=4, lut_cols=1, packing=4, tile_tokens=4, tile_k=8)
+    d.update(pe_rows=5, pe_cols=4, lut_cols=2, packing=4, tile_tokens=4, tile_k=8)
     (exp / "accelerator.json").write_text(json.dumps(accel))
-    res = run_csim(exp, limit=100)
+    res = run_csim(exp, limit=100, build_dir=tmp_path / "build")
     params = (exp / "hls" / "qvit_params.hpp").read_text()
     assert "constexpr int PE_ROWS = 5;" in params and "constexpr int TILE_K = 8;" in params
     assert res["bit_exact_gemm"] and res["codes_bit_exact"] and res["logits_bit_exact"] == 1.0
+    # the counted cycles of every engine call agree with the latency model, and the report shows them
+    cyc = res["cycles"]
+    assert cyc["within_tolerance"] and all(r["counted"] > 0 for r in cyc["per_gemm"])
+    assert "fabric cycles counted vs latency model" in (exp / "report.md").read_text()
+
+
+@needs_gxx
+def test_cycle_check_catches_a_model_of_another_loop_nest(export_dir, tmp_path):
+    """The same counts priced for other tiles or another packing must disagree: the check can fail."""
+    from quasar_vit.hls import run_csim
+    from quasar_vit.hls.csim import compare_cycles
+
+    exp = tmp_path / "exp"
+    shutil.copytree(export_dir, exp, ignore=shutil.ignore_patterns("hls"))
+    run_csim(exp, limit=2, build_dir=tmp_path / "build")
+    layout = json.loads((exp / "hls" / "layout.json").read_text())
+    counted = json.loads((tmp_path / "build" / "free" / "cycles.json").read_text())
+    assert compare_cycles(layout, counted)["max_rel_err"] <= 0.10
+    for change in ({"tile_tokens": 2}, {"pe_rows": max(2, layout["design"]["pe_rows"] // 4)}):
+        other = json.loads(json.dumps(layout))
+        other["design"].update(change)
+        assert compare_cycles(other, counted)["max_rel_err"] > 0.10, change
 
 
 def test_generation_is_deterministic(export_dir, tmp_path):

@@ -209,6 +209,10 @@ def write_demo_report(out: Path, summary: dict[str, Any], pareto: dict[str, Any]
     for k, v in sorted(cs.items()):
         if isinstance(v, (int, float, str, bool)):
             lines.append(f"| C simulation: {k} | {v} |")
+    if isinstance(cs.get("cycles"), dict):
+        from quasar_vit.hls.csim import cycles_markdown
+
+        lines += ["", cycles_markdown(cs["cycles"]).replace("## ", "### ", 1).rstrip("\n")]
     lines += ["", "## Time per stage (this machine)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in summary.get("stage_seconds", {}).items()]
     path = out / "report.md"

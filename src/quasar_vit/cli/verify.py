@@ -32,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
         res["passed"] = bool(res["passed"] and res["csim"]["passed"])
         atomic_write_json(Path(args.dir) / "verify.json", res)  # the verdict on disk includes the C simulation
     print(json.dumps(res, indent=2))
+    if args.csim:
+        from quasar_vit.hls.csim import per_layer_cycles
+
+        print("fabric cycles per layer (C simulation count / latency model):")
+        for k, c, m in per_layer_cycles(res["csim"]["cycles"]):
+            print(f"  {k:<24} {c:>10} / {m:<10}")
     verdict = "PASSED" if res["passed"] else "FAILED"
     print(f"verify {verdict}: {res['agreement_percent']:.2f} % label agreement on {res['images']} images, "
           f"max |logit error| {res['max_abs_logit_error']:.2e}, "

@@ -10,7 +10,9 @@ What runs where (paper, section 4):
   Then one float rescale per output row (``s_x * s_row``) and the bias; the layer scale multiplies
   the branch output before the residual add.
 * **integer requantisation** - the ``P v`` accumulator goes straight into the 6-bit code of the
-  projection input: ``code = clamp(round(acc * M))`` with ``M = s_P * s_v / s_proj_in``.
+  projection input with a fixed-point multiplier and a shift, as gemmlowp/TFLite do (no float):
+  ``code = clamp((acc * mult + 2**(shift-1)) >> shift)`` with ``mult / 2**shift ~= s_P * s_v / s_proj_in``
+  and a 17-bit ``mult`` (one DSP48E2 per output row; :func:`requant_multiplier`).
 * **ARM cores, float** - LayerNorm, softmax, GELU (exact erf) and the residual adds, followed by the
   6-bit quantisation of their outputs (round half to even, clamp).
 
@@ -98,6 +100,30 @@ class single_thread_blas:
 def quantize(x: np.ndarray, step: float | np.ndarray, qn: int, qp: int) -> np.ndarray:
     """``clamp(round_half_even(x / step), qn, qp)`` as int32 (the rule of ``lsq.py``), in float32."""
     return np.clip(np.rint(np.asarray(x, F32) / F32(step)), qn, qp).astype(np.int32)
+
+
+REQUANT_MULT_BITS = 17   # mult in [2**16, 2**17): an 18-bit signed DSP48E2 port
+
+
+def requant_multiplier(m: float) -> tuple[int, int]:
+    """``(mult, shift)`` with ``mult / 2**shift`` the closest 17-bit fixed-point value of ``m > 0``."""
+    m = float(m)
+    if not (math.isfinite(m) and m > 0):
+        raise ValueError(f"requantisation factor must be a positive finite number, got {m}")
+    shift = (REQUANT_MULT_BITS - 1) - math.floor(math.log2(m))
+    mult = int(round(m * 2.0 ** shift))
+    if mult >= 2 ** REQUANT_MULT_BITS:
+        mult //= 2
+        shift -= 1
+    if not 1 <= shift <= 62:
+        raise ValueError(f"requantisation factor {m} is out of the fixed-point range (shift {shift})")
+    return mult, shift
+
+
+def requantize(acc: np.ndarray, mult: int, shift: int, qn: int, qp: int) -> np.ndarray:
+    """``clamp((acc * mult + 2**(shift-1)) >> shift, qn, qp)`` in int64 (round half up)."""
+    v = (np.asarray(acc, np.int64) * np.int64(mult) + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
+    return np.clip(v, qn, qp).astype(np.int32)
 
 
 def _bound(a_max: int, b_max: int, k: int) -> int:
@@ -252,8 +278,8 @@ class IntegerViT:
         av = self._act_matmul(pi, vi, up)                                   # int [B, H, T, hd]
         av = av.transpose(0, 2, 1, 3).reshape(b, t, heads * hd)
         proj = self.linears[f"{p}.proj"]
-        m = np.float64(s_a) * np.float64(s_v) / np.float64(proj.act_step)  # integer requantisation
-        oi = np.clip(np.rint(av * m), proj.qn, proj.qp).astype(np.int32)
+        mult, shift = requant_multiplier(np.float64(s_a) * np.float64(s_v) / np.float64(proj.act_step))
+        oi = requantize(av, mult, shift, proj.qn, proj.qp)                 # integer requantisation
         if trace is not None:
             trace.update({f"{p}.q": qi, f"{p}.k": ki, f"{p}.v": vi, f"{p}.attn": pi})
         o = self._linear(f"{p}.proj", None, trace, x_int=oi)
@@ -291,4 +317,5 @@ class IntegerViT:
         return logits, logits.argmax(-1)
 
 
-__all__ = ["IntegerViT", "IntegerLinear", "quantize", "int_matmul", "split_operand", "patchify"]
+__all__ = ["IntegerViT", "IntegerLinear", "quantize", "int_matmul", "split_operand", "patchify", "requant_multiplier",
+           "requantize"]

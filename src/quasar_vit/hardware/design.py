@@ -47,6 +47,9 @@ class AcceleratorDesign:
             raise HardwareError(f"design lut_cols={self.lut_cols} must be in [0, pe_cols={self.pe_cols}]")
         if self.packing == "lut" and self.lut_cols != self.pe_cols:
             raise HardwareError("a LUT-only design ('packing: lut') must have lut_cols == pe_cols")
+        if self.packing == 4 and (self.pe_cols % 2 or self.lut_cols % 2):
+            raise HardwareError(f"packing 4 pairs columns: pe_cols={self.pe_cols} and lut_cols={self.lut_cols} "
+                                "must be even")
         if self.tile_k % self.pe_cols:
             raise HardwareError(f"design tile_k={self.tile_k} must be a multiple of pe_cols={self.pe_cols}")
         if self.input_buffer_mem not in ("bram", "uram"):

@@ -75,7 +75,7 @@ def _arrays(plat: Platform) -> tuple[tuple[int, "int | str", int, int, int], ...
     for packing in packings:
         for cols in COLUMN_CHOICES:
             best = None
-            for lut_cols in ([cols] if packing == "lut" else range(0, cols + 1)):
+            for lut_cols in ([cols] if packing == "lut" else range(0, cols + 1, 2 if packing == 4 else 1)):
                 r = _max_rows(plat, packing, cols, lut_cols)
                 if r and (best is None or r * cols > best[0]):
                     best = (r * cols, packing, cols, r, lut_cols)

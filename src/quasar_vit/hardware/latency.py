@@ -1,11 +1,12 @@
 """Latency model: cycles of every layer of a subnet on one accelerator design.
 
-GEMMs (patch embedding, QKV, projection, MLP, head, and the attention matmuls) run on the
-fabric as tiled, double-buffered GEMMs: a tile's latency is ``max(compute, transfer of the next
-tile)`` plus a small control overhead; the first tile's load is exposed.  LayerNorm, Softmax and
-GELU run on the host (the ARM cores on Zynq boards) at their own per-element cost, plus a
-per-call hand-off and the DDR round trip of their data.  Fabric and host work are sequential
-(batch 1, each op depends on the previous).
+GEMMs (patch embedding, QKV, projection, MLP, head, and each head of the attention matmuls) run
+on the fabric as calls of the generated dataflow engine; their cycles are the engine's loop nest
+evaluated by :mod:`quasar_vit.hardware.engine` (the same trip counts the C simulation counts),
+plus the host's launch of each call.  LayerNorm, Softmax and GELU run on the host (the ARM cores
+on Zynq boards) at their own per-element cost, plus a per-call hand-off and the DDR round trip of
+their data.  Fabric and host work are sequential: the generated host program waits for each
+engine call (batch 1, each op depends on the previous), so no host time is hidden.
 
 Speed matters (the search calls this thousands of times), so costs are memoised per design:
 per GEMM shape, and per transformer block (embed, heads, MLP ratio, 8-bit share), whose costs
@@ -19,6 +20,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from quasar_vit.hardware.design import AcceleratorDesign
+from quasar_vit.hardware.engine import EngineTiming, GemmCycles, gemm_cycles, layer_row_tiles, stationary_row_tiles
 from quasar_vit.hardware.platforms import Platform
 from quasar_vit.space import LinearSpec, MatmulSpec, SubnetConfig
 
@@ -54,98 +56,63 @@ class CostContext:
         p = platform.params
         self.platform, self.design, self.params = platform, design, p
         self.clock_mhz = design.clock_mhz
-        self.bpc = platform.ddr_gbps * platform.ddr_efficiency * 1e3 / design.clock_mhz
-        self.R, self.C = design.pe_rows, design.pe_cols
-        self.Tn, self.Kb = design.tile_tokens, design.tile_k
-        self.wload = p.weight_reg_load_cycles
-        self.tile_ovh = p.tile_overhead_cycles
-        self.gemm_ovh = p.gemm_overhead_cycles
+        self.timing = EngineTiming.of(design, p)
+        self.R = design.pe_rows
         self.act_b, self.out_b = p.act_bytes, p.out_bytes
         self.cyc_per_ns = design.clock_mhz / 1000.0
+        self.launch = p.gemm_launch_us * 1000.0 * self.cyc_per_ns
+        # the board's DDR bytes per fabric cycle: a bound above the engine's own ports (ZCU102: 96 B
+        # per cycle against 3 x 16 B of ports, so it binds only on a bandwidth-starved board)
+        self.bpc = platform.ddr_gbps * platform.ddr_efficiency * 1e3 / design.clock_mhz
         self.host_ovh_ns = p.host_call_overhead_us * 1000.0
         self.host_bw = p.host_bw_gbps   # GB/s == bytes/ns
-        self.host_exposed = 1.0 - p.host_overlap
         self.host_ns = {"layernorm": p.host_layernorm_ns_per_elem, "softmax": p.host_softmax_ns_per_elem,
                         "gelu": p.host_gelu_ns_per_elem}
-        self.gemm_memo: dict[tuple, tuple[float, float, float]] = {}
+        self.gemm_memo: dict[tuple, GemmCycles] = {}
         self.block_memo: dict[tuple, tuple[float, float, float, int, int, float]] = {}
         self.resources = None   # filled by dse.evaluate (the design's Resources, subnet-independent)
 
     # ---- fabric GEMM --------------------------------------------------------------------------
-    def gemm(self, T: int, K: int, M_eff: int, out_cols: int, extra_read: float) -> tuple[float, float, float]:
-        """(cycles, compute cycles, DDR bytes) of a ``T x K`` by ``K x M_eff`` nibble-row GEMM.
-
-        ``out_cols`` real output columns are written back (``out_cols <= M_eff``); ``extra_read``
-        bytes per output element are read too (residual input of the fused residual add).
-        """
-        key = (T, K, M_eff, out_cols, extra_read)
+    def engine_call(self, tokens: int, k: int, tiles: tuple, mode: str) -> GemmCycles:
+        """Cycles of one engine call (memoised per shape)."""
+        key = (tokens, k, tiles, mode)
         hit = self.gemm_memo.get(key)
-        if hit is not None:
-            return hit
-        R, C, bpc = self.R, self.C, self.bpc
-        tn = min(self.Tn, T)
-        kp = -(-K // C)
-        reuse = K <= self.Kb
-        nt_full, t_rem = divmod(T, tn)
-        nm_full, m_rem = divmod(M_eff, R)
-        n_m = nm_full + (1 if m_rem else 0)
-        last_m = m_rem if m_rem else R
-        wb = 0.5 * K  # bytes of one nibble row
-        out_b = self.out_b + extra_read
-        total = comp_total = bytes_total = 0.0
-        # Row tiles of one token tile: the input tile is loaded with the first row tile (and again
-        # with every row tile if it does not fit the buffer).  Outputs (and the residual input of
-        # the fused residual add) stream out on the AXI write side while later tiles compute, so
-        # they only bound the total: time >= all DDR traffic / bandwidth.  Both terms are
-        # monotone in every dimension, hence so is the cost.
-        for t, ct in ((tn, nt_full), (t_rem, 1 if t_rem else 0)):
-            if not ct:
-                continue
-            comp = kp * max(t, self.wload) + self.tile_ovh
-            in_b = t * K * self.act_b
-            if n_m == 1:
-                tiles = ((last_m * wb + in_b, 1),)
-            else:
-                again = 0.0 if reuse else in_b
-                tiles = ((R * wb + in_b, 1), (R * wb + again, n_m - 2), (last_m * wb + again, 1))
-            for byt, cm in tiles:
-                if not cm:
-                    continue
-                n = ct * cm
-                xfer = byt / bpc
-                total += n * (comp if comp > xfer else xfer)
-                comp_total += n * comp
-                bytes_total += n * byt
-        bytes_total += T * out_cols * out_b
-        stream = bytes_total / bpc
-        if stream > total:
-            total = stream
-        first = (min(R, M_eff) * wb + min(tn, T) * K * self.act_b) / bpc
-        res = (total + first + self.gemm_ovh, comp_total, bytes_total)
-        self.gemm_memo[key] = res
-        return res
+        if hit is None:
+            hit = self.gemm_memo[key] = gemm_cycles(self.design, self.timing, tokens, k, tiles, mode)
+        return hit
+
+    def _bytes(self, g: GemmCycles) -> float:
+        return (g.read_beats + g.write_beats) * self.timing.axi_bytes
+
+    def _fabric(self, g: GemmCycles) -> float:
+        """An engine call's cycles: its loop nest, or the board's DDR bandwidth if that is lower."""
+        ddr = self._bytes(g) / self.bpc
+        return g.total if g.total >= ddr else ddr
 
     def linear(self, l: LinearSpec) -> LayerCost:
-        extra = self.act_b if l.name.endswith((".proj", ".fc2")) else 0.0
+        tiles = layer_row_tiles(l.out_features, l.n8_rows, l.sections, self.R)
+        mode = "ls_residual" if l.name.endswith((".proj", ".fc2")) else "affine"
+        g = self.engine_call(l.tokens, l.in_features, tiles, mode)
         m_eff = l.out_features + l.n8_rows
-        cyc, comp, byt = self.gemm(l.tokens, l.in_features, m_eff, l.out_features, extra)
-        return LayerCost(l.name, "linear", "fabric", l.macs, l.tokens * l.in_features * m_eff, cyc, comp, byt)
+        return LayerCost(l.name, "linear", "fabric", l.macs, l.tokens * l.in_features * m_eff,
+                         self._fabric(g) + self.launch, g.busy[2], self._bytes(g))
 
     def matmul(self, m: MatmulSpec) -> LayerCost:
-        m_eff = ACT_ACT_PASSES * m.n
-        cyc, comp, byt = self.gemm(m.m, m.k, m_eff, m.n, 0.0)
+        """One engine call per head; the stationary operand (k rows, v columns) as nibble pairs."""
+        tiles = stationary_row_tiles(m.n, self.R)
+        mode = "scores" if m.name.endswith(".qk") else "requant"
+        g = self.engine_call(m.m, m.k, tiles, mode)
         h = m.heads
         return LayerCost(m.name, "matmul", "fabric", m.macs, m.macs * ACT_ACT_PASSES,
-                         h * (cyc - self.gemm_ovh) + self.gemm_ovh, h * comp, h * byt)
+                         h * (self._fabric(g) + self.launch), h * g.busy[2], h * self._bytes(g))
 
     # ---- host ops -----------------------------------------------------------------------------
     def host(self, name: str, op: str, elems: int) -> LayerCost:
-        """Exposed time of a host op: hand-off + max(compute, DDR round trip), minus the share
-        hidden behind fabric work (``host_overlap``)."""
+        """Time of a host op: hand-off + max(compute, DDR round trip)."""
         byt = elems * (self.act_b + self.out_b)
         work = elems * self.host_ns[op]
         mem = byt / self.host_bw
-        ns = (self.host_ovh_ns + (work if work > mem else mem)) * self.host_exposed
+        ns = self.host_ovh_ns + (work if work > mem else mem)
         return LayerCost(name, op, "host", 0, 0, ns * self.cyc_per_ns, 0.0, byt)
 
     # ---- whole subnet -------------------------------------------------------------------------

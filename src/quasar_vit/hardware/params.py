@@ -3,9 +3,10 @@
 Every number the latency and resource model uses that is not a device count lives here, with a
 default and its source, so that a platform YAML can override it (``params:`` section) without a
 code change.  Sources: ``paper`` (Quasar-ViT, ICS 2024, table of multiply-unit costs),
-``datasheet`` (AMD UltraScale+ memory primitives), ``calibrated`` (fitted once so that the
-ZCU102 prediction of the paper's two operating points lands within 15 %; see
-``docs/hardware-model.md``) and ``assumed`` (engineering estimate, not fitted).
+``datasheet`` (AMD UltraScale+ memory primitives and AXI ports), ``calibrated`` (resource glue,
+fitted once to the paper's LUT/FF percentages; see ``docs/hardware-model.md``) and ``assumed``
+(engineering estimate, not fitted).  The fabric latency has no fitted constant: it is the trip
+count of the generated loops (:mod:`quasar_vit.hardware.engine`) with the pipeline depths below.
 """
 from __future__ import annotations
 
@@ -43,17 +44,22 @@ class ModelParams:
     # --- DDR traffic -----------------------------------------------------------------------
     act_bytes: float = 1.0                  # bytes per activation in DDR
     out_bytes: float = 1.0                  # bytes per output activation written back
-    # --- control overheads (calibrated) ----------------------------------------------------
-    tile_overhead_cycles: int = 12          # calibrated: loop control / pipeline drain per tile
-    gemm_overhead_cycles: int = 300         # calibrated: descriptor setup + pipeline fill per GEMM
+    # --- the generated engine's ports and pipelines (hardware/engine.py) -------------------
+    axi_bits: int = 128                     # datasheet: Zynq UltraScale+ PS-PL HP port data width
+    axi_read_latency_cycles: int = 64       # assumed: request to first beat of an HP-port read burst
+    array_pipeline_base: int = 4            # assumed: unpack + multiply + accumulate stages of the
+                                            #   array loop (plus log2(pe_cols) adder-tree levels)
+    param_pipeline_depth: int = 2           # assumed: output-stage parameter read loop
+    output_pipeline_depth: int = 8          # assumed: float multiply-add of the output stage at 150 MHz
+    store_pipeline_depth: int = 4           # assumed: store loop
+    gemm_launch_us: float = 2.0             # assumed: A53 writes the AXI-Lite registers, starts the
+                                            #   kernel and sees ap_done, per qvit_gemm call
     # --- nonlinear ops on the host / ARM cores (calibrated for 4x Cortex-A53 with NEON) -----
     host_layernorm_ns_per_elem: float = 0.25  # calibrated, all cores together
     host_softmax_ns_per_elem: float = 0.30    # calibrated
     host_gelu_ns_per_elem: float = 0.20       # calibrated (table-based GELU)
     host_call_overhead_us: float = 10.0       # calibrated: PL<->PS hand-off, cache maintenance
     host_bw_gbps: float = 8.0                 # assumed: DDR throughput seen by the A53 cluster
-    host_overlap: float = 0.5                 # calibrated: share of host time hidden behind fabric
-                                              #   work (token-tile pipelining PS<->PL)
     final_norm_cls_only: bool = True          # assumed: final LayerNorm on the class token only
 
     @classmethod
@@ -82,8 +88,6 @@ class ModelParams:
                     clean[k] = float(v)
             except (TypeError, ValueError):
                 raise HardwareError(f"{where}: parameter '{k}' must be a {type(default).__name__}, got {v!r}") from None
-            if k == "host_overlap" and not 0 <= clean[k] < 1:
-                raise HardwareError(f"{where}: parameter 'host_overlap' must be in [0, 1), got {v!r}")
             if not isinstance(default, bool) and clean[k] < 0:
                 raise HardwareError(f"{where}: parameter '{k}' must be >= 0, got {v!r}")
         return replace(cls(), **clean)

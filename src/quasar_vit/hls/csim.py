@@ -27,6 +27,30 @@ from quasar_vit.hls.generator import (BLOB_NAME, CSIM_BINARY, CSIM_SOURCES, CXXF
                                       generate_hls)
 
 
+def ap_types_dir() -> Path:
+    """The Vivado/Vitis ``ap_types`` headers (``ap_int.h``, ``ap_fixed.h``, ``hls_stream.h``).
+
+    ``QVIT_AP_TYPES`` names a folder; otherwise the copy that the ``hls4ml`` package ships
+    (Apache-2.0) is used, found without importing hls4ml.
+    """
+    import importlib.util
+    import os
+
+    env = os.environ.get("QVIT_AP_TYPES")
+    if env:
+        path = Path(env)
+        if not (path / "ap_int.h").is_file():
+            raise ExportError(f"QVIT_AP_TYPES={env} holds no ap_int.h")
+        return path
+    spec = importlib.util.find_spec("hls4ml")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "templates" / "vivado" / "ap_types"
+        if (path / "ap_int.h").is_file() and (path / "hls_stream.h").is_file():
+            return path
+    raise ExportError("C simulation needs the HLS ap_types headers (ap_int.h, hls_stream.h): "
+                      "pip install 'quasar-vit[hls]' (they come with hls4ml), or set QVIT_AP_TYPES")
+
+
 def find_compiler(cxx: str | None = None) -> str:
     cxx = cxx or "g++"
     path = shutil.which(cxx)
@@ -45,7 +69,7 @@ def compile_csim(hls_dir: str | Path, build_dir: str | Path | None = None, cxx: 
         if not (hls_dir / src).is_file():
             raise ExportError(f"{hls_dir} lacks {src}: generate the HLS code first (quasar-vit hls EXPORT)")
     binary = build / CSIM_BINARY
-    cmd = [find_compiler(cxx), *CXXFLAGS, "-I", str(hls_dir), "-o", str(binary),
+    cmd = [find_compiler(cxx), *CXXFLAGS, "-I", str(hls_dir), "-I", str(ap_types_dir()), "-o", str(binary),
            *[str(hls_dir / s) for s in CSIM_SOURCES]]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -86,6 +110,97 @@ def _reference(export_dir: Path, x: np.ndarray, layout: dict[str, Any], batch: i
             parts.append(np.asarray(a).reshape(b, -1).astype(np.int64))
         accs.append(np.concatenate(parts, axis=1))
     return np.concatenate(logits).astype(np.float32), np.concatenate(codes), np.concatenate(accs)
+
+
+CYCLE_TOLERANCE = 0.10   # model vs counted cycles, per engine call
+
+
+def model_cycles(layout: dict[str, Any]) -> list[int]:
+    """The latency model's cycles of every engine call in ``layout["gemms"]`` (hardware/engine.py),
+    priced from the GEMM shapes alone: the row tiles come from the model's own nibble program."""
+    from quasar_vit.hardware.design import AcceleratorDesign
+    from quasar_vit.hardware.engine import EngineTiming, gemm_cycles, layer_row_tiles, stationary_row_tiles
+
+    d = layout["design"]
+    design = AcceleratorDesign(d["platform"], float(d["clock_mhz"]), int(d["pe_rows"]), int(d["pe_cols"]),
+                               d["packing"], int(d["lut_cols"]), int(d["tile_tokens"]), int(d["tile_k"]),
+                               d.get("input_buffer_mem", "bram"))
+    timing = EngineTiming(int(d["axi_bytes"]), int(d["axi_latency"]), int(d["compute_depth"]),
+                          int(d["param_depth"]), int(d["output_depth"]), int(d["store_depth"]))
+    out = []
+    for g in layout["gemms"]:
+        if g.get("stationary"):
+            tiles = stationary_row_tiles(int(g["rows"]), design.pe_rows)
+        else:
+            tiles = layer_row_tiles(int(g["rows"]), int(g["n8_rows"]), int(g["sections"]), design.pe_rows)
+        out.append(gemm_cycles(design, timing, int(g["tokens"]), int(g["k"]), tiles, g["mode"]).total)
+    return out
+
+
+def compare_cycles(layout: dict[str, Any], counted: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per engine call: cycles counted in the C simulation beside the model's; worst relative error."""
+    model = model_cycles(layout)
+    if len(counted) != len(model):
+        raise ExportError(f"cycles.json has {len(counted)} records, the layout {len(model)} engine calls")
+    rows, worst = [], 0.0
+    for g, c, m in zip(layout["gemms"], counted, model):
+        n = int(c["total"])
+        err = abs(m - n) / n if n else (0.0 if m == 0 else 1.0)
+        worst = max(worst, err)
+        rows.append({"key": g["key"], "counted": n, "model": int(m), "rel_err": round(err, 5),
+                     "busy": dict(zip(("load_x", "load_w", "compute", "output", "store"), c["busy"]))})
+    counted_total, model_total = sum(r["counted"] for r in rows), sum(r["model"] for r in rows)
+    return {"per_gemm": rows, "max_rel_err": worst, "within_tolerance": worst <= CYCLE_TOLERANCE,
+            "tolerance": CYCLE_TOLERANCE, "counted_total": counted_total, "model_total": model_total,
+            "clock_mhz": float(layout["design"]["clock_mhz"])}
+
+
+def per_layer_cycles(cycles: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """``(layer, counted, model)`` with the per-head attention calls summed (for reports)."""
+    out: dict[str, list[int]] = {}
+    for r in cycles["per_gemm"]:
+        key = r["key"]
+        parts = key.split(".")
+        if len(parts) == 4 and parts[2] in ("scores", "av"):
+            key = ".".join(parts[:3])
+        acc = out.setdefault(key, [0, 0])
+        acc[0] += r["counted"]
+        acc[1] += r["model"]
+    return [(k, v[0], v[1]) for k, v in out.items()]
+
+
+CYCLES_SECTION = "## C simulation: fabric cycles counted vs latency model"
+
+
+def cycles_markdown(cycles: dict[str, Any]) -> str:
+    """Per-layer table of counted and model cycles (attention heads summed)."""
+    mhz = cycles["clock_mhz"]
+    L = [CYCLES_SECTION, "",
+         f"Cycles of the generated engine counted by its loop counters in the C simulation, beside the "
+         f"latency model's (`hardware/engine.py`); worst engine call {100 * cycles['max_rel_err']:.2f} % "
+         f"(tolerance {100 * cycles['tolerance']:.0f} %).", "",
+         "| layer | counted cycles | model cycles | error |", "|---|---|---|---|"]
+    for k, c, m in per_layer_cycles(cycles):
+        L.append(f"| {k} | {c} | {m} | {100 * (m - c) / c if c else 0.0:+.2f} % |")
+    ct, mt = cycles["counted_total"], cycles["model_total"]
+    L.append(f"| **all engine calls** | **{ct}** ({ct / mhz / 1e3:.3f} ms) | **{mt}** ({mt / mhz / 1e3:.3f} ms) | "
+             f"{100 * (mt - ct) / ct if ct else 0.0:+.2f} % |")
+    return "\n".join(L) + "\n"
+
+
+def _update_report(export_dir: Path, cycles: dict[str, Any]) -> None:
+    """Put the cycles section into the export's report.md (replacing an earlier one)."""
+    from quasar_vit.utils.io import atomic_write_text
+
+    path = export_dir / "report.md"
+    if not path.is_file():
+        return
+    text = path.read_text()
+    if CYCLES_SECTION in text:
+        head, rest = text.split(CYCLES_SECTION, 1)
+        nxt = rest.find("\n## ")
+        text = head + (rest[nxt + 1:] if nxt >= 0 else "")
+    atomic_write_text(path, text.rstrip("\n") + "\n\n" + cycles_markdown(cycles))
 
 
 def _run(binary: Path, hls_dir: Path, images: Path, n: int, out: Path, ref_codes: Path | None) -> dict[str, Any]:
@@ -151,6 +266,11 @@ def run_csim(export_dir: str | Path, limit: int = 100, data_root: str | None = N
         codes = np.fromfile(build / "free" / "codes.bin", np.int8).reshape(n, cb)
         acc_free = np.fromfile(build / "free" / "acc.bin", np.int32).reshape(n, aw)
         acc_forced = np.fromfile(build / "forced" / "acc.bin", np.int32).reshape(n, aw)
+        try:
+            counted = json.loads((build / "free" / "cycles.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ExportError(f"the C simulation wrote no readable cycles.json ({exc})") from None
+        cycles = compare_cycles(layout, counted)
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
@@ -184,9 +304,11 @@ def run_csim(export_dir: str | Path, limit: int = 100, data_root: str | None = N
                     "csim_run": round(float(free.get("wall_seconds", 0.0)), 3),
                     "csim_forced_run": round(float(forced.get("wall_seconds", 0.0)), 3)},
     }
-    res["passed"] = bool(gemm_exact and res["label_agreement"] >= 0.99)
+    res["cycles"] = cycles
+    res["passed"] = bool(gemm_exact and res["label_agreement"] >= 0.99 and cycles["within_tolerance"])
     if write:
         (hls / "csim.json").write_text(json.dumps(res, indent=2) + "\n")
+        _update_report(export_dir, cycles)
     return res
 
 
@@ -194,7 +316,10 @@ def csim_verdict(res: dict[str, Any]) -> str:
     """One line on a :func:`run_csim` result (printed by ``hls --csim`` and ``verify --csim``)."""
     return (f"csim {'PASSED' if res['passed'] else 'FAILED'}: {res['images']} images, integer GEMMs bit-exact: "
             f"{res['bit_exact_gemm']}, codes bit-exact: {res['codes_bit_exact']}, logits bit-exact on "
-            f"{100 * res['logits_bit_exact']:.1f} % of images, label agreement {100 * res['label_agreement']:.1f} %")
+            f"{100 * res['logits_bit_exact']:.1f} % of images, label agreement {100 * res['label_agreement']:.1f} %, "
+            f"fabric cycles counted {res['cycles']['counted_total']} vs model {res['cycles']['model_total']} "
+            f"(worst engine call {100 * res['cycles']['max_rel_err']:.1f} %)")
 
 
-__all__ = ["run_csim", "compile_csim", "csim_verdict", "find_compiler"]
+__all__ = ["run_csim", "compile_csim", "csim_verdict", "find_compiler", "ap_types_dir", "model_cycles",
+           "compare_cycles", "per_layer_cycles", "cycles_markdown", "CYCLE_TOLERANCE"]

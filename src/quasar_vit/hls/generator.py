@@ -29,6 +29,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from quasar_vit.errors import ExportError, HardwareError
+from quasar_vit.export.reference import requant_multiplier
+from quasar_vit.hardware.engine import ROW_4BIT, ROW_HI, ROW_LO, ROW_PAD, EngineTiming, nibble_program
 from quasar_vit.utils.io import atomic_dir, read_json
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -40,6 +42,7 @@ GENERATOR_VERSION = 1
 # rendered template -> output file
 TEMPLATES = {
     "qvit_params.hpp.j2": "qvit_params.hpp",
+    "qvit_pack.hpp.j2": "qvit_pack.hpp",
     "qvit_kernel.hpp.j2": "qvit_kernel.hpp",
     "qvit_kernel.cpp.j2": "qvit_kernel.cpp",
     "qvit_host.cpp.j2": "qvit_host.cpp",
@@ -53,7 +56,6 @@ CXXFLAGS = ["-O2", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-Wall",
 CSIM_SOURCES = ["qvit_kernel.cpp", "qvit_host.cpp"]
 CSIM_BINARY = "qvit_csim"
 
-ROW_PAD, ROW_4BIT, ROW_HI, ROW_LO = 0, 1, 2, 3
 
 
 # ---- number formatting -----------------------------------------------------------------------
@@ -77,26 +79,24 @@ def c_ident(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
-# ---- nibble-row program --------------------------------------------------------------------------
-def nibble_program(is8: np.ndarray, pe_rows: int) -> tuple[list[int], list[int]]:
-    """``(kinds, sources)`` per nibble row; ``sources`` index the output row (-1 for pad rows).
+# ---- packed DDR layouts -----------------------------------------------------------------------------------
+def code_row_bytes(n: int, axi_bytes: int) -> int:
+    """Bytes of a row of ``n`` 6-bit codes in DDR, rounded up to whole AXI beats (``code_row_bytes``)."""
+    return -(-n // axi_bytes) * axi_bytes
 
-    Same rule as ``build_row_program`` in the generated kernel: rows in order, an 8-bit row takes
-    two nibble rows and never straddles a tile of ``pe_rows`` rows.
-    """
-    kinds: list[int] = []
-    src: list[int] = []
-    for o, b8 in enumerate(np.asarray(is8, bool)):
-        if b8:
-            if pe_rows > 1 and len(kinds) % pe_rows == pe_rows - 1:
-                kinds.append(ROW_PAD)
-                src.append(-1)
-            kinds += [ROW_HI, ROW_LO]
-            src += [o, o]
-        else:
-            kinds.append(ROW_4BIT)
-            src.append(o)
-    return kinds, src
+
+def nibble_row_bytes(n: int, axi_bytes: int) -> int:
+    """Bytes of a row of ``n`` nibbles, two per byte, rounded up to whole beats (``nibble_row_bytes``)."""
+    return -(-((n + 1) // 2) // axi_bytes) * axi_bytes
+
+
+def pack_nibbles(nib: np.ndarray, row_bytes: int) -> np.ndarray:
+    """``[rows][k]`` nibbles (signed or unsigned 4-bit) -> ``[rows][row_bytes]`` bytes, column ``2j`` in
+    the low nibble of byte ``j`` and ``2j + 1`` in its high nibble."""
+    rows, k = nib.shape
+    n = np.zeros((rows, 2 * row_bytes), np.uint8)
+    n[:, :k] = nib.astype(np.int16) & 15
+    return (n[:, 0::2] | (n[:, 1::2] << 4)).astype(np.uint8)
 
 
 class _Blob:
@@ -150,6 +150,15 @@ def _read_export(export_dir: Path) -> tuple[dict, dict, dict[str, np.ndarray], d
     return accel, manifest, arrays, subnet
 
 
+def _per_nibble_row(values: np.ndarray, kinds: list[int], src: list[int]) -> np.ndarray:
+    """A per-output-row float array laid out per nibble row (zero on pad and high-nibble rows)."""
+    out = np.zeros(len(kinds), np.float32)
+    for n, (kd, o) in enumerate(zip(kinds, src)):
+        if kd in (ROW_4BIT, ROW_LO):
+            out[n] = values[o]
+    return out
+
+
 def _design(accel: Mapping[str, Any]) -> dict[str, Any]:
     from quasar_vit.hardware.design import AcceleratorDesign
 
@@ -157,13 +166,19 @@ def _design(accel: Mapping[str, Any]) -> dict[str, Any]:
         d = AcceleratorDesign.from_dict(accel["design"])
     except HardwareError as exc:
         raise ExportError(f"accelerator.json: {exc}") from None
-    part = ""
+    from quasar_vit.hardware.params import ModelParams
+
+    part, params = "", ModelParams()
     try:
         from quasar_vit.hardware import load_platform
 
-        part = load_platform(d.platform).part
+        plat = load_platform(d.platform)
+        part, params = plat.part, plat.params
     except Exception:  # noqa: BLE001 - a custom board file that is not at hand
         part = ""
+    timing = EngineTiming.of(d, params)
+    if d.packing == 4 and (d.pe_cols % 2 or d.lut_cols % 2):
+        raise ExportError(f"packing 4 needs an even number of columns and LUT columns, got {d.describe()}")
     packing = d.packing
     return {
         "platform": d.platform, "part": part or "xczu9eg-ffvb1156-2-e", "part_known": bool(part),
@@ -174,6 +189,9 @@ def _design(accel: Mapping[str, Any]) -> dict[str, Any]:
         "dsp_cols": d.dsp_cols, "units": d.units, "dsp_slices": d.dsp_slices,
         "input_buffer_mem": d.input_buffer_mem,
         "describe": d.describe(),
+        "axi_bits": 8 * timing.axi_bytes, "axi_bytes": timing.axi_bytes, "axi_latency": timing.axi_latency,
+        "compute_depth": timing.compute_depth, "param_depth": timing.param_depth,
+        "output_depth": timing.output_depth, "store_depth": timing.store_depth,
     }
 
 
@@ -207,6 +225,7 @@ def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
         return arrays[k]
 
     layers: dict[str, dict[str, Any]] = {}
+    layer_rows: dict[str, tuple[list[int], list[int]]] = {}
     for info in manifest["layers"]:
         name = info["name"]
         w_int = g(f"{name}.w_int").astype(np.int32)
@@ -229,18 +248,24 @@ def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
                 nib[n] = lo[pos8[o]]
         act_step = F32(g(f"{name}.act_step"))
         scale = (act_step * g(f"{name}.step").astype(F32)).astype(F32)   # s_x * s_row, as reference.py
+        bias = g(f"{name}.bias").astype(F32)
         cid = c_ident(name)
         rng = srange if info.get("act_signed", True) else urange
+        ldw = nibble_row_bytes(K, design["axi_bytes"])
         layers[name] = {
             "name": name, "cname": cid, "in_features": int(K), "out_features": int(M),
             "n8_rows": int(is8.sum()), "nibble_rows": len(kinds), "pad_rows": kinds.count(ROW_PAD),
+            "ldw": ldw, "ldx": code_row_bytes(K, design["axi_bytes"]),
             "act_step": hex_f32(act_step), "act_step_dec": f"{float(act_step):.9g}",
             "qn": rng[0], "qp": rng[1],
-            "w_off": blob.add(f"{name}.nibbles", nib, "i1"),
+            "w_off": blob.add(f"{name}.nibbles", pack_nibbles(nib, ldw), "u1"),
             "kind_off": blob.add(f"{name}.row_kind", np.asarray(kinds, np.uint8), "u1"),
-            "scale_off": blob.add(f"{name}.scale", scale, "f4"),
-            "bias_off": blob.add(f"{name}.bias", g(f"{name}.bias").astype(F32), "f4"),
+            # output-stage parameters per nibble row (the output stage reads them row tile by row tile)
+            "scale_off": blob.add(f"{name}.scale", _per_nibble_row(scale, kinds, src), "f4"),
+            "bias_off": blob.add(f"{name}.bias", _per_nibble_row(bias, kinds, src), "f4"),
+            "ls_off": 0,
         }
+        layer_rows[name] = (kinds, src)
     glob = {
         "cls_off": blob.add("cls_token", g("cls_token").astype(F32), "f4"),
         "pos_off": blob.add("pos_embed", g("pos_embed").astype(F32), "f4"),
@@ -258,7 +283,13 @@ def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
         hidden = layers[f"{pre}.fc1"]["out_features"]
         s = {n: F32(g(f"{pre}.{n}.step")) for n in ("aq_q", "aq_k", "aq_v", "aq_attn")}
         proj_step = F32(g(f"{pre}.proj.act_step"))
-        requant = np.float64(s["aq_attn"]) * np.float64(s["aq_v"]) / np.float64(proj_step)
+        try:
+            mult, shift = requant_multiplier(np.float64(s["aq_attn"]) * np.float64(s["aq_v"]) / np.float64(proj_step))
+        except ValueError as exc:
+            raise ExportError(f"{pre}: {exc}") from None
+        for lname, ls_key in ((f"{pre}.proj", "ls1"), (f"{pre}.fc2", "ls2")):
+            kinds, src = layer_rows[lname]
+            layers[lname]["ls_off"] = blob.add(f"{lname}.ls", _per_nibble_row(g(f"{pre}.{ls_key}").astype(F32), kinds, src), "f4")
         qkv = layers[f"{pre}.qkv"]
         if qkv["out_features"] != 3 * H * hd or layers[f"{pre}.proj"]["in_features"] != H * hd:
             raise ExportError(f"{pre}: qkv/proj shapes do not match {H} heads of dim {hd}")
@@ -269,13 +300,11 @@ def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
             "s_q": hex_f32(s["aq_q"]), "s_k": hex_f32(s["aq_k"]), "s_v": hex_f32(s["aq_v"]),
             "s_attn": hex_f32(s["aq_attn"]),
             "score_scale": hex_f32(F32(s["aq_q"] * s["aq_k"])),
-            "requant_m": hex_f64(requant),
+            "requant_mult": mult, "requant_shift": shift,
             "norm1_w_off": blob.add(f"{pre}.norm1.weight", g(f"{pre}.norm1.weight").astype(F32), "f4"),
             "norm1_b_off": blob.add(f"{pre}.norm1.bias", g(f"{pre}.norm1.bias").astype(F32), "f4"),
             "norm2_w_off": blob.add(f"{pre}.norm2.weight", g(f"{pre}.norm2.weight").astype(F32), "f4"),
             "norm2_b_off": blob.add(f"{pre}.norm2.bias", g(f"{pre}.norm2.bias").astype(F32), "f4"),
-            "ls1_off": blob.add(f"{pre}.ls1", g(f"{pre}.ls1").astype(F32), "f4"),
-            "ls2_off": blob.add(f"{pre}.ls2", g(f"{pre}.ls2").astype(F32), "f4"),
         })
         points += [{"key": f"{pre}.qkv.in", "shape": [T, E]},
                    {"key": f"{pre}.q", "shape": [H, T, hd]}, {"key": f"{pre}.k", "shape": [H, T, hd]},
@@ -284,17 +313,29 @@ def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
                    {"key": f"{pre}.fc1.in", "shape": [T, E]}, {"key": f"{pre}.fc2.in", "shape": [T, hidden]}]
     points.append({"key": "head.in", "shape": [E]})
     # GEMM accumulators dumped by the host, in execution order
-    gemms: list[dict[str, Any]] = [{"key": "patch_embed", "kind": "linear", "shape": [patches, layers["patch_embed"]["out_features"]]}]
+    # GEMM calls in execution order: their accumulators are dumped by the host, their cycles counted;
+    # each carries its shape so that the latency model can price it independently of the kernel
+    sections = {l["name"]: int(l.get("sections", 1)) for l in manifest["layers"]}
+
+    def lin(key: str, tokens: int, mode: str) -> dict[str, Any]:
+        L = layers[key]
+        return {"key": key, "kind": "linear", "shape": [tokens, L["out_features"]], "tokens": tokens,
+                "k": L["in_features"], "rows": L["out_features"], "n8_rows": L["n8_rows"],
+                "sections": sections[key], "mode": mode}
+
+    gemms: list[dict[str, Any]] = [lin("patch_embed", patches, "affine")]
     for i, b in enumerate(blocks):
         pre = f"blocks.{i}"
-        gemms.append({"key": f"{pre}.qkv", "kind": "linear", "shape": [T, 3 * b["heads"] * hd]})
+        gemms.append(lin(f"{pre}.qkv", T, "affine"))
         for h in range(b["heads"]):
-            gemms.append({"key": f"{pre}.scores.{h}", "kind": "scores", "block": i, "head": h, "shape": [T, T]})
+            gemms.append({"key": f"{pre}.scores.{h}", "kind": "scores", "block": i, "head": h, "shape": [T, T],
+                          "tokens": T, "k": hd, "rows": T, "stationary": True, "mode": "scores"})
         for h in range(b["heads"]):
-            gemms.append({"key": f"{pre}.av.{h}", "kind": "av", "block": i, "head": h, "shape": [T, hd]})
-        for n in ("proj", "fc1", "fc2"):
-            gemms.append({"key": f"{pre}.{n}", "kind": "linear", "shape": [T, layers[f"{pre}.{n}"]["out_features"]]})
-    gemms.append({"key": "head", "kind": "linear", "shape": [1, layers["head"]["out_features"]]})
+            gemms.append({"key": f"{pre}.av.{h}", "kind": "av", "block": i, "head": h, "shape": [T, hd],
+                          "tokens": T, "k": T, "rows": hd, "stationary": True, "mode": "requant"})
+        gemms += [lin(f"{pre}.proj", T, "ls_residual"), lin(f"{pre}.fc1", T, "affine"),
+                  lin(f"{pre}.fc2", T, "ls_residual")]
+    gemms.append(lin("head", 1, "affine"))
 
     lin_list = [layers[l["name"]] for l in manifest["layers"]]
     max_nib = max([l["nibble_rows"] for l in lin_list] + [2 * n + n // max(1, design["pe_rows"]) + 2 for n in (T, hd)])
@@ -320,6 +361,11 @@ def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
         "max_heads": max(int(h) for h in sub["num_heads"]),
         "max_width": max([E, 3 * max(int(h) for h in sub["num_heads"]) * hd] + [b["hidden"] for b in blocks]),
         "max_nibble_rows": int(max_nib),
+        "depth_x": max(gm["tokens"] * code_row_bytes(gm["k"], design["axi_bytes"]) for gm in gemms),
+        "depth_w": max([l["nibble_rows"] * l["ldw"] for l in lin_list]
+                       + [max_nib * nibble_row_bytes(max(T, hd), design["axi_bytes"])]),
+        "depth_y": T * max([E, T, 3 * max(int(h) for h in sub["num_heads"]) * hd] + [b["hidden"] for b in blocks]),
+        "depth_codes": T * max(b["attn_dim"] for b in blocks),
         "total_rows": sum(l["out_features"] for l in lin_list),
         "total_n8": sum(l["n8_rows"] for l in lin_list),
     }
@@ -331,9 +377,20 @@ def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
         "acc_words_per_image": int(sum(int(np.prod(gm["shape"])) for gm in gemms)),
         "blob": {"file": BLOB_NAME, "bytes": len(blob_bytes), "sha256": hashlib.sha256(blob_bytes).hexdigest(),
                  "entries": blob.entries},
-        "build": {"cxxflags": " ".join(CXXFLAGS), "sources": CSIM_SOURCES, "binary": CSIM_BINARY},
+        "build": {"cxxflags": " ".join(CXXFLAGS), "sources": CSIM_SOURCES, "binary": CSIM_BINARY,
+                  "ap_types": _ap_types_hint()},
     }
     return ctx, blob_bytes
+
+
+def _ap_types_hint() -> str:
+    """Where the Makefile looks for ap_types by default (the hls4ml copy when installed)."""
+    from quasar_vit.hls.csim import ap_types_dir
+
+    try:
+        return str(ap_types_dir())
+    except ExportError:
+        return "/path/to/ap_types"
 
 
 def _env():
