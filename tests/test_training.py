@@ -190,3 +190,32 @@ def test_config_rejects_a_negative_quantizer_step_lr_scale():
 
     with pytest.raises(ConfigError, match="quant_step_lr_scale"):
         load_config("fmnist-tiny", ["train.quant_step_lr_scale=-1"])
+
+
+GLOO_TEARDOWN = r"""
+import os, torch
+from quasar_vit.training.distributed import cleanup, init_distributed
+import torch.distributed as dist
+init_distributed("cpu")
+p = torch.nn.Parameter(torch.ones(4))
+torch.optim.AdamW([p])        # imports torch._dynamo lazily, as the trainer does
+t = torch.ones(1)
+dist.all_reduce(t)
+cleanup()
+names = [open(f"/proc/self/task/{i}/comm").read().strip() for i in os.listdir("/proc/self/task")]
+print("GLOO_THREADS", sum(n.startswith(("gloo", "pt_gloo")) for n in names))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_cleanup_really_stops_gloo_threads(tmp_path):
+    """After cleanup() no gloo thread may survive to be torn down during interpreter exit (the cause
+    of a rank's SIGABRT 'terminate called without an active exception' at the end of training)."""
+    script = tmp_path / "teardown.py"
+    script.write_text(GLOO_TEARDOWN)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = [int(l.split()[-1]) for l in proc.stdout.splitlines() if l.startswith("GLOO_THREADS")]
+    assert counts == [0, 0], proc.stdout

@@ -19,10 +19,17 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from quasar_vit.config import load_config
+    from quasar_vit.training.distributed import cleanup
     from quasar_vit.training.trainer import train_supernet
 
     cfg = load_config(args.config, args.overrides)
-    summary = train_supernet(cfg, args.out, resume=args.resume, device=args.device, progress=args.progress)
+    try:
+        summary = train_supernet(cfg, args.out, resume=args.resume, device=args.device, progress=args.progress)
+    finally:
+        # train_supernet destroys the process group after its final barrier; when it raises instead,
+        # destroy it here so gloo's threads are not left to be torn down during interpreter exit
+        # (a SIGABRT that would hide the real error).  A no-op when already destroyed or not under torchrun.
+        cleanup()
     if summary.get("test_top1_largest") is not None:
         print(json.dumps(summary, indent=2))
     return 0

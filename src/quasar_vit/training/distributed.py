@@ -63,6 +63,15 @@ def init_distributed(device: str | None = None) -> DistInfo:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
+        # Import torch.distributed.nn BEFORE joining the group.  Its functions declare
+        # ``group=group.WORLD`` as a default argument, evaluated when the module is imported; imported
+        # after init (building the optimizer pulls it in lazily: torch.optim -> torch._dynamo -> fsdp),
+        # the defaults of its ten functions hold the live default group, so destroy_process_group()
+        # in cleanup() cannot free it.  gloo's worker and I/O threads then survive until interpreter
+        # finalization and are torn down inside Py_Finalize, racing the other rank's exit: a rank
+        # could die with SIGABRT ("terminate called without an active exception") after training
+        # succeeded.  Imported here, those defaults are None and cleanup() really joins the threads.
+        import torch.distributed.nn  # noqa: F401
         dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local, dev)
 
