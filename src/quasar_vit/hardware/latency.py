@@ -34,7 +34,7 @@ class LayerCost:
     """Cost of one operation of the subnet."""
 
     name: str
-    op: str              # linear | matmul | layernorm | softmax | gelu
+    op: str              # linear | matmul | layernorm | softmax | gelu | attn_prep
     unit: str            # "fabric" or "host"
     macs: int            # true multiply-accumulates
     unit_passes: int     # MACs x nibble passes (the array's work)
@@ -67,7 +67,7 @@ class CostContext:
         self.host_ovh_ns = p.host_call_overhead_us * 1000.0
         self.host_bw = p.host_bw_gbps   # GB/s == bytes/ns
         self.host_ns = {"layernorm": p.host_layernorm_ns_per_elem, "softmax": p.host_softmax_ns_per_elem,
-                        "gelu": p.host_gelu_ns_per_elem}
+                        "gelu": p.host_gelu_ns_per_elem, "attn_prep": p.host_attn_prep_ns_per_elem}
         self.gemm_memo: dict[tuple, GemmCycles] = {}
         self.block_memo: dict[tuple, tuple[float, float, float, int, int, float]] = {}
         self.resources = None   # filled by dse.evaluate (the design's Resources, subnet-independent)
@@ -176,6 +176,7 @@ def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True) -> list[t
         out += [
             ("host", f"blocks.{i}.norm1", "layernorm", t * e),
             ("linear", qkv),
+            ("host", f"blocks.{i}.attn_prep", "attn_prep", qkv.tokens * qkv.out_features),
             ("matmul", qk),
             ("host", f"blocks.{i}.softmax", "softmax", qk.heads * qk.m * qk.n),
             ("matmul", av),
