@@ -82,6 +82,8 @@ def write_report(directory: Path, subnet: SubnetConfig, hw: Mapping[str, Any], e
     L.append("| quantity | value |\n|---|---|")
     L.append(f"| predicted throughput | {tot['fps']:.1f} FPS ({tot['latency_ms']:.3f} ms/image, batch 1) |")
     L.append(f"| fabric / ARM host time | {tot['fabric_ms']:.3f} ms / {tot['host_ms']:.3f} ms |")
+    if "fps_host_2x" in tot:
+        L.append(f"| FPS with host costs at 2x / 0.5x | {tot['fps_host_2x']:.1f} / {tot['fps_host_half']:.1f} |")
     L.append(f"| compute | {tot['gmacs'] * 1e3:.2f} MMACs |")
     L.append(f"| weights (packed 4/8-bit) | {subnet.weight_bytes() / 1e3:.1f} kB, {subnet.num_params()} parameters |")
     L.append(f"| 8-bit rows (blocks) | {100 * subnet.share_8bit():.1f} % |")

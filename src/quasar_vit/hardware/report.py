@@ -70,6 +70,11 @@ class HardwareReport:
     def host_ms(self) -> float:
         return self.host_cycles / (self.design.clock_mhz * 1e3)
 
+    def fps_with_host(self, factor: float) -> float:
+        """FPS with every host-op cost scaled by ``factor`` (the host costs are derived estimates)."""
+        cycles = self.cycles + (factor - 1.0) * self.host_cycles
+        return self.design.clock_mhz * 1e6 / cycles
+
     @property
     def fits(self) -> bool:
         return self.resources.fits
@@ -109,6 +114,7 @@ class HardwareReport:
                 "board_peak_gops": round(self.board_peak_gops, 2),
                 "ddr_gbps_usable": round(self.ddr_gbps, 2), "ddr_mbytes": round(self.ddr_bytes / 1e6, 3),
                 "host_ms": round(self.host_ms, 4), "fabric_ms": round(self.latency_ms - self.host_ms, 4),
+                "fps_host_2x": round(self.fps_with_host(2.0), 2), "fps_host_half": round(self.fps_with_host(0.5), 2),
                 "share_8bit": round(self.subnet.share_8bit(), 4),
                 "array_utilisation": round(self.unit_passes / (self.cycles * self.design.units), 4),
             },
@@ -148,6 +154,7 @@ class HardwareReport:
         lines += ["",
                   f"total: {self.cycles:,.0f} cycles = {self.latency_ms:.3f} ms -> {self.fps:.1f} FPS "
                   f"(fabric {self.latency_ms - self.host_ms:.3f} ms, host {self.host_ms:.3f} ms)",
+                  f"       host costs at 2x / 0.5x: {self.fps_with_host(2.0):.1f} / {self.fps_with_host(0.5):.1f} FPS",
                   f"       {self.gops_achieved:.1f} GOP/s achieved; design peak {self.peak_gops:.1f}, "
                   f"board peak {self.board_peak_gops:.1f} GOP/s (W4A6); "
                   f"array utilisation {100 * self.unit_passes / (self.cycles * d.units):.1f} %"]
