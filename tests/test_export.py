@@ -230,6 +230,117 @@ def test_verify_cli(exported, capsys):
     assert res["flipped_code_fraction"] < 1e-3
     assert res["images_within_1e-4_percent"] >= 98.0
     assert res["torchscript_vs_eager_max_abs"] == 0.0
+    # export.json records the source checkpoint: the engine is compared with it as well
+    ck = res["checkpoint"]
+    assert ck["checked"] and ck["source"] == "export.json" and ck["passed"]
+    assert "integer engine vs checkpoint fake-quant model" in out and "vs deploy model" in out
+
+
+def _copy_export(exported, dest):
+    import shutil
+
+    shutil.copytree(exported, dest)
+    return dest
+
+
+def _set_recorded_checkpoint(export_dir, path) -> None:
+    info = json.loads((export_dir / "export.json").read_text())
+    info["checkpoint"] = str(path)
+    (export_dir / "export.json").write_text(json.dumps(info))
+
+
+def test_verify_with_the_checkpoint(trained, exported, capsys):
+    """The engine against the source checkpoint's own fake-quant model, supernet(x, subnet)."""
+    from quasar_vit.cli.main import main
+
+    _, ckpt, _ = trained
+    assert main(["verify", str(exported), "--limit", "100", "--checkpoint", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    verdict = out.strip().splitlines()[-1]
+    assert verdict.startswith("verify PASSED: integer engine vs checkpoint fake-quant model (") and str(ckpt) in verdict
+    assert "; vs deploy model (model.pt" in verdict and "100 test images" in verdict
+    res = json.loads((exported / "verify.json").read_text())
+    ck = res["checkpoint"]
+    print({k: ck[k] for k in ("agreement_percent", "max_abs_logit_error", "flipped_code_fraction")})
+    assert ck["checked"] and ck["source"] == "--checkpoint" and ck["path"] == str(ckpt) and ck["passed"]
+    assert ck["step"] == json.loads((exported / "export.json").read_text())["checkpoint_step"]
+    assert ck["agreement_percent"] >= 99.5 and ck["flipped_code_fraction"] < 1e-3
+    assert ck["activation_codes_compared"] == res["activation_codes_compared"] > 0
+    assert ck["images_within_1e-4_percent"] >= 98.0
+    # the supernet run on the subnet is the model weights.npz was made from: same logits as model.pt
+    assert ck["deploy_vs_checkpoint_max_abs_logit"] < 1e-5
+    assert res["passed"]
+
+
+def _corrupt_consistently(export_dir, layer: str) -> None:
+    """An export bug: ``layer``'s integer weights sign-flipped in weights.npz and model.pt alike.
+
+    The nibbles / 4-bit rows are rebuilt from the corrupted codes, so the integer engine and the
+    deploy model still agree with each other; only the checkpoint can tell.
+    """
+    from quasar_vit.export.deploy import DeployViT, save_torchscript
+    from quasar_vit.export.intweights import load_weights, nibble_split, save_weights
+
+    arrays, manifest = load_weights(export_dir)
+    w = np.clip(-arrays[f"{layer}.w_int"].astype(np.int16), -128, 127).astype(np.int8)
+    assert not np.array_equal(w, arrays[f"{layer}.w_int"])
+    arrays[f"{layer}.w_int"] = w
+    arrays[f"{layer}.w4"] = w[arrays[f"{layer}.rows4"]]
+    arrays[f"{layer}.hi"], arrays[f"{layer}.lo"] = nibble_split(w[arrays[f"{layer}.rows8"]])
+    save_weights(export_dir, arrays, manifest)
+    save_torchscript(DeployViT(arrays, manifest), export_dir / "model.pt",
+                     {"subnet": manifest["subnet"], "quant": manifest["quant"]})
+
+
+def test_verify_catches_a_consistently_corrupted_export(exported, tmp_path, capsys):
+    from quasar_vit.cli.main import main
+    from quasar_vit.export.verify import verify_export
+
+    bad = _copy_export(exported, tmp_path / "bad")
+    _corrupt_consistently(bad, "blocks.0.qkv")
+    # the deploy-only comparison (what verify checked before) cannot see it
+    old = verify_export(bad, limit=100, use_checkpoint=False, write=False)
+    assert old["passed"] and old["agreement_percent"] >= 99.5 and not old["checkpoint"]["checked"]
+    # the checkpoint recorded in export.json can
+    assert main(["verify", str(bad), "--limit", "100"]) == 1
+    out = capsys.readouterr().out
+    verdict = out.strip().splitlines()[-1]
+    assert verdict.startswith("verify FAILED: integer engine vs checkpoint fake-quant model")
+    res = json.loads((bad / "verify.json").read_text())
+    ck = res["checkpoint"]
+    print({k: ck[k] for k in ("agreement_percent", "max_abs_logit_error", "flipped_code_fraction")})
+    assert ck["checked"] and not ck["passed"] and not res["passed"]
+    assert ck["agreement_percent"] < 99.5 and ck["flipped_code_fraction"] > 1e-2
+    assert res["agreement_percent"] >= 99.5          # engine and model.pt still agree with each other
+
+
+def test_verify_without_the_checkpoint(trained, exported, tmp_path, capsys):
+    from quasar_vit.cli.main import main
+    from quasar_vit.training.checkpoint import read_checkpoint, save_checkpoint
+
+    _, ckpt, _ = trained
+    moved = _copy_export(exported, tmp_path / "moved")
+    _set_recorded_checkpoint(moved, tmp_path / "gone" / "supernet.pt")
+    assert main(["verify", str(moved), "--limit", "50"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2] == (f"checkpoint not found: {tmp_path / 'gone' / 'supernet.pt'} (recorded in export.json): "
+                         "compared with the deploy model only")
+    assert lines[-1].startswith("verify PASSED: integer engine vs deploy model (model.pt")
+    assert "no checkpoint comparison" in lines[-1]
+    res = json.loads((moved / "verify.json").read_text())
+    assert res["checkpoint"] == {"checked": False, "note": lines[-2]} and res["passed"]
+
+    # a checkpoint named explicitly must be usable: one error line, exit code 2
+    argv = ["verify", str(moved), "--limit", "50", "--checkpoint"]
+    assert "checkpoint not found" in _cli_error(capsys, argv + [str(tmp_path / "nope.pt")])
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert "not a readable quasar-vit checkpoint" in _cli_error(capsys, argv + [str(junk)])
+    c = read_checkpoint(ckpt)
+    c["step"] = int(c["step"]) + 100
+    later = tmp_path / "later.pt"
+    save_checkpoint(later, {k: v for k, v in c.items() if k not in ("format", "version")})
+    assert "training step" in _cli_error(capsys, argv + [str(later)])
 
 
 def _cli_error(capsys, argv) -> str:

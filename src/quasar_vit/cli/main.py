@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hw": ("quasar_vit.cli.hw", "FPGA latency/resource model and accelerator design for a subnet"),
     "search": ("quasar_vit.cli.search", "hardware-oriented evolutionary search under latency targets"),
     "export": ("quasar_vit.cli.export", "export a subnet: integer weights, ONNX, accelerator config, report"),
-    "verify": ("quasar_vit.cli.verify", "check an export with the integer reference engine (and C simulation)"),
+    "verify": ("quasar_vit.cli.verify", "check an export: integer engine vs the checkpoint and model.pt (and C simulation)"),
     "hls": ("quasar_vit.cli.hls", "generate HLS C++ for an exported subnet"),
     "demo": ("quasar_vit.cli.demo", "the whole method end to end on Fashion-MNIST"),
 }

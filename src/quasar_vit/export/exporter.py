@@ -182,7 +182,7 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
         write_report(tmp, sub, hw, evaluation, meta)
         info = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "checkpoint": str(checkpoint), "checkpoint_step": meta["step"], "config": cfg.to_dict(),
+                "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_step": meta["step"], "config": cfg.to_dict(),
                 "subnet": sub.to_dict(), "platform": plat.name,
                 "predicted": {"fps": hw["total"]["fps"], "latency_ms": hw["total"]["latency_ms"]},
                 "evaluation": evaluation, "files": FILES}
