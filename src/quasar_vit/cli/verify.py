@@ -16,9 +16,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-agreement", type=float, default=99.5,
                    help="required label agreement in percent, with model.pt and with the checkpoint's model "
                         "(default 99.5)")
-    p.add_argument("--max-flipped-fraction", type=float, default=1e-3,
+    p.add_argument("--max-flipped-fraction", type=float, default=5e-3,
                    help="largest fraction of flipped 6-bit activation codes allowed against the checkpoint's "
-                        "model (default 1e-3; float rounding alone gives ~1e-5..1e-4)")
+                        "model (default 5e-3; float rounding alone gives 1e-5..1e-3)")
     p.add_argument("--checkpoint", default=None,
                    help="the export's source checkpoint (supernet.pt / last.pt or a run directory); default: the "
                         "one recorded in export.json, if it exists. The integer engine is compared with "

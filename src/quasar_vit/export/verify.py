@@ -40,9 +40,10 @@ Traced = tuple[np.ndarray, dict[str, np.ndarray]]          # logits, integer cod
 Source = tuple[torch.nn.Module, Any, dict[str, Any]]       # supernet, subnet, checkpoint path/step/source
 
 DEFAULT_MIN_AGREEMENT = 99.5
-# flipped 6-bit codes from float rounding alone: ~1e-5..1e-4 (docs/export.md); a wrong weight or step
-# changes every code downstream of it
-DEFAULT_MAX_FLIP_FRACTION = 1e-3
+# flipped 6-bit codes from float rounding alone: 1e-5..1e-3 (the 1200-step demo subnet: 1.0e-3, most of
+# them at the projection inputs, where the engine requantises P v in integers and the model in float);
+# a wrong weight or step flips a large share (a sign-flipped qkv: 0.34), so 5e-3 separates the two
+DEFAULT_MAX_FLIP_FRACTION = 5e-3
 
 
 def _code_key(name: str) -> str:
