@@ -31,10 +31,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, build_ir, requant_multiplier
+
 try:  # pragma: no cover - depends on the environment
     from scipy.special import erf as _erf
+
+    ERF_IMPL = "cephes"   # SciPy's erf (Cephes); the generated C++ host re-implements it
 except ImportError:  # pragma: no cover
     _erf = np.vectorize(math.erf, otypes=[np.float64])
+    ERF_IMPL = "libm"     # the C library's erf
 
 F32 = np.float32
 
@@ -102,24 +107,6 @@ def quantize(x: np.ndarray, step: float | np.ndarray, qn: int, qp: int) -> np.nd
     return np.clip(np.rint(np.asarray(x, F32) / F32(step)), qn, qp).astype(np.int32)
 
 
-REQUANT_MULT_BITS = 17   # mult in [2**16, 2**17): an 18-bit signed DSP48E2 port
-
-
-def requant_multiplier(m: float) -> tuple[int, int]:
-    """``(mult, shift)`` with ``mult / 2**shift`` the closest 17-bit fixed-point value of ``m > 0``."""
-    m = float(m)
-    if not (math.isfinite(m) and m > 0):
-        raise ValueError(f"requantisation factor must be a positive finite number, got {m}")
-    shift = (REQUANT_MULT_BITS - 1) - math.floor(math.log2(m))
-    mult = int(round(m * 2.0 ** shift))
-    if mult >= 2 ** REQUANT_MULT_BITS:
-        mult //= 2
-        shift -= 1
-    if not 1 <= shift <= 62:
-        raise ValueError(f"requantisation factor {m} is out of the fixed-point range (shift {shift})")
-    return mult, shift
-
-
 def requantize(acc: np.ndarray, mult: int, shift: int, qn: int, qp: int) -> np.ndarray:
     """``clamp((acc * mult + 2**(shift-1)) >> shift, qn, qp)`` in int64 (round half up)."""
     v = (np.asarray(acc, np.int64) * np.int64(mult) + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
@@ -174,36 +161,28 @@ def patchify(x: np.ndarray, patch: int) -> np.ndarray:
 class IntegerLinear:
     """One linear layer as the array runs it: row groups, nibble passes, per-row rescale."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], name: str, act_range: tuple[int, int]) -> None:
-        self.name = name
-        g = lambda k: arrays[f"{name}.{k}"]  # noqa: E731
-        self.w_int = g("w_int").astype(np.int32)
-        self.rows4, self.rows8 = g("rows4").astype(np.int64), g("rows8").astype(np.int64)
-        self.w4 = g("w4").astype(np.int32)
-        self.hi, self.lo = g("hi").astype(np.int32), g("lo").astype(np.int32)
-        self.step = g("step").astype(F32)
-        self.bias = g("bias").astype(F32)
-        self.act_step = F32(g("act_step"))
-        self.qn, self.qp = act_range
-        self.out_features, self.in_features = self.w_int.shape
-        self.scale = (self.act_step * self.step).astype(F32)   # s_x * s_row, one float per row
-        if len(self.rows8) and not np.array_equal(16 * self.hi + self.lo, self.w_int[self.rows8]):
-            raise ValueError(f"{name}: nibbles do not reproduce the 8-bit codes")
-        self.a_max = max(abs(self.qn), abs(self.qp))
+    def __init__(self, lin: IntLinear) -> None:
+        self.lin = lin
+        self.name = lin.name
+        self.qn, self.qp = lin.act_range
+        self.act_step = lin.act_step
+        self.out_features, self.in_features = lin.out_features, lin.in_features
+        self.a_max = lin.a_max
 
     def accumulate(self, x_int: np.ndarray, exact: bool = False) -> np.ndarray:
         """Exact int64 accumulator ``x_int @ w_int^T``, 8-bit rows as two nibble passes."""
+        lin = self.lin
         acc = np.empty(x_int.shape[:-1] + (self.out_features,), np.int64)
-        if len(self.rows4):
-            acc[..., self.rows4] = int_matmul(x_int, self.w4.T, self.a_max, 8, exact)
-        if len(self.rows8):
-            hi = int_matmul(x_int, self.hi.T, self.a_max, 8, exact)
-            lo = int_matmul(x_int, self.lo.T, self.a_max, 15, exact)
-            acc[..., self.rows8] = hi * 16 + lo
+        if len(lin.rows4):
+            acc[..., lin.rows4] = int_matmul(x_int, lin.w4.T, self.a_max, 8, exact)
+        if len(lin.rows8):
+            hi = int_matmul(x_int, lin.hi.T, self.a_max, 8, exact)
+            lo = int_matmul(x_int, lin.lo.T, self.a_max, 15, exact)
+            acc[..., lin.rows8] = hi * 16 + lo
         return acc
 
     def rescale(self, acc: np.ndarray) -> np.ndarray:
-        return acc.astype(F32) * self.scale + self.bias
+        return acc.astype(F32) * self.lin.scale + self.lin.bias
 
     def __call__(self, x_int: np.ndarray, exact: bool = False) -> np.ndarray:
         return self.rescale(self.accumulate(x_int, exact))
@@ -216,27 +195,17 @@ class IntegerViT:
     With ``trace`` the integer codes of every quantisation point are returned as well.
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any], exact: bool = False,
-                 check_nibbles: bool = False) -> None:
-        self.arrays, self.manifest = arrays, manifest
+    def __init__(self, arrays: Mapping[str, np.ndarray] | IntViT, manifest: Mapping[str, Any] | None = None,
+                 exact: bool = False, check_nibbles: bool = False) -> None:
+        self.ir = arrays if isinstance(arrays, IntViT) else build_ir(arrays, manifest or {})
         self.exact, self.check_nibbles = exact, check_nibbles
-        sub = manifest["subnet"]
-        self.patch, self.depth, self.head_dim = sub["patch_size"], sub["depth"], sub["head_dim"]
-        self.heads = list(sub["num_heads"])
-        q = manifest["quant"]
-        self.srange = tuple(q["act_range_signed"])
-        self.urange = tuple(q["act_range_unsigned"])
-        self.eps = float(manifest["layer_norm_eps"])
-        self.attn_scale = F32(manifest["attn_scale"])
-        self.linears = {l["name"]: IntegerLinear(arrays, l["name"], self.srange if l["act_signed"] else self.urange)
-                        for l in manifest["layers"]}
+        self.linears = {lin.name: IntegerLinear(lin) for lin in self.ir.linears()}
 
     @classmethod
     def from_dir(cls, directory: str | Path, **kw: Any) -> "IntegerViT":
-        from quasar_vit.export.intweights import load_weights
+        from quasar_vit.export.ir import load_ir
 
-        arrays, manifest = load_weights(directory)
-        return cls(arrays, manifest, **kw)
+        return cls(load_ir(directory), **kw)
 
     # ---- pieces ---------------------------------------------------------------------------------
     def _linear(self, name: str, x: np.ndarray, trace: dict | None, x_int: np.ndarray | None = None) -> np.ndarray:
@@ -247,10 +216,10 @@ class IntegerViT:
             trace[f"{name}.in"] = x_int
         acc = lin.accumulate(x_int, self.exact)
         if self.check_nibbles:
-            assert np.array_equal(acc, int_matmul(x_int, lin.w_int.T, lin.a_max, 128, exact=True)), name
+            assert np.array_equal(acc, int_matmul(x_int, lin.lin.w_int.T, lin.a_max, 128, exact=True)), name
         return lin.rescale(acc)
 
-    def _act_matmul(self, a: np.ndarray, b: np.ndarray, a_max: int) -> np.ndarray:
+    def act_matmul(self, a: np.ndarray, b: np.ndarray, a_max: int) -> np.ndarray:
         """``a @ b`` with ``b`` (the stationary 6-bit operand) as two nibble passes."""
         hi, lo = split_operand(b)
         acc = int_matmul(a, hi, a_max, 8, self.exact) * 16 + int_matmul(a, lo, a_max, 15, self.exact)
@@ -258,37 +227,35 @@ class IntegerViT:
             assert np.array_equal(acc, int_matmul(a, b, a_max, 64, exact=True))
         return acc
 
-    def _block(self, i: int, x: np.ndarray, trace: dict | None) -> np.ndarray:
-        a = self.arrays
-        p = f"blocks.{i}"
+    def _block(self, blk: IntBlock, x: np.ndarray, trace: dict | None) -> np.ndarray:
+        p = f"blocks.{blk.index}"
         b, t, e = x.shape
-        heads, hd = self.heads[i], self.head_dim
-        qn, qp = self.srange
-        un, up = self.urange
+        heads, hd = blk.heads, blk.head_dim
+        qn, qp = self.ir.act_range_signed
+        un, up = self.ir.act_range_unsigned
+        eps = self.ir.layer_norm_eps
         # attention branch
-        h = _layernorm(x, a[f"{p}.norm1.weight"], a[f"{p}.norm1.bias"], self.eps)
+        h = _layernorm(x, *blk.norm1, eps)
         qkv = self._linear(f"{p}.qkv", h, trace)
         qkv = qkv.reshape(b, t, 3, heads, hd).transpose(2, 0, 3, 1, 4)
-        s_q, s_k, s_v, s_a = (F32(a[f"{p}.{n}.step"]) for n in ("aq_q", "aq_k", "aq_v", "aq_attn"))
-        qi, ki, vi = quantize(qkv[0], s_q, qn, qp), quantize(qkv[1], s_k, qn, qp), quantize(qkv[2], s_v, qn, qp)
-        scores = self._act_matmul(qi, ki.transpose(0, 1, 3, 2), max(-qn, qp)).astype(F32) * F32(s_q * s_k)
-        scores = scores * self.attn_scale
+        qi, ki, vi = (quantize(qkv[0], blk.s_q, qn, qp), quantize(qkv[1], blk.s_k, qn, qp),
+                      quantize(qkv[2], blk.s_v, qn, qp))
+        scores = self.act_matmul(qi, ki.transpose(0, 1, 3, 2), max(-qn, qp)).astype(F32) * blk.score_scale
+        scores = scores * self.ir.attn_scale
         probs = _softmax(scores)
-        pi = quantize(probs, s_a, un, up)
-        av = self._act_matmul(pi, vi, up)                                   # int [B, H, T, hd]
+        pi = quantize(probs, blk.s_attn, un, up)
+        av = self.act_matmul(pi, vi, up)                                    # int [B, H, T, hd]
         av = av.transpose(0, 2, 1, 3).reshape(b, t, heads * hd)
-        proj = self.linears[f"{p}.proj"]
-        mult, shift = requant_multiplier(np.float64(s_a) * np.float64(s_v) / np.float64(proj.act_step))
-        oi = requantize(av, mult, shift, proj.qn, proj.qp)                 # integer requantisation
+        oi = requantize(av, *blk.requant, *blk.proj.act_range)              # integer requantisation
         if trace is not None:
             trace.update({f"{p}.q": qi, f"{p}.k": ki, f"{p}.v": vi, f"{p}.attn": pi})
         o = self._linear(f"{p}.proj", None, trace, x_int=oi)
-        x = x + a[f"{p}.ls1"] * o
+        x = x + blk.ls1 * o
         # MLP branch
-        h = _layernorm(x, a[f"{p}.norm2.weight"], a[f"{p}.norm2.bias"], self.eps)
+        h = _layernorm(x, *blk.norm2, eps)
         h = _gelu(self._linear(f"{p}.fc1", h, trace))
         h = self._linear(f"{p}.fc2", h, trace)
-        return x + a[f"{p}.ls2"] * h
+        return x + blk.ls2 * h
 
     # ---- public -----------------------------------------------------------------------------
     def forward(self, images: np.ndarray, trace: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
@@ -296,15 +263,15 @@ class IntegerViT:
             return self._forward(images, trace)
 
     def _forward(self, images: np.ndarray, trace: bool) -> np.ndarray | tuple[np.ndarray, dict]:
-        a = self.arrays
+        ir = self.ir
         codes: dict[str, np.ndarray] | None = {} if trace else None
         x = np.asarray(images, F32)
-        tok = self._linear("patch_embed", patchify(x, self.patch), codes)
-        cls = np.broadcast_to(a["cls_token"], (x.shape[0], 1, tok.shape[-1]))
-        x = np.concatenate([cls, tok], axis=1) + a["pos_embed"]
-        for i in range(self.depth):
-            x = self._block(i, x, codes)
-        x = _layernorm(x, a["norm.weight"], a["norm.bias"], self.eps)[:, 0]
+        tok = self._linear("patch_embed", patchify(x, ir.patch_size), codes)
+        cls = np.broadcast_to(ir.cls_token, (x.shape[0], 1, tok.shape[-1]))
+        x = np.concatenate([cls, tok], axis=1) + ir.pos_embed
+        for blk in ir.blocks:
+            x = self._block(blk, x, codes)
+        x = _layernorm(x, *ir.norm, ir.layer_norm_eps)[:, 0]
         logits = self._linear("head", x, codes)
         return (logits, codes) if trace else logits
 
@@ -318,4 +285,4 @@ class IntegerViT:
 
 
 __all__ = ["IntegerViT", "IntegerLinear", "quantize", "int_matmul", "split_operand", "patchify", "requant_multiplier",
-           "requantize"]
+           "requantize", "ERF_IMPL"]

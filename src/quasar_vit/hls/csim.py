@@ -104,9 +104,9 @@ def _reference(export_dir: Path, x: np.ndarray, layout: dict[str, Any], batch: i
             else:
                 pre, h = f"blocks.{g['block']}", g["head"]
                 if g["kind"] == "scores":
-                    a = engine._act_matmul(tr[f"{pre}.q"][:, h], tr[f"{pre}.k"][:, h].transpose(0, 2, 1), 32)
+                    a = engine.act_matmul(tr[f"{pre}.q"][:, h], tr[f"{pre}.k"][:, h].transpose(0, 2, 1), 32)
                 else:
-                    a = engine._act_matmul(tr[f"{pre}.attn"][:, h], tr[f"{pre}.v"][:, h], 63)
+                    a = engine.act_matmul(tr[f"{pre}.attn"][:, h], tr[f"{pre}.v"][:, h], 63)
             parts.append(np.asarray(a).reshape(b, -1).astype(np.int64))
         accs.append(np.concatenate(parts, axis=1))
     return np.concatenate(logits).astype(np.float32), np.concatenate(codes), np.concatenate(accs)

@@ -29,7 +29,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from quasar_vit.errors import ExportError, HardwareError
-from quasar_vit.export.reference import requant_multiplier
+from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, load_ir
+from quasar_vit.export.reference import ERF_IMPL
 from quasar_vit.hardware.engine import ROW_4BIT, ROW_HI, ROW_LO, ROW_PAD, EngineTiming, nibble_program
 from quasar_vit.utils.io import atomic_dir, read_json
 
@@ -125,9 +126,8 @@ class _Blob:
         return b"".join(self.parts)
 
 
-def _read_export(export_dir: Path) -> tuple[dict, dict, dict[str, np.ndarray], dict]:
-    from quasar_vit.export.intweights import load_weights
-
+def _read_export(export_dir: Path) -> tuple[dict, IntViT, dict]:
+    """``(accelerator.json, the export's IntViT, export.json facts)``; raises :class:`ExportError`."""
     if not export_dir.is_dir():
         raise ExportError(f"export directory not found: {export_dir}")
     apath = export_dir / "accelerator.json"
@@ -136,18 +136,25 @@ def _read_export(export_dir: Path) -> tuple[dict, dict, dict[str, np.ndarray], d
     accel = read_json(apath, ExportError)
     if accel.get("format") != "quasar-vit-accelerator" or "design" not in accel:
         raise ExportError(f"{apath} is not a quasar-vit accelerator description")
-    arrays, manifest = load_weights(export_dir)
+    ir = load_ir(export_dir)
     spath = export_dir / "subnet.json"
-    subnet = manifest["subnet"]
     if spath.is_file():
         try:
             sub_file = json.loads(spath.read_text())
         except json.JSONDecodeError as exc:
             raise ExportError(f"{spath} is not valid JSON: {exc}") from None
         keys = ("embed_dim", "depth", "num_heads", "head_dim", "patch_size", "num_classes")
-        if any(sub_file.get(k) != subnet.get(k) for k in keys):
+        if any(sub_file.get(k) != ir.subnet.get(k) for k in keys):
             raise ExportError(f"{spath} does not match the subnet of weights.npz/manifest.json")
-    return accel, manifest, arrays, subnet
+    info: dict[str, Any] = {}
+    ejson = export_dir / "export.json"
+    if ejson.is_file():
+        try:
+            e = json.loads(ejson.read_text())
+            info = {"config_name": e.get("config", {}).get("name", ""), "checkpoint_step": e.get("checkpoint_step")}
+        except json.JSONDecodeError:
+            info = {}
+    return accel, ir, info
 
 
 def _per_nibble_row(values: np.ndarray, kinds: list[int], src: list[int]) -> np.ndarray:
@@ -195,184 +202,137 @@ def _design(accel: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _erf_impl() -> str:
-    """Which erf the reference engine uses here: SciPy's Cephes erf or the C library's."""
-    from quasar_vit.export import reference
+def _layer_record(lin: IntLinear, design: Mapping[str, Any], blob: _Blob, ls: np.ndarray | None) -> dict[str, Any]:
+    """A linear layer's nibble-row program and output-stage parameters, added to the blob."""
+    kinds, src = nibble_program(lin.is8, design["pe_rows"])
+    pos4 = {int(r): i for i, r in enumerate(lin.rows4)}
+    pos8 = {int(r): i for i, r in enumerate(lin.rows8)}
+    nib = np.zeros((len(kinds), lin.in_features), np.int8)
+    for n, (kd, o) in enumerate(zip(kinds, src)):
+        if kd == ROW_4BIT:
+            nib[n] = lin.w4[pos4[o]]
+        elif kd == ROW_HI:
+            nib[n] = lin.hi[pos8[o]]
+        elif kd == ROW_LO:
+            nib[n] = lin.lo[pos8[o]]
+    name, ab = lin.name, design["axi_bytes"]
+    ldw = nibble_row_bytes(lin.in_features, ab)
+    return {
+        "name": name, "cname": c_ident(name), "in_features": lin.in_features, "out_features": lin.out_features,
+        "n8_rows": lin.n8_rows, "nibble_rows": len(kinds), "pad_rows": kinds.count(ROW_PAD), "sections": lin.sections,
+        "ldw": ldw, "ldx": code_row_bytes(lin.in_features, ab),
+        "act_step": hex_f32(lin.act_step), "act_step_dec": f"{float(lin.act_step):.9g}",
+        "qn": lin.act_range[0], "qp": lin.act_range[1],
+        "w_off": blob.add(f"{name}.nibbles", pack_nibbles(nib, ldw), "u1"),
+        "kind_off": blob.add(f"{name}.row_kind", np.asarray(kinds, np.uint8), "u1"),
+        # output-stage parameters per nibble row (the output stage reads them row tile by row tile)
+        "scale_off": blob.add(f"{name}.scale", _per_nibble_row(lin.scale, kinds, src), "f4"),
+        "bias_off": blob.add(f"{name}.bias", _per_nibble_row(lin.bias, kinds, src), "f4"),
+        "ls_off": blob.add(f"{name}.ls", _per_nibble_row(ls, kinds, src), "f4") if ls is not None else 0,
+    }
 
-    return "libm" if isinstance(reference._erf, np.vectorize) else "cephes"
+
+def _block_record(blk: IntBlock, layers: Mapping[str, dict[str, Any]], blob: _Blob) -> dict[str, Any]:
+    """A block's layers, attention steps, requantisation and LayerNorm offsets."""
+    mult, shift = blk.requant
+    p = f"blocks.{blk.index}"
+    return {
+        "index": blk.index, "cname": f"block{blk.index}", "heads": blk.heads, "hidden": blk.fc1.out_features,
+        "attn_dim": blk.attn_dim, **{n: layers[f"{p}.{n}"]["cname"] for n in ("qkv", "proj", "fc1", "fc2")},
+        "s_q": hex_f32(blk.s_q), "s_k": hex_f32(blk.s_k), "s_v": hex_f32(blk.s_v), "s_attn": hex_f32(blk.s_attn),
+        "score_scale": hex_f32(blk.score_scale), "requant_mult": mult, "requant_shift": shift,
+        "norm1_w_off": blob.add(f"{p}.norm1.weight", blk.norm1[0], "f4"),
+        "norm1_b_off": blob.add(f"{p}.norm1.bias", blk.norm1[1], "f4"),
+        "norm2_w_off": blob.add(f"{p}.norm2.weight", blk.norm2[0], "f4"),
+        "norm2_b_off": blob.add(f"{p}.norm2.bias", blk.norm2[1], "f4"),
+    }
+
+
+def _points(ir: IntViT) -> list[dict[str, Any]]:
+    """Every quantisation point the host dumps, in the reference trace's order."""
+    T, E, hd = ir.tokens, ir.embed_dim, ir.head_dim
+    out: list[dict[str, Any]] = [{"key": "patch_embed.in", "shape": [T - 1, ir.patch_embed.in_features]}]
+    for b in ir.blocks:
+        p, H = f"blocks.{b.index}", b.heads
+        out += [{"key": f"{p}.qkv.in", "shape": [T, E]},
+                {"key": f"{p}.q", "shape": [H, T, hd]}, {"key": f"{p}.k", "shape": [H, T, hd]},
+                {"key": f"{p}.v", "shape": [H, T, hd]}, {"key": f"{p}.attn", "shape": [H, T, T]},
+                {"key": f"{p}.proj.in", "shape": [T, H * hd]},
+                {"key": f"{p}.fc1.in", "shape": [T, E]}, {"key": f"{p}.fc2.in", "shape": [T, b.fc1.out_features]}]
+    out.append({"key": "head.in", "shape": [E]})
+    return out
+
+
+def _gemms(ir: IntViT) -> list[dict[str, Any]]:
+    """Engine calls in execution order, each with the shape the latency model prices it from."""
+    T, hd = ir.tokens, ir.head_dim
+
+    def lin(l: IntLinear, tokens: int, mode: str) -> dict[str, Any]:
+        return {"key": l.name, "kind": "linear", "shape": [tokens, l.out_features], "tokens": tokens,
+                "k": l.in_features, "rows": l.out_features, "n8_rows": l.n8_rows, "sections": l.sections, "mode": mode}
+
+    out = [lin(ir.patch_embed, T - 1, "affine")]
+    for b in ir.blocks:
+        p = f"blocks.{b.index}"
+        out.append(lin(b.qkv, T, "affine"))
+        out += [{"key": f"{p}.scores.{h}", "kind": "scores", "block": b.index, "head": h, "shape": [T, T],
+                 "tokens": T, "k": hd, "rows": T, "stationary": True, "mode": "scores"} for h in range(b.heads)]
+        out += [{"key": f"{p}.av.{h}", "kind": "av", "block": b.index, "head": h, "shape": [T, hd],
+                 "tokens": T, "k": T, "rows": hd, "stationary": True, "mode": "requant"} for h in range(b.heads)]
+        out += [lin(b.proj, T, "ls_residual"), lin(b.fc1, T, "affine"), lin(b.fc2, T, "ls_residual")]
+    out.append(lin(ir.head, 1, "affine"))
+    return out
+
+
+def _model_record(ir: IntViT, lin_list: list[dict[str, Any]], gemms: list[dict[str, Any]], design: Mapping[str, Any],
+                  name: str) -> dict[str, Any]:
+    """Model constants of qvit_params.hpp, and the m_axi depths of the subnet's largest GEMM."""
+    sub, T, E, hd = ir.subnet, ir.tokens, ir.embed_dim, ir.head_dim
+    p, C, img = ir.patch_size, int(sub["in_chans"]), int(sub["img_size"])
+    heads = [b.heads for b in ir.blocks]
+    hidden = [b.fc1.out_features for b in ir.blocks]
+    max_nib = max([l["nibble_rows"] for l in lin_list] + [2 * n + n // max(1, design["pe_rows"]) + 2 for n in (T, hd)])
+    ab = design["axi_bytes"]
+    return {
+        "name": name, "embed_dim": E, "depth": len(ir.blocks), "head_dim": hd, "patch_size": p, "in_chans": C,
+        "img_size": img, "grid": img // p, "patches": T - 1, "tokens": T, "patch_dim": p * p * C,
+        "num_classes": ir.head.out_features, "num_heads": heads, "mlp_hidden": hidden,
+        "w8_shares": list(sub.get("w8_shares", [])),
+        "act_qn": ir.act_range_signed[0], "act_qp": ir.act_range_signed[1],
+        "prob_qn": ir.act_range_unsigned[0], "prob_qp": ir.act_range_unsigned[1],
+        "ln_eps": hex_f64(ir.layer_norm_eps), "ln_eps_dec": repr(float(ir.layer_norm_eps)),
+        "attn_scale": hex_f32(ir.attn_scale), "erf": ERF_IMPL, "max_heads": max(heads),
+        "max_width": max([E, 3 * max(heads) * hd] + hidden), "max_nibble_rows": int(max_nib),
+        "depth_x": max(g["tokens"] * code_row_bytes(g["k"], ab) for g in gemms),
+        "depth_w": max([l["nibble_rows"] * l["ldw"] for l in lin_list] + [max_nib * nibble_row_bytes(max(T, hd), ab)]),
+        "depth_y": T * max([E, T, 3 * max(heads) * hd] + hidden),
+        "depth_codes": T * max(b.attn_dim for b in ir.blocks),
+        "total_rows": sum(l["out_features"] for l in lin_list), "total_n8": sum(l["n8_rows"] for l in lin_list),
+    }
 
 
 def build_context(export_dir: str | Path) -> tuple[dict[str, Any], bytes]:
     """``(context, weight blob)`` of the export in ``export_dir`` (raises :class:`ExportError`)."""
-    export_dir = Path(export_dir)
-    accel, manifest, arrays, sub = _read_export(export_dir)
+    accel, ir, info = _read_export(Path(export_dir))
     design = _design(accel)
-    q = manifest["quant"]
-    if q.get("act_bits") != 6 or q.get("w_bits_high") != 8:
-        raise ExportError(f"the generated W4A6 engine needs 6-bit activations and 4/8-bit rows, "
-                          f"got A{q.get('act_bits')} W{q.get('w_bits_low')}/{q.get('w_bits_high')}")
-    E, depth, hd = int(sub["embed_dim"]), int(sub["depth"]), int(sub["head_dim"])
-    p, C, img = int(sub["patch_size"]), int(sub["in_chans"]), int(sub["img_size"])
-    patches = (img // p) ** 2
-    T = patches + 1
-    srange, urange = [int(v) for v in q["act_range_signed"]], [int(v) for v in q["act_range_unsigned"]]
+    if ir.act_range_signed != (-32, 31) or ir.act_range_unsigned != (0, 63):
+        raise ExportError(f"the generated W4A6 engine needs 6-bit activations, got signed {ir.act_range_signed} "
+                          f"and unsigned {ir.act_range_unsigned} code ranges")
+    if any(l.w4.size and (l.w4.min() < -8 or l.w4.max() > 7) for l in ir.linears()):
+        raise ExportError("the generated W4A6 engine needs 4-bit low-precision rows (codes in [-8, 7])")
     blob = _Blob()
-    F32 = np.float32
-
-    def g(k: str) -> np.ndarray:
-        if k not in arrays:
-            raise ExportError(f"weights.npz lacks array {k!r}")
-        return arrays[k]
-
-    layers: dict[str, dict[str, Any]] = {}
-    layer_rows: dict[str, tuple[list[int], list[int]]] = {}
-    for info in manifest["layers"]:
-        name = info["name"]
-        w_int = g(f"{name}.w_int").astype(np.int32)
-        M, K = w_int.shape
-        is8 = g(f"{name}.is8").astype(bool)
-        rows4, rows8 = g(f"{name}.rows4").astype(np.int64), g(f"{name}.rows8").astype(np.int64)
-        w4, hi, lo = g(f"{name}.w4"), g(f"{name}.hi"), g(f"{name}.lo")
-        if not (np.array_equal(rows8, np.flatnonzero(is8)) and np.array_equal(rows4, np.flatnonzero(~is8))):
-            raise ExportError(f"{name}: row groups (rows4/rows8) do not match the bit map is8")
-        kinds, src = nibble_program(is8, design["pe_rows"])
-        pos4 = {int(r): i for i, r in enumerate(rows4)}
-        pos8 = {int(r): i for i, r in enumerate(rows8)}
-        nib = np.zeros((len(kinds), K), np.int8)
-        for n, (kd, o) in enumerate(zip(kinds, src)):
-            if kd == ROW_4BIT:
-                nib[n] = w4[pos4[o]]
-            elif kd == ROW_HI:
-                nib[n] = hi[pos8[o]]
-            elif kd == ROW_LO:
-                nib[n] = lo[pos8[o]]
-        act_step = F32(g(f"{name}.act_step"))
-        scale = (act_step * g(f"{name}.step").astype(F32)).astype(F32)   # s_x * s_row, as reference.py
-        bias = g(f"{name}.bias").astype(F32)
-        cid = c_ident(name)
-        rng = srange if info.get("act_signed", True) else urange
-        ldw = nibble_row_bytes(K, design["axi_bytes"])
-        layers[name] = {
-            "name": name, "cname": cid, "in_features": int(K), "out_features": int(M),
-            "n8_rows": int(is8.sum()), "nibble_rows": len(kinds), "pad_rows": kinds.count(ROW_PAD),
-            "ldw": ldw, "ldx": code_row_bytes(K, design["axi_bytes"]),
-            "act_step": hex_f32(act_step), "act_step_dec": f"{float(act_step):.9g}",
-            "qn": rng[0], "qp": rng[1],
-            "w_off": blob.add(f"{name}.nibbles", pack_nibbles(nib, ldw), "u1"),
-            "kind_off": blob.add(f"{name}.row_kind", np.asarray(kinds, np.uint8), "u1"),
-            # output-stage parameters per nibble row (the output stage reads them row tile by row tile)
-            "scale_off": blob.add(f"{name}.scale", _per_nibble_row(scale, kinds, src), "f4"),
-            "bias_off": blob.add(f"{name}.bias", _per_nibble_row(bias, kinds, src), "f4"),
-            "ls_off": 0,
-        }
-        layer_rows[name] = (kinds, src)
-    glob = {
-        "cls_off": blob.add("cls_token", g("cls_token").astype(F32), "f4"),
-        "pos_off": blob.add("pos_embed", g("pos_embed").astype(F32), "f4"),
-        "norm_w_off": blob.add("norm.weight", g("norm.weight").astype(F32), "f4"),
-        "norm_b_off": blob.add("norm.bias", g("norm.bias").astype(F32), "f4"),
-    }
-    if g("pos_embed").shape != (T, E):
-        raise ExportError(f"pos_embed has shape {g('pos_embed').shape}, expected {(T, E)}")
-    attn_scale = F32(manifest["attn_scale"])
-    blocks = []
-    points: list[dict[str, Any]] = [{"key": "patch_embed.in", "shape": [patches, p * p * C]}]
-    for i in range(depth):
-        pre = f"blocks.{i}"
-        H = int(sub["num_heads"][i])
-        hidden = layers[f"{pre}.fc1"]["out_features"]
-        s = {n: F32(g(f"{pre}.{n}.step")) for n in ("aq_q", "aq_k", "aq_v", "aq_attn")}
-        proj_step = F32(g(f"{pre}.proj.act_step"))
-        try:
-            mult, shift = requant_multiplier(np.float64(s["aq_attn"]) * np.float64(s["aq_v"]) / np.float64(proj_step))
-        except ValueError as exc:
-            raise ExportError(f"{pre}: {exc}") from None
-        for lname, ls_key in ((f"{pre}.proj", "ls1"), (f"{pre}.fc2", "ls2")):
-            kinds, src = layer_rows[lname]
-            layers[lname]["ls_off"] = blob.add(f"{lname}.ls", _per_nibble_row(g(f"{pre}.{ls_key}").astype(F32), kinds, src), "f4")
-        qkv = layers[f"{pre}.qkv"]
-        if qkv["out_features"] != 3 * H * hd or layers[f"{pre}.proj"]["in_features"] != H * hd:
-            raise ExportError(f"{pre}: qkv/proj shapes do not match {H} heads of dim {hd}")
-        blocks.append({
-            "index": i, "cname": f"block{i}", "heads": H, "hidden": int(hidden), "attn_dim": H * hd,
-            "qkv": qkv["cname"], "proj": layers[f"{pre}.proj"]["cname"],
-            "fc1": layers[f"{pre}.fc1"]["cname"], "fc2": layers[f"{pre}.fc2"]["cname"],
-            "s_q": hex_f32(s["aq_q"]), "s_k": hex_f32(s["aq_k"]), "s_v": hex_f32(s["aq_v"]),
-            "s_attn": hex_f32(s["aq_attn"]),
-            "score_scale": hex_f32(F32(s["aq_q"] * s["aq_k"])),
-            "requant_mult": mult, "requant_shift": shift,
-            "norm1_w_off": blob.add(f"{pre}.norm1.weight", g(f"{pre}.norm1.weight").astype(F32), "f4"),
-            "norm1_b_off": blob.add(f"{pre}.norm1.bias", g(f"{pre}.norm1.bias").astype(F32), "f4"),
-            "norm2_w_off": blob.add(f"{pre}.norm2.weight", g(f"{pre}.norm2.weight").astype(F32), "f4"),
-            "norm2_b_off": blob.add(f"{pre}.norm2.bias", g(f"{pre}.norm2.bias").astype(F32), "f4"),
-        })
-        points += [{"key": f"{pre}.qkv.in", "shape": [T, E]},
-                   {"key": f"{pre}.q", "shape": [H, T, hd]}, {"key": f"{pre}.k", "shape": [H, T, hd]},
-                   {"key": f"{pre}.v", "shape": [H, T, hd]}, {"key": f"{pre}.attn", "shape": [H, T, T]},
-                   {"key": f"{pre}.proj.in", "shape": [T, H * hd]},
-                   {"key": f"{pre}.fc1.in", "shape": [T, E]}, {"key": f"{pre}.fc2.in", "shape": [T, hidden]}]
-    points.append({"key": "head.in", "shape": [E]})
-    # GEMM accumulators dumped by the host, in execution order
-    # GEMM calls in execution order: their accumulators are dumped by the host, their cycles counted;
-    # each carries its shape so that the latency model can price it independently of the kernel
-    sections = {l["name"]: int(l.get("sections", 1)) for l in manifest["layers"]}
-
-    def lin(key: str, tokens: int, mode: str) -> dict[str, Any]:
-        L = layers[key]
-        return {"key": key, "kind": "linear", "shape": [tokens, L["out_features"]], "tokens": tokens,
-                "k": L["in_features"], "rows": L["out_features"], "n8_rows": L["n8_rows"],
-                "sections": sections[key], "mode": mode}
-
-    gemms: list[dict[str, Any]] = [lin("patch_embed", patches, "affine")]
-    for i, b in enumerate(blocks):
-        pre = f"blocks.{i}"
-        gemms.append(lin(f"{pre}.qkv", T, "affine"))
-        for h in range(b["heads"]):
-            gemms.append({"key": f"{pre}.scores.{h}", "kind": "scores", "block": i, "head": h, "shape": [T, T],
-                          "tokens": T, "k": hd, "rows": T, "stationary": True, "mode": "scores"})
-        for h in range(b["heads"]):
-            gemms.append({"key": f"{pre}.av.{h}", "kind": "av", "block": i, "head": h, "shape": [T, hd],
-                          "tokens": T, "k": T, "rows": hd, "stationary": True, "mode": "requant"})
-        gemms += [lin(f"{pre}.proj", T, "ls_residual"), lin(f"{pre}.fc1", T, "affine"),
-                  lin(f"{pre}.fc2", T, "ls_residual")]
-    gemms.append(lin("head", 1, "affine"))
-
-    lin_list = [layers[l["name"]] for l in manifest["layers"]]
-    max_nib = max([l["nibble_rows"] for l in lin_list] + [2 * n + n // max(1, design["pe_rows"]) + 2 for n in (T, hd)])
+    layer_scales = {b.proj.name: b.ls1 for b in ir.blocks} | {b.fc2.name: b.ls2 for b in ir.blocks}
+    layers = {l.name: _layer_record(l, design, blob, layer_scales.get(l.name)) for l in ir.linears()}
+    glob = {"cls_off": blob.add("cls_token", ir.cls_token, "f4"), "pos_off": blob.add("pos_embed", ir.pos_embed, "f4"),
+            "norm_w_off": blob.add("norm.weight", ir.norm[0], "f4"), "norm_b_off": blob.add("norm.bias", ir.norm[1], "f4")}
+    blocks = [_block_record(b, layers, blob) for b in ir.blocks]
+    points, gemms = _points(ir), _gemms(ir)
+    lin_list = list(layers.values())
     blob_bytes = blob.bytes()
-    export_info = {}
-    ejson = export_dir / "export.json"
-    if ejson.is_file():
-        try:
-            e = json.loads(ejson.read_text())
-            export_info = {"config_name": e.get("config", {}).get("name", ""),
-                           "checkpoint_step": e.get("checkpoint_step")}
-        except json.JSONDecodeError:
-            export_info = {}
-    model = {
-        "name": str(export_info.get("config_name") or "subnet"),
-        "embed_dim": E, "depth": depth, "head_dim": hd, "patch_size": p, "in_chans": C, "img_size": img,
-        "grid": img // p, "patches": patches, "tokens": T, "patch_dim": p * p * C,
-        "num_classes": layers["head"]["out_features"], "num_heads": [int(h) for h in sub["num_heads"]],
-        "mlp_hidden": [b["hidden"] for b in blocks], "w8_shares": list(sub.get("w8_shares", [])),
-        "act_qn": srange[0], "act_qp": srange[1], "prob_qn": urange[0], "prob_qp": urange[1],
-        "ln_eps": hex_f64(manifest["layer_norm_eps"]), "ln_eps_dec": repr(float(manifest["layer_norm_eps"])),
-        "attn_scale": hex_f32(attn_scale), "erf": _erf_impl(),
-        "max_heads": max(int(h) for h in sub["num_heads"]),
-        "max_width": max([E, 3 * max(int(h) for h in sub["num_heads"]) * hd] + [b["hidden"] for b in blocks]),
-        "max_nibble_rows": int(max_nib),
-        "depth_x": max(gm["tokens"] * code_row_bytes(gm["k"], design["axi_bytes"]) for gm in gemms),
-        "depth_w": max([l["nibble_rows"] * l["ldw"] for l in lin_list]
-                       + [max_nib * nibble_row_bytes(max(T, hd), design["axi_bytes"])]),
-        "depth_y": T * max([E, T, 3 * max(int(h) for h in sub["num_heads"]) * hd] + [b["hidden"] for b in blocks]),
-        "depth_codes": T * max(b["attn_dim"] for b in blocks),
-        "total_rows": sum(l["out_features"] for l in lin_list),
-        "total_n8": sum(l["n8_rows"] for l in lin_list),
-    }
     ctx = {
         "generator": {"version": GENERATOR_VERSION, "tool": "quasar-vit hls"},
-        "design": design, "model": model, "layers": lin_list, "blocks": blocks, "globals": glob,
-        "points": points, "gemms": gemms,
+        "design": design, "model": _model_record(ir, lin_list, gemms, design, str(info.get("config_name") or "subnet")),
+        "layers": lin_list, "blocks": blocks, "globals": glob, "points": points, "gemms": gemms,
         "code_bytes_per_image": int(sum(int(np.prod(pt["shape"])) for pt in points)),
         "acc_words_per_image": int(sum(int(np.prod(gm["shape"])) for gm in gemms)),
         "blob": {"file": BLOB_NAME, "bytes": len(blob_bytes), "sha256": hashlib.sha256(blob_bytes).hexdigest(),
