@@ -254,3 +254,30 @@ def test_hls_out_never_overwrites_foreign_files(export_dir, tmp_path):
     assert (proj / "README.md").read_text() == "mine"
     again = generate_hls(export_dir, tmp_path / "fresh")
     assert generate_hls(export_dir, again) == again  # an earlier HLS output is replaced as a whole
+
+
+def test_ir_derives_nibbles_and_requant_once_and_rejects_inconsistent_exports(export_dir, tmp_path):
+    """The typed integer description: derived quantities follow the codes; a stored nibble that
+    disagrees with them, or a missing array, is one ExportError naming the array."""
+    from quasar_vit.export.intweights import load_weights
+    from quasar_vit.export.ir import build_ir, load_ir
+
+    ir = load_ir(export_dir)
+    arrays, manifest = load_weights(export_dir)
+    assert [l.name for l in ir.linears()] == [l["name"] for l in manifest["layers"]]
+    for lin in ir.linears():
+        assert np.array_equal(16 * lin.hi + lin.lo, lin.w_int[lin.rows8])
+        assert lin.w4.size == 0 or (lin.w4.min() >= -8 and lin.w4.max() <= 7)
+    blk = ir.blocks[0]
+    mult, shift = blk.requant
+    m = float(np.float64(blk.s_attn) * np.float64(blk.s_v) / np.float64(blk.proj.act_step))
+    assert 2 ** 16 <= mult < 2 ** 17 and abs(mult / 2 ** shift - m) <= m * 2 ** -16
+    bad = dict(arrays)
+    lo = bad["blocks.0.qkv.lo"].copy()
+    lo[0, 0] ^= 1
+    bad["blocks.0.qkv.lo"] = lo
+    with pytest.raises(ExportError, match=r"blocks\.0\.qkv: stored lo does not match"):
+        build_ir(bad, manifest)
+    del bad["blocks.0.qkv.lo"], bad["blocks.0.aq_v.step"]
+    with pytest.raises(ExportError, match=r"lacks array 'blocks\.0\.aq_v\.step'"):
+        build_ir(bad, manifest)
