@@ -102,7 +102,7 @@ def test_bundled_configs_load():
     ("train:\n  steps: -5\n", "train.steps"),
     ("data:\n  name: svhn\n", "svhn"),
     ("- a\n- b\n", "mapping"),
-    ("train: [1, 2\n", "not valid YAML"),
+    ("train: [1, 2\n", r"c\.yaml:2:1: YAML syntax error"),
     ("model:\n  img_size: 30\n  patch_size: 4\n", "multiple"),
     ("search:\n  tied_generations: -1\n", "search.tied_generations"),
     ("search:\n  share_mutation: creep\n", "search.share_mutation"),
@@ -121,3 +121,14 @@ def test_overrides_and_missing_config(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config("fmnist-tiny", ["train.steps"])
+
+
+@pytest.mark.parametrize("override,match", [
+    ("train.stepz=3", r"^--set train\.stepz: section 'train' has no key 'stepz'; did you mean 'train\.steps'\?$"),
+    ("trian.steps=3", r"^--set trian\.steps: the config has no key 'trian'; did you mean 'train'\?$"),
+    ("model=3", r"^--set model: 'model' is a section"),
+    ("train.steps.x=3", r"^--set train\.steps\.x: 'train\.steps' is a value"),
+])
+def test_bad_set_key_names_the_option_not_the_yaml_file(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("fmnist-tiny", [override])

@@ -285,7 +285,10 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text (UTF-8) YAML file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping at the top level")
     for item in overrides or []:
@@ -296,10 +299,31 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def _check_override_key(key: str) -> None:
+    """A ``--set`` key must name a config field: else one error naming the option, with a suggestion."""
+    import difflib
+
+    cls: Any = ExperimentConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[:i])}' is a value, not a section")
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            where = f"section '{'.'.join(parts[:i])}'" if i else "the config"
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f"; did you mean '{'.'.join(parts[:i] + close)}'?" if close else f" (known: {', '.join(names)})"
+            raise ConfigError(f"--set {key}: {where} has no key '{part}'{hint}")
+        cls = typing.get_type_hints(cls)[part]
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        raise ConfigError(f"--set {key}: '{key}' is a section; set one of its keys (section.key=value)")
+
+
 def apply_override(data: dict[str, Any], item: str) -> None:
     if "=" not in item:
-        raise ConfigError(f"override '{item}' must look like section.key=value")
+        raise ConfigError(f"--set {item}: an override must look like section.key=value")
     key, raw = item.split("=", 1)
+    _check_override_key(key.strip())
     parts = key.strip().split(".")
     node = data
     for p in parts[:-1]:
