@@ -219,3 +219,31 @@ def test_cleanup_really_stops_gloo_threads(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     counts = [int(l.split()[-1]) for l in proc.stdout.splitlines() if l.startswith("GLOO_THREADS")]
     assert counts == [0, 0], proc.stdout
+
+
+def test_resume_as_people_expect(tmp_path, capsys, fmnist_available):
+    """--resume needs no --config; a finished run says so and exits at once; train.steps may grow
+    (extending the run); any other changed key is refused by name; steps cannot shrink."""
+    out = tmp_path / "run"
+    sets = [a for o in tiny_overrides(steps=4) for a in ("--set", o)]
+    assert main(["train", "--config", "fmnist-tiny", "--out", str(out), "--no-progress", *sets]) == 0
+    final = (out / "final.json").read_bytes()
+    capsys.readouterr()
+    # finished, nothing to do: exit 0, final evaluation not re-run
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "final.json").read_bytes() == final
+    # another changed key: refused by name
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "--set", "train.lr=0.1"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    # extend to 8 steps: continues from step 4 with the warm-down re-planned
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "--set", "train.steps=8"]) == 0
+    assert read_checkpoint(out / "last.pt")["step"] == 8 and read_checkpoint(out / "supernet.pt")["step"] == 8
+    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [4, 8]
+    # shrinking is refused
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "--set", "train.steps=6"]) == 2
+    assert "below the run's step 8" in capsys.readouterr().err
+    # no --config and no run: one clear error
+    assert main(["train", "--out", str(tmp_path / "none"), "--no-progress"]) == 2
+    assert "--config is required" in capsys.readouterr().err

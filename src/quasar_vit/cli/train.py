@@ -8,9 +8,13 @@ from quasar_vit.cli.common import add_device, add_progress
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML file, or a bundled name (fmnist-tiny, imagenet-small, ...)")
+    p.add_argument("--config", default=None,
+                   help="YAML file, or a bundled name (fmnist-tiny, imagenet-small, ...); with --resume the "
+                        "default is the run's own OUT/config.yaml")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, supernet.pt)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped; --set train.steps=N with a larger N "
+                        "extends it (the warm-down is re-planned to end at N)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.steps=500 (repeatable)")
     add_device(p)
@@ -22,7 +26,18 @@ def run(args: argparse.Namespace) -> int:
     from quasar_vit.training.distributed import cleanup
     from quasar_vit.training.trainer import train_supernet
 
-    cfg = load_config(args.config, args.overrides)
+    from pathlib import Path
+
+    from quasar_vit.errors import ConfigError
+
+    config = args.config
+    if config is None:
+        if not args.resume:
+            raise ConfigError("--config is required to start a run (with --resume it defaults to OUT/config.yaml)")
+        config = Path(args.out) / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"--resume: {config} not found; is --out {args.out} a training run?")
+    cfg = load_config(config, args.overrides)
     try:
         summary = train_supernet(cfg, args.out, resume=args.resume, device=args.device, progress=args.progress)
     finally:

@@ -128,7 +128,13 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         if not run.last.is_file():
             raise CheckpointError(f"--resume: no checkpoint at {run.last}")
         ckpt = read_checkpoint(run.last, map_location="cpu")
-        check_resumable(checkpoint_config(ckpt), cfg, run)
+        check_resumable(checkpoint_config(ckpt), cfg, run, int(ckpt["step"]))
+        if int(ckpt["step"]) >= cfg.train.steps and run.final.is_file():
+            if info.is_main:
+                print(f"{run.root}: the run already finished at step {ckpt['step']} (train.steps={cfg.train.steps}); "
+                      "nothing to do (raise train.steps with --set to extend it)")
+            cleanup()
+            return load_summary(run.root)
         saved_world = int(ckpt.get("world_size", info.world_size))
         if saved_world != info.world_size:
             raise CheckpointError(f"--resume: the run was trained on {saved_world} process(es), now "
@@ -309,14 +315,22 @@ def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: E
 RESUME_FREE = {"data": ("root", "num_workers"), "train": ("log_every", "checkpoint_every", "eval_every")}
 
 
-def check_resumable(saved: ExperimentConfig, cfg: ExperimentConfig, run: "RunDir") -> None:
-    """Refuse a resume whose config would change the computation (paths and logging may change)."""
+def check_resumable(saved: ExperimentConfig, cfg: ExperimentConfig, run: "RunDir", step: int = 0) -> None:
+    """Refuse a resume whose config would change the computation (paths and logging may change).
+
+    ``train.steps`` may grow (to extend a run, finished or not): the cosine warm-down is then
+    re-planned to end at the new total, so the learning rate from ``step`` on follows the longer
+    schedule (the result differs from a run planned that long from the start).
+    """
     import dataclasses
 
+    if cfg.train.steps != saved.train.steps and cfg.train.steps < step:
+        raise CheckpointError(f"--resume: train.steps={cfg.train.steps} is below the run's step {step}; "
+                              "a run can be extended, not shortened")
     for section in ("model", "quant", "data", "train"):
         a = dataclasses.asdict(getattr(saved, section))
         b = dataclasses.asdict(getattr(cfg, section))
-        for key in RESUME_FREE.get(section, ()):
+        for key in RESUME_FREE.get(section, ()) + (("steps",) if section == "train" else ()):
             a.pop(key, None)
             b.pop(key, None)
         diff = sorted(k for k in a if a[k] != b.get(k))
