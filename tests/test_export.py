@@ -280,6 +280,7 @@ def _corrupt_consistently(export_dir, layer: str) -> None:
     """
     from quasar_vit.export.deploy import DeployViT, save_torchscript
     from quasar_vit.export.intweights import load_weights, nibble_split, save_weights
+    from quasar_vit.export.ir import build_ir
 
     arrays, manifest = load_weights(export_dir)
     w = np.clip(-arrays[f"{layer}.w_int"].astype(np.int16), -128, 127).astype(np.int8)
@@ -288,7 +289,7 @@ def _corrupt_consistently(export_dir, layer: str) -> None:
     arrays[f"{layer}.w4"] = w[arrays[f"{layer}.rows4"]]
     arrays[f"{layer}.hi"], arrays[f"{layer}.lo"] = nibble_split(w[arrays[f"{layer}.rows8"]])
     save_weights(export_dir, arrays, manifest)
-    save_torchscript(DeployViT(arrays, manifest), export_dir / "model.pt",
+    save_torchscript(DeployViT(build_ir(arrays, manifest)), export_dir / "model.pt",
                      {"subnet": manifest["subnet"], "quant": manifest["quant"]})
 
 

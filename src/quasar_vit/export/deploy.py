@@ -1,7 +1,8 @@
 """A self-contained, TorchScript-able fake-quant copy of the subnet (``model.pt``).
 
-:class:`DeployViT` is built from the exported integer weights (``weights.npz``): each linear
-layer holds its dequantized weight ``w_int * step`` as a constant, each activation quantizer
+:class:`DeployViT` is built from the exported integer weights (the
+:class:`~quasar_vit.export.ir.IntViT` of ``weights.npz`` + ``manifest.json``): each linear layer
+holds its dequantized weight ``w_int * step`` as a constant, each activation quantizer
 ``clamp(round(x / s), qn, qp) * s`` with its step.  This is the exact forward computation of
 :class:`~quasar_vit.models.vit.QuantViT` (the same float32 operations in the same order) without
 the training-only LSQ autograd function, so ``torch.jit.script`` compiles it and
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, as_ir
+
 
 class FakeQuant(nn.Module):
     """``clamp(round(x / step), qn, qp) * step`` (round half to even), the forward of LSQ."""
@@ -33,43 +36,52 @@ class FakeQuant(nn.Module):
         return torch.clamp(torch.round(x / self.step), self.qn, self.qp) * self.step
 
 
+def _buffer(a: np.ndarray) -> Tensor:
+    """A float32 tensor with its own memory (the module's buffers never alias the IR's arrays)."""
+    return torch.from_numpy(np.asarray(a, np.float32)).clone()
+
+
+def _layer_norm(weight_bias: tuple[np.ndarray, np.ndarray], eps: float) -> nn.LayerNorm:
+    weight, bias = weight_bias
+    norm = nn.LayerNorm(weight.shape[0], eps=eps)
+    with torch.no_grad():
+        norm.weight.copy_(torch.from_numpy(weight))
+        norm.bias.copy_(torch.from_numpy(bias))
+    return norm
+
+
 class DeployLinear(nn.Module):
-    def __init__(self, arrays: Mapping[str, np.ndarray], name: str, act_range: tuple[int, int]) -> None:
+    """Input fake-quant, then ``x @ (w_int * step)^T + bias``."""
+
+    def __init__(self, lin: IntLinear) -> None:
         super().__init__()
-        w_int = torch.from_numpy(arrays[f"{name}.w_int"].astype(np.float32))
-        step = torch.from_numpy(arrays[f"{name}.step"].astype(np.float32))
+        w_int = torch.from_numpy(lin.w_int.astype(np.float32))
+        step = torch.from_numpy(lin.step.astype(np.float32))
         self.register_buffer("weight", w_int * step.unsqueeze(1))
-        self.register_buffer("bias", torch.from_numpy(arrays[f"{name}.bias"].astype(np.float32)))
-        self.aq = FakeQuant(float(arrays[f"{name}.act_step"]), *act_range)
+        self.register_buffer("bias", _buffer(lin.bias))
+        self.aq = FakeQuant(float(lin.act_step), *lin.act_range)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self.aq(x), self.weight, self.bias)
 
 
 class DeployBlock(nn.Module):
-    def __init__(self, arrays: Mapping[str, np.ndarray], i: int, heads: int, head_dim: int, eps: float,
-                 srange: tuple[int, int], urange: tuple[int, int]) -> None:
+    def __init__(self, blk: IntBlock, eps: float, srange: tuple[int, int], urange: tuple[int, int]) -> None:
         super().__init__()
-        p = f"blocks.{i}"
-        e = arrays[f"{p}.norm1.weight"].shape[0]
-        self.heads, self.head_dim = heads, head_dim
-        self.scale = float(head_dim ** -0.5)
-        self.norm1 = nn.LayerNorm(e, eps=eps)
-        self.norm2 = nn.LayerNorm(e, eps=eps)
-        with torch.no_grad():
-            for n in ("norm1", "norm2"):
-                getattr(self, n).weight.copy_(torch.from_numpy(arrays[f"{p}.{n}.weight"]))
-                getattr(self, n).bias.copy_(torch.from_numpy(arrays[f"{p}.{n}.bias"]))
-        self.qkv = DeployLinear(arrays, f"{p}.qkv", srange)
-        self.proj = DeployLinear(arrays, f"{p}.proj", srange)
-        self.fc1 = DeployLinear(arrays, f"{p}.fc1", srange)
-        self.fc2 = DeployLinear(arrays, f"{p}.fc2", srange)
-        self.aq_q = FakeQuant(float(arrays[f"{p}.aq_q.step"]), *srange)
-        self.aq_k = FakeQuant(float(arrays[f"{p}.aq_k.step"]), *srange)
-        self.aq_v = FakeQuant(float(arrays[f"{p}.aq_v.step"]), *srange)
-        self.aq_attn = FakeQuant(float(arrays[f"{p}.aq_attn.step"]), *urange)
-        self.register_buffer("ls1", torch.from_numpy(arrays[f"{p}.ls1"].astype(np.float32)))
-        self.register_buffer("ls2", torch.from_numpy(arrays[f"{p}.ls2"].astype(np.float32)))
+        self.heads, self.head_dim = blk.heads, blk.head_dim
+        self.scale = float(blk.head_dim ** -0.5)
+        self.norm1 = _layer_norm(blk.norm1, eps)
+        self.norm2 = _layer_norm(blk.norm2, eps)
+        self.qkv = DeployLinear(blk.qkv)
+        self.proj = DeployLinear(blk.proj)
+        self.fc1 = DeployLinear(blk.fc1)
+        self.fc2 = DeployLinear(blk.fc2)
+        self.aq_q = FakeQuant(float(blk.s_q), *srange)
+        self.aq_k = FakeQuant(float(blk.s_k), *srange)
+        self.aq_v = FakeQuant(float(blk.s_v), *srange)
+        self.aq_attn = FakeQuant(float(blk.s_attn), *urange)
+        self.register_buffer("ls1", _buffer(blk.ls1))
+        self.register_buffer("ls2", _buffer(blk.ls2))
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, e = x.shape
@@ -89,25 +101,18 @@ class DeployBlock(nn.Module):
 class DeployViT(nn.Module):
     """Fake-quant forward of the exported subnet: ``[B, C, H, W]`` normalised images -> logits."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> None:
+    def __init__(self, ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None) -> None:
+        """From the :class:`~quasar_vit.export.ir.IntViT` of an export (or its ``arrays, manifest``)."""
         super().__init__()
-        sub = manifest["subnet"]
-        q = manifest["quant"]
-        srange = tuple(q["act_range_signed"])
-        urange = tuple(q["act_range_unsigned"])
-        eps = float(manifest["layer_norm_eps"])
-        self.patch = int(sub["patch_size"])
-        self.patch_embed = DeployLinear(arrays, "patch_embed", srange)
-        self.register_buffer("cls_token", torch.from_numpy(arrays["cls_token"]).view(1, 1, -1).clone())
-        self.register_buffer("pos_embed", torch.from_numpy(arrays["pos_embed"]).unsqueeze(0).clone())
-        self.blocks = nn.ModuleList([DeployBlock(arrays, i, int(sub["num_heads"][i]), int(sub["head_dim"]), eps,
-                                                 srange, urange) for i in range(int(sub["depth"]))])
-        e = arrays["norm.weight"].shape[0]
-        self.norm = nn.LayerNorm(e, eps=eps)
-        with torch.no_grad():
-            self.norm.weight.copy_(torch.from_numpy(arrays["norm.weight"]))
-            self.norm.bias.copy_(torch.from_numpy(arrays["norm.bias"]))
-        self.head = DeployLinear(arrays, "head", srange)
+        ir = as_ir(ir, manifest)
+        srange, urange, eps = ir.act_range_signed, ir.act_range_unsigned, ir.layer_norm_eps
+        self.patch = ir.patch_size
+        self.patch_embed = DeployLinear(ir.patch_embed)
+        self.register_buffer("cls_token", torch.from_numpy(ir.cls_token).view(1, 1, -1).clone())
+        self.register_buffer("pos_embed", torch.from_numpy(ir.pos_embed).unsqueeze(0).clone())
+        self.blocks = nn.ModuleList([DeployBlock(blk, eps, srange, urange) for blk in ir.blocks])
+        self.norm = _layer_norm(ir.norm, eps)
+        self.head = DeployLinear(ir.head)
         self.eval()
 
     def forward(self, x: Tensor) -> Tensor:

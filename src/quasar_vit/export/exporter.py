@@ -103,7 +103,7 @@ def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500)
             if len(x) else np.zeros((0, 0), np.float32)
 
 
-def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, arrays: dict, manifest: dict,
+def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, ir: Any,
               data_root: str | None, eval_limit: int | None) -> dict[str, Any]:
     from quasar_vit.errors import DataError
     from quasar_vit.export.onnx_export import onnx_session, run_onnx
@@ -116,7 +116,7 @@ def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, arrays: dict, manife
             raise
         return {"note": f"accuracy not measured: {exc}"}
     ref = torch_logits(deploy, x)
-    integer, _ = IntegerViT(arrays, manifest).predict(x.numpy())
+    integer, _ = IntegerViT(ir).predict(x.numpy())
     n_onnx = min(len(x), 512)
     onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy())
     pct = lambda a: float(100.0 * np.mean(a)) if len(a) else None  # noqa: E731
@@ -143,6 +143,7 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
     """
     from quasar_vit.export.deploy import DeployViT, save_torchscript
     from quasar_vit.export.intweights import bitmap, integer_weights, save_weights
+    from quasar_vit.export.ir import build_ir
     from quasar_vit.export.onnx_export import save_onnx
     from quasar_vit.export.report import write_report
     from quasar_vit.hardware import explore, load_platform
@@ -160,7 +161,8 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
     model = extract(supernet, sub).eval().cpu()
     del supernet
     arrays, manifest = integer_weights(model)
-    deploy = DeployViT(arrays, manifest)
+    ir = build_ir(arrays, manifest)
+    deploy = DeployViT(ir)
     meta = {"name": cfg.name, "checkpoint": str(checkpoint), "step": int(ckpt.get("step", 0)),
             "config_name": cfg.name, "files": FILES}
     with atomic_dir(out) as tmp:
@@ -173,11 +175,11 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
                     "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
                    tmp / "model_state.pt")
         save_weights(tmp, arrays, manifest)
-        save_onnx(arrays, manifest, tmp / "model.onnx")
+        save_onnx(ir, tmp / "model.onnx")
         (tmp / "bitmap.json").write_text(json.dumps(bitmap(arrays, manifest)) + "\n")
         accel = {"format": "quasar-vit-accelerator", "version": 1, **hw, "board": plat.to_dict()}
         (tmp / "accelerator.json").write_text(json.dumps(accel, indent=2) + "\n")
-        evaluation = _evaluate(tmp, cfg, deploy, arrays, manifest, data_root, eval_limit) if evaluate else {
+        evaluation = _evaluate(tmp, cfg, deploy, ir, data_root, eval_limit) if evaluate else {
             "note": "accuracy not measured (--no-eval)"}
         write_report(tmp, sub, hw, evaluation, meta)
         info = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,

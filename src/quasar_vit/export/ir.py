@@ -241,6 +241,15 @@ def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> I
                   tuple(blocks), norm("norm"), lins["head"])
 
 
+def as_ir(ir: "IntViT | Mapping[str, np.ndarray]", manifest: Mapping[str, Any] | None = None) -> IntViT:
+    """``ir`` itself, or the IR built from the storage format ``(arrays, manifest)``."""
+    if isinstance(ir, IntViT):
+        return ir
+    if manifest is None:
+        raise TypeError("pass an IntViT, or the arrays and the manifest of an export")
+    return build_ir(ir, manifest)
+
+
 def load_ir(directory: str | Path) -> IntViT:
     """:class:`IntViT` of the export in ``directory``."""
     from quasar_vit.export.intweights import load_weights
@@ -248,4 +257,4 @@ def load_ir(directory: str | Path) -> IntViT:
     return build_ir(*load_weights(directory))
 
 
-__all__ = ["IntLinear", "IntBlock", "IntViT", "build_ir", "load_ir", "requant_multiplier", "REQUANT_MULT_BITS"]
+__all__ = ["IntLinear", "IntBlock", "IntViT", "as_ir", "build_ir", "load_ir", "requant_multiplier", "REQUANT_MULT_BITS"]

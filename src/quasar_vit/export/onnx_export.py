@@ -14,7 +14,8 @@ Representation (documented in ``docs/export.md``):
 * LayerNorm is ``LayerNormalization``, GELU is the exact ``0.5 x (1 + erf(x / sqrt 2))``, the
   layer scales are ``Mul`` before the residual ``Add``.
 
-The graph is built with ``onnx.helper`` instead of ``torch.onnx.export`` because the training-time
+The builder reads the :class:`~quasar_vit.export.ir.IntViT` of the export.  The graph is built
+with ``onnx.helper`` instead of ``torch.onnx.export`` because the training-time
 LSQ autograd function does not export and because this keeps the row groups explicit.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from quasar_vit.errors import ExportError
+from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, as_ir
 
 OPSET = 21
 
@@ -70,16 +72,17 @@ class _Graph:
                              self.const(np.array(hi, dt), f"{base}.qmax")], f"{base}.clip")
         return self.op("DequantizeLinear", [c, s, z], f"{base}.dq")
 
-    def weight(self, arrays: Mapping[str, np.ndarray], name: str) -> str:
-        step, rows4, rows8 = arrays[f"{name}.step"], arrays[f"{name}.rows4"], arrays[f"{name}.rows8"]
+    def weight(self, lin: IntLinear) -> str:
+        """The dequantized ``[in, out]`` weight: INT4 and INT8 row groups, put back in row order."""
+        name, step, rows4, rows8 = lin.name, lin.step, lin.rows4, lin.rows8
         parts = []
         if len(rows4):
-            w = self.int4(arrays[f"{name}.w4"].T, f"{name}.w4")
+            w = self.int4(lin.w4.T, f"{name}.w4")
             s = self.const(step[rows4].astype(np.float32), f"{name}.step4")
             z = self.int4(np.zeros(len(rows4), np.int8), f"{name}.zp4")
             parts.append(self.op("DequantizeLinear", [w, s, z], f"{name}.w4_dq", axis=1))
         if len(rows8):
-            w8 = arrays[f"{name}.w_int"][rows8].astype(np.int8)
+            w8 = lin.w_int[rows8].astype(np.int8)
             w = self.const(np.ascontiguousarray(w8.T), f"{name}.w8")
             s = self.const(step[rows8].astype(np.float32), f"{name}.step8")
             z = self.const(np.zeros(len(rows8), np.int8), f"{name}.zp8")
@@ -90,103 +93,160 @@ class _Graph:
         order = np.argsort(np.concatenate([rows4, rows8])).astype(np.int64)
         return self.op("Gather", [cat, self.const(order, f"{name}.order")], f"{name}.w", axis=1)
 
-    def linear(self, arrays: Mapping[str, np.ndarray], name: str, x: str, srange: tuple[int, int]) -> str:
-        xq = self.fake_quant(x, float(arrays[f"{name}.act_step"]), *srange, True, f"{name}.in")
-        y = self.op("MatMul", [xq, self.weight(arrays, name)], f"{name}.matmul")
-        return self.op("Add", [y, self.const(arrays[f"{name}.bias"].astype(np.float32), f"{name}.bias")], name)
+    def linear(self, lin: IntLinear, x: str) -> str:
+        """Input fake-quant (the layer's own activation range), MatMul, bias."""
+        lo, hi = lin.act_range
+        xq = self.fake_quant(x, float(lin.act_step), lo, hi, lo < 0, f"{lin.name}.in")
+        y = self.op("MatMul", [xq, self.weight(lin)], f"{lin.name}.matmul")
+        return self.op("Add", [y, self.const(lin.bias.astype(np.float32), f"{lin.name}.bias")], lin.name)
 
-    def layernorm(self, arrays: Mapping[str, np.ndarray], prefix: str, x: str, eps: float) -> str:
-        return self.op("LayerNormalization", [x, self.const(arrays[f"{prefix}.weight"], f"{prefix}.weight"),
-                                              self.const(arrays[f"{prefix}.bias"], f"{prefix}.bias")],
+    def layernorm(self, norm: tuple[np.ndarray, np.ndarray], prefix: str, x: str, eps: float) -> str:
+        weight, bias = norm
+        return self.op("LayerNormalization", [x, self.const(weight, f"{prefix}.weight"),
+                                              self.const(bias, f"{prefix}.bias")],
                        prefix, axis=-1, epsilon=eps)
 
     def i64(self, v: list[int], base: str) -> str:
         return self.const(np.array(v, np.int64), base)
 
 
-def build_onnx(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]):
-    """The ONNX ``ModelProto`` of the exported subnet (input ``images`` [N, C, H, W] -> ``logits``)."""
-    try:
-        import onnx
-        from onnx import TensorProto, helper
-    except ImportError:  # pragma: no cover
-        raise ExportError("the ONNX export needs the 'onnx' package (pip install quasar-vit[export])") from None
-    g = _Graph()
-    sub = manifest["subnet"]
-    q = manifest["quant"]
-    srange, urange = tuple(q["act_range_signed"]), tuple(q["act_range_unsigned"])
-    eps = float(manifest["layer_norm_eps"])
-    c, hw, p, hd = sub["in_chans"], sub["img_size"], sub["patch_size"], sub["head_dim"]
+# ---- the graph, stage by stage (each returns the name of its output tensor) -----------------------
+def _patchify(g: _Graph, ir: IntViT) -> str:
+    """``images`` [B, C, H, W] -> patches [B, N, C*p*p] in (c, dy, dx) order."""
+    c, hw, p = ir.subnet["in_chans"], ir.subnet["img_size"], ir.subnet["patch_size"]
     n = (hw // p) ** 2
-    t = n + 1
-    e = sub["embed_dim"]
-
     x = g.op("Reshape", ["images", g.i64([0, c, hw // p, p, hw // p, p], "patch.shape1")], "patch.r1")
     x = g.op("Transpose", [x], "patch.t", perm=[0, 2, 4, 1, 3, 5])
-    x = g.op("Reshape", [x, g.i64([0, n, c * p * p], "patch.shape2")], "patch.r2")
-    tok = g.linear(arrays, "patch_embed", x, srange)
+    return g.op("Reshape", [x, g.i64([0, n, c * p * p], "patch.shape2")], "patch.r2")
+
+
+def _embed_tokens(g: _Graph, ir: IntViT, patches: str) -> str:
+    """Patch embedding, the class token in front (expanded to the batch), plus the position embedding."""
+    e = ir.subnet["embed_dim"]
+    tok = g.linear(ir.patch_embed, patches)
     batch = g.op("Shape", [tok], "batch", start=0, end=1)
     cshape = g.op("Concat", [batch, g.i64([1, e], "cls.tail")], "cls.shape", axis=0)
-    cls = g.op("Expand", [g.const(arrays["cls_token"].reshape(1, 1, e), "cls_token"), cshape], "cls")
+    cls = g.op("Expand", [g.const(ir.cls_token.reshape(1, 1, e), "cls_token"), cshape], "cls")
     x = g.op("Concat", [cls, tok], "tokens", axis=1)
-    x = g.op("Add", [x, g.const(arrays["pos_embed"][None], "pos_embed")], "embed")
-    for i in range(sub["depth"]):
-        pre = f"blocks.{i}"
-        heads = sub["num_heads"][i]
-        h = g.layernorm(arrays, f"{pre}.norm1", x, eps)
-        qkv = g.linear(arrays, f"{pre}.qkv", h, srange)
-        qkv = g.op("Reshape", [qkv, g.i64([0, t, 3, heads, hd], f"{pre}.qkv.shape")], f"{pre}.qkv.r")
-        qkv = g.op("Transpose", [qkv], f"{pre}.qkv.t", perm=[2, 0, 3, 1, 4])
-        ops = []
-        for j, nm in enumerate(("aq_q", "aq_k", "aq_v")):
-            v = g.op("Gather", [qkv, g.const(np.array(j, np.int64), f"{pre}.idx{j}")], f"{pre}.{nm[-1]}", axis=0)
-            if nm == "aq_k":  # k^T, transposed before its (elementwise) quantisation
-                v = g.op("Transpose", [v], f"{pre}.kT", perm=[0, 1, 3, 2])
-            ops.append(g.fake_quant(v, float(arrays[f"{pre}.{nm}.step"]), *srange, True, f"{pre}.{nm}"))
-        qq, kt, vv = ops
-        s = g.op("MatMul", [qq, kt], f"{pre}.qk")
-        s = g.op("Mul", [s, g.const(np.array(hd ** -0.5, np.float32), f"{pre}.attn_scale")], f"{pre}.scores")
-        s = g.op("Softmax", [s], f"{pre}.softmax", axis=-1)
-        s = g.fake_quant(s, float(arrays[f"{pre}.aq_attn.step"]), *urange, False, f"{pre}.aq_attn")
-        a = g.op("MatMul", [s, vv], f"{pre}.av")
-        a = g.op("Transpose", [a], f"{pre}.av.t", perm=[0, 2, 1, 3])
-        a = g.op("Reshape", [a, g.i64([0, t, heads * hd], f"{pre}.av.shape")], f"{pre}.av.r")
-        a = g.linear(arrays, f"{pre}.proj", a, srange)
-        a = g.op("Mul", [a, g.const(arrays[f"{pre}.ls1"], f"{pre}.ls1")], f"{pre}.ls1_mul")
-        x = g.op("Add", [x, a], f"{pre}.res1")
-        h = g.layernorm(arrays, f"{pre}.norm2", x, eps)
-        h = g.linear(arrays, f"{pre}.fc1", h, srange)
-        u = g.op("Mul", [h, g.const(np.array(1 / math.sqrt(2.0), np.float32), f"{pre}.rsqrt2")], f"{pre}.gelu.u")
-        u = g.op("Erf", [u], f"{pre}.gelu.erf")
-        u = g.op("Add", [u, g.const(np.array(1.0, np.float32), f"{pre}.one")], f"{pre}.gelu.add")
-        u = g.op("Mul", [h, u], f"{pre}.gelu.mul")
-        h = g.op("Mul", [u, g.const(np.array(0.5, np.float32), f"{pre}.half")], f"{pre}.gelu")
-        h = g.linear(arrays, f"{pre}.fc2", h, srange)
-        h = g.op("Mul", [h, g.const(arrays[f"{pre}.ls2"], f"{pre}.ls2")], f"{pre}.ls2_mul")
-        x = g.op("Add", [x, h], f"{pre}.res2")
-    x = g.layernorm(arrays, "norm", x, eps)
+    return g.op("Add", [x, g.const(ir.pos_embed[None], "pos_embed")], "embed")
+
+
+def _quantized_q_kt_v(g: _Graph, blk: IntBlock, qkv: str, ir: IntViT) -> list[str]:
+    """Split ``qkv`` [B, T, 3*H*d] into the fake-quantized heads q, k^T, v ([B, H, T, d], k^T [B, H, d, T])."""
+    pre, t = f"blocks.{blk.index}", ir.tokens
+    qkv = g.op("Reshape", [qkv, g.i64([0, t, 3, blk.heads, blk.head_dim], f"{pre}.qkv.shape")], f"{pre}.qkv.r")
+    qkv = g.op("Transpose", [qkv], f"{pre}.qkv.t", perm=[2, 0, 3, 1, 4])
+    ops = []
+    for j, (nm, step) in enumerate((("aq_q", blk.s_q), ("aq_k", blk.s_k), ("aq_v", blk.s_v))):
+        v = g.op("Gather", [qkv, g.const(np.array(j, np.int64), f"{pre}.idx{j}")], f"{pre}.{nm[-1]}", axis=0)
+        if nm == "aq_k":  # k^T, transposed before its (elementwise) quantisation
+            v = g.op("Transpose", [v], f"{pre}.kT", perm=[0, 1, 3, 2])
+        ops.append(g.fake_quant(v, float(step), *ir.act_range_signed, True, f"{pre}.{nm}"))
+    return ops
+
+
+def _attention_branch(g: _Graph, blk: IntBlock, x: str, ir: IntViT) -> str:
+    """``ls1 * proj(softmax(q k^T / sqrt d) v)`` of ``norm1(x)``, probabilities fake-quantized (unsigned)."""
+    pre, hd = f"blocks.{blk.index}", blk.head_dim
+    h = g.layernorm(blk.norm1, f"{pre}.norm1", x, ir.layer_norm_eps)
+    qq, kt, vv = _quantized_q_kt_v(g, blk, g.linear(blk.qkv, h), ir)
+    s = g.op("MatMul", [qq, kt], f"{pre}.qk")
+    s = g.op("Mul", [s, g.const(np.array(hd ** -0.5, np.float32), f"{pre}.attn_scale")], f"{pre}.scores")
+    s = g.op("Softmax", [s], f"{pre}.softmax", axis=-1)
+    s = g.fake_quant(s, float(blk.s_attn), *ir.act_range_unsigned, False, f"{pre}.aq_attn")
+    a = g.op("MatMul", [s, vv], f"{pre}.av")
+    a = g.op("Transpose", [a], f"{pre}.av.t", perm=[0, 2, 1, 3])
+    a = g.op("Reshape", [a, g.i64([0, ir.tokens, blk.attn_dim], f"{pre}.av.shape")], f"{pre}.av.r")
+    a = g.linear(blk.proj, a)
+    return g.op("Mul", [a, g.const(blk.ls1, f"{pre}.ls1")], f"{pre}.ls1_mul")
+
+
+def _exact_gelu(g: _Graph, h: str, pre: str) -> str:
+    """``0.5 * h * (1 + erf(h / sqrt 2))``."""
+    u = g.op("Mul", [h, g.const(np.array(1 / math.sqrt(2.0), np.float32), f"{pre}.rsqrt2")], f"{pre}.gelu.u")
+    u = g.op("Erf", [u], f"{pre}.gelu.erf")
+    u = g.op("Add", [u, g.const(np.array(1.0, np.float32), f"{pre}.one")], f"{pre}.gelu.add")
+    u = g.op("Mul", [h, u], f"{pre}.gelu.mul")
+    return g.op("Mul", [u, g.const(np.array(0.5, np.float32), f"{pre}.half")], f"{pre}.gelu")
+
+
+def _mlp_branch(g: _Graph, blk: IntBlock, x: str, ir: IntViT) -> str:
+    """``ls2 * fc2(gelu(fc1(norm2(x))))``."""
+    pre = f"blocks.{blk.index}"
+    h = g.layernorm(blk.norm2, f"{pre}.norm2", x, ir.layer_norm_eps)
+    h = _exact_gelu(g, g.linear(blk.fc1, h), pre)
+    h = g.linear(blk.fc2, h)
+    return g.op("Mul", [h, g.const(blk.ls2, f"{pre}.ls2")], f"{pre}.ls2_mul")
+
+
+def _block(g: _Graph, blk: IntBlock, x: str, ir: IntViT) -> str:
+    """One transformer block: the two residual branches."""
+    pre = f"blocks.{blk.index}"
+    x = g.op("Add", [x, _attention_branch(g, blk, x, ir)], f"{pre}.res1")
+    return g.op("Add", [x, _mlp_branch(g, blk, x, ir)], f"{pre}.res2")
+
+
+def _classifier(g: _Graph, ir: IntViT, x: str) -> str:
+    """Final LayerNorm, the class token's row, the head; its output is renamed ``logits``."""
+    x = g.layernorm(ir.norm, "norm", x, ir.layer_norm_eps)
     x = g.op("Gather", [x, g.const(np.array(0, np.int64), "cls_index")], "cls_out", axis=1)
-    logits = g.linear(arrays, "head", x, srange)
-    g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
+    logits = g.linear(ir.head, x)
+    g.nodes.append(g.h.make_node("Identity", [logits], ["logits"], name="logits"))
+    return "logits"
+
+
+def _act_bits(ir: IntViT) -> int:
+    """Activation width, from the unsigned range ``[0, 2**bits - 1]``."""
+    return (int(ir.act_range_unsigned[1]) + 1).bit_length() - 1
+
+
+def _model(g: _Graph, ir: IntViT):
+    """The checked ``ModelProto`` of the finished graph ``g``, with its I/O declarations and metadata."""
+    import onnx
+
+    helper, tp, sub = g.h, g.TP, ir.subnet
+    c, hw = sub["in_chans"], sub["img_size"]
     graph = helper.make_graph(
         g.nodes, "quasar_vit_subnet",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", c, hw, hw])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sub["num_classes"]])],
+        [helper.make_tensor_value_info("images", tp.FLOAT, ["batch", c, hw, hw])],
+        [helper.make_tensor_value_info("logits", tp.FLOAT, ["batch", sub["num_classes"]])],
         g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="quasar-vit")
     model.ir_version = 10
     helper.set_model_props(model, {"subnet": json.dumps(sub), "bitmap": "bitmap.json",
                                    "weights": "row groups: INT4 rows + INT8 rows, per-row scales",
-                                   "activations": f"{q['act_bits']}-bit QDQ (int8/uint8 + Clip)"})
+                                   "activations": f"{_act_bits(ir)}-bit QDQ (int8/uint8 + Clip)"})
     onnx.checker.check_model(model)
     return model
 
 
-def save_onnx(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any], path: str | Path) -> None:
+def build_onnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None):
+    """The ONNX ``ModelProto`` of the exported subnet (input ``images`` [N, C, H, W] -> ``logits``).
+
+    ``ir``: the :class:`~quasar_vit.export.ir.IntViT` of the export (or its ``arrays, manifest``).
+    """
+    try:
+        import onnx  # noqa: F401
+    except ImportError:  # pragma: no cover
+        raise ExportError("the ONNX export needs the 'onnx' package (pip install quasar-vit[export])") from None
+    ir = as_ir(ir, manifest)
+    g = _Graph()
+    x = _embed_tokens(g, ir, _patchify(g, ir))
+    for blk in ir.blocks:
+        x = _block(g, blk, x, ir)
+    _classifier(g, ir, x)
+    return _model(g, ir)
+
+
+def save_onnx(ir: IntViT | Mapping[str, np.ndarray], *args: Any) -> None:
+    """Write the ONNX model: ``save_onnx(ir, path)``, or ``save_onnx(arrays, manifest, path)``."""
     import onnx
 
-    onnx.save(build_onnx(arrays, manifest), str(path))
+    if len(args) not in (1, 2):
+        raise TypeError("save_onnx(ir, path) or save_onnx(arrays, manifest, path)")
+    *manifest, path = args
+    onnx.save(build_onnx(ir, *manifest), str(path))
 
 
 def onnx_session(path: str | Path):

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, build_ir, requant_multiplier
+from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, as_ir, requant_multiplier
 
 try:  # pragma: no cover - depends on the environment
     from scipy.special import erf as _erf
@@ -197,7 +197,7 @@ class IntegerViT:
 
     def __init__(self, arrays: Mapping[str, np.ndarray] | IntViT, manifest: Mapping[str, Any] | None = None,
                  exact: bool = False, check_nibbles: bool = False) -> None:
-        self.ir = arrays if isinstance(arrays, IntViT) else build_ir(arrays, manifest or {})
+        self.ir = as_ir(arrays, manifest)
         self.exact, self.check_nibbles = exact, check_nibbles
         self.linears = {lin.name: IntegerLinear(lin) for lin in self.ir.linears()}
 

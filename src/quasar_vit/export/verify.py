@@ -207,6 +207,7 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
     from quasar_vit.export.deploy import DeployViT, load_torchscript
     from quasar_vit.export.exporter import load_test_images
     from quasar_vit.export.intweights import load_weights
+    from quasar_vit.export.ir import build_ir
     from quasar_vit.export.reference import IntegerViT
 
     directory = Path(directory)
@@ -223,8 +224,9 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
     x, y = load_test_images(cfg, data_root, limit)
     if len(x) == 0:
         raise ExportError("no test images to verify on")
-    engine = IntegerViT(arrays, manifest)
-    deploy = DeployViT(arrays, manifest)
+    ir = build_ir(arrays, manifest)   # one typed description for every engine compared below
+    engine = IntegerViT(ir)
+    deploy = DeployViT(ir)
 
     vs_deploy, vs_ckpt = _Comparison(), _Comparison()
     int_all, eager_all = [], []
@@ -244,7 +246,7 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
     integer = np.concatenate(int_all)
 
     # nibble passes == direct int64 GEMMs, on a few images
-    checker = IntegerViT(arrays, manifest, exact=True, check_nibbles=True)
+    checker = IntegerViT(ir, exact=True, check_nibbles=True)
     nib_logits = checker.forward(x[:4].numpy())
     nibbles_ok = bool(np.array_equal(nib_logits, integer[:4]))
 
