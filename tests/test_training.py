@@ -247,3 +247,25 @@ def test_resume_as_people_expect(tmp_path, capsys, fmnist_available):
     # no --config and no run: one clear error
     assert main(["train", "--out", str(tmp_path / "none"), "--no-progress"]) == 2
     assert "--config is required" in capsys.readouterr().err
+
+
+def test_watchable_training_without_a_terminal(tmp_path, fmnist_available):
+    """train.eval_every scores the largest and smallest subnet on validation; metrics.csv and curves.png
+    are written; with stderr not a terminal, plain log lines replace the bar; watching changes no weight."""
+    runs = {}
+    for name, extra in (("watched", ["train.eval_every=4"]), ("plain", [])):
+        out = tmp_path / name
+        sets = [a for o in tiny_overrides(steps=8) + extra for a in ("--set", o)]
+        proc = subprocess.run([sys.executable, "-m", "quasar_vit.cli.main", "train", "--config", "fmnist-tiny",
+                               "--out", str(out), *sets], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[name] = (out, proc.stderr)
+    out, err = runs["watched"]
+    assert "\r" not in err and "step 4/8" in err and "step 8/8" in err and "val largest" in err
+    header, *rows = (out / "metrics.csv").read_text().splitlines()
+    assert {"val_top1_largest", "val_top1_smallest", "loss_largest", "lr"} <= set(header.split(","))
+    assert len(rows) == 2 and (out / "curves.png").stat().st_size > 1000
+    a = read_checkpoint(out / "supernet.pt")["model"]
+    b = read_checkpoint(runs["plain"][0] / "supernet.pt")["model"]
+    assert _states_equal(a, b)

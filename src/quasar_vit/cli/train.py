@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         # destroy it here so gloo's threads are not left to be torn down during interpreter exit
         # (a SIGABRT that would hide the real error).  A no-op when already destroyed or not under torchrun.
         cleanup()
-    if summary.get("test_top1_largest") is not None:
-        print(json.dumps(summary, indent=2))
+    import os
+
+    if summary.get("test_top1_largest") is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))   # under torchrun only rank 0 reports
     return 0

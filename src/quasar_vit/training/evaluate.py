@@ -28,7 +28,8 @@ def count_correct(forward: Callable[[Tensor], Tensor], dataset: Dataset, transfo
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+        total = -(-len(dataset) // batch_size) if hasattr(dataset, "__len__") else None
+        batches = tqdm(batches, desc=desc, unit="batch", total=total, leave=False, dynamic_ncols=True)
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         pred = forward(transform(x)).argmax(dim=-1)

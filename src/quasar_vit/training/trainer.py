@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from quasar_vit.errors import CheckpointError, QuasarError
 from quasar_vit.space import SearchSpace, SubnetConfig
 from quasar_vit.supernet import SuperViT, build_supernet
 from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
+from quasar_vit.training.watch import TensorBoard, log_line, plot_curves, read_metrics, stderr_is_terminal, write_csv
 from quasar_vit.training.distributed import (DistInfo, all_reduce_gradients, barrier, broadcast_module,
                                              cleanup, init_distributed)
 from quasar_vit.training.evaluate import evaluate_subnet
@@ -181,10 +183,13 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
 
     t_cfg = cfg.train
     bar = None
-    if progress and info.is_main:
+    plain_log = progress and info.is_main and not stderr_is_terminal()   # SLURM/nohup: lines, not a bar
+    if progress and info.is_main and not plain_log:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=t_cfg.steps, initial=state.step, desc="train supernet", unit="step", dynamic_ncols=True)
+    tboard = TensorBoard(run.root) if info.is_main else None
+    val_tf = BatchTransform.from_config(cfg.data, train=False)
     model.train()
     t_last = t_window = time.time()
     window: dict[str, float] = {}
@@ -231,7 +236,9 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['largest']:.3f}", lr=f"{lr:.2e}", epoch=epoch)
-            if state.step % t_cfg.log_every == 0 or state.step == t_cfg.steps:
+            eval_now = t_cfg.eval_every > 0 and state.step % t_cfg.eval_every == 0 and len(splits.val) > 0
+            if state.step % t_cfg.log_every == 0 or state.step == t_cfg.steps or eval_now:
+                val = _validate(model, space, splits.val, val_tf, info) if eval_now else {}
                 now = time.time()
                 dt = now - t_window
                 state.elapsed += now - t_last
@@ -241,8 +248,13 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
                            **{f"loss_{k}": v / n_window for k, v in window.items()},
                            "sec_per_step": dt / n_window,
                            "img_per_sec": n_window * x.shape[0] * info.world_size / max(dt, 1e-9),
-                           "elapsed": state.elapsed}
+                           "elapsed": state.elapsed, **val}
                     append_jsonl(run.metrics, rec)
+                    write_csv(read_metrics(run.metrics), run.root / "metrics.csv")
+                    if tboard is not None:
+                        tboard.add(rec)
+                    if plain_log:
+                        print(log_line(rec, t_cfg.steps), file=sys.stderr, flush=True)
                 window, n_window = {}, 0
             if state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.steps or state.step == stop_at:
                 now = time.time()
@@ -255,6 +267,10 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
     finally:
         if bar is not None:
             bar.close()
+        if info.is_main:
+            plot_curves(read_metrics(run.metrics), run.root / "curves.png")
+            if tboard is not None:
+                tboard.close()
 
     summary: dict[str, Any] = {"steps": state.step, "train_seconds": state.elapsed, "world_size": info.world_size}
     if info.enabled:
@@ -268,7 +284,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
               else (("largest", space.largest()), ("smallest", space.smallest())))
     for name, sub in finals:
         summary[f"test_top1_{name}"] = evaluate_subnet(model, sub, splits.test, test_tf, info.device, batch_size=500,
-                                                       progress=progress and info.is_main, rank=info.rank,
+                                                       progress=progress and info.is_main and not plain_log, rank=info.rank,
                                                        world_size=info.world_size)
     if info.is_main:
         save_checkpoint(run.final, {"step": state.step, "config": cfg.to_dict(), "model": _cpu_state(model),
@@ -277,6 +293,16 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
     barrier()
     cleanup()
     return summary
+
+
+def _validate(model: nn.Module, space: SearchSpace, val: Any, transform: Any, info: DistInfo) -> dict[str, float]:
+    """Validation top-1 of the largest and the smallest subnet (train.eval_every); every rank scores a shard."""
+    model.eval()
+    out = {f"val_top1_{name}": evaluate_subnet(model, sub, val, transform, info.device, batch_size=500,
+                                               rank=info.rank, world_size=info.world_size)
+           for name, sub in (("largest", space.largest()), ("smallest", space.smallest()))}
+    model.train()
+    return out
 
 
 def t_cfg_bs(cfg: ExperimentConfig) -> int:
