@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh export,hls
-exec quasar-vit demo "$@"
+source scripts/python.sh
+exec "$PY" -m quasar_vit demo "$@"

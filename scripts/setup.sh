@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what quasar-vit needs on a fresh machine; safe to run again (skips what is there).
+#   where: the active virtual environment, else the project's .venv (scripts/python.sh).
 #   torch: the CPU build 2.13.0 when no torch is installed (a bare `pip install torch` would pull
 #          a multi-GB CUDA build); GPU users install their CUDA build first and it is kept.
 #   Fashion-MNIST: the Debian package dataset-fashion-mnist (the bundled default data set).
 #   the package itself, editable, with the extras given as $1 (e.g. "test").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/python.sh
 extras=${1:-}
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
