@@ -36,3 +36,24 @@ def tiny_config(fmnist_available):
     from quasar_vit.config import load_config
 
     return load_config("fmnist-tiny", tiny_overrides())
+
+
+#: the export and HLS tests' supernet: the small space trained for a few hundred steps, so that the
+#: activation ranges and steps are those of a model that has learnt something (about 70 % top-1 on the
+#: test subset), not of an 8-step model near chance
+TRAINED_OVERRIDES = TINY_SPACE + [
+    "train.steps=300", "train.batch_size=32", "train.warmup_steps=20", "train.log_every=50",
+    "train.checkpoint_every=300", "data.train_limit=4096", "data.test_limit=400", "data.val_size=256",
+    "train.sandwich_random=1"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, fmnist_available):
+    """``(config, run directory)`` of the shared trained supernet (trained once per test session)."""
+    from quasar_vit.config import load_config
+    from quasar_vit.training.trainer import train_supernet
+
+    cfg = load_config("fmnist-tiny", TRAINED_OVERRIDES)
+    root = tmp_path_factory.mktemp("trained")
+    train_supernet(cfg, root / "run", progress=False)
+    return cfg, root / "run"

@@ -17,8 +17,8 @@ SUBNET: dict = {}   # filled by the `trained` fixture from the config's search s
 
 
 def _subnet_in(space) -> dict:
-    """A mixed subnet of ``space``: second embed dim, smallest depth, per-layer choices cycling."""
-    d = space.depths[0]
+    """A mixed subnet of ``space``: second embed dim, largest depth, per-layer choices cycling."""
+    d = space.depths[-1]
     cyc = lambda xs: [xs[i % len(xs)] for i in range(d)]  # noqa: E731
     shares = [0.0, 0.25, 0.5, 1.0]
     shares = [s for s in shares if s in space.w8_shares] or list(space.w8_shares)
@@ -27,23 +27,15 @@ def _subnet_in(space) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny supernet trained for a few steps on real Fashion-MNIST."""
-    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.fail("Fashion-MNIST is missing: run scripts/setup.sh")
-    from quasar_vit.config import load_config
-    from quasar_vit.training.trainer import train_supernet
-
+def trained(trained_run, tmp_path_factory):
+    """The session's trained tiny supernet (conftest.trained_run) and a mixed subnet of its space."""
+    cfg, run = trained_run
     root = tmp_path_factory.mktemp("export")
-    cfg = load_config("fmnist-tiny", ["train.steps=8", "train.batch_size=32", "train.warmup_steps=2",
-                                      "train.log_every=4", "train.checkpoint_every=8", "data.train_limit=512",
-                                      "data.test_limit=400", "data.val_size=200", "train.sandwich_random=1"])
-    train_supernet(cfg, root / "run", progress=False)
     SUBNET.clear()
     SUBNET.update(_subnet_in(cfg.model.space()))
     sub = root / "subnet.json"
     sub.write_text(json.dumps({"subnet": SUBNET}))
-    return root, root / "run" / "supernet.pt", sub
+    return root, run / "supernet.pt", sub
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,6 @@ import pytest
 
 from quasar_vit.errors import ExportError
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-TINY = ['model.embed_dims=[16, 32]', 'model.depths=[1, 2]', 'model.num_heads=[1, 2]', 'model.mlp_ratios=[1.0, 2.0]',
-        'model.head_dim=8', 'model.patch_size=7', 'train.steps=8', 'train.batch_size=32', 'train.warmup_steps=2',
-        'data.train_limit=512', 'data.test_limit=256', 'data.val_size=256', 'train.sandwich_random=1',
-        'train.checkpoint_every=4']
 # mixed precision: 4-bit and 8-bit rows in every block, different heads and MLP ratios per block
 SUBNET = {"embed_dim": 32, "depth": 2, "num_heads": [2, 1], "mlp_ratios": [2.0, 1.0], "w8_shares": [0.25, 0.75],
           "img_size": 28, "patch_size": 7, "in_chans": 1, "num_classes": 10, "head_dim": 8}
@@ -28,19 +23,14 @@ needs_gxx = pytest.mark.skipif(shutil.which("g++") is None and not os.environ.ge
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.fail("Fashion-MNIST is missing: run scripts/setup.sh")
-    from quasar_vit.config import load_config
+def export_dir(trained_run, tmp_path_factory):
+    """The export of SUBNET from the session's trained tiny supernet (conftest.trained_run)."""
     from quasar_vit.export import export_subnet
-    from quasar_vit.training.trainer import train_supernet
 
+    _, run = trained_run
     root = tmp_path_factory.mktemp("hls")
-    cfg = load_config("fmnist-tiny", TINY)
-    train_supernet(cfg, root / "run", progress=False)
     (root / "subnet.json").write_text(json.dumps(SUBNET))
-    return export_subnet(root / "run" / "supernet.pt", root / "subnet.json", "zcu102", root / "exp",
-                         evaluate=False)
+    return export_subnet(run / "supernet.pt", root / "subnet.json", "zcu102", root / "exp", evaluate=False)
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +136,9 @@ def test_csim_is_bit_exact_on_100_test_images(export_dir):
     assert res["logits_bit_exact"] == 1.0 and res["max_abs_logit_diff"] == 0.0
     assert res["label_agreement"] == 1.0 and res["passed"]
     assert json.loads((export_dir / "hls" / "csim.json").read_text())["images"] == 100
+    # the checks ran on a model that has learnt (realistic activation ranges): at least three times
+    # chance (10 classes), which the former 8-step fixture (about 15 %) was not
+    assert res["top1_reference"] >= 0.3, res["top1_reference"]
 
 
 @needs_gxx
