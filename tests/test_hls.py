@@ -6,7 +6,6 @@ import json
 import re
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
