@@ -244,7 +244,7 @@ def test_resume_as_people_expect(tmp_path, capsys, fmnist_available):
     assert steps == [4, 8]
     # shrinking is refused
     assert main(["train", "--out", str(out), "--resume", "--no-progress", "--set", "train.steps=6"]) == 2
-    assert "below the run's step 8" in capsys.readouterr().err
+    assert "below the run's planned 8" in capsys.readouterr().err
     # no --config and no run: one clear error
     assert main(["train", "--out", str(tmp_path / "none"), "--no-progress"]) == 2
     assert "--config is required" in capsys.readouterr().err

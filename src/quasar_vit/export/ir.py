@@ -36,7 +36,7 @@ def requant_multiplier(m: float) -> tuple[int, int]:
     if mult >= 2 ** REQUANT_MULT_BITS:
         mult //= 2
         shift -= 1
-    if not 1 <= shift <= 62:
+    if not 1 <= shift <= 48:   # the kernel rounds in a 50-bit product (qvit_kernel.cpp, OUT_REQUANT)
         raise ValueError(f"requantisation factor {m} is out of the fixed-point range (shift {shift})")
     return mult, shift
 

@@ -59,7 +59,7 @@ def _max_rows(plat: Platform, packing: "int | str", cols: int, lut_cols: int) ->
     if dsp_row > 0:
         bounds.append(plat.limit("dsp") / dsp_row)
     r = int(math.floor(min(bounds)))
-    while r > 0:
+    while r > 1:   # an 8-bit row's (hi, lo) pair needs two rows in a tile
         d = AcceleratorDesign(plat.name, plat.clock_mhz, r, cols, packing, lut_cols, 1, cols)
         if _logic_fits(d, plat):
             return r

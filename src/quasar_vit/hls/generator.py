@@ -184,6 +184,8 @@ def _design(accel: Mapping[str, Any]) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a custom board file that is not at hand
         part = ""
     timing = EngineTiming.of(d, params)
+    if d.pe_rows < 2:
+        raise ExportError("the engine needs pe_rows >= 2: an 8-bit row's two nibble rows must share a row tile")
     if d.packing == 4 and (d.pe_cols % 2 or d.lut_cols % 2):
         raise ExportError(f"packing 4 needs an even number of columns and LUT columns, got {d.describe()}")
     packing = d.packing
@@ -291,7 +293,8 @@ def _model_record(ir: IntViT, lin_list: list[dict[str, Any]], gemms: list[dict[s
     p, C, img = ir.patch_size, int(sub["in_chans"]), int(sub["img_size"])
     heads = [b.heads for b in ir.blocks]
     hidden = [b.fc1.out_features for b in ir.blocks]
-    max_nib = max([l["nibble_rows"] for l in lin_list] + [2 * n + n // max(1, design["pe_rows"]) + 2 for n in (T, hd)])
+    stationary = [len(nibble_program([True] * n, design["pe_rows"])[0]) for n in (T, hd)]   # k rows, v columns
+    max_nib = max([l["nibble_rows"] for l in lin_list] + stationary)
     ab = design["axi_bytes"]
     return {
         "name": name, "embed_dim": E, "depth": len(ir.blocks), "head_dim": hd, "patch_size": p, "in_chans": C,

@@ -131,7 +131,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
             raise CheckpointError(f"--resume: no checkpoint at {run.last}")
         ckpt = read_checkpoint(run.last, map_location="cpu")
         check_resumable(checkpoint_config(ckpt), cfg, run, int(ckpt["step"]))
-        if int(ckpt["step"]) >= cfg.train.steps and run.final.is_file():
+        if int(ckpt["step"]) >= cfg.train.steps and run.final.is_file() and run.summary.is_file():
             if info.is_main:
                 print(f"{run.root}: the run already finished at step {ckpt['step']} (train.steps={cfg.train.steps}); "
                       "nothing to do (raise train.steps with --set to extend it)")
@@ -268,7 +268,10 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         if bar is not None:
             bar.close()
         if info.is_main:
-            plot_curves(read_metrics(run.metrics), run.root / "curves.png")
+            try:   # a failing plot must not hide the training error that brought us here
+                plot_curves(read_metrics(run.metrics), run.root / "curves.png")
+            except Exception as exc:  # noqa: BLE001
+                print(f"warning: curves.png not written: {exc}", file=sys.stderr)
             if tboard is not None:
                 tboard.close()
 
@@ -350,9 +353,9 @@ def check_resumable(saved: ExperimentConfig, cfg: ExperimentConfig, run: "RunDir
     """
     import dataclasses
 
-    if cfg.train.steps != saved.train.steps and cfg.train.steps < step:
-        raise CheckpointError(f"--resume: train.steps={cfg.train.steps} is below the run's step {step}; "
-                              "a run can be extended, not shortened")
+    if cfg.train.steps < saved.train.steps:
+        raise CheckpointError(f"--resume: train.steps={cfg.train.steps} is below the run's planned "
+                              f"{saved.train.steps} (now at step {step}); a run can be extended, not shortened")
     for section in ("model", "quant", "data", "train"):
         a = dataclasses.asdict(getattr(saved, section))
         b = dataclasses.asdict(getattr(cfg, section))
