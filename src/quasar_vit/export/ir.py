@@ -207,6 +207,15 @@ def _linear(a: _Arrays, info: Mapping[str, Any], srange: tuple[int, int], urange
     return lin
 
 
+def _expect_shapes(prefix: str, e: int, qkv: IntLinear, proj: IntLinear, fc1: IntLinear, fc2: IntLinear) -> None:
+    """The block's linears must chain: embed -> qkv, proj -> embed, embed -> fc1 -> fc2 -> embed."""
+    got = (qkv.in_features, proj.out_features, fc1.in_features, fc2.in_features, fc2.out_features)
+    want = (e, e, e, fc1.out_features, e)
+    if got != want:
+        raise ExportError(f"{prefix}: layer shapes do not chain through embed dim {e} "
+                          f"(qkv in, proj out, fc1 in, fc2 in, fc2 out = {got}, expected {want})")
+
+
 def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> IntViT:
     """:class:`IntViT` from the arrays and manifest of an export (raises :class:`ExportError`)."""
     a = _Arrays(arrays)
@@ -230,12 +239,18 @@ def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> I
             raise ExportError(f"manifest.json lacks layer {exc.args[0]}") from None
         if qkv.out_features != 3 * heads * hd or proj.in_features != heads * hd:
             raise ExportError(f"{p}: qkv/proj shapes do not match {heads} heads of dim {hd}")
+        _expect_shapes(p, e, qkv, proj, fc1, fc2)
         blocks.append(IntBlock(i, heads, hd, qkv, proj, fc1, fc2, a.scalar(f"{p}.aq_q.step"),
                                a.scalar(f"{p}.aq_k.step"), a.scalar(f"{p}.aq_v.step"), a.scalar(f"{p}.aq_attn.step"),
                                norm(f"{p}.norm1"), norm(f"{p}.norm2"), a.get(f"{p}.ls1", shape=(e,)),
                                a.get(f"{p}.ls2", shape=(e,))))
     if "patch_embed" not in lins or "head" not in lins:
         raise ExportError("manifest.json lacks the patch_embed or head layer")
+    pe, head = lins["patch_embed"], lins["head"]
+    pdim = int(sub["patch_size"]) ** 2 * int(sub["in_chans"])
+    if (pe.in_features, pe.out_features, head.in_features) != (pdim, e, e):
+        raise ExportError(f"patch_embed is {pe.out_features}x{pe.in_features} and head takes {head.in_features} "
+                          f"inputs; the subnet needs {e}x{pdim} and {e}")
     return IntViT(sub, srange, urange, float(manifest["layer_norm_eps"]), F32(manifest["attn_scale"]),  # type: ignore[arg-type]
                   lins["patch_embed"], a.get("cls_token", shape=(e,)), a.get("pos_embed", shape=(patches + 1, e)),
                   tuple(blocks), norm("norm"), lins["head"])
