@@ -32,3 +32,7 @@ class HardwareError(QuasarError):
 
 class ExportError(QuasarError):
     """An export or verification that cannot be carried out."""
+
+
+class TrainingError(QuasarError):
+    """Training cannot go on (e.g. a non-finite loss)."""

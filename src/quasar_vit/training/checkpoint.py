@@ -22,8 +22,13 @@ VERSION = 1
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus format tags) to ``path`` atomically."""
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as exc:   # disk full, quota, I/O error (torch wraps some in RuntimeError)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        kept = " (the previous one is kept)" if Path(path).is_file() else ""
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}{kept}") from None
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

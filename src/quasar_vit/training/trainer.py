@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from quasar_vit.config import ExperimentConfig, save_config
-from quasar_vit.errors import CheckpointError, QuasarError
+from quasar_vit.errors import CheckpointError, QuasarError, TrainingError
 from quasar_vit.space import SearchSpace, SubnetConfig
 from quasar_vit.supernet import SuperViT, build_supernet
 from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
@@ -219,9 +219,14 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
                         teacher_probs = F.softmax(logits.detach() / t_cfg.distill_temperature, dim=-1)
                 else:
                     loss = distill_loss(logits, teacher_probs, t_cfg.distill_temperature)
+                value = float(loss.detach())
+                if not math.isfinite(value):   # stop before the optimizer spreads it into the weights
+                    raise TrainingError(f"non-finite loss ({value}) at step {step + 1} for subnet {sub.describe()}; "
+                                        f"the last good checkpoint is {run.last} (every train.checkpoint_every "
+                                        "steps): lower train.lr or raise train.warmup_steps and --resume")
                 loss.backward()
                 key = "largest" if i == 0 else "smallest" if i == 1 else "random"
-                losses[key] = losses.get(key, 0.0) + float(loss.detach()) / (1 if i < 2 else len(subnets) - 2)
+                losses[key] = losses.get(key, 0.0) + value / (1 if i < 2 else len(subnets) - 2)
             all_reduce_gradients(params, info.world_size)
             if t_cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, t_cfg.grad_clip)
