@@ -96,25 +96,28 @@ def deit_export(work: Path) -> Path:
     return exp
 
 
+def _cycles_table(res: dict, limit: int | None = None) -> list[str]:
+    """Per-layer counted vs model cycles of a :func:`csim_cycles` result (the first ``limit`` layers)."""
+    rows = res["per_layer"] if limit is None else res["per_layer"][:limit]
+    L = ["| layer | counted cycles | model cycles |", "|---|---|---|"]
+    L += [f"| {r['layer']} | {r['counted']} | {r['model']} |" for r in rows]
+    if limit is not None:
+        L.append(f"| ... ({len(res['per_layer'])} layers) | | |")
+    return L + [f"| **total** | **{res['counted_total']}** | **{res['model_total']}** |", ""]
+
+
 def markdown(points: list[dict], sim: dict | None, deit: dict | None = None) -> str:
     L = ["# Accelerator benchmark", "", "Command: `python benchmarks/accelerator.py`", ""]
     if sim:
         L += [f"## Counted vs model cycles: `{sim['export']}` ({sim['images']} images)", "",
               f"Integer GEMMs bit-exact: {sim['bit_exact_gemm']}; codes bit-exact: {sim['codes_bit_exact']}; "
               f"label agreement {100 * sim['label_agreement']:.1f} %; {sim['engine_calls']} engine calls, "
-              f"worst relative error {100 * sim['max_rel_err']:.2f} %.", "",
-              "| layer | counted cycles | model cycles |", "|---|---|---|"]
-        L += [f"| {r['layer']} | {r['counted']} | {r['model']} |" for r in sim["per_layer"]]
-        L += [f"| **total** | **{sim['counted_total']}** | **{sim['model_total']}** |", ""]
+              f"worst relative error {100 * sim['max_rel_err']:.2f} %.", ""] + _cycles_table(sim)
     if deit:
         L += [f"## DeiT-Small size at 224 (one image; export `{deit['export']}`)", "",
               f"Integer GEMMs bit-exact: {deit['bit_exact_gemm']}; codes bit-exact: {deit['codes_bit_exact']}; "
               f"{deit['engine_calls']} engine calls, worst relative error {100 * deit['max_rel_err']:.2f} %; "
-              f"C simulation {deit['csim_seconds'].get('csim_run')} s per run.", "",
-              "| layer | counted cycles | model cycles |", "|---|---|---|"]
-        L += [f"| {r['layer']} | {r['counted']} | {r['model']} |" for r in deit["per_layer"][:10]]
-        L += [f"| ... ({len(deit['per_layer'])} layers) | | |",
-              f"| **total** | **{deit['counted_total']}** | **{deit['model_total']}** |", ""]
+              f"C simulation {deit['csim_seconds'].get('csim_run')} s per run.", ""] + _cycles_table(deit, 10)
     L += ["## The paper's ZCU102 points (model, not fitted)", "",
           "| point | GMACs | paper FPS | model FPS | error | FPS, host 2x / 0.5x | fabric ms | host ms | design |",
           "|---|---|---|---|---|---|---|---|---|"]

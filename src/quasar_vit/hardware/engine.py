@@ -25,7 +25,7 @@ from quasar_vit.hardware.params import ModelParams
 
 ROW_PAD, ROW_4BIT, ROW_HI, ROW_LO = 0, 1, 2, 3
 STAGES = ("load_x", "load_w", "compute", "output", "store")
-MODES = {"affine": 0, "ls_residual": 1, "scores": 2, "requant": 3}
+OUT_MODES = {"affine": 0, "ls_residual": 1, "scores": 2, "requant": 3}   # the kernel's OutMode values
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,9 @@ def _cdiv(a: int, b: int) -> int:
 def gemm_cycles(design: AcceleratorDesign, timing: EngineTiming, tokens: int, k: int,
                 tiles_m: Sequence[tuple[int, int]], mode: str) -> GemmCycles:
     """Cycles of one ``qvit_gemm`` call: ``tokens x k`` codes times the nibble-row program whose
-    row tiles are ``tiles_m`` (``(rows, outputs)`` each), output stage ``mode`` (see :data:`MODES`)."""
+    row tiles are ``tiles_m`` (``(rows, outputs)`` each), output stage ``mode`` (see :data:`OUT_MODES`)."""
+    if mode not in OUT_MODES:
+        raise ValueError(f"unknown output mode {mode!r} (one of {', '.join(OUT_MODES)})")
     R, C, TN, TK = design.pe_rows, design.pe_cols, design.tile_tokens, design.tile_k
     ab = timing.axi_bytes
     n_tt, n_mt, n_kt = _cdiv(tokens, TN), len(tiles_m), _cdiv(k, TK)
@@ -199,5 +201,5 @@ def gemm_cycles(design: AcceleratorDesign, timing: EngineTiming, tokens: int, k:
 
 
 __all__ = ["EngineTiming", "GemmCycles", "gemm_cycles", "nibble_program", "row_mask", "row_tiles",
-           "layer_row_tiles", "stationary_row_tiles", "STAGES", "MODES", "ROW_PAD", "ROW_4BIT", "ROW_HI",
+           "layer_row_tiles", "stationary_row_tiles", "STAGES", "OUT_MODES", "ROW_PAD", "ROW_4BIT", "ROW_HI",
            "ROW_LO"]

@@ -139,6 +139,8 @@ def model_cycles(layout: dict[str, Any]) -> list[int]:
 
 def compare_cycles(layout: dict[str, Any], counted: list[dict[str, Any]]) -> dict[str, Any]:
     """Per engine call: cycles counted in the C simulation beside the model's; worst relative error."""
+    from quasar_vit.hardware.engine import STAGES
+
     model = model_cycles(layout)
     if len(counted) != len(model):
         raise ExportError(f"cycles.json has {len(counted)} records, the layout {len(model)} engine calls")
@@ -148,7 +150,7 @@ def compare_cycles(layout: dict[str, Any], counted: list[dict[str, Any]]) -> dic
         err = abs(m - n) / n if n else (0.0 if m == 0 else 1.0)
         worst = max(worst, err)
         rows.append({"key": g["key"], "counted": n, "model": int(m), "rel_err": round(err, 5),
-                     "busy": dict(zip(("load_x", "load_w", "compute", "output", "store"), c["busy"]))})
+                     "busy": dict(zip(STAGES, c["busy"]))})
     counted_total, model_total = sum(r["counted"] for r in rows), sum(r["model"] for r in rows)
     return {"per_gemm": rows, "max_rel_err": worst, "within_tolerance": worst <= CYCLE_TOLERANCE,
             "tolerance": CYCLE_TOLERANCE, "counted_total": counted_total, "model_total": model_total,
