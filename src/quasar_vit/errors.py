@@ -36,3 +36,7 @@ class ExportError(QuasarError):
 
 class TrainingError(QuasarError):
     """Training cannot go on (e.g. a non-finite loss)."""
+
+
+class BusyError(QuasarError):
+    """Another quasar-vit process is writing the same output directory."""

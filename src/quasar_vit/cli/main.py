@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hw": ("quasar_vit.cli.hw", "FPGA latency/resource model and accelerator design for a subnet"),
     "search": ("quasar_vit.cli.search", "hardware-oriented evolutionary search under latency targets"),
     "export": ("quasar_vit.cli.export", "export a subnet: integer weights, ONNX, accelerator config, report"),
-    "verify": ("quasar_vit.cli.verify", "check an export: integer engine vs the checkpoint and model.pt (and C simulation)"),
+    "verify": ("quasar_vit.cli.verify", "check an export: integer engine vs the checkpoint and model.pt2 (and C simulation)"),
     "hls": ("quasar_vit.cli.hls", "generate HLS C++ for an exported subnet"),
     "demo": ("quasar_vit.cli.demo", "the whole method end to end on Fashion-MNIST"),
 }
@@ -54,6 +54,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def user_message(exc: QuasarError) -> str:
+    """The error's own one line, also when a DataLoader worker raised it: torch re-raises those with
+    the worker's traceback folded into the message ("Caught DataError in DataLoader worker process 0
+    ... Original Traceback ..."), whose last line is the original message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(f"{type(exc).__name__}: ", 1)[-1]
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -61,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except QuasarError as exc:
-        print(f"quasar-vit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"quasar-vit {args.command}: error: {user_message(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `quasar-vit hw ... | head`
         sys.stderr.close()

@@ -8,6 +8,7 @@ geometry -- and returned as ``uint8 [C, H, W]``.  Random crop/flip happen later 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ class ImageFolderDataset(Dataset):
     """One split of an ImageFolder tree; items are ``(uint8 [C, img, img], label)``."""
 
     def __init__(self, split_dir: str | Path, img_size: int, in_chans: int,
-                 classes: list[str] | None = None) -> None:
+                 classes: list[str] | None = None, skip_corrupt: bool = False) -> None:
         if in_chans not in (1, 3):
             raise DataError(f"image folders need in_chans 1 or 3, got {in_chans}")
         self.root = Path(split_dir)
@@ -96,10 +97,31 @@ class ImageFolderDataset(Dataset):
         self.targets = [s[1] for s in self.samples]
         self.img_size = img_size
         self.in_chans = in_chans
+        self.skip_corrupt = skip_corrupt
+        self.skipped: set[str] = set()   # corrupt files met by this process (each loader worker has its own)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return load_image(path, self.img_size, self.in_chans), label
+        if not self.skip_corrupt:
+            return load_image(path, self.img_size, self.in_chans), label
+        return self._load_skipping(index)
+
+    def _load_skipping(self, index: int) -> tuple[torch.Tensor, int]:
+        """The image at ``index``, or the first decodable one after it (data.skip_corrupt).
+
+        The batch keeps its size (a replacement, not a hole), so training, resume and the data
+        order of the other ranks are unchanged; each bad file is reported once per process.
+        """
+        for k in range(min(len(self.samples), 1000)):
+            path, label = self.samples[(index + k) % len(self.samples)]
+            try:
+                return load_image(path, self.img_size, self.in_chans), label
+            except DataError as exc:
+                if path not in self.skipped:
+                    self.skipped.add(path)
+                    print(f"warning: {exc}; skipped (data.skip_corrupt), {len(self.skipped)} skipped so far "
+                          f"in this process", file=sys.stderr, flush=True)
+        raise DataError(f"{self.root}: no decodable image among 1000 in a row from index {index}")

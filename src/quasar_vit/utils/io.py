@@ -2,7 +2,9 @@
 
 Every file quasar-vit produces (checkpoints, search state, results, exports) is written to a
 temporary file in the same directory and moved into place with ``os.replace``, which is atomic
-on POSIX and Windows.
+on POSIX and Windows.  Temporary names carry the writer's process id, so that a writer killed
+with ``kill -9`` (whose ``finally`` never runs) leaves debris that the next writer of the same path
+recognises as dead and removes -- a killed 1 GB checkpoint write does not stay on disk forever.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -30,6 +33,48 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 probes without sending)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by someone else
+        return True
+    except OSError:           # e.g. Windows without the probe: assume alive, never delete a live temp
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete temporaries of ``path`` left by writers that no longer run; returns what was removed.
+
+    A temporary of a live process (another writer, or this one) is never touched.  Temporaries of
+    the form ``.NAME.PID.xxxx.tmp`` are recognised; anything else in the folder is left alone.
+    """
+    removed = []
+    for cand in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        parts = cand.name[len(path.name) + 2:].split(".")
+        if not parts or not parts[0].isdigit() or pid_alive(int(parts[0])):
+            continue
+        try:
+            shutil.rmtree(cand) if cand.is_dir() else cand.unlink()
+            removed.append(cand)
+        except OSError:   # raced with another cleaner, or not ours to remove: harmless
+            pass
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _umask() -> int:
@@ -68,16 +113,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a directory in a temporary sibling, then rename it into place.
 
     If ``path`` already exists it is replaced only after the new one is complete, so a failed
-    export never leaves a half-written folder.
+    export never leaves a half-written folder.  After a ``kill -9`` the folder is the old one (or
+    absent); the next writer removes the dead temporary and restores an old folder that the killed
+    writer had moved aside but not yet replaced.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not path.exists():   # a writer was killed between its two renames: undo the first
+        os.replace(old, path)
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
