@@ -73,12 +73,36 @@ class DataConfig:
     val_size: int = 5000           # held out from the training split for search (never the test split)
     train_limit: int = 0           # 0 = all training images (after removing the validation split)
     test_limit: int = 0
-    augment: bool = True           # random crop (padding) + horizontal flip, on tensors
-    crop_padding: int = 2
+    augment: bool = True           # training augmentation on/off (what it is: ``recipe``)
+    # simple: padded random crop + horizontal flip on uint8 batches (the small in-memory data sets);
+    # deit: DeiT/AutoFormer's ImageNet recipe (imagefolder only): RandomResizedCrop in the loader
+    # workers, then flip, RandAugment, normalisation, random erasing and Mixup/CutMix batched on the
+    # training device (quasar_vit.data.augment); evaluation resizes to img_size/eval_crop_pct and
+    # centre-crops.  The defaults of the keys below are DeiT's (Touvron et al. 2021, Table 9; timm's
+    # rand-m9-mstd0.5-inc1), which AutoFormer's supernet training reuses unchanged.
+    recipe: str = "simple"         # one of RECIPES
+    crop_padding: int = 2          # simple recipe only
     hflip: bool = True
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])     # RandomResizedCrop area range
+    rrc_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])  # its aspect range
+    interpolation: str = "bicubic"  # resize filter of the deit recipe's crops (train and eval); INTERPOLATIONS
+    eval_crop_pct: float = 0.875    # deit eval: resize the shorter side to img_size/0.875 (256), centre crop
+    auto_augment: str = "rand"      # rand (RandAugment), trivial (TrivialAugment) or none; AUTO_AUGMENTS
+    randaug_n: int = 2              # RandAugment: operations per image
+    randaug_m: float = 9.0          # RandAugment: magnitude on timm's 0-10 scale
+    randaug_mstd: float = 0.5       # RandAugment: std-dev of the per-operation magnitude noise
+    randaug_prob: float = 0.5       # RandAugment: probability that a drawn operation is applied (timm)
+    mixup_alpha: float = 0.8        # Beta(alpha, alpha) of Mixup; 0 = off
+    cutmix_alpha: float = 1.0       # Beta(alpha, alpha) of CutMix; 0 = off
+    mixup_prob: float = 1.0         # probability that a batch is mixed at all
+    mixup_switch_prob: float = 0.5  # with both on: probability of CutMix instead of Mixup for a batch
+    random_erasing: float = 0.25    # probability of erasing one random box per image (per-pixel noise)
     mean: list[float] = field(default_factory=lambda: [0.2860])
     std: list[float] = field(default_factory=lambda: [0.3530])
     num_workers: int = 0
+    # imagefolder: an image that cannot be decoded stops the run with its path (False), or is replaced
+    # by the next image and counted in a warning line (True) -- for a large crawl with a few bad files
+    skip_corrupt: bool = False
 
 
 @dataclass
@@ -105,7 +129,22 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 0            # 0 = only at the end
     seed: int = 0
+    # mixed precision: none (fp32), bf16 (autocast; falls back to fp16 on GPUs without bf16) or fp16
+    # (autocast with a GradScaler).  Quantizer scale and rounding arithmetic stays fp32 either way.
+    amp: str = "none"              # one of AMP_MODES
+    compile: bool = False          # torch.compile the supernet's forward (GPU runs; see docs/imagenet.md)
+    # split each batch of ``batch_size`` into accum_steps equal micro-batches whose gradients add up
+    # to the whole batch's: same optimisation, 1/accum_steps of the activation memory
+    accum_steps: int = 1
+    init: str | None = None        # pretrained weights to start from (timm/DeiT ViT or AutoFormer supernet)
 
+
+#: training recipes (data.recipe), resize filters (data.interpolation), auto-augment policies
+#: (data.auto_augment) and mixed-precision modes (train.amp)
+RECIPES = ("simple", "deit")
+INTERPOLATIONS = ("bilinear", "bicubic")
+AUTO_AUGMENTS = ("rand", "trivial", "none")
+AMP_MODES = ("none", "bf16", "fp16")
 
 #: how a mutated per-layer 8-bit share changes (search.share_mutation; quasar_vit.search.encoding)
 SHARE_MUTATIONS = ("uniform", "step")
@@ -133,6 +172,11 @@ class SearchConfig:
     share_mutation: str = "uniform"   # one of SHARE_MUTATIONS
     max_retries: int = 50
     val_size: int = 5000
+    # racing (docs/search.md): every candidate is first scored on the first screen_size validation
+    # images; only those that could still enter some target's top-`parents` (screen score + race_z
+    # standard errors >= that target's k-th full score) are scored on all val_size.  0 = off.
+    screen_size: int = 1000
+    race_z: float = 2.0
     eval_batch_size: int = 500
     seed: int = 0
 
@@ -159,6 +203,7 @@ class ExperimentConfig:
         if self.data.name not in ("fashion-mnist", "mnist", "cifar10", "imagefolder"):
             raise ConfigError(f"data.name: unknown data set '{self.data.name}' "
                               "(fashion-mnist, mnist, cifar10, imagefolder)")
+        self._validate_recipe()
         t = self.train
         for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(t, key) <= 0:
@@ -185,6 +230,8 @@ class ExperimentConfig:
             raise ConfigError("search.parents: must not exceed search.population")
         if not 0 <= s.mutation_prob <= 1:
             raise ConfigError("search.mutation_prob: must lie in [0, 1]")
+        if s.screen_size < 0 or s.race_z < 0:
+            raise ConfigError("search.screen_size and search.race_z: must be >= 0 (screen_size 0 = no racing)")
         if any(f <= 0 for f in s.fps_targets):
             raise ConfigError("search.fps_targets: targets must be positive")
         if len(self.data.mean) != self.model.in_chans or len(self.data.std) != self.model.in_chans:
@@ -193,6 +240,36 @@ class ExperimentConfig:
             self.model.space()
         except ConfigError as exc:
             raise ConfigError(f"model: {exc}") from None
+
+    def _validate_recipe(self) -> None:
+        """The augmentation and precision keys: names from their lists, probabilities in [0, 1]."""
+        d, t = self.data, self.train
+        for key, value, allowed in (("data.recipe", d.recipe, RECIPES),
+                                    ("data.interpolation", d.interpolation, INTERPOLATIONS),
+                                    ("data.auto_augment", d.auto_augment, AUTO_AUGMENTS),
+                                    ("train.amp", t.amp, AMP_MODES)):
+            if value not in allowed:
+                raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
+        if d.recipe == "deit" and d.name != "imagefolder":
+            raise ConfigError(f"data.recipe: deit crops in the loader workers and needs data.name: imagefolder "
+                              f"(got {d.name}); use recipe: simple for in-memory data sets")
+        for key in ("randaug_prob", "mixup_prob", "mixup_switch_prob", "random_erasing"):
+            if not 0.0 <= getattr(d, key) <= 1.0:
+                raise ConfigError(f"data.{key}: must lie in [0, 1], got {getattr(d, key)}")
+        for key in ("mixup_alpha", "cutmix_alpha", "randaug_mstd", "randaug_n"):
+            if getattr(d, key) < 0:
+                raise ConfigError(f"data.{key}: must be >= 0, got {getattr(d, key)}")
+        if not 0.0 <= d.randaug_m <= 10.0:
+            raise ConfigError(f"data.randaug_m: must lie in [0, 10] (timm's magnitude scale), got {d.randaug_m}")
+        if len(d.rrc_scale) != 2 or not 0 < d.rrc_scale[0] <= d.rrc_scale[1] <= 1:
+            raise ConfigError(f"data.rrc_scale: expected [min, max] with 0 < min <= max <= 1, got {d.rrc_scale}")
+        if len(d.rrc_ratio) != 2 or not 0 < d.rrc_ratio[0] <= d.rrc_ratio[1]:
+            raise ConfigError(f"data.rrc_ratio: expected [min, max] with 0 < min <= max, got {d.rrc_ratio}")
+        if not 0 < d.eval_crop_pct <= 1:
+            raise ConfigError(f"data.eval_crop_pct: must lie in (0, 1], got {d.eval_crop_pct}")
+        if t.accum_steps < 1 or t.batch_size % t.accum_steps:
+            raise ConfigError(f"train.accum_steps: must be >= 1 and divide train.batch_size={t.batch_size}, "
+                              f"got {t.accum_steps}")
 
 
 def _type_name(tp: Any) -> str:

@@ -17,6 +17,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "extends it (the warm-down is re-planned to end at N)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.steps=500 (repeatable)")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="start from pretrained weights: a timm/DeiT ViT state dict (.pth/.pt/.safetensors) or an "
+                        "AutoFormer supernet checkpoint, mapped into the supernet's largest dims (sets train.init; "
+                        "prints what was loaded, resized and left at its initial value)")
     add_device(p)
     add_progress(p)
 
@@ -37,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
         config = Path(args.out) / "config.yaml"
         if not config.is_file():
             raise ConfigError(f"--resume: {config} not found; is --out {args.out} a training run?")
+    if args.init is not None and args.resume:
+        raise ConfigError("--init starts a new run from pretrained weights; a resumed run continues from its "
+                          "own checkpoint (drop --init)")
     cfg = load_config(config, args.overrides)
+    if args.init is not None:
+        cfg.train.init = args.init
     try:
         summary = train_supernet(cfg, args.out, resume=args.resume, device=args.device, progress=args.progress)
     finally:

@@ -58,8 +58,9 @@ def _load_raw(cfg: DataConfig, img_size: int, in_chans: int) -> tuple[Dataset, D
         root = Path(cfg.root)
         if not root.is_dir():
             raise DataError(f"data set root not found: {root}")
-        train_ds = ImageFolderDataset(root / "train", img_size, in_chans)
-        test_ds = ImageFolderDataset(root / "val", img_size, in_chans, classes=train_ds.classes)
+        train_ds = ImageFolderDataset(root / "train", img_size, in_chans, skip_corrupt=cfg.skip_corrupt)
+        test_ds = ImageFolderDataset(root / "val", img_size, in_chans, classes=train_ds.classes,
+                                     skip_corrupt=cfg.skip_corrupt)
         return train_ds, test_ds, train_ds.classes, in_chans
     raise DataError(f"data.name: unknown data set '{cfg.name}' (fashion-mnist, mnist, cifar10, imagefolder)")
 
@@ -97,8 +98,27 @@ def build_datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: i
     if cfg.train_limit:
         train_idx = train_idx[: cfg.train_limit]
     train_idx = train_idx.sort().values
-    test = test_full
+    test_idx = torch.arange(len(test_full))
     if cfg.test_limit and cfg.test_limit < len(test_full):
-        test = subset(test_full, _seeded_perm(len(test_full), TEST_SUBSET_SEED)[: cfg.test_limit].sort().values)
+        test_idx = _seeded_perm(len(test_full), TEST_SUBSET_SEED)[: cfg.test_limit].sort().values
+    if cfg.recipe == "deit" and isinstance(train_full, ImageFolderDataset):
+        return _deit_splits(cfg, train_full, test_full, (train_idx, val_idx, test_idx), img_size, seed, classes)
+    test = test_full if len(test_idx) == len(test_full) else subset(test_full, test_idx)
     return DataSplits(train=subset(train_full, train_idx), val=subset(train_full, val_idx), test=test,
+                      num_classes=len(classes), classes=list(classes), name=cfg.name)
+
+
+def _deit_splits(cfg: DataConfig, train_full: ImageFolderDataset, test_full: ImageFolderDataset,
+                 idx: tuple[torch.Tensor, torch.Tensor, torch.Tensor], img_size: int, seed: int,
+                 classes: list[str]) -> DataSplits:
+    """The DeiT recipe's geometry: RandomResizedCrop for training (when ``augment``), resize to
+    ``img_size / eval_crop_pct`` and centre crop for validation and test (:mod:`.decode`)."""
+    from quasar_vit.data.decode import FolderCrops
+
+    common = dict(size=img_size, seed=seed, scale=cfg.rrc_scale, ratio=cfg.rrc_ratio,
+                  interpolation=cfg.interpolation, crop_pct=cfg.eval_crop_pct)
+    train_idx, val_idx, test_idx = idx
+    return DataSplits(train=FolderCrops(train_full, train_idx, train=cfg.augment, **common),
+                      val=FolderCrops(train_full, val_idx, train=False, **common),
+                      test=FolderCrops(test_full, test_idx, train=False, **common),
                       num_classes=len(classes), classes=list(classes), name=cfg.name)

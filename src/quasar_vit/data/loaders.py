@@ -107,6 +107,16 @@ class EpochSampler(DistributedSampler):
         return max(0, self.num_samples - self.skip)
 
 
+class EpochKeySampler(EpochSampler):
+    """:class:`EpochSampler` yielding ``(index, epoch)`` keys, for data sets whose items are random
+    per epoch (RandomResizedCrop in :class:`~quasar_vit.data.decode.FolderCrops`): the item can seed
+    its randomness from its key, whichever worker process loads it."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        epoch = self.epoch
+        return ((i, epoch) for i in super().__iter__())
+
+
 def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is not None and world_size is not None:
         return rank, world_size
@@ -117,21 +127,25 @@ def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
                 num_workers: int = 0, distributed: bool = False, rank: int | None = None,
-                world_size: int | None = None) -> TensorBatchLoader | DataLoader:
+                world_size: int | None = None, pin_memory: bool | None = None) -> TensorBatchLoader | DataLoader:
     """A loader yielding ``(x_uint8 [B, C, H, W], y int64 [B])`` whose order depends only on
     ``(seed, epoch)``; call ``set_epoch`` (or use :func:`infinite_batches`) each epoch.
 
     In-memory data sets get the :class:`TensorBatchLoader` fast path; others (ImageFolder) a
-    ``DataLoader`` over an :class:`EpochSampler` with ``num_workers`` worker processes.
+    ``DataLoader`` over an :class:`EpochSampler` (:class:`EpochKeySampler` for data sets marked
+    ``keyed_by_epoch``) with ``num_workers`` persistent worker processes.  ``pin_memory`` (default:
+    whether CUDA is available) page-locks the batches so ``.to(cuda, non_blocking=True)`` overlaps
+    the copy with compute; pass the training device's answer (``device.type == "cuda"``).
     """
     r, ws = _dist_rank_world(rank, world_size) if distributed else (0, 1)
     if isinstance(dataset, TensorImageDataset):
         return TensorBatchLoader(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                                  rank=r, world_size=ws)
-    sampler = EpochSampler(dataset, num_replicas=ws, rank=r, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    kind = EpochKeySampler if getattr(dataset, "keyed_by_epoch", False) else EpochSampler
+    sampler = kind(dataset, num_replicas=ws, rank=r, shuffle=shuffle, seed=seed, drop_last=drop_last)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory)
 
 
 def _set_epoch(loader: TensorBatchLoader | DataLoader, epoch: int, skip_batches: int) -> None:

@@ -15,6 +15,12 @@ Integer semantics (what export and the integer reference engine reproduce exactl
 
 Gradients: rounding passes gradients straight through (STE); clamped values pass none; the
 steps get LSQ gradients scaled by ``1 / sqrt(numel * qp)`` (Esser et al., 2020).
+
+Mixed precision: under ``torch.autocast`` activations arrive in bf16/fp16.  ``x / s`` in bf16 has
+only 8 significant bits, so a value a hair from a rounding boundary would land on the wrong integer
+and the step's gradient would be summed in bf16.  Every quantizer therefore divides, rounds, clamps
+and reduces in fp32 and returns the dequantized value in the input's dtype (the codes, at most 8
+bits, are exact in bf16; only the following matmul's own rounding remains).
 """
 from __future__ import annotations
 
@@ -68,13 +74,14 @@ class _LSQ(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, s: Tensor, qn: Tensor | float, qp: Tensor | float, g: Tensor | float) -> Tensor:  # type: ignore[override]
-        xs = x / s
+        ctx.in_dtype = x.dtype
+        xs = x.float() / s.float()          # fp32 whatever autocast made of x (see the module docstring)
         # clamp first: round(clamp(v)) == clamp(round(v)) for integer bounds, and ``clamp(v) == v``
         # is the in-range mask in one comparison (NaN compares unequal: out of range, as before)
         q = torch.clamp(xs, qn, qp)
         inside = q == xs
         q.round_()
-        out = q * s
+        out = (q * s.float()).to(x.dtype)
         # d out / d s: round(x/s) - x/s inside the range, the clipped code outside it
         ds = torch.where(inside, q - xs, q)
         ctx.save_for_backward(inside, ds, s, *(t for t in (g,) if isinstance(t, Tensor)))
@@ -85,13 +92,15 @@ class _LSQ(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         inside, ds, s, *rest = ctx.saved_tensors
         g = ctx.g if ctx.g is not None else rest[0]
-        grad_x = grad * inside if ctx.needs_input_grad[0] else None
+        grad_x = (grad * inside).to(ctx.in_dtype) if ctx.needs_input_grad[0] else None
         grad_s = None
         if ctx.needs_input_grad[1]:
+            grad32 = grad.float()             # the step's gradient is a sum over many elements: fp32
             if s.numel() == 1 and not isinstance(g, Tensor):
-                grad_s = (torch.dot(grad.reshape(-1), ds.reshape(-1)) * g).reshape(s.shape)
+                grad_s = (torch.dot(grad32.reshape(-1), ds.reshape(-1)) * g).reshape(s.shape)
             else:
-                grad_s = _sum_to(grad * ds * g, s.shape)
+                grad_s = _sum_to(grad32 * ds * g, s.shape)
+            grad_s = grad_s.to(s.dtype)
         return grad_x, grad_s, None, None, None
 
 
@@ -99,10 +108,11 @@ def lsq_fake_quant(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, 
     """``clamp(round(x / s), qn, qp) * s`` with STE rounding and LSQ step gradients (scaled by ``g``)."""
     if not torch.is_grad_enabled() or not (x.requires_grad or step.requires_grad):
         # inference: same arithmetic, computed in place (evaluation during search is memory-bound)
-        q = x / step
+        s = step.float()
+        q = x.float() / s
         q.round_()
         q = torch.clamp(q, qn, qp) if isinstance(qn, Tensor) or isinstance(qp, Tensor) else q.clamp_(qn, qp)
-        return q.mul_(step)
+        return q.mul_(s).to(x.dtype)
     if isinstance(qn, Tensor) or isinstance(qp, Tensor):
         qn = qn if isinstance(qn, Tensor) else torch.tensor(float(qn), device=x.device)
         qp = qp if isinstance(qp, Tensor) else torch.tensor(float(qp), device=x.device)
@@ -151,8 +161,8 @@ def quantize_weight_rows(weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: i
         return lsq_fake_quant(weight, step_hi.unsqueeze(1), hi_n, hi_p, g)
     mask = row_bit_mask(rows, n8, sections, weight.device)
     step = torch.where(mask, step_hi.unsqueeze(1), step_lo.unsqueeze(1))
-    qn = torch.where(mask, hi_n, lo_n).to(weight.dtype)
-    qp = torch.where(mask, hi_p, lo_p).to(weight.dtype)
+    qn = torch.where(mask, hi_n, lo_n).to(torch.float32)   # bounds and codes in fp32 (module docstring)
+    qp = torch.where(mask, hi_p, lo_p).to(torch.float32)
     g = (1.0 / torch.sqrt(cols * qp)) if lsq_grad else torch.ones_like(qp)
     return lsq_fake_quant(weight, step, qn, qp, g)
 
@@ -166,9 +176,9 @@ def integer_weight_rows(weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: in
     lo_n, lo_p = qrange(bits_lo, True)
     hi_n, hi_p = qrange(bits_hi, True)
     step = torch.where(mask, effective_step(step_hi).unsqueeze(1), effective_step(step_lo).unsqueeze(1)).detach()
-    qn = torch.where(mask, hi_n, lo_n).to(weight.dtype)
-    qp = torch.where(mask, hi_p, lo_p).to(weight.dtype)
-    w_int = torch.clamp(torch.round(weight / step), qn, qp).to(torch.int32)
+    qn = torch.where(mask, hi_n, lo_n).to(torch.float32)
+    qp = torch.where(mask, hi_p, lo_p).to(torch.float32)
+    w_int = torch.clamp(torch.round(weight.float() / step.float()), qn, qp).to(torch.int32)
     return w_int, step.squeeze(1), mask.squeeze(1)
 
 
@@ -200,7 +210,7 @@ class ActQuantizer(torch.nn.Module):
             return x
         if not bool(self.initialized):
             with torch.no_grad():
-                self.step.copy_((2.0 * x.detach().abs().mean() / math.sqrt(self.qp)).clamp_min(1e-6))
+                self.step.copy_((2.0 * x.detach().float().abs().mean() / math.sqrt(self.qp)).clamp_min(1e-6))
                 self.initialized.fill_(True)
         g = 1.0 / math.sqrt(x[0].numel() * self.qp) if self.lsq_grad else 1.0
         return lsq_fake_quant(x, effective_step(self.step), self.qn, self.qp, g)
@@ -208,7 +218,7 @@ class ActQuantizer(torch.nn.Module):
     def integer(self, x: Tensor) -> Tensor:
         """Integer codes of ``x`` (int32), the exact counterpart of :meth:`forward`."""
         s = effective_step(self.step.detach())
-        return torch.clamp(torch.round(x / s), self.qn, self.qp).to(torch.int32)
+        return torch.clamp(torch.round(x.float() / s), self.qn, self.qp).to(torch.int32)
 
     def scale(self) -> float:
         return float(effective_step(self.step.detach()))

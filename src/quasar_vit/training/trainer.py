@@ -9,6 +9,12 @@ default (BigNAS/OFA practice) because it trains both ends of the latency range t
 Reproducibility and exact resume: everything random in a step (subnet draws, augmentation,
 stochastic depth) is seeded from ``(seed, step)``, and the data order from ``(seed, epoch)``, so
 a run resumed from a checkpoint continues on the same batches, subnets and random numbers.
+
+Targets may be soft: with Mixup/CutMix (``data.recipe: deit``) the largest subnet learns from the
+mixed label distributions and the others from its predictions on the same mixed images, so the
+in-place teacher sees exactly what its students see.  ``train.accum_steps`` splits a batch into
+micro-batches (each with its own teacher pass) whose gradients add up to the whole batch's;
+``train.amp`` runs the forward passes under autocast (:mod:`.amp`).
 """
 from __future__ import annotations
 
@@ -29,12 +35,14 @@ from quasar_vit.config import ExperimentConfig, save_config
 from quasar_vit.errors import CheckpointError, QuasarError, TrainingError
 from quasar_vit.space import SearchSpace, SubnetConfig
 from quasar_vit.supernet import SuperViT, build_supernet
+from quasar_vit.training.amp import Precision, resolve_precision
 from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
 from quasar_vit.training.watch import TensorBoard, log_line, plot_curves, read_metrics, stderr_is_terminal, write_csv
 from quasar_vit.training.distributed import (DistInfo, all_reduce_gradients, barrier, broadcast_module,
                                              cleanup, init_distributed)
 from quasar_vit.training.evaluate import evaluate_subnet
 from quasar_vit.utils.io import append_jsonl, atomic_write_json
+from quasar_vit.utils.lock import locks_output
 
 
 def lr_at(step: int, cfg: ExperimentConfig) -> float:
@@ -81,6 +89,42 @@ def distill_loss(student: Tensor, teacher_probs: Tensor, temperature: float) -> 
     return -(teacher_probs * logp).sum(dim=-1).mean() * temperature ** 2
 
 
+def sandwich_backward(forward: Any, x: Tensor, targets: Tensor, subnets: list[SubnetConfig],
+                      cfg: ExperimentConfig, precision: Precision, distill: bool, where: str,
+                      hint: str = "") -> dict[str, float]:
+    """Forward and backward of every subnet of a step; the gradients accumulate in ``.grad``.
+
+    ``targets`` are class indices or soft ``[B, K]`` distributions (Mixup/CutMix); label smoothing
+    applies to either, as timm's mixup targets do.  The batch is cut into ``train.accum_steps``
+    equal micro-batches, each loss divided by their number: the summed gradient is the whole
+    batch's (each micro-batch has its own teacher pass, and the teacher is per image anyway).
+    Returns the mean loss of the largest, the smallest and the random subnets.  A non-finite loss
+    raises :class:`TrainingError` naming ``where`` and the subnet, followed by ``hint``.
+    """
+    t = cfg.train
+    accum = t.accum_steps
+    losses: dict[str, float] = {}
+    for xc, tc in zip(x.chunk(accum), targets.chunk(accum)):
+        teacher_probs = None
+        for i, sub in enumerate(subnets):
+            with precision.autocast():
+                logits = forward(xc, sub)
+            logits = logits.float()
+            if i == 0 or not distill:
+                loss = F.cross_entropy(logits, tc, label_smoothing=t.label_smoothing)
+                if i == 0:
+                    teacher_probs = F.softmax(logits.detach() / t.distill_temperature, dim=-1)
+            else:
+                loss = distill_loss(logits, teacher_probs, t.distill_temperature)
+            value = float(loss.detach())
+            if not math.isfinite(value):   # stop before the optimizer spreads it into the weights
+                raise TrainingError(f"non-finite loss ({value}) {where} for subnet {sub.describe()}; {hint}")
+            precision.backward(loss / accum if accum > 1 else loss)
+            key = "largest" if i == 0 else "smallest" if i == 1 else "random"
+            losses[key] = losses.get(key, 0.0) + value / (1 if i < 2 else len(subnets) - 2) / accum
+    return losses
+
+
 @dataclass
 class TrainState:
     step: int = 0
@@ -107,6 +151,7 @@ def _calibrate(model: SuperViT, x: Tensor, space: SearchSpace) -> None:
         model(x, space.smallest())
 
 
+@locks_output("train", "out")
 def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False, device: str | None = None,
                    progress: bool = True, stop_at: int | None = None,
                    only_subnet: SubnetConfig | None = None) -> dict[str, Any]:
@@ -118,14 +163,24 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
     ``resume=True`` then continues exactly.  ``only_subnet`` trains that one subnet alone (no
     sandwich, no distillation) with the same schedule, data and code path: the "trained alone"
     baseline that shows what weight sharing costs.
+    Only one process may write ``out`` at a time (``utils.lock``): a second one gets a
+    :class:`BusyError`.
     """
     from quasar_vit.data import BatchTransform, build_datasets, make_loader
+    from quasar_vit.data.augment import train_augmentation
     from quasar_vit.data.loaders import batches_per_epoch, infinite_batches
+    from quasar_vit.training.init_weights import read_pretrained
 
     info = init_distributed(device)
     run = RunDir(out)
     state = TrainState()
     ckpt = None
+    if resume and not run.last.is_file() and run.config.is_file() and not run.final.is_file():
+        # killed before its first checkpoint: nothing to continue from, so the run starts over
+        if info.is_main:
+            print(f"{run.root}: no checkpoint yet; starting the run from step 0", file=sys.stderr)
+            run.metrics.unlink(missing_ok=True)   # the killed attempt's lines would repeat its steps
+        resume = False
     if resume:
         if not run.last.is_file():
             raise CheckpointError(f"--resume: no checkpoint at {run.last}")
@@ -150,6 +205,9 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         space.validate(only_subnet)
     splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
                             seed=cfg.train.seed)
+    pretrained = read_pretrained(cfg.train.init) if cfg.train.init and ckpt is None else None
+    transform = train_augmentation(cfg.data, cfg.model.num_classes)
+    precision, precision_note = resolve_precision(cfg.train.amp, info.device)
     if info.is_main:  # only once the inputs are known to be good: a failed start leaves nothing behind
         run.root.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.config)
@@ -157,22 +215,28 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
             _trim_metrics(run.metrics, state.step)
     loader = make_loader(splits.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, drop_last=True,
                          num_workers=cfg.data.num_workers, distributed=info.enabled, rank=info.rank,
-                         world_size=info.world_size)
+                         world_size=info.world_size, pin_memory=info.device.type == "cuda")
     bpe = batches_per_epoch(loader)
-    transform = BatchTransform.from_config(cfg.data, train=True)
 
     torch.manual_seed(cfg.train.seed)
     model = build_supernet(cfg.model, cfg.quant).to(info.device)
+    if pretrained is not None:
+        _init_from(model, pretrained, run, info)
+    # fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only here)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.quant_step_lr_scale),
                                   lr=cfg.train.lr,
-                                  betas=(0.9, 0.999))
+                                  betas=(0.9, 0.999), **({"fused": True} if info.device.type == "cuda" else {}))
     params = [p for p in model.parameters() if p.requires_grad]
+    forward = torch.compile(model, dynamic=True) if cfg.train.compile else model
+    if precision_note and info.is_main:
+        print(f"warning: {precision_note}", file=sys.stderr)
     batches = infinite_batches(loader, start_epoch=state.step // bpe, start_batch=state.step % bpe)
 
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            precision.load_state_dict(ckpt.get("scaler"))
         except (KeyError, RuntimeError, ValueError) as exc:  # e.g. a run saved by an older quasar-vit
             raise CheckpointError(f"--resume: {run.last} does not match this version's model or optimizer "
                                   f"layout ({str(exc).splitlines()[0]}); start a new --out") from None
@@ -204,33 +268,21 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
             x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
             gen = torch.Generator(device=info.device)
             gen.manual_seed(step_seed(t_cfg.seed, step, 2 + info.rank))
-            x = transform(x, gen)
+            x, targets = transform(x, y, gen)
             torch.manual_seed(step_seed(t_cfg.seed, step, 1000 + info.rank))  # stochastic depth
 
             subnets = ([only_subnet] if only_subnet is not None
                        else sandwich_subnets(space, t_cfg.seed, step, t_cfg.sandwich_random))
-            losses = {}
-            teacher_probs = None
-            for i, sub in enumerate(subnets):
-                logits = model(x, sub)
-                if i == 0 or not t_cfg.distill or only_subnet is not None:
-                    loss = F.cross_entropy(logits, y, label_smoothing=t_cfg.label_smoothing)
-                    if i == 0:
-                        teacher_probs = F.softmax(logits.detach() / t_cfg.distill_temperature, dim=-1)
-                else:
-                    loss = distill_loss(logits, teacher_probs, t_cfg.distill_temperature)
-                value = float(loss.detach())
-                if not math.isfinite(value):   # stop before the optimizer spreads it into the weights
-                    raise TrainingError(f"non-finite loss ({value}) at step {step + 1} for subnet {sub.describe()}; "
-                                        f"the last good checkpoint is {run.last} (every train.checkpoint_every "
-                                        "steps): lower train.lr or raise train.warmup_steps and --resume")
-                loss.backward()
-                key = "largest" if i == 0 else "smallest" if i == 1 else "random"
-                losses[key] = losses.get(key, 0.0) + value / (1 if i < 2 else len(subnets) - 2)
+            losses = sandwich_backward(forward, x, targets, subnets, cfg, precision,
+                                       t_cfg.distill and only_subnet is None,
+                                       f"at step {step + 1}",
+                                       f"the last good checkpoint is {run.last} (every train.checkpoint_every "
+                                       "steps): lower train.lr or raise train.warmup_steps and --resume")
             all_reduce_gradients(params, info.world_size)
             if t_cfg.grad_clip > 0:
+                precision.unscale(optimizer)     # clip the true gradients, not the fp16-scaled ones
                 torch.nn.utils.clip_grad_norm_(params, t_cfg.grad_clip)
-            optimizer.step()
+            precision.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.epoch = epoch
@@ -265,7 +317,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
                 now = time.time()
                 state.elapsed += now - t_last
                 t_last = now
-                _save(run.last, model, optimizer, cfg, state, info)
+                _save(run.last, model, optimizer, cfg, state, info, precision)
             if stop_at is not None and state.step >= stop_at and state.step < t_cfg.steps:
                 barrier()
                 return {"steps": state.step, "stopped_early": True}
@@ -337,16 +389,29 @@ def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: ExperimentConfig,
-          state: TrainState, info: DistInfo) -> None:
+          state: TrainState, info: DistInfo, precision: Precision | None = None) -> None:
     if not info.is_main:
         return
+    scaler = precision.state_dict() if precision is not None else None
     save_checkpoint(path, {"step": state.step, "epoch": state.epoch, "elapsed": state.elapsed,
                            "world_size": info.world_size, "config": cfg.to_dict(), "model": _cpu_state(model),
-                           "optimizer": optimizer.state_dict()})
+                           "optimizer": optimizer.state_dict(), **({"scaler": scaler} if scaler else {})})
+
+
+def _init_from(model: SuperViT, pretrained: Any, run: "RunDir", info: DistInfo) -> None:
+    """Map pretrained weights into a new supernet (train.init); the main rank reports what happened
+    on stderr and in ``init.json``.  Every rank loads the same file, so the ranks agree."""
+    from quasar_vit.training.init_weights import apply_pretrained
+
+    report = apply_pretrained(model, pretrained)
+    if info.is_main:
+        print("\n".join(report.lines()), file=sys.stderr, flush=True)
+        atomic_write_json(run.root / "init.json", report.to_dict())
 
 
 #: config keys that may change between a run and its resume (they do not change what is computed)
-RESUME_FREE = {"data": ("root", "num_workers"), "train": ("log_every", "checkpoint_every", "eval_every")}
+RESUME_FREE = {"data": ("root", "num_workers"),
+               "train": ("log_every", "checkpoint_every", "eval_every", "init", "compile", "accum_steps")}
 
 
 def check_resumable(saved: ExperimentConfig, cfg: ExperimentConfig, run: "RunDir", step: int = 0) -> None:
