@@ -78,7 +78,7 @@ def test_nibble_split_is_exact_for_every_int8():
 
 
 def test_export_writes_every_artifact(exported):
-    for name in ("export.json", "subnet.json", "model.pt", "model_state.pt", "weights.npz", "manifest.json",
+    for name in ("export.json", "subnet.json", "model.pt2", "model_state.pt", "weights.npz", "manifest.json",
                  "model.onnx", "bitmap.json", "accelerator.json", "report.md"):
         assert (exported / name).is_file(), name
     assert {p.name for p in (exported / "plots").iterdir()} >= {"bitmix.png", "latency.png", "time_breakdown.png"}
@@ -147,39 +147,23 @@ def test_integer_engine_matches_fake_quant(exported, images):
 
 def test_deploy_model_is_bitwise_the_quantvit(exported, images):
     from quasar_vit.export import load_subnet_model
-    from quasar_vit.export.deploy import load_torchscript
+    from quasar_vit.export.torch_export import load_program
 
     x, _ = images
     x = x[:64]
     with torch.no_grad():
         a = load_subnet_model(exported)(x)
-        b = load_torchscript(exported / "model.pt")(x)
+        b = load_program(exported / "model.pt2")(x)
     assert torch.equal(a, b)
     state = torch.load(exported / "model_state.pt", weights_only=True)
     assert state["subnet"] == SUBNET
 
 
-def test_model_pt_runs_in_a_clean_process(exported):
-    code = (
-        "import sys, json, torch\n"
-        f"files = {{'subnet.json': ''}}\n"
-        f"m = torch.jit.load({str(exported / 'model.pt')!r}, _extra_files=files)\n"
-        f"y = m(torch.zeros(2, {SUBNET['in_chans']}, {SUBNET['img_size']}, {SUBNET['img_size']}))\n"
-        f"assert y.shape == (2, {SUBNET['num_classes']}), y.shape\n"
-        "assert not any(k.startswith('quasar_vit') for k in sys.modules)\n"
-        "print(json.loads(files['subnet.json'])['embed_dim'])\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == str(SUBNET["embed_dim"])
-
-
 def test_onnx_matches_pytorch(exported, images):
     import onnx
 
-    from quasar_vit.export.deploy import load_torchscript
     from quasar_vit.export.onnx_export import onnx_session, run_onnx
+    from quasar_vit.export.torch_export import load_program
 
     x, _ = images
     model = onnx.load(str(exported / "model.onnx"))
@@ -188,7 +172,7 @@ def test_onnx_matches_pytorch(exported, images):
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Clip", "LayerNormalization", "Erf", "Softmax"} <= ops
     with torch.no_grad():
-        ref = load_torchscript(exported / "model.pt")(x).numpy()
+        ref = load_program(exported / "model.pt2")(x).numpy()
     out = run_onnx(onnx_session(exported / "model.onnx"), x.numpy())
     agree = 100.0 * np.mean(out.argmax(1) == ref.argmax(1))
     err = np.abs(out - ref)
@@ -221,7 +205,7 @@ def test_verify_cli(exported, capsys):
     assert res["images"] == 200 and res["agreement_percent"] >= 99.5 and res["nibble_passes_exact"]
     assert res["flipped_code_fraction"] < 1e-3
     assert res["images_within_1e-4_percent"] >= 98.0
-    assert res["torchscript_vs_eager_max_abs"] == 0.0
+    assert res["program_vs_eager_max_abs"] == 0.0
     # export.json records the source checkpoint: the engine is compared with it as well
     ck = res["checkpoint"]
     assert ck["checked"] and ck["source"] == "export.json" and ck["passed"]
@@ -250,7 +234,7 @@ def test_verify_with_the_checkpoint(trained, exported, capsys):
     out = capsys.readouterr().out
     verdict = out.strip().splitlines()[-1]
     assert verdict.startswith("verify PASSED: integer engine vs checkpoint fake-quant model (") and str(ckpt) in verdict
-    assert "; vs deploy model (model.pt" in verdict and "100 test images" in verdict
+    assert "; vs deploy model (model.pt2" in verdict and "100 test images" in verdict
     res = json.loads((exported / "verify.json").read_text())
     ck = res["checkpoint"]
     print({k: ck[k] for k in ("agreement_percent", "max_abs_logit_error", "flipped_code_fraction")})
@@ -259,18 +243,19 @@ def test_verify_with_the_checkpoint(trained, exported, capsys):
     assert ck["agreement_percent"] >= 99.5 and ck["flipped_code_fraction"] < 1e-3
     assert ck["activation_codes_compared"] == res["activation_codes_compared"] > 0
     assert ck["images_within_1e-4_percent"] >= 98.0
-    # the supernet run on the subnet is the model weights.npz was made from: same logits as model.pt
+    # the supernet run on the subnet is the model weights.npz was made from: same logits as model.pt2
     assert ck["deploy_vs_checkpoint_max_abs_logit"] < 1e-5
     assert res["passed"]
 
 
 def _corrupt_consistently(export_dir, layer: str) -> None:
-    """An export bug: ``layer``'s integer weights sign-flipped in weights.npz and model.pt alike.
+    """An export bug: ``layer``'s integer weights sign-flipped in weights.npz and model.pt2 alike.
 
     The nibbles / 4-bit rows are rebuilt from the corrupted codes, so the integer engine and the
     deploy model still agree with each other; only the checkpoint can tell.
     """
-    from quasar_vit.export.deploy import DeployViT, save_torchscript
+    from quasar_vit.export.deploy import DeployViT
+    from quasar_vit.export.torch_export import save_program
     from quasar_vit.export.intweights import load_weights, nibble_split, save_weights
     from quasar_vit.export.ir import build_ir
 
@@ -281,8 +266,9 @@ def _corrupt_consistently(export_dir, layer: str) -> None:
     arrays[f"{layer}.w4"] = w[arrays[f"{layer}.rows4"]]
     arrays[f"{layer}.hi"], arrays[f"{layer}.lo"] = nibble_split(w[arrays[f"{layer}.rows8"]])
     save_weights(export_dir, arrays, manifest)
-    save_torchscript(DeployViT(build_ir(arrays, manifest)), export_dir / "model.pt",
-                     {"subnet": manifest["subnet"], "quant": manifest["quant"]})
+    sub = manifest["subnet"]
+    save_program(DeployViT(build_ir(arrays, manifest)), torch.zeros(2, sub["in_chans"], sub["img_size"], sub["img_size"]),
+                 export_dir / "model.pt2", {"subnet": sub, "quant": manifest["quant"]})
 
 
 def test_verify_catches_a_consistently_corrupted_export(exported, tmp_path, capsys):
@@ -304,7 +290,7 @@ def test_verify_catches_a_consistently_corrupted_export(exported, tmp_path, caps
     print({k: ck[k] for k in ("agreement_percent", "max_abs_logit_error", "flipped_code_fraction")})
     assert ck["checked"] and not ck["passed"] and not res["passed"]
     assert ck["agreement_percent"] < 99.5 and ck["flipped_code_fraction"] > 1e-2
-    assert res["agreement_percent"] >= 99.5          # engine and model.pt still agree with each other
+    assert res["agreement_percent"] >= 99.5          # engine and model.pt2 still agree with each other
 
 
 def test_verify_without_the_checkpoint(trained, exported, tmp_path, capsys):
@@ -318,7 +304,7 @@ def test_verify_without_the_checkpoint(trained, exported, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2] == (f"checkpoint not found: {tmp_path / 'gone' / 'supernet.pt'} (recorded in export.json): "
                          "compared with the deploy model only")
-    assert lines[-1].startswith("verify PASSED: integer engine vs deploy model (model.pt")
+    assert lines[-1].startswith("verify PASSED: integer engine vs deploy model (model.pt2")
     assert "no checkpoint comparison" in lines[-1]
     res = json.loads((moved / "verify.json").read_text())
     assert res["checkpoint"] == {"checked": False, "note": lines[-2]} and res["passed"]

@@ -199,7 +199,7 @@ def write_demo_report(out: Path, summary: dict[str, Any], pareto: dict[str, Any]
                          f"{t.get('message', '')} |")
     ver = summary.get("verify", {}) or {}
     lines += ["", f"## Exported subnet (target {summary.get('exported_target')})", "",
-              "Folder `export/`: `model.pt`, `weights.npz`, `model.onnx`, `accelerator.json`, "
+              "Folder `export/`: `model.pt2`, `weights.npz`, `model.onnx`, `accelerator.json`, "
               "[`report.md`](export/report.md).", "",
               "| check | result |", "|---|---|"]
     for k, v in sorted(ver.items()):

@@ -1,4 +1,4 @@
-"""Deployment export of a searched subnet: integer weights, TorchScript, ONNX, accelerator config,
+"""Deployment export of a searched subnet: integer weights, torch.export, ONNX, QONNX, accelerator config,
 report, and the NumPy integer reference engine that checks the accelerator's arithmetic.
 
     from quasar_vit.export import export_subnet, verify_export, IntegerViT

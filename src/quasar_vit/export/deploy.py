@@ -1,18 +1,17 @@
-"""A self-contained, TorchScript-able fake-quant copy of the subnet (``model.pt``).
+"""A self-contained fake-quant copy of the subnet, saved as the ``torch.export`` program ``model.pt2``.
 
 :class:`DeployViT` is built from the exported integer weights (the
 :class:`~quasar_vit.export.ir.IntViT` of ``weights.npz`` + ``manifest.json``): each linear layer
 holds its dequantized weight ``w_int * step`` as a constant, each activation quantizer
 ``clamp(round(x / s), qn, qp) * s`` with its step.  This is the exact forward computation of
 :class:`~quasar_vit.models.vit.QuantViT` (the same float32 operations in the same order) without
-the training-only LSQ autograd function, so ``torch.jit.script`` compiles it and
-``torch.jit.load("model.pt")`` runs it in any process, without quasar-vit installed.
+the training-only LSQ autograd function, so ``torch.export`` traces it and
+``torch.export.load("model.pt2").module()`` runs it in any process, without quasar-vit installed
+(:mod:`quasar_vit.export.torch_export`).  TorchScript (the former ``model.pt``) was dropped: torch
+2.13 deprecates ``torch.jit.load`` in favour of ``torch.export``, and nothing here needed it.
 """
 from __future__ import annotations
 
-import json
-import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -128,21 +127,4 @@ class DeployViT(nn.Module):
         return self.head(x)
 
 
-def save_torchscript(model: DeployViT, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
-    """Script ``model`` and save it; ``extra`` is stored as JSON files inside the archive."""
-    files = {f"{k}.json": json.dumps(v, indent=2) for k, v in (extra or {}).items()}
-    with warnings.catch_warnings():  # TorchScript is deprecated but remains the one format torch loads alone
-        warnings.simplefilter("ignore", DeprecationWarning)
-        scripted = torch.jit.script(model)
-        torch.jit.save(scripted, str(path), _extra_files=files)
-
-
-def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        m = torch.jit.load(str(path), map_location="cpu")
-    m.eval()
-    return m
-
-
-__all__ = ["DeployViT", "FakeQuant", "save_torchscript", "load_torchscript"]
+__all__ = ["DeployViT", "FakeQuant"]

@@ -18,6 +18,7 @@ import torch
 from quasar_vit.errors import ExportError, SubnetError
 from quasar_vit.space import SubnetConfig
 from quasar_vit.utils.io import atomic_dir
+from quasar_vit.utils.lock import locks_output
 
 EXPORT_FORMAT = "quasar-vit-export"
 EXPORT_VERSION = 1
@@ -25,11 +26,13 @@ EXPORT_VERSION = 1
 FILES = {
     "export.json": "what was exported, from which checkpoint and config, and the evaluation numbers",
     "subnet.json": "the subnet (SubnetConfig JSON)",
-    "model.pt": "TorchScript fake-quant model: torch.jit.load('model.pt') runs it without quasar-vit",
     "model_state.pt": "QuantViT state_dict + subnet + quant config (torch.load(weights_only=True))",
     "weights.npz": "integer weights per layer (int4/int8 codes, per-row steps, bit map, nibbles, scales)",
     "manifest.json": "key layout and semantics of weights.npz",
+    "model.pt2": "torch.export program of the deploy model: torch.export.load('model.pt2').module() runs it",
     "model.onnx": "ONNX (opset 21): INT4/INT8 row groups + 6-bit QDQ activations",
+    "model.int8.onnx": "ONNX for onnxruntime: int8 weights, 6-bit codes in uint8, every matmul an integer kernel",
+    "model.qonnx.onnx": "QONNX (FINN/hls4ml/qonnx): Quant nodes with explicit 4/6/8-bit widths, integer codes",
     "bitmap.json": "per-row bit map of every layer (side file of model.onnx)",
     "accelerator.json": "the accelerator design chosen for this subnet on this board, predicted FPS/resources",
     "report.md": "architecture, bit mix, per-layer latency and resources, accuracy, time breakdown",
@@ -132,6 +135,7 @@ def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, ir: Any,
     }
 
 
+@locks_output("export", "out_dir", sibling=True)
 def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, platform: str | Path,
                   out_dir: str | Path, *, data_root: str | None = None, eval_limit: int | None = 1000,
                   evaluate: bool = True, force: bool = False, device: str = "cpu") -> Path:
@@ -141,11 +145,13 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
     :class:`SubnetError` (not in the checkpoint's space) or :class:`ExportError`; in every case
     ``out_dir`` is left as it was.
     """
-    from quasar_vit.export.deploy import DeployViT, save_torchscript
+    from quasar_vit.export.deploy import DeployViT
     from quasar_vit.export.intweights import bitmap, integer_weights, save_weights
     from quasar_vit.export.ir import build_ir
     from quasar_vit.export.onnx_export import save_onnx
+    from quasar_vit.export.qonnx_export import save_qonnx
     from quasar_vit.export.report import write_report
+    from quasar_vit.export.torch_export import save_program
     from quasar_vit.hardware import explore, load_platform
     from quasar_vit.supernet.supernet import extract
     from quasar_vit.training.checkpoint import load_supernet
@@ -168,14 +174,16 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
     with atomic_dir(out) as tmp:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
         (tmp / "subnet.json").write_text(sub.to_json() + "\n")
-        save_torchscript(deploy, tmp / "model.pt", {"subnet": sub.to_dict(),
-                                                    "quant": manifest["quant"]})
         torch.save({"format": "quasar-vit-subnet", "version": 1, "subnet": sub.to_dict(),
                     "quant": cfg.to_dict()["quant"], "layer_scale": bool(model.layer_scale),
                     "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
                    tmp / "model_state.pt")
         save_weights(tmp, arrays, manifest)
         save_onnx(ir, tmp / "model.onnx")
+        save_onnx(ir, tmp / "model.int8.onnx", variant="int8")
+        save_qonnx(ir, tmp / "model.qonnx.onnx")
+        save_program(deploy, torch.zeros(2, sub.in_chans, sub.img_size, sub.img_size), tmp / "model.pt2",
+                     {"subnet": sub.to_dict(), "quant": manifest["quant"]})
         (tmp / "bitmap.json").write_text(json.dumps(bitmap(arrays, manifest)) + "\n")
         accel = {"format": "quasar-vit-accelerator", "version": 1, **hw, "board": plat.to_dict()}
         (tmp / "accelerator.json").write_text(json.dumps(accel, indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 :func:`integer_weights` turns a :class:`~quasar_vit.models.vit.QuantViT` into a flat dict of NumPy
 arrays (saved as ``weights.npz``) plus a JSON-able manifest (``manifest.json``).  Everything the
-integer reference engine, the ONNX graph and the TorchScript deployment model need comes from this
+integer reference engine, the ONNX graphs and the torch.export deployment model need comes from this
 one dict, so the three cannot drift apart.
 
 Key layout (``L`` is a linear layer name from ``SubnetConfig.linear_layers()``: ``patch_embed``,

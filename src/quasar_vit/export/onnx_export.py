@@ -17,11 +17,19 @@ Representation (documented in ``docs/export.md``):
 The builder reads the :class:`~quasar_vit.export.ir.IntViT` of the export.  The graph is built
 with ``onnx.helper`` instead of ``torch.onnx.export`` because the training-time
 LSQ autograd function does not export and because this keeps the row groups explicit.
+
+The stages below call the layer builders of a graph object (``fake_quant``, ``weight``,
+``linear``, ``attention``), so the other graphs of the same subnet override only those:
+:class:`_IntegerGraph` (``model.int8.onnx``, the layout onnxruntime fuses into integer matmuls),
+:class:`_FloatGraph` (float32, the benchmark's baseline) and the QONNX graph
+(:mod:`quasar_vit.export.qonnx_export`).
 """
 from __future__ import annotations
 
 import json
 import math
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,6 +42,11 @@ OPSET = 21
 
 
 class _Graph:
+    """The QDQ graph of ``model.onnx`` and the layer builders every ONNX variant shares."""
+
+    description = {"weights": "row groups: INT4 rows + INT8 rows, per-row scales",
+                   "activations": "QDQ (int8/uint8 + Clip in the integer domain)"}
+
     def __init__(self) -> None:
         from onnx import helper, numpy_helper, TensorProto
 
@@ -109,15 +122,19 @@ class _Graph:
     def i64(self, v: list[int], base: str) -> str:
         return self.const(np.array(v, np.int64), base)
 
+    def attention(self, blk: IntBlock, qkv: str, ir: IntViT) -> str:
+        """Attention of the ``qkv`` output through ``proj`` (a hook: the QONNX graph runs it on integer codes)."""
+        return _attention_core(self, blk, qkv, ir)
+
 
 # ---- the graph, stage by stage (each returns the name of its output tensor) -----------------------
 def _patchify(g: _Graph, ir: IntViT) -> str:
     """``images`` [B, C, H, W] -> patches [B, N, C*p*p] in (c, dy, dx) order."""
     c, hw, p = ir.subnet["in_chans"], ir.subnet["img_size"], ir.subnet["patch_size"]
     n = (hw // p) ** 2
-    x = g.op("Reshape", ["images", g.i64([0, c, hw // p, p, hw // p, p], "patch.shape1")], "patch.r1")
+    x = g.op("Reshape", ["images", g.i64([-1, c, hw // p, p, hw // p, p], "patch.shape1")], "patch.r1")
     x = g.op("Transpose", [x], "patch.t", perm=[0, 2, 4, 1, 3, 5])
-    return g.op("Reshape", [x, g.i64([0, n, c * p * p], "patch.shape2")], "patch.r2")
+    return g.op("Reshape", [x, g.i64([-1, n, c * p * p], "patch.shape2")], "patch.r2")
 
 
 def _embed_tokens(g: _Graph, ir: IntViT, patches: str) -> str:
@@ -134,7 +151,7 @@ def _embed_tokens(g: _Graph, ir: IntViT, patches: str) -> str:
 def _quantized_q_kt_v(g: _Graph, blk: IntBlock, qkv: str, ir: IntViT) -> list[str]:
     """Split ``qkv`` [B, T, 3*H*d] into the fake-quantized heads q, k^T, v ([B, H, T, d], k^T [B, H, d, T])."""
     pre, t = f"blocks.{blk.index}", ir.tokens
-    qkv = g.op("Reshape", [qkv, g.i64([0, t, 3, blk.heads, blk.head_dim], f"{pre}.qkv.shape")], f"{pre}.qkv.r")
+    qkv = g.op("Reshape", [qkv, g.i64([-1, t, 3, blk.heads, blk.head_dim], f"{pre}.qkv.shape")], f"{pre}.qkv.r")
     qkv = g.op("Transpose", [qkv], f"{pre}.qkv.t", perm=[2, 0, 3, 1, 4])
     ops = []
     for j, (nm, step) in enumerate((("aq_q", blk.s_q), ("aq_k", blk.s_k), ("aq_v", blk.s_v))):
@@ -145,19 +162,30 @@ def _quantized_q_kt_v(g: _Graph, blk: IntBlock, qkv: str, ir: IntViT) -> list[st
     return ops
 
 
-def _attention_branch(g: _Graph, blk: IntBlock, x: str, ir: IntViT) -> str:
-    """``ls1 * proj(softmax(q k^T / sqrt d) v)`` of ``norm1(x)``, probabilities fake-quantized (unsigned)."""
+def _attention_core(g: "_Graph", blk: IntBlock, qkv: str, ir: IntViT) -> str:
+    """``proj(softmax(q k^T / sqrt d) v)`` of the ``qkv`` output (heads merged before ``proj``)."""
     pre, hd = f"blocks.{blk.index}", blk.head_dim
-    h = g.layernorm(blk.norm1, f"{pre}.norm1", x, ir.layer_norm_eps)
-    qq, kt, vv = _quantized_q_kt_v(g, blk, g.linear(blk.qkv, h), ir)
+    qq, kt, vv = _quantized_q_kt_v(g, blk, qkv, ir)
     s = g.op("MatMul", [qq, kt], f"{pre}.qk")
     s = g.op("Mul", [s, g.const(np.array(hd ** -0.5, np.float32), f"{pre}.attn_scale")], f"{pre}.scores")
     s = g.op("Softmax", [s], f"{pre}.softmax", axis=-1)
     s = g.fake_quant(s, float(blk.s_attn), *ir.act_range_unsigned, False, f"{pre}.aq_attn")
     a = g.op("MatMul", [s, vv], f"{pre}.av")
+    return g.linear(blk.proj, merge_heads(g, blk, a, ir))
+
+
+def merge_heads(g: "_Graph", blk: IntBlock, a: str, ir: IntViT) -> str:
+    """[B, H, T, d] -> [B, T, H*d]."""
+    pre = f"blocks.{blk.index}"
     a = g.op("Transpose", [a], f"{pre}.av.t", perm=[0, 2, 1, 3])
-    a = g.op("Reshape", [a, g.i64([0, ir.tokens, blk.attn_dim], f"{pre}.av.shape")], f"{pre}.av.r")
-    a = g.linear(blk.proj, a)
+    return g.op("Reshape", [a, g.i64([-1, ir.tokens, blk.attn_dim], f"{pre}.av.shape")], f"{pre}.av.r")
+
+
+def _attention_branch(g: "_Graph", blk: IntBlock, x: str, ir: IntViT) -> str:
+    """``ls1 * proj(attention(qkv(norm1(x))))``, probabilities quantized (unsigned)."""
+    pre = f"blocks.{blk.index}"
+    h = g.layernorm(blk.norm1, f"{pre}.norm1", x, ir.layer_norm_eps)
+    a = g.attention(blk, g.linear(blk.qkv, h), ir)
     return g.op("Mul", [a, g.const(blk.ls1, f"{pre}.ls1")], f"{pre}.ls1_mul")
 
 
@@ -187,11 +215,16 @@ def _block(g: _Graph, blk: IntBlock, x: str, ir: IntViT) -> str:
 
 
 def _classifier(g: _Graph, ir: IntViT, x: str) -> str:
-    """Final LayerNorm, the class token's row, the head; its output is renamed ``logits``."""
+    """Final LayerNorm, the class token's row, the head; its output is renamed ``logits``.
+
+    The class token stays ``[B, 1, E]`` through the head and is squeezed after it: on a 2-D input
+    onnxruntime first fuses MatMul + Add into a ``Gemm``, which its QDQ transformer then cannot
+    turn into an integer kernel (the float bias has no ``DequantizeLinear``).
+    """
     x = g.layernorm(ir.norm, "norm", x, ir.layer_norm_eps)
-    x = g.op("Gather", [x, g.const(np.array(0, np.int64), "cls_index")], "cls_out", axis=1)
+    x = g.op("Gather", [x, g.const(np.array([0], np.int64), "cls_index")], "cls_out", axis=1)
     logits = g.linear(ir.head, x)
-    g.nodes.append(g.h.make_node("Identity", [logits], ["logits"], name="logits"))
+    g.nodes.append(g.h.make_node("Squeeze", [logits, g.i64([1], "cls_axis")], ["logits"], name="logits"))
     return "logits"
 
 
@@ -200,7 +233,59 @@ def _act_bits(ir: IntViT) -> int:
     return (int(ir.act_range_unsigned[1]) + 1).bit_length() - 1
 
 
-def _model(g: _Graph, ir: IntViT):
+class _IntegerGraph(_Graph):
+    """The onnxruntime integer layout (``model.int8.onnx``): every matmul a ``DequantizeLinear`` pair.
+
+    onnxruntime's QDQ transformer turns ``DQ(a) -> MatMul <- DQ(b)`` into ``MatMulIntegerToFloat``
+    (no ``QuantizeLinear`` after it) or ``QLinearMatMul`` (with one), but only when the two
+    ``DequantizeLinear`` nodes feed the MatMul directly.  In ``model.onnx`` an int8-domain ``Clip``
+    sits between Q and DQ and a ``Concat``/``Gather`` between the weight DQ and the MatMul.  Here:
+
+    * a 6-bit activation is ``Clip`` in float to ``[lo*s, hi*s]`` -> ``QuantizeLinear`` to uint8
+      -> ``DequantizeLinear``: signed codes sit at zero point ``-lo`` ([-32, 31] -> [0, 63]),
+      unsigned at 0.  ``round(clip(x, lo s, hi s) / s) == clip(round(x / s), lo, hi)``, so the codes
+      are the QDQ graph's.  uint8 x int8 is the x86 kernels' native pair (U8S8); codes <= 63 keep
+      AVX2's 16-bit pair sums (2 * 63 * 128 < 2**15) from saturating.
+    * a weight is one int8 ``[in, out]`` initializer (the 4-bit rows hold codes in [-8, 7]) with
+      one scale per output row (``axis=1``); nothing between it and the MatMul.
+    """
+
+    description = {"weights": "one INT8 tensor per linear (4-bit rows stored in int8), per-row scales",
+                   "activations": "codes in uint8 (zero point -lo if signed, else 0), float Clip before QuantizeLinear"}
+
+    def fake_quant(self, x: str, step: float, lo: int, hi: int, signed: bool, base: str) -> str:
+        zp = -lo if signed else 0
+        s = self.const(np.array(step, np.float32), f"{base}.act_step")
+        z = self.const(np.array(zp, np.uint8), f"{base}.act_zp")
+        c = self.op("Clip", [x, self.const(np.array(lo * step, np.float32), f"{base}.min"),
+                             self.const(np.array(hi * step, np.float32), f"{base}.max")], f"{base}.clip")
+        q = self.op("QuantizeLinear", [c, s, z], f"{base}.q")
+        return self.op("DequantizeLinear", [q, s, z], f"{base}.dq")
+
+    def weight(self, lin: IntLinear) -> str:
+        w = self.const(np.ascontiguousarray(lin.w_int.T.astype(np.int8)), f"{lin.name}.w")
+        s = self.const(lin.step.astype(np.float32), f"{lin.name}.step")
+        z = self.const(np.zeros(lin.out_features, np.int8), f"{lin.name}.zp")
+        return self.op("DequantizeLinear", [w, s, z], f"{lin.name}.w_dq", axis=1)
+
+
+class _FloatGraph(_Graph):
+    """The float32 graph of the same subnet (the benchmark's baseline): dequantized weights, no quantizers."""
+
+    description = {"weights": "float32 (w_int * step)", "activations": "float32, not quantized"}
+
+    def fake_quant(self, x: str, step: float, lo: int, hi: int, signed: bool, base: str) -> str:
+        return x
+
+    def weight(self, lin: IntLinear) -> str:
+        w = lin.w_int.astype(np.float32) * lin.step[:, None].astype(np.float32)
+        return self.const(np.ascontiguousarray(w.T), f"{lin.name}.w")
+
+
+GRAPHS: dict[str, type[_Graph]] = {"qdq": _Graph, "int8": _IntegerGraph, "fp32": _FloatGraph}
+
+
+def _model(g: _Graph, ir: IntViT, domains: Mapping[str, int] | None = None, batch: int | str = "batch"):
     """The checked ``ModelProto`` of the finished graph ``g``, with its I/O declarations and metadata."""
     import onnx
 
@@ -208,45 +293,60 @@ def _model(g: _Graph, ir: IntViT):
     c, hw = sub["in_chans"], sub["img_size"]
     graph = helper.make_graph(
         g.nodes, "quasar_vit_subnet",
-        [helper.make_tensor_value_info("images", tp.FLOAT, ["batch", c, hw, hw])],
-        [helper.make_tensor_value_info("logits", tp.FLOAT, ["batch", sub["num_classes"]])],
+        [helper.make_tensor_value_info("images", tp.FLOAT, [batch, c, hw, hw])],
+        [helper.make_tensor_value_info("logits", tp.FLOAT, [batch, sub["num_classes"]])],
         g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="quasar-vit")
+    imports = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
+    model = helper.make_model(graph, opset_imports=imports, producer_name="quasar-vit")
     model.ir_version = 10
     helper.set_model_props(model, {"subnet": json.dumps(sub), "bitmap": "bitmap.json",
-                                   "weights": "row groups: INT4 rows + INT8 rows, per-row scales",
-                                   "activations": f"{_act_bits(ir)}-bit QDQ (int8/uint8 + Clip)"})
-    onnx.checker.check_model(model)
+                                   "act_bits": str(_act_bits(ir)), **g.description})
+    if not domains:   # the checker rejects custom domains (QONNX's Quant); qonnx checks those graphs
+        onnx.checker.check_model(model)
     return model
 
 
-def build_onnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None):
-    """The ONNX ``ModelProto`` of the exported subnet (input ``images`` [N, C, H, W] -> ``logits``).
-
-    ``ir``: the :class:`~quasar_vit.export.ir.IntViT` of the export (or its ``arrays, manifest``).
-    """
+def _require_onnx() -> None:
     try:
         import onnx  # noqa: F401
     except ImportError:  # pragma: no cover
         raise ExportError("the ONNX export needs the 'onnx' package (pip install quasar-vit[export])") from None
-    ir = as_ir(ir, manifest)
-    g = _Graph()
+
+
+def build_graph(g: _Graph, ir: IntViT) -> None:
+    """Fill ``g`` with the whole subnet, ``images`` -> ``logits``, through ``g``'s layer builders."""
     x = _embed_tokens(g, ir, _patchify(g, ir))
     for blk in ir.blocks:
         x = _block(g, blk, x, ir)
     _classifier(g, ir, x)
+
+
+def build_onnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None,
+               variant: str = "qdq"):
+    """The ONNX ``ModelProto`` of the exported subnet (input ``images`` [N, C, H, W] -> ``logits``).
+
+    ``ir``: the :class:`~quasar_vit.export.ir.IntViT` of the export (or its ``arrays, manifest``).
+    ``variant``: ``"qdq"`` (``model.onnx``: INT4/INT8 row groups, 6-bit QDQ with an integer Clip),
+    ``"int8"`` (``model.int8.onnx``: the layout onnxruntime fuses into integer matmuls) or
+    ``"fp32"`` (no quantization; a speed baseline).
+    """
+    _require_onnx()
+    if variant not in GRAPHS:
+        raise ExportError(f"unknown ONNX variant {variant!r}; choose one of {', '.join(GRAPHS)}")
+    ir = as_ir(ir, manifest)
+    g = GRAPHS[variant]()
+    build_graph(g, ir)
     return _model(g, ir)
 
 
-def save_onnx(ir: IntViT | Mapping[str, np.ndarray], *args: Any) -> None:
+def save_onnx(ir: IntViT | Mapping[str, np.ndarray], *args: Any, variant: str = "qdq") -> None:
     """Write the ONNX model: ``save_onnx(ir, path)``, or ``save_onnx(arrays, manifest, path)``."""
     import onnx
 
     if len(args) not in (1, 2):
         raise TypeError("save_onnx(ir, path) or save_onnx(arrays, manifest, path)")
     *manifest, path = args
-    onnx.save(build_onnx(ir, *manifest), str(path))
+    onnx.save(build_onnx(ir, *manifest, variant=variant), str(path))
 
 
 def onnx_session(path: str | Path):
@@ -260,10 +360,34 @@ def onnx_session(path: str | Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+#: the integer matmul kernels onnxruntime's QDQ transformer produces
+INTEGER_MATMULS = ("MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger")
+
+
+def matmul_count(ir: IntViT) -> int:
+    """Matmuls of the subnet: every linear layer, and ``q k^T`` and ``P v`` in each block."""
+    return sum(1 for _ in ir.linears()) + 2 * len(ir.blocks)
+
+
+def optimized_op_counts(path: str | Path) -> Counter:
+    """Op types of the graph onnxruntime really runs: all its optimisations on, the result saved and counted."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="qvit-ort-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+
+
 def run_onnx(session: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     out = [session.run(["logits"], {"images": np.ascontiguousarray(images[i:i + batch_size], np.float32)})[0]
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-__all__ = ["build_onnx", "save_onnx", "onnx_session", "run_onnx", "OPSET"]
+__all__ = ["build_onnx", "build_graph", "save_onnx", "onnx_session", "run_onnx", "optimized_op_counts", "matmul_count",
+           "INTEGER_MATMULS", "OPSET", "GRAPHS"]

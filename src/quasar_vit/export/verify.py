@@ -7,10 +7,11 @@ Runs the test images through
   with :func:`~quasar_vit.training.checkpoint.load_supernet` and run on the exported subnet,
   ``supernet(x, subnet)`` in eval mode, exactly as training and ``quasar-vit eval`` do.  It is
   independent of ``weights.npz``, so an export bug that corrupts the integer weights consistently
-  (the engine and ``model.pt`` still agree with each other) shows up here.  The checkpoint is the
+  (the engine and ``model.pt2`` still agree with each other) shows up here.  The checkpoint is the
   one recorded in ``export.json`` (``checkpoint``, relative paths are relative to the current
   directory), or the one given explicitly (``checkpoint=``, ``quasar-vit verify --checkpoint``);
-* ``model.pt`` (TorchScript fake-quant model, float32, rebuilt from ``weights.npz``: ``DeployViT``),
+* ``model.pt2`` (the ``torch.export`` program of the fake-quant ``DeployViT``, float32, rebuilt from
+  ``weights.npz``),
 
 and reports, for each fake-quant model, label agreement, logit errors, top-1 of both, and how many
 6-bit activation codes differ from the engine's (``flipped codes``): the fake-quant model sums
@@ -20,7 +21,7 @@ float rounding of a ``.5`` quantisation boundary can land on the neighbouring co
 propagate (the quantizer is discontinuous), so a few images may differ by more than float rounding
 downstream of it.  The nibble passes are also checked against a direct int64 GEMM on a few images.
 
-``passed`` requires label agreement >= ``min_agreement`` with ``model.pt`` and exact nibble
+``passed`` requires label agreement >= ``min_agreement`` with ``model.pt2`` and exact nibble
 passes, and, when the checkpoint comparison ran, label agreement >= ``min_agreement`` and a flipped
 code fraction <= ``max_flip_fraction`` against the checkpoint's model.
 """
@@ -195,16 +196,18 @@ def read_export(directory: str | Path) -> dict[str, Any]:
 def verify_export(directory: str | Path, data_root: str | None = None, limit: int | None = None,
                   batch_size: int = 250, min_agreement: float = DEFAULT_MIN_AGREEMENT,
                   write: bool = True, checkpoint: str | Path | None = None, use_checkpoint: bool = True,
-                  max_flip_fraction: float = DEFAULT_MAX_FLIP_FRACTION) -> dict[str, Any]:
+                  max_flip_fraction: float = DEFAULT_MAX_FLIP_FRACTION, progress: bool = False) -> dict[str, Any]:
     """Check the export in ``directory`` on its test split; writes and returns ``verify.json``'s dict.
+
+    ``progress`` shows a bar over the test images (the NumPy engine is slow on large splits).
 
     ``checkpoint``: the source checkpoint (file or run directory); ``None`` uses the one recorded in
     ``export.json`` when it exists (``use_checkpoint=False``: never).  The top-level numbers compare
-    the engine with ``model.pt``; ``result["checkpoint"]`` holds the comparison with the checkpoint's
+    the engine with ``model.pt2``; ``result["checkpoint"]`` holds the comparison with the checkpoint's
     model (``{"checked": False, "note": ...}`` when there was none).
     """
     from quasar_vit.config import config_from_dict
-    from quasar_vit.export.deploy import DeployViT, load_torchscript
+    from quasar_vit.export.deploy import DeployViT
     from quasar_vit.export.exporter import load_test_images
     from quasar_vit.export.intweights import load_weights
     from quasar_vit.export.ir import build_ir
@@ -213,13 +216,15 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
     directory = Path(directory)
     info = read_export(directory)
     arrays, manifest = load_weights(directory)
-    if not (directory / "model.pt").is_file():
-        raise ExportError(f"{directory} lacks model.pt")
+    if not (directory / "model.pt2").is_file():
+        raise ExportError(f"{directory} lacks model.pt2 (an export from an older quasar-vit? export it again)")
     if checkpoint is None and not use_checkpoint:
         source, note = None, "checkpoint not used (use_checkpoint=False): compared with the deploy model only"
     else:
         source, note = _find_checkpoint(info, checkpoint)
-    scripted = load_torchscript(directory / "model.pt")
+    from quasar_vit.export.torch_export import load_program
+
+    scripted = load_program(directory / "model.pt2")
     cfg = config_from_dict(info["config"])
     x, y = load_test_images(cfg, data_root, limit)
     if len(x) == 0:
@@ -231,6 +236,9 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
     vs_deploy, vs_ckpt = _Comparison(), _Comparison()
     int_all, eager_all = [], []
     script_err = 0.0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(x), desc="verify", unit="img", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
         with torch.no_grad():
@@ -243,6 +251,8 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
             vs_ckpt.add(*_checkpoint_codes(source[0], source[1], xb), codes)
         int_all.append(logits)
         eager_all.append(eager)
+        bar.update(len(xb))
+    bar.close()
     integer = np.concatenate(int_all)
 
     # nibble passes == direct int64 GEMMs, on a few images
@@ -254,15 +264,15 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
     result = {
         "export": str(directory), "images": int(len(x)), "split": "test",
         "data_set": cfg.data.name,
-        "compared_with": ("checkpoint fake-quant model and deploy model (model.pt)" if source is not None
-                          else "deploy model (model.pt) only"),
+        "compared_with": ("checkpoint fake-quant model and deploy model (model.pt2)" if source is not None
+                          else "deploy model (model.pt2) only"),
         "agreement_percent": dep["agreement_percent"],
         "min_agreement_percent": float(min_agreement),
         **{k: v for k, v in dep.items() if k != "agreement_percent"},
         "top1_fake_quant": float(100.0 * np.mean(ref.argmax(1) == y)),
         "top1_integer": float(100.0 * np.mean(integer.argmax(1) == y)),
         "nibble_passes_exact": nibbles_ok,
-        "torchscript_vs_eager_max_abs": script_err,
+        "program_vs_eager_max_abs": script_err,
     }
     # a code difference > 1 only arises when an earlier flip propagated (seen: 3, in 0.4 % of images);
     # it is reported, not failed on
@@ -299,7 +309,7 @@ def verify_summary(res: dict[str, Any]) -> str:
     ck = res.get("checkpoint") or {}
     nib = "nibble passes == int64 GEMM" if res.get("nibble_passes_exact") else "nibble passes != int64 GEMM [FAILED]"
     deploy_ok = res["agreement_percent"] >= res["min_agreement_percent"]
-    deploy = f"vs deploy model (model.pt, rebuilt from weights.npz): {part(res)}{'' if deploy_ok else ' [FAILED]'}"
+    deploy = f"vs deploy model (model.pt2, rebuilt from weights.npz): {part(res)}{'' if deploy_ok else ' [FAILED]'}"
     if ck.get("checked"):
         head = (f"integer engine vs checkpoint fake-quant model ({ck['path']}, step {ck['step']}): {part(ck)}"
                 f"{'' if ck['passed'] else ' [FAILED]'}")
