@@ -29,7 +29,7 @@ BASELINES = ["random", "uniform8", "uniform4", "fixed"]
 #: search.* config values settable from the command line, with their types
 SEARCH_KEYS = {"population": int, "generations": int, "parents": int, "mutations": int, "crossovers": int,
                "val-size": int, "seed": int, "tied-share-prob": float, "tied-generations": int,
-               "share-mutation": str}
+               "share-mutation": str, "screen-size": int, "race-z": float}
 DEFAULT_BUDGET = 50 + 19 * 50  # AutoFormer's schedule: population 50, 20 generations, 25 + 25 children
 
 
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         entries = {e["name"]: e for e in r.target_entries(res.targets)}
         rows.append({
             "mode": mode, "evaluations": ev.evaluations, "budget": ev.budget, "search_seconds": ev.elapsed_s,
+            "screened_out": ev.stats.screened_out,   # racing: scored on search.screen_size images only
             "seconds_per_evaluation": ev.elapsed_s / ev.evaluations if ev.evaluations else None,
             "hypervolume": r.hypervolume, "hypervolume_normalized": r.hypervolume_normalized,
             "front_size": len(r.front),

@@ -47,7 +47,7 @@ def pooled_candidates(search_dir: Path) -> dict[str, dict[str, Any]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise QuasarError(f"{f}:{n}: not a JSON line ({exc})") from None
-            if rec.get("event") != "candidate":
+            if rec.get("event") != "candidate" or rec.get("val_top1") is None:   # None: screened out by racing
                 continue
             key = json.dumps(rec["subnet"], sort_keys=True)
             entry = out.setdefault(key, {"subnet": rec["subnet"], "val_top1": rec["val_top1"], "fps": rec["fps"],

@@ -378,3 +378,65 @@ def test_evaluator_caches_and_splits_work_over_ranks():
     assert ev(subs) == out[:5] and len(calls) == 3  # cached: nothing measured twice
     with pytest.raises(ValueError):
         Evaluator(acc, rank=0, world_size=2)
+
+
+# ---- racing ------------------------------------------------------------------------------------------
+RACE = Settings(**{**SMALL.to_dict(), "population": 16, "generations": 6, "mutations": 8, "crossovers": 8,
+                   "screen_size": 100})
+
+
+def _racing_evaluator(noise: float, seed: int = 0) -> Evaluator:
+    """A screen that is the full score plus a fixed per-subnet error of up to ``noise`` points."""
+    def screen(s):
+        r = random.Random(json.dumps(s.to_dict(), sort_keys=True) + str(seed))
+        return stub_accuracy(s) + r.uniform(-noise, noise)
+    return Evaluator(stub_accuracy, screen_fn=screen, screen_images=2000, full_images=10000)
+
+
+def test_racing_with_an_exact_screen_picks_the_same_winners_and_parents_as_full_scoring():
+    """Screened-out candidates are below every target's k-th best, so they can be neither a winner nor a
+    parent: the whole search runs the same course, with fewer full evaluations."""
+    enc = make_encoding(SPACE, "flexible")
+    full = Evolution(enc, TARGETS, stub_accuracy, stub_latency, RACE)
+    raced = Evolution(enc, TARGETS, _racing_evaluator(0.0), stub_latency, RACE)
+    a, b = full.run(), raced.run()
+    assert [c.subnet for c in a.records] == [c.subnet for c in b.records]        # same children every generation
+    assert {k: v.subnet for k, v in a.best.items() if v} == {k: v.subnet for k, v in b.best.items() if v}
+    assert {c.subnet for c in full.parents()} == {c.subnet for c in raced.parents()}
+    assert 0 < b.stats.screened_out < len(b.records)                                # it saved work, and not all
+    assert raced.evaluator.calls == len(b.records) - b.stats.screened_out
+
+
+def test_racing_scores_every_winner_parent_and_front_member_on_the_full_split():
+    evo = Evolution(make_encoding(SPACE, "flexible"), TARGETS, _racing_evaluator(3.0), stub_latency, RACE)
+    res = evo.run()
+    picked = [c for c in res.best.values() if c] + evo.parents() + res.front
+    assert picked and all(c.val_top1 == stub_accuracy(c.subnet) for c in picked)
+    out = [c for c in res.records if not c.scored]
+    assert out and all(c.screen_top1 is not None for c in out)
+    with pytest.raises(ValueError, match="screened out"):
+        out[0].objectives
+
+
+def test_a_wider_race_margin_scores_more_candidates_in_full():
+    calls = []
+    for z in (0.0, 4.0):
+        evo = Evolution(make_encoding(SPACE, "flexible"), TARGETS, _racing_evaluator(3.0), stub_latency,
+                        Settings(**{**RACE.to_dict(), "race_z": z}))
+        evo.run()
+        calls.append(evo.evaluator.calls)
+    assert calls[0] < calls[1]
+
+
+def test_a_raced_search_resumes_exactly(tmp_path):
+    enc = make_encoding(SPACE, "flexible")
+    ref = Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, RACE).run()
+    kw = dict(state_path=tmp_path / "s.json", history_path=tmp_path / "h.jsonl")
+    Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, RACE, **kw).run(max_generations=3)
+    again = Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, RACE, **kw)
+    res = again.run()
+    assert [c.to_dict() for c in res.records] == [c.to_dict() for c in ref.records]
+    assert again.evaluator.screen_calls < len(res.records)     # the saved screen scores were not re-measured
+    with pytest.raises(SearchStateError, match="race_z"):
+        Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, Settings(**{**RACE.to_dict(), "race_z": 1.0}),
+                  **kw).run()

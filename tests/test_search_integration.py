@@ -163,3 +163,40 @@ def test_search_keeps_files_it_did_not_write(micro_ckpt, tmp_path):
                log=lambda s: None)
     assert (out / "subnet_mine.json").read_text() == "{}"
     assert len(list(out.glob("subnet_*fps.json"))) >= 1
+
+
+def test_racing_full_score_is_the_one_pass_count(micro_ckpt):
+    """A promoted candidate's full score = screen count + count over the other images: the same figure
+    as one pass over the split, so racing changes which candidates are scored, never their score."""
+    from quasar_vit.data import BatchTransform
+    from quasar_vit.search.runner import racing_scorers, search_splits
+    from quasar_vit.training.checkpoint import load_supernet
+    from quasar_vit.training.evaluate import evaluate_subnet
+
+    model, cfg, _ = load_supernet(micro_ckpt)
+    splits, n = search_splits(cfg, 300)
+    tf = BatchTransform.from_config(cfg.data, train=False)
+    full, screen, screen_n = racing_scorers(model, splits.val, n, 120, tf, "cpu", 50)
+    space = cfg.model.space()
+    assert screen_n == 120 and screen is not None
+    for s in (space.largest(), space.smallest()):
+        one_pass = evaluate_subnet(model, s, splits.val, tf, "cpu", 50)
+        assert full(s) == one_pass                       # without a screen first
+        screen(s)
+        assert full(s) == one_pass                       # with the screen's count reused
+    assert racing_scorers(model, splits.val, n, 0, tf, "cpu", 50)[1] is None       # 0: racing off
+    assert racing_scorers(model, splits.val, n, 300, tf, "cpu", 50)[1] is None     # screen = split: off
+
+
+def test_a_raced_search_records_what_it_screened_out(micro_ckpt, tmp_path):
+    from quasar_vit.search.runner import run_search
+
+    res = run_search(micro_ckpt, tmp_path / "s", platform="zcu102", device="cpu", progress=False, plot=False,
+                     overrides=["search.val_size=300", "search.screen_size=60", "search.generations=3",
+                                "search.race_z=0"], log=lambda s: None, test=False)
+    doc = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    out = doc["screened_out"]
+    assert out                       # deterministic: 3 of 15 with this seed and checkpoint
+    assert len(doc["measured"]) + len(out) == res.main.evolution.evaluations
+    assert doc["stats"]["screened_out"] == len(out) and all(v is not None for v, _ in out)
+    assert all(t["val_top1"] is not None for t in doc["targets"] if t["status"] == "met")

@@ -24,8 +24,14 @@ Algorithm (AutoFormer's schedule, Quasar-ViT's constraints):
   target this is AutoFormer's top-k; with several, each target keeps its own elite, so the search
   is not pulled only towards the loosest target.
 
-Budget: ``population + (generations - 1) * (mutations + crossovers)`` accuracy evaluations at
-most.  State (measured candidates and the RNG state) is written atomically after every
+* racing (``screen_size`` > 0, with an evaluator that can screen): each new candidate is scored
+  first on the first ``screen_size`` validation images (the same images for all: paired).  It is
+  scored on the whole split only if it could still enter the top-``parents`` of a target it meets:
+  screen score + ``race_z`` standard errors >= the ``parents``-th best full score there (or fewer
+  than ``parents`` are fully scored).  Parents, winners and the front use full scores only, so
+  every pick is made on the whole split; the screen only decides what is worth scoring on it.
+
+Budget: ``population + (generations - 1) * (mutations + crossovers)`` candidates at most.  State (measured candidates and the RNG state) is written atomically after every
 generation, so an interrupted run resumes exactly where it stopped and ends with the same result as
 an uninterrupted one.
 """
@@ -52,7 +58,7 @@ STATE_VERSION = 1
 
 #: fingerprint entries whose neutral value equals "absent": a state saved before the option existed
 #: ran without it, so it still resumes
-_NEUTRAL = {"tied_share_prob": 0.0, "tied_generations": 0, "share_mutation": "uniform"}
+_NEUTRAL = {"tied_share_prob": 0.0, "tied_generations": 0, "share_mutation": "uniform", "screen_size": 0}
 
 
 def _comparable(fingerprint: Any) -> Any:
@@ -88,6 +94,8 @@ class Settings:
     tied_generations: int = _DEFAULTS.tied_generations
     max_retries: int = _DEFAULTS.max_retries
     seed: int = _DEFAULTS.seed
+    screen_size: int = 0          # racing off unless asked for (the runner passes search.screen_size)
+    race_z: float = _DEFAULTS.race_z
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Settings":
@@ -102,6 +110,8 @@ class Settings:
                 raise QuasarError(f"search.{k} must be >= 0, got {getattr(self, k)}")
         if not 0.0 <= self.mutation_prob <= 1.0:
             raise QuasarError("search.mutation_prob must lie in [0, 1]")
+        if self.screen_size < 0 or self.race_z < 0:
+            raise QuasarError("search.screen_size and search.race_z must be >= 0")
 
     @property
     def budget(self) -> int:
@@ -114,62 +124,102 @@ class Settings:
 
 @dataclass
 class Candidate:
-    """One measured subnet."""
+    """One measured subnet.  ``val_top1`` is on the whole validation split, ``None`` when racing
+    screened it out (then only ``screen_top1``, on the screen images, is known)."""
 
     index: int
     generation: int
     origin: str
     subnet: SubnetConfig
-    val_top1: float
+    val_top1: float | None
     fps: float
     latency_ms: float
+    screen_top1: float | None = None
+
+    @property
+    def scored(self) -> bool:
+        """Scored on the whole split: may be a parent, a winner or on the front."""
+        return self.val_top1 is not None
 
     @property
     def objectives(self) -> tuple[float, float]:
+        if self.val_top1 is None:
+            raise ValueError(f"candidate {self.index} was screened out: it has no full validation score")
         return (self.val_top1, self.fps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "generation": self.generation, "origin": self.origin,
-                "subnet": self.subnet.to_dict(), "val_top1": self.val_top1, "fps": self.fps,
-                "latency_ms": self.latency_ms}
+        d = {"index": self.index, "generation": self.generation, "origin": self.origin,
+             "subnet": self.subnet.to_dict(), "val_top1": self.val_top1, "fps": self.fps,
+             "latency_ms": self.latency_ms}
+        if self.screen_top1 is not None:
+            d["screen_top1"] = self.screen_top1
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Candidate":
+        opt = lambda k: None if d.get(k) is None else float(d[k])  # noqa: E731
         return cls(int(d["index"]), int(d["generation"]), str(d["origin"]), SubnetConfig.from_dict(d["subnet"]),
-                   float(d["val_top1"]), float(d["fps"]), float(d["latency_ms"]))
+                   opt("val_top1"), float(d["fps"]), float(d["latency_ms"]), opt("screen_top1"))
 
 
 class Evaluator:
     """Measures the accuracy of a list of subnets, once per distinct subnet (cached).
 
-    With ``world_size > 1`` every rank measures the slice ``todo[rank::world_size]`` of the
-    not-yet-cached subnets and ``gather(obj) -> [obj of rank 0, obj of rank 1, ...]`` (e.g.
-    ``torch.distributed.all_gather_object``) shares the results, so every rank ends with the same
-    cache.  Every rank must call it with the same list.
+    ``accuracy_fn`` scores on the whole validation split; ``screen_fn`` (optional, for racing) on
+    its first ``screen_images`` images out of ``full_images``.  With ``world_size > 1`` every rank
+    measures the slice ``todo[rank::world_size]`` of the not-yet-cached subnets and
+    ``gather(obj) -> [obj of rank 0, obj of rank 1, ...]`` (e.g. ``torch.distributed.all_gather_object``)
+    shares the results, so every rank ends with the same cache.  Every rank must call it with the
+    same list.
     """
 
     def __init__(self, accuracy_fn: Callable[[SubnetConfig], float], rank: int = 0, world_size: int = 1,
-                 gather: Callable[[Any], list[Any]] | None = None) -> None:
+                 gather: Callable[[Any], list[Any]] | None = None,
+                 screen_fn: Callable[[SubnetConfig], float] | None = None, screen_images: int = 0,
+                 full_images: int = 0) -> None:
         if world_size > 1 and gather is None:
             raise ValueError("a gather function is needed for world_size > 1")
-        self.accuracy_fn = accuracy_fn
+        self.accuracy_fn, self.screen_fn = accuracy_fn, screen_fn
+        self.screen_images, self.full_images = screen_images, full_images
         self.rank, self.world_size, self.gather = rank, world_size, gather
         self.cache: dict[SubnetConfig, float] = {}
+        self.screen_cache: dict[SubnetConfig, float] = {}
         self.calls = 0  # accuracy_fn calls on this rank
+        self.screen_calls = 0
+
+    @property
+    def can_screen(self) -> bool:
+        return self.screen_fn is not None and 0 < self.screen_images < self.full_images
 
     def __call__(self, subnets: Sequence[SubnetConfig]) -> list[float]:
-        todo = [s for s in dict.fromkeys(subnets) if s not in self.cache]
-        if todo:
-            mine = list(range(self.rank, len(todo), self.world_size))
-            local = []
-            for i in mine:
-                self.calls += 1
-                local.append((i, float(self.accuracy_fn(todo[i]))))
-            parts = self.gather(local) if self.world_size > 1 else [local]  # type: ignore[misc]
-            for part in parts:
-                for i, acc in part:
-                    self.cache[todo[i]] = float(acc)
+        self.calls += self._measure(self.accuracy_fn, self.cache, subnets)
         return [self.cache[s] for s in subnets]
+
+    def screen(self, subnets: Sequence[SubnetConfig]) -> list[float]:
+        """Top-1 on the screen images (see :attr:`can_screen`)."""
+        assert self.screen_fn is not None
+        self.screen_calls += self._measure(self.screen_fn, self.screen_cache, subnets)
+        return [self.screen_cache[s] for s in subnets]
+
+    def screen_error(self, top1: float) -> float:
+        """Standard error (points) of a screen score as an estimate of the full score: a sample of
+        ``screen_images`` drawn without replacement from ``full_images`` (binomial, with the
+        finite-population factor; p kept off 0 and 1 so a perfect screen still has a margin)."""
+        p = min(max(top1 / 100.0, 0.02), 0.98)
+        n, big_n = self.screen_images, self.full_images
+        return 100.0 * math.sqrt(p * (1 - p) / n * (1 - n / big_n))
+
+    def _measure(self, fn: Callable[[SubnetConfig], float], cache: dict[SubnetConfig, float],
+                 subnets: Sequence[SubnetConfig]) -> int:
+        todo = [s for s in dict.fromkeys(subnets) if s not in cache]
+        if not todo:
+            return 0
+        local = [(i, float(fn(todo[i]))) for i in range(self.rank, len(todo), self.world_size)]
+        parts = self.gather(local) if self.world_size > 1 else [local]  # type: ignore[misc]
+        for part in parts:
+            for i, acc in part:
+                cache[todo[i]] = float(acc)
+        return len(local)
 
 
 class HardwareOracle:
@@ -201,6 +251,7 @@ class Stats:
     rejected_too_slow: int = 0
     rejected_outside: int = 0
     empty_slots: int = 0
+    screened_out: int = 0         # racing: candidates scored on the screen images only
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -261,14 +312,18 @@ class Evolution:
         bred_per_layer = not (encoding.tie_shares or self.random_search)
         self.tied_generations = settings.tied_generations if bred_per_layer else 0
         self._tied_encoding = replace(encoding, tie_shares=True, tied_share_prob=0.0)
+        self.racing = settings.screen_size > 0 and self.evaluator.can_screen
         settings_fp = settings.to_dict()
         settings_fp.pop("tied_generations")  # recorded at the top level, as the value in effect
+        for k in ("screen_size", "race_z"):   # top level too, so that a state saved before racing resumes
+            settings_fp.pop(k)
         self.fingerprint = {
             "mode": encoding.mode, "space": encoding.space.to_dict(), "tie_shares": encoding.tie_shares,
             "tied_share_prob": encoding.tied_share_prob, "tied_generations": self.tied_generations,
             "share_mutation": encoding.share_mutation if bred_per_layer else "uniform",
             "random_search": self.random_search, "targets": [t.to_dict() for t in self.all_targets],
             "settings": settings_fp, **(fingerprint or {}),
+            **({"screen_size": self.evaluator.screen_images, "race_z": settings.race_z} if self.racing else {}),
         }
         self.rng = random.Random(settings.seed)
         self.records: list[Candidate] = []
@@ -313,11 +368,37 @@ class Evolution:
         out: dict[SubnetConfig, Candidate] = {}
         k = self.settings.parents
         for t in self.targets:
-            meeting = [c for c in self.records if c.fps >= t.fps]
-            meeting.sort(key=lambda c: (-c.val_top1, -c.fps, c.index))
-            for c in meeting[:k]:
+            for c in self._top(t.fps, k):
                 out.setdefault(c.subnet, c)
         return list(out.values())
+
+    def _top(self, fps: float, k: int) -> list[Candidate]:
+        """The ``k`` best fully scored candidates reaching ``fps``."""
+        meeting = [c for c in self.records if c.scored and c.fps >= fps]
+        meeting.sort(key=lambda c: (-c.val_top1, -c.fps, c.index))  # type: ignore[operator]
+        return meeting[:k]
+
+    def _worth_full_score(self, sub: SubnetConfig, screen_top1: float) -> bool:
+        """Racing: could ``sub`` still enter the top-``parents`` of a target it meets?"""
+        fps = self.oracle.fps(sub)
+        margin = self.settings.race_z * self.evaluator.screen_error(screen_top1)
+        for t in self.targets:
+            if fps < t.fps:
+                continue
+            top = self._top(t.fps, self.settings.parents)
+            if len(top) < self.settings.parents or screen_top1 + margin >= top[-1].val_top1:  # type: ignore[operator]
+                return True
+        return False
+
+    def _score(self, subs: list[SubnetConfig]) -> dict[SubnetConfig, tuple[float | None, float | None]]:
+        """``subnet -> (val_top1 or None, screen_top1 or None)`` for this generation's children."""
+        if not self.racing:
+            return {s: (a, None) for s, a in zip(subs, self.evaluator(subs))}
+        screens = dict(zip(subs, self.evaluator.screen(subs)))
+        worth = [s for s in subs if self._worth_full_score(s, screens[s])]
+        full = dict(zip(worth, self.evaluator(worth)))
+        self.stats.screened_out += len(subs) - len(worth)
+        return {s: (full.get(s), screens[s]) for s in subs}
 
     def _children(self, gen: int) -> dict[SubnetConfig, str]:
         pending: dict[SubnetConfig, str] = {}
@@ -350,13 +431,18 @@ class Evolution:
 
     # ---- results --------------------------------------------------------------------------------
     def front(self) -> list[Candidate]:
-        return pareto_front(self.records, key=lambda c: c.objectives)
+        return pareto_front(self.scored(), key=lambda c: c.objectives)
+
+    def scored(self) -> list[Candidate]:
+        """Candidates scored on the whole validation split (all of them without racing)."""
+        return [c for c in self.records if c.scored]
 
     def best(self) -> dict[str, Candidate | None]:
         out: dict[str, Candidate | None] = {}
+        scored = self.scored()
         for t in self.all_targets:
             out[t.name] = (None if t.name in self.unreachable
-                           else best_meeting(self.records, t.fps, key=lambda c: c.objectives))
+                           else best_meeting(scored, t.fps, key=lambda c: c.objectives))
         return out
 
     def result(self) -> EvolutionResult:
@@ -404,8 +490,11 @@ class Evolution:
         except (KeyError, TypeError, ValueError) as exc:
             raise SearchStateError(f"{p} is a damaged search state ({exc}); pass --restart to start over") from None
         self.by_subnet = {c.subnet: c for c in self.records}
-        for c in self.records:  # the accuracy cache survives the restart
-            self.evaluator.cache.setdefault(c.subnet, c.val_top1)
+        for c in self.records:  # the accuracy caches survive the restart
+            if c.val_top1 is not None:
+                self.evaluator.cache.setdefault(c.subnet, c.val_top1)
+            if c.screen_top1 is not None:
+                self.evaluator.screen_cache.setdefault(c.subnet, c.screen_top1)
         self._trim_history()
         return True
 
@@ -458,13 +547,12 @@ class Evolution:
                 if bar is not None:
                     bar.set_description(f"{self.encoding.mode} gen {g + 1}/{s.generations}")
                 children = self._children(g)
-                subs = list(children)
-                accs = self.evaluator(subs)
+                scores = self._score(list(children))
                 new = []
-                for sub, acc in zip(subs, accs):
+                for sub, (acc, screen) in scores.items():
                     rep = self.oracle.report(sub)
-                    c = Candidate(len(self.records), g, children[sub], sub, float(acc), float(rep.fps),
-                                  float(rep.latency_ms))
+                    c = Candidate(len(self.records), g, children[sub], sub, acc, float(rep.fps),
+                                  float(rep.latency_ms), screen)
                     self.records.append(c)
                     self.by_subnet[sub] = c
                     new.append(c)

@@ -29,6 +29,7 @@ from quasar_vit.search.evolution import Candidate, Evaluator, Evolution, Evoluti
 from quasar_vit.search.pareto import front_dominated, hypervolume, normalized_hypervolume
 from quasar_vit.search.targets import Target, default_targets, fastest_fps, sort_targets
 from quasar_vit.space import SearchSpace, SubnetConfig
+from quasar_vit.utils.lock import locks_output
 
 RESULT_FORMAT = "quasar-vit-search"
 
@@ -101,7 +102,8 @@ class ModeResult:
                 "hypervolume": self.hypervolume, "hypervolume_normalized": self.hypervolume_normalized,
                 "targets": self.target_entries(all_targets),
                 "front": [self._entry(c) for c in self.front],
-                "measured": [[c.val_top1, c.fps] for c in ev.records]}
+                "measured": [[c.val_top1, c.fps] for c in ev.records if c.scored],
+                "screened_out": [[c.screen_top1, c.fps] for c in ev.records if not c.scored]}
 
 
 @dataclass
@@ -214,6 +216,38 @@ def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
     return splits, val_n
 
 
+def racing_scorers(model: Any, val: Any, val_n: int, screen_size: int, tf: Any, device: Any,
+                   batch_size: int) -> tuple[Callable[[SubnetConfig], float], Callable[[SubnetConfig], float] | None, int]:
+    """``(full_fn, screen_fn, screen_n)``: top-1 of a subnet on the whole validation split, and on its
+    first ``screen_n`` images (``None`` / 0 when racing is off).
+
+    The full score of a screened subnet adds the screen's correct count to a count over the other
+    images, so promoting a candidate costs ``val_n - screen_n`` images, not ``val_n``, and gives
+    exactly the count a single pass over the split would.
+    """
+    from quasar_vit.data.datasets import subset
+    from quasar_vit.training.evaluate import count_correct
+
+    def correct(s: SubnetConfig, ds: Any) -> int:
+        return count_correct(lambda x: model(x, s), ds, tf, device, batch_size)[0]
+
+    if not 0 < screen_size < val_n:
+        return (lambda s: 100.0 * correct(s, val) / val_n), None, 0
+    head, tail = subset(val, range(screen_size)), subset(val, range(screen_size, val_n))
+    screened: dict[SubnetConfig, int] = {}
+
+    def screen_fn(s: SubnetConfig) -> float:
+        screened[s] = correct(s, head)
+        return 100.0 * screened[s] / screen_size
+
+    def full_fn(s: SubnetConfig) -> float:
+        first = screened.pop(s) if s in screened else correct(s, head)
+        return 100.0 * (first + correct(s, tail)) / val_n
+
+    return full_fn, screen_fn, screen_size
+
+
+@locks_output("search", "out_dir")
 def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None = None,
                targets: Sequence[Target] | None = None, mode: str = "flexible", baselines: Sequence[str] = (),
                overrides: Sequence[str] = (), device: str | None = None, progress: bool = True,
@@ -283,8 +317,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
     dev = info.device
     bs = scfg.eval_batch_size
 
-    def val_acc(s: SubnetConfig) -> float:
-        return evaluate_subnet(model, s, splits.val, tf, dev, bs, False)
+    val_acc, screen_acc, screen_n = racing_scorers(model, splits.val, val_n, scfg.screen_size, tf, dev, bs)
 
     def test_acc(s: SubnetConfig) -> float:
         return evaluate_subnet(model, s, splits.test, tf, dev, bs, False)
@@ -298,7 +331,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
             dist.all_gather_object(out, obj)
             return out
 
-    val_eval = Evaluator(val_acc, info.rank, info.world_size, gather)
+    val_eval = Evaluator(val_acc, info.rank, info.world_size, gather, screen_fn=screen_acc, screen_images=screen_n,
+                         full_images=val_n)
     test_eval = Evaluator(test_acc, info.rank, info.world_size, gather)
 
     out = Path(out_dir)
