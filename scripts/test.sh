@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 source scripts/python.sh
+"$PY" -m ruff check src tests benchmarks scripts   # lint first: one line per finding, fails the run
 exec "$PY" -m pytest -q "$@"

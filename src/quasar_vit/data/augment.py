@@ -25,6 +25,7 @@ from numpy seeded by it), so a resumed run repeats its augmentation stream.
 from __future__ import annotations
 
 import math
+from types import ModuleType
 import numpy as np
 import torch
 import torch.nn.functional as F

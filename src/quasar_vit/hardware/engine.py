@@ -125,7 +125,7 @@ def gemm_cycles(design: AcceleratorDesign, timing: EngineTiming, tokens: int, k:
     row tiles are ``tiles_m`` (``(rows, outputs)`` each), output stage ``mode`` (see :data:`OUT_MODES`)."""
     if mode not in OUT_MODES:
         raise ValueError(f"unknown output mode {mode!r} (one of {', '.join(OUT_MODES)})")
-    R, C, TN, TK = design.pe_rows, design.pe_cols, design.tile_tokens, design.tile_k
+    C, TN, TK = design.pe_cols, design.tile_tokens, design.tile_k
     ab = timing.axi_bytes
     n_tt, n_mt, n_kt = _cdiv(tokens, TN), len(tiles_m), _cdiv(k, TK)
     n = n_tt * n_mt * n_kt

@@ -71,7 +71,9 @@ def init_distributed(device: str | None = None) -> DistInfo:
         # finalization and are torn down inside Py_Finalize, racing the other rank's exit: a rank
         # could die with SIGABRT ("terminate called without an active exception") after training
         # succeeded.  Imported here, those defaults are None and cleanup() really joins the threads.
-        import torch.distributed.nn  # noqa: F401
+        # (``import torch.distributed.nn`` here would make ``torch`` a local name of this function and
+        # break ``torch.cuda.set_device`` above on GPUs: bind a private alias instead)
+        import torch.distributed.nn as _tdnn  # noqa: F401
         dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local, dev)
 
