@@ -2,13 +2,14 @@
 
 For each seed it runs the flexible search twice on one supernet, with the same targets and budget:
 once scoring every candidate on the whole validation split (``screen_size=0``, the search before
-racing) and once with racing.  It reports per seed the search wall time of each, how many candidates
+racing) and once with racing (raced first: when other jobs end during the benchmark, the later plain
+run gets the quieter machine, so the measured speed-up errs low).  It reports per seed the search wall time of each, how many candidates
 racing scored in full, and the winners' validation and test top-1 per target, and whether racing
 picked the same winners.  The two runs of a seed follow each other, so they share the machine's load.
 
 Run::
 
-    python benchmarks/search_racing.py --checkpoint runs/demo/train --seeds 0,1,2           # default budget
+    python benchmarks/search_racing.py --checkpoint runs/demo/train --seeds 0,1,2   # default budget (SearchConfig)
     python benchmarks/search_racing.py --checkpoint runs/demo/train --seeds 0 --generations 6  # quick look
 
 Writes ``benchmarks/results/search_racing.json`` and prints a table.
@@ -61,13 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="runs/search-racing")
     p.add_argument("--results", default=str(OUT))
     args = p.parse_args(argv)
-    base = [f"search.generations={args.generations}"] if args.generations else []
+    from quasar_vit.config import SearchConfig
+
+    d = SearchConfig()   # the default budget, whatever the checkpoint's config holds (the demo's is smaller)
+    base = [f"search.{k}={getattr(d, k)}" for k in ("population", "generations", "parents", "mutations", "crossovers",
+                                                    "mutation_prob", "val_size", "eval_batch_size")]
+    if args.generations:
+        base.append(f"search.generations={args.generations}")
     rows = []
     try:
         for seed in (int(s) for s in args.seeds.split(",") if s):
             ov = [*base, f"search.seed={seed}"]
-            plain = one_search(args.checkpoint, Path(args.workdir) / f"seed{seed}-plain", ov, 0)
             raced = one_search(args.checkpoint, Path(args.workdir) / f"seed{seed}-raced", ov, args.screen_size)
+            plain = one_search(args.checkpoint, Path(args.workdir) / f"seed{seed}-plain", ov, 0)
             rows.append({"seed": seed, "plain": plain, "raced": raced, **compare(plain, raced)})
             print_row(rows[-1])
     except QuasarError as exc:

@@ -201,7 +201,8 @@ def resolve_targets(targets: Sequence[Target] | None, cfg_fps: Sequence[float], 
 def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
     """``(splits, n)``: the first ``n = min(val_size, data.val_size)`` images of the validation split
     held out at training time (``perm[:data.val_size]``, so never an image the supernet trained on),
-    and the test split.  The one definition of the images a search scores candidates on."""
+    and the test split.  The one definition of the images a search scores candidates on.  JPEG
+    evaluation crops come from the decoded-crop cache, so candidates do not decode images."""
     from quasar_vit.data import build_datasets
 
     if cfg.data.val_size <= 0:
@@ -213,6 +214,12 @@ def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
     dcfg = copy.deepcopy(cfg.data)
     dcfg.val_size = val_n
     splits = build_datasets(dcfg, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, seed=cfg.train.seed)
+    # every candidate reads the same fixed crops: decode the JPEGs once into the crop cache
+    # (a no-op for in-memory data sets and when QUASAR_VIT_CACHE=off; see quasar_vit.data.cache)
+    from quasar_vit.data.cache import cached_eval_crops
+
+    splits.val = cached_eval_crops(splits.val, f"val-seed{cfg.train.seed}")
+    splits.test = cached_eval_crops(splits.test, "test")
     return splits, val_n
 
 

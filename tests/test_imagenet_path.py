@@ -1,0 +1,213 @@
+"""The ImageNet path at 224, end to end through the CLI: ``imagenet-small`` trains on a synthetic
+ImageFolder of JPEGs of varied sizes, resumes, is searched at real zcu102 FPS targets, exported,
+verified and C-simulated.
+
+Why a synthetic folder: the point is the *path* (DeiT recipe decode, 224x224 geometry, 197 tokens,
+the real imagenet-small space and quantizers, the zcu102 model, the integer engine and the HLS
+code at this size), which every test elsewhere exercises only at 28x28.  The config is shrunk only
+in steps, batch and data sizes; everything else is the shipped ``imagenet-small``.
+
+Cost: on this shared 2-core machine the module took 7.5 min (5 passed, csim skipped; 7 of them
+train + resume) and 19.5 min under a load average of 6: a supernet training step at 224 and batch
+2 takes 1-3 minutes here (a sandwich of 4 subnets
+plus distillation, LSQ fake quantization of 197-token attention maps), so it is marked slow and
+is above the 6-minute CI target.  The C simulation of one image of the smallest subnet is opt-in
+(``QUASAR_IMAGENET_CSIM=1``): ``verify --csim --limit 1`` took 12.5 min here on top of the rest.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CLASSES = 4
+PER_CLASS = {"train": 40, "val": 10}       # 160 + 40 = 200 JPEGs
+
+#: shrunk in steps, batch and data sizes only
+SHRINK = ["train.batch_size=2", "model.num_classes=4", "data.val_size=16", "data.num_workers=0",
+          "train.checkpoint_every=1", "train.log_every=1", "train.warmup_steps=1"]
+
+
+def _sets(items: list[str]) -> list[str]:
+    return [a for it in items for a in ("--set", it)]
+
+
+def _write_folder(root: Path) -> None:
+    """JPEGs 300-500 px on a side, a class-dependent gradient plus noise (so classes differ)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in PER_CLASS.items():
+        for c in range(CLASSES):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = (int(v) for v in rng.integers(300, 501, size=2))
+                yy, xx = np.mgrid[0:h, 0:w]
+                base = np.stack([(xx * (c + 1) * 255 // w) % 256, yy * 255 // h, np.full_like(xx, 60 * c)], -1)
+                img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.jpg", quality=85)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("imagenet_synth")
+    _write_folder(root)
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def crop_cache_dir(tmp_path_factory) -> Path:
+    """The search's decoded-crop cache lives in the test's temporary tree, not in ``~/.cache``."""
+    d = tmp_path_factory.mktemp("crop_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUASAR_VIT_CACHE", str(d))
+        yield d
+
+
+def _cli(args: list[str]) -> int:
+    from quasar_vit.cli.main import main
+
+    return main(args)
+
+
+@pytest.fixture(scope="module")
+def trained(folder, tmp_path_factory) -> Path:
+    """imagenet-small at 224: 2 steps, then resumed to 3."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    base = ["train", "--config", "imagenet-small", "--out", str(run), "--no-progress",
+            *_sets(SHRINK + [f"data.root={folder}"])]
+    assert _cli(base + _sets(["train.steps=2"])) == 0
+    assert json.loads((run / "final.json").read_text())["steps"] == 2
+    assert _cli(base + _sets(["train.steps=3"]) + ["--resume"]) == 0
+    return run
+
+
+def test_train_and_resume_at_224(trained):
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows if "step" in r and "loss_largest" in r]
+    assert steps == [1, 2, 3]          # the resumed run continued at step 3, not from scratch
+    assert all(np.isfinite(r["loss_largest"]) for r in rows if "loss_largest" in r)
+    final = json.loads((trained / "final.json").read_text())
+    assert final["steps"] == 3
+    assert (trained / "supernet.pt").is_file()
+
+
+def test_search_two_generations_at_real_fps_targets(trained, tmp_path, crop_cache_dir):
+    # the smallest imagenet-small subnet reaches about 34 FPS on zcu102 (8-bit rows, 224x224), so
+    # the targets are 15 and 30 FPS; 100 or 250 would be rejected as unreachable (checked below)
+    out = tmp_path / "search"
+    common = ["search", "--checkpoint", str(trained / "supernet.pt"), "--platform", "zcu102", "--population", "4",
+              "--generations", "2", "--val-size", "8", "--no-plot", "--no-progress",
+              *_sets(["parents=2", "mutations=2", "crossovers=2", "eval_batch_size=8"])]
+    assert _cli(common + ["--out", str(out), "--fps", "15,30"]) == 0
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["generations"] == 2 and pareto["val_images"] == 8
+    met = [t for t in pareto["targets"] if t["status"] == "met"]
+    assert {t["name"] for t in met} == {"15fps", "30fps"}
+    assert all(t["fps"] >= t["target_fps"] for t in met)
+    # the candidates read the validation and test crops from the cache, decoded once
+    assert sorted(p.name.split("-")[0] for p in crop_cache_dir.glob("*.npy")) == ["test", "val"]
+    assert _cli(common + ["--out", str(tmp_path / "fast"), "--fps", "100,250"]) == 2   # one error: line, exit 2
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory) -> Path:
+    """The smallest subnet of imagenet-small (the cheapest to verify and simulate), exported."""
+    from quasar_vit.config import load_config
+
+    root = tmp_path_factory.mktemp("export")
+    space = load_config("imagenet-small", ["model.num_classes=4"]).model.space()
+    (root / "subnet.json").write_text(json.dumps({"subnet": space.smallest().to_dict()}))
+    out = root / "exp"
+    assert _cli(["export", "--checkpoint", str(trained / "supernet.pt"), "--subnet", str(root / "subnet.json"),
+                 "--platform", "zcu102", "--out", str(out), "--eval-limit", "4"]) == 0
+    return out
+
+
+def test_export_and_verify_at_224(exported):
+    manifest = json.loads((exported / "export.json").read_text())
+    assert manifest  # the export wrote its manifest
+    # the flip fraction is recorded, not gated: on this 3-step model about 5-6 % of the activation
+    # codes differ end to end, yet with every quantization point fed the engine's own codes (teacher
+    # forcing) only 8 of 11.7 million codes differ; the rest are those few float32 ties cascading
+    # through 12 untrained blocks (issue 18 report).  Labels, logits and nibble passes are gated.
+    code = _cli(["verify", str(exported), "--limit", "2", "--no-progress", "--max-flipped-fraction", "1.0"])
+    res = json.loads((exported / "verify.json").read_text())
+    assert code == 0, res
+    assert res["images"] == 2
+
+
+@pytest.mark.skipif(not os.environ.get("QUASAR_IMAGENET_CSIM"),
+                    reason="C simulation at 224 takes minutes: set QUASAR_IMAGENET_CSIM=1")
+def test_csim_one_image_at_224(exported):
+    from quasar_vit.hls import run_csim
+
+    res = run_csim(exported, limit=1)
+    assert res["images"] == 1 and res["passed"], res
+
+
+def _eval_crops(folder: Path, split: str = "val"):
+    from quasar_vit.data.decode import FolderCrops
+    from quasar_vit.data.imagefolder import ImageFolderDataset
+
+    parent = ImageFolderDataset(folder / split, 224, 3)
+    return FolderCrops(parent, list(range(0, len(parent), 3)), train=False, size=224)
+
+
+def test_crop_cache_gives_the_decoded_pixels_and_is_rebuilt_when_files_or_geometry_change(folder, tmp_path):
+    import shutil
+
+    import torch
+
+    from quasar_vit.data.cache import CachedCrops, cached_eval_crops
+
+    plain = _eval_crops(folder)
+    cached = cached_eval_crops(plain, "val", tmp_path)
+    assert isinstance(cached, CachedCrops) and len(cached) == len(plain)
+    for i in range(len(plain)):
+        (a, la), (b, lb) = plain[i], cached[i]
+        assert a.dtype == b.dtype == torch.uint8 and torch.equal(a, b) and la == lb
+    files = sorted(tmp_path.glob("*.npy"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))        # one file, no temp debris
+
+    # the evaluation loader (what search scoring iterates) yields the same batches from either
+    from quasar_vit.training.evaluate import iter_eval_batches
+
+    pairs = list(zip(iter_eval_batches(plain, 5), iter_eval_batches(cached, 5)))
+    assert len(pairs) == -(-len(plain) // 5)
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in pairs)
+
+    # same inputs: the file is reused, not decoded again
+    mtime = files[0].stat().st_mtime_ns
+    again = cached_eval_crops(_eval_crops(folder), "val", tmp_path)
+    assert again.path == files[0] and files[0].stat().st_mtime_ns == mtime
+
+    # another geometry -> another file
+    other = _eval_crops(folder)
+    other.crop_pct = 0.95
+    assert cached_eval_crops(other, "val", tmp_path).path != files[0]
+    # an image edited in place -> another file, whose pixels show the edit
+    victim = Path(plain.samples[0][0])
+    shutil.copy(Path(plain.samples[1][0]), victim)
+    fresh = cached_eval_crops(_eval_crops(folder), "val", tmp_path)
+    assert fresh.path not in (files[0],) and torch.equal(fresh[0][0], _eval_crops(folder)[0][0])
+    assert not torch.equal(fresh[0][0], cached[0][0])
+
+
+def test_crop_cache_leaves_training_crops_and_switch_off_alone(folder, tmp_path, monkeypatch):
+    from quasar_vit.data.cache import cached_eval_crops
+    from quasar_vit.data.decode import FolderCrops
+    from quasar_vit.data.imagefolder import ImageFolderDataset
+
+    train = FolderCrops(ImageFolderDataset(folder / "train", 224, 3), [0, 1], train=True, size=224)
+    assert cached_eval_crops(train, "train", tmp_path) is train           # random crops are never cached
+    monkeypatch.setenv("QUASAR_VIT_CACHE", "off")
+    plain = _eval_crops(folder)
+    assert cached_eval_crops(plain, "val") is plain
+    assert not list(tmp_path.glob("*.npy"))
