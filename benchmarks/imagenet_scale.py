@@ -30,7 +30,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,21 +44,11 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def write_folder(root: Path, per_class: int, classes: int = 4) -> Path:
     """A synthetic ImageFolder ``root/val/classK/*.jpg`` (kept between runs)."""
-    from PIL import Image
+    from quasar_vit.data.synthetic import write_synthetic_imagefolder
 
     split = root / "val"
-    if split.is_dir() and sum(1 for _ in split.rglob("*.jpg")) == per_class * classes:
-        return split
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        d = split / f"class{c}"
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            w, h = (int(v) for v in rng.integers(300, 501, size=2))
-            yy, xx = np.mgrid[0:h, 0:w]
-            base = np.stack([(xx * (c + 1) * 255 // w) % 256, yy * 255 // h, np.full_like(xx, 60 * c)], -1)
-            img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(d / f"{i}.jpg", quality=85)
+    if not (split.is_dir() and sum(1 for _ in split.rglob("*.jpg")) == per_class * classes):
+        write_synthetic_imagefolder(root, {"val": per_class}, classes)
     return split
 
 

@@ -37,27 +37,12 @@ def _sets(items: list[str]) -> list[str]:
     return [a for it in items for a in ("--set", it)]
 
 
-def _write_folder(root: Path) -> None:
-    """JPEGs 300-500 px on a side, a class-dependent gradient plus noise (so classes differ)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in PER_CLASS.items():
-        for c in range(CLASSES):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                w, h = (int(v) for v in rng.integers(300, 501, size=2))
-                yy, xx = np.mgrid[0:h, 0:w]
-                base = np.stack([(xx * (c + 1) * 255 // w) % 256, yy * 255 // h, np.full_like(xx, 60 * c)], -1)
-                img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i}.jpg", quality=85)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("imagenet_synth")
-    _write_folder(root)
+    from quasar_vit.data.synthetic import write_synthetic_imagefolder
+
+    write_synthetic_imagefolder(root, PER_CLASS, CLASSES)
     return root
 
 
