@@ -16,7 +16,6 @@ batch, and a resumed run sees the crops the interrupted one would have seen.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from quasar_vit.data.imagefolder import ImageFolderDataset
+from quasar_vit.data.imagefolder import ImageFolderDataset, first_decodable
 from quasar_vit.errors import DataError
 
 #: PIL resize filters by the name used in ``data.interpolation``
@@ -119,9 +118,6 @@ class FolderCrops(Dataset):
     ``(uint8 [C, size, size], label)`` like the parent's, so loaders and evaluation take either.
     """
 
-    #: make_loader hands this data set ``(index, epoch)`` keys (see EpochKeySampler)
-    keyed_by_epoch = True
-
     def __init__(self, folder: ImageFolderDataset, indices: torch.Tensor | Sequence[int], train: bool,
                  size: int, seed: int = 0, scale: Sequence[float] = (0.08, 1.0),
                  ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bicubic",
@@ -135,7 +131,7 @@ class FolderCrops(Dataset):
         self.in_chans, self.size, self.train, self.seed = folder.in_chans, size, train, seed
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.interpolation, self.crop_pct = interpolation, crop_pct
-        self.keyed_by_epoch = train
+        self.keyed_by_epoch = train   # training crops: make_loader hands ``(index, epoch)`` keys (EpochKeySampler)
         self.root = folder.root
         self.skip_corrupt: bool = getattr(folder, "skip_corrupt", False)
         self.skipped: set[str] = set()   # corrupt files met by this process (each loader worker has its own)
@@ -149,16 +145,7 @@ class FolderCrops(Dataset):
             return self._load(self.samples[index], index, epoch)
         # data.skip_corrupt: the first decodable image from here on replaces a corrupt one, as
         # ImageFolderDataset does; the crop stays seeded by the requested (index, epoch)
-        for k in range(min(len(self.samples), 1000)):
-            sample = self.samples[(index + k) % len(self.samples)]
-            try:
-                return self._load(sample, index, epoch)
-            except DataError as exc:
-                if sample[0] not in self.skipped:
-                    self.skipped.add(sample[0])
-                    print(f"warning: {exc}; skipped (data.skip_corrupt), {len(self.skipped)} skipped so far "
-                          f"in this process", file=sys.stderr, flush=True)
-        raise DataError(f"{self.root}: no decodable image among 1000 in a row from index {index}")
+        return first_decodable(self.samples, index, lambda s: self._load(s, index, epoch), self.skipped, self.root)
 
     def _load(self, sample: tuple[str, int], index: int, epoch: int) -> tuple[torch.Tensor, int]:
         path, label = sample

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -115,13 +116,22 @@ class ImageFolderDataset(Dataset):
         The batch keeps its size (a replacement, not a hole), so training, resume and the data
         order of the other ranks are unchanged; each bad file is reported once per process.
         """
-        for k in range(min(len(self.samples), 1000)):
-            path, label = self.samples[(index + k) % len(self.samples)]
-            try:
-                return load_image(path, self.img_size, self.in_chans), label
-            except DataError as exc:
-                if path not in self.skipped:
-                    self.skipped.add(path)
-                    print(f"warning: {exc}; skipped (data.skip_corrupt), {len(self.skipped)} skipped so far "
-                          f"in this process", file=sys.stderr, flush=True)
-        raise DataError(f"{self.root}: no decodable image among 1000 in a row from index {index}")
+        return first_decodable(self.samples, index, lambda s: (load_image(s[0], self.img_size, self.in_chans), s[1]),
+                               self.skipped, self.root)
+
+
+def first_decodable(samples: list[tuple[str, int]], index: int,
+                    load: Callable[[tuple[str, int]], tuple[torch.Tensor, int]], skipped: set[str],
+                    root: Path) -> tuple[torch.Tensor, int]:
+    """``load`` of ``samples[index]``, or of the first decodable sample after it (data.skip_corrupt);
+    each corrupt file is added to ``skipped`` and reported once, with the running count."""
+    for k in range(min(len(samples), 1000)):
+        sample = samples[(index + k) % len(samples)]
+        try:
+            return load(sample)
+        except DataError as exc:
+            if sample[0] not in skipped:
+                skipped.add(sample[0])
+                print(f"warning: {exc}; skipped (data.skip_corrupt), {len(skipped)} skipped so far "
+                      f"in this process", file=sys.stderr, flush=True)
+    raise DataError(f"{root}: no decodable image among 1000 in a row from index {index}")

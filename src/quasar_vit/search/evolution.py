@@ -378,24 +378,29 @@ class Evolution:
         meeting.sort(key=lambda c: (-c.val_top1, -c.fps, c.index))  # type: ignore[operator]
         return meeting[:k]
 
-    def _worth_full_score(self, sub: SubnetConfig, screen_top1: float) -> bool:
+    def _race_cutoffs(self) -> list[tuple[float, float]]:
+        """``(target fps, score to reach)`` per target, fixed while a generation is screened: the
+        ``parents``-th best full score there, or -inf while fewer than ``parents`` are scored."""
+        k = self.settings.parents
+        out = []
+        for t in self.targets:
+            top = self._top(t.fps, k)
+            out.append((t.fps, top[-1].val_top1 if len(top) >= k else -math.inf))  # type: ignore[misc]
+        return out
+
+    def _worth_full_score(self, sub: SubnetConfig, screen_top1: float, cutoffs: list[tuple[float, float]]) -> bool:
         """Racing: could ``sub`` still enter the top-``parents`` of a target it meets?"""
         fps = self.oracle.fps(sub)
         margin = self.settings.race_z * self.evaluator.screen_error(screen_top1)
-        for t in self.targets:
-            if fps < t.fps:
-                continue
-            top = self._top(t.fps, self.settings.parents)
-            if len(top) < self.settings.parents or screen_top1 + margin >= top[-1].val_top1:  # type: ignore[operator]
-                return True
-        return False
+        return any(fps >= t_fps and screen_top1 + margin >= cut for t_fps, cut in cutoffs)
 
     def _score(self, subs: list[SubnetConfig]) -> dict[SubnetConfig, tuple[float | None, float | None]]:
         """``subnet -> (val_top1 or None, screen_top1 or None)`` for this generation's children."""
         if not self.racing:
             return {s: (a, None) for s, a in zip(subs, self.evaluator(subs))}
         screens = dict(zip(subs, self.evaluator.screen(subs)))
-        worth = [s for s in subs if self._worth_full_score(s, screens[s])]
+        cutoffs = self._race_cutoffs()
+        worth = [s for s in subs if self._worth_full_score(s, screens[s], cutoffs)]
         full = dict(zip(worth, self.evaluator(worth)))
         self.stats.screened_out += len(subs) - len(worth)
         return {s: (full.get(s), screens[s]) for s in subs}

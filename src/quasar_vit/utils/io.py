@@ -8,6 +8,7 @@ recognises as dead and removes -- a killed 1 GB checkpoint write does not stay o
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -61,7 +62,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     the form ``.NAME.PID.xxxx.tmp`` are recognised; anything else in the folder is left alone.
     """
     removed = []
-    for cand in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    for cand in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         parts = cand.name[len(path.name) + 2:].split(".")
         if not parts or not parts[0].isdigit() or pid_alive(int(parts[0])):
             continue
@@ -71,10 +72,6 @@ def remove_stale_temps(path: Path) -> list[Path]:
         except OSError:   # raced with another cleaner, or not ours to remove: harmless
             pass
     return removed
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _umask() -> int:
