@@ -17,6 +17,7 @@ model's FPS at the paper's operating points with a band for the host costs.
 Run: ``python benchmarks/accelerator.py [--export DIR] [--images 20] [--deit]``; writes
 ``benchmarks/results/accelerator.json`` and ``.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,18 +29,29 @@ from quasar_vit.hardware.calibration import OPERATING_POINTS
 from quasar_vit.utils.io import atomic_write_json
 
 RESULTS = Path(__file__).with_name("results")
+
+
 def paper_points() -> list[dict]:
     zcu = load_platform("zcu102")
     rows = []
     for op in OPERATING_POINTS:
         rep = explore(op.subnet, zcu)
-        band = [rep.fps_with_host(f) for f in (2.0, 0.5)]   # host-op costs scaled, design unchanged
+        band = [rep.fps_with_host(f) for f in (2.0, 0.5)]  # host-op costs scaled, design unchanged
         fabric_ms = rep.latency_ms - rep.host_ms
-        rows.append({"point": op.name, "gmacs": round(op.subnet.macs() / 1e9, 2), "paper_fps": op.paper_fps,
-                     "model_fps": round(rep.fps, 1), "fps_host_2x": round(band[0], 1),
-                     "fps_host_half": round(band[1], 1), "error_percent": round(100 * (rep.fps / op.paper_fps - 1), 1),
-                     "fabric_ms": round(fabric_ms, 3), "host_ms": round(rep.host_ms, 3),
-                     "design": rep.design.describe()})
+        rows.append(
+            {
+                "point": op.name,
+                "gmacs": round(op.subnet.macs() / 1e9, 2),
+                "paper_fps": op.paper_fps,
+                "model_fps": round(rep.fps, 1),
+                "fps_host_2x": round(band[0], 1),
+                "fps_host_half": round(band[1], 1),
+                "error_percent": round(100 * (rep.fps / op.paper_fps - 1), 1),
+                "fabric_ms": round(fabric_ms, 3),
+                "host_ms": round(rep.host_ms, 3),
+                "design": rep.design.describe(),
+            }
+        )
     return rows
 
 
@@ -49,17 +61,33 @@ def csim_cycles(export: Path, images: int) -> dict:
 
     res = run_csim(export, limit=images)
     cyc = res["cycles"]
-    return {"export": str(export), "images": res["images"], "bit_exact_gemm": res["bit_exact_gemm"],
-            "codes_bit_exact": res["codes_bit_exact"], "label_agreement": res["label_agreement"],
-            "counted_total": cyc["counted_total"], "model_total": cyc["model_total"],
-            "max_rel_err": cyc["max_rel_err"], "engine_calls": len(cyc["per_gemm"]),
-            "per_layer": [{"layer": k, "counted": c, "model": m} for k, c, m in per_layer_cycles(cyc)],
-            "csim_seconds": res["seconds"]}
+    return {
+        "export": str(export),
+        "images": res["images"],
+        "bit_exact_gemm": res["bit_exact_gemm"],
+        "codes_bit_exact": res["codes_bit_exact"],
+        "label_agreement": res["label_agreement"],
+        "counted_total": cyc["counted_total"],
+        "model_total": cyc["model_total"],
+        "max_rel_err": cyc["max_rel_err"],
+        "engine_calls": len(cyc["per_gemm"]),
+        "per_layer": [{"layer": k, "counted": c, "model": m} for k, c, m in per_layer_cycles(cyc)],
+        "csim_seconds": res["seconds"],
+    }
 
 
-DEIT_SUBNET = {"embed_dim": 384, "depth": 12, "num_heads": [6] * 12, "mlp_ratios": [4.0] * 12,
-               "w8_shares": [0.25] * 12, "img_size": 224, "patch_size": 16, "in_chans": 3, "num_classes": 10,
-               "head_dim": 64}
+DEIT_SUBNET = {
+    "embed_dim": 384,
+    "depth": 12,
+    "num_heads": [6] * 12,
+    "mlp_ratios": [4.0] * 12,
+    "w8_shares": [0.25] * 12,
+    "img_size": 224,
+    "patch_size": 16,
+    "in_chans": 3,
+    "num_classes": 10,
+    "head_dim": 64,
+}
 
 
 def deit_export(work: Path) -> Path:
@@ -82,10 +110,22 @@ def deit_export(work: Path) -> Path:
                 if not (d / f"{i}.jpg").is_file():
                     img = rng.integers(0, 255, (240 + 8 * i, 260, 3), dtype=np.uint8)
                     Image.fromarray(img).save(d / f"{i}.jpg", quality=90)
-    cfg = load_config("imagenet-large", [f"data.root={work / 'images'}", "model.num_classes=10", "train.steps=2",
-                                         "train.batch_size=4", "train.warmup_steps=1", "train.checkpoint_every=2",
-                                         "data.val_size=10", "data.num_workers=0", "train.distill=false",
-                                         "train.sandwich_random=0", "train.log_every=1"])
+    cfg = load_config(
+        "imagenet-large",
+        [
+            f"data.root={work / 'images'}",
+            "model.num_classes=10",
+            "train.steps=2",
+            "train.batch_size=4",
+            "train.warmup_steps=1",
+            "train.checkpoint_every=2",
+            "data.val_size=10",
+            "data.num_workers=0",
+            "train.distill=false",
+            "train.sandwich_random=0",
+            "train.log_every=1",
+        ],
+    )
     run = work / "run"
     if not (run / "supernet.pt").is_file():
         train_supernet(cfg, run, progress=False)
@@ -109,21 +149,34 @@ def _cycles_table(res: dict, limit: int | None = None) -> list[str]:
 def markdown(points: list[dict], sim: dict | None, deit: dict | None = None) -> str:
     L = ["# Accelerator benchmark", "", "Command: `python benchmarks/accelerator.py`", ""]
     if sim:
-        L += [f"## Counted vs model cycles: `{sim['export']}` ({sim['images']} images)", "",
-              f"Integer GEMMs bit-exact: {sim['bit_exact_gemm']}; codes bit-exact: {sim['codes_bit_exact']}; "
-              f"label agreement {100 * sim['label_agreement']:.1f} %; {sim['engine_calls']} engine calls, "
-              f"worst relative error {100 * sim['max_rel_err']:.2f} %.", ""] + _cycles_table(sim)
+        L += [
+            f"## Counted vs model cycles: `{sim['export']}` ({sim['images']} images)",
+            "",
+            f"Integer GEMMs bit-exact: {sim['bit_exact_gemm']}; codes bit-exact: {sim['codes_bit_exact']}; "
+            f"label agreement {100 * sim['label_agreement']:.1f} %; {sim['engine_calls']} engine calls, "
+            f"worst relative error {100 * sim['max_rel_err']:.2f} %.",
+            "",
+        ] + _cycles_table(sim)
     if deit:
-        L += [f"## DeiT-Small size at 224 (one image; export `{deit['export']}`)", "",
-              f"Integer GEMMs bit-exact: {deit['bit_exact_gemm']}; codes bit-exact: {deit['codes_bit_exact']}; "
-              f"{deit['engine_calls']} engine calls, worst relative error {100 * deit['max_rel_err']:.2f} %; "
-              f"C simulation {deit['csim_seconds'].get('csim_run')} s per run.", ""] + _cycles_table(deit, 10)
-    L += ["## The paper's ZCU102 points (model, not fitted)", "",
-          "| point | GMACs | paper FPS | model FPS | error | FPS, host 2x / 0.5x | fabric ms | host ms | design |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    L += [f"| {p['point']} | {p['gmacs']} | {p['paper_fps']} | {p['model_fps']} | {p['error_percent']:+.1f} % | "
-          f"{p['fps_host_2x']} / {p['fps_host_half']} | {p['fabric_ms']} | {p['host_ms']} | {p['design']} |"
-          for p in points]
+        L += [
+            f"## DeiT-Small size at 224 (one image; export `{deit['export']}`)",
+            "",
+            f"Integer GEMMs bit-exact: {deit['bit_exact_gemm']}; codes bit-exact: {deit['codes_bit_exact']}; "
+            f"{deit['engine_calls']} engine calls, worst relative error {100 * deit['max_rel_err']:.2f} %; "
+            f"C simulation {deit['csim_seconds'].get('csim_run')} s per run.",
+            "",
+        ] + _cycles_table(deit, 10)
+    L += [
+        "## The paper's ZCU102 points (model, not fitted)",
+        "",
+        "| point | GMACs | paper FPS | model FPS | error | FPS, host 2x / 0.5x | fabric ms | host ms | design |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    L += [
+        f"| {p['point']} | {p['gmacs']} | {p['paper_fps']} | {p['model_fps']} | {p['error_percent']:+.1f} % | "
+        f"{p['fps_host_2x']} / {p['fps_host_half']} | {p['fabric_ms']} | {p['host_ms']} | {p['design']} |"
+        for p in points
+    ]
     return "\n".join(L) + "\n"
 
 
@@ -138,21 +191,27 @@ def main(argv: list[str] | None = None) -> int:
     sim = None
     if export is not None:
         sim = csim_cycles(export, args.images)
-        print(f"{export}: counted {sim['counted_total']} vs model {sim['model_total']} fabric cycles, worst "
-              f"engine call {100 * sim['max_rel_err']:.2f} %, GEMMs bit-exact {sim['bit_exact_gemm']}, labels "
-              f"{100 * sim['label_agreement']:.1f} %")
+        print(
+            f"{export}: counted {sim['counted_total']} vs model {sim['model_total']} fabric cycles, worst "
+            f"engine call {100 * sim['max_rel_err']:.2f} %, GEMMs bit-exact {sim['bit_exact_gemm']}, labels "
+            f"{100 * sim['label_agreement']:.1f} %"
+        )
         for r in sim["per_layer"]:
             print(f"  {r['layer']:<22} counted {r['counted']:>9}  model {r['model']:>9}")
     deit = None
     if args.deit:
         deit = csim_cycles(deit_export(args.work / "deit-small"), 1)
-        print(f"DeiT-Small size: counted {deit['counted_total']} vs model {deit['model_total']} cycles, worst "
-              f"engine call {100 * deit['max_rel_err']:.2f} %, GEMMs bit-exact {deit['bit_exact_gemm']}")
+        print(
+            f"DeiT-Small size: counted {deit['counted_total']} vs model {deit['model_total']} cycles, worst "
+            f"engine call {100 * deit['max_rel_err']:.2f} %, GEMMs bit-exact {deit['bit_exact_gemm']}"
+        )
     points = paper_points()
     for p in points:
-        print(f"{p['point']:<10} paper {p['paper_fps']:6.1f} FPS  model {p['model_fps']:6.1f} FPS "
-              f"({p['error_percent']:+.1f} %), host 2x/0.5x: {p['fps_host_2x']} / {p['fps_host_half']}  "
-              f"fabric {p['fabric_ms']} ms + host {p['host_ms']} ms")
+        print(
+            f"{p['point']:<10} paper {p['paper_fps']:6.1f} FPS  model {p['model_fps']:6.1f} FPS "
+            f"({p['error_percent']:+.1f} %), host 2x/0.5x: {p['fps_host_2x']} / {p['fps_host_half']}  "
+            f"fabric {p['fabric_ms']} ms + host {p['host_ms']} ms"
+        )
     RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / "accelerator.json", {"csim": sim, "deit_small_224": deit, "paper_points": points})
     (RESULTS / "accelerator.md").write_text(markdown(points, sim, deit))

@@ -3,6 +3,7 @@ calibration points, and the speed of the model (evaluations/s, explore time).
 
 Run: ``python benchmarks/hardware.py`` (a few seconds); writes ``benchmarks/results/hardware.json``.
 """
+
 from __future__ import annotations
 
 import random
@@ -26,24 +27,48 @@ def main() -> None:
         r = explore(op.subnet, zcu)
         util = {k: round(r.resources.percent(k), 1) for k in ("lut", "ff", "dsp", "bram")}
         err = 100 * (r.fps / op.paper_fps - 1)
-        print(f"  {op.name:<10} {op.subnet.macs() / 1e9:5.2f} GMACs  paper {op.paper_fps:6.1f} FPS  "
-              f"model {r.fps:6.1f} FPS ({err:+.1f} %)  util {util}  paper util {PAPER_UTILISATION}")
-        results["calibration"].append({"name": op.name, "gmacs": r.gmacs, "share_8bit": op.subnet.share_8bit(),
-                                       "paper_fps": op.paper_fps, "model_fps": r.fps, "error_percent": err,
-                                       "utilisation_percent": util, "design": r.design.to_dict()})
+        print(
+            f"  {op.name:<10} {op.subnet.macs() / 1e9:5.2f} GMACs  paper {op.paper_fps:6.1f} FPS  "
+            f"model {r.fps:6.1f} FPS ({err:+.1f} %)  util {util}  paper util {PAPER_UTILISATION}"
+        )
+        results["calibration"].append(
+            {
+                "name": op.name,
+                "gmacs": r.gmacs,
+                "share_8bit": op.subnet.share_8bit(),
+                "paper_fps": op.paper_fps,
+                "model_fps": r.fps,
+                "error_percent": err,
+                "utilisation_percent": util,
+                "design": r.design.to_dict(),
+            }
+        )
 
     print("\npresets (share 8-bit 0.3, 224 px) on every board")
-    print(f"  {'board':<8} {'subnet':<11} {'FPS':>8} {'ms':>8} {'GOP/s':>8} {'LUT%':>6} {'FF%':>6} {'DSP%':>6} {'BRAM%':>6} {'URAM%':>6}  design")
+    print(
+        f"  {'board':<8} {'subnet':<11} {'FPS':>8} {'ms':>8} {'GOP/s':>8} {'LUT%':>6} {'FF%':>6} {'DSP%':>6} {'BRAM%':>6} {'URAM%':>6}  design"
+    )
     for board in list_platforms():
         plat = load_platform(board)
         for name in ("deit-tiny", "deit-small", "deit-base"):
             r = explore(preset_subnet(name, 224, 0.3), plat)
             pct = {k: r.resources.percent(k) for k in ("lut", "ff", "dsp", "bram", "uram")}
-            print(f"  {board:<8} {name:<11} {r.fps:8.1f} {r.latency_ms:8.3f} {r.gops_achieved:8.1f} "
-                  + " ".join(f"{pct[k]:6.1f}" for k in pct) + f"  {r.design.describe()}")
-            results["presets"].append({"platform": board, "subnet": name, "fps": r.fps, "latency_ms": r.latency_ms,
-                                       "gops": r.gops_achieved, "resources_percent": pct,
-                                       "design": r.design.to_dict()})
+            print(
+                f"  {board:<8} {name:<11} {r.fps:8.1f} {r.latency_ms:8.3f} {r.gops_achieved:8.1f} "
+                + " ".join(f"{pct[k]:6.1f}" for k in pct)
+                + f"  {r.design.describe()}"
+            )
+            results["presets"].append(
+                {
+                    "platform": board,
+                    "subnet": name,
+                    "fps": r.fps,
+                    "latency_ms": r.latency_ms,
+                    "gops": r.gops_achieved,
+                    "resources_percent": pct,
+                    "design": r.design.to_dict(),
+                }
+            )
 
     space = SearchSpace((320, 384, 448), (12, 13, 14), (5, 6, 7), (3.0, 3.5, 4.0), (0.0, 0.25, 0.5, 0.75, 1.0))
     rng = random.Random(0)
@@ -58,11 +83,17 @@ def main() -> None:
         t0 = time.perf_counter()
         explore(s, zcu)
         times.append(time.perf_counter() - t0)
-    results["speed"] = {"evaluations_per_s": rate, "explore_ms_median": 1e3 * statistics.median(times),
-                        "explore_ms_max": 1e3 * max(times), "explore_samples": len(times),
-                        "evaluate_samples": len(subs)}
-    print(f"\nspeed: {rate:,.0f} evaluations/s (fixed design, {len(subs)} random subnets of the Small space); "
-          f"explore median {results['speed']['explore_ms_median']:.1f} ms, max {results['speed']['explore_ms_max']:.1f} ms")
+    results["speed"] = {
+        "evaluations_per_s": rate,
+        "explore_ms_median": 1e3 * statistics.median(times),
+        "explore_ms_max": 1e3 * max(times),
+        "explore_samples": len(times),
+        "evaluate_samples": len(subs),
+    }
+    print(
+        f"\nspeed: {rate:,.0f} evaluations/s (fixed design, {len(subs)} random subnets of the Small space); "
+        f"explore median {results['speed']['explore_ms_median']:.1f} ms, max {results['speed']['explore_ms_max']:.1f} ms"
+    )
     atomic_write_json(OUT, results)
     print(f"wrote {OUT}")
 

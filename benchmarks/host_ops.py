@@ -14,6 +14,7 @@ that, so nobody mistakes one for the other.
 Run: ``python benchmarks/host_ops.py --export DIR`` (any export; its HLS code is generated);
 writes ``benchmarks/results/host_ops.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,11 +82,26 @@ def measure(export: Path) -> dict[str, float]:
         hls = generate_hls(export, Path(tmp) / "hls")
         (hls / "driver.cpp").write_text(DRIVER)
         exe = Path(tmp) / "driver"
-        subprocess.run([find_compiler(), *CXXFLAGS, "-Wno-unused-function", "-I", str(hls), "-I", str(ap_types_dir()),
-                        str(hls / "driver.cpp"), str(hls / "qvit_kernel.cpp"), "-o", str(exe)],
-                       check=True, capture_output=True)
-        runs = [json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
-                for _ in range(3)]
+        subprocess.run(
+            [
+                find_compiler(),
+                *CXXFLAGS,
+                "-Wno-unused-function",
+                "-I",
+                str(hls),
+                "-I",
+                str(ap_types_dir()),
+                str(hls / "driver.cpp"),
+                str(hls / "qvit_kernel.cpp"),
+                "-o",
+                str(exe),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        runs = [
+            json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout) for _ in range(3)
+        ]
     return {k: min(r[k] for r in runs) for k in runs[0]}
 
 
@@ -97,16 +113,26 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     here = measure(args.export)
     p = ModelParams()
-    model = {"layernorm": p.host_layernorm_ns_per_elem, "softmax": p.host_softmax_ns_per_elem,
-             "gelu": p.host_gelu_ns_per_elem, "attn_prep": p.host_attn_prep_ns_per_elem}
+    model = {
+        "layernorm": p.host_layernorm_ns_per_elem,
+        "softmax": p.host_softmax_ns_per_elem,
+        "gelu": p.host_gelu_ns_per_elem,
+        "attn_prep": p.host_attn_prep_ns_per_elem,
+    }
     print(f"{'op':<10} {'verification host here':>23} {'model (A53 NEON, 4 cores)':>27}   ns per element")
     for k in here:
         print(f"{k:<10} {here[k]:23.3f} {model[k]:27.3f}")
     RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / "host_ops.json", {
-        "machine": platform.platform(), "processor": platform.processor(),
-        "ns_per_element_verification_host_here": here, "ns_per_element_model_a53": model,
-        "command": f"python benchmarks/host_ops.py --export {args.export}"})
+    atomic_write_json(
+        RESULTS / "host_ops.json",
+        {
+            "machine": platform.platform(),
+            "processor": platform.processor(),
+            "ns_per_element_verification_host_here": here,
+            "ns_per_element_model_a53": model,
+            "command": f"python benchmarks/host_ops.py --export {args.export}",
+        },
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ Usage:  python benchmarks/imagenet_scale.py [--quick] [--large]
 Writes benchmarks/results/imagenet_scale.json and prints a Markdown table.  The machine is shared:
 the load average is recorded next to the numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ def _trim() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):   # not glibc: peaks then only show growth beyond earlier steps
+    except (OSError, AttributeError):  # not glibc: peaks then only show growth beyond earlier steps
         pass
 
 
@@ -70,7 +71,7 @@ class PeakRSS:
     """Peak resident memory above the level at entry, sampled every 2 ms by a thread."""
 
     def __enter__(self) -> "PeakRSS":
-        _trim()        # hand freed heap back to the OS, or a second step would reuse it unseen
+        _trim()  # hand freed heap back to the OS, or a second step would reuse it unseen
         self.base = self.peak = _rss()
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._poll, daemon=True)
@@ -133,13 +134,15 @@ def step_costs(cfg, which: str, batch: int, reps: int) -> dict[str, float]:
     fp32 = QuantViT(sub, QuantSpec(enabled=False), cfg.model.layer_scale).train()
     x = torch.randn(batch, cfg.model.in_chans, cfg.model.img_size, cfg.model.img_size)
     y = torch.randint(0, cfg.model.num_classes, (batch,))
-    runs = {"supernet": lambda: F.cross_entropy(supernet(x, sub), y).backward(),
-            "fp32": lambda: F.cross_entropy(fp32(x), y).backward()}
-    supernet(x[:1], sub)                  # initialises the activation quantizers (not timed)
+    runs = {
+        "supernet": lambda: F.cross_entropy(supernet(x, sub), y).backward(),
+        "fp32": lambda: F.cross_entropy(fp32(x), y).backward(),
+    }
+    supernet(x[:1], sub)  # initialises the activation quantizers (not timed)
     times: dict[str, list[float]] = {k: [] for k in runs}
     peaks: dict[str, int] = {k: 0 for k in runs}
     for _ in range(reps):
-        for name, fn in runs.items():     # interleaved: load changes hit both alike
+        for name, fn in runs.items():  # interleaved: load changes hit both alike
             supernet.zero_grad(set_to_none=True)
             fp32.zero_grad(set_to_none=True)
             with PeakRSS() as mem:
@@ -147,10 +150,15 @@ def step_costs(cfg, which: str, batch: int, reps: int) -> dict[str, float]:
                 fn()
                 times[name].append(time.perf_counter() - t)
             peaks[name] = max(peaks[name], mem.delta)
-    saved = {k: _saved_bytes(lambda m=m: m(x, sub) if m is supernet else m(x)) for k, m in
-             (("supernet", supernet), ("fp32", fp32))}
-    out: dict[str, float] = {"subnet_gmacs": sub.macs() / 1e9, "params_supernet": sum(
-        p.numel() for p in supernet.parameters()), "params_subnet": sum(p.numel() for p in fp32.parameters())}
+    saved = {
+        k: _saved_bytes(lambda m=m: m(x, sub) if m is supernet else m(x))
+        for k, m in (("supernet", supernet), ("fp32", fp32))
+    }
+    out: dict[str, float] = {
+        "subnet_gmacs": sub.macs() / 1e9,
+        "params_supernet": sum(p.numel() for p in supernet.parameters()),
+        "params_subnet": sum(p.numel() for p in fp32.parameters()),
+    }
     for k in runs:
         out[f"{k}_s_per_img"] = statistics.median(times[k]) / batch
         out[f"{k}_peak_mb_per_img"] = peaks[k] / batch / 1e6
@@ -179,7 +187,7 @@ def candidate_seconds(cfg, split: Path, n: int, cache_dir: Path, batch: int) -> 
     parent = ImageFolderDataset(split, 224, 3)
     n = min(n, len(parent))
     plain = FolderCrops(parent, list(range(n)), train=False, size=224)
-    for old in Path(cache_dir).glob("bench-*.npy"):     # time a real build, not a hit of an earlier run
+    for old in Path(cache_dir).glob("bench-*.npy"):  # time a real build, not a hit of an earlier run
         old.unlink()
     t = time.perf_counter()
     cached = cached_eval_crops(plain, "bench", cache_dir)
@@ -210,23 +218,29 @@ def iter_items(ds):
 def table(res: dict) -> str:
     lines = ["| measure | value |", "|---|---|"]
     lo = res["loader"]
-    lines += [f"| loader, train RandomResizedCrop (img/s per worker) | {lo['train_rrc_img_per_s']:.1f} |",
-              f"| loader, eval resize+centre crop (img/s per worker) | {lo['eval_center_img_per_s']:.1f} |"]
+    lines += [
+        f"| loader, train RandomResizedCrop (img/s per worker) | {lo['train_rrc_img_per_s']:.1f} |",
+        f"| loader, eval resize+centre crop (img/s per worker) | {lo['eval_center_img_per_s']:.1f} |",
+    ]
     for key, r in res["steps"].items():
-        lines += [f"| {key}: supernet fwd+bwd (s/img, batch {res['batch']}) | {r['supernet_s_per_img']:.3f} |",
-                  f"| {key}: plain FP32 fwd+bwd (s/img) | {r['fp32_s_per_img']:.3f} |",
-                  f"| {key}: supernet / FP32 | {r['ratio_supernet_over_fp32']:.2f}x |",
-                  f"| {key}: peak RSS per image, supernet / FP32 (MB) | {r['supernet_peak_mb_per_img']:.0f} / "
-                  f"{r['fp32_peak_mb_per_img']:.0f} |",
-                  f"| {key}: saved activations per image, supernet / FP32 (MB) | "
-                  f"{r['supernet_saved_act_mb_per_img']:.0f} / {r['fp32_saved_act_mb_per_img']:.0f} |",
-                  f"| {key}: GPU memory at batch 128, bf16 (estimate, GB) | {r['gpu_estimate']['total_gb']:.1f} |"]
+        lines += [
+            f"| {key}: supernet fwd+bwd (s/img, batch {res['batch']}) | {r['supernet_s_per_img']:.3f} |",
+            f"| {key}: plain FP32 fwd+bwd (s/img) | {r['fp32_s_per_img']:.3f} |",
+            f"| {key}: supernet / FP32 | {r['ratio_supernet_over_fp32']:.2f}x |",
+            f"| {key}: peak RSS per image, supernet / FP32 (MB) | {r['supernet_peak_mb_per_img']:.0f} / "
+            f"{r['fp32_peak_mb_per_img']:.0f} |",
+            f"| {key}: saved activations per image, supernet / FP32 (MB) | "
+            f"{r['supernet_saved_act_mb_per_img']:.0f} / {r['fp32_saved_act_mb_per_img']:.0f} |",
+            f"| {key}: GPU memory at batch 128, bf16 (estimate, GB) | {r['gpu_estimate']['total_gb']:.1f} |",
+        ]
     c = res["candidate"]
-    lines += [f"| search candidate, 1,000 val images, decoding JPEGs (s, extrapolated from {c['images_measured']}) | "
-              f"{c['decode_candidate_s_per_1000']:.1f} |",
-              f"| search candidate, 1,000 val images, crop cache (s, extrapolated) | {c['cache_candidate_s_per_1000']:.1f} |",
-              f"| data part only: decode / cache (s per 1,000) | {c['decode_data_s_per_1000']:.1f} / "
-              f"{c['cache_data_s_per_1000']:.2f} |"]
+    lines += [
+        f"| search candidate, 1,000 val images, decoding JPEGs (s, extrapolated from {c['images_measured']}) | "
+        f"{c['decode_candidate_s_per_1000']:.1f} |",
+        f"| search candidate, 1,000 val images, crop cache (s, extrapolated) | {c['cache_candidate_s_per_1000']:.1f} |",
+        f"| data part only: decode / cache (s per 1,000) | {c['decode_data_s_per_1000']:.1f} / "
+        f"{c['cache_data_s_per_1000']:.2f} |",
+    ]
     return "\n".join(lines)
 
 
@@ -249,9 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     work = Path(args.workdir)
     split = write_folder(work / "data", per_class=max(args.val_images, args.loader_images) // 4 + 1)
-    res: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                             "load_average_start": os.getloadavg()},
-                 "batch": args.batch, "reps": args.reps, "img_size": 224}
+    res: dict = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "load_average_start": os.getloadavg(),
+        },
+        "batch": args.batch,
+        "reps": args.reps,
+        "img_size": 224,
+    }
     res["loader"] = loader_rates(split, args.loader_images)
     print(f"loader: {res['loader']}", flush=True)
     res["steps"] = {}
@@ -261,16 +282,22 @@ def main(argv: list[str] | None = None) -> int:
             r = step_costs(cfg, which, args.batch, args.reps)
             r["gpu_estimate"] = gpu_estimate_gb(int(r["params_supernet"]), r["supernet_saved_act_mb_per_img"])
             res["steps"][f"{name} {which}"] = r
-            print(f"{name} {which}: {r['supernet_s_per_img']:.3f} s/img supernet, "
-                  f"{r['fp32_s_per_img']:.3f} FP32", flush=True)
-            atomic_write_json(args.out, {**res, "partial": True})   # a long run keeps what it measured
-    res["candidate"] = candidate_seconds(load_config("imagenet-small"), split, args.val_images,
-                                         work / "crop_cache", batch=min(args.val_images, 50))
-    res["candidate"]["note"] = (f"measured on {res['candidate']['images_measured']} images, smallest subnet, "
-                                "scaled linearly to 1,000")
-    res["gpu_estimate_note"] = ("estimate: 16 B/parameter (fp32 weights, grads, AdamW m and v) of the whole "
-                                "supernet + autograd-saved activations of one subnet pass x 128 x 0.5 (bf16); "
-                                "the sandwich frees each pass before the next")
+            print(
+                f"{name} {which}: {r['supernet_s_per_img']:.3f} s/img supernet, {r['fp32_s_per_img']:.3f} FP32",
+                flush=True,
+            )
+            atomic_write_json(args.out, {**res, "partial": True})  # a long run keeps what it measured
+    res["candidate"] = candidate_seconds(
+        load_config("imagenet-small"), split, args.val_images, work / "crop_cache", batch=min(args.val_images, 50)
+    )
+    res["candidate"]["note"] = (
+        f"measured on {res['candidate']['images_measured']} images, smallest subnet, scaled linearly to 1,000"
+    )
+    res["gpu_estimate_note"] = (
+        "estimate: 16 B/parameter (fp32 weights, grads, AdamW m and v) of the whole "
+        "supernet + autograd-saved activations of one subnet pass x 128 x 0.5 (bf16); "
+        "the sandwich frees each pass before the next"
+    )
     res["machine"]["load_average_end"] = os.getloadavg()
     print(table(res))
     atomic_write_json(args.out, res)

@@ -14,6 +14,7 @@ Usage:  python benchmarks/mission.py [--quick] [--workdir runs/mission]
 Writes benchmarks/results/mission.json and mission.md (or *-quick.*) and prints the Markdown.
 Every stage is resumable: training and search runs are kept in --workdir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 QUASAR_L1_LIKE = SubnetConfig(320, 12, (5,) * 12, (3.0,) * 12, (0.25,) * 12)
 
 BUDGETS = {
-    "quick": dict(steps=300, population=8, generations=3, mutations=4, crossovers=4, parents=4, val=1000,
-                  reps=3),
-    "full": dict(steps=None, population=30, generations=10, mutations=15, crossovers=15, parents=10, val=5000,
-                 reps=10),
+    "quick": dict(steps=300, population=8, generations=3, mutations=4, crossovers=4, parents=4, val=1000, reps=3),
+    "full": dict(steps=None, population=30, generations=10, mutations=15, crossovers=15, parents=10, val=5000, reps=10),
 }
 
 
@@ -76,8 +75,11 @@ def hardware_speed(n: int = 3000) -> dict:
         t = time.perf_counter()
         explore(s, plat)
         times.append(time.perf_counter() - t)
-    return {"evaluations_per_second": evals_per_s, "explore_ms_median": 1e3 * statistics.median(times),
-            "explore_ms_max": 1e3 * max(times)}
+    return {
+        "evaluations_per_second": evals_per_s,
+        "explore_ms_median": 1e3 * statistics.median(times),
+        "explore_ms_max": 1e3 * max(times),
+    }
 
 
 def hardware_points() -> list[dict]:
@@ -91,12 +93,23 @@ def hardware_points() -> list[dict]:
         rep = explore(sub, plat)
         res = rep.to_dict()["resources"]
         top1, fps, gmacs = paper[name]
-        rows.append({"point": name, "paper_top1": top1, "paper_fps": fps, "paper_gmacs": gmacs,
-                     "subnet_gmacs": sub.macs() / 1e9, "subnet_share_8bit": sub.share_8bit(),
-                     "predicted_fps": rep.fps, "fps_error_percent": 100 * (rep.fps - fps) / fps,
-                     "calibrated": gmacs is not None,
-                     "lut_percent": _pct(res, "lut"), "dsp_percent": _pct(res, "dsp"),
-                     "bram_percent": _pct(res, "bram"), "ff_percent": _pct(res, "ff")})
+        rows.append(
+            {
+                "point": name,
+                "paper_top1": top1,
+                "paper_fps": fps,
+                "paper_gmacs": gmacs,
+                "subnet_gmacs": sub.macs() / 1e9,
+                "subnet_share_8bit": sub.share_8bit(),
+                "predicted_fps": rep.fps,
+                "fps_error_percent": 100 * (rep.fps - fps) / fps,
+                "calibrated": gmacs is not None,
+                "lut_percent": _pct(res, "lut"),
+                "dsp_percent": _pct(res, "dsp"),
+                "bram_percent": _pct(res, "bram"),
+                "ff_percent": _pct(res, "ff"),
+            }
+        )
     return rows
 
 
@@ -111,11 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--platform", default="zcu102")
     ap.add_argument("--workdir", default="runs/mission")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/mission[-quick].json)")
-    ap.add_argument("--supernet", default=None,
-                    help="reuse a finished training run of the same config and steps (e.g. the one "
-                         "benchmarks/supernet.py leaves in runs/bench-supernet/...) instead of training one")
-    ap.add_argument("--restart", action="store_true",
-                    help="discard saved search states in the work folder (e.g. from an older version)")
+    ap.add_argument(
+        "--supernet",
+        default=None,
+        help="reuse a finished training run of the same config and steps (e.g. the one "
+        "benchmarks/supernet.py leaves in runs/bench-supernet/...) instead of training one",
+    )
+    ap.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard saved search states in the work folder (e.g. from an older version)",
+    )
     args = ap.parse_args(argv)
     try:
         return _mission(args, argv)
@@ -132,11 +151,20 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
     cfg = load_config(args.config, overrides)
     work = Path(args.workdir) / f"{mode}-{cfg.name}-{cfg.train.steps}"
     out_json = Path(args.out) if args.out else RESULTS / f"mission{'-quick' if args.quick else ''}.json"
-    result: dict = {"argv": " ".join(sys.argv[1:] if argv is None else argv), "mode": mode, "config": cfg.name,
-                    "platform": args.platform, "budget": b,
-                    "date": time.strftime("%Y-%m-%d"),
-                    "machine": {"cpu_threads": torch.get_num_threads(), "platform": _platform.platform(),
-                                "torch": torch.__version__, "python": sys.version.split()[0]}}
+    result: dict = {
+        "argv": " ".join(sys.argv[1:] if argv is None else argv),
+        "mode": mode,
+        "config": cfg.name,
+        "platform": args.platform,
+        "budget": b,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": _platform.platform(),
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+        },
+    }
 
     # 1. fronts ------------------------------------------------------------------------------------
     print(f"[1/4] supernet ({cfg.train.steps} steps) and searches (flexible + 4 baselines)", flush=True)
@@ -146,18 +174,29 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
 
         other = checkpoint_config(read_checkpoint(sup_dir / "supernet.pt"))
         if other.model != cfg.model or other.train != cfg.train or other.quant != cfg.quant:
-            raise SystemExit(f"--supernet {sup_dir}: trained with another config/budget than {cfg.name} "
-                             f"at {cfg.train.steps} steps")
+            raise SystemExit(
+                f"--supernet {sup_dir}: trained with another config/budget than {cfg.name} at {cfg.train.steps} steps"
+            )
     sup = _train(cfg, sup_dir)
     from quasar_vit.search import run_search
 
     t = time.time()
-    search = run_search(sup_dir / "supernet.pt", work / "search", platform=args.platform,
-                        baselines=["random", "uniform8", "uniform4", "fixed"],
-                        overrides=[f"population={b['population']}", f"generations={b['generations']}",
-                                   f"mutations={b['mutations']}", f"crossovers={b['crossovers']}",
-                                   f"parents={b['parents']}", f"val_size={b['val']}"], progress=True,
-                        restart=args.restart)
+    search = run_search(
+        sup_dir / "supernet.pt",
+        work / "search",
+        platform=args.platform,
+        baselines=["random", "uniform8", "uniform4", "fixed"],
+        overrides=[
+            f"population={b['population']}",
+            f"generations={b['generations']}",
+            f"mutations={b['mutations']}",
+            f"crossovers={b['crossovers']}",
+            f"parents={b['parents']}",
+            f"val_size={b['val']}",
+        ],
+        progress=True,
+        restart=args.restart,
+    )
     search_wall = time.time() - t
     pareto = search.to_dict()
     fronts = {"flexible": pareto}
@@ -166,21 +205,37 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
     table = {}
     for m, r in fronts.items():
         entries = {e["name"]: e for e in r["targets"]}
-        table[m] = {"hypervolume_normalized": r["hypervolume_normalized"], "evaluations": r["evaluations"],
-                    "search_seconds": r["search_seconds"],
-                    "at_target": {n: ({"test_top1": entries[n].get("test_top1"), "val_top1": entries[n].get("val_top1"),
-                                       "fps": entries[n].get("fps")} if entries[n]["status"] == "met" else None)
-                                  for n in targets}}
+        table[m] = {
+            "hypervolume_normalized": r["hypervolume_normalized"],
+            "evaluations": r["evaluations"],
+            "search_seconds": r["search_seconds"],
+            "at_target": {
+                n: (
+                    {
+                        "test_top1": entries[n].get("test_top1"),
+                        "val_top1": entries[n].get("val_top1"),
+                        "fps": entries[n].get("fps"),
+                    }
+                    if entries[n]["status"] == "met"
+                    else None
+                )
+                for n in targets
+            },
+        }
     flex = table["flexible"]
-    higher_hv = [m for m, r in table.items() if m != "flexible"
-                 and r["hypervolume_normalized"] > flex["hypervolume_normalized"]]
+    higher_hv = [
+        m for m, r in table.items() if m != "flexible" and r["hypervolume_normalized"] > flex["hypervolume_normalized"]
+    ]
     dominance = pareto.get("dominance", {})
     dominated_by = [m for m, d in dominance.items() if d["dominates_main"]]
-    result["fronts"] = {"targets": [{"name": t_["name"], "fps": t_["target_fps"]} for t_ in pareto["targets"]],
-                        "modes": table, "higher_hypervolume_than_flexible": higher_hv,
-                        "fronts_dominating_flexible": dominated_by,
-                        "fronts_dominated_by_flexible": [m for m, d in dominance.items() if d["dominated_by_main"]],
-                        "supernet": sup}
+    result["fronts"] = {
+        "targets": [{"name": t_["name"], "fps": t_["target_fps"]} for t_ in pareto["targets"]],
+        "modes": table,
+        "higher_hypervolume_than_flexible": higher_hv,
+        "fronts_dominating_flexible": dominated_by,
+        "fronts_dominated_by_flexible": [m for m, d in dominance.items() if d["dominated_by_main"]],
+        "supernet": sup,
+    }
 
     # 2. weight sharing -----------------------------------------------------------------------------
     print("[2/4] a searched subnet from the supernet vs the same architecture trained alone", flush=True)
@@ -189,10 +244,13 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
     if chosen is not None:
         sub = SubnetConfig.from_dict(chosen["subnet"])
         alone = _train(cfg, work / "alone", only=sub)
-        result["weight_sharing"] = {"target": chosen["name"], "subnet": sub.describe(),
-                                    "supernet_test_top1": chosen.get("test_top1"),
-                                    "alone_test_top1": alone.get("test_top1_only"),
-                                    "steps": cfg.train.steps}
+        result["weight_sharing"] = {
+            "target": chosen["name"],
+            "subnet": sub.describe(),
+            "supernet_test_top1": chosen.get("test_top1"),
+            "alone_test_top1": alone.get("test_top1_only"),
+            "steps": cfg.train.steps,
+        }
     else:
         result["weight_sharing"] = {"note": "no target met; nothing to compare"}
 
@@ -200,12 +258,15 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
     print("[3/4] framework speed", flush=True)
     speed = time_steps(cfg, b["reps"], cfg.train.batch_size)
     hw = hardware_speed()
-    result["speed"] = {"seconds": speed,
-                       "ratio_supernet_step_vs_fp32_step": speed["supernet_step"] / speed["fp32_step"],
-                       "ratio_largest_pass_vs_fp32_step": speed["supernet_largest_pass"] / speed["fp32_step"],
-                       **hw, "search_wall_seconds_all_modes": search_wall,
-                       "search_seconds_flexible": flex["search_seconds"],
-                       "supernet_train_seconds": sup.get("train_seconds")}
+    result["speed"] = {
+        "seconds": speed,
+        "ratio_supernet_step_vs_fp32_step": speed["supernet_step"] / speed["fp32_step"],
+        "ratio_largest_pass_vs_fp32_step": speed["supernet_largest_pass"] / speed["fp32_step"],
+        **hw,
+        "search_wall_seconds_all_modes": search_wall,
+        "search_seconds_flexible": flex["search_seconds"],
+        "supernet_train_seconds": sup.get("train_seconds"),
+    }
 
     # 4. hardware model vs paper -------------------------------------------------------------------
     print("[4/4] hardware model vs the paper's ZCU102 figures", flush=True)
@@ -225,51 +286,79 @@ def _f(v, spec=".2f") -> str:
 
 
 def render(r: dict) -> str:
-    L = [f"## Mission benchmark ({r['mode']}, {r['config']}, {r['platform']}, {r['date']})", "",
-         f"Machine: {r['machine']['platform']}, {r['machine']['cpu_threads']} threads, torch "
-         f"{r['machine']['torch']}. Wall time {r['wall_seconds'] / 60:.1f} min. "
-         f"Command: `python benchmarks/mission.py {r.get('argv', '')}`.", "",
-         "### 1. Fronts at the same FPS targets (test top-1 %, same supernet, same search budget)", ""]
+    L = [
+        f"## Mission benchmark ({r['mode']}, {r['config']}, {r['platform']}, {r['date']})",
+        "",
+        f"Machine: {r['machine']['platform']}, {r['machine']['cpu_threads']} threads, torch "
+        f"{r['machine']['torch']}. Wall time {r['wall_seconds'] / 60:.1f} min. "
+        f"Command: `python benchmarks/mission.py {r.get('argv', '')}`.",
+        "",
+        "### 1. Fronts at the same FPS targets (test top-1 %, same supernet, same search budget)",
+        "",
+    ]
     fr = r["fronts"]
     names = [t["name"] for t in fr["targets"]]
-    L.append("| mode | " + " | ".join(f"{t['name']} (>= {t['fps']:.0f} FPS)" for t in fr["targets"])
-             + " | normalised hypervolume | candidates |")
+    L.append(
+        "| mode | "
+        + " | ".join(f"{t['name']} (>= {t['fps']:.0f} FPS)" for t in fr["targets"])
+        + " | normalised hypervolume | candidates |"
+    )
     L.append("|---" * (len(names) + 3) + "|")
     for m, row in fr["modes"].items():
         cells = [(_f(row["at_target"][n]["test_top1"]) if row["at_target"][n] else "not met") for n in names]
         L.append(f"| {m} | " + " | ".join(cells) + f" | {row['hypervolume_normalized']:.4f} | {row['evaluations']} |")
-    L += ["", f"Baseline fronts (validation) that dominate the flexible front: "
-              f"{', '.join(fr.get('fronts_dominating_flexible', [])) or 'none'}; dominated by it: "
-              f"{', '.join(fr.get('fronts_dominated_by_flexible', [])) or 'none'}; with a higher hypervolume: "
-              f"{', '.join(fr['higher_hypervolume_than_flexible']) or 'none'}.", ""]
+    L += [
+        "",
+        f"Baseline fronts (validation) that dominate the flexible front: "
+        f"{', '.join(fr.get('fronts_dominating_flexible', [])) or 'none'}; dominated by it: "
+        f"{', '.join(fr.get('fronts_dominated_by_flexible', [])) or 'none'}; with a higher hypervolume: "
+        f"{', '.join(fr['higher_hypervolume_than_flexible']) or 'none'}.",
+        "",
+    ]
     ws = r["weight_sharing"]
     L += ["### 2. What weight sharing costs", ""]
     if "alone_test_top1" in ws:
-        L += [f"Subnet of target {ws['target']} (`{ws['subnet']}`): {_f(ws['supernet_test_top1'])} % taken from "
-              f"the supernet without retraining vs {_f(ws['alone_test_top1'])} % trained alone "
-              f"(same quantization, {ws['steps']} steps).", ""]
+        L += [
+            f"Subnet of target {ws['target']} (`{ws['subnet']}`): {_f(ws['supernet_test_top1'])} % taken from "
+            f"the supernet without retraining vs {_f(ws['alone_test_top1'])} % trained alone "
+            f"(same quantization, {ws['steps']} steps).",
+            "",
+        ]
     else:
         L += [ws.get("note", ""), ""]
     s = r["speed"]
-    L += ["### 3. Framework speed (this machine)", "", "| measure | value |", "|---|---|",
-          f"| supernet training step / FP32 step of the largest model | {s['ratio_supernet_step_vs_fp32_step']:.2f}x |",
-          f"| largest-subnet pass inside the supernet / FP32 step | {s['ratio_largest_pass_vs_fp32_step']:.2f}x |",
-          f"| hardware-model evaluations per second (fixed design, one core) | {s['evaluations_per_second']:,.0f} |",
-          f"| design-space exploration per subnet (median / max) | {s['explore_ms_median']:.1f} / {s['explore_ms_max']:.1f} ms |",
-          f"| search wall time, flexible mode | {s['search_seconds_flexible']:.0f} s |",
-          f"| search wall time, all five modes incl. test scoring | {s['search_wall_seconds_all_modes']:.0f} s |",
-          f"| supernet training time | {_f((s.get('supernet_train_seconds') or 0) / 60, '.1f')} min |", "",
-          "### 4. Hardware model vs the paper (ZCU102, 150 MHz)", "",
-          "| point | paper top-1 | paper FPS | predicted FPS | error | paper GMACs | subnet GMACs | 8-bit rows | LUT % | DSP % | BRAM % |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    L += [
+        "### 3. Framework speed (this machine)",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| supernet training step / FP32 step of the largest model | {s['ratio_supernet_step_vs_fp32_step']:.2f}x |",
+        f"| largest-subnet pass inside the supernet / FP32 step | {s['ratio_largest_pass_vs_fp32_step']:.2f}x |",
+        f"| hardware-model evaluations per second (fixed design, one core) | {s['evaluations_per_second']:,.0f} |",
+        f"| design-space exploration per subnet (median / max) | {s['explore_ms_median']:.1f} / {s['explore_ms_max']:.1f} ms |",
+        f"| search wall time, flexible mode | {s['search_seconds_flexible']:.0f} s |",
+        f"| search wall time, all five modes incl. test scoring | {s['search_wall_seconds_all_modes']:.0f} s |",
+        f"| supernet training time | {_f((s.get('supernet_train_seconds') or 0) / 60, '.1f')} min |",
+        "",
+        "### 4. Hardware model vs the paper (ZCU102, 150 MHz)",
+        "",
+        "| point | paper top-1 | paper FPS | predicted FPS | error | paper GMACs | subnet GMACs | 8-bit rows | LUT % | DSP % | BRAM % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for p in r["hardware"]["points"]:
-        L.append(f"| {p['point']}{'' if p['calibrated'] else ' (not calibrated)'} | {p['paper_top1']} | {p['paper_fps']} | "
-                 f"{p['predicted_fps']:.1f} | {p['fps_error_percent']:+.1f} % | {_f(p['paper_gmacs'], '.1f')} | "
-                 f"{p['subnet_gmacs']:.2f} | {100 * p['subnet_share_8bit']:.0f} % | {_f(p['lut_percent'], '.1f')} | "
-                 f"{_f(p['dsp_percent'], '.1f')} | {_f(p['bram_percent'], '.1f')} |")
+        L.append(
+            f"| {p['point']}{'' if p['calibrated'] else ' (not calibrated)'} | {p['paper_top1']} | {p['paper_fps']} | "
+            f"{p['predicted_fps']:.1f} | {p['fps_error_percent']:+.1f} % | {_f(p['paper_gmacs'], '.1f')} | "
+            f"{p['subnet_gmacs']:.2f} | {100 * p['subnet_share_8bit']:.0f} % | {_f(p['lut_percent'], '.1f')} | "
+            f"{_f(p['dsp_percent'], '.1f')} | {_f(p['bram_percent'], '.1f')} |"
+        )
     u = r["hardware"]["paper_utilisation_percent"]
-    L += ["", f"Paper's design: LUT {u['lut']} %, DSP {u['dsp']} %, BRAM {u['bram']} %. The paper gives no GMACs "
-              "for L1; its row uses an L1-like subnet of the large space only to place the prediction.", ""]
+    L += [
+        "",
+        f"Paper's design: LUT {u['lut']} %, DSP {u['dsp']} %, BRAM {u['bram']} %. The paper gives no GMACs "
+        "for L1; its row uses an L1-like subnet of the large space only to place the prediction.",
+        "",
+    ]
     return "\n".join(L)
 
 

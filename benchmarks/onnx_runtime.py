@@ -20,6 +20,7 @@ images (random normal images when the export's data set is not at hand).
 Run: ``python benchmarks/onnx_runtime.py [--export DIR ...] [--batches 1 64] [--seconds 3]``;
 writes ``benchmarks/results/onnx_runtime.json`` (``--out``) and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,10 @@ def latencies(sessions: dict[str, Any], x: np.ndarray, seconds: float) -> dict[s
             t = time.perf_counter()
             sess.run(None, {"images": x})
             times[g].append(time.perf_counter() - t)
-    return {g: {"median": round(1e3 * statistics.median(t) / len(x), 4), "min": round(1e3 * min(t) / len(x), 4)}
-            for g, t in times.items()}
+    return {
+        g: {"median": round(1e3 * statistics.median(t) / len(x), 4), "min": round(1e3 * min(t) / len(x), 4)}
+        for g, t in times.items()
+    }
 
 
 def eval_images(export: Path, n: int, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
@@ -97,14 +100,16 @@ def compare(path: Path, sess: Any, images: np.ndarray, ref: np.ndarray) -> dict[
     ops = optimized_op_counts(path)
     out = run_onnx(sess, images, batch_size=64)
     err = np.abs(out - ref)
-    return {"integer_matmuls": sum(ops[k] for k in INTEGER_MATMULS),
-            "float_matmuls": sum(ops[k] for k in FLOAT_MATMULS),
-            "op_counts": {k: ops[k] for k in sorted(ops)},
-            "file_mb": round(path.stat().st_size / 2 ** 20, 3),
-            "label_agreement_with_reference_percent": round(float(100 * np.mean(out.argmax(1) == ref.argmax(1))), 3),
-            "max_abs_logit_diff_to_reference": float(err.max()),
-            "median_abs_logit_diff_to_reference": float(np.median(err)),
-            "images_within_1e-4_percent": round(float(100 * np.mean(err.max(1) < 1e-4)), 3)}
+    return {
+        "integer_matmuls": sum(ops[k] for k in INTEGER_MATMULS),
+        "float_matmuls": sum(ops[k] for k in FLOAT_MATMULS),
+        "op_counts": {k: ops[k] for k in sorted(ops)},
+        "file_mb": round(path.stat().st_size / 2**20, 3),
+        "label_agreement_with_reference_percent": round(float(100 * np.mean(out.argmax(1) == ref.argmax(1))), 3),
+        "max_abs_logit_diff_to_reference": float(err.max()),
+        "median_abs_logit_diff_to_reference": float(np.median(err)),
+        "images_within_1e-4_percent": round(float(100 * np.mean(err.max(1) < 1e-4)), 3),
+    }
 
 
 def _trace_key(q_output: str) -> str:
@@ -130,12 +135,12 @@ def code_flips(ir: Any, images: np.ndarray, codes: dict[str, np.ndarray], thread
         onnx.save(model, str(Path(tmp) / "m.onnx"))
         sess = session(Path(tmp) / "m.onnx", threads)
         names = [n.output[0] for n in qs]
-        outs = [sess.run(names, {"images": images[i:i + 64]}) for i in range(0, len(images), 64)]
+        outs = [sess.run(names, {"images": images[i : i + 64]}) for i in range(0, len(images), 64)]
     per: dict[str, list[int]] = {}
     for j, n in enumerate(qs):
         got = np.concatenate([o[j] for o in outs]).astype(np.int32) - zps[n.input[2]]
         key = _trace_key(n.output[0])
-        want = codes[key].transpose(0, 1, 3, 2) if key.endswith(".k") else codes[key]   # k^T in the graph
+        want = codes[key].transpose(0, 1, 3, 2) if key.endswith(".k") else codes[key]  # k^T in the graph
         kind = re.sub(r"^blocks\.\d+\.", "", key)
         f = per.setdefault(kind, [0, 0])
         f[0] += int((got != want.reshape(got.shape)).sum())
@@ -153,9 +158,15 @@ def measure_export(export: Path, args: argparse.Namespace) -> dict[str, Any]:
     sub = ir.subnet
     images, source = eval_images(export, args.images, (sub["in_chans"], sub["img_size"], sub["img_size"]))
     ref, codes = IntegerViT(ir).forward(images, trace=True)
-    row: dict[str, Any] = {"export": str(export), "subnet": dict(sub), "matmuls": matmul_count(ir),
-                           "images": len(images), "image_source": source, "graphs": {}}
-    row["int8_flipped_codes"] = code_flips(ir, images, codes, args.threads)   # what the logit difference comes from
+    row: dict[str, Any] = {
+        "export": str(export),
+        "subnet": dict(sub),
+        "matmuls": matmul_count(ir),
+        "images": len(images),
+        "image_source": source,
+        "graphs": {},
+    }
+    row["int8_flipped_codes"] = code_flips(ir, images, codes, args.threads)  # what the logit difference comes from
     del codes
     with tempfile.TemporaryDirectory(prefix="qvit-ortbench-") as tmp:
         sessions = {}
@@ -165,7 +176,7 @@ def measure_export(export: Path, args: argparse.Namespace) -> dict[str, Any]:
             sessions[g] = session(path, args.threads)
             row["graphs"][g] = compare(path, sessions[g], images, ref)
         rng = np.random.default_rng(1)
-        for b in args.batches:   # a batch of any size, drawn from the images
+        for b in args.batches:  # a batch of any size, drawn from the images
             lat = latencies(sessions, np.ascontiguousarray(images[rng.integers(0, len(images), b)]), args.seconds)
             for g, t in lat.items():
                 row["graphs"][g].setdefault("ms_per_image", {})[str(b)] = t["median"]
@@ -179,18 +190,24 @@ def measure_export(export: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(rows: list[dict[str, Any]], batches: list[int]) -> None:
     head = "".join(f"{f'b={b} ms/img':>13}" for b in batches)
-    print(f"{'export':<28}{'graph':<6}{'int mm':>7}{'float mm':>9}{head}{'x fp32 (b=' + str(batches[-1]) + ')':>15}"
-          f"{'labels=ref %':>13}{'max|dlogit|':>12}")
+    print(
+        f"{'export':<28}{'graph':<6}{'int mm':>7}{'float mm':>9}{head}{'x fp32 (b=' + str(batches[-1]) + ')':>15}"
+        f"{'labels=ref %':>13}{'max|dlogit|':>12}"
+    )
     for row in rows:
         name = Path(row["export"]).parent.name or row["export"]
         for g, r in row["graphs"].items():
             lat = "".join(f"{r['ms_per_image'][str(b)]:13.3f}" for b in batches)
-            print(f"{name[:27]:<28}{g:<6}{r['integer_matmuls']:>4}/{row['matmuls']:<2}{r['float_matmuls']:>9}{lat}"
-                  f"{r['speedup_vs_fp32'][str(batches[-1])]:15.2f}"
-                  f"{r['label_agreement_with_reference_percent']:13.1f}{r['max_abs_logit_diff_to_reference']:12.3g}")
+            print(
+                f"{name[:27]:<28}{g:<6}{r['integer_matmuls']:>4}/{row['matmuls']:<2}{r['float_matmuls']:>9}{lat}"
+                f"{r['speedup_vs_fp32'][str(batches[-1])]:15.2f}"
+                f"{r['label_agreement_with_reference_percent']:13.1f}{r['max_abs_logit_diff_to_reference']:12.3g}"
+            )
         flips = row["int8_flipped_codes"]
-        print(f"{'':<28}int8: {flips['fraction']:.2e} of {flips['codes']} 6-bit codes differ from the engine's "
-              f"({row['images']} images, {row['image_source']})")
+        print(
+            f"{'':<28}int8: {flips['fraction']:.2e} of {flips['codes']} 6-bit codes differ from the engine's "
+            f"({row['images']} images, {row['image_source']})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,11 +233,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_table(rows, args.batches)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, {
-        "machine": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "onnxruntime": ort.__version__, "threads": args.threads, "load_average_before_after": [load[0], os.getloadavg()[0]],
-        "exports": rows,
-        "command": "python benchmarks/onnx_runtime.py " + " ".join(sys.argv[1:] if argv is None else argv)})
+    atomic_write_json(
+        args.out,
+        {
+            "machine": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "onnxruntime": ort.__version__,
+            "threads": args.threads,
+            "load_average_before_after": [load[0], os.getloadavg()[0]],
+            "exports": rows,
+            "command": "python benchmarks/onnx_runtime.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        },
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ Run::
 
 Writes ``benchmarks/results/search.json`` (and the search outputs in ``--out``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,20 @@ from quasar_vit.utils.io import atomic_write_json
 OUT = Path(__file__).with_name("results") / "search.json"
 BASELINES = ["random", "uniform8", "uniform4", "fixed"]
 #: search.* config values settable from the command line, with their types
-SEARCH_KEYS = {"population": int, "generations": int, "parents": int, "mutations": int, "crossovers": int,
-               "val-size": int, "seed": int, "tied-share-prob": float, "tied-generations": int,
-               "share-mutation": str, "screen-size": int, "race-z": float}
+SEARCH_KEYS = {
+    "population": int,
+    "generations": int,
+    "parents": int,
+    "mutations": int,
+    "crossovers": int,
+    "val-size": int,
+    "seed": int,
+    "tied-share-prob": float,
+    "tied-generations": int,
+    "share-mutation": str,
+    "screen-size": int,
+    "race-z": float,
+}
 DEFAULT_BUDGET = 50 + 19 * 50  # AutoFormer's schedule: population 50, 20 generations, 25 + 25 children
 
 
@@ -51,14 +63,26 @@ def main(argv: list[str] | None = None) -> int:
     from quasar_vit.search.runner import run_search
     from quasar_vit.search.targets import parse_targets
 
-    overrides = [f"search.{k.replace('-', '_')}={getattr(args, k.replace('-', '_'))}" for k in SEARCH_KEYS
-                 if getattr(args, k.replace("-", "_")) is not None]
+    overrides = [
+        f"search.{k.replace('-', '_')}={getattr(args, k.replace('-', '_'))}"
+        for k in SEARCH_KEYS
+        if getattr(args, k.replace("-", "_")) is not None
+    ]
     baselines = [b for b in args.baselines.split(",") if b]
     try:
         targets = parse_targets(args.fps) if args.fps else None
         t0 = time.perf_counter()
-        res = run_search(args.checkpoint, args.out, platform=args.platform, targets=targets, baselines=baselines,
-                         overrides=overrides, device=args.device, progress=args.progress, restart=args.restart)
+        res = run_search(
+            args.checkpoint,
+            args.out,
+            platform=args.platform,
+            targets=targets,
+            baselines=baselines,
+            overrides=overrides,
+            device=args.device,
+            progress=args.progress,
+            restart=args.restart,
+        )
         wall = time.perf_counter() - t0
     except QuasarError as exc:
         print(f"benchmarks/search.py: {exc}", file=sys.stderr)
@@ -72,25 +96,46 @@ def main(argv: list[str] | None = None) -> int:
     for mode, r in modes.items():
         ev = r.evolution
         entries = {e["name"]: e for e in r.target_entries(res.targets)}
-        rows.append({
-            "mode": mode, "evaluations": ev.evaluations, "budget": ev.budget, "search_seconds": ev.elapsed_s,
-            "screened_out": ev.stats.screened_out,   # racing: scored on search.screen_size images only
-            "seconds_per_evaluation": ev.elapsed_s / ev.evaluations if ev.evaluations else None,
-            "hypervolume": r.hypervolume, "hypervolume_normalized": r.hypervolume_normalized,
-            "front_size": len(r.front),
-            "targets": {n: ({"val_top1": e["val_top1"], "test_top1": e["test_top1"], "fps": e["fps"],
-                             "share_8bit": e["share_8bit"], "weight_mb": e["weight_mb"],
-                             "subnet": e["description"]}
-                            if e["status"] == "met" else {"status": e["status"], "fastest_fps": e["fastest_fps"]})
-                        for n, e in entries.items()},
-        })
+        rows.append(
+            {
+                "mode": mode,
+                "evaluations": ev.evaluations,
+                "budget": ev.budget,
+                "search_seconds": ev.elapsed_s,
+                "screened_out": ev.stats.screened_out,  # racing: scored on search.screen_size images only
+                "seconds_per_evaluation": ev.elapsed_s / ev.evaluations if ev.evaluations else None,
+                "hypervolume": r.hypervolume,
+                "hypervolume_normalized": r.hypervolume_normalized,
+                "front_size": len(r.front),
+                "targets": {
+                    n: (
+                        {
+                            "val_top1": e["val_top1"],
+                            "test_top1": e["test_top1"],
+                            "fps": e["fps"],
+                            "share_8bit": e["share_8bit"],
+                            "weight_mb": e["weight_mb"],
+                            "subnet": e["description"],
+                        }
+                        if e["status"] == "met"
+                        else {"status": e["status"], "fastest_fps": e["fastest_fps"]}
+                    )
+                    for n, e in entries.items()
+                },
+            }
+        )
 
     # table
-    head = f"{'mode':<10} {'evals':>5} " + " ".join(f"{n + ' val/test':>20}" for n in names) + \
-        f" {'HV(norm)':>9} {'time s':>8}"
+    head = (
+        f"{'mode':<10} {'evals':>5} "
+        + " ".join(f"{n + ' val/test':>20}" for n in names)
+        + f" {'HV(norm)':>9} {'time s':>8}"
+    )
     print()
-    print(f"search benchmark on {res.platform}; targets: " + ", ".join(f"{t.name} (>= {t.fps:.1f} FPS)"
-                                                                     for t in res.targets))
+    print(
+        f"search benchmark on {res.platform}; targets: "
+        + ", ".join(f"{t.name} (>= {t.fps:.1f} FPS)" for t in res.targets)
+    )
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -102,15 +147,22 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{t['val_top1']:>9.2f}/{test:<10}")
             else:
                 cells.append(f"{'not met':>20}")
-        print(f"{row['mode']:<10} {row['evaluations']:>5} " + " ".join(cells) +
-              f" {row['hypervolume_normalized']:>9.4f} {row['search_seconds']:>8.1f}")
+        print(
+            f"{row['mode']:<10} {row['evaluations']:>5} "
+            + " ".join(cells)
+            + f" {row['hypervolume_normalized']:>9.4f} {row['search_seconds']:>8.1f}"
+        )
 
     main_row = rows[0]
     spe = main_row["seconds_per_evaluation"] or 0.0
     summary = {
-        "platform": res.platform, "checkpoint": str(args.checkpoint), "out": str(args.out),
-        "targets": [t.to_dict() for t in res.targets], "settings": res.settings,
-        "val_images": res.val_images, "test_images": res.test_images,
+        "platform": res.platform,
+        "checkpoint": str(args.checkpoint),
+        "out": str(args.out),
+        "targets": [t.to_dict() for t in res.targets],
+        "settings": res.settings,
+        "val_images": res.val_images,
+        "test_images": res.test_images,
         "hypervolume_reference": {"val_top1": res.hv_ref[0], "fps": res.hv_ref[1], "max_fps": res.max_fps},
         "modes": rows,
         "dominance": res.dominance(),
@@ -118,14 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         "default_budget": DEFAULT_BUDGET,
         "flexible_search_seconds": main_row["search_seconds"],
         "flexible_default_budget_seconds_estimate": spe * DEFAULT_BUDGET,
-        "note": ("search_seconds are measured for the budget in 'settings' (cumulative over resumes); "
-                 "the default-budget figure is measured when settings.budget equals default_budget, else "
-                 "extrapolated as seconds per evaluation x default budget"),
+        "note": (
+            "search_seconds are measured for the budget in 'settings' (cumulative over resumes); "
+            "the default-budget figure is measured when settings.budget equals default_budget, else "
+            "extrapolated as seconds per evaluation x default budget"
+        ),
     }
-    print(f"\nflexible search: {main_row['evaluations']} evaluations in {main_row['search_seconds']:.1f} s "
-          f"({spe:.2f} s each, {res.val_images} val images); default budget ({DEFAULT_BUDGET} evaluations): "
-          f"{'measured' if res.settings.get('budget') == DEFAULT_BUDGET else 'estimated'} "
-          f"{spe * DEFAULT_BUDGET / 60:.1f} min; whole benchmark wall time {wall:.1f} s")
+    print(
+        f"\nflexible search: {main_row['evaluations']} evaluations in {main_row['search_seconds']:.1f} s "
+        f"({spe:.2f} s each, {res.val_images} val images); default budget ({DEFAULT_BUDGET} evaluations): "
+        f"{'measured' if res.settings.get('budget') == DEFAULT_BUDGET else 'estimated'} "
+        f"{spe * DEFAULT_BUDGET / 60:.1f} min; whole benchmark wall time {wall:.1f} s"
+    )
     atomic_write_json(args.results, summary)
     print(f"wrote {args.results}")
     return 0

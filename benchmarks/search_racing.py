@@ -14,6 +14,7 @@ Run::
 
 Writes ``benchmarks/results/search_racing.json`` and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,24 +34,49 @@ def one_search(checkpoint: str, out: Path, overrides: list[str], screen_size: in
     from quasar_vit.search.runner import run_search
 
     t0 = time.perf_counter()
-    res = run_search(checkpoint, out, overrides=[*overrides, f"search.screen_size={screen_size}"],
-                     progress=False, restart=True, plot=False, log=lambda s: None)
+    res = run_search(
+        checkpoint,
+        out,
+        overrides=[*overrides, f"search.screen_size={screen_size}"],
+        progress=False,
+        restart=True,
+        plot=False,
+        log=lambda s: None,
+    )
     wall = time.perf_counter() - t0
     ev = res.main.evolution
-    winners = {e["name"]: ({"val_top1": e["val_top1"], "test_top1": e["test_top1"], "fps": e["fps"],
-                            "subnet": e["description"]} if e["status"] == "met" else None)
-               for e in res.main.target_entries(res.targets)}
-    return {"screen_size": screen_size, "search_seconds": ev.elapsed_s, "wall_seconds": wall,
-            "candidates": ev.evaluations, "scored_in_full": ev.evaluations - ev.stats.screened_out,
-            "val_images": res.val_images, "winners": winners}
+    winners = {
+        e["name"]: (
+            {"val_top1": e["val_top1"], "test_top1": e["test_top1"], "fps": e["fps"], "subnet": e["description"]}
+            if e["status"] == "met"
+            else None
+        )
+        for e in res.main.target_entries(res.targets)
+    }
+    return {
+        "screen_size": screen_size,
+        "search_seconds": ev.elapsed_s,
+        "wall_seconds": wall,
+        "candidates": ev.evaluations,
+        "scored_in_full": ev.evaluations - ev.stats.screened_out,
+        "val_images": res.val_images,
+        "winners": winners,
+    }
 
 
 def compare(plain: dict[str, Any], raced: dict[str, Any]) -> dict[str, Any]:
-    same = {n: (w or {}).get("subnet") == (raced["winners"][n] or {}).get("subnet") for n, w in plain["winners"].items()}
-    test_gain = {n: (raced["winners"][n]["test_top1"] - w["test_top1"]) if w and raced["winners"][n] else None
-                 for n, w in plain["winners"].items()}
-    return {"speed-up": plain["search_seconds"] / max(raced["search_seconds"], 1e-9), "same_winner": same,
-            "test_top1_raced_minus_plain": test_gain}
+    same = {
+        n: (w or {}).get("subnet") == (raced["winners"][n] or {}).get("subnet") for n, w in plain["winners"].items()
+    }
+    test_gain = {
+        n: (raced["winners"][n]["test_top1"] - w["test_top1"]) if w and raced["winners"][n] else None
+        for n, w in plain["winners"].items()
+    }
+    return {
+        "speed-up": plain["search_seconds"] / max(raced["search_seconds"], 1e-9),
+        "same_winner": same,
+        "test_top1_raced_minus_plain": test_gain,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from quasar_vit.config import SearchConfig
 
-    d = SearchConfig()   # the default budget, whatever the checkpoint's config holds (the demo's is smaller)
-    base = [f"search.{k}={getattr(d, k)}" for k in ("population", "generations", "parents", "mutations", "crossovers",
-                                                    "mutation_prob", "val_size", "eval_batch_size")]
+    d = SearchConfig()  # the default budget, whatever the checkpoint's config holds (the demo's is smaller)
+    base = [
+        f"search.{k}={getattr(d, k)}"
+        for k in (
+            "population",
+            "generations",
+            "parents",
+            "mutations",
+            "crossovers",
+            "mutation_prob",
+            "val_size",
+            "eval_batch_size",
+        )
+    ]
     if args.generations:
         base.append(f"search.generations={args.generations}")
     rows = []
@@ -80,22 +117,33 @@ def main(argv: list[str] | None = None) -> int:
     except QuasarError as exc:
         print(f"benchmarks/search_racing.py: {exc}", file=sys.stderr)
         return 2
-    atomic_write_json(args.results, {"checkpoint": args.checkpoint, "screen_size": args.screen_size,
-                                     "argv": sys.argv[1:] if argv is None else argv, "seeds": rows})
+    atomic_write_json(
+        args.results,
+        {
+            "checkpoint": args.checkpoint,
+            "screen_size": args.screen_size,
+            "argv": sys.argv[1:] if argv is None else argv,
+            "seeds": rows,
+        },
+    )
     print(f"wrote {args.results}")
     return 0
 
 
 def print_row(r: dict[str, Any]) -> None:
     pl, rc = r["plain"], r["raced"]
-    print(f"seed {r['seed']}: plain {pl['search_seconds']:.0f} s ({pl['candidates']} scored on {pl['val_images']}), "
-          f"raced {rc['search_seconds']:.0f} s ({rc['scored_in_full']} of {rc['candidates']} in full): "
-          f"{r['speed-up']:.2f}x")
+    print(
+        f"seed {r['seed']}: plain {pl['search_seconds']:.0f} s ({pl['candidates']} scored on {pl['val_images']}), "
+        f"raced {rc['search_seconds']:.0f} s ({rc['scored_in_full']} of {rc['candidates']} in full): "
+        f"{r['speed-up']:.2f}x"
+    )
     for n, w in pl["winners"].items():
         v = rc["winners"][n]
         if w and v:
-            print(f"  {n:<10} plain val {w['val_top1']:.2f} test {w['test_top1']:.2f} | raced val {v['val_top1']:.2f} "
-                  f"test {v['test_top1']:.2f} | same winner: {r['same_winner'][n]}")
+            print(
+                f"  {n:<10} plain val {w['val_top1']:.2f} test {w['test_top1']:.2f} | raced val {v['val_top1']:.2f} "
+                f"test {v['test_top1']:.2f} | same winner: {r['same_winner'][n]}"
+            )
 
 
 if __name__ == "__main__":

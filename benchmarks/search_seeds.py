@@ -16,6 +16,7 @@ Options other than ``--seeds/--tag/--workdir/--rerun`` are passed to ``search.py
 A seed whose summary exists from a run with exactly the same ``search.py`` arguments is reused, so
 an interrupted run continues.  Writes ``benchmarks/results/search-seeds-TAG.json`` and ``.md`` and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,53 +61,83 @@ def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         for t in targets:
             vals = [test(s, mode, t) for s in seeds]
             ok = [v for v in vals if v is not None]
-            cells[t] = {"per_seed": vals, "mean": statistics.fmean(ok) if ok else None,
-                        "met_in": len(ok)}
+            cells[t] = {"per_seed": vals, "mean": statistics.fmean(ok) if ok else None, "met_in": len(ok)}
         hvs = [hv(s, mode) for s in seeds]
-        per_mode[mode] = {"test_top1": cells, "hypervolume_normalized": {"per_seed": hvs, "mean": statistics.fmean(hvs)}}
+        per_mode[mode] = {
+            "test_top1": cells,
+            "hypervolume_normalized": {"per_seed": hvs, "mean": statistics.fmean(hvs)},
+        }
 
     paired = {}
     for mode in modes[1:]:
         diffs = {}
         for t in targets:
-            d = [test(s, main, t) - test(s, mode, t) for s in seeds
-                 if test(s, main, t) is not None and test(s, mode, t) is not None]
+            d = [
+                test(s, main, t) - test(s, mode, t)
+                for s in seeds
+                if test(s, main, t) is not None and test(s, mode, t) is not None
+            ]
             if d:
                 m, se = _mean_se(d)
                 diffs[t] = {"per_seed": d, "mean": m, "se": se}
         hm, hse = _mean_se([hv(s, main) - hv(s, mode) for s in seeds])
         dom = [runs[s].get("dominance", {}).get(mode, {}) for s in seeds]
-        paired[mode] = {"test_top1_diff": diffs, "hypervolume_diff": {"mean": hm, "se": hse},
-                        "seeds_dominating_main": sum(bool(d.get("dominates_main")) for d in dom),
-                        "seeds_dominated_by_main": sum(bool(d.get("dominated_by_main")) for d in dom),
-                        "dominance_known": all("dominates_main" in d for d in dom)}
-    return {"seeds": seeds, "main": main, "targets": targets,
-            "target_fps": {t["name"]: t["fps"] for t in first["targets"]},
-            "modes": per_mode, "paired": paired}
+        paired[mode] = {
+            "test_top1_diff": diffs,
+            "hypervolume_diff": {"mean": hm, "se": hse},
+            "seeds_dominating_main": sum(bool(d.get("dominates_main")) for d in dom),
+            "seeds_dominated_by_main": sum(bool(d.get("dominated_by_main")) for d in dom),
+            "dominance_known": all("dominates_main" in d for d in dom),
+        }
+    return {
+        "seeds": seeds,
+        "main": main,
+        "targets": targets,
+        "target_fps": {t["name"]: t["fps"] for t in first["targets"]},
+        "modes": per_mode,
+        "paired": paired,
+    }
 
 
 def to_markdown(agg: dict[str, Any], title: str) -> str:
     targets, seeds = agg["targets"], agg["seeds"]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    lines = [f"### {title}", "",
-             f"Test top-1 (%) of each mode's winner per FPS target; mean over seeds {seeds} (per seed in brackets).", "",
-             "| mode | " + " | ".join(targets) + " | normalised HV |", "|---" * (len(targets) + 2) + "|"]
+    lines = [
+        f"### {title}",
+        "",
+        f"Test top-1 (%) of each mode's winner per FPS target; mean over seeds {seeds} (per seed in brackets).",
+        "",
+        "| mode | " + " | ".join(targets) + " | normalised HV |",
+        "|---" * (len(targets) + 2) + "|",
+    ]
     for mode, r in agg["modes"].items():
         cells = [f"{fmt(c['mean'])} ({', '.join(fmt(v) for v in c['per_seed'])})" for c in r["test_top1"].values()]
         h = r["hypervolume_normalized"]
-        lines.append(f"| {mode} | " + " | ".join(cells) +
-                     f" | {h['mean']:.4f} ({', '.join(f'{v:.4f}' for v in h['per_seed'])}) |")
-    lines += ["", f"Paired difference {agg['main']} - baseline, mean +- standard error over seeds "
-              "(points of test top-1; HV x 100); fronts: seeds in which the baseline's front dominated "
-              f"the {agg['main']} front / was dominated by it.", "",
-              "| baseline | " + " | ".join(targets) + " | HV | dominated main | dominated by main |",
-              "|---" * (len(targets) + 4) + "|"]
+        lines.append(
+            f"| {mode} | "
+            + " | ".join(cells)
+            + f" | {h['mean']:.4f} ({', '.join(f'{v:.4f}' for v in h['per_seed'])}) |"
+        )
+    lines += [
+        "",
+        f"Paired difference {agg['main']} - baseline, mean +- standard error over seeds "
+        "(points of test top-1; HV x 100); fronts: seeds in which the baseline's front dominated "
+        f"the {agg['main']} front / was dominated by it.",
+        "",
+        "| baseline | " + " | ".join(targets) + " | HV | dominated main | dominated by main |",
+        "|---" * (len(targets) + 4) + "|",
+    ]
     pm = lambda d, k=1.0: f"{k * d['mean']:+.2f}" + (f" +- {k * d['se']:.2f}" if d.get("se") is not None else "")  # noqa: E731
     for mode, p in agg["paired"].items():
         cells = [pm(p["test_top1_diff"][t]) if t in p["test_top1_diff"] else "-" for t in targets]
-        dom = (f"{p['seeds_dominating_main']}/{len(seeds)}", f"{p['seeds_dominated_by_main']}/{len(seeds)}") \
-            if p["dominance_known"] else ("?", "?")
-        lines.append(f"| {mode} | " + " | ".join(cells) + f" | {pm(p['hypervolume_diff'], 100)} | {dom[0]} | {dom[1]} |")
+        dom = (
+            (f"{p['seeds_dominating_main']}/{len(seeds)}", f"{p['seeds_dominated_by_main']}/{len(seeds)}")
+            if p["dominance_known"]
+            else ("?", "?")
+        )
+        lines.append(
+            f"| {mode} | " + " | ".join(cells) + f" | {pm(p['hypervolume_diff'], 100)} | {dom[0]} | {dom[1]} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -145,8 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         out = Path(args.workdir) / args.tag / f"seed{seed}"
         res_file, args_file = out / "summary.json", out / "summary.args.json"
-        call = ["--checkpoint", str(args.checkpoint), "--out", str(out), "--seed", str(seed),
-                "--results", str(res_file), *rest]
+        call = [
+            "--checkpoint",
+            str(args.checkpoint),
+            "--out",
+            str(out),
+            "--seed",
+            str(seed),
+            "--results",
+            str(res_file),
+            *rest,
+        ]
         if not args.rerun and reusable(out, call):
             print(f"[seeds] seed {seed}: reusing {res_file}")
             runs[seed] = json.loads(res_file.read_text())
@@ -161,11 +201,22 @@ def main(argv: list[str] | None = None) -> int:
 
     agg = aggregate(runs)
     budgets = {r["settings"].get("budget") for r in runs.values()}
-    agg.update({"tag": args.tag, "checkpoint": str(args.checkpoint), "budget_per_mode": sorted(budgets),
-                "platform": runs[seeds[0]]["platform"], "val_images": runs[seeds[0]]["val_images"],
-                "test_images": runs[seeds[0]]["test_images"], "argv": sys.argv[1:] if argv is None else argv})
-    md = to_markdown(agg, f"Search over {len(seeds)} seeds: {args.tag} ({args.checkpoint}, "
-                          f"{'/'.join(str(b) for b in sorted(budgets))} candidates per mode)")
+    agg.update(
+        {
+            "tag": args.tag,
+            "checkpoint": str(args.checkpoint),
+            "budget_per_mode": sorted(budgets),
+            "platform": runs[seeds[0]]["platform"],
+            "val_images": runs[seeds[0]]["val_images"],
+            "test_images": runs[seeds[0]]["test_images"],
+            "argv": sys.argv[1:] if argv is None else argv,
+        }
+    )
+    md = to_markdown(
+        agg,
+        f"Search over {len(seeds)} seeds: {args.tag} ({args.checkpoint}, "
+        f"{'/'.join(str(b) for b in sorted(budgets))} candidates per mode)",
+    )
     print()
     print(md)
     atomic_write_json(RESULTS / f"search-seeds-{args.tag}.json", agg)

@@ -19,6 +19,7 @@ Usage::
 
 Writes ``benchmarks/results/selection_noise.json`` and prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,11 +48,12 @@ def pooled_candidates(search_dir: Path) -> dict[str, dict[str, Any]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise QuasarError(f"{f}:{n}: not a JSON line ({exc})") from None
-            if rec.get("event") != "candidate" or rec.get("val_top1") is None:   # None: screened out by racing
+            if rec.get("event") != "candidate" or rec.get("val_top1") is None:  # None: screened out by racing
                 continue
             key = json.dumps(rec["subnet"], sort_keys=True)
-            entry = out.setdefault(key, {"subnet": rec["subnet"], "val_top1": rec["val_top1"], "fps": rec["fps"],
-                                         "modes": []})
+            entry = out.setdefault(
+                key, {"subnet": rec["subnet"], "val_top1": rec["val_top1"], "fps": rec["fps"], "modes": []}
+            )
             entry["modes"].append(mode)
     if not out:
         raise QuasarError(f"no measured candidates in {search_dir} (expected history.jsonl from a search)")
@@ -60,6 +62,7 @@ def pooled_candidates(search_dir: Path) -> dict[str, dict[str, Any]]:
 
 def spearman(a: list[float], b: list[float]) -> float:
     """Spearman rank correlation (average ranks for ties)."""
+
     def ranks(xs: list[float]) -> list[float]:
         order = sorted(range(len(xs)), key=lambda i: xs[i])
         r = [0.0] * len(xs)
@@ -87,7 +90,7 @@ def top1(c) -> float:
 
 def paired_se(a, b) -> float:
     """Standard error (points) of ``mean(a) - mean(b)`` for 0/1 correctness vectors on the same images."""
-    d = (a.float() - b.float())
+    d = a.float() - b.float()
     return 100.0 * float(d.std(unbiased=True)) / math.sqrt(d.numel())
 
 
@@ -141,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for t in pareto["targets"]:
         # ordered as the search picks its winner: validation top-1, ties to the faster subnet
-        meeting = sorted((c for c in pool.values() if c["fps"] >= t["target_fps"]),
-                         key=lambda c: (-c["val_top1"], -c["fps"]))
-        top = meeting[:args.top]
+        meeting = sorted(
+            (c for c in pool.values() if c["fps"] >= t["target_fps"]), key=lambda c: (-c["val_top1"], -c["fps"])
+        )
+        top = meeting[: args.top]
         if len(top) < 2:
             continue
         scored = []
@@ -153,32 +157,62 @@ def run(args: argparse.Namespace) -> int:
             scored.append((c, v, te))
         for c, v, _ in scored:  # the split is the one the search used: same figures
             if abs(top1(v) - c["val_top1"]) > 1e-9:
-                raise QuasarError(f"validation top-1 {top1(v):.2f} differs from the search's "
-                                  f"{c['val_top1']:.2f}: is --checkpoint the supernet this search used?")
+                raise QuasarError(
+                    f"validation top-1 {top1(v):.2f} differs from the search's "
+                    f"{c['val_top1']:.2f}: is --checkpoint the supernet this search used?"
+                )
         best_v, best_t = scored[0][1], scored[0][2]
         cands = []
         for c, v, te in scored:
-            cands.append({"subnet": c["subnet"], "modes": sorted(set(c["modes"])), "fps": c["fps"],
-                          "share_8bit": sum(c["subnet"]["w8_shares"]) / len(c["subnet"]["w8_shares"]),
-                          "val_top1": top1(v), "test_top1": top1(te), "val_gap_to_best": top1(best_v) - top1(v),
-                          "val_gap_se": paired_se(best_v, v) if v is not best_v else 0.0,
-                          "test_gap_to_val_best": top1(best_t) - top1(te)})
+            cands.append(
+                {
+                    "subnet": c["subnet"],
+                    "modes": sorted(set(c["modes"])),
+                    "fps": c["fps"],
+                    "share_8bit": sum(c["subnet"]["w8_shares"]) / len(c["subnet"]["w8_shares"]),
+                    "val_top1": top1(v),
+                    "test_top1": top1(te),
+                    "val_gap_to_best": top1(best_v) - top1(v),
+                    "val_gap_se": paired_se(best_v, v) if v is not best_v else 0.0,
+                    "test_gap_to_val_best": top1(best_t) - top1(te),
+                }
+            )
         vals, tests = [c["val_top1"] for c in cands], [c["test_top1"] for c in cands]
         test_rank = 1 + sum(x > tests[0] for x in tests)
-        rows.append({"target": t["name"], "target_fps": t["target_fps"], "candidates": cands,
-                     "spearman_val_test": spearman(vals, tests), "test_rank_of_val_best": test_rank,
-                     "val_range": max(vals) - min(vals), "test_range": max(tests) - min(tests),
-                     "median_gap_se": sorted(c["val_gap_se"] for c in cands[1:])[len(cands[1:]) // 2]})
+        rows.append(
+            {
+                "target": t["name"],
+                "target_fps": t["target_fps"],
+                "candidates": cands,
+                "spearman_val_test": spearman(vals, tests),
+                "test_rank_of_val_best": test_rank,
+                "val_range": max(vals) - min(vals),
+                "test_range": max(tests) - min(tests),
+                "median_gap_se": sorted(c["val_gap_se"] for c in cands[1:])[len(cands[1:]) // 2],
+            }
+        )
 
-    out = {"search_dir": str(root), "checkpoint": str(checkpoint), "top": args.top, "val_images": len(splits.val),
-           "test_images": len(splits.test), "targets": rows}
-    lines = [f"Top {args.top} candidates per target by validation top-1 ({len(splits.val)} images), pooled over "
-             f"every mode of {root}; test on {len(splits.test)} images.", "",
-             "| target | val range | test range | median paired SE of a val gap | Spearman val/test | "
-             "test rank of the val-best |", "|---|---|---|---|---|---|"]
+    out = {
+        "search_dir": str(root),
+        "checkpoint": str(checkpoint),
+        "top": args.top,
+        "val_images": len(splits.val),
+        "test_images": len(splits.test),
+        "targets": rows,
+    }
+    lines = [
+        f"Top {args.top} candidates per target by validation top-1 ({len(splits.val)} images), pooled over "
+        f"every mode of {root}; test on {len(splits.test)} images.",
+        "",
+        "| target | val range | test range | median paired SE of a val gap | Spearman val/test | "
+        "test rank of the val-best |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['target']} | {r['val_range']:.2f} | {r['test_range']:.2f} | {r['median_gap_se']:.2f} | "
-                     f"{r['spearman_val_test']:+.2f} | {r['test_rank_of_val_best']} of {len(r['candidates'])} |")
+        lines.append(
+            f"| {r['target']} | {r['val_range']:.2f} | {r['test_range']:.2f} | {r['median_gap_se']:.2f} | "
+            f"{r['spearman_val_test']:+.2f} | {r['test_rank_of_val_best']} of {len(r['candidates'])} |"
+        )
     print("\n".join(lines))
     atomic_write_json(Path(args.results), out)
     print(f"\nwrote {args.results}")

@@ -12,6 +12,7 @@ Usage::
 
 Writes ``benchmarks/results/share_sensitivity.json`` and prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,16 @@ def sensitivity(checkpoint: str, split: str = "val", device: str = "cpu") -> dic
 
     all_hi, all_lo = acc([hi] * big.depth), acc([lo] * big.depth)
     per_block = [all_hi - acc([lo if j == i else hi for j in range(big.depth)]) for i in range(big.depth)]
-    return {"checkpoint": checkpoint, "split": split, "images": len(data), "w_bits_low": cfg.quant.w_bits_low,
-            "architecture": big.describe(), "all_8bit": all_hi, "all_low": all_lo,
-            "drop_block_low": per_block}
+    return {
+        "checkpoint": checkpoint,
+        "split": split,
+        "images": len(data),
+        "w_bits_low": cfg.quant.w_bits_low,
+        "architecture": big.describe(),
+        "all_8bit": all_hi,
+        "all_low": all_lo,
+        "drop_block_low": per_block,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---" * (depth + 4) + "|")
     for r in rows:
         drops = [f"{d:+.2f}" for d in r["drop_block_low"]] + ["-"] * (depth - len(r["drop_block_low"]))
-        print(f"| {r['checkpoint']} | {r['w_bits_low']} | {r['all_8bit']:.2f} | {r['all_low']:.2f} | "
-              + " | ".join(drops) + " |")
+        print(
+            f"| {r['checkpoint']} | {r['w_bits_low']} | {r['all_8bit']:.2f} | {r['all_low']:.2f} | "
+            + " | ".join(drops)
+            + " |"
+        )
     atomic_write_json(args.results, {"rows": rows})
     print(f"\nwrote {args.results}")
     return 0

@@ -15,6 +15,7 @@ Usage::
 Other options are passed to ``search.py``; ``--out`` defaults to runs/share-shift/seedN and
 ``--results`` to runs/share-shift/seedN.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ def mutate_with_shift(self, parent, rng, prob):  # noqa: ANN001, ANN201 - same s
     if not self.tie_shares and rng.random() < prob:
         shares = self.space.w8_shares
         d = rng.choice((-1, 1))
-        child = replace(child, w8_shares=tuple(shares[min(len(shares) - 1, max(0, shares.index(s) + d))]
-                                               for s in child.w8_shares))
+        child = replace(
+            child, w8_shares=tuple(shares[min(len(shares) - 1, max(0, shares.index(s) + d))] for s in child.w8_shares)
+        )
     return child
 
 

@@ -12,6 +12,7 @@ Usage:  python benchmarks/supernet.py [--config fmnist-tiny] [--steps N] [--quic
 Writes benchmarks/results/supernet.json and prints a Markdown table.  Training runs are kept in
 --workdir and resumed if interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,15 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     net, _, _ = load_supernet(work / "supernet" / "supernet.pt")
     splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, cfg.train.seed)
     space = cfg.model.space()
-    mixed = space.make(largest.embed_dim, largest.depth, largest.num_heads, largest.mlp_ratios,
-                       [0.5] * largest.depth)
+    mixed = space.make(largest.embed_dim, largest.depth, largest.num_heads, largest.mlp_ratios, [0.5] * largest.depth)
     mixed_top1 = evaluate_subnet(net, mixed, splits.test, BatchTransform.from_config(cfg.data, train=False))
 
     result = {
-        "config": cfg.name, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
+        "config": cfg.name,
+        "steps": cfg.train.steps,
+        "batch_size": cfg.train.batch_size,
         "sandwich_subnets_per_step": len(sandwich_subnets(cfg.model.space(), 0, 1, cfg.train.sandwich_random)),
-        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
-                    "python": sys.version.split()[0], "torch": torch.__version__},
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+        },
         "date": time.strftime("%Y-%m-%d"),
         "seconds": speed,
         "ratio_supernet_step_vs_fp32_step": speed["supernet_step"] / speed["fp32_step"],
@@ -142,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| measure | value |")
     print("|---|---|")
-    print(f"| supernet step / FP32 step of the largest arch (time ratio) | "
-          f"{result['ratio_supernet_step_vs_fp32_step']:.2f}x ({result['sandwich_subnets_per_step']} subnets/step) |")
+    print(
+        f"| supernet step / FP32 step of the largest arch (time ratio) | "
+        f"{result['ratio_supernet_step_vs_fp32_step']:.2f}x ({result['sandwich_subnets_per_step']} subnets/step) |"
+    )
     print(f"| largest-subnet pass in the supernet / FP32 step | {result['ratio_largest_pass_vs_fp32_step']:.2f}x |")
     print(f"| supernet largest subnet top-1 (all rows 8-bit, A6) | {result['supernet_largest_top1']:.2f} % |")
     print(f"| supernet largest arch, 50 % 8-bit rows per layer, top-1 | {mixed_top1:.2f} % |")

@@ -21,6 +21,7 @@ run it larger by hand, e.g.::
 
 Prints one line per kill and ``drill passed`` / ``drill FAILED: ...``; exit 0 only when it passed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def run_cli(args: list[str]) -> float:
     t0 = time.monotonic()
     proc = subprocess.run(CLI + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"drill FAILED: quasar-vit {' '.join(args)} exited {proc.returncode}: "
-                         f"{proc.stderr.strip()[-500:]}")
+        raise SystemExit(
+            f"drill FAILED: quasar-vit {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}"
+        )
     return time.monotonic() - t0
 
 
@@ -63,23 +65,33 @@ def run_and_kill(args: list[str], ready: Callable[[], bool], delay: float) -> bo
                 return True
         time.sleep(0.02)
     if proc.returncode != 0:
-        raise SystemExit(f"drill FAILED: quasar-vit {' '.join(args)} exited {proc.returncode}: "
-                         f"{proc.stderr.read().strip()[-500:] if proc.stderr else ''}")
+        raise SystemExit(
+            f"drill FAILED: quasar-vit {' '.join(args)} exited {proc.returncode}: "
+            f"{proc.stderr.read().strip()[-500:] if proc.stderr else ''}"
+        )
     return False
 
 
-def kill_loop(args: list[str], resume_args: list[str], progress: Callable[[], int], points: list[int],
-              rng: random.Random, after_kill: Callable[[int], None] = lambda i: None) -> None:
+def kill_loop(
+    args: list[str],
+    resume_args: list[str],
+    progress: Callable[[], int],
+    points: list[int],
+    rng: random.Random,
+    after_kill: Callable[[int], None] = lambda i: None,
+) -> None:
     """Run ``args``; kill it once ``progress()`` reaches each of ``points`` (plus a random delay of up to
     0.5 s, so kills also land inside checkpoint and state writes), re-running ``resume_args`` after each
     kill; then run ``resume_args`` to the end."""
     for i, point in enumerate(points):
         delay = rng.uniform(0.0, 0.5)
-        at_launch = progress()   # each run must make progress of its own before its kill: not a kill at import
-        killed = run_and_kill(args if i == 0 else resume_args,
-                              lambda: progress() >= max(point, at_launch + 1), delay)
-        print(f"kill {i + 1}/{len(points)}: at progress {point} + {delay:.2f} s -> "
-              f"{'killed' if killed else 'had already finished'} (progress on disk now {progress()})", flush=True)
+        at_launch = progress()  # each run must make progress of its own before its kill: not a kill at import
+        killed = run_and_kill(args if i == 0 else resume_args, lambda: progress() >= max(point, at_launch + 1), delay)
+        print(
+            f"kill {i + 1}/{len(points)}: at progress {point} + {delay:.2f} s -> "
+            f"{'killed' if killed else 'had already finished'} (progress on disk now {progress()})",
+            flush=True,
+        )
         after_kill(i)
     run_cli(resume_args if points else args)
 
@@ -109,7 +121,7 @@ def logged_step(run: Path) -> int:
     try:
         lines = (run / "metrics.jsonl").read_text().splitlines()
         return int(json.loads(lines[-1])["step"]) if lines else 0
-    except (OSError, ValueError, KeyError):   # not written yet, or a line being written
+    except (OSError, ValueError, KeyError):  # not written yet, or a line being written
         return 0
 
 
@@ -117,10 +129,16 @@ def drill_train(work: Path, cli_args: list[str], kills: int, rng: random.Random)
     ref, run = work / "reference", work / "killed"
     run_cli(["train", "--out", str(ref), "--no-progress", *cli_args])
     points = kill_points(rng, logged_step(ref), kills)
-    kill_loop(["train", "--out", str(run), "--no-progress", *cli_args],
-              ["train", "--out", str(run), "--resume", "--no-progress"], lambda: logged_step(run), points, rng)
-    problems = [f"weights differ: {', '.join(d[:5])}" for d in [tensors_equal(ref / "supernet.pt", run / "supernet.pt")]
-                if d]
+    kill_loop(
+        ["train", "--out", str(run), "--no-progress", *cli_args],
+        ["train", "--out", str(run), "--resume", "--no-progress"],
+        lambda: logged_step(run),
+        points,
+        rng,
+    )
+    problems = [
+        f"weights differ: {', '.join(d[:5])}" for d in [tensors_equal(ref / "supernet.pt", run / "supernet.pt")] if d
+    ]
     if loss_log(ref) != loss_log(run):
         problems.append("metrics.jsonl differs from the uninterrupted run's")
     leftovers = sorted(p.name for p in run.glob(".*.tmp"))
@@ -184,11 +202,10 @@ def drill_export(work: Path, cli_args: list[str], kills: int, rng: random.Random
     for i, when in enumerate(times):
         start = time.monotonic()
         killed = run_and_kill(args, lambda: time.monotonic() - start >= when, 0.0)
-        print(f"kill {i + 1}/{kills}: at {when:.2f} s -> {'killed' if killed else 'had already finished'}",
-              flush=True)
+        print(f"kill {i + 1}/{kills}: at {when:.2f} s -> {'killed' if killed else 'had already finished'}", flush=True)
         check(i)
         if i == 0:
-            run_cli(args)   # later kills hit a re-export over a complete one, which must survive them
+            run_cli(args)  # later kills hit a re-export over a complete one, which must survive them
     run_cli(args)
     if export_state(out) != "complete":
         problems.append(f"the final export is {export_state(out)}")
@@ -202,8 +219,10 @@ DRILLS = {"train": drill_train, "search": drill_search, "export": drill_export}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 usage="%(prog)s {train,search,export} [--kills K] --work DIR -- QUASAR_VIT_ARGS")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s {train,search,export} [--kills K] --work DIR -- QUASAR_VIT_ARGS",
+    )
     ap.add_argument("drill", choices=sorted(DRILLS))
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill points")
@@ -211,11 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     a = ap.parse_args(argv[:cut])
-    cli_args = argv[cut + 1:]   # after --: the quasar-vit arguments of the job, without --out
+    cli_args = argv[cut + 1 :]  # after --: the quasar-vit arguments of the job, without --out
     work = Path(a.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    os.environ.setdefault("OMP_NUM_THREADS", "2")   # same threads in every run: same float reductions
+    os.environ.setdefault("OMP_NUM_THREADS", "2")  # same threads in every run: same float reductions
     problems = DRILLS[a.drill](work, cli_args, a.kills, random.Random(a.seed))
     print("drill passed" if not problems else "drill FAILED: " + "; ".join(problems), flush=True)
     return 0 if not problems else 1

@@ -1,4 +1,5 @@
 """Shared fixtures: small real data (Fashion-MNIST subsets) and small real models."""
+
 from __future__ import annotations
 
 import os
@@ -12,16 +13,29 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-TINY_SPACE = ["model.embed_dims=[16, 32]", "model.depths=[1, 2]", "model.num_heads=[1, 2]",
-              "model.mlp_ratios=[1.0, 2.0]", "model.head_dim=8", "model.patch_size=7"]
+TINY_SPACE = [
+    "model.embed_dims=[16, 32]",
+    "model.depths=[1, 2]",
+    "model.num_heads=[1, 2]",
+    "model.mlp_ratios=[1.0, 2.0]",
+    "model.head_dim=8",
+    "model.patch_size=7",
+]
 
 
 def tiny_overrides(steps: int = 12) -> list[str]:
     """A CPU-seconds budget: a small real ViT space on a Fashion-MNIST subset, few steps."""
     return TINY_SPACE + [
-        f"train.steps={steps}", "train.batch_size=32", "train.warmup_steps=2", "train.log_every=4",
-        "train.checkpoint_every=4", "data.train_limit=512", "data.test_limit=256", "data.val_size=256",
-        "train.sandwich_random=1"]
+        f"train.steps={steps}",
+        "train.batch_size=32",
+        "train.warmup_steps=2",
+        "train.log_every=4",
+        "train.checkpoint_every=4",
+        "data.train_limit=512",
+        "data.test_limit=256",
+        "data.val_size=256",
+        "train.sandwich_random=1",
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +56,16 @@ def tiny_config(fmnist_available):
 #: activation ranges and steps are those of a model that has learnt something (about 70 % top-1 on the
 #: test subset), not of an 8-step model near chance
 TRAINED_OVERRIDES = TINY_SPACE + [
-    "train.steps=300", "train.batch_size=32", "train.warmup_steps=20", "train.log_every=50",
-    "train.checkpoint_every=300", "data.train_limit=4096", "data.test_limit=400", "data.val_size=256",
-    "train.sandwich_random=1"]
+    "train.steps=300",
+    "train.batch_size=32",
+    "train.warmup_steps=20",
+    "train.log_every=50",
+    "train.checkpoint_every=300",
+    "data.train_limit=4096",
+    "data.test_limit=400",
+    "data.val_size=256",
+    "train.sandwich_random=1",
+]
 
 
 @pytest.fixture(scope="session")

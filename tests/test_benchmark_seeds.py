@@ -1,4 +1,5 @@
 """The multi-seed search benchmark's aggregation: paired differences and dominance counts."""
+
 from __future__ import annotations
 
 import json
@@ -14,26 +15,35 @@ def _summary(seed: int, flex: list[float | None], fixed: list[float], hv: tuple[
     targets = [{"name": "a", "fps": 10.0}, {"name": "b", "fps": 20.0}]
 
     def row(mode, accs, h):
-        return {"mode": mode, "hypervolume_normalized": h,
-                "targets": {t["name"]: ({"test_top1": a} if a is not None else {"status": "not met"})
-                            for t, a in zip(targets, accs)}}
+        return {
+            "mode": mode,
+            "hypervolume_normalized": h,
+            "targets": {
+                t["name"]: ({"test_top1": a} if a is not None else {"status": "not met"}) for t, a in zip(targets, accs)
+            },
+        }
 
-    return {"targets": targets, "settings": {"seed": seed},
-            "modes": [row("flexible", flex, hv[0]), row("fixed", fixed, hv[1])],
-            "dominance": {"fixed": {"dominates_main": dominated, "dominated_by_main": False}}}
+    return {
+        "targets": targets,
+        "settings": {"seed": seed},
+        "modes": [row("flexible", flex, hv[0]), row("fixed", fixed, hv[1])],
+        "dominance": {"fixed": {"dominates_main": dominated, "dominated_by_main": False}},
+    }
 
 
 def test_aggregate_pairs_seeds_and_counts_dominance():
-    runs = {0: _summary(0, [80.0, 70.0], [79.0, 71.0], (0.5, 0.4), False),
-            1: _summary(1, [81.0, None], [80.0, 70.0], (0.6, 0.7), True),
-            2: _summary(2, [82.0, 72.0], [80.0, 71.0], (0.7, 0.6), False)}
+    runs = {
+        0: _summary(0, [80.0, 70.0], [79.0, 71.0], (0.5, 0.4), False),
+        1: _summary(1, [81.0, None], [80.0, 70.0], (0.6, 0.7), True),
+        2: _summary(2, [82.0, 72.0], [80.0, 71.0], (0.7, 0.6), False),
+    }
     agg = search_seeds.aggregate(runs)
     flex = agg["modes"]["flexible"]["test_top1"]
     assert flex["a"]["mean"] == 81.0 and flex["b"]["met_in"] == 2 and flex["b"]["mean"] == 71.0
     d = agg["paired"]["fixed"]["test_top1_diff"]
     assert d["a"]["per_seed"] == [1.0, 1.0, 2.0]
-    assert math.isclose(d["a"]["mean"], 4 / 3) and math.isclose(d["a"]["se"], (1 / 3) ** 0.5 / 3 ** 0.5)
-    assert d["b"]["per_seed"] == [-1.0, 1.0]          # seed 1 missed target b: not paired
+    assert math.isclose(d["a"]["mean"], 4 / 3) and math.isclose(d["a"]["se"], (1 / 3) ** 0.5 / 3**0.5)
+    assert d["b"]["per_seed"] == [-1.0, 1.0]  # seed 1 missed target b: not paired
     p = agg["paired"]["fixed"]
     assert p["seeds_dominating_main"] == 1 and p["seeds_dominated_by_main"] == 0 and p["dominance_known"]
     assert math.isclose(p["hypervolume_diff"]["mean"], 0.1 / 3)
@@ -70,7 +80,8 @@ def test_selection_noise_helpers(tmp_path):
     (tmp_path / "history.jsonl").write_text(cand(sub, 80.0) + "\n" + json.dumps({"event": "generation"}) + "\n")
     (tmp_path / "baselines" / "fixed").mkdir(parents=True)
     (tmp_path / "baselines" / "fixed" / "history.jsonl").write_text(
-        cand(sub, 80.0) + "\n" + cand({**sub, "depth": 5}, 81.0) + "\n")
+        cand(sub, 80.0) + "\n" + cand({**sub, "depth": 5}, 81.0) + "\n"
+    )
     pool = selection_noise.pooled_candidates(tmp_path)
     assert len(pool) == 2
     assert sorted(e["modes"] for e in pool.values()) == [["fixed"], ["main", "fixed"]]

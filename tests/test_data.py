@@ -1,4 +1,5 @@
 """Tests of the data package: readers, safety of the CIFAR unpickler, splits, transforms, loaders."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,9 +13,22 @@ import torch
 from PIL import Image
 
 from quasar_vit.config import DataConfig
-from quasar_vit.data import (BatchTransform, ImageFolderDataset, TensorBatchLoader, TensorImageDataset,
-                             batches_per_epoch, build_datasets, epoch_indices, infinite_batches,
-                             load_cifar10_split, make_loader, mixup, read_idx, safe_load_pickle, write_idx)
+from quasar_vit.data import (
+    BatchTransform,
+    ImageFolderDataset,
+    TensorBatchLoader,
+    TensorImageDataset,
+    batches_per_epoch,
+    build_datasets,
+    epoch_indices,
+    infinite_batches,
+    load_cifar10_split,
+    make_loader,
+    mixup,
+    read_idx,
+    safe_load_pickle,
+    write_idx,
+)
 from quasar_vit.data.idx import load_idx_split
 from quasar_vit.errors import DataError
 
@@ -22,6 +36,7 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 # ---------------------------------------------------------------- IDX
+
 
 def _write_mnist_root(root: Path, n_train: int = 40, n_test: int = 12, gz: bool = True, size: int = 28) -> None:
     rng = np.random.default_rng(0)
@@ -113,14 +128,18 @@ def test_resize_at_load(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- CIFAR
 
+
 def _write_cifar(root: Path, n: int = 6, protocol: int = 2) -> Path:
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"batch_label": b"fake", b"labels": [int(v) for v in rng.integers(0, 10, n)],
-                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"filenames": [b"f%d.png" % i for i in range(n)]}
+        batch = {
+            b"batch_label": b"fake",
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [b"f%d.png" % i for i in range(n)],
+        }
         (d / name).write_bytes(pickle.dumps(batch, protocol=protocol))
     meta = {b"label_names": [c.encode() for c in "abcdefghij"], b"num_vis": 3072}
     (d / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
@@ -134,8 +153,7 @@ def test_cifar_loads(tmp_path: Path, protocol: int) -> None:
     assert x.shape == (30, 3, 32, 32) and x.dtype == np.uint8 and y.shape == (30,)
     ref = pickle.loads((d / "data_batch_1").read_bytes())
     np.testing.assert_array_equal(x[:6].reshape(6, -1), ref[b"data"])
-    s = build_datasets(DataConfig(name="cifar10", root=str(d), val_size=5, mean=[0.5] * 3, std=[0.25] * 3),
-                       32, 3, 10)
+    s = build_datasets(DataConfig(name="cifar10", root=str(d), val_size=5, mean=[0.5] * 3, std=[0.25] * 3), 32, 3, 10)
     assert (len(s.train), len(s.val), len(s.test)) == (25, 5, 6)
     assert s.classes == list("abcdefghij")
 
@@ -197,9 +215,12 @@ def test_codecs_encode_restricted(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- ImageFolder
 
+
 def _write_tree(root: Path) -> None:
-    sizes = {"train": {"zebra": [(40, 30), (25, 50)], "ant": [(32, 32), (60, 20), (33, 47)]},
-             "val": {"zebra": [(30, 30)], "ant": [(50, 40)]}}
+    sizes = {
+        "train": {"zebra": [(40, 30), (25, 50)], "ant": [(32, 32), (60, 20), (33, 47)]},
+        "val": {"zebra": [(30, 30)], "ant": [(50, 40)]},
+    }
     for split, classes in sizes.items():
         for cls, dims in classes.items():
             (root / split / cls).mkdir(parents=True)
@@ -207,7 +228,8 @@ def _write_tree(root: Path) -> None:
                 mode = "L" if i == 1 else "RGB"
                 color = 200 if cls == "zebra" else 50
                 Image.new(mode, (w, h), color if mode == "L" else (color, color, color)).save(
-                    root / split / cls / f"img{i}.png")
+                    root / split / cls / f"img{i}.png"
+                )
     (root / "train" / "ant" / "notes.txt").write_text("not an image")
 
 
@@ -222,8 +244,9 @@ def test_imagefolder(tmp_path: Path) -> None:
     assert int(ds[3][0].float().mean().round()) == 200 and int(ds[0][0].float().mean().round()) == 50
     grey = ImageFolderDataset(tmp_path / "train", img_size=8, in_chans=1)
     assert grey[0][0].shape == (1, 8, 8)
-    s = build_datasets(DataConfig(name="imagefolder", root=str(tmp_path), val_size=1,
-                                  mean=[0.5] * 3, std=[0.5] * 3), 16, 3, 2)
+    s = build_datasets(
+        DataConfig(name="imagefolder", root=str(tmp_path), val_size=1, mean=[0.5] * 3, std=[0.5] * 3), 16, 3, 2
+    )
     assert (len(s.train), len(s.val), len(s.test)) == (4, 1, 2) and s.classes == ["ant", "zebra"]
     loader = make_loader(s.train, batch_size=3, shuffle=True, seed=0, drop_last=False)
     xb, yb = next(iter(loader))
@@ -246,6 +269,7 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- splits
 
+
 def _tensor_ds(n: int = 50, c: int = 1, size: int = 8) -> TensorImageDataset:
     x = torch.arange(n, dtype=torch.int64).view(n, 1, 1, 1).expand(n, c, size, size).to(torch.uint8)
     return TensorImageDataset(x.contiguous(), torch.arange(n) % 10)
@@ -263,13 +287,15 @@ def test_val_split_deterministic_and_disjoint(tmp_path: Path) -> None:
     torch.testing.assert_close(a.train.images, b.train.images)
     assert ids(a.val) != ids(c.val)
     assert not ids(a.val) & ids(a.train) and len(ids(a.val) | ids(a.train)) == 60
-    limited = build_datasets(DataConfig(name="mnist", root=str(tmp_path), val_size=15, train_limit=20,
-                                        test_limit=5), 28, 1, 10)
+    limited = build_datasets(
+        DataConfig(name="mnist", root=str(tmp_path), val_size=15, train_limit=20, test_limit=5), 28, 1, 10
+    )
     assert (len(limited.train), len(limited.val), len(limited.test)) == (20, 15, 5)
     assert ids(limited.val) == ids(a.val) and ids(limited.train) <= ids(a.train)
 
 
 # ---------------------------------------------------------------- transforms
+
 
 def test_batch_transform_shapes_and_normalisation() -> None:
     x = torch.full((4, 3, 10, 10), 128, dtype=torch.uint8)
@@ -293,8 +319,12 @@ def test_flip_and_crop() -> None:
     g = torch.Generator().manual_seed(3)
     out = crop(x.repeat(32, 1, 1, 1), g)
     padded = torch.nn.functional.pad(x.float(), (1, 1, 1, 1))
-    windows = {padded[i % 2, 0, r:r + 4, c:c + 5].numpy().tobytes(): (i % 2, r, c)
-               for i in range(2) for r in range(3) for c in range(3)}
+    windows = {
+        padded[i % 2, 0, r : r + 4, c : c + 5].numpy().tobytes(): (i % 2, r, c)
+        for i in range(2)
+        for r in range(3)
+        for c in range(3)
+    }
     seen = set()
     for i, img in enumerate(out):
         key = img[0].numpy().tobytes()
@@ -321,6 +351,7 @@ def test_mixup() -> None:
 
 # ---------------------------------------------------------------- loaders
 
+
 def _order(loader) -> list[int]:  # noqa: ANN001
     return [int(v) for xb, _ in loader for v in xb[:, 0, 0, 0]]
 
@@ -339,6 +370,7 @@ def test_loader_reproducible_per_epoch() -> None:
     assert _order(c) == list(range(50)) and len(c) == 7
     # the in-memory fast path and the DataLoader path agree on the order
     from torch.utils.data import Subset
+
     slow = make_loader(Subset(ds, range(50)), 8, shuffle=True, seed=1, drop_last=True)
     a.set_epoch(2)
     slow.sampler.set_epoch(2)
@@ -353,10 +385,12 @@ def test_infinite_batches_resume() -> None:
     assert [e for e, _ in full] == [0] * 5 + [1] * 5 + [2] * 3
     per = batches_per_epoch(loader)
     step = 7
-    resumed = infinite_batches(make_loader(ds, 4, shuffle=True, seed=7, drop_last=True),
-                               start_epoch=step // per, start_batch=step % per)
+    resumed = infinite_batches(
+        make_loader(ds, 4, shuffle=True, seed=7, drop_last=True), start_epoch=step // per, start_batch=step % per
+    )
     assert [(e, b[0][:, 0, 0, 0].tolist()) for e, b in (next(resumed) for _ in range(6))] == full[7:13]
     from torch.utils.data import Subset
+
     slow = make_loader(Subset(ds, range(20)), 4, shuffle=True, seed=7, drop_last=True)
     slow_resumed = infinite_batches(slow, start_epoch=1, start_batch=2)
     assert [(e, b[0][:, 0, 0, 0].tolist()) for e, b in (next(slow_resumed) for _ in range(6))] == full[7:13]
@@ -367,8 +401,7 @@ def test_distributed_shards(n: int, drop_last: bool) -> None:
     ds = _tensor_ds(n)
     shards = []
     for rank in range(4):
-        ld = make_loader(ds, 5, shuffle=True, seed=0, drop_last=drop_last, distributed=True, rank=rank,
-                         world_size=4)
+        ld = make_loader(ds, 5, shuffle=True, seed=0, drop_last=drop_last, distributed=True, rank=rank, world_size=4)
         ld.set_epoch(1)
         shards.append(_order(ld))
     assert len({len(s) for s in shards}) == 1  # equal batch counts per rank: no DDP hang
@@ -383,6 +416,7 @@ def test_distributed_shards(n: int, drop_last: bool) -> None:
 
 def test_matches_distributed_sampler() -> None:
     from torch.utils.data import DistributedSampler
+
     for drop_last in (False, True):
         s = DistributedSampler(range(50), num_replicas=4, rank=2, shuffle=True, seed=3, drop_last=drop_last)
         s.set_epoch(5)
@@ -390,6 +424,7 @@ def test_matches_distributed_sampler() -> None:
 
 
 # ---------------------------------------------------------------- real data
+
 
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST not installed")
 def test_real_fashion_mnist() -> None:

@@ -1,4 +1,5 @@
 """The end-to-end demo on a tiny budget: every stage runs, reruns skip, changed settings are refused."""
+
 from __future__ import annotations
 
 import json
@@ -16,19 +17,37 @@ def _tiny_config(tmp_path):
 
     from quasar_vit.config import load_config
 
-    cfg = load_config("fmnist-tiny", TINY_SPACE + ["train.batch_size=32", "train.warmup_steps=2",
-                                                   "train.checkpoint_every=4", "data.train_limit=512",
-                                                   "data.test_limit=200", "data.val_size=200",
-                                                   "train.sandwich_random=1"])
+    cfg = load_config(
+        "fmnist-tiny",
+        TINY_SPACE
+        + [
+            "train.batch_size=32",
+            "train.warmup_steps=2",
+            "train.checkpoint_every=4",
+            "data.train_limit=512",
+            "data.test_limit=200",
+            "data.val_size=200",
+            "train.sandwich_random=1",
+        ],
+    )
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     return str(path)
 
 
 def test_demo_end_to_end_and_resume(tmp_path, fmnist_available):
-    s = DemoSettings(config=_tiny_config(tmp_path), train_steps=8, population=4, generations=2, mutations=2,
-                     crossovers=2, val_size=200, verify_limit=100, csim_limit=20,
-                     csim=shutil.which("g++") is not None)
+    s = DemoSettings(
+        config=_tiny_config(tmp_path),
+        train_steps=8,
+        population=4,
+        generations=2,
+        mutations=2,
+        crossovers=2,
+        val_size=200,
+        verify_limit=100,
+        csim_limit=20,
+        csim=shutil.which("g++") is not None,
+    )
     out = tmp_path / "demo"
     lines: list[str] = []
     summary = run_demo(out, s, progress=False, say=lines.append)

@@ -1,4 +1,5 @@
 """Export: integer weights, integer reference engine, TorchScript, ONNX, accelerator config, errors."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import torch
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
-SUBNET: dict = {}   # filled by the `trained` fixture from the config's search space
+SUBNET: dict = {}  # filled by the `trained` fixture from the config's search space
 
 
 def _subnet_in(space) -> dict:
@@ -19,8 +20,9 @@ def _subnet_in(space) -> dict:
     cyc = lambda xs: [xs[i % len(xs)] for i in range(d)]  # noqa: E731
     shares = [0.0, 0.25, 0.5, 1.0]
     shares = [s for s in shares if s in space.w8_shares] or list(space.w8_shares)
-    return space.make(space.embed_dims[min(1, len(space.embed_dims) - 1)], d, cyc(space.num_heads),
-                      cyc(space.mlp_ratios), cyc(shares)).to_dict()
+    return space.make(
+        space.embed_dims[min(1, len(space.embed_dims) - 1)], d, cyc(space.num_heads), cyc(space.mlp_ratios), cyc(shares)
+    ).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +70,27 @@ def test_nibble_split_is_exact_for_every_int8():
     assert np.array_equal(16 * ahi + alo, a) and ahi.min() == -2 and ahi.max() == 1
     # two nibble passes == one 8-bit GEMM, on every code pair
     x = np.arange(-32, 32, dtype=np.int64)[:, None]
-    assert np.array_equal(16 * (x @ hi.reshape(1, -1).astype(np.int64)) + x @ lo.reshape(1, -1).astype(np.int64),
-                          x @ w.reshape(1, -1).astype(np.int64))
+    assert np.array_equal(
+        16 * (x @ hi.reshape(1, -1).astype(np.int64)) + x @ lo.reshape(1, -1).astype(np.int64),
+        x @ w.reshape(1, -1).astype(np.int64),
+    )
     with pytest.raises(ValueError):
         nibble_split(np.array([200]))
 
 
 def test_export_writes_every_artifact(exported):
-    for name in ("export.json", "subnet.json", "model.pt2", "model_state.pt", "weights.npz", "manifest.json",
-                 "model.onnx", "bitmap.json", "accelerator.json", "report.md"):
+    for name in (
+        "export.json",
+        "subnet.json",
+        "model.pt2",
+        "model_state.pt",
+        "weights.npz",
+        "manifest.json",
+        "model.onnx",
+        "bitmap.json",
+        "accelerator.json",
+        "report.md",
+    ):
         assert (exported / name).is_file(), name
     assert {p.name for p in (exported / "plots").iterdir()} >= {"bitmix.png", "latency.png", "time_breakdown.png"}
     leftovers = [p.name for p in exported.parent.iterdir() if p.name.startswith(".exp")]
@@ -86,8 +100,16 @@ def test_export_writes_every_artifact(exported):
     ev = info["evaluation"]
     assert ev["images"] == 1000 and ev["agreement_integer"] >= 99.5 and ev["agreement_onnx"] >= 99.5
     report = (exported / "report.md").read_text()
-    for section in ("## Architecture", "## Per-layer bit mix", "## Per-layer latency", "## Accelerator",
-                    "## Where the time goes", "plots/bitmix.png", f"blocks.{SUBNET['depth'] - 1}.fc2", "FPS"):
+    for section in (
+        "## Architecture",
+        "## Per-layer bit mix",
+        "## Per-layer latency",
+        "## Accelerator",
+        "## Where the time goes",
+        "plots/bitmix.png",
+        f"blocks.{SUBNET['depth'] - 1}.fc2",
+        "FPS",
+    ):
         assert section in report
 
 
@@ -123,7 +145,7 @@ def test_integer_engine_matches_fake_quant(exported, images):
     from quasar_vit.export import IntegerViT, load_subnet_model
 
     x, y = images
-    model = load_subnet_model(exported)          # the QuantViT itself (fake-quant, LSQ code path)
+    model = load_subnet_model(exported)  # the QuantViT itself (fake-quant, LSQ code path)
     with torch.no_grad():
         ref = model(x).numpy()
     engine = IntegerViT.from_dir(exported)
@@ -165,7 +187,7 @@ def test_onnx_matches_pytorch(exported, images):
     x, _ = images
     model = onnx.load(str(exported / "model.onnx"))
     kinds = {t.data_type for t in model.graph.initializer}
-    assert onnx.TensorProto.INT4 in kinds and onnx.TensorProto.INT8 in kinds   # 4-bit and 8-bit row groups
+    assert onnx.TensorProto.INT4 in kinds and onnx.TensorProto.INT8 in kinds  # 4-bit and 8-bit row groups
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Clip", "LayerNormalization", "Erf", "Softmax"} <= ops
     with torch.no_grad():
@@ -174,8 +196,10 @@ def test_onnx_matches_pytorch(exported, images):
     agree = 100.0 * np.mean(out.argmax(1) == ref.argmax(1))
     err = np.abs(out - ref)
     close = err.max(1) < 1e-4
-    print(f"onnxruntime vs PyTorch: agreement {agree:.2f} %, max abs {err.max():.3g}, "
-          f"images within 1e-4: {100 * close.mean():.2f} %")
+    print(
+        f"onnxruntime vs PyTorch: agreement {agree:.2f} %, max abs {err.max():.3g}, "
+        f"images within 1e-4: {100 * close.mean():.2f} %"
+    )
     assert agree >= 99.5
     # float rounding, except where a 6-bit code flipped at a .5 boundary and the flip propagated
     assert close.mean() >= 0.98 and np.median(err) < 1e-5
@@ -264,8 +288,12 @@ def _corrupt_consistently(export_dir, layer: str) -> None:
     arrays[f"{layer}.hi"], arrays[f"{layer}.lo"] = nibble_split(w[arrays[f"{layer}.rows8"]])
     save_weights(export_dir, arrays, manifest)
     sub = manifest["subnet"]
-    save_program(DeployViT(build_ir(arrays, manifest)), torch.zeros(2, sub["in_chans"], sub["img_size"], sub["img_size"]),
-                 export_dir / "model.pt2", {"subnet": sub, "quant": manifest["quant"]})
+    save_program(
+        DeployViT(build_ir(arrays, manifest)),
+        torch.zeros(2, sub["in_chans"], sub["img_size"], sub["img_size"]),
+        export_dir / "model.pt2",
+        {"subnet": sub, "quant": manifest["quant"]},
+    )
 
 
 def test_verify_catches_a_consistently_corrupted_export(exported, tmp_path, capsys):
@@ -287,7 +315,7 @@ def test_verify_catches_a_consistently_corrupted_export(exported, tmp_path, caps
     print({k: ck[k] for k in ("agreement_percent", "max_abs_logit_error", "flipped_code_fraction")})
     assert ck["checked"] and not ck["passed"] and not res["passed"]
     assert ck["agreement_percent"] < 99.5 and ck["flipped_code_fraction"] > 1e-2
-    assert res["agreement_percent"] >= 99.5          # engine and model.pt2 still agree with each other
+    assert res["agreement_percent"] >= 99.5  # engine and model.pt2 still agree with each other
 
 
 def test_verify_without_the_checkpoint(trained, exported, tmp_path, capsys):
@@ -299,8 +327,10 @@ def test_verify_without_the_checkpoint(trained, exported, tmp_path, capsys):
     _set_recorded_checkpoint(moved, tmp_path / "gone" / "supernet.pt")
     assert main(["verify", str(moved), "--limit", "50"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-2] == (f"checkpoint not found: {tmp_path / 'gone' / 'supernet.pt'} (recorded in export.json): "
-                         "compared with the deploy model only")
+    assert lines[-2] == (
+        f"checkpoint not found: {tmp_path / 'gone' / 'supernet.pt'} (recorded in export.json): "
+        "compared with the deploy model only"
+    )
     assert lines[-1].startswith("verify PASSED: integer engine vs deploy model (model.pt2")
     assert "no checkpoint comparison" in lines[-1]
     res = json.loads((moved / "verify.json").read_text())
@@ -342,10 +372,12 @@ def test_bad_inputs_give_one_error_and_leave_nothing(trained, tmp_path, capsys):
     assert "unknown platform" in _cli_error(capsys, base + ["--subnet", str(sub), "--platform", "nosuchboard"])
 
     board = tmp_path / "tiny.yaml"
-    board.write_text("name: tiny\ndescription: too small\npart: none\nlut: 4000\nff: 8000\ndsp: 10\nbram: 4\n"
-                     "uram: 0\nclock_mhz: 100\nddr_gbps: 4.0\nddr_efficiency: 0.75\n"
-                     "util_cap: {lut: 0.7, ff: 0.7, dsp: 0.8, bram: 0.8, uram: 0.8}\n"
-                     "host: {kind: arm-cortex-a53, cores: 2, clock_mhz: 1000}\n")
+    board.write_text(
+        "name: tiny\ndescription: too small\npart: none\nlut: 4000\nff: 8000\ndsp: 10\nbram: 4\n"
+        "uram: 0\nclock_mhz: 100\nddr_gbps: 4.0\nddr_efficiency: 0.75\n"
+        "util_cap: {lut: 0.7, ff: 0.7, dsp: 0.8, bram: 0.8, uram: 0.8}\n"
+        "host: {kind: arm-cortex-a53, cores: 2, clock_mhz: 1000}\n"
+    )
     assert "tiny" in _cli_error(capsys, base + ["--subnet", str(sub), "--platform", str(board)])
 
     # a checkpoint whose weights belong to another config
@@ -369,7 +401,8 @@ def test_bad_inputs_give_one_error_and_leave_nothing(trained, tmp_path, capsys):
     keep.mkdir()
     (keep / "precious.txt").write_text("x")
     assert "not a quasar-vit export" in _cli_error(
-        capsys, ["export", "--checkpoint", str(ckpt), "--subnet", str(sub), "--out", str(keep), "--no-eval"])
+        capsys, ["export", "--checkpoint", str(ckpt), "--subnet", str(sub), "--out", str(keep), "--no-eval"]
+    )
     assert (keep / "precious.txt").read_text() == "x"
 
     assert "not a quasar-vit export" in _cli_error(capsys, ["verify", str(keep)])
@@ -393,6 +426,18 @@ def test_force_never_replaces_a_training_run(trained, tmp_path, capsys):
 
 def test_explicit_missing_data_root_is_an_error(trained, tmp_path, capsys):
     root, ckpt, sub = trained
-    err = _cli_error(capsys, ["export", "--checkpoint", str(ckpt), "--subnet", str(sub), "--out",
-                              str(tmp_path / "o"), "--data-root", str(tmp_path / "nowhere")])
+    err = _cli_error(
+        capsys,
+        [
+            "export",
+            "--checkpoint",
+            str(ckpt),
+            "--subnet",
+            str(sub),
+            "--out",
+            str(tmp_path / "o"),
+            "--data-root",
+            str(tmp_path / "nowhere"),
+        ],
+    )
     assert "nowhere" in err and not (tmp_path / "o").exists()

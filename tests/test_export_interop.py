@@ -1,4 +1,5 @@
 """The exports other tools read: QONNX (qonnx/FINN/hls4ml), torch.export (model.pt2), the onnxruntime integer graph."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,8 +15,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_QONNX = importlib.util.find_spec("qonnx") is not None
-needs_qonnx = pytest.mark.skipif(not HAS_QONNX,
-                                 reason="the qonnx package is not installed (pip install quasar-vit[qonnx])")
+needs_qonnx = pytest.mark.skipif(
+    not HAS_QONNX, reason="the qonnx package is not installed (pip install quasar-vit[qonnx])"
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +28,9 @@ def exported(trained_run, tmp_path_factory):
     cfg, run = trained_run
     space = cfg.model.space()
     d = space.depths[-1]
-    shares = [space.w8_shares[(i + 1) % len(space.w8_shares)] for i in range(d)]   # 0.25, 0.5: both row groups
+    shares = [space.w8_shares[(i + 1) % len(space.w8_shares)] for i in range(d)]  # 0.25, 0.5: both row groups
     sub = space.make(space.embed_dims[-1], d, [space.num_heads[-1]] * d, [space.mlp_ratios[-1]] * d, shares)
-    return export_subnet(run / "supernet.pt", sub, "zcu102", tmp_path_factory.mktemp("interop") / "exp",
-                         evaluate=False)
+    return export_subnet(run / "supernet.pt", sub, "zcu102", tmp_path_factory.mktemp("interop") / "exp", evaluate=False)
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +72,17 @@ def test_qonnx_graph_has_explicit_bit_widths(exported):
     assert quants and all(n.domain == QONNX_DOMAIN for n in quants)
     bits = {(int(inits[n.input[3]]), n.output[0].split(".")[-2]) for n in quants}
     assert {(4, "w4"), (8, "w8"), (6, "in")} <= bits
-    assert {t.data_type for t in model.graph.initializer} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64,
-                                                              onnx.TensorProto.DOUBLE}
+    assert {t.data_type for t in model.graph.initializer} <= {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.DOUBLE,
+    }
     ops = {n.op_type for n in model.graph.node}
-    assert {"LayerNormalization", "Softmax", "Erf"} <= ops          # the float ops stay float
+    assert {"LayerNormalization", "Softmax", "Erf"} <= ops  # the float ops stay float
     ir = load_ir(exported)
     mixed = [lin for lin in ir.linears() if len(lin.rows4) and len(lin.rows8)]
     assert mixed, "the fixture subnet should have layers with both row groups"
-    for lin in mixed:   # one Quant per row group, joined by Concat + a fixed permutation
+    for lin in mixed:  # one Quant per row group, joined by Concat + a fixed permutation
         w = [n for n in quants if n.output[0].startswith(f"{lin.name}.w")]
         assert sorted(int(inits[n.input[3]]) for n in w) == [4, 8]
         gather = next(n for n in model.graph.node if n.output[0].startswith(f"{lin.name}.w_") and n.op_type == "Gather")
@@ -97,7 +101,9 @@ def test_qonnx_executes_like_the_integer_reference(exported, images, reference):
     assert np.array_equal(logits.argmax(1), reference[:n].argmax(1))
     assert err.max() < 1e-4
     # qonnx's InferDataTypes sees the integer tensors as such
-    assert {("Quant", "INT4"), ("Quant", "INT8"), ("Quant", "INT6"), ("Quant", "UINT6"), ("MatMul", "INT32")} <= set(kinds)
+    assert {("Quant", "INT4"), ("Quant", "INT8"), ("Quant", "INT6"), ("Quant", "UINT6"), ("MatMul", "INT32")} <= set(
+        kinds
+    )
     assert ("MatMul", "FLOAT32") not in kinds
 
 
@@ -107,7 +113,7 @@ def test_qonnx_wide_accumulators_run_in_float64(exported, images, reference, mon
     from quasar_vit.export import qonnx_export
     from quasar_vit.export.ir import load_ir
 
-    monkeypatch.setattr(qonnx_export, "EXACT_F32", 0)   # every linear takes the float64 path
+    monkeypatch.setattr(qonnx_export, "EXACT_F32", 0)  # every linear takes the float64 path
     model = qonnx_export.build_qonnx(load_ir(exported))
     assert sum(n.op_type == "Cast" for n in model.graph.node) > 3 * sum(1 for _ in load_ir(exported).linears())
     logits, kinds = qonnx_export.qonnx_run(model, images[:1])
@@ -119,10 +125,18 @@ def test_qonnx_datatypes_per_role(exported):
     from quasar_vit.export.qonnx_export import qonnx_datatypes
 
     dts = qonnx_datatypes(str(exported / "model.qonnx.onnx"))
-    want = {"Quant L.in.quant": ["INT6"], "Quant L.w4.quant": ["INT4"], "Quant L.w8.quant": ["INT8"],
-            "Gather L.w": ["INT8"], "MatMul L.acc": ["INT32"], "MatMul blocks.i.qk": ["INT32"],
-            "MatMul blocks.i.av": ["INT32"], "Quant blocks.i.aq_attn.quant": ["UINT6"],
-            "Mul L.rescale": ["FLOAT32"], "LayerNormalization blocks.i.norm1": ["FLOAT32"]}
+    want = {
+        "Quant L.in.quant": ["INT6"],
+        "Quant L.w4.quant": ["INT4"],
+        "Quant L.w8.quant": ["INT8"],
+        "Gather L.w": ["INT8"],
+        "MatMul L.acc": ["INT32"],
+        "MatMul blocks.i.qk": ["INT32"],
+        "MatMul blocks.i.av": ["INT32"],
+        "Quant blocks.i.aq_attn.quant": ["UINT6"],
+        "Mul L.rescale": ["FLOAT32"],
+        "LayerNormalization blocks.i.norm1": ["FLOAT32"],
+    }
     assert {k: dts.get(k) for k in want} == want
 
 
@@ -132,7 +146,7 @@ def test_qonnx_rejects_a_range_quant_cannot_express():
 
     assert _bits(-32, 31) == (6, True) and _bits(0, 63) == (6, False) and _bits(-8, 7) == (4, True)
     with pytest.raises(ExportError, match="not a full"):
-        _bits(-31, 31)   # a narrow range
+        _bits(-31, 31)  # a narrow range
 
 
 # ---- torch.export --------------------------------------------------------------------------------
@@ -158,9 +172,9 @@ def test_model_pt2_is_bit_identical_in_a_clean_process(exported, images, tmp_pat
     assert res.returncode == 0, res.stderr
     deploy = DeployViT(load_ir(exported))
     with torch.no_grad():
-        want, want1 = deploy(x), deploy(x[:1])   # (float sums depend on the batch size: compare like with like)
+        want, want1 = deploy(x), deploy(x[:1])  # (float sums depend on the batch size: compare like with like)
     y, y1 = torch.load(tmp_path / "y.pt")
-    assert torch.equal(y, want) and torch.equal(y1, want1)   # dynamic batch, bit-identical
+    assert torch.equal(y, want) and torch.equal(y1, want1)  # dynamic batch, bit-identical
     assert res.stdout.strip() == str(json.loads((exported / "subnet.json").read_text())["embed_dim"])
 
 
@@ -173,7 +187,7 @@ def test_int8_onnx_fuses_every_matmul(exported):
     fused = sum(ops[k] for k in INTEGER_MATMULS)
     print(dict(ops))
     assert fused == matmul_count(load_ir(exported))
-    assert not {"MatMul", "FusedMatMul", "Gemm", "DequantizeLinear"} & set(ops)   # no float matmul left
+    assert not {"MatMul", "FusedMatMul", "Gemm", "DequantizeLinear"} & set(ops)  # no float matmul left
     # the QDQ graph, by contrast, keeps most matmuls in float
     qdq = optimized_op_counts(exported / "model.onnx")
     assert sum(qdq[k] for k in INTEGER_MATMULS) < fused
@@ -185,8 +199,10 @@ def test_int8_onnx_agrees_with_the_integer_reference(exported, images, reference
     out = run_onnx(onnx_session(exported / "model.int8.onnx"), images)
     err = np.abs(out - reference)
     close = err.max(1) < 1e-4
-    print(f"int8 onnxruntime vs integer reference: agreement {100 * np.mean(out.argmax(1) == reference.argmax(1)):.2f} %, "
-          f"max |diff| {err.max():.3g}, images within 1e-4: {100 * close.mean():.2f} %")
+    print(
+        f"int8 onnxruntime vs integer reference: agreement {100 * np.mean(out.argmax(1) == reference.argmax(1)):.2f} %, "
+        f"max |diff| {err.max():.3g}, images within 1e-4: {100 * close.mean():.2f} %"
+    )
     assert np.mean(out.argmax(1) == reference.argmax(1)) >= 0.995
     # integer accumulators like the engine; only float rounding in LayerNorm/softmax/GELU (float32 here,
     # float64 there) and the P v requantisation (float here, fixed point there) can flip a 6-bit code
@@ -204,9 +220,26 @@ def test_unknown_onnx_variant_is_an_error(exported):
 
 def test_onnx_runtime_benchmark_runs(exported, tmp_path):
     out = tmp_path / "ort.json"
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "onnx_runtime.py"), "--export", str(exported),
-                          "--batches", "1", "4", "--seconds", "0.05", "--images", "16", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "onnx_runtime.py"),
+            "--export",
+            str(exported),
+            "--batches",
+            "1",
+            "4",
+            "--seconds",
+            "0.05",
+            "--images",
+            "16",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     (row,) = data["exports"]

@@ -1,4 +1,5 @@
 """``quasar-vit hw`` and the torch-free guarantee."""
+
 from __future__ import annotations
 
 import json
@@ -33,17 +34,22 @@ def test_cli_subnet_file_and_user_platform(capsys, tmp_path):
     sub = tmp_path / "subnet.json"
     QUASAR_S_LIKE.save(sub)
     board = tmp_path / "board.yaml"
-    board.write_text("name: board\nlut: 200000\nff: 400000\ndsp: 1500\nbram: 500\nclock_mhz: 180\n"
-                     "ddr_gbps: 12\nddr_efficiency: 0.7\n")
+    board.write_text(
+        "name: board\nlut: 200000\nff: 400000\ndsp: 1500\nbram: 500\nclock_mhz: 180\n"
+        "ddr_gbps: 12\nddr_efficiency: 0.7\n"
+    )
     assert main(["hw", "--subnet", str(sub), "--platform", str(board), "--json", "--no-layers"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["platform"] == "board" and data["design"]["clock_mhz"] == 180 and "layers" not in data
 
 
-@pytest.mark.parametrize("argv, msg", [
-    (["--preset", "deit-tiny", "--platform", "nope"], "unknown platform"),
-    (["--preset", "deit-base", "--fps-target", "100000"], "not reachable"),
-])
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["--preset", "deit-tiny", "--platform", "nope"], "unknown platform"),
+        (["--preset", "deit-base", "--fps-target", "100000"], "not reachable"),
+    ],
+)
 def test_cli_errors_exit_2(capsys, argv, msg):
     assert main(["hw", *argv]) == 2
     assert msg in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Hardware model: calibration against the paper, resources under caps, platforms, errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +9,15 @@ import math
 import pytest
 
 from quasar_vit.errors import HardwareError
-from quasar_vit.hardware import (AcceleratorDesign, HardwareReport, Platform, evaluate, explore,
-                                 list_platforms, load_platform)
+from quasar_vit.hardware import (
+    AcceleratorDesign,
+    HardwareReport,
+    Platform,
+    evaluate,
+    explore,
+    list_platforms,
+    load_platform,
+)
 from quasar_vit.hardware.calibration import OPERATING_POINTS
 from quasar_vit.hardware.platforms import RESOURCES
 from quasar_vit.space import preset_subnet
@@ -50,8 +58,18 @@ def test_fast_path_equals_sum_of_layers(zcu102):
     assert math.isclose(sum(l.cycles for l in rep.layers), rep.cycles, rel_tol=1e-9)
     assert sum(l.macs for l in rep.layers) == sub.macs() == rep.macs
     names = [l.name for l in rep.layers]
-    for required in ("patch_embed", "blocks.0.qkv", "blocks.0.qk", "blocks.0.av", "blocks.0.proj",
-                     "blocks.0.fc1", "blocks.0.fc2", "blocks.0.softmax", "blocks.0.gelu", "head"):
+    for required in (
+        "patch_embed",
+        "blocks.0.qkv",
+        "blocks.0.qk",
+        "blocks.0.av",
+        "blocks.0.proj",
+        "blocks.0.fc1",
+        "blocks.0.fc2",
+        "blocks.0.softmax",
+        "blocks.0.gelu",
+        "head",
+    ):
         assert required in names
 
 
@@ -64,12 +82,23 @@ def test_report_dict_is_json_and_design_roundtrips(zcu102):
     rep = explore(preset_subnet("deit-tiny", share_8bit=0.3), zcu102)
     d = json.loads(json.dumps(rep.to_dict()))
     assert d["total"]["fps"] == pytest.approx(rep.fps, rel=1e-3)
-    for key in ("pe_rows", "pe_cols", "packing", "lut_cols", "tile_tokens", "tile_k", "clock_mhz",
-                "platform", "units", "buffers", "tiles"):
+    for key in (
+        "pe_rows",
+        "pe_cols",
+        "packing",
+        "lut_cols",
+        "tile_tokens",
+        "tile_k",
+        "clock_mhz",
+        "platform",
+        "units",
+        "buffers",
+        "tiles",
+    ):
         assert key in d["design"]
     again = AcceleratorDesign.from_dict(d["design"])
     assert again == rep.design
-    assert AcceleratorDesign.from_dict(d) == rep.design          # a whole report is accepted too
+    assert AcceleratorDesign.from_dict(d) == rep.design  # a whole report is accepted too
     same = evaluate(rep.subnet, zcu102, again)
     assert same.cycles == pytest.approx(rep.cycles)
     assert d["resources"]["dsp"]["percent"] == pytest.approx(rep.resources.percent("dsp"), abs=0.01)
@@ -87,8 +116,9 @@ def test_infeasible_fps_target_names_best_fps(zcu102):
 
 def test_nothing_fits_is_reported(tmp_path):
     f = tmp_path / "tiny.yaml"
-    f.write_text("name: tiny\nlut: 20000\nff: 40000\ndsp: 10\nbram: 10\nclock_mhz: 100\n"
-                 "ddr_gbps: 4\nddr_efficiency: 0.5\n")
+    f.write_text(
+        "name: tiny\nlut: 20000\nff: 40000\ndsp: 10\nbram: 10\nclock_mhz: 100\nddr_gbps: 4\nddr_efficiency: 0.5\n"
+    )
     with pytest.raises(HardwareError, match="no accelerator"):
         explore(preset_subnet("deit-tiny"), str(f))
 
@@ -103,22 +133,36 @@ def test_unknown_platform_lists_presets():
 
 def test_user_board_from_yaml(tmp_path):
     f = tmp_path / "myboard.yaml"
-    f.write_text("name: myboard\nlut: 150000\nff: 300000\ndsp: 900\nbram: 300\nuram: 0\n"
-                 "clock_mhz: 200\nddr_gbps: 10\nddr_efficiency: 0.8\nutil_cap: 0.75\n"
-                 "params: {host_call_overhead_us: 20.0}\n")
+    f.write_text(
+        "name: myboard\nlut: 150000\nff: 300000\ndsp: 900\nbram: 300\nuram: 0\n"
+        "clock_mhz: 200\nddr_gbps: 10\nddr_efficiency: 0.8\nutil_cap: 0.75\n"
+        "params: {host_call_overhead_us: 20.0}\n"
+    )
     plat = load_platform(str(f))
     assert plat.name == "myboard" and plat.cap("dsp") == 0.75 and plat.params.host_call_overhead_us == 20.0
     rep = explore(preset_subnet("deit-tiny"), plat)
     assert rep.fits and rep.design.clock_mhz == 200 and rep.resources.dsp <= 0.75 * 900
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("name: b\nlut: 1000\n", "missing required key"),
-    ("name: b\nlut: x\nff: 1\ndsp: 1\nbram: 1\nclock_mhz: 1\nddr_gbps: 1\nddr_efficiency: 0.5\n", "'lut' must be a number"),
-    ("name: b\nlut: 1\nff: 1\ndsp: 1\nbram: 1\nclock_mhz: 1\nddr_gbps: 1\nddr_efficiency: 0.5\nbogus: 1\n", "unknown key"),
-    ("name: b\nlut: 1\nff: 1\ndsp: 1\nbram: 1\nclock_mhz: 1\nddr_gbps: 1\nddr_efficiency: 0.5\nparams: {nope: 1}\n", "unknown model parameter"),
-    ("[unclosed", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("name: b\nlut: 1000\n", "missing required key"),
+        (
+            "name: b\nlut: x\nff: 1\ndsp: 1\nbram: 1\nclock_mhz: 1\nddr_gbps: 1\nddr_efficiency: 0.5\n",
+            "'lut' must be a number",
+        ),
+        (
+            "name: b\nlut: 1\nff: 1\ndsp: 1\nbram: 1\nclock_mhz: 1\nddr_gbps: 1\nddr_efficiency: 0.5\nbogus: 1\n",
+            "unknown key",
+        ),
+        (
+            "name: b\nlut: 1\nff: 1\ndsp: 1\nbram: 1\nclock_mhz: 1\nddr_gbps: 1\nddr_efficiency: 0.5\nparams: {nope: 1}\n",
+            "unknown model parameter",
+        ),
+        ("[unclosed", "not valid YAML"),
+    ],
+)
 def test_malformed_platform_file(tmp_path, text, problem):
     f = tmp_path / "bad.yaml"
     f.write_text(text)
@@ -141,11 +185,12 @@ def test_evaluate_flags_oversized_design(zcu102):
 def test_packing_resource_costs_follow_paper(zcu102):
     kw = dict(platform="zcu102", clock_mhz=150, pe_rows=96, pe_cols=64, tile_tokens=64, tile_k=768)
     from quasar_vit.hardware import estimate_resources
+
     p3 = estimate_resources(AcceleratorDesign(packing=3, lut_cols=0, **kw), zcu102)
     p4 = estimate_resources(AcceleratorDesign(packing=4, lut_cols=0, **kw), zcu102)
     lut = estimate_resources(AcceleratorDesign(packing="lut", lut_cols=64, **kw), zcu102)
-    assert p4.dsp < p3.dsp and lut.dsp < p4.dsp                   # 0.25 < 0.33 DSP per unit
-    assert p3.lut < p4.lut < lut.lut                             # 10.9 < 12.9 < 33.3 LUT per unit
+    assert p4.dsp < p3.dsp and lut.dsp < p4.dsp  # 0.25 < 0.33 DSP per unit
+    assert p3.lut < p4.lut < lut.lut  # 10.9 < 12.9 < 33.3 LUT per unit
     assert p4.lut - p3.lut == pytest.approx(96 * 64 * (12.9 - 10.9), abs=2)
 
 

@@ -1,4 +1,5 @@
 """Property tests of the hardware model (fixed design): monotone in precision, depth and width."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,13 @@ def test_deeper_never_faster(sub, data, plat, design):
     h = data.draw(st.integers(1, 6))
     r = data.draw(st.sampled_from((1.0, 4.0)))
     s = data.draw(st.sampled_from(SHARES))
-    deeper = dataclasses.replace(sub, depth=sub.depth + 1, num_heads=sub.num_heads + (h,),
-                                 mlp_ratios=sub.mlp_ratios + (r,), w8_shares=sub.w8_shares + (s,))
+    deeper = dataclasses.replace(
+        sub,
+        depth=sub.depth + 1,
+        num_heads=sub.num_heads + (h,),
+        mlp_ratios=sub.mlp_ratios + (r,),
+        w8_shares=sub.w8_shares + (s,),
+    )
     assert evaluate(deeper, plat, design).cycles >= evaluate(sub, plat, design).cycles
 
 
@@ -84,9 +90,13 @@ def test_explore_never_exceeds_board_and_deeper_never_faster(sub):
     assert rep.fits
     for r in ("lut", "ff", "dsp", "bram", "uram"):
         assert rep.resources.count(r) <= ZCU102.total(r) * ZCU102.cap(r)
-    deeper = dataclasses.replace(sub, depth=sub.depth + 1, num_heads=sub.num_heads + (sub.num_heads[-1],),
-                                 mlp_ratios=sub.mlp_ratios + (sub.mlp_ratios[-1],),
-                                 w8_shares=sub.w8_shares + (sub.w8_shares[-1],))
+    deeper = dataclasses.replace(
+        sub,
+        depth=sub.depth + 1,
+        num_heads=sub.num_heads + (sub.num_heads[-1],),
+        mlp_ratios=sub.mlp_ratios + (sub.mlp_ratios[-1],),
+        w8_shares=sub.w8_shares + (sub.w8_shares[-1],),
+    )
     # same candidate designs; the 0.5 % tie rule may pick a design up to 0.5 % off the optimum
     assert explore(deeper, ZCU102).latency_ms >= rep.latency_ms * (1 - 0.011)
 

@@ -1,5 +1,6 @@
 """HLS generation: generated code carries the design, compiles with g++, and its C simulation
 matches the NumPy integer reference bit for bit on real Fashion-MNIST test images."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,21 @@ import pytest
 from quasar_vit.errors import ExportError
 
 # mixed precision: 4-bit and 8-bit rows in every block, different heads and MLP ratios per block
-SUBNET = {"embed_dim": 32, "depth": 2, "num_heads": [2, 1], "mlp_ratios": [2.0, 1.0], "w8_shares": [0.25, 0.75],
-          "img_size": 28, "patch_size": 7, "in_chans": 1, "num_classes": 10, "head_dim": 8}
+SUBNET = {
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": [2, 1],
+    "mlp_ratios": [2.0, 1.0],
+    "w8_shares": [0.25, 0.75],
+    "img_size": 28,
+    "patch_size": 7,
+    "in_chans": 1,
+    "num_classes": 10,
+    "head_dim": 8,
+}
 
 # CI must run the C simulation (scripts/setup.sh installs g++); elsewhere a missing g++ only skips
-needs_gxx = pytest.mark.skipif(shutil.which("g++") is None and not os.environ.get("CI"),
-                               reason="g++ is not installed")
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None and not os.environ.get("CI"), reason="g++ is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +62,25 @@ def _constexprs(text: str) -> dict[str, str]:
 
 def test_generated_files_carry_design_and_pragmas(export_dir, hls_dir):
     design = json.loads((export_dir / "accelerator.json").read_text())["design"]
-    for f in ("qvit_params.hpp", "qvit_pack.hpp", "qvit_kernel.hpp", "qvit_kernel.cpp", "qvit_host.cpp", "run_hls.tcl", "Makefile",
-              "qvit_weights.bin", "layout.json", "README.md"):
+    for f in (
+        "qvit_params.hpp",
+        "qvit_pack.hpp",
+        "qvit_kernel.hpp",
+        "qvit_kernel.cpp",
+        "qvit_host.cpp",
+        "run_hls.tcl",
+        "Makefile",
+        "qvit_weights.bin",
+        "layout.json",
+        "README.md",
+    ):
         assert (hls_dir / f).is_file(), f
     params = (hls_dir / "qvit_params.hpp").read_text()
     c = _constexprs(params)
     assert int(c["PE_ROWS"]) == design["pe_rows"] and int(c["PE_COLS"]) == design["pe_cols"]
     assert int(c["TILE_TOKENS"]) == design["tile_tokens"] and int(c["TILE_K"]) == design["tile_k"]
     assert int(c["LUT_COLS"]) == design["lut_cols"]
-    assert re.search(rf"#define PACKING { {3: 3, 4: 4, 'lut': 0}[design['packing']]}\b", params)
+    assert re.search(rf"#define PACKING { {3: 3, 4: 4, 'lut': 0}[design['packing']] }\b", params)
     assert float(c["CLOCK_MHZ"]) == design["clock_mhz"]
     assert int(c["EMBED_DIM"]) == 32 and int(c["DEPTH"]) == 2 and int(c["TOKENS"]) == 17
     assert int(c["WEIGHTS_BYTES"]) == (hls_dir / "qvit_weights.bin").stat().st_size
@@ -68,8 +88,9 @@ def test_generated_files_carry_design_and_pragmas(export_dir, hls_dir):
     manifest = json.loads((export_dir / "manifest.json").read_text())
     for layer in manifest["layers"]:
         cname = layer["name"].replace(".", "_")
-        m = re.search(rf"constexpr LinearLayer {cname} = \{{\"{re.escape(layer['name'])}\", (\d+), (\d+), (\d+), (\d+),",
-                      params)
+        m = re.search(
+            rf"constexpr LinearLayer {cname} = \{{\"{re.escape(layer['name'])}\", (\d+), (\d+), (\d+), (\d+),", params
+        )
         assert m, layer["name"]
         assert [int(g) for g in m.groups()[:3]] == [layer["in_features"], layer["out_features"], layer["n8_rows"]]
         assert int(m.group(4)) >= layer["out_features"] + layer["n8_rows"]
@@ -78,9 +99,12 @@ def test_generated_files_carry_design_and_pragmas(export_dir, hls_dir):
     kernel = (hls_dir / "qvit_kernel.cpp").read_text()
     pragmas = {ln.split()[2] for ln in kernel.splitlines() if ln.strip().startswith("#pragma HLS")}
     assert {"DATAFLOW", "STREAM", "PIPELINE", "UNROLL", "ARRAY_PARTITION", "INTERFACE"} <= pragmas
-    assert "typedef mul_w_t WBuf[2][PE_ROWS][TILE_K];" in kernel and "typedef mul_a_t XBuf[2][TILE_TOKENS][TILE_K];" in kernel
+    assert (
+        "typedef mul_w_t WBuf[2][PE_ROWS][TILE_K];" in kernel
+        and "typedef mul_a_t XBuf[2][TILE_TOKENS][TILE_K];" in kernel
+    )
     assert "hls::stream<XBeat> xs;" in kernel and "mul_pack3(" in kernel and "mul_pack4(" in kernel
-    assert re.search(r"\(v\.a\[r - 1\] << 4\) \+ v\.a\[r\]", kernel)   # 8-bit rows: 16*hi + lo
+    assert re.search(r"\(v\.a\[r - 1\] << 4\) \+ v\.a\[r\]", kernel)  # 8-bit rows: 16*hi + lo
     assert "#include <ap_int.h>" in (hls_dir / "qvit_kernel.hpp").read_text()
     # m_axi depths follow the subnet, not a fixed 4096
     assert "depth=4096" not in kernel and int(c["DEPTH_Y"]) == 17 * max(32, 3 * 2 * 8, 64)
@@ -109,9 +133,9 @@ def test_weight_blob_holds_the_nibble_rows(export_dir, hls_dir):
         K = layer["in_features"]
         raw = np.stack([packed & 15, packed >> 4], axis=-1).reshape(len(packed), -1)[:, :K].astype(np.int32)
         kind = np.frombuffer(blob, np.uint8, count=k["shape"][0], offset=k["offset"])
-        signed = np.where(raw >= 8, raw - 16, raw)          # 4-bit codes and high nibbles are signed
+        signed = np.where(raw >= 8, raw - 16, raw)  # 4-bit codes and high nibbles are signed
         rows, n = [], 0
-        while n < len(kind):            # rebuild the integer codes from the packed nibble-row program
+        while n < len(kind):  # rebuild the integer codes from the packed nibble-row program
             if kind[n] == 0:
                 n += 1
             elif kind[n] == 1:
@@ -119,7 +143,7 @@ def test_weight_blob_holds_the_nibble_rows(export_dir, hls_dir):
                 n += 1
             else:
                 assert kind[n] == 2 and kind[n + 1] == 3
-                rows.append(16 * signed[n] + raw[n + 1])     # low nibble unsigned
+                rows.append(16 * signed[n] + raw[n + 1])  # low nibble unsigned
                 n += 2
         assert np.array_equal(np.stack(rows), arrays[f"{name}.w_int"].astype(np.int32)), name
 
@@ -263,7 +287,7 @@ def test_ir_derives_nibbles_and_requant_once_and_rejects_inconsistent_exports(ex
     blk = ir.blocks[0]
     mult, shift = blk.requant
     m = float(np.float64(blk.s_attn) * np.float64(blk.s_v) / np.float64(blk.proj.act_step))
-    assert 2 ** 16 <= mult < 2 ** 17 and abs(mult / 2 ** shift - m) <= m * 2 ** -16
+    assert 2**16 <= mult < 2**17 and abs(mult / 2**shift - m) <= m * 2**-16
     bad = dict(arrays)
     lo = bad["blocks.0.qkv.lo"].copy()
     lo[0, 0] ^= 1

@@ -1,6 +1,7 @@
 """DSP packing of the generated array (qvit_pack.hpp): every weight-nibble code times every 6-bit
 activation code, for every row kind, equals the plain product, for packing 3, packing 4 and the
 LUT-only unit.  Compiled with g++ against the real ap_int.h (the hls4ml copy)."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,7 @@ import subprocess
 
 import pytest
 
-needs_gxx = pytest.mark.skipif(shutil.which("g++") is None and not os.environ.get("CI"),
-                               reason="g++ is not installed")
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None and not os.environ.get("CI"), reason="g++ is not installed")
 
 # Operand ranges of every row kind: signed 4-bit codes and high nibbles [-8, 7], unsigned low
 # nibbles [0, 15]; signed 6-bit activations [-32, 31], unsigned softmax codes [0, 63].
@@ -47,9 +47,23 @@ def _run_check(tmp_path, header: str) -> list[int]:
     (tmp_path / "qvit_pack.hpp").write_text(header)
     (tmp_path / "check.cpp").write_text(CHECK)
     exe = tmp_path / "check"
-    subprocess.run(["g++", "-O2", "-std=c++17", "-Wno-unknown-pragmas", "-I", str(tmp_path), "-I",
-                    str(ap_types_dir()), str(tmp_path / "check.cpp"), "-o", str(exe)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            "g++",
+            "-O2",
+            "-std=c++17",
+            "-Wno-unknown-pragmas",
+            "-I",
+            str(tmp_path),
+            "-I",
+            str(ap_types_dir()),
+            str(tmp_path / "check.cpp"),
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        capture_output=True,
+    )
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
     return [int(v) for v in out]
 
@@ -63,7 +77,7 @@ def _header() -> str:
 @needs_gxx
 def test_packed_products_equal_plain_products_for_every_code(tmp_path):
     n3, bad3, n4, bad4, nl, badl = _run_check(tmp_path, _header())
-    assert (n3, n4, nl) == (24 ** 3 * 96, 24 ** 2 * 96 ** 2, 24 * 96)   # every code combination was tried
+    assert (n3, n4, nl) == (24**3 * 96, 24**2 * 96**2, 24 * 96)  # every code combination was tried
     assert bad3 == 0 and bad4 == 0 and badl == 0
 
 

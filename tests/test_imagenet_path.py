@@ -14,6 +14,7 @@ plus distillation, LSQ fake quantization of 197-token attention maps), so it is 
 is above the 6-minute CI target.  The C simulation of one image of the smallest subnet is opt-in
 (``QUASAR_IMAGENET_CSIM=1``): ``verify --csim --limit 1`` took 12.5 min here on top of the rest.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,18 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CLASSES = 4
-PER_CLASS = {"train": 40, "val": 10}       # 160 + 40 = 200 JPEGs
+PER_CLASS = {"train": 40, "val": 10}  # 160 + 40 = 200 JPEGs
 
 #: shrunk in steps, batch and data sizes only
-SHRINK = ["train.batch_size=2", "model.num_classes=4", "data.val_size=16", "data.num_workers=0",
-          "train.checkpoint_every=1", "train.log_every=1", "train.warmup_steps=1"]
+SHRINK = [
+    "train.batch_size=2",
+    "model.num_classes=4",
+    "data.val_size=16",
+    "data.num_workers=0",
+    "train.checkpoint_every=1",
+    "train.log_every=1",
+    "train.warmup_steps=1",
+]
 
 
 def _sets(items: list[str]) -> list[str]:
@@ -65,8 +73,15 @@ def _cli(args: list[str]) -> int:
 def trained(folder, tmp_path_factory) -> Path:
     """imagenet-small at 224: 2 steps, then resumed to 3."""
     run = tmp_path_factory.mktemp("run") / "run"
-    base = ["train", "--config", "imagenet-small", "--out", str(run), "--no-progress",
-            *_sets(SHRINK + [f"data.root={folder}"])]
+    base = [
+        "train",
+        "--config",
+        "imagenet-small",
+        "--out",
+        str(run),
+        "--no-progress",
+        *_sets(SHRINK + [f"data.root={folder}"]),
+    ]
     assert _cli(base + _sets(["train.steps=2"])) == 0
     assert json.loads((run / "final.json").read_text())["steps"] == 2
     assert _cli(base + _sets(["train.steps=3"]) + ["--resume"]) == 0
@@ -76,7 +91,7 @@ def trained(folder, tmp_path_factory) -> Path:
 def test_train_and_resume_at_224(trained):
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines() if line.strip()]
     steps = [r["step"] for r in rows if "step" in r and "loss_largest" in r]
-    assert steps == [1, 2, 3]          # the resumed run continued at step 3, not from scratch
+    assert steps == [1, 2, 3]  # the resumed run continued at step 3, not from scratch
     assert all(np.isfinite(r["loss_largest"]) for r in rows if "loss_largest" in r)
     final = json.loads((trained / "final.json").read_text())
     assert final["steps"] == 3
@@ -87,9 +102,22 @@ def test_search_two_generations_at_real_fps_targets(trained, tmp_path, crop_cach
     # the smallest imagenet-small subnet reaches about 34 FPS on zcu102 (8-bit rows, 224x224), so
     # the targets are 15 and 30 FPS; 100 or 250 would be rejected as unreachable (checked below)
     out = tmp_path / "search"
-    common = ["search", "--checkpoint", str(trained / "supernet.pt"), "--platform", "zcu102", "--population", "4",
-              "--generations", "2", "--val-size", "8", "--no-plot", "--no-progress",
-              *_sets(["parents=2", "mutations=2", "crossovers=2", "eval_batch_size=8"])]
+    common = [
+        "search",
+        "--checkpoint",
+        str(trained / "supernet.pt"),
+        "--platform",
+        "zcu102",
+        "--population",
+        "4",
+        "--generations",
+        "2",
+        "--val-size",
+        "8",
+        "--no-plot",
+        "--no-progress",
+        *_sets(["parents=2", "mutations=2", "crossovers=2", "eval_batch_size=8"]),
+    ]
     assert _cli(common + ["--out", str(out), "--fps", "15,30"]) == 0
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto["generations"] == 2 and pareto["val_images"] == 8
@@ -98,7 +126,7 @@ def test_search_two_generations_at_real_fps_targets(trained, tmp_path, crop_cach
     assert all(t["fps"] >= t["target_fps"] for t in met)
     # the candidates read the validation and test crops from the cache, decoded once
     assert sorted(p.name.split("-")[0] for p in crop_cache_dir.glob("*.npy")) == ["test", "val"]
-    assert _cli(common + ["--out", str(tmp_path / "fast"), "--fps", "100,250"]) == 2   # one error: line, exit 2
+    assert _cli(common + ["--out", str(tmp_path / "fast"), "--fps", "100,250"]) == 2  # one error: line, exit 2
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +138,24 @@ def exported(trained, tmp_path_factory) -> Path:
     space = load_config("imagenet-small", ["model.num_classes=4"]).model.space()
     (root / "subnet.json").write_text(json.dumps({"subnet": space.smallest().to_dict()}))
     out = root / "exp"
-    assert _cli(["export", "--checkpoint", str(trained / "supernet.pt"), "--subnet", str(root / "subnet.json"),
-                 "--platform", "zcu102", "--out", str(out), "--eval-limit", "4"]) == 0
+    assert (
+        _cli(
+            [
+                "export",
+                "--checkpoint",
+                str(trained / "supernet.pt"),
+                "--subnet",
+                str(root / "subnet.json"),
+                "--platform",
+                "zcu102",
+                "--out",
+                str(out),
+                "--eval-limit",
+                "4",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -128,8 +172,9 @@ def test_export_and_verify_at_224(exported):
     assert res["images"] == 2
 
 
-@pytest.mark.skipif(not os.environ.get("QUASAR_IMAGENET_CSIM"),
-                    reason="C simulation at 224 takes minutes: set QUASAR_IMAGENET_CSIM=1")
+@pytest.mark.skipif(
+    not os.environ.get("QUASAR_IMAGENET_CSIM"), reason="C simulation at 224 takes minutes: set QUASAR_IMAGENET_CSIM=1"
+)
 def test_csim_one_image_at_224(exported):
     from quasar_vit.hls import run_csim
 
@@ -159,7 +204,7 @@ def test_crop_cache_gives_the_decoded_pixels_and_is_rebuilt_when_files_or_geomet
         (a, la), (b, lb) = plain[i], cached[i]
         assert a.dtype == b.dtype == torch.uint8 and torch.equal(a, b) and la == lb
     files = sorted(tmp_path.glob("*.npy"))
-    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))        # one file, no temp debris
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))  # one file, no temp debris
 
     # the evaluation loader (what search scoring iterates) yields the same batches from either
     from quasar_vit.training.evaluate import iter_eval_batches
@@ -191,7 +236,7 @@ def test_crop_cache_leaves_training_crops_and_switch_off_alone(folder, tmp_path,
     from quasar_vit.data.imagefolder import ImageFolderDataset
 
     train = FolderCrops(ImageFolderDataset(folder / "train", 224, 3), [0, 1], train=True, size=224)
-    assert cached_eval_crops(train, "train", tmp_path) is train           # random crops are never cached
+    assert cached_eval_crops(train, "train", tmp_path) is train  # random crops are never cached
     monkeypatch.setenv("QUASAR_VIT_CACHE", "off")
     plain = _eval_crops(folder)
     assert cached_eval_crops(plain, "val") is plain

@@ -5,6 +5,7 @@ The state dicts are synthetic but carry the real key names (timm's VisionTransfo
 Vision_TransformerSuper as published in microsoft/Cream) and, in the shape tests, the real shapes
 of DeiT-Tiny and AutoFormer's supernet-T.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,34 +19,76 @@ from quasar_vit.errors import CheckpointError
 from quasar_vit.quantization.lsq import ActQuantizer, init_weight_steps
 from quasar_vit.supernet import build_supernet
 from quasar_vit.space import SubnetConfig
-from quasar_vit.training.init_weights import (AUTOFORMER, TIMM, apply_pretrained, fold_names, read_pretrained,
-                                              resample_pos_embed)
+from quasar_vit.training.init_weights import (
+    AUTOFORMER,
+    TIMM,
+    apply_pretrained,
+    fold_names,
+    read_pretrained,
+    resample_pos_embed,
+)
 
 # a small space: the source ViT (E=24, 3 heads of 8, hidden 48, depth 2) is one of its subnets
-SPACE = ["model.img_size=32", "model.patch_size=8", "model.in_chans=3", "model.num_classes=10",
-         "model.head_dim=8", "model.embed_dims=[24, 32]", "model.depths=[2, 3]", "model.num_heads=[2, 3]",
-         "model.mlp_ratios=[2.0, 4.0]", "data.mean=[0.5, 0.5, 0.5]", "data.std=[0.5, 0.5, 0.5]"]
+SPACE = [
+    "model.img_size=32",
+    "model.patch_size=8",
+    "model.in_chans=3",
+    "model.num_classes=10",
+    "model.head_dim=8",
+    "model.embed_dims=[24, 32]",
+    "model.depths=[2, 3]",
+    "model.num_heads=[2, 3]",
+    "model.mlp_ratios=[2.0, 4.0]",
+    "data.mean=[0.5, 0.5, 0.5]",
+    "data.std=[0.5, 0.5, 0.5]",
+]
 
 
-def timm_vit(embed: int = 24, depth: int = 2, hidden: int = 48, classes: int = 10, grid: int = 4, patch: int = 8,
-             in_chans: int = 3, seed: int = 0, layer_scale: bool = False) -> dict[str, torch.Tensor]:
+def timm_vit(
+    embed: int = 24,
+    depth: int = 2,
+    hidden: int = 48,
+    classes: int = 10,
+    grid: int = 4,
+    patch: int = 8,
+    in_chans: int = 3,
+    seed: int = 0,
+    layer_scale: bool = False,
+) -> dict[str, torch.Tensor]:
     """A timm ``VisionTransformer`` state dict (DeiT's keys) with random values."""
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape: int, scale: float = 0.2) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * scale
 
-    sd = {"patch_embed.proj.weight": r(embed, in_chans, patch, patch), "patch_embed.proj.bias": r(embed),
-          "cls_token": r(1, 1, embed), "pos_embed": r(1, grid * grid + 1, embed),
-          "norm.weight": 1 + r(embed), "norm.bias": r(embed), "head.weight": r(classes, embed), "head.bias": r(classes)}
+    sd = {
+        "patch_embed.proj.weight": r(embed, in_chans, patch, patch),
+        "patch_embed.proj.bias": r(embed),
+        "cls_token": r(1, 1, embed),
+        "pos_embed": r(1, grid * grid + 1, embed),
+        "norm.weight": 1 + r(embed),
+        "norm.bias": r(embed),
+        "head.weight": r(classes, embed),
+        "head.bias": r(classes),
+    }
     for i in range(depth):
         b = f"blocks.{i}."
-        sd.update({b + "norm1.weight": 1 + r(embed), b + "norm1.bias": r(embed),
-                   b + "attn.qkv.weight": r(3 * embed, embed), b + "attn.qkv.bias": r(3 * embed),
-                   b + "attn.proj.weight": r(embed, embed), b + "attn.proj.bias": r(embed),
-                   b + "norm2.weight": 1 + r(embed), b + "norm2.bias": r(embed),
-                   b + "mlp.fc1.weight": r(hidden, embed), b + "mlp.fc1.bias": r(hidden),
-                   b + "mlp.fc2.weight": r(embed, hidden), b + "mlp.fc2.bias": r(embed)})
+        sd.update(
+            {
+                b + "norm1.weight": 1 + r(embed),
+                b + "norm1.bias": r(embed),
+                b + "attn.qkv.weight": r(3 * embed, embed),
+                b + "attn.qkv.bias": r(3 * embed),
+                b + "attn.proj.weight": r(embed, embed),
+                b + "attn.proj.bias": r(embed),
+                b + "norm2.weight": 1 + r(embed),
+                b + "norm2.bias": r(embed),
+                b + "mlp.fc1.weight": r(hidden, embed),
+                b + "mlp.fc1.bias": r(hidden),
+                b + "mlp.fc2.weight": r(embed, hidden),
+                b + "mlp.fc2.bias": r(embed),
+            }
+        )
         if layer_scale:
             sd.update({b + "ls1.gamma": 0.5 + r(embed), b + "ls2.gamma": 0.5 + r(embed)})
     return sd
@@ -54,8 +97,10 @@ def timm_vit(embed: int = 24, depth: int = 2, hidden: int = 48, classes: int = 1
 def autoformer_from_timm(sd: dict[str, torch.Tensor], max_rel: int = 14, head_dim: int = 8) -> dict[str, torch.Tensor]:
     """The same network in AutoFormer's supernet layout: renamed keys, interleaved qkv weight rows
     (``qkv_super.sample_weight`` reads row ``3j + s``), contiguous qkv bias, relative-position tables."""
-    af = {"patch_embed_super.proj.weight": sd["patch_embed.proj.weight"],
-          "patch_embed_super.proj.bias": sd["patch_embed.proj.bias"]}
+    af = {
+        "patch_embed_super.proj.weight": sd["patch_embed.proj.weight"],
+        "patch_embed_super.proj.bias": sd["patch_embed.proj.bias"],
+    }
     for k in ("cls_token", "pos_embed", "norm.weight", "norm.bias", "head.weight", "head.bias"):
         af[k] = sd[k]
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
@@ -65,8 +110,13 @@ def autoformer_from_timm(sd: dict[str, torch.Tensor], max_rel: int = 14, head_di
         q = w.shape[0] // 3
         af[b + "attn.qkv.weight"] = w.reshape(3, q, -1).transpose(0, 1).reshape(w.shape)
         af[b + "attn.qkv.bias"] = sd[b + "attn.qkv.bias"]
-        for ours, theirs in (("norm1", "attn_layer_norm"), ("norm2", "ffn_layer_norm"), ("mlp.fc1", "fc1"),
-                             ("mlp.fc2", "fc2"), ("attn.proj", "attn.proj")):
+        for ours, theirs in (
+            ("norm1", "attn_layer_norm"),
+            ("norm2", "ffn_layer_norm"),
+            ("mlp.fc1", "fc1"),
+            ("mlp.fc2", "fc2"),
+            ("attn.proj", "attn.proj"),
+        ):
             for p in ("weight", "bias"):
                 af[f"{b}{theirs}.{p}"] = sd[f"{b}{ours}.{p}"]
         for t in ("k", "v"):
@@ -92,8 +142,11 @@ def reference_vit(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int, eps:
         a = F.linear(a.transpose(1, 2).reshape(bsz, n, -1), sd[b + "attn.proj.weight"], sd[b + "attn.proj.bias"])
         t = t + (sd[b + "ls1.gamma"] * a if b + "ls1.gamma" in sd else a)
         h = F.layer_norm(t, (e,), sd[b + "norm2.weight"], sd[b + "norm2.bias"], eps)
-        h = F.linear(F.gelu(F.linear(h, sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"])),
-                     sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"])
+        h = F.linear(
+            F.gelu(F.linear(h, sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"])),
+            sd[b + "mlp.fc2.weight"],
+            sd[b + "mlp.fc2.bias"],
+        )
         t = t + (sd[b + "ls2.gamma"] * h if b + "ls2.gamma" in sd else h)
     t = F.layer_norm(t, (e,), sd["norm.weight"], sd["norm.bias"], eps)
     return F.linear(t[:, 0], sd["head.weight"], sd["head.bias"])
@@ -101,8 +154,18 @@ def reference_vit(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int, eps:
 
 def subnet(cfg, embed: int, depth: int, heads: int, ratio: float) -> SubnetConfig:
     m = cfg.model
-    return SubnetConfig(embed, depth, (heads,) * depth, (ratio,) * depth, (1.0,) * depth, img_size=m.img_size,
-                        patch_size=m.patch_size, in_chans=m.in_chans, num_classes=m.num_classes, head_dim=m.head_dim)
+    return SubnetConfig(
+        embed,
+        depth,
+        (heads,) * depth,
+        (ratio,) * depth,
+        (1.0,) * depth,
+        img_size=m.img_size,
+        patch_size=m.patch_size,
+        in_chans=m.in_chans,
+        num_classes=m.num_classes,
+        head_dim=m.head_dim,
+    )
 
 
 def float_supernet(extra: list[str] | None = None):
@@ -120,9 +183,16 @@ def test_the_subnet_at_the_files_dims_computes_the_pretrained_network(tmp_path: 
     path = tmp_path / "w.pth"
     if layout == "timm":
         torch.save({"model": sd}, path)
-    else:   # AutoFormer's supernet_train.py saves its options and optimizer beside the weights
-        torch.save({"model": autoformer_from_timm(sd), "epoch": 499, "optimizer": {"state": {}, "param_groups": []},
-                    "args": argparse.Namespace(gp=True, change_qkv=True, lr=1e-3, data_path="/x")}, path)
+    else:  # AutoFormer's supernet_train.py saves its options and optimizer beside the weights
+        torch.save(
+            {
+                "model": autoformer_from_timm(sd),
+                "epoch": 499,
+                "optimizer": {"state": {}, "param_groups": []},
+                "args": argparse.Namespace(gp=True, change_qkv=True, lr=1e-3, data_path="/x"),
+            },
+            path,
+        )
     cfg, model = float_supernet()
     pre = read_pretrained(path)
     assert pre.layout == (TIMM if layout == "timm" else AUTOFORMER) and pre.depth == 2
@@ -168,7 +238,7 @@ def test_padding_leaves_no_unit_dead_and_steps_follow_the_loaded_weights(tmp_pat
     model.train()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        model(x, cfg.model.space().largest())       # calibrate the activation steps
+        model(x, cfg.model.space().largest())  # calibrate the activation steps
     model(x, cfg.model.space().largest()).logsumexp(-1).sum().backward()
     assert float(pe.weight.grad[24:].abs().sum()) > 0 and float(model.blocks[0].fc2.weight.grad[:, 48:].abs().sum()) > 0
     assert "blocks.2.qkv.weight" in report.initial and "blocks.2.proj.weight" not in report.initial
@@ -187,16 +257,19 @@ def test_real_shapes_deit_tiny_and_autoformer_supernet_t_into_imagenet_small(tmp
     assert "blocks.0.qkv.weight [576, 192] -> [768, 240] (padded with initial values and zero-padded)" in r.resized
     assert any("blocks 12-13 keep their initial values" in n for n in r.notes)
     torch.testing.assert_close(model.blocks[11].fc1.weight[:768, :192], deit["blocks.11.mlp.fc1.weight"])
-    torch.testing.assert_close(model.blocks[3].qkv.weight[256:256 + 192, :192], deit["blocks.3.attn.qkv.weight"][192:384])
+    torch.testing.assert_close(
+        model.blocks[3].qkv.weight[256 : 256 + 192, :192], deit["blocks.3.attn.qkv.weight"][192:384]
+    )
 
-    sup_t = autoformer_from_timm(timm_vit(embed=256, depth=14, hidden=1024, classes=1000, grid=14, patch=16, seed=1),
-                                 head_dim=64)
+    sup_t = autoformer_from_timm(
+        timm_vit(embed=256, depth=14, hidden=1024, classes=1000, grid=14, patch=16, seed=1), head_dim=64
+    )
     torch.save({"model": sup_t}, tmp_path / "supernet-tiny.pth")
     model = build_supernet(cfg.model, cfg.quant)
     r = apply_pretrained(model, read_pretrained(tmp_path / "supernet-tiny.pth"))
     assert r.layout == AUTOFORMER and not any("blocks 14" in n for n in r.notes)
     assert "blocks.13.fc1.weight [1024, 256] -> [960, 240] (sliced)" in r.resized
-    k_rows = sup_t["blocks.5.attn.qkv.weight"][1::3]      # AutoFormer's k rows are 1, 4, 7, ...
+    k_rows = sup_t["blocks.5.attn.qkv.weight"][1::3]  # AutoFormer's k rows are 1, 4, 7, ...
     torch.testing.assert_close(model.blocks[5].qkv.weight[256:512], k_rows[:, :240])
     assert len(r.unused) == 14 * 4 and fold_names(r.unused)[0].startswith("blocks.[0-13].attn.rel_pos_embed")
 
@@ -204,22 +277,23 @@ def test_real_shapes_deit_tiny_and_autoformer_supernet_t_into_imagenet_small(tmp
 def test_safetensors_layer_scale_and_pos_embed_grid(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    sd = timm_vit(layer_scale=True, grid=2)              # a 16 px model's 2x2 grid, DeiT-III-style layer scale
+    sd = timm_vit(layer_scale=True, grid=2)  # a 16 px model's 2x2 grid, DeiT-III-style layer scale
     save_file(sd, str(tmp_path / "w.safetensors"))
     cfg, model = float_supernet()
     report = apply_pretrained(model, read_pretrained(tmp_path / "w.safetensors"))
     assert any("patch grid 2x2 resampled to 4x4" in n for n in report.notes)
     torch.testing.assert_close(model.blocks[1].ls2[:24], sd["blocks.1.ls2.gamma"])
     assert model.pos_embed.shape == (1, 17, 32)
-    torch.testing.assert_close(model.pos_embed[0, 0, :24], sd["pos_embed"][0, 0])   # the class position is kept
+    torch.testing.assert_close(model.pos_embed[0, 0, :24], sd["pos_embed"][0, 0])  # the class position is kept
     # without layer scale in the model, the file's scales are folded into proj/fc2
     cfg2, plain = float_supernet(["model.layer_scale=false"])
     report = apply_pretrained(plain, read_pretrained(tmp_path / "w.safetensors"))
     assert any("folded" in n for n in report.notes)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(plain(x, subnet(cfg2, 24, 2, 3, 2.0)), model(x, subnet(cfg, 24, 2, 3, 2.0)),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            plain(x, subnet(cfg2, 24, 2, 3, 2.0)), model(x, subnet(cfg, 24, 2, 3, 2.0)), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_pos_embed_resampling_keeps_a_smooth_field_and_the_class_position() -> None:
@@ -230,15 +304,18 @@ def test_pos_embed_resampling_keeps_a_smooth_field_and_the_class_position() -> N
     out, note = resample_pos_embed(pos, 14, "f")
     assert out.shape == (1, 197, e) and "7x7 resampled to 14x14" in note and float(out[0, 0, 0]) == 9.0
     grid = out[0, 1:, 0].reshape(14, 14)
-    assert float(grid[0, 0]) < float(grid[0, -1]) and float(grid[0, 0]) < float(grid[-1, 0])   # orientation kept
+    assert float(grid[0, 0]) < float(grid[0, -1]) and float(grid[0, 0]) < float(grid[-1, 0])  # orientation kept
     with pytest.raises(CheckpointError, match="not a square patch grid"):
         resample_pos_embed(torch.zeros(1, 11, e), 4, "f")
 
 
 def test_files_that_are_not_a_known_layout_give_one_clear_error(tmp_path: Path) -> None:
     torch.save({"model": {"encoder.layer.0.weight": torch.zeros(2, 2)}}, tmp_path / "bert.pth")
-    with pytest.raises(CheckpointError, match=r"bert\.pth: matches neither a timm/DeiT ViT state dict .* nor an "
-                                              r"AutoFormer supernet checkpoint"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"bert\.pth: matches neither a timm/DeiT ViT state dict .* nor an "
+        r"AutoFormer supernet checkpoint",
+    ):
         read_pretrained(tmp_path / "bert.pth")
     with pytest.raises(CheckpointError, match="no such file"):
         read_pretrained(tmp_path / "missing.pth")
@@ -255,8 +332,9 @@ def test_files_that_are_not_a_known_layout_give_one_clear_error(tmp_path: Path) 
         read_pretrained(tmp_path / "evil.pth")
 
 
-def test_train_cli_init_reports_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           fmnist_available: bool) -> None:
+def test_train_cli_init_reports_and_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmnist_available: bool
+) -> None:
     """End to end on Fashion-MNIST: a timm-layout file for 1-channel 28x28 with 7x7 patches."""
     import json
 
@@ -267,8 +345,22 @@ def test_train_cli_init_reports_and_errors(tmp_path: Path, capsys: pytest.Captur
     torch.save(sd, tmp_path / "vit.pt")
     sets = [a for o in tiny_overrides(2) for a in ("--set", o)]
     out = tmp_path / "run"
-    assert main(["train", "--config", "fmnist-tiny", "--out", str(out), "--init", str(tmp_path / "vit.pt"),
-                 "--no-progress", *sets]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "fmnist-tiny",
+                "--out",
+                str(out),
+                "--init",
+                str(tmp_path / "vit.pt"),
+                "--no-progress",
+                *sets,
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "init: " in err and "timm/DeiT ViT layout" in err and "left at initial value: " in err
     saved = json.loads((out / "init.json").read_text())
@@ -276,10 +368,24 @@ def test_train_cli_init_reports_and_errors(tmp_path: Path, capsys: pytest.Captur
 
     torch.save({"model": {"conv1.weight": torch.zeros(1)}}, tmp_path / "resnet.pth")
     bad = tmp_path / "bad_run"
-    assert main(["train", "--config", "fmnist-tiny", "--out", str(bad), "--init", str(tmp_path / "resnet.pth"),
-                 "--no-progress", *sets]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "fmnist-tiny",
+                "--out",
+                str(bad),
+                "--init",
+                str(tmp_path / "resnet.pth"),
+                "--no-progress",
+                *sets,
+            ]
+        )
+        == 2
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("quasar-vit train: error: --init ") and "neither" in lines[0]
-    assert not bad.exists()                         # a failed start leaves nothing behind
+    assert not bad.exists()  # a failed start leaves nothing behind
     assert main(["train", "--out", str(out), "--resume", "--init", str(tmp_path / "vit.pt")]) == 2
     assert "a resumed run continues from its own checkpoint" in capsys.readouterr().err

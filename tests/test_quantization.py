@@ -1,4 +1,5 @@
 """Row-wise LSQ quantizer: rounding, clipping, gradients, 4/8-bit row split."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,16 @@ import math
 import pytest
 import torch
 
-from quasar_vit.quantization.lsq import (ActQuantizer, effective_step, integer_weight_rows, lsq_fake_quant,
-                                         lsq_fake_quant_reference, quantize_weight_rows, qrange, row_bit_mask)
+from quasar_vit.quantization.lsq import (
+    ActQuantizer,
+    effective_step,
+    integer_weight_rows,
+    lsq_fake_quant,
+    lsq_fake_quant_reference,
+    quantize_weight_rows,
+    qrange,
+    row_bit_mask,
+)
 from quasar_vit.space import num_8bit_rows
 
 

@@ -3,6 +3,7 @@ soft targets with in-place distillation, mixed precision and gradient accumulati
 
 Everything runs on CPU at small sizes; bf16 is exercised with ``torch.autocast('cpu', bfloat16)``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,11 +29,25 @@ from quasar_vit.training.trainer import sandwich_backward, sandwich_subnets
 
 from conftest import TINY_SPACE, tiny_overrides
 
-IMNET = ["model.img_size=32", "model.patch_size=8", "model.embed_dims=[16, 24]", "model.depths=[1, 2]",
-         "model.num_heads=[1, 2]", "model.head_dim=8", "model.mlp_ratios=[1.0, 2.0]", "model.num_classes=3",
-         "model.drop_path=0.0", "data.val_size=3", "data.num_workers=0", "train.batch_size=4",
-         "train.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=1", "train.sandwich_random=1",
-         "search.val_size=3"]
+IMNET = [
+    "model.img_size=32",
+    "model.patch_size=8",
+    "model.embed_dims=[16, 24]",
+    "model.depths=[1, 2]",
+    "model.num_heads=[1, 2]",
+    "model.head_dim=8",
+    "model.mlp_ratios=[1.0, 2.0]",
+    "model.num_classes=3",
+    "model.drop_path=0.0",
+    "data.val_size=3",
+    "data.num_workers=0",
+    "train.batch_size=4",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.checkpoint_every=1",
+    "train.sandwich_random=1",
+    "search.val_size=3",
+]
 
 
 def _photo(w: int, h: int, seed: int) -> np.ndarray:
@@ -58,10 +73,16 @@ def folder(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------- config
 
+
 def test_fmnist_defaults_are_unchanged_and_imagenet_configs_carry_the_deit_recipe() -> None:
     f = load_config("fmnist-tiny")
-    assert (f.data.recipe, f.train.amp, f.train.accum_steps, f.train.compile, f.train.init) == ("simple", "none", 1,
-                                                                                               False, None)
+    assert (f.data.recipe, f.train.amp, f.train.accum_steps, f.train.compile, f.train.init) == (
+        "simple",
+        "none",
+        1,
+        False,
+        None,
+    )
     assert (f.data.augment, f.data.crop_padding, f.data.hflip) == (True, 2, True)
     for name in ("imagenet-small", "imagenet-large"):
         d, t = load_config(name).data, load_config(name).train
@@ -71,15 +92,18 @@ def test_fmnist_defaults_are_unchanged_and_imagenet_configs_carry_the_deit_recip
         assert (t.label_smoothing, t.amp) == (0.1, "bf16")
 
 
-@pytest.mark.parametrize("override,match", [
-    ("data.recipe=deit", "data.recipe: deit .* needs data.name: imagefolder"),
-    ("data.recipe=fancy", "data.recipe: 'fancy' is not one of simple, deit"),
-    ("train.amp=fp8", "train.amp: 'fp8' is not one of none, bf16, fp16"),
-    ("train.accum_steps=3", "train.accum_steps: must be >= 1 and divide train.batch_size=128"),
-    ("data.random_erasing=1.5", r"data.random_erasing: must lie in \[0, 1\]"),
-    ("data.randaug_m=12", "data.randaug_m: must lie in"),
-    ("data.rrc_scale=[0.5, 0.1]", "data.rrc_scale"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("data.recipe=deit", "data.recipe: deit .* needs data.name: imagefolder"),
+        ("data.recipe=fancy", "data.recipe: 'fancy' is not one of simple, deit"),
+        ("train.amp=fp8", "train.amp: 'fp8' is not one of none, bf16, fp16"),
+        ("train.accum_steps=3", "train.accum_steps: must be >= 1 and divide train.batch_size=128"),
+        ("data.random_erasing=1.5", r"data.random_erasing: must lie in \[0, 1\]"),
+        ("data.randaug_m=12", "data.randaug_m: must lie in"),
+        ("data.rrc_scale=[0.5, 0.1]", "data.rrc_scale"),
+    ],
+)
 def test_recipe_keys_are_checked(override: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_config("fmnist-tiny", [override])
@@ -97,6 +121,7 @@ def test_simple_recipe_is_the_old_batch_transform() -> None:
 
 
 # ---------------------------------------------------------------- RandAugment ops against PIL (timm's ops)
+
 
 def _pil_reference(name: str, pil: Image.Image, v: float, sign: int, fill: tuple[int, ...]) -> Image.Image:
     kw = dict(resample=Image.BICUBIC, fillcolor=fill)
@@ -126,10 +151,15 @@ def _pil_reference(name: str, pil: Image.Image, v: float, sign: int, fill: tuple
 def test_each_randaugment_op_matches_pil(name: str, sign: int) -> None:
     img = _photo(64, 48, 0)
     fill = (124, 116, 104)
-    level = 5.0 if name == "solarize" else 9.0            # solarize at 9 would only touch a few pixels
+    level = 5.0 if name == "solarize" else 9.0  # solarize at 9 would only touch a few pixels
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
-    out = aug._apply_op(name, x, torch.tensor([level]), torch.tensor([float(sign)]),
-                        torch.tensor(fill, dtype=torch.float32).view(1, 3, 1, 1) / 255)
+    out = aug._apply_op(
+        name,
+        x,
+        torch.tensor([level]),
+        torch.tensor([float(sign)]),
+        torch.tensor(fill, dtype=torch.float32).view(1, 3, 1, 1) / 255,
+    )
     ref = np.asarray(_pil_reference(name, Image.fromarray(img), level / 10, sign, fill), dtype=np.float32) / 255
     diff = (out[0].permute(1, 2, 0).numpy() - ref).__abs__()
     # geometric ops differ only in bicubic details at the borders; the rest in rounding
@@ -139,13 +169,13 @@ def test_each_randaugment_op_matches_pil(name: str, sign: int) -> None:
 def test_randaugment_is_per_image_with_magnitude_noise_and_op_probability(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.full((512, 3, 8, 8), 0.5)
     fill = torch.zeros(1, 3, 1, 1)
-    monkeypatch.setattr(aug, "RAND_OPS", ("brightness",))   # factor 1 +- 0.09 * level: the level can be read back
+    monkeypatch.setattr(aug, "RAND_OPS", ("brightness",))  # factor 1 +- 0.09 * level: the level can be read back
     out = aug.rand_augment(x, torch.Generator().manual_seed(0), 1, 9.0, 0.5, 0.5, fill)
-    levels = ((out[:, 0, 0, 0] / 0.5 - 1).abs() / 0.09)
+    levels = (out[:, 0, 0, 0] / 0.5 - 1).abs() / 0.09
     applied = levels > 1e-4
-    assert 0.42 < float(applied.float().mean()) < 0.58                       # randaug_prob = 0.5
+    assert 0.42 < float(applied.float().mean()) < 0.58  # randaug_prob = 0.5
     lv = levels[applied]
-    assert abs(float(lv.mean()) - 9.0) < 0.15 and 0.38 < float(lv.std()) < 0.62   # N(9, 0.5)
+    assert abs(float(lv.mean()) - 9.0) < 0.15 and 0.38 < float(lv.std()) < 0.62  # N(9, 0.5)
     still = aug.rand_augment(x, torch.Generator().manual_seed(0), 1, 9.0, 0.0, 1.0, fill)
     torch.testing.assert_close((still[:, 0, 0, 0] / 0.5 - 1).abs() / 0.09, torch.full((512,), 9.0))
     monkeypatch.undo()
@@ -160,12 +190,12 @@ def test_random_erasing_boxes() -> None:
     out = aug.random_erasing(x, 1.0, torch.Generator().manual_seed(0))
     for o in out:
         mask = o[0] != 0
-        assert torch.equal(mask, o[1] != 0)                                  # one box through all channels
+        assert torch.equal(mask, o[1] != 0)  # one box through all channels
         rows, cols = mask.any(1).nonzero().squeeze(1), mask.any(0).nonzero().squeeze(1)
         h, w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
-        assert int(mask.sum()) == h * w                                      # a filled rectangle
+        assert int(mask.sum()) == h * w  # a filled rectangle
         assert 0.015 <= h * w / 1024 <= 0.36 and 0.25 <= h / w <= 4.0
-    assert abs(float(out[out != 0].std()) - 1.0) < 0.05                      # N(0, 1) noise per pixel
+    assert abs(float(out[out != 0].std()) - 1.0) < 0.05  # N(0, 1) noise per pixel
     assert torch.equal(aug.random_erasing(x, 0.0, None), x)
     some = aug.random_erasing(x, 0.25, torch.Generator().manual_seed(1))
     assert 0.15 < float((some.flatten(1) != 0).any(1).float().mean()) < 0.35
@@ -177,17 +207,17 @@ def test_mixup_and_cutmix_targets_match_the_pixels() -> None:
     y = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
     lams = []
     for seed in range(12):
-        for switch in (0.0, 1.0):      # switch probability 1: always CutMix; 0: always Mixup
+        for switch in (0.0, 1.0):  # switch probability 1: always CutMix; 0: always Mixup
             xm, t = aug.mixup_cutmix(x, y, k, 0.8, 1.0, 1.0, switch, torch.Generator().manual_seed(seed))
             torch.testing.assert_close(t.sum(1), torch.ones(b))
-            lam = float(t[0, y[0]])    # image 0 (class 0) is paired with image 7 (class 2)
+            lam = float(t[0, y[0]])  # image 0 (class 0) is paired with image 7 (class 2)
             assert math.isclose(float(t[0, y[-1]]), 1 - lam, abs_tol=1e-6)
-            if switch == 1.0:          # CutMix: the share of own pixels is the (area-corrected) lambda
+            if switch == 1.0:  # CutMix: the share of own pixels is the (area-corrected) lambda
                 assert abs(float((xm[0] == 0).float().mean()) - lam) < 1e-6
-            else:                      # Mixup: a blend with the reversed batch
+            else:  # Mixup: a blend with the reversed batch
                 torch.testing.assert_close(xm[0], lam * x[0] + (1 - lam) * x[-1])
             lams.append(lam)
-    assert 0.2 < float(np.mean(lams)) < 0.8 and len(set(lams)) > 12   # a fresh lambda per batch
+    assert 0.2 < float(np.mean(lams)) < 0.8 and len(set(lams)) > 12  # a fresh lambda per batch
     xm, t = aug.mixup_cutmix(x, y, k, 0.8, 1.0, 0.0, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(xm, x) and torch.equal(t, F.one_hot(y, k).float())
 
@@ -213,13 +243,15 @@ def test_deit_augment_is_reproducible_and_yields_soft_targets() -> None:
     b = t(x, y, torch.Generator().manual_seed(5))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].dtype == torch.float32 and a[0].shape == (6, 3, 32, 32) and a[1].shape == (6, 10)
-    off = aug.train_augmentation(DataConfig(name="imagefolder", recipe="deit", augment=False, mean=[0.5] * 3,
-                                            std=[0.5] * 3), 10)
+    off = aug.train_augmentation(
+        DataConfig(name="imagefolder", recipe="deit", augment=False, mean=[0.5] * 3, std=[0.5] * 3), 10
+    )
     xs, ys = off(x, y, None)
     assert ys is y and torch.allclose(xs, x.float() / 127.5 - 1, atol=1e-6)
 
 
 # ---------------------------------------------------------------- worker-side crops
+
 
 def test_rrc_box_follows_the_scale_and_ratio_ranges() -> None:
     rng = np.random.default_rng(0)
@@ -229,7 +261,7 @@ def test_rrc_box_follows_the_scale_and_ratio_ranges() -> None:
         assert 0.075 <= w * h / (500 * 375) <= 1.0
         if (w, h) != (500, 375):
             assert 0.70 <= w / h <= 1.40
-    assert rrc_box(100, 100, rng, (0.9, 1.0), (3.0, 4.0)) == (0, 33, 100, 33)   # the fallback centre crop
+    assert rrc_box(100, 100, rng, (0.9, 1.0), (3.0, 4.0)) == (0, 33, 100, 33)  # the fallback centre crop
 
 
 def test_eval_crop_is_resize_256_bicubic_and_centre_224(tmp_path: Path) -> None:
@@ -246,7 +278,7 @@ def test_random_resized_crop_decodes_jpegs_at_reduced_scale_correctly(tmp_path: 
         rng = np.random.default_rng(seed)
         got = load_random_resized_crop(str(tmp_path / "big.jpg"), 64, 3, rng, (0.3, 1.0), (3 / 4, 4 / 3))
         left, top, w, h = rrc_box(1200, 900, np.random.default_rng(seed), (0.3, 1.0), (3 / 4, 4 / 3))
-        full = Image.open(tmp_path / "big.jpg").convert("RGB")     # full decode, no draft
+        full = Image.open(tmp_path / "big.jpg").convert("RGB")  # full decode, no draft
         ref = np.asarray(full.resize((64, 64), Image.BICUBIC, box=(left, top, left + w, top + h)), dtype=np.float32)
         diff = np.abs(got.permute(1, 2, 0).numpy().astype(np.float32) - ref)
         # the DCT-reduced decode low-passes the noisy channel 0 differently (about 4 levels); the smooth
@@ -272,8 +304,9 @@ def test_crops_depend_on_index_and_epoch_not_on_workers(folder: Path) -> None:
     assert len(a) == 6 and all(torch.equal(p, q) for p, q in zip(a, b))
 
 
-def test_corrupt_images_stop_or_are_replaced_as_data_skip_corrupt_says(folder: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_images_stop_or_are_replaced_as_data_skip_corrupt_says(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from quasar_vit.data.build import build_datasets
     from quasar_vit.errors import DataError
 
@@ -291,14 +324,15 @@ def test_corrupt_images_stop_or_are_replaced_as_data_skip_corrupt_says(folder: P
 
 # ---------------------------------------------------------------- bf16: quantizer arithmetic stays fp32
 
+
 def test_lsq_codes_and_step_gradient_are_fp32_under_bf16_autocast() -> None:
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(4096, generator=g) * 0.8).to(torch.bfloat16)
     step = torch.nn.Parameter(torch.tensor(0.0371))
-    w = torch.randn(4096, generator=g).to(torch.bfloat16).float()     # upstream gradient, bf16-exact
+    w = torch.randn(4096, generator=g).to(torch.bfloat16).float()  # upstream gradient, bf16-exact
     codes_ref = torch.clamp(torch.round(x.float() / step.detach()), -32, 31)
     naive = torch.clamp(torch.round(x / step.detach().to(torch.bfloat16)).float(), -32, 31)
-    assert not torch.equal(naive, codes_ref)          # bf16 division would move codes: the hazard is real
+    assert not torch.equal(naive, codes_ref)  # bf16 division would move codes: the hazard is real
 
     xb = x.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -311,7 +345,7 @@ def test_lsq_codes_and_step_gradient_are_fp32_under_bf16_autocast() -> None:
     step.grad = None
     xf = x.float().requires_grad_(True)
     (lsq_fake_quant(xf, step, -32, 31, 0.01) * w).sum().backward()
-    torch.testing.assert_close(step_grad_bf16, step.grad, rtol=1e-5, atol=1e-7)   # summed in fp32
+    torch.testing.assert_close(step_grad_bf16, step.grad, rtol=1e-5, atol=1e-7)  # summed in fp32
     assert xb.grad.dtype == torch.bfloat16 and torch.equal(xb.grad.float(), xf.grad.to(torch.bfloat16).float())
 
 
@@ -342,7 +376,7 @@ def test_supernet_trains_under_bf16_autocast_on_cpu(fmnist_available: bool) -> N
         logits = model(x, space.largest())
     for h in hooks:
         h.remove()
-    assert torch.bfloat16 in checked and len(checked) == 2 + 8 * 2       # patch, head, 8 per block
+    assert torch.bfloat16 in checked and len(checked) == 2 + 8 * 2  # patch, head, 8 per block
     F.cross_entropy(logits.float(), torch.arange(8) % 10).backward()
     grads = [p.grad for n, p in model.named_parameters() if n.endswith("step")]
     assert all(g is not None and torch.isfinite(g).all() and g.dtype == torch.float32 for g in grads)
@@ -359,6 +393,7 @@ def test_supernet_trains_under_bf16_autocast_on_cpu(fmnist_available: bool) -> N
 
 
 # ---------------------------------------------------------------- accumulation and distillation with soft targets
+
 
 @pytest.mark.parametrize("soft", [True, False])
 def test_accumulation_gives_the_big_batch_gradient(soft: bool, fmnist_available: bool) -> None:
@@ -405,8 +440,9 @@ def test_fp16_gradscaler_run_checkpoints_its_scale(tmp_path: Path, fmnist_availa
     assert ckpt["scaler"]["scale"] > 0
 
 
-def test_compile_option_routes_the_training_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    fmnist_available: bool) -> None:
+def test_compile_option_routes_the_training_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmnist_available: bool
+) -> None:
     """torch.compile itself takes minutes per subnet shape on this CPU (docs/imagenet.md), so the
     test checks the wiring with a stand-in that counts calls."""
     from quasar_vit.training.trainer import train_supernet
@@ -420,15 +456,17 @@ def test_compile_option_routes_the_training_forward(tmp_path: Path, monkeypatch:
         def forward(*a):  # noqa: ANN202
             calls["forward"] += 1
             return model(*a)
+
         return forward
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     cfg = load_config("fmnist-tiny", tiny_overrides(2) + ["train.compile=true"])
     train_supernet(cfg, tmp_path / "run", progress=False)
-    assert calls["compile"] == 1 and calls["forward"] == 2 * 3      # 2 steps x (largest, smallest, 1 random)
+    assert calls["compile"] == 1 and calls["forward"] == 2 * 3  # 2 steps x (largest, smallest, 1 random)
 
 
 # ---------------------------------------------------------------- end to end on an image folder
+
 
 def test_deit_recipe_trains_and_resumes_exactly_on_an_image_folder(folder: Path, tmp_path: Path) -> None:
     from quasar_vit.training.trainer import train_supernet

@@ -1,4 +1,5 @@
 """Torch-free tests of the search core: encoding, Pareto front, targets, evolution (stub models)."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,28 @@ from hypothesis import given, settings as hsettings, strategies as st
 from quasar_vit.errors import ConfigError, HardwareError
 from quasar_vit.search.encoding import make_encoding, parse_mode
 from quasar_vit.search.evolution import Evaluator, Evolution, SearchStateError, Settings, run_evolution
-from quasar_vit.search.pareto import (best_meeting, dominates, front_dominated, hypervolume, normalized_hypervolume,
-                                     pareto_front)
+from quasar_vit.search.pareto import (
+    best_meeting,
+    dominates,
+    front_dominated,
+    hypervolume,
+    normalized_hypervolume,
+    pareto_front,
+)
 from quasar_vit.search.targets import Target, default_targets, parse_targets
 from quasar_vit.space import SearchSpace
 
-SPACE = SearchSpace(embed_dims=(48, 64, 96), depths=(4, 5, 6), num_heads=(2, 3, 4), mlp_ratios=(2.0, 3.0, 4.0),
-                    img_size=28, patch_size=4, in_chans=1, num_classes=10, head_dim=16)
+SPACE = SearchSpace(
+    embed_dims=(48, 64, 96),
+    depths=(4, 5, 6),
+    num_heads=(2, 3, 4),
+    mlp_ratios=(2.0, 3.0, 4.0),
+    img_size=28,
+    patch_size=4,
+    in_chans=1,
+    num_classes=10,
+    head_dim=16,
+)
 
 
 class Rep:
@@ -46,8 +62,9 @@ def stub_accuracy(s) -> float:
 
 FPS_RANGE = (stub_latency(SPACE.make(96, 6, [4] * 6, [3.0] * 6, [1.0] * 6)).fps, stub_latency(SPACE.smallest()).fps)
 TARGETS = default_targets(*FPS_RANGE)
-SMALL = Settings(population=8, generations=4, parents=3, mutations=4, crossovers=4, mutation_prob=0.3,
-                 max_retries=30, seed=3)
+SMALL = Settings(
+    population=8, generations=4, parents=3, mutations=4, crossovers=4, mutation_prob=0.3, max_retries=30, seed=3
+)
 
 
 # ---- encoding ---------------------------------------------------------------------------------------
@@ -108,11 +125,12 @@ def test_tied_share_sampling_reaches_the_ends_of_the_share_range():
     mixed = [s for s in (tied_enc.sample(rng) for _ in range(400)) if s.depth >= 3]
     all4 = lambda subs: sum(set(s.w8_shares) == {0.0} for s in subs)  # noqa: E731
     tied = sum(len(set(s.w8_shares)) == 1 for s in mixed)
-    assert 0.35 * len(mixed) < tied < 0.7 * len(mixed)           # about half the samples tied
-    assert all4(mixed) > 3 * max(1, all4(deep))                    # the all-4-bit end is reached
+    assert 0.35 * len(mixed) < tied < 0.7 * len(mixed)  # about half the samples tied
+    assert all4(mixed) > 3 * max(1, all4(deep))  # the all-4-bit end is reached
     assert any(len(set(s.w8_shares)) > 1 for s in mixed)
-    assert all(len(set(s.w8_shares)) == 1 for s in (make_encoding(SPACE, "flexible", 1.0).sample(rng)
-                                                    for _ in range(50)))
+    assert all(
+        len(set(s.w8_shares)) == 1 for s in (make_encoding(SPACE, "flexible", 1.0).sample(rng) for _ in range(50))
+    )
     with pytest.raises(ConfigError, match="tied_share_prob"):
         make_encoding(SPACE, "flexible", 1.5)
 
@@ -150,16 +168,15 @@ def test_hypervolume_matches_grid_count(points):
     ref = (2.0, 3.0)
     hv = hypervolume(points, ref)
     # count unit cells [a, a+1] x [f, f+1] dominated by some point
-    cells = sum(1 for a in range(2, 20) for f in range(3, 20)
-                if any(p[0] >= a + 1 and p[1] >= f + 1 for p in points))
+    cells = sum(1 for a in range(2, 20) for f in range(3, 20) if any(p[0] >= a + 1 and p[1] >= f + 1 for p in points))
     assert hv == pytest.approx(cells)
 
 
 def test_front_dominance_is_not_a_hypervolume_comparison():
     a = [(80.0, 100.0), (70.0, 300.0)]
-    assert front_dominated(a, [(80.0, 100.0), (71.0, 300.0)])          # one point beaten, one matched
-    assert not front_dominated(a, a)                                     # a front does not dominate itself
-    crossing = [(79.0, 100.0), (75.0, 400.0)]                            # higher hypervolume, but a's top
+    assert front_dominated(a, [(80.0, 100.0), (71.0, 300.0)])  # one point beaten, one matched
+    assert not front_dominated(a, a)  # a front does not dominate itself
+    crossing = [(79.0, 100.0), (75.0, 400.0)]  # higher hypervolume, but a's top
     assert hypervolume(crossing, (10.0, 50.0)) > hypervolume(a, (10.0, 50.0))  # point is not beaten
     assert not front_dominated(a, crossing) and not front_dominated(crossing, a)
     assert front_dominated([], a) and not front_dominated(a, [])
@@ -247,7 +264,7 @@ def test_parent_selection_is_union_of_per_target_elites():
     parents = evo.parents()
     for t in evo.targets:
         meeting = sorted((c for c in evo.records if c.fps >= t.fps), key=lambda c: -c.val_top1)
-        for c in meeting[:SMALL.parents]:
+        for c in meeting[: SMALL.parents]:
             assert c in parents
     assert len(parents) <= SMALL.parents * len(evo.targets)
 
@@ -273,8 +290,9 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
         calls.append(s)
         return stub_accuracy(s)
 
-    resumed = run_evolution(make_encoding(SPACE), TARGETS, acc, stub_latency, SMALL, state_path=state,
-                            history_path=hist)
+    resumed = run_evolution(
+        make_encoding(SPACE), TARGETS, acc, stub_latency, SMALL, state_path=state, history_path=hist
+    )
     assert [c.to_dict() for c in resumed.records] == [c.to_dict() for c in full.records]
     assert len(calls) == len([c for c in full.records if c.generation >= 2])  # nothing measured twice
     lines = [json.loads(l) for l in hist.read_text().splitlines()]
@@ -344,8 +362,9 @@ def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps(saved))
     assert _run(mode="fixed", settings=SMALL, state_path=tmp_path / "x.json").records == fixed.records
     # random search draws fresh samples of the whole space: no coarse stage
-    assert [c.subnet for c in _run(mode="random", settings=tied).records] == \
-        [c.subnet for c in _run(mode="random", settings=SMALL).records]
+    assert [c.subnet for c in _run(mode="random", settings=tied).records] == [
+        c.subnet for c in _run(mode="random", settings=SMALL).records
+    ]
     with pytest.raises(Exception, match="tied_generations"):
         Settings(**{**SMALL.to_dict(), "tied_generations": -1}).validate()
 
@@ -381,15 +400,18 @@ def test_evaluator_caches_and_splits_work_over_ranks():
 
 
 # ---- racing ------------------------------------------------------------------------------------------
-RACE = Settings(**{**SMALL.to_dict(), "population": 16, "generations": 6, "mutations": 8, "crossovers": 8,
-                   "screen_size": 100})
+RACE = Settings(
+    **{**SMALL.to_dict(), "population": 16, "generations": 6, "mutations": 8, "crossovers": 8, "screen_size": 100}
+)
 
 
 def _racing_evaluator(noise: float, seed: int = 0) -> Evaluator:
     """A screen that is the full score plus a fixed per-subnet error of up to ``noise`` points."""
+
     def screen(s):
         r = random.Random(json.dumps(s.to_dict(), sort_keys=True) + str(seed))
         return stub_accuracy(s) + r.uniform(-noise, noise)
+
     return Evaluator(stub_accuracy, screen_fn=screen, screen_images=2000, full_images=10000)
 
 
@@ -400,10 +422,10 @@ def test_racing_with_an_exact_screen_picks_the_same_winners_and_parents_as_full_
     full = Evolution(enc, TARGETS, stub_accuracy, stub_latency, RACE)
     raced = Evolution(enc, TARGETS, _racing_evaluator(0.0), stub_latency, RACE)
     a, b = full.run(), raced.run()
-    assert [c.subnet for c in a.records] == [c.subnet for c in b.records]        # same children every generation
+    assert [c.subnet for c in a.records] == [c.subnet for c in b.records]  # same children every generation
     assert {k: v.subnet for k, v in a.best.items() if v} == {k: v.subnet for k, v in b.best.items() if v}
     assert {c.subnet for c in full.parents()} == {c.subnet for c in raced.parents()}
-    assert 0 < b.stats.screened_out < len(b.records)                                # it saved work, and not all
+    assert 0 < b.stats.screened_out < len(b.records)  # it saved work, and not all
     assert raced.evaluator.calls == len(b.records) - b.stats.screened_out
 
 
@@ -421,8 +443,13 @@ def test_racing_scores_every_winner_parent_and_front_member_on_the_full_split():
 def test_a_wider_race_margin_scores_more_candidates_in_full():
     calls = []
     for z in (0.0, 4.0):
-        evo = Evolution(make_encoding(SPACE, "flexible"), TARGETS, _racing_evaluator(3.0), stub_latency,
-                        Settings(**{**RACE.to_dict(), "race_z": z}))
+        evo = Evolution(
+            make_encoding(SPACE, "flexible"),
+            TARGETS,
+            _racing_evaluator(3.0),
+            stub_latency,
+            Settings(**{**RACE.to_dict(), "race_z": z}),
+        )
         evo.run()
         calls.append(evo.evaluator.calls)
     assert calls[0] < calls[1]
@@ -436,7 +463,8 @@ def test_a_raced_search_resumes_exactly(tmp_path):
     again = Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, RACE, **kw)
     res = again.run()
     assert [c.to_dict() for c in res.records] == [c.to_dict() for c in ref.records]
-    assert again.evaluator.screen_calls < len(res.records)     # the saved screen scores were not re-measured
+    assert again.evaluator.screen_calls < len(res.records)  # the saved screen scores were not re-measured
     with pytest.raises(SearchStateError, match="race_z"):
-        Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, Settings(**{**RACE.to_dict(), "race_z": 1.0}),
-                  **kw).run()
+        Evolution(
+            enc, TARGETS, _racing_evaluator(3.0), stub_latency, Settings(**{**RACE.to_dict(), "race_z": 1.0}), **kw
+        ).run()

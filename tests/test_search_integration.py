@@ -1,4 +1,5 @@
 """End-to-end search on a micro supernet: outputs, resume, infeasible targets, CLI errors, 2-rank gloo."""
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,28 @@ DATA = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not (DATA / "train-images-idx3-ubyte.gz").exists(), reason="Fashion-MNIST not found")
 
 # a micro supernet (1-2 layers, 16 tokens) trained for 2 steps: enough to exercise every path quickly
-MICRO = ["train.steps=2", "train.batch_size=16", "train.sandwich_random=0", "train.warmup_steps=1",
-         "data.train_limit=200", "data.test_limit=100", "data.val_size=300", "model.patch_size=7",
-         "model.embed_dims=[16,32]", "model.depths=[1,2]", "model.num_heads=[1,2]", "model.mlp_ratios=[1.0,2.0]",
-         "model.head_dim=8", "search.population=6", "search.generations=2", "search.parents=3",
-         "search.mutations=3", "search.crossovers=3", "search.val_size=100", "search.eval_batch_size=100"]
+MICRO = [
+    "train.steps=2",
+    "train.batch_size=16",
+    "train.sandwich_random=0",
+    "train.warmup_steps=1",
+    "data.train_limit=200",
+    "data.test_limit=100",
+    "data.val_size=300",
+    "model.patch_size=7",
+    "model.embed_dims=[16,32]",
+    "model.depths=[1,2]",
+    "model.num_heads=[1,2]",
+    "model.mlp_ratios=[1.0,2.0]",
+    "model.head_dim=8",
+    "search.population=6",
+    "search.generations=2",
+    "search.parents=3",
+    "search.mutations=3",
+    "search.crossovers=3",
+    "search.val_size=100",
+    "search.eval_batch_size=100",
+]
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +61,9 @@ def reference(micro_ckpt, tmp_path_factory):
     from quasar_vit.search.runner import run_search
 
     out = tmp_path_factory.mktemp("search_ref")
-    res = run_search(micro_ckpt, out, platform="zcu102", baselines=["uniform4"], device="cpu", progress=False,
-                     log=lambda s: None)
+    res = run_search(
+        micro_ckpt, out, platform="zcu102", baselines=["uniform4"], device="cpu", progress=False, log=lambda s: None
+    )
     return out, res
 
 
@@ -73,8 +92,10 @@ def test_outputs(reference):
 
     mine = [(f["val_top1"], f["fps"]) for f in d["front"]]
     theirs = [(f["val_top1"], f["fps"]) for f in b["front"]]
-    assert d["dominance"]["uniform4"] == {"dominates_main": front_dominated(mine, theirs),
-                                          "dominated_by_main": front_dominated(theirs, mine)}
+    assert d["dominance"]["uniform4"] == {
+        "dominates_main": front_dominated(mine, theirs),
+        "dominated_by_main": front_dominated(theirs, mine),
+    }
     assert res.main.evolution.complete
 
 
@@ -82,11 +103,21 @@ def test_resume_equals_uninterrupted(micro_ckpt, reference, tmp_path):
     from quasar_vit.search.runner import run_search
 
     ref_out, ref = reference
-    part = run_search(micro_ckpt, tmp_path, platform="zcu102", device="cpu", progress=False, max_generations=1,
-                      test=False, plot=False, log=lambda s: None)
+    part = run_search(
+        micro_ckpt,
+        tmp_path,
+        platform="zcu102",
+        device="cpu",
+        progress=False,
+        max_generations=1,
+        test=False,
+        plot=False,
+        log=lambda s: None,
+    )
     assert not part.main.evolution.complete
-    res = run_search(micro_ckpt, tmp_path, platform="zcu102", device="cpu", progress=False, plot=False,
-                     log=lambda s: None)
+    res = run_search(
+        micro_ckpt, tmp_path, platform="zcu102", device="cpu", progress=False, plot=False, log=lambda s: None
+    )
     assert [c.to_dict() for c in res.main.evolution.records] == [c.to_dict() for c in ref.main.evolution.records]
 
 
@@ -94,8 +125,17 @@ def test_infeasible_targets(micro_ckpt, tmp_path, capsys):
     from quasar_vit.search.runner import run_search
 
     huge = Target.from_fps(1e9)
-    res = run_search(micro_ckpt, tmp_path / "a", platform="zcu102", targets=[Target.from_fps(1.0), huge],
-                     device="cpu", progress=False, test=False, plot=False, overrides=["generations=1"])
+    res = run_search(
+        micro_ckpt,
+        tmp_path / "a",
+        platform="zcu102",
+        targets=[Target.from_fps(1.0), huge],
+        device="cpu",
+        progress=False,
+        test=False,
+        plot=False,
+        overrides=["generations=1"],
+    )
     assert huge.name in res.infeasible and 0 < res.infeasible[huge.name] < 1e9
     d = json.loads((tmp_path / "a" / "pareto.json").read_text())
     bad = next(t for t in d["targets"] if t["name"] == huge.name)
@@ -108,9 +148,17 @@ def test_infeasible_targets(micro_ckpt, tmp_path, capsys):
 def test_share_options_reach_the_evolution(micro_ckpt, tmp_path):
     from quasar_vit.search.runner import run_search
 
-    res = run_search(micro_ckpt, tmp_path, platform="zcu102", targets=[Target.from_fps(1.0)], device="cpu",
-                     progress=False, test=False, plot=False,
-                     overrides=["generations=3", "tied_generations=2", "share_mutation=step"])
+    res = run_search(
+        micro_ckpt,
+        tmp_path,
+        platform="zcu102",
+        targets=[Target.from_fps(1.0)],
+        device="cpu",
+        progress=False,
+        test=False,
+        plot=False,
+        overrides=["generations=3", "tied_generations=2", "share_mutation=step"],
+    )
     assert res.settings["tied_generations"] == 2
     gens = [json.loads(l) for l in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [g["shares"] for g in gens if g["event"] == "generation"] == ["tied", "tied", "per-layer"]
@@ -120,18 +168,29 @@ def test_share_options_reach_the_evolution(micro_ckpt, tmp_path):
     assert state["fingerprint"]["share_mutation"] == "step" and state["fingerprint"]["tied_generations"] == 2
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--checkpoint", "/nonexistent/x.pt"], "not found"),
-    (["--fps", "100,fast"], "not a number"),
-    (["--platform", "nosuchboard"], "unknown platform"),
-    (["--fps", "1e9"], "no target can be met"),
-    (["--mode", "uniform9"], "unknown search mode"),
-    (["--set", "search.share_mutation=creep"], "search.share_mutation"),
-    (["--set", "search.tied_generations=-2"], "search.tied_generations"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--checkpoint", "/nonexistent/x.pt"], "not found"),
+        (["--fps", "100,fast"], "not a number"),
+        (["--platform", "nosuchboard"], "unknown platform"),
+        (["--fps", "1e9"], "no target can be met"),
+        (["--mode", "uniform9"], "unknown search mode"),
+        (["--set", "search.share_mutation=creep"], "search.share_mutation"),
+        (["--set", "search.tied_generations=-2"], "search.tied_generations"),
+    ],
+)
 def test_cli_errors(micro_ckpt, tmp_path, capsys, args, match):
-    argv = ["search", "--checkpoint", str(micro_ckpt), "--out", str(tmp_path / "o"), "--no-progress",
-            "--device", "cpu"] + args
+    argv = [
+        "search",
+        "--checkpoint",
+        str(micro_ckpt),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ] + args
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err and err.count("\n") == 1
@@ -140,9 +199,29 @@ def test_cli_errors(micro_ckpt, tmp_path, capsys, args, match):
 def test_two_gloo_ranks_match_single_process(micro_ckpt, reference, tmp_path):
     ref_out, ref = reference
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "quasar_vit", "search", "--checkpoint", str(micro_ckpt), "--out", str(tmp_path), "--platform",
-           "zcu102", "--baselines", "uniform4", "--device", "cpu", "--no-progress", "--no-plot"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "quasar_vit",
+        "search",
+        "--checkpoint",
+        str(micro_ckpt),
+        "--out",
+        str(tmp_path),
+        "--platform",
+        "zcu102",
+        "--baselines",
+        "uniform4",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-plot",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     d = json.loads((tmp_path / "pareto.json").read_text())
@@ -159,8 +238,9 @@ def test_search_keeps_files_it_did_not_write(micro_ckpt, tmp_path):
     out = tmp_path / "s"
     out.mkdir()
     (out / "subnet_mine.json").write_text("{}")
-    run_search(micro_ckpt, out, platform="zcu102", device="cpu", progress=False, plot=False, test=False,
-               log=lambda s: None)
+    run_search(
+        micro_ckpt, out, platform="zcu102", device="cpu", progress=False, plot=False, test=False, log=lambda s: None
+    )
     assert (out / "subnet_mine.json").read_text() == "{}"
     assert len(list(out.glob("subnet_*fps.json"))) >= 1
 
@@ -181,22 +261,30 @@ def test_racing_full_score_is_the_one_pass_count(micro_ckpt):
     assert screen_n == 120 and screen is not None
     for s in (space.largest(), space.smallest()):
         one_pass = evaluate_subnet(model, s, splits.val, tf, "cpu", 50)
-        assert full(s) == one_pass                       # without a screen first
+        assert full(s) == one_pass  # without a screen first
         screen(s)
-        assert full(s) == one_pass                       # with the screen's count reused
-    assert racing_scorers(model, splits.val, n, 0, tf, "cpu", 50)[1] is None       # 0: racing off
-    assert racing_scorers(model, splits.val, n, 300, tf, "cpu", 50)[1] is None     # screen = split: off
+        assert full(s) == one_pass  # with the screen's count reused
+    assert racing_scorers(model, splits.val, n, 0, tf, "cpu", 50)[1] is None  # 0: racing off
+    assert racing_scorers(model, splits.val, n, 300, tf, "cpu", 50)[1] is None  # screen = split: off
 
 
 def test_a_raced_search_records_what_it_screened_out(micro_ckpt, tmp_path):
     from quasar_vit.search.runner import run_search
 
-    res = run_search(micro_ckpt, tmp_path / "s", platform="zcu102", device="cpu", progress=False, plot=False,
-                     overrides=["search.val_size=300", "search.screen_size=60", "search.generations=3",
-                                "search.race_z=0"], log=lambda s: None, test=False)
+    res = run_search(
+        micro_ckpt,
+        tmp_path / "s",
+        platform="zcu102",
+        device="cpu",
+        progress=False,
+        plot=False,
+        overrides=["search.val_size=300", "search.screen_size=60", "search.generations=3", "search.race_z=0"],
+        log=lambda s: None,
+        test=False,
+    )
     doc = json.loads((tmp_path / "s" / "pareto.json").read_text())
     out = doc["screened_out"]
-    assert out                       # deterministic: 3 of 15 with this seed and checkpoint
+    assert out  # deterministic: 3 of 15 with this seed and checkpoint
     assert len(doc["measured"]) + len(out) == res.main.evolution.evaluations
     assert doc["stats"]["screened_out"] == len(out) and all(v is not None for v, _ in out)
     assert all(t["val_top1"] is not None for t in doc["targets"] if t["status"] == "met")

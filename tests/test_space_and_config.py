@@ -1,4 +1,5 @@
 """Subnet encoding, search-space validation and YAML config validation."""
+
 from __future__ import annotations
 
 import json
@@ -59,12 +60,14 @@ def test_malformed_subnet_files(tmp_path):
     p.write_text("{not json")
     with pytest.raises(SubnetError, match="not valid JSON"):
         SubnetConfig.load(p)
-    p.write_text(json.dumps({"embed_dim": 64, "depth": 2, "num_heads": [2], "mlp_ratios": [2, 2],
-                             "w8_shares": [0, 0]}))
+    p.write_text(json.dumps({"embed_dim": 64, "depth": 2, "num_heads": [2], "mlp_ratios": [2, 2], "w8_shares": [0, 0]}))
     with pytest.raises(SubnetError, match="num_heads"):
         SubnetConfig.load(p)
-    p.write_text(json.dumps({"embed_dim": 64, "depth": 1, "num_heads": [2], "mlp_ratios": [2],
-                             "w8_shares": [0], "colour": "red"}))
+    p.write_text(
+        json.dumps(
+            {"embed_dim": 64, "depth": 1, "num_heads": [2], "mlp_ratios": [2], "w8_shares": [0], "colour": "red"}
+        )
+    )
     with pytest.raises(SubnetError, match="colour"):
         SubnetConfig.load(p)
     with pytest.raises(SubnetError, match="not found"):
@@ -77,8 +80,7 @@ def test_deit_presets_match_published_macs():
 
 
 def test_linear_layers_count_8bit_rows_per_section():
-    sub = SubnetConfig(64, 1, (2,), (2.0,), (0.5,), img_size=28, patch_size=4, in_chans=1, num_classes=10,
-                       head_dim=16)
+    sub = SubnetConfig(64, 1, (2,), (2.0,), (0.5,), img_size=28, patch_size=4, in_chans=1, num_classes=10, head_dim=16)
     layers = {l.name: l for l in sub.linear_layers()}
     assert layers["blocks.0.qkv"].out_features == 96 and layers["blocks.0.qkv"].n8_rows == 48
     assert layers["blocks.0.fc1"].out_features == 128 and layers["blocks.0.fc1"].n8_rows == 64
@@ -94,19 +96,22 @@ def test_bundled_configs_load():
     assert large.embed_dims == (320, 384, 448) and large.depths == (12, 13, 14)
 
 
-@pytest.mark.parametrize("text,match", [
-    ("train:\n  lrr: 0.1\n", "train.lrr"),
-    ("train:\n  lr: fast\n", "train.lr: expected a number"),
-    ("model:\n  depths: 4\n", "model.depths: expected a list"),
-    ("bogus: 1\n", "bogus"),
-    ("train:\n  steps: -5\n", "train.steps"),
-    ("data:\n  name: svhn\n", "svhn"),
-    ("- a\n- b\n", "mapping"),
-    ("train: [1, 2\n", r"c\.yaml:2:1: YAML syntax error"),
-    ("model:\n  img_size: 30\n  patch_size: 4\n", "multiple"),
-    ("search:\n  tied_generations: -1\n", "search.tied_generations"),
-    ("search:\n  share_mutation: creep\n", "search.share_mutation"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("train:\n  lrr: 0.1\n", "train.lrr"),
+        ("train:\n  lr: fast\n", "train.lr: expected a number"),
+        ("model:\n  depths: 4\n", "model.depths: expected a list"),
+        ("bogus: 1\n", "bogus"),
+        ("train:\n  steps: -5\n", "train.steps"),
+        ("data:\n  name: svhn\n", "svhn"),
+        ("- a\n- b\n", "mapping"),
+        ("train: [1, 2\n", r"c\.yaml:2:1: YAML syntax error"),
+        ("model:\n  img_size: 30\n  patch_size: 4\n", "multiple"),
+        ("search:\n  tied_generations: -1\n", "search.tied_generations"),
+        ("search:\n  share_mutation: creep\n", "search.share_mutation"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, text, match):
     p = tmp_path / "c.yaml"
     p.write_text(text)
@@ -123,12 +128,15 @@ def test_overrides_and_missing_config(tmp_path):
         load_config("fmnist-tiny", ["train.steps"])
 
 
-@pytest.mark.parametrize("override,match", [
-    ("train.stepz=3", r"^--set train\.stepz: section 'train' has no key 'stepz'; did you mean 'train\.steps'\?$"),
-    ("trian.steps=3", r"^--set trian\.steps: the config has no key 'trian'; did you mean 'train'\?$"),
-    ("model=3", r"^--set model: 'model' is a section"),
-    ("train.steps.x=3", r"^--set train\.steps\.x: 'train\.steps' is a value"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("train.stepz=3", r"^--set train\.stepz: section 'train' has no key 'stepz'; did you mean 'train\.steps'\?$"),
+        ("trian.steps=3", r"^--set trian\.steps: the config has no key 'trian'; did you mean 'train'\?$"),
+        ("model=3", r"^--set model: 'model' is a section"),
+        ("train.steps.x=3", r"^--set train\.steps\.x: 'train\.steps' is a value"),
+    ],
+)
 def test_bad_set_key_names_the_option_not_the_yaml_file(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config("fmnist-tiny", [override])

@@ -1,4 +1,5 @@
 """Supernet slicing, mixed-precision weight entanglement, layer scaling and extraction."""
+
 from __future__ import annotations
 
 import random
@@ -107,7 +108,7 @@ def test_layer_scale_is_elastic_and_applied(setup):
         base = net(x, sub)
         ls = net.blocks[0].ls1
         saved = ls.clone()
-        ls[sub.embed_dim:] = 123.0  # outside the slice: no effect
+        ls[sub.embed_dim :] = 123.0  # outside the slice: no effect
         assert torch.allclose(net(x, sub), base)
         ls[: sub.embed_dim] = 0.0  # inside: changes the output
         changed = net(x, sub)

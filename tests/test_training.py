@@ -1,4 +1,5 @@
 """Supernet training: exact resume, run-directory safety, corrupt checkpoints, 2-process gloo."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ def test_resume_continues_exactly(tmp_path, tiny_config):
     a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(broken / "last.pt")
     assert a["step"] == b["step"] == tiny_config.train.steps
     assert _states_equal(a["model"], b["model"])
-    assert json.loads((straight / "final.json").read_text())["test_top1_largest"] == \
-        json.loads((broken / "final.json").read_text())["test_top1_largest"]
+    assert (
+        json.loads((straight / "final.json").read_text())["test_top1_largest"]
+        == json.loads((broken / "final.json").read_text())["test_top1_largest"]
+    )
     # the metrics log holds one record per logged step, none lost or doubled by the restart
     steps = [json.loads(l)["step"] for l in (broken / "metrics.jsonl").read_text().splitlines()]
     assert steps == [4, 8, 12]
@@ -116,9 +119,24 @@ def test_two_process_gloo_keeps_ranks_identical(tmp_path, fmnist_available):
     """torchrun with 2 CPU processes (gloo): both ranks must end with identical weights."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "quasar_vit.cli.main", "train", "--config", "fmnist-tiny", "--out", str(out), "--no-progress",
-           "--device", "cpu"] + [a for o in tiny_overrides(steps=6) + ["data.test_limit=255"] for a in ("--set", o)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "quasar_vit.cli.main",
+        "train",
+        "--config",
+        "fmnist-tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ] + [a for o in tiny_overrides(steps=6) + ["data.test_limit=255"] for a in ("--set", o)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "final.json").read_text())
@@ -157,8 +175,9 @@ def test_only_subnet_trains_that_subnet_alone(tmp_path, tiny_config):
 
 def test_resume_accepts_a_moved_data_root_and_logging_changes(tmp_path, tiny_config):
     train_supernet(tiny_config, tmp_path / "r", progress=False, stop_at=4)
-    moved = load_config("fmnist-tiny", tiny_overrides() + ["data.root=/usr/share/datasets/fashion-mnist/",
-                                                           "train.log_every=2"])
+    moved = load_config(
+        "fmnist-tiny", tiny_overrides() + ["data.root=/usr/share/datasets/fashion-mnist/", "train.log_every=2"]
+    )
     summary = train_supernet(moved, tmp_path / "r", resume=True, progress=False)
     assert summary["steps"] == tiny_config.train.steps
     steps = [json.loads(l)["step"] for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -229,10 +248,15 @@ def test_cleanup_really_stops_gloo_threads(tmp_path):
     script = tmp_path / "teardown.py"
     script.write_text(GLOO_TEARDOWN)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "OUT_DIR": str(tmp_path)},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        cmd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "OUT_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    counts = [int((tmp_path / f"rank{r}").read_text()) for r in (0, 1)]   # gloo threads alive after cleanup
+    counts = [int((tmp_path / f"rank{r}").read_text()) for r in (0, 1)]  # gloo threads alive after cleanup
     assert counts == [0, 0]
 
 
@@ -271,9 +295,13 @@ def test_watchable_training_without_a_terminal(tmp_path, fmnist_available):
     for name, extra in (("watched", ["train.eval_every=4"]), ("plain", [])):
         out = tmp_path / name
         sets = [a for o in tiny_overrides(steps=8) + extra for a in ("--set", o)]
-        proc = subprocess.run([sys.executable, "-m", "quasar_vit.cli.main", "train", "--config", "fmnist-tiny",
-                               "--out", str(out), *sets], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(
+            [sys.executable, "-m", "quasar_vit.cli.main", "train", "--config", "fmnist-tiny", "--out", str(out), *sets],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs[name] = (out, proc.stderr)
     out, err = runs["watched"]

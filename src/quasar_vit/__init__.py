@@ -3,6 +3,7 @@
 Steps (each a CLI subcommand and a Python function taking files):
 train a supernet -> search under latency targets -> export the chosen subnet -> deploy.
 """
+
 from quasar_vit.space import SearchSpace, SubnetConfig
 
 __version__ = "0.1.0"

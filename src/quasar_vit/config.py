@@ -7,6 +7,7 @@ without a path (``fmnist-tiny``) resolves to the file bundled in ``configs/``.
 Choices the paper leaves open (paper-notes.md marks them "open") are fields here, with the
 defaults documented in docs/design.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,9 +30,9 @@ class QuantConfig:
     """Quantization scheme (paper section 1)."""
 
     enabled: bool = True
-    w_bits_low: int = 4          # bits of a "4-bit" row
-    w_bits_high: int = 8         # bits of an "8-bit" row
-    act_bits: int = 6            # activations feeding every linear layer and both attention matmuls
+    w_bits_low: int = 4  # bits of a "4-bit" row
+    w_bits_high: int = 8  # bits of an "8-bit" row
+    act_bits: int = 6  # activations feeding every linear layer and both attention matmuls
     # open: LSQ step init; per-row step = 2*mean|w|/sqrt(Qp) as in the LSQ paper
     lsq_grad_scale: bool = True  # scale step gradients by 1/sqrt(numel*Qp) (LSQ)
 
@@ -52,16 +53,25 @@ class ModelConfig:
     w8_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     patch_embed_bits: int = 8
     head_bits: int = 8
-    layer_scale: bool = True        # supernet layer scaling (paper section 2)
-    layer_scale_init: float = 0.1   # open: CaiT uses 0.1 for depth <= 18
+    layer_scale: bool = True  # supernet layer scaling (paper section 2)
+    layer_scale_init: float = 0.1  # open: CaiT uses 0.1 for depth <= 18
     drop_path: float = 0.0
 
     def space(self) -> SearchSpace:
         return SearchSpace(
-            embed_dims=tuple(self.embed_dims), depths=tuple(self.depths), num_heads=tuple(self.num_heads),
-            mlp_ratios=tuple(self.mlp_ratios), w8_shares=tuple(self.w8_shares), img_size=self.img_size,
-            patch_size=self.patch_size, in_chans=self.in_chans, num_classes=self.num_classes,
-            head_dim=self.head_dim, patch_embed_bits=self.patch_embed_bits, head_bits=self.head_bits)
+            embed_dims=tuple(self.embed_dims),
+            depths=tuple(self.depths),
+            num_heads=tuple(self.num_heads),
+            mlp_ratios=tuple(self.mlp_ratios),
+            w8_shares=tuple(self.w8_shares),
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            in_chans=self.in_chans,
+            num_classes=self.num_classes,
+            head_dim=self.head_dim,
+            patch_embed_bits=self.patch_embed_bits,
+            head_bits=self.head_bits,
+        )
 
 
 @dataclass
@@ -70,33 +80,33 @@ class DataConfig:
 
     name: str = "fashion-mnist"
     root: str = "/usr/share/datasets/fashion-mnist"
-    val_size: int = 5000           # held out from the training split for search (never the test split)
-    train_limit: int = 0           # 0 = all training images (after removing the validation split)
+    val_size: int = 5000  # held out from the training split for search (never the test split)
+    train_limit: int = 0  # 0 = all training images (after removing the validation split)
     test_limit: int = 0
-    augment: bool = True           # training augmentation on/off (what it is: ``recipe``)
+    augment: bool = True  # training augmentation on/off (what it is: ``recipe``)
     # simple: padded random crop + horizontal flip on uint8 batches (the small in-memory data sets);
     # deit: DeiT/AutoFormer's ImageNet recipe (imagefolder only): RandomResizedCrop in the loader
     # workers, then flip, RandAugment, normalisation, random erasing and Mixup/CutMix batched on the
     # training device (quasar_vit.data.augment); evaluation resizes to img_size/eval_crop_pct and
     # centre-crops.  The defaults of the keys below are DeiT's (Touvron et al. 2021, Table 9; timm's
     # rand-m9-mstd0.5-inc1), which AutoFormer's supernet training reuses unchanged.
-    recipe: str = "simple"         # one of RECIPES
-    crop_padding: int = 2          # simple recipe only
+    recipe: str = "simple"  # one of RECIPES
+    crop_padding: int = 2  # simple recipe only
     hflip: bool = True
-    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])     # RandomResizedCrop area range
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     rrc_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])  # its aspect range
     interpolation: str = "bicubic"  # resize filter of the deit recipe's crops (train and eval); INTERPOLATIONS
-    eval_crop_pct: float = 0.875    # deit eval: resize the shorter side to img_size/0.875 (256), centre crop
-    auto_augment: str = "rand"      # rand (RandAugment), trivial (TrivialAugment) or none; AUTO_AUGMENTS
-    randaug_n: int = 2              # RandAugment: operations per image
-    randaug_m: float = 9.0          # RandAugment: magnitude on timm's 0-10 scale
-    randaug_mstd: float = 0.5       # RandAugment: std-dev of the per-operation magnitude noise
-    randaug_prob: float = 0.5       # RandAugment: probability that a drawn operation is applied (timm)
-    mixup_alpha: float = 0.8        # Beta(alpha, alpha) of Mixup; 0 = off
-    cutmix_alpha: float = 1.0       # Beta(alpha, alpha) of CutMix; 0 = off
-    mixup_prob: float = 1.0         # probability that a batch is mixed at all
+    eval_crop_pct: float = 0.875  # deit eval: resize the shorter side to img_size/0.875 (256), centre crop
+    auto_augment: str = "rand"  # rand (RandAugment), trivial (TrivialAugment) or none; AUTO_AUGMENTS
+    randaug_n: int = 2  # RandAugment: operations per image
+    randaug_m: float = 9.0  # RandAugment: magnitude on timm's 0-10 scale
+    randaug_mstd: float = 0.5  # RandAugment: std-dev of the per-operation magnitude noise
+    randaug_prob: float = 0.5  # RandAugment: probability that a drawn operation is applied (timm)
+    mixup_alpha: float = 0.8  # Beta(alpha, alpha) of Mixup; 0 = off
+    cutmix_alpha: float = 1.0  # Beta(alpha, alpha) of CutMix; 0 = off
+    mixup_prob: float = 1.0  # probability that a batch is mixed at all
     mixup_switch_prob: float = 0.5  # with both on: probability of CutMix instead of Mixup for a batch
-    random_erasing: float = 0.25    # probability of erasing one random box per image (per-pixel noise)
+    random_erasing: float = 0.25  # probability of erasing one random box per image (per-pixel noise)
     mean: list[float] = field(default_factory=lambda: [0.2860])
     std: list[float] = field(default_factory=lambda: [0.3530])
     num_workers: int = 0
@@ -116,8 +126,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 100
     grad_clip: float = 5.0
-    sandwich_random: int = 2       # random subnets per step besides the largest and the smallest
-    distill: bool = True           # in-place distillation from the largest subnet
+    sandwich_random: int = 2  # random subnets per step besides the largest and the smallest
+    distill: bool = True  # in-place distillation from the largest subnet
     distill_temperature: float = 1.0
     label_smoothing: float = 0.1
     # LR multiplier for the quantizer steps.  AdamW moves every parameter by about ``lr`` per step
@@ -127,16 +137,16 @@ class TrainConfig:
     quant_step_lr_scale: float = 1.0
     checkpoint_every: int = 200
     log_every: int = 20
-    eval_every: int = 0            # 0 = only at the end
+    eval_every: int = 0  # 0 = only at the end
     seed: int = 0
     # mixed precision: none (fp32), bf16 (autocast; falls back to fp16 on GPUs without bf16) or fp16
     # (autocast with a GradScaler).  Quantizer scale and rounding arithmetic stays fp32 either way.
-    amp: str = "none"              # one of AMP_MODES
-    compile: bool = False          # torch.compile the supernet's forward (GPU runs; see docs/imagenet.md)
+    amp: str = "none"  # one of AMP_MODES
+    compile: bool = False  # torch.compile the supernet's forward (GPU runs; see docs/imagenet.md)
     # split each batch of ``batch_size`` into accum_steps equal micro-batches whose gradients add up
     # to the whole batch's: same optimisation, 1/accum_steps of the activation memory
     accum_steps: int = 1
-    init: str | None = None        # pretrained weights to start from (timm/DeiT ViT or AutoFormer supernet)
+    init: str | None = None  # pretrained weights to start from (timm/DeiT ViT or AutoFormer supernet)
 
 
 #: training recipes (data.recipe), resize filters (data.interpolation), auto-augment policies
@@ -169,7 +179,7 @@ class SearchConfig:
     # share for all layers (the fixed-ratio subspace), later ones search it per layer (docs/search.md)
     tied_generations: int = 0
     # how a mutated per-layer 8-bit share changes: "uniform" (redrawn) or "step" (one share up/down)
-    share_mutation: str = "uniform"   # one of SHARE_MUTATIONS
+    share_mutation: str = "uniform"  # one of SHARE_MUTATIONS
     max_retries: int = 50
     val_size: int = 5000
     # racing (docs/search.md): every candidate is first scored on the first screen_size validation
@@ -196,13 +206,16 @@ class ExperimentConfig:
     def validate(self) -> None:
         q = self.quant
         if q.w_bits_low not in (2, 3, 4) or q.w_bits_high not in (8,):
-            raise ConfigError("quant.w_bits_low must be 2..4 and quant.w_bits_high must be 8 "
-                              "(8-bit rows are two 4-bit nibble passes on the W4A6 array)")
+            raise ConfigError(
+                "quant.w_bits_low must be 2..4 and quant.w_bits_high must be 8 "
+                "(8-bit rows are two 4-bit nibble passes on the W4A6 array)"
+            )
         if not 2 <= q.act_bits <= 8:
             raise ConfigError(f"quant.act_bits: expected 2..8, got {q.act_bits}")
         if self.data.name not in ("fashion-mnist", "mnist", "cifar10", "imagefolder"):
-            raise ConfigError(f"data.name: unknown data set '{self.data.name}' "
-                              "(fashion-mnist, mnist, cifar10, imagefolder)")
+            raise ConfigError(
+                f"data.name: unknown data set '{self.data.name}' (fashion-mnist, mnist, cifar10, imagefolder)"
+            )
         self._validate_recipe()
         t = self.train
         for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -244,15 +257,19 @@ class ExperimentConfig:
     def _validate_recipe(self) -> None:
         """The augmentation and precision keys: names from their lists, probabilities in [0, 1]."""
         d, t = self.data, self.train
-        for key, value, allowed in (("data.recipe", d.recipe, RECIPES),
-                                    ("data.interpolation", d.interpolation, INTERPOLATIONS),
-                                    ("data.auto_augment", d.auto_augment, AUTO_AUGMENTS),
-                                    ("train.amp", t.amp, AMP_MODES)):
+        for key, value, allowed in (
+            ("data.recipe", d.recipe, RECIPES),
+            ("data.interpolation", d.interpolation, INTERPOLATIONS),
+            ("data.auto_augment", d.auto_augment, AUTO_AUGMENTS),
+            ("train.amp", t.amp, AMP_MODES),
+        ):
             if value not in allowed:
                 raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
         if d.recipe == "deit" and d.name != "imagefolder":
-            raise ConfigError(f"data.recipe: deit crops in the loader workers and needs data.name: imagefolder "
-                              f"(got {d.name}); use recipe: simple for in-memory data sets")
+            raise ConfigError(
+                f"data.recipe: deit crops in the loader workers and needs data.name: imagefolder "
+                f"(got {d.name}); use recipe: simple for in-memory data sets"
+            )
         for key in ("randaug_prob", "mixup_prob", "mixup_switch_prob", "random_erasing"):
             if not 0.0 <= getattr(d, key) <= 1.0:
                 raise ConfigError(f"data.{key}: must lie in [0, 1], got {getattr(d, key)}")
@@ -268,8 +285,9 @@ class ExperimentConfig:
         if not 0 < d.eval_crop_pct <= 1:
             raise ConfigError(f"data.eval_crop_pct: must lie in (0, 1], got {d.eval_crop_pct}")
         if t.accum_steps < 1 or t.batch_size % t.accum_steps:
-            raise ConfigError(f"train.accum_steps: must be >= 1 and divide train.batch_size={t.batch_size}, "
-                              f"got {t.accum_steps}")
+            raise ConfigError(
+                f"train.accum_steps: must be >= 1 and divide train.batch_size={t.batch_size}, got {t.accum_steps}"
+            )
 
 
 def _type_name(tp: Any) -> str:
@@ -326,8 +344,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key(s): {', '.join(where + u for u in unknown)} "
-                          f"(allowed: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"unknown config key(s): {', '.join(where + u for u in unknown)} (allowed: {', '.join(sorted(names))})"
+        )
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     return cls(**kwargs)
 

@@ -5,6 +5,7 @@ there, so an interrupted demo resumes stage by stage (training and search also r
 stage).  The defaults are sized to finish in about 20 minutes on a 2-core CPU; they are arguments,
 not constants, and the report states the budget that was used.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,14 @@ def _stage(i: int, name: str, say: Callable[[str], None]) -> float:
     return time.time()
 
 
-def run_demo(out: str | Path = "runs/demo", settings: DemoSettings | None = None, device: str | None = None,
-             progress: bool = True, data_root: str | None = None,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "runs/demo",
+    settings: DemoSettings | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    data_root: str | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run (or resume) the demo in ``out``; returns the summary also written to ``out/demo.json``."""
     from quasar_vit.config import load_config
 
@@ -58,17 +64,25 @@ def run_demo(out: str | Path = "runs/demo", settings: DemoSettings | None = None
         from quasar_vit.errors import QuasarError
 
         changed = sorted(k for k, v in asdict(s).items() if summary["settings"].get(k) != v)
-        raise QuasarError(f"{out} holds a demo run with other settings ({', '.join(changed)} differ); "
-                          "rerun with the same settings to resume it, or choose another --out")
+        raise QuasarError(
+            f"{out} holds a demo run with other settings ({', '.join(changed)} differ); "
+            "rerun with the same settings to resume it, or choose another --out"
+        )
     summary["settings"] = asdict(s)
     timings = summary.setdefault("stage_seconds", {})
 
     overrides = [f"train.steps={s.train_steps}", f"train.seed={s.seed}"]
     if data_root:
         overrides.append(f"data.root={data_root}")
-    search_overrides = [f"population={s.population}", f"generations={s.generations}", f"mutations={s.mutations}",
-                        f"crossovers={s.crossovers}", f"parents={min(s.parents, s.population)}",
-                        f"val_size={s.val_size}", f"seed={s.seed}"]
+    search_overrides = [
+        f"population={s.population}",
+        f"generations={s.generations}",
+        f"mutations={s.mutations}",
+        f"crossovers={s.crossovers}",
+        f"parents={min(s.parents, s.population)}",
+        f"val_size={s.val_size}",
+        f"seed={s.seed}",
+    ]
     cfg = load_config(s.config, overrides + [f"search.{o}" for o in search_overrides])  # validates early
 
     # 1. train ------------------------------------------------------------------------------------
@@ -95,9 +109,16 @@ def run_demo(out: str | Path = "runs/demo", settings: DemoSettings | None = None
         from quasar_vit.search.targets import Target
 
         targets = [Target.from_fps(f) for f in s.fps_targets] or None
-        run_search(train_dir / "supernet.pt", search_dir, platform=s.platform, targets=targets,
-                   overrides=search_overrides,
-                   device=device, progress=progress, data_root=data_root)
+        run_search(
+            train_dir / "supernet.pt",
+            search_dir,
+            platform=s.platform,
+            targets=targets,
+            overrides=search_overrides,
+            device=device,
+            progress=progress,
+            data_root=data_root,
+        )
         timings["search"] = time.time() - t0
     result = json.loads(pareto.read_text())
     met = [t for t in result["targets"] if t["status"] == "met"]
@@ -106,8 +127,9 @@ def run_demo(out: str | Path = "runs/demo", settings: DemoSettings | None = None
         atomic_write_json(summary_path, summary)
         from quasar_vit.errors import HardwareError
 
-        raise HardwareError("the search met none of the targets: " +
-                            "; ".join(t.get("message", t["name"]) for t in result["targets"]))
+        raise HardwareError(
+            "the search met none of the targets: " + "; ".join(t.get("message", t["name"]) for t in result["targets"])
+        )
     best = max(met, key=lambda t: (t["test_top1"] if t.get("test_top1") is not None else t["val_top1"], t["fps"]))
     summary["exported_target"] = best["name"]
     subnet_file = search_dir / f"subnet_{best['name']}.json"
@@ -177,31 +199,49 @@ def write_demo_report(out: Path, summary: dict[str, Any], pareto: dict[str, Any]
     """``out/report.md``: the Pareto plot and the table of chosen subnets, plus the export's checks."""
     s = summary["settings"]
     tr = summary.get("train", {})
-    lines = [f"# quasar-vit demo: {config_name} on {s['platform']}", "",
-             f"Supernet trained for {tr.get('steps')} steps ({_fmt(tr.get('train_seconds', 0) / 60, '.1f')} min): "
-             f"largest subnet {_fmt(tr.get('test_top1_largest'))} % top-1, smallest "
-             f"{_fmt(tr.get('test_top1_smallest'))} % (test split).", "",
-             f"Search: population {s['population']}, {s['generations']} generations, "
-             f"{pareto.get('evaluations')} candidates measured on {pareto.get('val_images')} validation images, "
-             f"{_fmt(pareto.get('search_seconds'), '.0f')} s.", ""]
+    lines = [
+        f"# quasar-vit demo: {config_name} on {s['platform']}",
+        "",
+        f"Supernet trained for {tr.get('steps')} steps ({_fmt(tr.get('train_seconds', 0) / 60, '.1f')} min): "
+        f"largest subnet {_fmt(tr.get('test_top1_largest'))} % top-1, smallest "
+        f"{_fmt(tr.get('test_top1_smallest'))} % (test split).",
+        "",
+        f"Search: population {s['population']}, {s['generations']} generations, "
+        f"{pareto.get('evaluations')} candidates measured on {pareto.get('val_images')} validation images, "
+        f"{_fmt(pareto.get('search_seconds'), '.0f')} s.",
+        "",
+    ]
     if (out / "search" / "pareto.png").is_file():
         lines += ["![accuracy vs FPS](search/pareto.png)", ""]
-    lines += ["## Chosen subnets", "",
-              "| target | FPS >= | status | predicted FPS | val % | test % | 8-bit rows | GMACs | weights KB | subnet |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Chosen subnets",
+        "",
+        "| target | FPS >= | status | predicted FPS | val % | test % | 8-bit rows | GMACs | weights KB | subnet |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in pareto["targets"]:
         if t["status"] == "met":
-            lines.append(f"| {t['name']} | {t['target_fps']:.0f} | met | {t['fps']:.0f} | {_fmt(t['val_top1'])} | "
-                         f"{_fmt(t.get('test_top1'))} | {100 * t['share_8bit']:.0f} % | {t['gmacs']:.4f} | "
-                         f"{1000 * t['weight_mb']:.1f} | `{t['description']}` |")
+            lines.append(
+                f"| {t['name']} | {t['target_fps']:.0f} | met | {t['fps']:.0f} | {_fmt(t['val_top1'])} | "
+                f"{_fmt(t.get('test_top1'))} | {100 * t['share_8bit']:.0f} % | {t['gmacs']:.4f} | "
+                f"{1000 * t['weight_mb']:.1f} | `{t['description']}` |"
+            )
         else:
-            lines.append(f"| {t['name']} | {t['target_fps']:.0f} | {t['status']} | - | - | - | - | - | - | "
-                         f"{t.get('message', '')} |")
+            lines.append(
+                f"| {t['name']} | {t['target_fps']:.0f} | {t['status']} | - | - | - | - | - | - | "
+                f"{t.get('message', '')} |"
+            )
     ver = summary.get("verify", {}) or {}
-    lines += ["", f"## Exported subnet (target {summary.get('exported_target')})", "",
-              "Folder `export/`: `model.pt2`, `weights.npz`, `model.onnx`, `accelerator.json`, "
-              "[`report.md`](export/report.md).", "",
-              "| check | result |", "|---|---|"]
+    lines += [
+        "",
+        f"## Exported subnet (target {summary.get('exported_target')})",
+        "",
+        "Folder `export/`: `model.pt2`, `weights.npz`, `model.onnx`, `accelerator.json`, "
+        "[`report.md`](export/report.md).",
+        "",
+        "| check | result |",
+        "|---|---|",
+    ]
     for k, v in sorted(ver.items()):
         if isinstance(v, (int, float, str, bool)):
             lines.append(f"| verify: {k} | {v} |")

@@ -12,6 +12,7 @@ the boundary between 8- and 4-bit rows moves inside one shared weight tensor (mi
 weight entanglement).  ``linear_layers`` is the single definition of which GEMMs a subnet has and
 how many 8-bit rows each holds; the quantizer, the hardware model and the exporter all use it.
 """
+
 from __future__ import annotations
 
 import json
@@ -157,16 +158,17 @@ class SubnetConfig:
                 LinearSpec(f"blocks.{i}.fc1", t, e, h, num_8bit_rows(h, s)),
                 LinearSpec(f"blocks.{i}.fc2", t, h, e, num_8bit_rows(e, s)),
             ]
-        out.append(LinearSpec("head", 1, e, self.num_classes,
-                              self.num_classes if self.head_bits == 8 else 0))
+        out.append(LinearSpec("head", 1, e, self.num_classes, self.num_classes if self.head_bits == 8 else 0))
         return out
 
     def attention_matmuls(self) -> list[MatmulSpec]:
         t, d = self.num_tokens, self.head_dim
         out = []
         for i in range(self.depth):
-            out += [MatmulSpec(f"blocks.{i}.qk", self.num_heads[i], t, d, t),
-                    MatmulSpec(f"blocks.{i}.av", self.num_heads[i], t, t, d)]
+            out += [
+                MatmulSpec(f"blocks.{i}.qk", self.num_heads[i], t, d, t),
+                MatmulSpec(f"blocks.{i}.av", self.num_heads[i], t, t, d),
+            ]
         return out
 
     def macs(self) -> int:
@@ -234,8 +236,10 @@ class SubnetConfig:
         atomic_write_text(path, self.to_json() + "\n")
 
     def describe(self) -> str:
-        return (f"embed={self.embed_dim} depth={self.depth} heads={list(self.num_heads)} "
-                f"mlp={list(self.mlp_ratios)} w8={list(self.w8_shares)}")
+        return (
+            f"embed={self.embed_dim} depth={self.depth} heads={list(self.num_heads)} "
+            f"mlp={list(self.mlp_ratios)} w8={list(self.w8_shares)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -293,33 +297,47 @@ class SearchSpace:
         return (self.img_size // self.patch_size) ** 2
 
     def _fixed(self) -> dict[str, Any]:
-        return dict(img_size=self.img_size, patch_size=self.patch_size, in_chans=self.in_chans,
-                    num_classes=self.num_classes, head_dim=self.head_dim,
-                    patch_embed_bits=self.patch_embed_bits, head_bits=self.head_bits)
+        return dict(
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            in_chans=self.in_chans,
+            num_classes=self.num_classes,
+            head_dim=self.head_dim,
+            patch_embed_bits=self.patch_embed_bits,
+            head_bits=self.head_bits,
+        )
 
-    def make(self, embed_dim: int, depth: int, num_heads: Sequence[int], mlp_ratios: Sequence[float],
-             w8_shares: Sequence[float]) -> SubnetConfig:
-        return SubnetConfig(embed_dim, depth, tuple(num_heads), tuple(mlp_ratios), tuple(w8_shares),
-                            **self._fixed())
+    def make(
+        self,
+        embed_dim: int,
+        depth: int,
+        num_heads: Sequence[int],
+        mlp_ratios: Sequence[float],
+        w8_shares: Sequence[float],
+    ) -> SubnetConfig:
+        return SubnetConfig(embed_dim, depth, tuple(num_heads), tuple(mlp_ratios), tuple(w8_shares), **self._fixed())
 
     def largest(self) -> SubnetConfig:
         """Widest, deepest subnet with every row 8-bit: the in-place distillation teacher."""
         d = self.max_depth
-        return self.make(self.max_embed, d, [self.max_heads] * d, [self.mlp_ratios[-1]] * d,
-                         [self.w8_shares[-1]] * d)
+        return self.make(self.max_embed, d, [self.max_heads] * d, [self.mlp_ratios[-1]] * d, [self.w8_shares[-1]] * d)
 
     def smallest(self) -> SubnetConfig:
         d = self.depths[0]
-        return self.make(self.embed_dims[0], d, [self.num_heads[0]] * d, [self.mlp_ratios[0]] * d,
-                         [self.w8_shares[0]] * d)
+        return self.make(
+            self.embed_dims[0], d, [self.num_heads[0]] * d, [self.mlp_ratios[0]] * d, [self.w8_shares[0]] * d
+        )
 
     def sample(self, rng: random.Random) -> SubnetConfig:
         """Uniformly random subnet (each choice independent, per-layer choices per layer)."""
         d = rng.choice(self.depths)
-        return self.make(rng.choice(self.embed_dims), d,
-                         [rng.choice(self.num_heads) for _ in range(d)],
-                         [rng.choice(self.mlp_ratios) for _ in range(d)],
-                         [rng.choice(self.w8_shares) for _ in range(d)])
+        return self.make(
+            rng.choice(self.embed_dims),
+            d,
+            [rng.choice(self.num_heads) for _ in range(d)],
+            [rng.choice(self.mlp_ratios) for _ in range(d)],
+            [rng.choice(self.w8_shares) for _ in range(d)],
+        )
 
     def validate(self, subnet: SubnetConfig) -> None:
         """Raise :class:`SubnetError` naming the first choice that is outside this space."""
@@ -372,8 +390,18 @@ def preset_subnet(name: str, resolution: int = 224, share_8bit: float = 1.0) -> 
     if name not in presets:
         raise SubnetError(f"unknown preset '{name}'; choose one of {', '.join(presets)}")
     e, h = presets[name]
-    return SubnetConfig(e, 12, (h,) * 12, (4.0,) * 12, (share_8bit,) * 12, img_size=resolution,
-                        patch_size=16, in_chans=3, num_classes=1000, head_dim=64)
+    return SubnetConfig(
+        e,
+        12,
+        (h,) * 12,
+        (4.0,) * 12,
+        (share_8bit,) * 12,
+        img_size=resolution,
+        patch_size=16,
+        in_chans=3,
+        num_classes=1000,
+        head_dim=64,
+    )
 
 
 __all__ = ["SubnetConfig", "SearchSpace", "LinearSpec", "MatmulSpec", "num_8bit_rows", "preset_subnet"]

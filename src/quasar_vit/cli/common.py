@@ -1,4 +1,5 @@
 """Argument helpers shared by subcommands."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,11 @@ from quasar_vit.space import SearchSpace, SubnetConfig
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto",
-                   help="auto (default: the local GPU when there is one, else CPU), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: the local GPU when there is one, else CPU), cpu, cuda, cuda:1, ...",
+    )
 
 
 def add_progress(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
 """``quasar-vit demo``: the whole method end to end on Fashion-MNIST (resumable stage by stage)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="demo directory (default: runs/demo); rerun to resume")
     p.add_argument("--config", default=d.config)
     p.add_argument("--platform", default=d.platform)
-    p.add_argument("--steps", type=positive_int, default=d.train_steps, help=f"supernet training steps (default {d.train_steps})")
+    p.add_argument(
+        "--steps", type=positive_int, default=d.train_steps, help=f"supernet training steps (default {d.train_steps})"
+    )
     p.add_argument("--fps", default="", help="FPS targets, e.g. 20000,30000 (default: three spread over the space)")
     p.add_argument("--population", type=positive_int, default=d.population)
     p.add_argument("--generations", type=positive_int, default=d.generations)
@@ -30,8 +33,16 @@ def run(args: argparse.Namespace) -> int:
     from quasar_vit.search.targets import parse_targets
 
     fps = [t.fps for t in parse_targets(args.fps, None)] if args.fps else []
-    s = DemoSettings(config=args.config, platform=args.platform, train_steps=args.steps, fps_targets=fps,
-                     population=args.population, generations=args.generations, val_size=args.val_size,
-                     verify_limit=args.verify_limit, csim=args.csim)
+    s = DemoSettings(
+        config=args.config,
+        platform=args.platform,
+        train_steps=args.steps,
+        fps_targets=fps,
+        population=args.population,
+        generations=args.generations,
+        val_size=args.val_size,
+        verify_limit=args.verify_limit,
+        csim=args.csim,
+    )
     run_demo(args.out, s, device=args.device, progress=args.progress, data_root=args.data_root)
     return 0

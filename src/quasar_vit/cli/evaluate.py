@@ -1,4 +1,5 @@
 """``quasar-vit eval``: top-1 of a subnet of a trained supernet on the test split."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,20 @@ def run(args: argparse.Namespace) -> int:
         cfg.data.root = args.data_root
     space = cfg.model.space()
     subnet = resolve_subnet(args.subnet, space)
-    splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
-                            seed=cfg.train.seed)
+    splits = build_datasets(
+        cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, seed=cfg.train.seed
+    )
     dataset = splits.test if args.split == "test" else splits.val
-    top1 = evaluate_subnet(model, subnet, dataset, BatchTransform.from_config(cfg.data, train=False), device,
-                           args.batch_size, args.progress)
-    print(json.dumps({"subnet": subnet.describe(), "split": args.split, "images": len(dataset), "top1": top1},
-                     indent=2))
+    top1 = evaluate_subnet(
+        model,
+        subnet,
+        dataset,
+        BatchTransform.from_config(cfg.data, train=False),
+        device,
+        args.batch_size,
+        args.progress,
+    )
+    print(
+        json.dumps({"subnet": subnet.describe(), "split": args.split, "images": len(dataset), "top1": top1}, indent=2)
+    )
     return 0

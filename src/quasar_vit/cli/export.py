@@ -1,4 +1,5 @@
 """``quasar-vit export``: a searched subnet as a deployable package (weights, ONNX, accelerator, report)."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,13 +10,20 @@ import json
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="supernet.pt / last.pt, or a training run directory")
-    p.add_argument("--subnet", required=True,
-                   help="subnet JSON file (a search result's {'subnet': ...} works too), or largest | smallest")
+    p.add_argument(
+        "--subnet",
+        required=True,
+        help="subnet JSON file (a search result's {'subnet': ...} works too), or largest | smallest",
+    )
     p.add_argument("--platform", default="zcu102", help="board preset (zcu102, zcu104, kv260, ...) or a platform YAML")
     p.add_argument("--out", required=True, help="export directory (written atomically)")
     p.add_argument("--data-root", default=None, help="override the data root stored in the checkpoint's config")
-    p.add_argument("--eval-limit", type=nonneg_int, default=1000,
-                   help="test images used for the accuracy in the report (0 = the test split as data.test_limit leaves it)")
+    p.add_argument(
+        "--eval-limit",
+        type=nonneg_int,
+        default=1000,
+        help="test images used for the accuracy in the report (0 = the test split as data.test_limit leaves it)",
+    )
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the accuracy evaluation")
     p.add_argument("--hls", action="store_true", help="also generate the HLS C++ accelerator (OUT/hls)")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not an earlier export")
@@ -30,13 +38,30 @@ def run(args: argparse.Namespace) -> int:
 
         space = checkpoint_config(read_checkpoint(args.checkpoint)).model.space()
         subnet = space.largest() if subnet == "largest" else space.smallest()
-    out = export_subnet(args.checkpoint, subnet, args.platform, args.out, data_root=args.data_root,
-                        eval_limit=args.eval_limit or None, evaluate=args.evaluate, force=args.force)
+    out = export_subnet(
+        args.checkpoint,
+        subnet,
+        args.platform,
+        args.out,
+        data_root=args.data_root,
+        eval_limit=args.eval_limit or None,
+        evaluate=args.evaluate,
+        force=args.force,
+    )
     if args.hls:
         from quasar_vit.hls import generate_hls
 
         generate_hls(out)
     info = json.loads((out / "export.json").read_text())
-    print(json.dumps({"out": str(out), "platform": info["platform"], "predicted": info["predicted"],
-                      "evaluation": info["evaluation"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "platform": info["platform"],
+                "predicted": info["predicted"],
+                "evaluation": info["evaluation"],
+            },
+            indent=2,
+        )
+    )
     return 0

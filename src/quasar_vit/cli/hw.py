@@ -3,6 +3,7 @@
 Without ``--design`` the accelerator is chosen for the subnet by design-space exploration
 (model-adaptive design); with ``--design FILE.json`` a fixed design is costed.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@ Each subcommand lives in its own module (``quasar_vit.cli.<name>``) exposing ``a
 ``run``; modules are imported lazily so that ``quasar-vit hw`` never imports torch.
 User mistakes (:class:`~quasar_vit.errors.QuasarError`) print one line and exit with code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hw": ("quasar_vit.cli.hw", "FPGA latency/resource model and accelerator design for a subnet"),
     "search": ("quasar_vit.cli.search", "hardware-oriented evolutionary search under latency targets"),
     "export": ("quasar_vit.cli.export", "export a subnet: integer weights, ONNX, accelerator config, report"),
-    "verify": ("quasar_vit.cli.verify", "check an export: integer engine vs the checkpoint and model.pt2 (and C simulation)"),
+    "verify": (
+        "quasar_vit.cli.verify",
+        "check an export: integer engine vs the checkpoint and model.pt2 (and C simulation)",
+    ),
     "hls": ("quasar_vit.cli.hls", "generate HLS C++ for an exported subnet"),
     "demo": ("quasar_vit.cli.demo", "the whole method end to end on Fashion-MNIST"),
 }

@@ -1,4 +1,5 @@
 """``quasar-vit train``: train a quantization-aware supernet (runs under torchrun too)."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,19 +9,35 @@ from quasar_vit.cli.common import add_device, add_progress
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None,
-                   help="YAML file, or a bundled name (fmnist-tiny, imagenet-small, ...); with --resume the "
-                        "default is the run's own OUT/config.yaml")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML file, or a bundled name (fmnist-tiny, imagenet-small, ...); with --resume the "
+        "default is the run's own OUT/config.yaml",
+    )
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, supernet.pt)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out exactly where it stopped; --set train.steps=N with a larger N "
-                        "extends it (the warm-down is re-planned to end at N)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.steps=500 (repeatable)")
-    p.add_argument("--init", default=None, metavar="FILE",
-                   help="start from pretrained weights: a timm/DeiT ViT state dict (.pth/.pt/.safetensors) or an "
-                        "AutoFormer supernet checkpoint, mapped into the supernet's largest dims (sets train.init; "
-                        "prints what was loaded, resized and left at its initial value)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly where it stopped; --set train.steps=N with a larger N "
+        "extends it (the warm-down is re-planned to end at N)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=500 (repeatable)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="FILE",
+        help="start from pretrained weights: a timm/DeiT ViT state dict (.pth/.pt/.safetensors) or an "
+        "AutoFormer supernet checkpoint, mapped into the supernet's largest dims (sets train.init; "
+        "prints what was loaded, resized and left at its initial value)",
+    )
     add_device(p)
     add_progress(p)
 
@@ -42,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
         if not config.is_file():
             raise ConfigError(f"--resume: {config} not found; is --out {args.out} a training run?")
     if args.init is not None and args.resume:
-        raise ConfigError("--init starts a new run from pretrained weights; a resumed run continues from its "
-                          "own checkpoint (drop --init)")
+        raise ConfigError(
+            "--init starts a new run from pretrained weights; a resumed run continues from its "
+            "own checkpoint (drop --init)"
+        )
     cfg = load_config(config, args.overrides)
     if args.init is not None:
         cfg.train.init = args.init
@@ -57,5 +76,5 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     if summary.get("test_top1_largest") is not None and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=2))   # under torchrun only rank 0 reports
+        print(json.dumps(summary, indent=2))  # under torchrun only rank 0 reports
     return 0

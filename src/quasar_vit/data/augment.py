@@ -22,6 +22,7 @@ that are fiddly to batch (histogram equalisation and PIL's sharpness kernel); th
 tensor lines each.  Every random number comes from the ``torch.Generator`` passed in (Beta draws
 from numpy seeded by it), so a resumed run repeats its augmentation stream.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,9 +37,23 @@ from quasar_vit.data.transforms import BatchTransform, _rand, _randint, random_h
 from quasar_vit.errors import ConfigError
 
 #: timm's _RAND_INCREASING_TRANSFORMS, in its order
-RAND_OPS: tuple[str, ...] = ("auto_contrast", "equalize", "invert", "rotate", "posterize", "solarize",
-                             "solarize_add", "color", "contrast", "brightness", "sharpness", "shear_x",
-                             "shear_y", "translate_x", "translate_y")
+RAND_OPS: tuple[str, ...] = (
+    "auto_contrast",
+    "equalize",
+    "invert",
+    "rotate",
+    "posterize",
+    "solarize",
+    "solarize_add",
+    "color",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+)
 
 
 def _kornia_enhance() -> ModuleType:
@@ -46,8 +61,9 @@ def _kornia_enhance() -> ModuleType:
     try:
         import kornia.enhance as ke
     except ImportError:
-        raise ConfigError("data.auto_augment needs kornia (pip install 'quasar-vit[imagenet]'), "
-                          "or set data.auto_augment: none") from None
+        raise ConfigError(
+            "data.auto_augment needs kornia (pip install 'quasar-vit[imagenet]'), or set data.auto_augment: none"
+        ) from None
     return ke
 
 
@@ -55,7 +71,7 @@ def _gray(x: Tensor) -> Tensor:
     """ITU-R 601 luma (PIL's ``convert('L')``), ``[B, 1, H, W]``; grey images are their own luma."""
     if x.shape[1] == 1:
         return x
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def _col(v: Tensor) -> Tensor:
@@ -99,7 +115,7 @@ def _geometric(name: str, x: Tensor, v: Tensor, sign: Tensor, fill: Tensor) -> T
         return _affine(x, one, zero, zero, v * 0.3 * sign, one, zero, fill)
     if name == "translate_x":
         return _affine(x, one, zero, v * 0.45 * sign * w, zero, one, zero, fill)
-    return _affine(x, one, zero, zero, zero, one, v * 0.45 * sign * h, fill)   # translate_y
+    return _affine(x, one, zero, zero, zero, one, v * 0.45 * sign * h, fill)  # translate_y
 
 
 def _levels(x: Tensor) -> Tensor:
@@ -120,27 +136,35 @@ def _apply_op(name: str, x: Tensor, level: Tensor, sign: Tensor, fill: Tensor) -
         return _kornia_enhance().equalize(x)
     if name == "invert":
         return 1.0 - x
-    if name == "posterize":       # keep 4 - int(4 v) most significant bits
+    if name == "posterize":  # keep 4 - int(4 v) most significant bits
         drop = 2.0 ** (8 - (4 - torch.floor(v * 4.0)))
         return torch.floor(_levels(x) / _col(drop)) * _col(drop) / 255.0
-    if name == "solarize":        # invert levels >= 256 - int(256 v)
+    if name == "solarize":  # invert levels >= 256 - int(256 v)
         x8 = _levels(x)
         return torch.where(x8 >= _col(256.0 - torch.floor(v * 256.0)), 255.0 - x8, x8) / 255.0
-    if name == "solarize_add":    # add int(110 v) to levels below 128
+    if name == "solarize_add":  # add int(110 v) to levels below 128
         x8 = _levels(x)
         return torch.where(x8 < 128, (x8 + _col(torch.floor(v * 110.0))).clamp_(max=255.0), x8) / 255.0
-    factor = (1.0 + v * 0.9 * sign).clamp_(min=0.1)   # the 'increasing' enhance ops: 0.1 .. 1.9
+    factor = (1.0 + v * 0.9 * sign).clamp_(min=0.1)  # the 'increasing' enhance ops: 0.1 .. 1.9
     if name == "color":
         return _blend(_gray(x), x, factor)
     if name == "contrast":
         return _blend(_gray(x).mean(dim=(1, 2, 3), keepdim=True), x, factor)
     if name == "brightness":
         return _blend(torch.zeros_like(x), x, factor)
-    return _kornia_enhance().sharpness(x, factor).clamp_(0.0, 1.0)   # sharpness
+    return _kornia_enhance().sharpness(x, factor).clamp_(0.0, 1.0)  # sharpness
 
 
-def rand_augment(x: Tensor, generator: torch.Generator | None, n: int, m: float, mstd: float, prob: float,
-                 fill: Tensor, uniform: bool = False) -> Tensor:
+def rand_augment(
+    x: Tensor,
+    generator: torch.Generator | None,
+    n: int,
+    m: float,
+    mstd: float,
+    prob: float,
+    fill: Tensor,
+    uniform: bool = False,
+) -> Tensor:
     """``n`` RandAugment layers on images in [0, 1]; ``uniform`` draws magnitudes in [0, 10]
     (TrivialAugment) instead of N(m, mstd).  Operations are applied to the images that drew them."""
     b, dev = x.shape[0], x.device
@@ -162,10 +186,14 @@ def rand_augment(x: Tensor, generator: torch.Generator | None, n: int, m: float,
     return x
 
 
-def random_erasing(x: Tensor, prob: float, generator: torch.Generator | None,
-                   area: tuple[float, float] = (0.02, 1 / 3), log_ratio: tuple[float, float] = (math.log(0.3),
-                                                                                            math.log(1 / 0.3)),
-                   attempts: int = 10) -> Tensor:
+def random_erasing(
+    x: Tensor,
+    prob: float,
+    generator: torch.Generator | None,
+    area: tuple[float, float] = (0.02, 1 / 3),
+    log_ratio: tuple[float, float] = (math.log(0.3), math.log(1 / 0.3)),
+    attempts: int = 10,
+) -> Tensor:
     """timm's RandomErasing(mode='pixel', max_count=1) on a normalised batch, one box per image at most:
     the first of ``attempts`` random boxes that fits, filled with N(0, 1) noise."""
     if prob <= 0:
@@ -190,15 +218,24 @@ def random_erasing(x: Tensor, prob: float, generator: torch.Generator | None,
     return torch.where(mask, noise, x)
 
 
-def mixup_cutmix(x: Tensor, y: Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
-                 prob: float, switch_prob: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def mixup_cutmix(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    prob: float,
+    switch_prob: float,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
     """timm's Mixup in 'batch' mode: one lambda per batch, image ``i`` mixed with image ``B-1-i``.
 
     Returns the mixed batch and soft targets ``lam * onehot(y) + (1 - lam) * onehot(flip(y))``; CutMix
     pastes the partner's box and corrects ``lam`` to the pasted area actually kept.
     """
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator,
-                             device=generator.device if generator is not None else None))
+    seed = int(
+        torch.randint(0, 2**62, (1,), generator=generator, device=generator.device if generator is not None else None)
+    )
     rng = np.random.default_rng(seed)
     onehot = F.one_hot(y.to(torch.int64), num_classes).to(torch.float32)
     lam, use_cutmix = 1.0, False
@@ -226,11 +263,11 @@ class DeitAugment:
 
     def __init__(self, cfg: DataConfig, num_classes: int) -> None:
         self.cfg, self.num_classes = cfg, num_classes
-        self.normalise = BatchTransform(cfg.mean, cfg.std)          # checks mean/std
+        self.normalise = BatchTransform(cfg.mean, cfg.std)  # checks mean/std
         self.fill = torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.mixing = cfg.mixup_prob > 0 and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0)
         if cfg.auto_augment != "none" and cfg.randaug_n > 0:
-            _kornia_enhance()    # fail at start-up, not at the first batch that draws equalize
+            _kornia_enhance()  # fail at start-up, not at the first batch that draws equalize
 
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         c = self.cfg
@@ -238,23 +275,33 @@ class DeitAugment:
             x = random_hflip(x, 0.5, generator)
         if c.auto_augment != "none" and c.randaug_n > 0:
             trivial = c.auto_augment == "trivial"
-            xf = rand_augment(x.to(torch.float32) / 255.0, generator, 1 if trivial else c.randaug_n, c.randaug_m,
-                              c.randaug_mstd, 1.0 if trivial else c.randaug_prob, self.fill.to(x.device),
-                              uniform=trivial)
-            x = (xf * 255.0).round_().to(torch.uint8)   # back to pixel levels, as PIL hands them to ToTensor
+            xf = rand_augment(
+                x.to(torch.float32) / 255.0,
+                generator,
+                1 if trivial else c.randaug_n,
+                c.randaug_m,
+                c.randaug_mstd,
+                1.0 if trivial else c.randaug_prob,
+                self.fill.to(x.device),
+                uniform=trivial,
+            )
+            x = (xf * 255.0).round_().to(torch.uint8)  # back to pixel levels, as PIL hands them to ToTensor
         x = self.normalise(x)
         x = random_erasing(x, c.random_erasing, generator)
         if not self.mixing:
             return x, y
-        return mixup_cutmix(x, y, self.num_classes, c.mixup_alpha, c.cutmix_alpha, c.mixup_prob,
-                            c.mixup_switch_prob, generator)
+        return mixup_cutmix(
+            x, y, self.num_classes, c.mixup_alpha, c.cutmix_alpha, c.mixup_prob, c.mixup_switch_prob, generator
+        )
 
     def __repr__(self) -> str:
         c = self.cfg
-        return (f"DeitAugment(hflip={c.hflip}, auto_augment={c.auto_augment}(n={c.randaug_n}, m={c.randaug_m}, "
-                f"mstd={c.randaug_mstd}, p={c.randaug_prob}), random_erasing={c.random_erasing}, "
-                f"mixup={c.mixup_alpha}, cutmix={c.cutmix_alpha}, mix_prob={c.mixup_prob}, "
-                f"switch={c.mixup_switch_prob})")
+        return (
+            f"DeitAugment(hflip={c.hflip}, auto_augment={c.auto_augment}(n={c.randaug_n}, m={c.randaug_m}, "
+            f"mstd={c.randaug_mstd}, p={c.randaug_prob}), random_erasing={c.random_erasing}, "
+            f"mixup={c.mixup_alpha}, cutmix={c.cutmix_alpha}, mix_prob={c.mixup_prob}, "
+            f"switch={c.mixup_switch_prob})"
+        )
 
 
 class SimpleAugment:

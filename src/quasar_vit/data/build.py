@@ -4,6 +4,7 @@ The validation split (used by the evolutionary search) is carved out of the *tra
 permutation seeded by ``seed``, so search never peeks at the test split and a given seed always
 holds out the same images.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,8 +60,9 @@ def _load_raw(cfg: DataConfig, img_size: int, in_chans: int) -> tuple[Dataset, D
         if not root.is_dir():
             raise DataError(f"data set root not found: {root}")
         train_ds = ImageFolderDataset(root / "train", img_size, in_chans, skip_corrupt=cfg.skip_corrupt)
-        test_ds = ImageFolderDataset(root / "val", img_size, in_chans, classes=train_ds.classes,
-                                     skip_corrupt=cfg.skip_corrupt)
+        test_ds = ImageFolderDataset(
+            root / "val", img_size, in_chans, classes=train_ds.classes, skip_corrupt=cfg.skip_corrupt
+        )
         return train_ds, test_ds, train_ds.classes, in_chans
     raise DataError(f"data.name: unknown data set '{cfg.name}' (fashion-mnist, mnist, cifar10, imagefolder)")
 
@@ -71,8 +73,7 @@ def _seeded_perm(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def build_datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: int,
-                   seed: int = 0) -> DataSplits:
+def build_datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: int, seed: int = 0) -> DataSplits:
     """Load ``cfg.name`` from ``cfg.root`` and split it.
 
     * ``val``: ``cfg.val_size`` training images chosen by a permutation seeded with ``seed``;
@@ -85,8 +86,9 @@ def build_datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: i
     if native_chans != in_chans:
         raise DataError(f"data set {cfg.name} has {native_chans} channel(s) but model.in_chans is {in_chans}")
     if len(classes) != num_classes:
-        raise DataError(f"data set {cfg.name} at {cfg.root} has {len(classes)} classes but "
-                        f"model.num_classes is {num_classes}")
+        raise DataError(
+            f"data set {cfg.name} at {cfg.root} has {len(classes)} classes but model.num_classes is {num_classes}"
+        )
     n = len(train_full)
     if cfg.val_size < 0 or cfg.train_limit < 0 or cfg.test_limit < 0:
         raise DataError("data.val_size, data.train_limit and data.test_limit must be >= 0")
@@ -94,7 +96,7 @@ def build_datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: i
         raise DataError(f"data.val_size={cfg.val_size} leaves no training images ({n} in the training split)")
     perm = _seeded_perm(n, seed)
     val_idx = perm[: cfg.val_size].sort().values
-    train_idx = perm[cfg.val_size:]
+    train_idx = perm[cfg.val_size :]
     if cfg.train_limit:
         train_idx = train_idx[: cfg.train_limit]
     train_idx = train_idx.sort().values
@@ -104,21 +106,43 @@ def build_datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: i
     if cfg.recipe == "deit" and isinstance(train_full, ImageFolderDataset):
         return _deit_splits(cfg, train_full, test_full, (train_idx, val_idx, test_idx), img_size, seed, classes)
     test = test_full if len(test_idx) == len(test_full) else subset(test_full, test_idx)
-    return DataSplits(train=subset(train_full, train_idx), val=subset(train_full, val_idx), test=test,
-                      num_classes=len(classes), classes=list(classes), name=cfg.name)
+    return DataSplits(
+        train=subset(train_full, train_idx),
+        val=subset(train_full, val_idx),
+        test=test,
+        num_classes=len(classes),
+        classes=list(classes),
+        name=cfg.name,
+    )
 
 
-def _deit_splits(cfg: DataConfig, train_full: ImageFolderDataset, test_full: ImageFolderDataset,
-                 idx: tuple[torch.Tensor, torch.Tensor, torch.Tensor], img_size: int, seed: int,
-                 classes: list[str]) -> DataSplits:
+def _deit_splits(
+    cfg: DataConfig,
+    train_full: ImageFolderDataset,
+    test_full: ImageFolderDataset,
+    idx: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    img_size: int,
+    seed: int,
+    classes: list[str],
+) -> DataSplits:
     """The DeiT recipe's geometry: RandomResizedCrop for training (when ``augment``), resize to
     ``img_size / eval_crop_pct`` and centre crop for validation and test (:mod:`.decode`)."""
     from quasar_vit.data.decode import FolderCrops
 
-    common = dict(size=img_size, seed=seed, scale=cfg.rrc_scale, ratio=cfg.rrc_ratio,
-                  interpolation=cfg.interpolation, crop_pct=cfg.eval_crop_pct)
+    common = dict(
+        size=img_size,
+        seed=seed,
+        scale=cfg.rrc_scale,
+        ratio=cfg.rrc_ratio,
+        interpolation=cfg.interpolation,
+        crop_pct=cfg.eval_crop_pct,
+    )
     train_idx, val_idx, test_idx = idx
-    return DataSplits(train=FolderCrops(train_full, train_idx, train=cfg.augment, **common),
-                      val=FolderCrops(train_full, val_idx, train=False, **common),
-                      test=FolderCrops(test_full, test_idx, train=False, **common),
-                      num_classes=len(classes), classes=list(classes), name=cfg.name)
+    return DataSplits(
+        train=FolderCrops(train_full, train_idx, train=cfg.augment, **common),
+        val=FolderCrops(train_full, val_idx, train=False, **common),
+        test=FolderCrops(test_full, test_idx, train=False, **common),
+        num_classes=len(classes),
+        classes=list(classes),
+        name=cfg.name,
+    )

@@ -14,6 +14,7 @@ mid-decode leaves no half-written cache behind.
 
 Where: ``$QUASAR_VIT_CACHE`` (``off`` disables caching), else ``~/.cache/quasar-vit/crops``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,14 @@ def default_cache_dir() -> Path | None:
 def crop_key(ds: Any, split: str) -> str:
     """Hex key over the split, the evaluation geometry and the file list (with sizes and mtimes)."""
     h = hashlib.sha256()
-    geometry = {"format": FORMAT, "split": split, "size": ds.size, "crop_pct": ds.crop_pct,
-                "interpolation": ds.interpolation, "in_chans": ds.in_chans}
+    geometry = {
+        "format": FORMAT,
+        "split": split,
+        "size": ds.size,
+        "crop_pct": ds.crop_pct,
+        "interpolation": ds.interpolation,
+        "in_chans": ds.in_chans,
+    }
     h.update(json.dumps(geometry, sort_keys=True).encode())
     for path, label in ds.samples:
         try:
@@ -108,8 +115,10 @@ def cached_eval_crops(ds: Any, split: str, cache_dir: Path | None = None) -> Any
     except (OSError, ValueError) as exc:
         raise DataError(f"crop cache {path} is unreadable ({exc}); delete it to rebuild") from None
     if pixels.shape != (len(ds), ds.in_chans, ds.size, ds.size) or pixels.dtype != np.uint8:
-        raise DataError(f"crop cache {path} has shape {pixels.shape}, expected "
-                        f"{(len(ds), ds.in_chans, ds.size, ds.size)}; delete it to rebuild")
+        raise DataError(
+            f"crop cache {path} has shape {pixels.shape}, expected "
+            f"{(len(ds), ds.in_chans, ds.size, ds.size)}; delete it to rebuild"
+        )
     return CachedCrops(pixels, ds.targets, ds, path)
 
 

@@ -6,6 +6,7 @@ The batches are Python pickles, and ``pickle.load`` on a downloaded file can run
 Python 3 protocol-2 pickles use for ``bytes``); anything else, e.g. ``os.system``, is refused with a
 :class:`DataError` before it can be called.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -18,8 +19,7 @@ import numpy as np
 
 from quasar_vit.errors import DataError
 
-CIFAR10_CLASSES: list[str] = ["airplane", "automobile", "bird", "cat", "deer",
-                              "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_CLASSES: list[str] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 TRAIN_BATCHES: list[str] = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCHES: list[str] = ["test_batch"]
 _ROW = 3 * 32 * 32
@@ -34,8 +34,8 @@ def _latin1_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") ->
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     probe = np.zeros(1, dtype=np.uint8)
-    reconstruct = probe.__reduce__()[0]        # numpy's multiarray._reconstruct, whatever module holds it
-    frombuffer = probe.__reduce_ex__(5)[0]     # numpy's numeric._frombuffer (protocol-5 pickles)
+    reconstruct = probe.__reduce__()[0]  # numpy's multiarray._reconstruct, whatever module holds it
+    frombuffer = probe.__reduce_ex__(5)[0]  # numpy's numeric._frombuffer (protocol-5 pickles)
     allowed: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
@@ -90,8 +90,10 @@ def find_batches_dir(root: str | Path) -> Path:
     for d in (r, r / "cifar-10-batches-py"):
         if (d / "data_batch_1").is_file():
             return d
-    raise DataError(f"data set root {r}: no CIFAR-10 batches (expected data_batch_1..5 and test_batch "
-                    "in it or in its cifar-10-batches-py directory)")
+    raise DataError(
+        f"data set root {r}: no CIFAR-10 batches (expected data_batch_1..5 and test_batch "
+        "in it or in its cifar-10-batches-py directory)"
+    )
 
 
 def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

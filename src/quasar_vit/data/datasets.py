@@ -4,6 +4,7 @@ Holding MNIST/Fashion-MNIST/CIFAR as ``uint8 [N, C, H, W]`` (47 MB for Fashion-M
 build a batch with one ``index_select`` instead of collating thousands of per-item tensors, and
 keeps augmentation free to run batched on the training device (see :mod:`.transforms`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -77,7 +78,7 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 8192) -> torch.T
     out = torch.empty((n, c, size, size), dtype=torch.uint8)
     antialias = size < min(h, w)
     for start in range(0, n, chunk):
-        x = images[start:start + chunk].float()
+        x = images[start : start + chunk].float()
         y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
-        out[start:start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+        out[start : start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out

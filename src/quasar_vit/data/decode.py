@@ -13,6 +13,7 @@ with ``(seed, e, i)``.  :class:`~quasar_vit.data.loaders.EpochKeySampler` hands 
 ``(i, e)`` keys, so the crops do not depend on the number of workers or on which worker got which
 batch, and a resumed run sees the crops the interrupted one would have seen.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,9 @@ from quasar_vit.errors import DataError
 RESAMPLE: dict[str, int] = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
-def rrc_box(width: int, height: int, rng: np.random.Generator, scale: Sequence[float],
-            ratio: Sequence[float]) -> tuple[int, int, int, int]:
+def rrc_box(
+    width: int, height: int, rng: np.random.Generator, scale: Sequence[float], ratio: Sequence[float]
+) -> tuple[int, int, int, int]:
     """``(left, top, w, h)`` of a RandomResizedCrop box: torchvision's rule (10 tries at a random area
     and log-uniform aspect ratio, then the centre crop at the nearest allowed aspect ratio)."""
     area = width * height
@@ -64,9 +66,15 @@ def _decode_error(path: str, exc: Exception) -> DataError:
     return DataError(f"cannot decode image {path}: {exc}")
 
 
-def load_random_resized_crop(path: str, size: int, in_chans: int, rng: np.random.Generator,
-                             scale: Sequence[float], ratio: Sequence[float],
-                             interpolation: str = "bicubic") -> torch.Tensor:
+def load_random_resized_crop(
+    path: str,
+    size: int,
+    in_chans: int,
+    rng: np.random.Generator,
+    scale: Sequence[float],
+    ratio: Sequence[float],
+    interpolation: str = "bicubic",
+) -> torch.Tensor:
     """Decode ``path``, cut a RandomResizedCrop box and resize it to ``size`` -> uint8 ``[C, size, size]``.
 
     The box is drawn on the header's size, before decoding, so a JPEG can be decoded at the largest
@@ -81,7 +89,7 @@ def load_random_resized_crop(path: str, size: int, in_chans: int, rng: np.random
             if im.format == "JPEG":
                 im.draft(mode, (math.ceil(width * size / w), math.ceil(height * size / h)))
             im = im.convert(mode)
-            fx, fy = im.size[0] / width, im.size[1] / height      # draft's reduction, if any
+            fx, fy = im.size[0] / width, im.size[1] / height  # draft's reduction, if any
             box = (left * fx, top * fy, (left + w) * fx, (top + h) * fy)
             im = im.resize((size, size), RESAMPLE[interpolation], box=box)
             return _to_chw(im)
@@ -89,8 +97,9 @@ def load_random_resized_crop(path: str, size: int, in_chans: int, rng: np.random
         raise _decode_error(path, exc) from None
 
 
-def load_center_crop(path: str, size: int, in_chans: int, crop_pct: float = 0.875,
-                     interpolation: str = "bicubic") -> torch.Tensor:
+def load_center_crop(
+    path: str, size: int, in_chans: int, crop_pct: float = 0.875, interpolation: str = "bicubic"
+) -> torch.Tensor:
     """Decode, resize the shorter side to ``floor(size / crop_pct)`` (256 for 224) with
     ``interpolation`` and centre-crop ``size`` -> uint8 ``[C, size, size]`` (timm's eval transform)."""
     mode = "RGB" if in_chans == 3 else "L"
@@ -118,10 +127,18 @@ class FolderCrops(Dataset):
     ``(uint8 [C, size, size], label)`` like the parent's, so loaders and evaluation take either.
     """
 
-    def __init__(self, folder: ImageFolderDataset, indices: torch.Tensor | Sequence[int], train: bool,
-                 size: int, seed: int = 0, scale: Sequence[float] = (0.08, 1.0),
-                 ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bicubic",
-                 crop_pct: float = 0.875) -> None:
+    def __init__(
+        self,
+        folder: ImageFolderDataset,
+        indices: torch.Tensor | Sequence[int],
+        train: bool,
+        size: int,
+        seed: int = 0,
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        interpolation: str = "bicubic",
+        crop_pct: float = 0.875,
+    ) -> None:
         if interpolation not in RESAMPLE:
             raise DataError(f"data.interpolation: '{interpolation}' is not one of {', '.join(RESAMPLE)}")
         idx = torch.as_tensor(indices, dtype=torch.int64).tolist()
@@ -131,10 +148,10 @@ class FolderCrops(Dataset):
         self.in_chans, self.size, self.train, self.seed = folder.in_chans, size, train, seed
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.interpolation, self.crop_pct = interpolation, crop_pct
-        self.keyed_by_epoch = train   # training crops: make_loader hands ``(index, epoch)`` keys (EpochKeySampler)
+        self.keyed_by_epoch = train  # training crops: make_loader hands ``(index, epoch)`` keys (EpochKeySampler)
         self.root = folder.root
         self.skip_corrupt: bool = getattr(folder, "skip_corrupt", False)
-        self.skipped: set[str] = set()   # corrupt files met by this process (each loader worker has its own)
+        self.skipped: set[str] = set()  # corrupt files met by this process (each loader worker has its own)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -152,5 +169,6 @@ class FolderCrops(Dataset):
         if not self.train:
             return load_center_crop(path, self.size, self.in_chans, self.crop_pct, self.interpolation), label
         rng = np.random.default_rng((self.seed, epoch, index))
-        return load_random_resized_crop(path, self.size, self.in_chans, rng, self.scale, self.ratio,
-                                        self.interpolation), label
+        return load_random_resized_crop(
+            path, self.size, self.in_chans, rng, self.scale, self.ratio, self.interpolation
+        ), label

@@ -6,6 +6,7 @@ gzip by its magic bytes rather than the file name, so a renamed file still loads
 problem (bad magic, truncated payload, trailing bytes, broken gzip stream) becomes a :class:`DataError`
 naming the file, because a half-downloaded data set is the most common user mistake here.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -19,13 +20,26 @@ from quasar_vit.errors import DataError
 
 # IDX type code -> big-endian numpy dtype
 _IDX_DTYPES: dict[int, str] = {
-    0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8",
+    0x08: ">u1",
+    0x09: ">i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
 }
 
 #: Class names of Fashion-MNIST, in label order.
 FASHION_MNIST_CLASSES: list[str] = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 MNIST_CLASSES: list[str] = [str(i) for i in range(10)]
 
@@ -59,11 +73,11 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     got = len(data) - header
     if got < expected:
-        raise DataError(f"{name}: truncated IDX file (expected {expected} data bytes for shape "
-                        f"{tuple(dims)}, found {got})")
+        raise DataError(
+            f"{name}: truncated IDX file (expected {expected} data bytes for shape {tuple(dims)}, found {got})"
+        )
     if got > expected:
-        raise DataError(f"{name}: {got - expected} unexpected trailing bytes after IDX data of "
-                        f"shape {tuple(dims)}")
+        raise DataError(f"{name}: {got - expected} unexpected trailing bytes after IDX data of shape {tuple(dims)}")
     arr = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header)
     return arr.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
 
@@ -112,8 +126,7 @@ def load_idx_split(root: str | Path, train: bool, num_classes: int = 10) -> tupl
     img_path, lbl_path = _find(r, split, "images"), _find(r, split, "labels")
     images, labels = read_idx(img_path), read_idx(lbl_path)
     if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"{img_path}: expected uint8 images of shape [N, H, W], got "
-                        f"{images.dtype} {images.shape}")
+        raise DataError(f"{img_path}: expected uint8 images of shape [N, H, W], got {images.dtype} {images.shape}")
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise DataError(f"{lbl_path}: expected uint8 labels of shape [N], got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):

@@ -5,6 +5,7 @@ side is ``img_size * 256 / 224`` and centre-cropped to ``img_size`` -- the usual
 geometry -- and returned as ``uint8 [C, H, W]``.  Random crop/flip happen later on whole batches
 (:mod:`.transforms`), so every worker does the same cheap deterministic work per image.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,8 @@ from torch.utils.data import Dataset
 from quasar_vit.errors import DataError
 
 IMG_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+    {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+)
 
 
 def find_classes(split_dir: Path) -> list[str]:
@@ -43,8 +45,9 @@ def scan_samples(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[st
         files = []
         for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
             dirnames.sort()
-            files.extend(os.path.join(dirpath, f) for f in filenames
-                         if os.path.splitext(f)[1].lower() in IMG_EXTENSIONS)
+            files.extend(
+                os.path.join(dirpath, f) for f in filenames if os.path.splitext(f)[1].lower() in IMG_EXTENSIONS
+            )
         samples.extend((f, class_to_idx[name]) for f in sorted(files))
     return samples
 
@@ -76,8 +79,14 @@ def load_image(path: str, img_size: int, in_chans: int) -> torch.Tensor:
 class ImageFolderDataset(Dataset):
     """One split of an ImageFolder tree; items are ``(uint8 [C, img, img], label)``."""
 
-    def __init__(self, split_dir: str | Path, img_size: int, in_chans: int,
-                 classes: list[str] | None = None, skip_corrupt: bool = False) -> None:
+    def __init__(
+        self,
+        split_dir: str | Path,
+        img_size: int,
+        in_chans: int,
+        classes: list[str] | None = None,
+        skip_corrupt: bool = False,
+    ) -> None:
         if in_chans not in (1, 3):
             raise DataError(f"image folders need in_chans 1 or 3, got {in_chans}")
         self.root = Path(split_dir)
@@ -87,19 +96,20 @@ class ImageFolderDataset(Dataset):
         else:
             extra = sorted(set(own) - set(classes))
             if extra:
-                raise DataError(f"{self.root}: class directories not in the training split: "
-                                f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
+                raise DataError(
+                    f"{self.root}: class directories not in the training split: "
+                    f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}"
+                )
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.samples = scan_samples(self.root, self.class_to_idx)
         if not self.samples:
-            raise DataError(f"image folder {self.root} contains no images "
-                            f"({', '.join(sorted(IMG_EXTENSIONS))})")
+            raise DataError(f"image folder {self.root} contains no images ({', '.join(sorted(IMG_EXTENSIONS))})")
         self.targets = [s[1] for s in self.samples]
         self.img_size = img_size
         self.in_chans = in_chans
         self.skip_corrupt = skip_corrupt
-        self.skipped: set[str] = set()   # corrupt files met by this process (each loader worker has its own)
+        self.skipped: set[str] = set()  # corrupt files met by this process (each loader worker has its own)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -116,13 +126,22 @@ class ImageFolderDataset(Dataset):
         The batch keeps its size (a replacement, not a hole), so training, resume and the data
         order of the other ranks are unchanged; each bad file is reported once per process.
         """
-        return first_decodable(self.samples, index, lambda s: (load_image(s[0], self.img_size, self.in_chans), s[1]),
-                               self.skipped, self.root)
+        return first_decodable(
+            self.samples,
+            index,
+            lambda s: (load_image(s[0], self.img_size, self.in_chans), s[1]),
+            self.skipped,
+            self.root,
+        )
 
 
-def first_decodable(samples: list[tuple[str, int]], index: int,
-                    load: Callable[[tuple[str, int]], tuple[torch.Tensor, int]], skipped: set[str],
-                    root: Path) -> tuple[torch.Tensor, int]:
+def first_decodable(
+    samples: list[tuple[str, int]],
+    index: int,
+    load: Callable[[tuple[str, int]], tuple[torch.Tensor, int]],
+    skipped: set[str],
+    root: Path,
+) -> tuple[torch.Tensor, int]:
     """``load`` of ``samples[index]``, or of the first decodable sample after it (data.skip_corrupt);
     each corrupt file is added to ``skipped`` and reported once, with the running count."""
     for k in range(min(len(samples), 1000)):
@@ -132,6 +151,9 @@ def first_decodable(samples: list[tuple[str, int]], index: int,
         except DataError as exc:
             if sample[0] not in skipped:
                 skipped.add(sample[0])
-                print(f"warning: {exc}; skipped (data.skip_corrupt), {len(skipped)} skipped so far "
-                      f"in this process", file=sys.stderr, flush=True)
+                print(
+                    f"warning: {exc}; skipped (data.skip_corrupt), {len(skipped)} skipped so far in this process",
+                    file=sys.stderr,
+                    flush=True,
+                )
     raise DataError(f"{root}: no decodable image among 1000 in a row from index {index}")

@@ -7,6 +7,7 @@ batches the interrupted run would have seen, and the in-memory fast path and the
 path agree.  :func:`infinite_batches` turns a loader into the endless stream a step-based trainer
 wants, calling ``set_epoch`` at each epoch boundary.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,9 @@ from quasar_vit.data.datasets import TensorImageDataset
 from quasar_vit.errors import DataError
 
 
-def epoch_indices(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                  drop_last: bool = False) -> torch.Tensor:
+def epoch_indices(
+    n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1, drop_last: bool = False
+) -> torch.Tensor:
     """This rank's sample indices for an epoch (DistributedSampler's rule, as a tensor)."""
     if shuffle:
         g = torch.Generator()
@@ -49,8 +51,16 @@ class TensorBatchLoader:
     ``DistributedSampler``, truncates rather than pads the shards.
     """
 
-    def __init__(self, dataset: TensorImageDataset, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        dataset: TensorImageDataset,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
         if not 0 <= rank < world_size:
@@ -80,11 +90,12 @@ class TensorBatchLoader:
         return max(0, self.batches_per_epoch() - self.start_batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = epoch_indices(len(self.dataset), self.shuffle, self.seed, self.epoch, self.rank,
-                            self.world_size, self.drop_last)
+        idx = epoch_indices(
+            len(self.dataset), self.shuffle, self.seed, self.epoch, self.rank, self.world_size, self.drop_last
+        )
         images, labels = self.dataset.images, self.dataset.labels
         for b in range(self.start_batch, self.batches_per_epoch()):
-            sel = idx[b * self.batch_size:(b + 1) * self.batch_size]
+            sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
             yield images.index_select(0, sel), labels.index_select(0, sel)
 
 
@@ -93,15 +104,15 @@ class EpochSampler(DistributedSampler):
     without loading them.  Used with ``num_replicas=1`` for single-process runs too, so the
     shuffle is always a function of ``(seed, epoch)``."""
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int,
-                 drop_last: bool) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=drop_last)
+    def __init__(
+        self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int, drop_last: bool
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.skip = 0
 
     def __iter__(self) -> Iterator[int]:
         it = super().__iter__()
-        return iter(list(it)[self.skip:]) if self.skip else it
+        return iter(list(it)[self.skip :]) if self.skip else it
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.skip)
@@ -125,9 +136,18 @@ def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int
     return dist.get_rank(), dist.get_world_size()
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
-                num_workers: int = 0, distributed: bool = False, rank: int | None = None,
-                world_size: int | None = None, pin_memory: bool | None = None) -> TensorBatchLoader | DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    drop_last: bool,
+    num_workers: int = 0,
+    distributed: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+    pin_memory: bool | None = None,
+) -> TensorBatchLoader | DataLoader:
     """A loader yielding ``(x_uint8 [B, C, H, W], y int64 [B])`` whose order depends only on
     ``(seed, epoch)``; call ``set_epoch`` (or use :func:`infinite_batches`) each epoch.
 
@@ -139,13 +159,20 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, dro
     """
     r, ws = _dist_rank_world(rank, world_size) if distributed else (0, 1)
     if isinstance(dataset, TensorImageDataset):
-        return TensorBatchLoader(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
-                                 rank=r, world_size=ws)
+        return TensorBatchLoader(
+            dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=r, world_size=ws
+        )
     kind = EpochKeySampler if getattr(dataset, "keyed_by_epoch", False) else EpochSampler
     sampler = kind(dataset, num_replicas=ws, rank=r, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                      num_workers=num_workers, persistent_workers=num_workers > 0,
-                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+    )
 
 
 def _set_epoch(loader: TensorBatchLoader | DataLoader, epoch: int, skip_batches: int) -> None:
@@ -172,8 +199,9 @@ def batches_per_epoch(loader: TensorBatchLoader | DataLoader) -> int:
     return n // bs if loader.drop_last else math.ceil(n / bs)
 
 
-def infinite_batches(loader: TensorBatchLoader | DataLoader, start_epoch: int = 0,
-                     start_batch: int = 0) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor]]]:
+def infinite_batches(
+    loader: TensorBatchLoader | DataLoader, start_epoch: int = 0, start_batch: int = 0
+) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor]]]:
     """Yield ``(epoch, batch)`` forever from ``start_epoch``, calling ``set_epoch`` each epoch.
 
     A step-based trainer resuming at global step ``s`` passes ``start_epoch = s // batches_per_epoch``

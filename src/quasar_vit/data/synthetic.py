@@ -4,6 +4,7 @@ Tests and ``benchmarks/imagenet_scale.py`` need JPEGs of varied, realistic sizes
 classes differ, so that decode, RandomResizedCrop, the 224 geometry and the whole pipeline run as
 on ImageNet.  Each image is a class-dependent colour gradient plus noise; the content is seeded.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 
-def write_synthetic_imagefolder(root: str | Path, per_class: dict[str, int], classes: int = 4,
-                                seed: int = 0) -> Path:
+def write_synthetic_imagefolder(root: str | Path, per_class: dict[str, int], classes: int = 4, seed: int = 0) -> Path:
     """Write ``root/SPLIT/classK/I.jpg`` with ``per_class[SPLIT]`` images per class; returns ``root``."""
     from PIL import Image
 

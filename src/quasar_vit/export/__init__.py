@@ -7,6 +7,7 @@ report, and the NumPy integer reference engine that checks the accelerator's ari
 
 See ``docs/export.md``.  Heavy modules (torch, onnx) are imported lazily.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ the training-only LSQ autograd function, so ``torch.export`` traces it and
 (:mod:`quasar_vit.export.torch_export`).  TorchScript (the former ``model.pt``) was dropped: torch
 2.13 deprecates ``torch.jit.load`` in favour of ``torch.export``, and nothing here needed it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -68,7 +69,7 @@ class DeployBlock(nn.Module):
     def __init__(self, blk: IntBlock, eps: float, srange: tuple[int, int], urange: tuple[int, int]) -> None:
         super().__init__()
         self.heads, self.head_dim = blk.heads, blk.head_dim
-        self.scale = float(blk.head_dim ** -0.5)
+        self.scale = float(blk.head_dim**-0.5)
         self.norm1 = _layer_norm(blk.norm1, eps)
         self.norm2 = _layer_norm(blk.norm2, eps)
         self.qkv = DeployLinear(blk.qkv)

@@ -4,6 +4,7 @@ Everything is checked before anything is written (platform, checkpoint, subnet i
 a design that fits), and the directory is assembled in a temporary sibling and renamed into
 place at the end (``utils.io.atomic_dir``): a failed export never leaves a half-written folder.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -45,8 +46,10 @@ def _resolve_subnet(subnet: SubnetConfig | str | Path, space: Any) -> SubnetConf
     try:
         space.validate(sub)
     except SubnetError as exc:
-        raise SubnetError(f"{subnet if not isinstance(subnet, SubnetConfig) else 'subnet'}: not a subnet of "
-                          f"this checkpoint's supernet: {exc}") from None
+        raise SubnetError(
+            f"{subnet if not isinstance(subnet, SubnetConfig) else 'subnet'}: not a subnet of "
+            f"this checkpoint's supernet: {exc}"
+        ) from None
     return sub
 
 
@@ -64,11 +67,14 @@ def _check_out(out: Path, force: bool, checkpoint: Path | None = None) -> None:
             raise ExportError(f"--out {out} exists and is not a directory")
         kept = [n for n in PROTECTED if (out / n).exists()]
         if kept:
-            raise ExportError(f"--out {out} holds training or search results ({', '.join(kept)}); "
-                              "export into another directory")
+            raise ExportError(
+                f"--out {out} holds training or search results ({', '.join(kept)}); export into another directory"
+            )
         if any(out.iterdir()) and not (out / "export.json").is_file() and not force:
-            raise ExportError(f"--out {out} is a non-empty directory that is not a quasar-vit export; "
-                              "choose another directory (or pass --force to replace it)")
+            raise ExportError(
+                f"--out {out} is a non-empty directory that is not a quasar-vit export; "
+                "choose another directory (or pass --force to replace it)"
+            )
 
 
 def load_test_images(cfg: Any, data_root: str | None, limit: int | None) -> tuple[torch.Tensor, np.ndarray]:
@@ -86,8 +92,9 @@ def load_test_images(cfg: Any, data_root: str | None, limit: int | None) -> tupl
         cfg.data.root = data_root
     if limit:
         cfg.data.test_limit = 0
-    splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
-                            seed=cfg.train.seed)
+    splits = build_datasets(
+        cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, seed=cfg.train.seed
+    )
     ds = splits.test
     n = len(ds) if not limit else min(int(limit), len(ds))
     if hasattr(ds, "images"):
@@ -102,12 +109,16 @@ def load_test_images(cfg: Any, data_root: str | None, limit: int | None) -> tupl
 
 def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).numpy() \
-            if len(x) else np.zeros((0, 0), np.float32)
+        return (
+            torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
+            if len(x)
+            else np.zeros((0, 0), np.float32)
+        )
 
 
-def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, ir: Any,
-              data_root: str | None, eval_limit: int | None) -> dict[str, Any]:
+def _evaluate(
+    tmp: Path, cfg: Any, deploy: torch.nn.Module, ir: Any, data_root: str | None, eval_limit: int | None
+) -> dict[str, Any]:
     from quasar_vit.errors import DataError
     from quasar_vit.export.onnx_export import onnx_session, run_onnx
     from quasar_vit.export.reference import IntegerViT
@@ -124,7 +135,8 @@ def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, ir: Any,
     onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy())
     pct = lambda a: float(100.0 * np.mean(a)) if len(a) else None  # noqa: E731
     return {
-        "split": "test", "images": int(len(x)),
+        "split": "test",
+        "images": int(len(x)),
         "top1_fake_quant": pct(ref.argmax(1) == y),
         "top1_integer": pct(integer.argmax(1) == y),
         "agreement_integer": pct(integer.argmax(1) == ref.argmax(1)),
@@ -136,9 +148,18 @@ def _evaluate(tmp: Path, cfg: Any, deploy: torch.nn.Module, ir: Any,
 
 
 @locks_output("export", "out_dir", sibling=True)
-def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, platform: str | Path,
-                  out_dir: str | Path, *, data_root: str | None = None, eval_limit: int | None = 1000,
-                  evaluate: bool = True, force: bool = False, device: str = "cpu") -> Path:
+def export_subnet(
+    checkpoint: str | Path,
+    subnet: SubnetConfig | str | Path,
+    platform: str | Path,
+    out_dir: str | Path,
+    *,
+    data_root: str | None = None,
+    eval_limit: int | None = 1000,
+    evaluate: bool = True,
+    force: bool = False,
+    device: str = "cpu",
+) -> Path:
     """Export ``subnet`` of the supernet at ``checkpoint`` for ``platform`` into ``out_dir``.
 
     Raises :class:`HardwareError` (unknown platform / no design fits), :class:`CheckpointError`,
@@ -169,33 +190,59 @@ def export_subnet(checkpoint: str | Path, subnet: SubnetConfig | str | Path, pla
     arrays, manifest = integer_weights(model)
     ir = build_ir(arrays, manifest)
     deploy = DeployViT(ir)
-    meta = {"name": cfg.name, "checkpoint": str(checkpoint), "step": int(ckpt.get("step", 0)),
-            "config_name": cfg.name, "files": FILES}
+    meta = {
+        "name": cfg.name,
+        "checkpoint": str(checkpoint),
+        "step": int(ckpt.get("step", 0)),
+        "config_name": cfg.name,
+        "files": FILES,
+    }
     with atomic_dir(out) as tmp:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
         (tmp / "subnet.json").write_text(sub.to_json() + "\n")
-        torch.save({"format": "quasar-vit-subnet", "version": 1, "subnet": sub.to_dict(),
-                    "quant": cfg.to_dict()["quant"], "layer_scale": bool(model.layer_scale),
-                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
-                   tmp / "model_state.pt")
+        torch.save(
+            {
+                "format": "quasar-vit-subnet",
+                "version": 1,
+                "subnet": sub.to_dict(),
+                "quant": cfg.to_dict()["quant"],
+                "layer_scale": bool(model.layer_scale),
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            },
+            tmp / "model_state.pt",
+        )
         save_weights(tmp, arrays, manifest)
         save_onnx(ir, tmp / "model.onnx")
         save_onnx(ir, tmp / "model.int8.onnx", variant="int8")
         save_qonnx(ir, tmp / "model.qonnx.onnx")
-        save_program(deploy, torch.zeros(2, sub.in_chans, sub.img_size, sub.img_size), tmp / "model.pt2",
-                     {"subnet": sub.to_dict(), "quant": manifest["quant"]})
+        save_program(
+            deploy,
+            torch.zeros(2, sub.in_chans, sub.img_size, sub.img_size),
+            tmp / "model.pt2",
+            {"subnet": sub.to_dict(), "quant": manifest["quant"]},
+        )
         (tmp / "bitmap.json").write_text(json.dumps(bitmap(arrays, manifest)) + "\n")
         accel = {"format": "quasar-vit-accelerator", "version": 1, **hw, "board": plat.to_dict()}
         (tmp / "accelerator.json").write_text(json.dumps(accel, indent=2) + "\n")
-        evaluation = _evaluate(tmp, cfg, deploy, ir, data_root, eval_limit) if evaluate else {
-            "note": "accuracy not measured (--no-eval)"}
+        evaluation = (
+            _evaluate(tmp, cfg, deploy, ir, data_root, eval_limit)
+            if evaluate
+            else {"note": "accuracy not measured (--no-eval)"}
+        )
         write_report(tmp, sub, hw, evaluation, meta)
-        info = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_step": meta["step"], "config": cfg.to_dict(),
-                "subnet": sub.to_dict(), "platform": plat.name,
-                "predicted": {"fps": hw["total"]["fps"], "latency_ms": hw["total"]["latency_ms"]},
-                "evaluation": evaluation, "files": FILES}
+        info = {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "checkpoint_step": meta["step"],
+            "config": cfg.to_dict(),
+            "subnet": sub.to_dict(),
+            "platform": plat.name,
+            "predicted": {"fps": hw["total"]["fps"], "latency_ms": hw["total"]["latency_ms"]},
+            "evaluation": evaluation,
+            "files": FILES,
+        }
         (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 

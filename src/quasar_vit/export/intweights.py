@@ -33,6 +33,7 @@ key                          dtype/shape   meaning
 
 ``w_int == 16 * hi + lo`` holds exactly for every 8-bit row (see :func:`nibble_split`).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,7 @@ def nibble_split(w_int: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w = np.asarray(w_int).astype(np.int16)
     if w.size and (w.min() < -128 or w.max() > 127):
         raise ValueError("nibble_split expects 8-bit signed codes in [-128, 127]")
-    hi = (w >> 4).astype(np.int8)        # arithmetic shift: floor(w / 16)
+    hi = (w >> 4).astype(np.int8)  # arithmetic shift: floor(w / 16)
     lo = (w & 15).astype(np.uint8)
     return hi, lo
 
@@ -91,8 +92,14 @@ def _linear(prefix: str, layer: torch.nn.Module, out: dict[str, np.ndarray]) -> 
     out[f"{prefix}.lo"] = lo
     out[f"{prefix}.bias"] = _np(layer.bias).astype(np.float32)
     out[f"{prefix}.act_step"] = _act_step(layer.aq)
-    return {"name": prefix, "in_features": int(w_int.shape[1]), "out_features": int(w_int.shape[0]),
-            "n8_rows": int(len(rows8)), "sections": int(layer.sections), "act_signed": bool(layer.aq.signed)}
+    return {
+        "name": prefix,
+        "in_features": int(w_int.shape[1]),
+        "out_features": int(w_int.shape[0]),
+        "n8_rows": int(len(rows8)),
+        "sections": int(layer.sections),
+        "act_signed": bool(layer.aq.signed),
+    }
 
 
 @torch.no_grad()
@@ -104,8 +111,10 @@ def integer_weights(model: torch.nn.Module) -> tuple[dict[str, np.ndarray], dict
         raise ExportError(f"expected an extracted QuantViT, got {type(model).__name__}")
     q = model.quant
     if not q.enabled:
-        raise ExportError("quantization is disabled in this checkpoint's config (quant.enabled=false): "
-                          "there are no integer weights to export")
+        raise ExportError(
+            "quantization is disabled in this checkpoint's config (quant.enabled=false): "
+            "there are no integer weights to export"
+        )
     if q.w_bits_high != 8 or q.w_bits_low > 4:
         raise ExportError(f"the W4A6 array needs <=4-bit and 8-bit rows, got {q.w_bits_low}/{q.w_bits_high}")
     sub = model.subnet
@@ -144,15 +153,21 @@ def integer_weights(model: torch.nn.Module) -> tuple[dict[str, np.ndarray], dict
     act_n, act_p = qrange(q.act_bits, True)
     prob_n, prob_p = qrange(q.act_bits, False)
     manifest: dict[str, Any] = {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT,
+        "version": VERSION,
         "subnet": sub.to_dict(),
-        "quant": {"w_bits_low": q.w_bits_low, "w_bits_high": q.w_bits_high, "act_bits": q.act_bits,
-                  "act_range_signed": [act_n, act_p], "act_range_unsigned": [prob_n, prob_p],
-                  "rounding": "half to even", "nibble": "w_int = 16*hi + lo, hi = w_int >> 4 signed, "
-                                                      "lo = w_int & 15 unsigned"},
+        "quant": {
+            "w_bits_low": q.w_bits_low,
+            "w_bits_high": q.w_bits_high,
+            "act_bits": q.act_bits,
+            "act_range_signed": [act_n, act_p],
+            "act_range_unsigned": [prob_n, prob_p],
+            "rounding": "half to even",
+            "nibble": "w_int = 16*hi + lo, hi = w_int >> 4 signed, lo = w_int & 15 unsigned",
+        },
         "layer_norm_eps": eps[0],
         "layer_scale": bool(model.layer_scale),
-        "attn_scale": float(sub.head_dim ** -0.5),
+        "attn_scale": float(sub.head_dim**-0.5),
         "gelu": "exact (erf)",
         "layers": layers,
         "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()},
@@ -171,8 +186,11 @@ def bitmap(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> dic
     out = {}
     for l in manifest["layers"]:
         is8 = arrays[f"{l['name']}.is8"]
-        out[l["name"]] = {"rows": int(len(is8)), "n8_rows": int(is8.sum()),
-                          "bits": [8 if b else int(manifest["quant"]["w_bits_low"]) for b in is8]}
+        out[l["name"]] = {
+            "rows": int(len(is8)),
+            "n8_rows": int(is8.sum()),
+            "bits": [8 if b else int(manifest["quant"]["w_bits_low"]) for b in is8],
+        }
     return {"format": "quasar-vit-bitmap", "version": 1, "layers": out}
 
 

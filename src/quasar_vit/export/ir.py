@@ -11,6 +11,7 @@ runs.
 
 NumPy only (no torch): the HLS path and the reference engine run without it.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ import numpy as np
 from quasar_vit.errors import ExportError
 
 F32 = np.float32
-REQUANT_MULT_BITS = 17   # mult in [2**16, 2**17): an 18-bit signed DSP48E2 port
+REQUANT_MULT_BITS = 17  # mult in [2**16, 2**17): an 18-bit signed DSP48E2 port
 
 
 def requant_multiplier(m: float) -> tuple[int, int]:
@@ -32,11 +33,11 @@ def requant_multiplier(m: float) -> tuple[int, int]:
     if not (math.isfinite(m) and m > 0):
         raise ValueError(f"requantisation factor must be a positive finite number, got {m}")
     shift = (REQUANT_MULT_BITS - 1) - math.floor(math.log2(m))
-    mult = int(round(m * 2.0 ** shift))
-    if mult >= 2 ** REQUANT_MULT_BITS:
+    mult = int(round(m * 2.0**shift))
+    if mult >= 2**REQUANT_MULT_BITS:
         mult //= 2
         shift -= 1
-    if not 1 <= shift <= 48:   # the kernel rounds in a 50-bit product (qvit_kernel.cpp, OUT_REQUANT)
+    if not 1 <= shift <= 48:  # the kernel rounds in a 50-bit product (qvit_kernel.cpp, OUT_REQUANT)
         raise ValueError(f"requantisation factor {m} is out of the fixed-point range (shift {shift})")
     return mult, shift
 
@@ -46,25 +47,31 @@ class IntLinear:
     """One linear layer: integer codes per row, 4- or 8-bit, and its input quantizer."""
 
     name: str
-    w_int: np.ndarray        # int32 [M, K] weight codes
-    is8: np.ndarray          # bool [M]: 8-bit rows
-    step: np.ndarray         # float32 [M] per-row weight step
-    bias: np.ndarray         # float32 [M]
-    act_step: np.float32     # step of the input activation quantizer
+    w_int: np.ndarray  # int32 [M, K] weight codes
+    is8: np.ndarray  # bool [M]: 8-bit rows
+    step: np.ndarray  # float32 [M] per-row weight step
+    bias: np.ndarray  # float32 [M]
+    act_step: np.float32  # step of the input activation quantizer
     act_range: tuple[int, int]
-    sections: int = 1        # q, k, v blocks of a qkv layer
+    sections: int = 1  # q, k, v blocks of a qkv layer
     rows4: np.ndarray = field(init=False, repr=False)
     rows8: np.ndarray = field(init=False, repr=False)
-    w4: np.ndarray = field(init=False, repr=False)   # int32 [n4, K]: the 4-bit rows
-    hi: np.ndarray = field(init=False, repr=False)   # int32 [n8, K]: signed high nibbles of the 8-bit rows
-    lo: np.ndarray = field(init=False, repr=False)   # int32 [n8, K]: unsigned low nibbles
+    w4: np.ndarray = field(init=False, repr=False)  # int32 [n4, K]: the 4-bit rows
+    hi: np.ndarray = field(init=False, repr=False)  # int32 [n8, K]: signed high nibbles of the 8-bit rows
+    lo: np.ndarray = field(init=False, repr=False)  # int32 [n8, K]: unsigned low nibbles
     scale: np.ndarray = field(init=False, repr=False)  # float32 [M]: s_x * s_row, the per-row rescale
 
     def __post_init__(self) -> None:
         rows8, rows4 = np.flatnonzero(self.is8), np.flatnonzero(~self.is8)
         w8 = self.w_int[rows8]
-        for k, v in (("rows4", rows4), ("rows8", rows8), ("w4", self.w_int[rows4]), ("hi", w8 >> 4),
-                     ("lo", w8 & 15), ("scale", (self.act_step * self.step).astype(F32))):
+        for k, v in (
+            ("rows4", rows4),
+            ("rows8", rows8),
+            ("w4", self.w_int[rows4]),
+            ("hi", w8 >> 4),
+            ("lo", w8 & 15),
+            ("scale", (self.act_step * self.step).astype(F32)),
+        ):
             object.__setattr__(self, k, v)
 
     @property
@@ -99,12 +106,12 @@ class IntBlock:
     s_q: np.float32
     s_k: np.float32
     s_v: np.float32
-    s_attn: np.float32        # step of the (unsigned) softmax probabilities
+    s_attn: np.float32  # step of the (unsigned) softmax probabilities
     norm1: tuple[np.ndarray, np.ndarray]
     norm2: tuple[np.ndarray, np.ndarray]
     ls1: np.ndarray
     ls2: np.ndarray
-    requant: tuple[int, int] = field(init=False)   # (mult, shift): P v accumulator -> proj input codes
+    requant: tuple[int, int] = field(init=False)  # (mult, shift): P v accumulator -> proj input codes
 
     def __post_init__(self) -> None:
         m = np.float64(self.s_attn) * np.float64(self.s_v) / np.float64(self.proj.act_step)
@@ -197,11 +204,20 @@ def _linear(a: _Arrays, info: Mapping[str, Any], srange: tuple[int, int], urange
     if w_int.ndim != 2:
         raise ExportError(f"{name}.w_int must be a matrix, got shape {w_int.shape}")
     m = w_int.shape[0]
-    lin = IntLinear(name, w_int, a.get(f"{name}.is8", bool, (m,)), a.get(f"{name}.step", shape=(m,)),
-                    a.get(f"{name}.bias", shape=(m,)), a.scalar(f"{name}.act_step"),
-                    srange if info.get("act_signed", True) else urange, int(info.get("sections", 1)))
-    stored = {k: a.get(f"{name}.{k}", np.int64) for k in ("rows4", "rows8", "w4", "hi", "lo") if f"{name}.{k}" in a.arrays}
-    for k, v in stored.items():   # the stored row groups and nibbles must be the ones the codes imply
+    lin = IntLinear(
+        name,
+        w_int,
+        a.get(f"{name}.is8", bool, (m,)),
+        a.get(f"{name}.step", shape=(m,)),
+        a.get(f"{name}.bias", shape=(m,)),
+        a.scalar(f"{name}.act_step"),
+        srange if info.get("act_signed", True) else urange,
+        int(info.get("sections", 1)),
+    )
+    stored = {
+        k: a.get(f"{name}.{k}", np.int64) for k in ("rows4", "rows8", "w4", "hi", "lo") if f"{name}.{k}" in a.arrays
+    }
+    for k, v in stored.items():  # the stored row groups and nibbles must be the ones the codes imply
         if not np.array_equal(v, getattr(lin, k)):
             raise ExportError(f"{name}: stored {k} does not match w_int and is8")
     return lin
@@ -212,8 +228,10 @@ def _expect_shapes(prefix: str, e: int, qkv: IntLinear, proj: IntLinear, fc1: In
     got = (qkv.in_features, proj.out_features, fc1.in_features, fc2.in_features, fc2.out_features)
     want = (e, e, e, fc1.out_features, e)
     if got != want:
-        raise ExportError(f"{prefix}: layer shapes do not chain through embed dim {e} "
-                          f"(qkv in, proj out, fc1 in, fc2 in, fc2 out = {got}, expected {want})")
+        raise ExportError(
+            f"{prefix}: layer shapes do not chain through embed dim {e} "
+            f"(qkv in, proj out, fc1 in, fc2 in, fc2 out = {got}, expected {want})"
+        )
 
 
 def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> IntViT:
@@ -222,7 +240,7 @@ def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> I
     sub, q = manifest["subnet"], manifest["quant"]
     srange = tuple(int(v) for v in q["act_range_signed"])
     urange = tuple(int(v) for v in q["act_range_unsigned"])
-    lins = {l["name"]: _linear(a, l, srange, urange) for l in manifest["layers"]}   # type: ignore[arg-type]
+    lins = {l["name"]: _linear(a, l, srange, urange) for l in manifest["layers"]}  # type: ignore[arg-type]
     e, hd = int(sub["embed_dim"]), int(sub["head_dim"])
     patches = (int(sub["img_size"]) // int(sub["patch_size"])) ** 2
 
@@ -240,20 +258,47 @@ def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> I
         if qkv.out_features != 3 * heads * hd or proj.in_features != heads * hd:
             raise ExportError(f"{p}: qkv/proj shapes do not match {heads} heads of dim {hd}")
         _expect_shapes(p, e, qkv, proj, fc1, fc2)
-        blocks.append(IntBlock(i, heads, hd, qkv, proj, fc1, fc2, a.scalar(f"{p}.aq_q.step"),
-                               a.scalar(f"{p}.aq_k.step"), a.scalar(f"{p}.aq_v.step"), a.scalar(f"{p}.aq_attn.step"),
-                               norm(f"{p}.norm1"), norm(f"{p}.norm2"), a.get(f"{p}.ls1", shape=(e,)),
-                               a.get(f"{p}.ls2", shape=(e,))))
+        blocks.append(
+            IntBlock(
+                i,
+                heads,
+                hd,
+                qkv,
+                proj,
+                fc1,
+                fc2,
+                a.scalar(f"{p}.aq_q.step"),
+                a.scalar(f"{p}.aq_k.step"),
+                a.scalar(f"{p}.aq_v.step"),
+                a.scalar(f"{p}.aq_attn.step"),
+                norm(f"{p}.norm1"),
+                norm(f"{p}.norm2"),
+                a.get(f"{p}.ls1", shape=(e,)),
+                a.get(f"{p}.ls2", shape=(e,)),
+            )
+        )
     if "patch_embed" not in lins or "head" not in lins:
         raise ExportError("manifest.json lacks the patch_embed or head layer")
     pe, head = lins["patch_embed"], lins["head"]
     pdim = int(sub["patch_size"]) ** 2 * int(sub["in_chans"])
     if (pe.in_features, pe.out_features, head.in_features) != (pdim, e, e):
-        raise ExportError(f"patch_embed is {pe.out_features}x{pe.in_features} and head takes {head.in_features} "
-                          f"inputs; the subnet needs {e}x{pdim} and {e}")
-    return IntViT(sub, srange, urange, float(manifest["layer_norm_eps"]), F32(manifest["attn_scale"]),  # type: ignore[arg-type]
-                  lins["patch_embed"], a.get("cls_token", shape=(e,)), a.get("pos_embed", shape=(patches + 1, e)),
-                  tuple(blocks), norm("norm"), lins["head"])
+        raise ExportError(
+            f"patch_embed is {pe.out_features}x{pe.in_features} and head takes {head.in_features} "
+            f"inputs; the subnet needs {e}x{pdim} and {e}"
+        )
+    return IntViT(
+        sub,
+        srange,
+        urange,
+        float(manifest["layer_norm_eps"]),
+        F32(manifest["attn_scale"]),  # type: ignore[arg-type]
+        lins["patch_embed"],
+        a.get("cls_token", shape=(e,)),
+        a.get("pos_embed", shape=(patches + 1, e)),
+        tuple(blocks),
+        norm("norm"),
+        lins["head"],
+    )
 
 
 def as_ir(ir: "IntViT | Mapping[str, np.ndarray]", manifest: Mapping[str, Any] | None = None) -> IntViT:

@@ -24,6 +24,7 @@ The stages below call the layer builders of a graph object (``fake_quant``, ``we
 :class:`_FloatGraph` (float32, the benchmark's baseline) and the QONNX graph
 (:mod:`quasar_vit.export.qonnx_export`).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,10 @@ OPSET = 21
 class _Graph:
     """The QDQ graph of ``model.onnx`` and the layer builders every ONNX variant shares."""
 
-    description = {"weights": "row groups: INT4 rows + INT8 rows, per-row scales",
-                   "activations": "QDQ (int8/uint8 + Clip in the integer domain)"}
+    description = {
+        "weights": "row groups: INT4 rows + INT8 rows, per-row scales",
+        "activations": "QDQ (int8/uint8 + Clip in the integer domain)",
+    }
 
     def __init__(self) -> None:
         from onnx import helper, numpy_helper, TensorProto
@@ -81,8 +84,11 @@ class _Graph:
         s = self.const(np.array(step, np.float32), f"{base}.act_step")
         z = self.const(np.array(0, dt), f"{base}.act_zp")
         q = self.op("QuantizeLinear", [x, s, z], f"{base}.q")
-        c = self.op("Clip", [q, self.const(np.array(lo, dt), f"{base}.qmin"),
-                             self.const(np.array(hi, dt), f"{base}.qmax")], f"{base}.clip")
+        c = self.op(
+            "Clip",
+            [q, self.const(np.array(lo, dt), f"{base}.qmin"), self.const(np.array(hi, dt), f"{base}.qmax")],
+            f"{base}.clip",
+        )
         return self.op("DequantizeLinear", [c, s, z], f"{base}.dq")
 
     def weight(self, lin: IntLinear) -> str:
@@ -115,9 +121,13 @@ class _Graph:
 
     def layernorm(self, norm: tuple[np.ndarray, np.ndarray], prefix: str, x: str, eps: float) -> str:
         weight, bias = norm
-        return self.op("LayerNormalization", [x, self.const(weight, f"{prefix}.weight"),
-                                              self.const(bias, f"{prefix}.bias")],
-                       prefix, axis=-1, epsilon=eps)
+        return self.op(
+            "LayerNormalization",
+            [x, self.const(weight, f"{prefix}.weight"), self.const(bias, f"{prefix}.bias")],
+            prefix,
+            axis=-1,
+            epsilon=eps,
+        )
 
     def i64(self, v: list[int], base: str) -> str:
         return self.const(np.array(v, np.int64), base)
@@ -167,7 +177,7 @@ def _attention_core(g: "_Graph", blk: IntBlock, qkv: str, ir: IntViT) -> str:
     pre, hd = f"blocks.{blk.index}", blk.head_dim
     qq, kt, vv = _quantized_q_kt_v(g, blk, qkv, ir)
     s = g.op("MatMul", [qq, kt], f"{pre}.qk")
-    s = g.op("Mul", [s, g.const(np.array(hd ** -0.5, np.float32), f"{pre}.attn_scale")], f"{pre}.scores")
+    s = g.op("Mul", [s, g.const(np.array(hd**-0.5, np.float32), f"{pre}.attn_scale")], f"{pre}.scores")
     s = g.op("Softmax", [s], f"{pre}.softmax", axis=-1)
     s = g.fake_quant(s, float(blk.s_attn), *ir.act_range_unsigned, False, f"{pre}.aq_attn")
     a = g.op("MatMul", [s, vv], f"{pre}.av")
@@ -250,15 +260,24 @@ class _IntegerGraph(_Graph):
       one scale per output row (``axis=1``); nothing between it and the MatMul.
     """
 
-    description = {"weights": "one INT8 tensor per linear (4-bit rows stored in int8), per-row scales",
-                   "activations": "codes in uint8 (zero point -lo if signed, else 0), float Clip before QuantizeLinear"}
+    description = {
+        "weights": "one INT8 tensor per linear (4-bit rows stored in int8), per-row scales",
+        "activations": "codes in uint8 (zero point -lo if signed, else 0), float Clip before QuantizeLinear",
+    }
 
     def fake_quant(self, x: str, step: float, lo: int, hi: int, signed: bool, base: str) -> str:
         zp = -lo if signed else 0
         s = self.const(np.array(step, np.float32), f"{base}.act_step")
         z = self.const(np.array(zp, np.uint8), f"{base}.act_zp")
-        c = self.op("Clip", [x, self.const(np.array(lo * step, np.float32), f"{base}.min"),
-                             self.const(np.array(hi * step, np.float32), f"{base}.max")], f"{base}.clip")
+        c = self.op(
+            "Clip",
+            [
+                x,
+                self.const(np.array(lo * step, np.float32), f"{base}.min"),
+                self.const(np.array(hi * step, np.float32), f"{base}.max"),
+            ],
+            f"{base}.clip",
+        )
         q = self.op("QuantizeLinear", [c, s, z], f"{base}.q")
         return self.op("DequantizeLinear", [q, s, z], f"{base}.dq")
 
@@ -292,16 +311,19 @@ def _model(g: _Graph, ir: IntViT, domains: Mapping[str, int] | None = None, batc
     helper, tp, sub = g.h, g.TP, ir.subnet
     c, hw = sub["in_chans"], sub["img_size"]
     graph = helper.make_graph(
-        g.nodes, "quasar_vit_subnet",
+        g.nodes,
+        "quasar_vit_subnet",
         [helper.make_tensor_value_info("images", tp.FLOAT, [batch, c, hw, hw])],
         [helper.make_tensor_value_info("logits", tp.FLOAT, [batch, sub["num_classes"]])],
-        g.inits)
+        g.inits,
+    )
     imports = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
     model = helper.make_model(graph, opset_imports=imports, producer_name="quasar-vit")
     model.ir_version = 10
-    helper.set_model_props(model, {"subnet": json.dumps(sub), "bitmap": "bitmap.json",
-                                   "act_bits": str(_act_bits(ir)), **g.description})
-    if not domains:   # the checker rejects custom domains (QONNX's Quant); qonnx checks those graphs
+    helper.set_model_props(
+        model, {"subnet": json.dumps(sub), "bitmap": "bitmap.json", "act_bits": str(_act_bits(ir)), **g.description}
+    )
+    if not domains:  # the checker rejects custom domains (QONNX's Quant); qonnx checks those graphs
         onnx.checker.check_model(model)
     return model
 
@@ -321,8 +343,7 @@ def build_graph(g: _Graph, ir: IntViT) -> None:
     _classifier(g, ir, x)
 
 
-def build_onnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None,
-               variant: str = "qdq"):
+def build_onnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None, variant: str = "qdq"):
     """The ONNX ``ModelProto`` of the exported subnet (input ``images`` [N, C, H, W] -> ``logits``).
 
     ``ir``: the :class:`~quasar_vit.export.ir.IntViT` of the export (or its ``arrays, manifest``).
@@ -384,10 +405,22 @@ def optimized_op_counts(path: str | Path) -> Counter:
 
 
 def run_onnx(session: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    out = [session.run(["logits"], {"images": np.ascontiguousarray(images[i:i + batch_size], np.float32)})[0]
-           for i in range(0, len(images), batch_size)]
+    out = [
+        session.run(["logits"], {"images": np.ascontiguousarray(images[i : i + batch_size], np.float32)})[0]
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-__all__ = ["build_onnx", "build_graph", "save_onnx", "onnx_session", "run_onnx", "optimized_op_counts", "matmul_count",
-           "INTEGER_MATMULS", "OPSET", "GRAPHS"]
+__all__ = [
+    "build_onnx",
+    "build_graph",
+    "save_onnx",
+    "onnx_session",
+    "run_onnx",
+    "optimized_op_counts",
+    "matmul_count",
+    "INTEGER_MATMULS",
+    "OPSET",
+    "GRAPHS",
+]

@@ -25,6 +25,7 @@ NumPy reference engine (``export/reference.py``), so ``InferDataTypes`` sees int
   clamps it;
 * LayerNorm (``LayerNormalization``), Softmax and GELU (``Erf``) stay float32 ops, as on the ARM cores.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,34 +40,44 @@ from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, as_ir
 from quasar_vit.export.onnx_export import _Graph, _model, _quantized_q_kt_v, _require_onnx, build_graph, merge_heads
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
-EXACT_F32 = 2 ** 24   # float32 adds integers exactly below this
+EXACT_F32 = 2**24  # float32 adds integers exactly below this
 
 
 def _bits(lo: int, hi: int) -> tuple[int, bool]:
     """``(bit width, signed)`` of the full two's-complement / unsigned range ``[lo, hi]``."""
     signed = lo < 0
     bits = (hi - lo + 1).bit_length() - 1
-    want = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    if (lo, hi) != want or 2 ** bits != hi - lo + 1:
-        raise ExportError(f"activation range [{lo}, {hi}] is not a full {bits}-bit range; a QONNX Quant "
-                          "(narrow=0) cannot express it")
+    want = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    if (lo, hi) != want or 2**bits != hi - lo + 1:
+        raise ExportError(
+            f"activation range [{lo}, {hi}] is not a full {bits}-bit range; a QONNX Quant (narrow=0) cannot express it"
+        )
     return bits, signed
 
 
 class _QonnxGraph(_Graph):
     """The QONNX layer builders: quantisation points yield integer codes (see the module docstring)."""
 
-    description = {"weights": "row groups: Quant(bits 8) rows + Quant(bits 4) rows (integer codes), per-row rescale",
-                   "activations": "Div by the step -> Quant(bits 6, scale 1): integer codes"}
+    description = {
+        "weights": "row groups: Quant(bits 8) rows + Quant(bits 4) rows (integer codes), per-row rescale",
+        "activations": "Div by the step -> Quant(bits 6, scale 1): integer codes",
+    }
 
     def quant(self, x: str, bits: int, signed: bool, base: str) -> str:
         """``Quant(x, scale=1, zeropt=0, bitwidth=bits)``: round half to even, clamp to the range."""
         one, zero = np.array(1.0, np.float32), np.array(0.0, np.float32)
-        ins = [x, self.const(one, f"{base}.scale"), self.const(zero, f"{base}.zeropt"),
-               self.const(np.array(float(bits), np.float32), f"{base}.bitwidth")]
+        ins = [
+            x,
+            self.const(one, f"{base}.scale"),
+            self.const(zero, f"{base}.zeropt"),
+            self.const(np.array(float(bits), np.float32), f"{base}.bitwidth"),
+        ]
         out = self.name(f"{base}.quant")
-        self.nodes.append(self.h.make_node("Quant", ins, [out], name=out, domain=QONNX_DOMAIN,
-                                           signed=int(signed), narrow=0, rounding_mode="ROUND"))
+        self.nodes.append(
+            self.h.make_node(
+                "Quant", ins, [out], name=out, domain=QONNX_DOMAIN, signed=int(signed), narrow=0, rounding_mode="ROUND"
+            )
+        )
         return out
 
     def fake_quant(self, x: str, step: float, lo: int, hi: int, signed: bool, base: str) -> str:
@@ -115,7 +126,7 @@ class _QonnxGraph(_Graph):
         """
         pre, (mult, shift) = f"blocks.{blk.index}", blk.requant
         tp = self.TP
-        m = self.const(np.array(mult / 2.0 ** shift, np.float64), f"{pre}.requant.m")
+        m = self.const(np.array(mult / 2.0**shift, np.float64), f"{pre}.requant.m")
         a = self.op("Cast", [acc], f"{pre}.pv.f64", to=tp.DOUBLE)
         a = self.op("Mul", [a, m], f"{pre}.pv.m")
         a = self.op("Add", [a, self.const(np.array(0.5, np.float64), f"{pre}.half")], f"{pre}.pv.h")
@@ -135,8 +146,7 @@ class _QonnxGraph(_Graph):
         return self.int_linear(blk.proj, merge_heads(self, blk, self.requant(acc, blk), ir))
 
 
-def build_qonnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None,
-                batch: int = 1):
+def build_qonnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None, batch: int = 1):
     """The QONNX ``ModelProto`` (input ``images`` [batch, C, H, W] -> ``logits``); needs ``onnx`` only.
 
     The batch size is fixed (1 by default), as FINN and qonnx's executor want static shapes.
@@ -180,15 +190,18 @@ def qonnx_run(model: Any, images: np.ndarray) -> tuple[np.ndarray, Counter]:
     mw = wrapper(str(model) if isinstance(model, (str, Path)) else model)
     mw = cleanup(mw).transform(shapes()).transform(dtypes())
     inp, out = mw.graph.input[0].name, mw.graph.output[0].name
-    logits = [execute(mw, {inp: np.ascontiguousarray(images[i:i + 1], np.float32)})[out] for i in range(len(images))]
-    kinds = Counter((n.op_type, mw.get_tensor_datatype(o).get_canonical_name())
-                    for n in mw.graph.node for o in n.output)
+    logits = [execute(mw, {inp: np.ascontiguousarray(images[i : i + 1], np.float32)})[out] for i in range(len(images))]
+    kinds = Counter(
+        (n.op_type, mw.get_tensor_datatype(o).get_canonical_name()) for n in mw.graph.node for o in n.output
+    )
     return np.concatenate(logits), kinds
 
 
 #: a linear layer's name at the start of one of its own tensors (its input codes, weights, accumulator, output)
-_LINEAR = re.compile(r"^(patch_embed|head|blocks\.\d+\.(qkv|proj|fc1|fc2))"
-                     r"(?=$|\.(in\.|w4\.|w8\.|w_groups$|w$|acc$|rescale$))")
+_LINEAR = re.compile(
+    r"^(patch_embed|head|blocks\.\d+\.(qkv|proj|fc1|fc2))"
+    r"(?=$|\.(in\.|w4\.|w8\.|w_groups$|w$|acc$|rescale$))"
+)
 
 
 def qonnx_datatypes(model: Any) -> dict[str, list[str]]:

@@ -23,6 +23,7 @@ summation order; ``exact=True`` uses int64 matmuls instead (slow, for tests).
 
 Only NumPy is needed (SciPy's ``erf`` is used when installed, else ``math.erf`` vectorised).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,10 +37,10 @@ from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, as_ir, requant_mul
 try:  # pragma: no cover - depends on the environment
     from scipy.special import erf as _erf
 
-    ERF_IMPL = "cephes"   # SciPy's erf (Cephes); the generated C++ host re-implements it
+    ERF_IMPL = "cephes"  # SciPy's erf (Cephes); the generated C++ host re-implements it
 except ImportError:  # pragma: no cover
     _erf = np.vectorize(math.erf, otypes=[np.float64])
-    ERF_IMPL = "libm"     # the C library's erf
+    ERF_IMPL = "libm"  # the C library's erf
 
 F32 = np.float32
 
@@ -121,9 +122,9 @@ def int_matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int, exact: bool
     """Exact integer ``a @ b`` (int64) for ``|a| <= a_max``, ``|b| <= b_max``."""
     k = a.shape[-1]
     bound = _bound(a_max, b_max, k)
-    if exact or bound >= 2 ** 53:
+    if exact or bound >= 2**53:
         return np.matmul(a.astype(np.int64), b.astype(np.int64))
-    dt = np.float32 if bound < 2 ** 24 else np.float64
+    dt = np.float32 if bound < 2**24 else np.float64
     return np.matmul(a.astype(dt), b.astype(dt)).astype(np.int64)
 
 
@@ -195,8 +196,13 @@ class IntegerViT:
     With ``trace`` the integer codes of every quantisation point are returned as well.
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray] | IntViT, manifest: Mapping[str, Any] | None = None,
-                 exact: bool = False, check_nibbles: bool = False) -> None:
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray] | IntViT,
+        manifest: Mapping[str, Any] | None = None,
+        exact: bool = False,
+        check_nibbles: bool = False,
+    ) -> None:
         self.ir = as_ir(arrays, manifest)
         self.exact, self.check_nibbles = exact, check_nibbles
         self.linears = {lin.name: IntegerLinear(lin) for lin in self.ir.linears()}
@@ -238,15 +244,18 @@ class IntegerViT:
         h = _layernorm(x, *blk.norm1, eps)
         qkv = self._linear(f"{p}.qkv", h, trace)
         qkv = qkv.reshape(b, t, 3, heads, hd).transpose(2, 0, 3, 1, 4)
-        qi, ki, vi = (quantize(qkv[0], blk.s_q, qn, qp), quantize(qkv[1], blk.s_k, qn, qp),
-                      quantize(qkv[2], blk.s_v, qn, qp))
+        qi, ki, vi = (
+            quantize(qkv[0], blk.s_q, qn, qp),
+            quantize(qkv[1], blk.s_k, qn, qp),
+            quantize(qkv[2], blk.s_v, qn, qp),
+        )
         scores = self.act_matmul(qi, ki.transpose(0, 1, 3, 2), max(-qn, qp)).astype(F32) * blk.score_scale
         scores = scores * self.ir.attn_scale
         probs = _softmax(scores)
         pi = quantize(probs, blk.s_attn, un, up)
-        av = self.act_matmul(pi, vi, up)                                    # int [B, H, T, hd]
+        av = self.act_matmul(pi, vi, up)  # int [B, H, T, hd]
         av = av.transpose(0, 2, 1, 3).reshape(b, t, heads * hd)
-        oi = requantize(av, *blk.requant, *blk.proj.act_range)              # integer requantisation
+        oi = requantize(av, *blk.requant, *blk.proj.act_range)  # integer requantisation
         if trace is not None:
             trace.update({f"{p}.q": qi, f"{p}.k": ki, f"{p}.v": vi, f"{p}.attn": pi})
         o = self._linear(f"{p}.proj", None, trace, x_int=oi)
@@ -279,10 +288,19 @@ class IntegerViT:
 
     def predict(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """``(logits, labels)`` in batches."""
-        out = [self.forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        out = [self.forward(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         logits = np.concatenate(out) if out else np.zeros((0, 0), F32)
         return logits, logits.argmax(-1)
 
 
-__all__ = ["IntegerViT", "IntegerLinear", "quantize", "int_matmul", "split_operand", "patchify", "requant_multiplier",
-           "requantize", "ERF_IMPL"]
+__all__ = [
+    "IntegerViT",
+    "IntegerLinear",
+    "quantize",
+    "int_matmul",
+    "split_operand",
+    "patchify",
+    "requant_multiplier",
+    "requantize",
+    "ERF_IMPL",
+]

@@ -1,4 +1,5 @@
 """``report.md`` of an export: architecture, bit mix, per-layer latency/resources, accuracy, time."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -69,15 +70,18 @@ def _plots(plot_dir: Path, subnet: SubnetConfig, hw: Mapping[str, Any]) -> dict[
     return out
 
 
-def write_report(directory: Path, subnet: SubnetConfig, hw: Mapping[str, Any], evaluation: Mapping[str, Any],
-                 meta: Mapping[str, Any]) -> Path:
+def write_report(
+    directory: Path, subnet: SubnetConfig, hw: Mapping[str, Any], evaluation: Mapping[str, Any], meta: Mapping[str, Any]
+) -> Path:
     """Write ``report.md`` (and ``plots/*.png``) into ``directory``."""
     plots = _plots(directory / "plots", subnet, hw)
     tot, design, res = hw["total"], hw["design"], hw["resources"]
     L: list[str] = []
     L.append(f"# Quasar-ViT export: {meta.get('name', 'subnet')}\n")
-    L.append(f"Checkpoint `{meta.get('checkpoint')}` (step {meta.get('step')}), config `{meta.get('config_name')}`, "
-             f"platform **{hw['platform']}**.\n")
+    L.append(
+        f"Checkpoint `{meta.get('checkpoint')}` (step {meta.get('step')}), config `{meta.get('config_name')}`, "
+        f"platform **{hw['platform']}**.\n"
+    )
     L.append("## Summary\n")
     L.append("| quantity | value |\n|---|---|")
     L.append(f"| predicted throughput | {tot['fps']:.1f} FPS ({tot['latency_ms']:.3f} ms/image, batch 1) |")
@@ -87,9 +91,12 @@ def write_report(directory: Path, subnet: SubnetConfig, hw: Mapping[str, Any], e
     L.append(f"| compute | {tot['gmacs'] * 1e3:.2f} MMACs |")
     L.append(f"| weights (packed 4/8-bit) | {subnet.weight_bytes() / 1e3:.1f} kB, {subnet.num_params()} parameters |")
     L.append(f"| 8-bit rows (blocks) | {100 * subnet.share_8bit():.1f} % |")
-    for k, label in (("top1_fake_quant", "top-1, fake-quant PyTorch"), ("top1_integer", "top-1, integer engine"),
-                     ("agreement_integer", "label agreement integer vs PyTorch"),
-                     ("agreement_onnx", "label agreement ONNX vs PyTorch")):
+    for k, label in (
+        ("top1_fake_quant", "top-1, fake-quant PyTorch"),
+        ("top1_integer", "top-1, integer engine"),
+        ("agreement_integer", "label agreement integer vs PyTorch"),
+        ("agreement_onnx", "label agreement ONNX vs PyTorch"),
+    ):
         if evaluation.get(k) is not None:
             L.append(f"| {label} | {evaluation[k]:.2f} % |")
     if evaluation.get("images"):
@@ -98,29 +105,39 @@ def write_report(directory: Path, subnet: SubnetConfig, hw: Mapping[str, Any], e
         L.append(f"| note | {evaluation['note']} |")
     L.append("")
     L.append("## Architecture\n")
-    L.append(f"embed dim {subnet.embed_dim}, depth {subnet.depth}, head dim {subnet.head_dim}, "
-             f"{subnet.img_size}x{subnet.img_size}x{subnet.in_chans} input, {subnet.patch_size}x{subnet.patch_size} "
-             f"patches ({subnet.num_tokens} tokens), {subnet.num_classes} classes; patch embedding "
-             f"{subnet.patch_embed_bits}-bit, head {subnet.head_bits}-bit.\n")
+    L.append(
+        f"embed dim {subnet.embed_dim}, depth {subnet.depth}, head dim {subnet.head_dim}, "
+        f"{subnet.img_size}x{subnet.img_size}x{subnet.in_chans} input, {subnet.patch_size}x{subnet.patch_size} "
+        f"patches ({subnet.num_tokens} tokens), {subnet.num_classes} classes; patch embedding "
+        f"{subnet.patch_embed_bits}-bit, head {subnet.head_bits}-bit.\n"
+    )
     L.append("| block | heads | qkv dim | MLP ratio | MLP hidden | 8-bit share |\n|---|---|---|---|---|---|")
     for i in range(subnet.depth):
-        L.append(f"| {i} | {subnet.num_heads[i]} | {subnet.qkv_dim(i)} | {subnet.mlp_ratios[i]:g} | "
-                 f"{subnet.mlp_hidden(i)} | {subnet.w8_shares[i]:g} |")
+        L.append(
+            f"| {i} | {subnet.num_heads[i]} | {subnet.qkv_dim(i)} | {subnet.mlp_ratios[i]:g} | "
+            f"{subnet.mlp_hidden(i)} | {subnet.w8_shares[i]:g} |"
+        )
     L.append("")
     L.append("## Per-layer bit mix\n")
     if "bitmix" in plots:
         L.append(f"![bit mix]({plots['bitmix']})\n")
-    L.append("| layer | in | out | 8-bit rows | 4-bit rows | 8-bit share | weight bytes |\n|---|---|---|---|---|---|---|")
+    L.append(
+        "| layer | in | out | 8-bit rows | 4-bit rows | 8-bit share | weight bytes |\n|---|---|---|---|---|---|---|"
+    )
     for l in subnet.linear_layers():
         wb = l.in_features * (l.n8_rows + 0.5 * (l.out_features - l.n8_rows))
-        L.append(f"| {l.name} | {l.in_features} | {l.out_features} | {l.n8_rows} | {l.out_features - l.n8_rows} | "
-                 f"{100 * l.share_8bit:.0f} % | {wb:.0f} |")
+        L.append(
+            f"| {l.name} | {l.in_features} | {l.out_features} | {l.n8_rows} | {l.out_features - l.n8_rows} | "
+            f"{100 * l.share_8bit:.0f} % | {wb:.0f} |"
+        )
     L.append("")
     L.append("## Accelerator\n")
-    L.append(f"W4A6 array {design['pe_rows']} x {design['pe_cols']} ({design['units']} units, packing "
-             f"{design['packing']}, {design['lut_cols']} LUT-only columns) at {design['clock_mhz']:g} MHz; tiles "
-             f"Tn={design['tile_tokens']} tokens, Tm={design['pe_rows']} rows, Tk={design['tile_k']}; input buffer in "
-             f"{design['input_buffer_mem']}. Full parameters: `accelerator.json`.\n")
+    L.append(
+        f"W4A6 array {design['pe_rows']} x {design['pe_cols']} ({design['units']} units, packing "
+        f"{design['packing']}, {design['lut_cols']} LUT-only columns) at {design['clock_mhz']:g} MHz; tiles "
+        f"Tn={design['tile_tokens']} tokens, Tm={design['pe_rows']} rows, Tk={design['tile_k']}; input buffer in "
+        f"{design['input_buffer_mem']}. Full parameters: `accelerator.json`.\n"
+    )
     L.append("| resource | used | total | % | cap % |\n|---|---|---|---|---|")
     for k in ("lut", "ff", "dsp", "bram", "uram"):
         r = res.get(k)
@@ -133,8 +150,10 @@ def write_report(directory: Path, subnet: SubnetConfig, hw: Mapping[str, Any], e
     L.append("| layer | op | unit | MACs | ms | bound | array use |\n|---|---|---|---|---|---|---|")
     for l in hw.get("layers", []):
         use = l.get("array_utilisation")
-        L.append(f"| {l['name']} | {l['op']} | {l['unit']} | {l['macs']} | {l['ms']:.4f} | {l['bound']} | "
-                 f"{'' if use is None else f'{100 * use:.0f} %'} |")
+        L.append(
+            f"| {l['name']} | {l['op']} | {l['unit']} | {l['macs']} | {l['ms']:.4f} | {l['bound']} | "
+            f"{'' if use is None else f'{100 * use:.0f} %'} |"
+        )
     L.append("")
     L.append("## Where the time goes\n")
     if "time" in plots:

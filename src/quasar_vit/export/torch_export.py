@@ -7,6 +7,7 @@ traced ops are the eager model's (``linear``, ``layer_norm``, ``round``, ``clamp
 ``gelu``) in the same order, so the logits are bit-identical to ``DeployViT`` (tested in a clean
 process).  ``subnet`` and ``quant`` are stored as JSON extra files inside the archive.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ def export_program(model: torch.nn.Module, example: torch.Tensor) -> "torch.expo
         raise ExportError(f"torch.export failed on the deploy model: {type(exc).__name__}: {exc}") from None
 
 
-def save_program(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
-                 extra: Mapping[str, Any] | None = None) -> None:
+def save_program(
+    model: torch.nn.Module, example: torch.Tensor, path: str | Path, extra: Mapping[str, Any] | None = None
+) -> None:
     """Export ``model`` and write it to ``path`` (``.pt2``); ``extra`` goes in as ``NAME.json`` files."""
     files = {f"{k}.json": json.dumps(v, indent=2) for k, v in (extra or {}).items()}
     torch.export.save(export_program(model, example), str(path), extra_files=files)

@@ -25,6 +25,7 @@ downstream of it.  The nibble passes are also checked against a direct int64 GEM
 passes, and, when the checkpoint comparison ran, label agreement >= ``min_agreement`` and a flipped
 code fraction <= ``max_flip_fraction`` against the checkpoint's model.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,8 @@ import torch
 from quasar_vit.errors import CheckpointError, ExportError, QuasarError, SubnetError
 from quasar_vit.utils.io import atomic_write_json, read_json
 
-Traced = tuple[np.ndarray, dict[str, np.ndarray]]          # logits, integer codes per quantisation point
-Source = tuple[torch.nn.Module, Any, dict[str, Any]]       # supernet, subnet, checkpoint path/step/source
+Traced = tuple[np.ndarray, dict[str, np.ndarray]]  # logits, integer codes per quantisation point
+Source = tuple[torch.nn.Module, Any, dict[str, Any]]  # supernet, subnet, checkpoint path/step/source
 
 DEFAULT_MIN_AGREEMENT = 99.5
 # flipped 6-bit codes from float rounding alone: 1e-5..1e-3 (the 1200-step demo subnet: 1.0e-3, most of
@@ -52,18 +53,24 @@ def _code_key(name: str) -> str:
     if name.endswith(".aq"):
         return name[:-3] + ".in"
     head, _, last = name.rpartition(".")
-    return f"{head}.{last[3:]}"          # blocks.0.aq_q -> blocks.0.q
+    return f"{head}.{last[3:]}"  # blocks.0.aq_q -> blocks.0.q
 
 
-def _traced(model: torch.nn.Module, run: Callable[[], torch.Tensor], kind: type,
-            code: Callable[[torch.nn.Module, tuple, torch.Tensor], torch.Tensor]) -> Traced:
+def _traced(
+    model: torch.nn.Module,
+    run: Callable[[], torch.Tensor],
+    kind: type,
+    code: Callable[[torch.nn.Module, tuple, torch.Tensor], torch.Tensor],
+) -> Traced:
     """Logits of ``run()`` and the integer codes (``code(module, inputs, output)``) of every ``kind`` module."""
     codes: dict[str, np.ndarray] = {}
     handles = []
     for name, mod in model.named_modules():
         if isinstance(mod, kind):
+
             def hook(m, inp, out, k=_code_key(name)):
                 codes[k] = code(m, inp, out).to(torch.int32).numpy()
+
             handles.append(mod.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -145,12 +152,16 @@ def load_source_model(path: str | Path, info: dict[str, Any]) -> Source:
     ours = _json_roundtrip(cfg.to_dict())
     for section in ("model", "quant"):
         if section in info.get("config", {}) and ours.get(section) != info["config"][section]:
-            raise CheckpointError(f"{path} is not the checkpoint this export was made from: its '{section}' "
-                                  "config differs from the one in export.json")
+            raise CheckpointError(
+                f"{path} is not the checkpoint this export was made from: its '{section}' "
+                "config differs from the one in export.json"
+            )
     step, want = int(ckpt.get("step", 0)), info.get("checkpoint_step")
     if want is not None and step != int(want):
-        raise CheckpointError(f"{path} is at training step {step}, the export was made from step {want} "
-                              "(export.json checkpoint_step): not the export's source checkpoint")
+        raise CheckpointError(
+            f"{path} is at training step {step}, the export was made from step {want} "
+            "(export.json checkpoint_step): not the export's source checkpoint"
+        )
     try:
         sub = SubnetConfig.from_dict(info["subnet"])
         supernet.space.validate(sub)
@@ -162,7 +173,7 @@ def load_source_model(path: str | Path, info: dict[str, Any]) -> Source:
 
 def _find_checkpoint(info: dict[str, Any], checkpoint: str | Path | None) -> tuple[Source | None, str | None]:
     """The source model and ``None``, or ``None`` and a one-line note saying why there is none."""
-    if checkpoint is not None:   # given explicitly: every problem is an error
+    if checkpoint is not None:  # given explicitly: every problem is an error
         model = load_source_model(checkpoint, info)
         model[2]["source"] = "--checkpoint"
         return model, None
@@ -193,10 +204,18 @@ def read_export(directory: str | Path) -> dict[str, Any]:
     return info
 
 
-def verify_export(directory: str | Path, data_root: str | None = None, limit: int | None = None,
-                  batch_size: int = 250, min_agreement: float = DEFAULT_MIN_AGREEMENT,
-                  write: bool = True, checkpoint: str | Path | None = None, use_checkpoint: bool = True,
-                  max_flip_fraction: float = DEFAULT_MAX_FLIP_FRACTION, progress: bool = False) -> dict[str, Any]:
+def verify_export(
+    directory: str | Path,
+    data_root: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 250,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    write: bool = True,
+    checkpoint: str | Path | None = None,
+    use_checkpoint: bool = True,
+    max_flip_fraction: float = DEFAULT_MAX_FLIP_FRACTION,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Check the export in ``directory`` on its test split; writes and returns ``verify.json``'s dict.
 
     ``progress`` shows a bar over the test images (the NumPy engine is slow on large splits).
@@ -229,7 +248,7 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
     x, y = load_test_images(cfg, data_root, limit)
     if len(x) == 0:
         raise ExportError("no test images to verify on")
-    ir = build_ir(arrays, manifest)   # one typed description for every engine compared below
+    ir = build_ir(arrays, manifest)  # one typed description for every engine compared below
     engine = IntegerViT(ir)
     deploy = DeployViT(ir)
 
@@ -240,7 +259,7 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
 
     bar = tqdm(total=len(x), desc="verify", unit="img", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
+        xb = x[i : i + batch_size]
         with torch.no_grad():
             ref = scripted(xb).numpy()
         eager, fq_codes = _deploy_codes(deploy, xb)
@@ -262,10 +281,15 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
 
     dep, ref = vs_deploy.result(integer)
     result = {
-        "export": str(directory), "images": int(len(x)), "split": "test",
+        "export": str(directory),
+        "images": int(len(x)),
+        "split": "test",
         "data_set": cfg.data.name,
-        "compared_with": ("checkpoint fake-quant model and deploy model (model.pt2)" if source is not None
-                          else "deploy model (model.pt2) only"),
+        "compared_with": (
+            "checkpoint fake-quant model and deploy model (model.pt2)"
+            if source is not None
+            else "deploy model (model.pt2) only"
+        ),
         "agreement_percent": dep["agreement_percent"],
         "min_agreement_percent": float(min_agreement),
         **{k: v for k, v in dep.items() if k != "agreement_percent"},
@@ -281,7 +305,8 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
         ck, ck_ref = vs_ckpt.result(integer)
         ck_ok = bool(ck["agreement_percent"] >= min_agreement and ck["flipped_code_fraction"] <= max_flip_fraction)
         result["checkpoint"] = {
-            "checked": True, **source[2],
+            "checked": True,
+            **source[2],
             "model": "supernet(x, subnet) in eval mode (fake-quant, from the checkpoint, not from weights.npz)",
             **ck,
             "min_agreement_percent": float(min_agreement),
@@ -301,9 +326,12 @@ def verify_export(directory: str | Path, data_root: str | None = None, limit: in
 
 def verify_summary(res: dict[str, Any]) -> str:
     """One line saying exactly what was compared and how close it was (the CLI's verdict)."""
+
     def part(r: dict[str, Any]) -> str:
-        return (f"{r['agreement_percent']:.2f} % labels agree, max |logit diff| {r['max_abs_logit_error']:.2e}, "
-                f"{100 * r['flipped_code_fraction']:.4f} % flipped 6-bit activation codes")
+        return (
+            f"{r['agreement_percent']:.2f} % labels agree, max |logit diff| {r['max_abs_logit_error']:.2e}, "
+            f"{100 * r['flipped_code_fraction']:.4f} % flipped 6-bit activation codes"
+        )
 
     n = res["images"]
     ck = res.get("checkpoint") or {}
@@ -311,11 +339,19 @@ def verify_summary(res: dict[str, Any]) -> str:
     deploy_ok = res["agreement_percent"] >= res["min_agreement_percent"]
     deploy = f"vs deploy model (model.pt2, rebuilt from weights.npz): {part(res)}{'' if deploy_ok else ' [FAILED]'}"
     if ck.get("checked"):
-        head = (f"integer engine vs checkpoint fake-quant model ({ck['path']}, step {ck['step']}): {part(ck)}"
-                f"{'' if ck['passed'] else ' [FAILED]'}")
+        head = (
+            f"integer engine vs checkpoint fake-quant model ({ck['path']}, step {ck['step']}): {part(ck)}"
+            f"{'' if ck['passed'] else ' [FAILED]'}"
+        )
         return f"{head}; {deploy}; {nib}; {n} test images"
     return f"integer engine {deploy} (no checkpoint comparison); {nib}; {n} test images"
 
 
-__all__ = ["verify_export", "verify_summary", "read_export", "load_source_model", "DEFAULT_MIN_AGREEMENT",
-           "DEFAULT_MAX_FLIP_FRACTION"]
+__all__ = [
+    "verify_export",
+    "verify_summary",
+    "read_export",
+    "load_source_model",
+    "DEFAULT_MIN_AGREEMENT",
+    "DEFAULT_MAX_FLIP_FRACTION",
+]

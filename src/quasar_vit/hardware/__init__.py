@@ -8,6 +8,7 @@ Pure Python + NumPy so that a board planner can use it alone::
 
 See ``docs/hardware-model.md`` for the model, its parameters and its calibration.
 """
+
 from quasar_vit.hardware.design import AcceleratorDesign
 from quasar_vit.hardware.dse import evaluate, explore
 from quasar_vit.hardware.params import ModelParams
@@ -15,5 +16,15 @@ from quasar_vit.hardware.platforms import Platform, list_platforms, load_platfor
 from quasar_vit.hardware.report import HardwareReport
 from quasar_vit.hardware.resources import Resources, estimate_resources
 
-__all__ = ["load_platform", "Platform", "AcceleratorDesign", "HardwareReport", "evaluate", "explore",
-           "list_platforms", "ModelParams", "Resources", "estimate_resources"]
+__all__ = [
+    "load_platform",
+    "Platform",
+    "AcceleratorDesign",
+    "HardwareReport",
+    "evaluate",
+    "explore",
+    "list_platforms",
+    "ModelParams",
+    "Resources",
+    "estimate_resources",
+]

@@ -12,6 +12,7 @@ AutoFormer-style choices (``docs/hardware-model.md``):
 Tests and ``benchmarks/hardware.py`` check that the model predicts these within 15 % on the
 ZCU102 and that the chosen designs stay within the paper's reported utilisation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,14 +20,16 @@ from dataclasses import dataclass
 from quasar_vit.space import SubnetConfig
 
 QUASAR_L2_LIKE = SubnetConfig(
-    embed_dim=384, depth=12,
+    embed_dim=384,
+    depth=12,
     num_heads=(7, 6, 7, 6, 7, 7, 6, 7, 6, 7, 7, 6),
     mlp_ratios=(4.0,) * 12,
     w8_shares=(0.5, 0.25, 0.25, 0.5, 0.25, 0.25, 0.25, 0.5, 0.25, 0.25, 0.25, 0.25),
 )
 
 QUASAR_S_LIKE = SubnetConfig(
-    embed_dim=192, depth=13,
+    embed_dim=192,
+    depth=13,
     num_heads=(4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4),
     mlp_ratios=(4.0, 3.5, 4.0, 3.5, 4.0, 3.5, 4.0, 3.5, 4.0, 3.5, 4.0, 3.5, 4.0),
     w8_shares=(0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5),

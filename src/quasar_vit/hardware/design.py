@@ -12,6 +12,7 @@ Tiling: tokens in tiles of ``tile_tokens`` (Tn), output rows in tiles of ``pe_ro
 reduction in tiles of ``tile_k`` (Tk).  Input, weight and output tiles are double-buffered so
 the next tile loads while the current one computes.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,13 +30,13 @@ class AcceleratorDesign:
 
     platform: str
     clock_mhz: float
-    pe_rows: int            # Tm: output rows computed in parallel
-    pe_cols: int            # Tk_pe: reduction lanes (activations per cycle)
-    packing: int | str      # 3, 4 or "lut"
-    lut_cols: int           # columns made of LUT-only units (== pe_cols when packing == "lut")
-    tile_tokens: int        # Tn: tokens per tile (input/output buffer depth in tokens)
-    tile_k: int             # Tk: reduction depth held in the input/weight buffers
-    input_buffer_mem: str = "bram"   # "bram" or "uram"
+    pe_rows: int  # Tm: output rows computed in parallel
+    pe_cols: int  # Tk_pe: reduction lanes (activations per cycle)
+    packing: int | str  # 3, 4 or "lut"
+    lut_cols: int  # columns made of LUT-only units (== pe_cols when packing == "lut")
+    tile_tokens: int  # Tn: tokens per tile (input/output buffer depth in tokens)
+    tile_k: int  # Tk: reduction depth held in the input/weight buffers
+    input_buffer_mem: str = "bram"  # "bram" or "uram"
 
     def __post_init__(self) -> None:
         if self.packing not in PACKINGS:
@@ -48,8 +49,9 @@ class AcceleratorDesign:
         if self.packing == "lut" and self.lut_cols != self.pe_cols:
             raise HardwareError("a LUT-only design ('packing: lut') must have lut_cols == pe_cols")
         if self.packing == 4 and (self.pe_cols % 2 or self.lut_cols % 2):
-            raise HardwareError(f"packing 4 pairs columns: pe_cols={self.pe_cols} and lut_cols={self.lut_cols} "
-                                "must be even")
+            raise HardwareError(
+                f"packing 4 pairs columns: pe_cols={self.pe_cols} and lut_cols={self.lut_cols} must be even"
+            )
         if self.tile_k % self.pe_cols:
             raise HardwareError(f"design tile_k={self.tile_k} must be a multiple of pe_cols={self.pe_cols}")
         if self.input_buffer_mem not in ("bram", "uram"):
@@ -84,16 +86,27 @@ class AcceleratorDesign:
             return math.ceil(self.pe_rows / 3) * self.dsp_cols
         return math.ceil(self.pe_rows / 2) * math.ceil(self.dsp_cols / 2)
 
-    def buffers(self, act_bits: int = 8, acc_bits: int = 32,
-                weight_load_cycles: int = 16) -> dict[str, dict[str, int]]:
+    def buffers(self, act_bits: int = 8, acc_bits: int = 32, weight_load_cycles: int = 16) -> dict[str, dict[str, int]]:
         """Sizes of the double-buffered on-chip tiles, per copy, in words and bits."""
         return {
-            "input": {"words": self.tile_tokens * self.tile_k, "word_bits": act_bits,
-                      "read_bits_per_cycle": self.pe_cols * act_bits, "copies": 2},
-            "weight": {"words": self.pe_rows * self.tile_k, "word_bits": 4,
-                       "read_bits_per_cycle": math.ceil(self.units * 4 / max(1, weight_load_cycles)), "copies": 2},
-            "output": {"words": self.tile_tokens * self.pe_rows, "word_bits": acc_bits,
-                       "read_bits_per_cycle": self.pe_rows * acc_bits, "copies": 2},
+            "input": {
+                "words": self.tile_tokens * self.tile_k,
+                "word_bits": act_bits,
+                "read_bits_per_cycle": self.pe_cols * act_bits,
+                "copies": 2,
+            },
+            "weight": {
+                "words": self.pe_rows * self.tile_k,
+                "word_bits": 4,
+                "read_bits_per_cycle": math.ceil(self.units * 4 / max(1, weight_load_cycles)),
+                "copies": 2,
+            },
+            "output": {
+                "words": self.tile_tokens * self.pe_rows,
+                "word_bits": acc_bits,
+                "read_bits_per_cycle": self.pe_rows * acc_bits,
+                "copies": 2,
+            },
         }
 
     # ---- serialisation ----------------------------------------------------------------------
@@ -114,7 +127,7 @@ class AcceleratorDesign:
     def from_dict(cls, d: Mapping[str, Any]) -> "AcceleratorDesign":
         if not isinstance(d, Mapping):
             raise HardwareError("a design must be a JSON object")
-        if "design" in d and isinstance(d["design"], Mapping):   # accept a whole report
+        if "design" in d and isinstance(d["design"], Mapping):  # accept a whole report
             d = d["design"]
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known - set(cls._DERIVED))
@@ -127,18 +140,27 @@ class AcceleratorDesign:
         if isinstance(packing, str) and packing.isdigit():
             packing = int(packing)
         try:
-            return cls(platform=str(d["platform"]), clock_mhz=float(d["clock_mhz"]),
-                       pe_rows=int(d["pe_rows"]), pe_cols=int(d["pe_cols"]), packing=packing,
-                       lut_cols=int(d["lut_cols"]), tile_tokens=int(d["tile_tokens"]),
-                       tile_k=int(d["tile_k"]), input_buffer_mem=str(d.get("input_buffer_mem", "bram")))
+            return cls(
+                platform=str(d["platform"]),
+                clock_mhz=float(d["clock_mhz"]),
+                pe_rows=int(d["pe_rows"]),
+                pe_cols=int(d["pe_cols"]),
+                packing=packing,
+                lut_cols=int(d["lut_cols"]),
+                tile_tokens=int(d["tile_tokens"]),
+                tile_k=int(d["tile_k"]),
+                input_buffer_mem=str(d.get("input_buffer_mem", "bram")),
+            )
         except (TypeError, ValueError) as exc:
             raise HardwareError(f"malformed design: {exc}") from None
 
     def describe(self) -> str:
         pk = "LUT-only" if self.packing == "lut" else f"DSP packing {self.packing}"
         extra = f" + {self.lut_cols} LUT cols" if self.packing != "lut" and self.lut_cols else ""
-        return (f"{self.pe_rows}x{self.pe_cols} W4A6 array ({self.units} units, {pk}{extra}), "
-                f"tiles Tn={self.tile_tokens} Tm={self.pe_rows} Tk={self.tile_k}, {self.clock_mhz:g} MHz")
+        return (
+            f"{self.pe_rows}x{self.pe_cols} W4A6 array ({self.units} units, {pk}{extra}), "
+            f"tiles Tn={self.tile_tokens} Tm={self.pe_rows} Tk={self.tile_k}, {self.clock_mhz:g} MHz"
+        )
 
 
 __all__ = ["AcceleratorDesign", "PACKINGS"]

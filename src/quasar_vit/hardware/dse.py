@@ -7,6 +7,7 @@ board; the buffers (token tile, reduction tile, BRAM or URAM) only trade BRAM fo
 so for each array the largest tiles that fit are taken.  A few dozen candidates are then costed
 exactly and the fastest wins (ties, within 0.5 %, go to the one using fewer resources).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,7 @@ def evaluate(subnet: SubnetConfig, platform: "str | Path | Platform", design: Ac
 
 def _logic_fits(design: AcceleratorDesign, plat: Platform) -> bool:
     r = estimate_resources(design, plat)
-    return (r.lut <= plat.limit("lut") and r.ff <= plat.limit("ff") and r.dsp <= plat.limit("dsp"))
+    return r.lut <= plat.limit("lut") and r.ff <= plat.limit("ff") and r.dsp <= plat.limit("dsp")
 
 
 def _max_rows(plat: Platform, packing: "int | str", cols: int, lut_cols: int) -> int:
@@ -59,7 +60,7 @@ def _max_rows(plat: Platform, packing: "int | str", cols: int, lut_cols: int) ->
     if dsp_row > 0:
         bounds.append(plat.limit("dsp") / dsp_row)
     r = int(math.floor(min(bounds)))
-    while r > 1:   # an 8-bit row's (hi, lo) pair needs two rows in a tile
+    while r > 1:  # an 8-bit row's (hi, lo) pair needs two rows in a tile
         d = AcceleratorDesign(plat.name, plat.clock_mhz, r, cols, packing, lut_cols, 1, cols)
         if _logic_fits(d, plat):
             return r
@@ -75,7 +76,7 @@ def _arrays(plat: Platform) -> tuple[tuple[int, "int | str", int, int, int], ...
     for packing in packings:
         for cols in COLUMN_CHOICES:
             best = None
-            for lut_cols in ([cols] if packing == "lut" else range(0, cols + 1, 2 if packing == 4 else 1)):
+            for lut_cols in [cols] if packing == "lut" else range(0, cols + 1, 2 if packing == 4 else 1):
                 r = _max_rows(plat, packing, cols, lut_cols)
                 if r and (best is None or r * cols > best[0]):
                     best = (r * cols, packing, cols, r, lut_cols)
@@ -143,12 +144,17 @@ def explore(subnet: SubnetConfig, platform: "str | Path | Platform", fps_target:
                 break
         if rep is None:
             continue
-        if best is None or rep.cycles < best.cycles * (1 - TIE) or (
-                rep.cycles <= best.cycles * (1 + TIE) and _cost(rep) < _cost(best)):
+        if (
+            best is None
+            or rep.cycles < best.cycles * (1 - TIE)
+            or (rep.cycles <= best.cycles * (1 + TIE) and _cost(rep) < _cost(best))
+        ):
             best = rep
     if best is None:
-        raise HardwareError(f"no accelerator design fits {plat.name}: the on-chip buffers exceed the "
-                            f"BRAM/URAM caps for every array shape (BRAM cap {plat.limit('bram'):.0f} blocks)")
+        raise HardwareError(
+            f"no accelerator design fits {plat.name}: the on-chip buffers exceed the "
+            f"BRAM/URAM caps for every array shape (BRAM cap {plat.limit('bram'):.0f} blocks)"
+        )
     best.notes.append(f"chosen by design-space exploration among {tried} fitting designs")
     if fps_target is not None:
         if fps_target <= 0:
@@ -156,14 +162,17 @@ def explore(subnet: SubnetConfig, platform: "str | Path | Platform", fps_target:
         if best.fps < fps_target:
             raise HardwareError(
                 f"FPS target {fps_target:g} is not reachable on {plat.name}: the fastest fitting design "
-                f"reaches {best.fps:.1f} FPS ({best.latency_ms:.2f} ms) for this subnet")
+                f"reaches {best.fps:.1f} FPS ({best.latency_ms:.2f} ms) for this subnet"
+            )
     return best
 
 
 def _cost(rep: HardwareReport) -> float:
     """Resource footprint used to break latency ties (mean utilisation)."""
     r = rep.resources
-    return sum(r.percent(k) for k in ("lut", "ff", "dsp", "bram")) + (r.percent("uram") if r.totals and dict(r.totals)["uram"] else 0)
+    return sum(r.percent(k) for k in ("lut", "ff", "dsp", "bram")) + (
+        r.percent("uram") if r.totals and dict(r.totals)["uram"] else 0
+    )
 
 
 __all__ = ["evaluate", "explore", "max_units"]

@@ -13,6 +13,7 @@ the read latency and the pipeline depths are stated assumptions (:class:`EngineT
 each pipelined loop would get from Vitis HLS at the board clock, to be replaced by the csynth
 report's figures once a synthesis run exists.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,26 +26,31 @@ from quasar_vit.hardware.params import ModelParams
 
 ROW_PAD, ROW_4BIT, ROW_HI, ROW_LO = 0, 1, 2, 3
 STAGES = ("load_x", "load_w", "compute", "output", "store")
-OUT_MODES = {"affine": 0, "ls_residual": 1, "scores": 2, "requant": 3}   # the kernel's OutMode values
+OUT_MODES = {"affine": 0, "ls_residual": 1, "scores": 2, "requant": 3}  # the kernel's OutMode values
 
 
 @dataclass(frozen=True)
 class EngineTiming:
     """Port width and pipeline depths of the generated loops (written into ``qvit_params.hpp``)."""
 
-    axi_bytes: int        # bytes per AXI beat (port width / 8)
-    axi_latency: int      # cycles from a burst's read request to its first beat (paid once per stream)
-    compute_depth: int    # pipeline depth of the array loop: unpack, multiply, adder tree, accumulate
-    param_depth: int      # pipeline depth of the output stage's parameter reads
-    output_depth: int     # pipeline depth of the output stage (float multiply-add or requantisation)
-    store_depth: int      # pipeline depth of the store loop
+    axi_bytes: int  # bytes per AXI beat (port width / 8)
+    axi_latency: int  # cycles from a burst's read request to its first beat (paid once per stream)
+    compute_depth: int  # pipeline depth of the array loop: unpack, multiply, adder tree, accumulate
+    param_depth: int  # pipeline depth of the output stage's parameter reads
+    output_depth: int  # pipeline depth of the output stage (float multiply-add or requantisation)
+    store_depth: int  # pipeline depth of the store loop
 
     @classmethod
     def of(cls, design: AcceleratorDesign, params: ModelParams) -> "EngineTiming":
         tree = math.ceil(math.log2(max(2, design.pe_cols)))
-        return cls(axi_bytes=params.axi_bits // 8, axi_latency=params.axi_read_latency_cycles,
-                   compute_depth=params.array_pipeline_base + tree, param_depth=params.param_pipeline_depth,
-                   output_depth=params.output_pipeline_depth, store_depth=params.store_pipeline_depth)
+        return cls(
+            axi_bytes=params.axi_bits // 8,
+            axi_latency=params.axi_read_latency_cycles,
+            compute_depth=params.array_pipeline_base + tree,
+            param_depth=params.param_pipeline_depth,
+            output_depth=params.output_pipeline_depth,
+            store_depth=params.store_pipeline_depth,
+        )
 
 
 # ---- the nibble-row program: how a layer's rows occupy the array's rows ----------------------------------
@@ -82,7 +88,7 @@ def row_tiles(kinds: Sequence[int], pe_rows: int) -> tuple[tuple[int, int], ...]
     """``(nibble rows, outputs)`` of each row tile of a nibble-row program."""
     out = []
     for m0 in range(0, len(kinds), pe_rows):
-        tile = kinds[m0:m0 + pe_rows]
+        tile = kinds[m0 : m0 + pe_rows]
         out.append((len(tile), sum(1 for k in tile if k in (ROW_4BIT, ROW_LO))))
     return tuple(out)
 
@@ -105,22 +111,28 @@ class GemmCycles:
     """Cycles of one engine call: the dataflow makespan, each process's busy cycles, beats moved."""
 
     total: int
-    busy: tuple[int, int, int, int, int]   # load_x, load_w, compute, output, store
+    busy: tuple[int, int, int, int, int]  # load_x, load_w, compute, output, store
     tiles: int
     read_beats: int
     write_beats: int
 
     def as_dict(self) -> dict:
-        return {"total": self.total, "busy": dict(zip(STAGES, self.busy)), "tiles": self.tiles,
-                "read_beats": self.read_beats, "write_beats": self.write_beats}
+        return {
+            "total": self.total,
+            "busy": dict(zip(STAGES, self.busy)),
+            "tiles": self.tiles,
+            "read_beats": self.read_beats,
+            "write_beats": self.write_beats,
+        }
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def gemm_cycles(design: AcceleratorDesign, timing: EngineTiming, tokens: int, k: int,
-                tiles_m: Sequence[tuple[int, int]], mode: str) -> GemmCycles:
+def gemm_cycles(
+    design: AcceleratorDesign, timing: EngineTiming, tokens: int, k: int, tiles_m: Sequence[tuple[int, int]], mode: str
+) -> GemmCycles:
     """Cycles of one ``qvit_gemm`` call: ``tokens x k`` codes times the nibble-row program whose
     row tiles are ``tiles_m`` (``(rows, outputs)`` each), output stage ``mode`` (see :data:`OUT_MODES`)."""
     if mode not in OUT_MODES:
@@ -162,7 +174,7 @@ def gemm_cycles(design: AcceleratorDesign, timing: EngineTiming, tokens: int, k:
                 read_beats += xb + wb
                 if last:
                     emit[i] = n_tok
-                    kinds = _cdiv(rows, ab)   # the row tile's kinds (read with its first reduction tile)
+                    kinds = _cdiv(rows, ab)  # the row tile's kinds (read with its first reduction tile)
                     o = kinds + timing.param_depth
                     pb = n_params * _cdiv(rows, ab // 4)
                     o += (pb + timing.param_depth if pb else 0) + n_tok + timing.output_depth
@@ -173,8 +185,12 @@ def gemm_cycles(design: AcceleratorDesign, timing: EngineTiming, tokens: int, k:
                     write_beats += beats
                 i += 1
     for j in range(n + 2):
-        trips = max(fill_w[j] if j < n else 0, fill_x[j] if j < n else 0,
-                    comp[j - 1] if 1 <= j <= n else 0, emit[j - 2] if j >= 2 else 0)
+        trips = max(
+            fill_w[j] if j < n else 0,
+            fill_x[j] if j < n else 0,
+            comp[j - 1] if 1 <= j <= n else 0,
+            emit[j - 2] if j >= 2 else 0,
+        )
         cp[j] = trips + timing.compute_depth if trips else 0
     # dataflow recurrence (same as qvit::last_gemm_cycles)
     f_lx = f_lw = f = f_o = f_s = 0
@@ -200,6 +216,19 @@ def gemm_cycles(design: AcceleratorDesign, timing: EngineTiming, tokens: int, k:
     return GemmCycles(total, busy, n, read_beats, write_beats)
 
 
-__all__ = ["EngineTiming", "GemmCycles", "gemm_cycles", "nibble_program", "row_mask", "row_tiles",
-           "layer_row_tiles", "stationary_row_tiles", "STAGES", "OUT_MODES", "ROW_PAD", "ROW_4BIT", "ROW_HI",
-           "ROW_LO"]
+__all__ = [
+    "EngineTiming",
+    "GemmCycles",
+    "gemm_cycles",
+    "nibble_program",
+    "row_mask",
+    "row_tiles",
+    "layer_row_tiles",
+    "stationary_row_tiles",
+    "STAGES",
+    "OUT_MODES",
+    "ROW_PAD",
+    "ROW_4BIT",
+    "ROW_HI",
+    "ROW_LO",
+]

@@ -13,6 +13,7 @@ per GEMM shape, and per transformer block (embed, heads, MLP ratio, 8-bit share)
 are taken from a one-block :class:`SubnetConfig` so that :meth:`SubnetConfig.linear_layers`
 stays the single definition of a subnet's GEMMs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,11 +35,11 @@ class LayerCost:
     """Cost of one operation of the subnet."""
 
     name: str
-    op: str              # linear | matmul | layernorm | softmax | gelu | attn_prep
-    unit: str            # "fabric" or "host"
-    macs: int            # true multiply-accumulates
-    unit_passes: int     # MACs x nibble passes (the array's work)
-    cycles: float        # fabric-clock cycles (host time converted at the design clock)
+    op: str  # linear | matmul | layernorm | softmax | gelu | attn_prep
+    unit: str  # "fabric" or "host"
+    macs: int  # true multiply-accumulates
+    unit_passes: int  # MACs x nibble passes (the array's work)
+    cycles: float  # fabric-clock cycles (host time converted at the design clock)
     compute_cycles: float
     ddr_bytes: float
 
@@ -65,12 +66,16 @@ class CostContext:
         # per cycle against 3 x 16 B of ports, so it binds only on a bandwidth-starved board)
         self.bpc = platform.ddr_gbps * platform.ddr_efficiency * 1e3 / design.clock_mhz
         self.host_ovh_ns = p.host_call_overhead_us * 1000.0
-        self.host_bw = p.host_bw_gbps   # GB/s == bytes/ns
-        self.host_ns = {"layernorm": p.host_layernorm_ns_per_elem, "softmax": p.host_softmax_ns_per_elem,
-                        "gelu": p.host_gelu_ns_per_elem, "attn_prep": p.host_attn_prep_ns_per_elem}
+        self.host_bw = p.host_bw_gbps  # GB/s == bytes/ns
+        self.host_ns = {
+            "layernorm": p.host_layernorm_ns_per_elem,
+            "softmax": p.host_softmax_ns_per_elem,
+            "gelu": p.host_gelu_ns_per_elem,
+            "attn_prep": p.host_attn_prep_ns_per_elem,
+        }
         self.gemm_memo: dict[tuple, GemmCycles] = {}
         self.block_memo: dict[tuple, tuple[float, float, float, int, int, float]] = {}
-        self.resources = None   # filled by dse.evaluate (the design's Resources, subnet-independent)
+        self.resources = None  # filled by dse.evaluate (the design's Resources, subnet-independent)
 
     # ---- fabric GEMM --------------------------------------------------------------------------
     def engine_call(self, tokens: int, k: int, tiles: tuple, mode: str) -> GemmCycles:
@@ -94,8 +99,16 @@ class CostContext:
         mode = "ls_residual" if l.name.endswith((".proj", ".fc2")) else "affine"
         g = self.engine_call(l.tokens, l.in_features, tiles, mode)
         m_eff = l.out_features + l.n8_rows
-        return LayerCost(l.name, "linear", "fabric", l.macs, l.tokens * l.in_features * m_eff,
-                         self._fabric(g) + self.launch, g.busy[2], self._bytes(g))
+        return LayerCost(
+            l.name,
+            "linear",
+            "fabric",
+            l.macs,
+            l.tokens * l.in_features * m_eff,
+            self._fabric(g) + self.launch,
+            g.busy[2],
+            self._bytes(g),
+        )
 
     def matmul(self, m: MatmulSpec) -> LayerCost:
         """One engine call per head; the stationary operand (k rows, v columns) as nibble pairs."""
@@ -103,8 +116,16 @@ class CostContext:
         mode = "scores" if m.name.endswith(".qk") else "requant"
         g = self.engine_call(m.m, m.k, tiles, mode)
         h = m.heads
-        return LayerCost(m.name, "matmul", "fabric", m.macs, m.macs * ACT_ACT_PASSES,
-                         h * (self._fabric(g) + self.launch), h * g.busy[2], h * self._bytes(g))
+        return LayerCost(
+            m.name,
+            "matmul",
+            "fabric",
+            m.macs,
+            m.macs * ACT_ACT_PASSES,
+            h * (self._fabric(g) + self.launch),
+            h * g.busy[2],
+            h * self._bytes(g),
+        )
 
     # ---- host ops -----------------------------------------------------------------------------
     def host(self, name: str, op: str, elems: int) -> LayerCost:
@@ -137,8 +158,7 @@ class CostContext:
     def totals(self, subnet: SubnetConfig) -> tuple[float, float, float, int, int, float]:
         """(cycles, compute cycles, DDR bytes, MACs, unit passes, host cycles): the fast path."""
         s = subnet
-        geom = (s.img_size, s.patch_size, s.in_chans, s.num_classes, s.head_dim,
-                s.patch_embed_bits, s.head_bits)
+        geom = (s.img_size, s.patch_size, s.in_chans, s.num_classes, s.head_dim, s.patch_embed_bits, s.head_bits)
         e = s.embed_dim
         memo = self.block_memo
         key = (geom, e)
@@ -171,8 +191,8 @@ def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True) -> list[t
     t, e = subnet.num_tokens, subnet.embed_dim
     out: list[tuple] = [("linear", lin[0])]
     for i in range(subnet.depth):
-        qkv, proj, fc1, fc2 = lin[1 + 4 * i: 5 + 4 * i]
-        qk, av = mm[2 * i: 2 * i + 2]
+        qkv, proj, fc1, fc2 = lin[1 + 4 * i : 5 + 4 * i]
+        qk, av = mm[2 * i : 2 * i + 2]
         out += [
             ("host", f"blocks.{i}.norm1", "layernorm", t * e),
             ("linear", qkv),

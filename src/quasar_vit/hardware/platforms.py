@@ -4,6 +4,7 @@ A board is a handful of numbers (fabric resources, clock, DDR bandwidth, utilisa
 host that runs the nonlinear ops) plus optional overrides of the cost parameters; keeping them in
 YAML means a user targets a new board by writing a file, not by editing code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,11 +29,11 @@ class Platform:
     lut: int
     ff: int
     dsp: int
-    bram: int               # BRAM36 blocks
+    bram: int  # BRAM36 blocks
     uram: int
     clock_mhz: float
-    ddr_gbps: float         # theoretical off-chip bandwidth
-    ddr_efficiency: float   # usable share of it from the fabric
+    ddr_gbps: float  # theoretical off-chip bandwidth
+    ddr_efficiency: float  # usable share of it from the fabric
     util_cap: tuple[tuple[str, float], ...] = tuple(_DEFAULT_CAP.items())
     description: str = ""
     part: str = ""
@@ -40,7 +41,7 @@ class Platform:
     host_cores: int = 4
     host_clock_mhz: float = 1200.0
     params: ModelParams = field(default_factory=ModelParams)
-    source: str = ""        # file it was loaded from
+    source: str = ""  # file it was loaded from
 
     def cap(self, resource: str) -> float:
         return dict(self.util_cap)[resource]
@@ -59,9 +60,17 @@ class Platform:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "description": self.description, "part": self.part,
-            "lut": self.lut, "ff": self.ff, "dsp": self.dsp, "bram": self.bram, "uram": self.uram,
-            "clock_mhz": self.clock_mhz, "ddr_gbps": self.ddr_gbps, "ddr_efficiency": self.ddr_efficiency,
+            "name": self.name,
+            "description": self.description,
+            "part": self.part,
+            "lut": self.lut,
+            "ff": self.ff,
+            "dsp": self.dsp,
+            "bram": self.bram,
+            "uram": self.uram,
+            "clock_mhz": self.clock_mhz,
+            "ddr_gbps": self.ddr_gbps,
+            "ddr_efficiency": self.ddr_efficiency,
             "util_cap": dict(self.util_cap),
             "host": {"kind": self.host_kind, "cores": self.host_cores, "clock_mhz": self.host_clock_mhz},
             "params": self.params.to_dict(),
@@ -92,8 +101,22 @@ def platform_from_dict(d: Mapping[str, Any], where: str = "platform") -> Platfor
     """Build a :class:`Platform` from a YAML mapping, naming the first problem found."""
     if not isinstance(d, Mapping):
         raise HardwareError(f"{where}: a platform file must be a YAML mapping")
-    known = {"name", "description", "part", "lut", "ff", "dsp", "bram", "uram", "clock_mhz",
-             "ddr_gbps", "ddr_efficiency", "util_cap", "host", "params"}
+    known = {
+        "name",
+        "description",
+        "part",
+        "lut",
+        "ff",
+        "dsp",
+        "bram",
+        "uram",
+        "clock_mhz",
+        "ddr_gbps",
+        "ddr_efficiency",
+        "util_cap",
+        "host",
+        "params",
+    }
     unknown = sorted(set(d) - known)
     if unknown:
         raise HardwareError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -110,7 +133,9 @@ def platform_from_dict(d: Mapping[str, Any], where: str = "platform") -> Platfor
     elif isinstance(raw_cap, Mapping):
         bad = sorted(set(raw_cap) - set(RESOURCES))
         if bad:
-            raise HardwareError(f"{where}: util_cap has unknown resource(s) {', '.join(bad)}; use {', '.join(RESOURCES)}")
+            raise HardwareError(
+                f"{where}: util_cap has unknown resource(s) {', '.join(bad)}; use {', '.join(RESOURCES)}"
+            )
         for r, v in raw_cap.items():
             cap[r] = _num(raw_cap, r, f"{where}: util_cap")
     elif raw_cap is not None:
@@ -122,14 +147,21 @@ def platform_from_dict(d: Mapping[str, Any], where: str = "platform") -> Platfor
     if not isinstance(host, Mapping):
         raise HardwareError(f"{where}: 'host' must be a mapping (kind, cores, clock_mhz)")
     return Platform(
-        name=name, lut=_num(d, "lut", where, int), ff=_num(d, "ff", where, int),
-        dsp=_num(d, "dsp", where, int, positive=False), bram=_num(d, "bram", where, int),
+        name=name,
+        lut=_num(d, "lut", where, int),
+        ff=_num(d, "ff", where, int),
+        dsp=_num(d, "dsp", where, int, positive=False),
+        bram=_num(d, "bram", where, int),
         uram=_num(d, "uram", where, int, positive=False) if "uram" in d else 0,
-        clock_mhz=_num(d, "clock_mhz", where), ddr_gbps=_num(d, "ddr_gbps", where), ddr_efficiency=eff,
+        clock_mhz=_num(d, "clock_mhz", where),
+        ddr_gbps=_num(d, "ddr_gbps", where),
+        ddr_efficiency=eff,
         util_cap=tuple((r, float(cap[r])) for r in RESOURCES),
-        description=str(d.get("description", "")), part=str(d.get("part", "")),
+        description=str(d.get("description", "")),
+        part=str(d.get("part", "")),
         host_kind=str(host.get("kind", "arm-cortex-a53")),
-        host_cores=int(host.get("cores", 4)), host_clock_mhz=float(host.get("clock_mhz", 1200.0)),
+        host_cores=int(host.get("cores", 4)),
+        host_clock_mhz=float(host.get("clock_mhz", 1200.0)),
         params=ModelParams.from_overrides(d.get("params"), where),
     )
 
@@ -151,8 +183,10 @@ def load_platform(name_or_path: "str | Path | Platform") -> Platform:
     else:
         path = Path(key).expanduser()
         if not (path.suffix.lower() in (".yaml", ".yml") or path.exists()):
-            raise HardwareError(f"unknown platform '{key}'; choose a preset ({', '.join(presets)}) "
-                                f"or give the path of a platform YAML file")
+            raise HardwareError(
+                f"unknown platform '{key}'; choose a preset ({', '.join(presets)}) "
+                f"or give the path of a platform YAML file"
+            )
         if not path.is_file():
             raise HardwareError(f"platform file not found: {path} (presets: {', '.join(presets)})")
     try:

@@ -3,6 +3,7 @@
 Built on every evaluation in the search loop, so it stores only totals; the per-layer list and
 the JSON form are computed on demand.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,17 +18,34 @@ from quasar_vit.space import SubnetConfig
 class HardwareReport:
     """Predicted latency, throughput and resources of ``subnet`` on ``design`` (batch 1)."""
 
-    __slots__ = ("subnet", "platform", "design", "resources", "cycles", "compute_cycles", "ddr_bytes",
-                 "macs", "unit_passes", "host_cycles", "_ctx", "_layers", "notes")
+    __slots__ = (
+        "subnet",
+        "platform",
+        "design",
+        "resources",
+        "cycles",
+        "compute_cycles",
+        "ddr_bytes",
+        "macs",
+        "unit_passes",
+        "host_cycles",
+        "_ctx",
+        "_layers",
+        "notes",
+    )
 
-    def __init__(self, subnet: SubnetConfig, ctx: CostContext, resources: Resources,
-                 totals: tuple[float, float, float, int, int, float]) -> None:
+    def __init__(
+        self,
+        subnet: SubnetConfig,
+        ctx: CostContext,
+        resources: Resources,
+        totals: tuple[float, float, float, int, int, float],
+    ) -> None:
         self.subnet = subnet
         self.platform: Platform = ctx.platform
         self.design: AcceleratorDesign = ctx.design
         self.resources = resources
-        (self.cycles, self.compute_cycles, self.ddr_bytes, self.macs, self.unit_passes,
-         self.host_cycles) = totals
+        (self.cycles, self.compute_cycles, self.ddr_bytes, self.macs, self.unit_passes, self.host_cycles) = totals
         self._ctx = ctx
         self._layers: list[LayerCost] | None = None
         self.notes: list[str] = []
@@ -88,18 +106,29 @@ class HardwareReport:
     # ---- output -------------------------------------------------------------------------------
     def _layer_dict(self, c: LayerCost) -> dict[str, Any]:
         ms = c.cycles / (self.design.clock_mhz * 1e3)
-        d: dict[str, Any] = {"name": c.name, "op": c.op, "unit": c.unit, "macs": c.macs,
-                             "cycles": round(c.cycles, 1), "ms": round(ms, 5),
-                             "ddr_bytes": round(c.ddr_bytes), "bound": c.bound}
+        d: dict[str, Any] = {
+            "name": c.name,
+            "op": c.op,
+            "unit": c.unit,
+            "macs": c.macs,
+            "cycles": round(c.cycles, 1),
+            "ms": round(ms, 5),
+            "ddr_bytes": round(c.ddr_bytes),
+            "bound": c.bound,
+        }
         if c.unit == "fabric":
             achieved = 2 * c.macs / (ms * 1e6) if ms else 0.0
             intensity = 2 * c.macs / c.ddr_bytes if c.ddr_bytes else float("inf")
             # compute roof of this layer: nibble passes (8-bit rows, 6-bit operands) cost cycles
             roof = self.peak_gops * c.macs / c.unit_passes if c.unit_passes else self.peak_gops
             attainable = min(roof, self.ddr_gbps * intensity)
-            d.update(compute_cycles=round(c.compute_cycles, 1), gops=round(achieved, 2),
-                     intensity_ops_per_byte=round(intensity, 2), attainable_gops=round(attainable, 2),
-                     array_utilisation=round(c.unit_passes / (c.cycles * self.design.units), 4) if c.cycles else 0.0)
+            d.update(
+                compute_cycles=round(c.compute_cycles, 1),
+                gops=round(achieved, 2),
+                intensity_ops_per_byte=round(intensity, 2),
+                attainable_gops=round(attainable, 2),
+                array_utilisation=round(c.unit_passes / (c.cycles * self.design.units), 4) if c.cycles else 0.0,
+            )
         return d
 
     def to_dict(self, layers: bool = True) -> dict[str, Any]:
@@ -108,13 +137,19 @@ class HardwareReport:
             "subnet": self.subnet.to_dict(),
             "design": self.design.to_dict(),
             "total": {
-                "cycles": round(self.cycles, 1), "latency_ms": round(self.latency_ms, 4),
-                "fps": round(self.fps, 2), "gmacs": round(self.gmacs, 4),
-                "gops_achieved": round(self.gops_achieved, 2), "peak_gops": round(self.peak_gops, 2),
+                "cycles": round(self.cycles, 1),
+                "latency_ms": round(self.latency_ms, 4),
+                "fps": round(self.fps, 2),
+                "gmacs": round(self.gmacs, 4),
+                "gops_achieved": round(self.gops_achieved, 2),
+                "peak_gops": round(self.peak_gops, 2),
                 "board_peak_gops": round(self.board_peak_gops, 2),
-                "ddr_gbps_usable": round(self.ddr_gbps, 2), "ddr_mbytes": round(self.ddr_bytes / 1e6, 3),
-                "host_ms": round(self.host_ms, 4), "fabric_ms": round(self.latency_ms - self.host_ms, 4),
-                "fps_host_2x": round(self.fps_with_host(2.0), 2), "fps_host_half": round(self.fps_with_host(0.5), 2),
+                "ddr_gbps_usable": round(self.ddr_gbps, 2),
+                "ddr_mbytes": round(self.ddr_bytes / 1e6, 3),
+                "host_ms": round(self.host_ms, 4),
+                "fabric_ms": round(self.latency_ms - self.host_ms, 4),
+                "fps_host_2x": round(self.fps_with_host(2.0), 2),
+                "fps_host_half": round(self.fps_with_host(0.5), 2),
                 "share_8bit": round(self.subnet.share_8bit(), 4),
                 "array_utilisation": round(self.unit_passes / (self.cycles * self.design.units), 4),
             },
@@ -129,13 +164,15 @@ class HardwareReport:
     def format_table(self, layers: bool = True) -> str:
         """A readable report: design, resources, per-layer costs (optional) and totals."""
         d = self.design
-        lines = [f"quasar-vit hardware model: {self.platform.name} ({self.platform.description})",
-                 f"subnet: {self.subnet.describe()}",
-                 f"        {self.gmacs:.3f} GMACs, {100 * self.subnet.share_8bit():.1f} % 8-bit rows, "
-                 f"{self.subnet.num_tokens} tokens",
-                 f"design: {d.describe()}",
-                 f"        input buffer in {d.input_buffer_mem.upper()}, usable DDR {self.ddr_gbps:.1f} GB/s",
-                 ""]
+        lines = [
+            f"quasar-vit hardware model: {self.platform.name} ({self.platform.description})",
+            f"subnet: {self.subnet.describe()}",
+            f"        {self.gmacs:.3f} GMACs, {100 * self.subnet.share_8bit():.1f} % 8-bit rows, "
+            f"{self.subnet.num_tokens} tokens",
+            f"design: {d.describe()}",
+            f"        input buffer in {d.input_buffer_mem.upper()}, usable DDR {self.ddr_gbps:.1f} GB/s",
+            "",
+        ]
         if layers:
             hdr = f"{'layer':<20} {'op':<9} {'unit':<6} {'MMACs':>8} {'cycles':>10} {'ms':>8} {'GOP/s':>8} {'roof':>8} {'bound':>7}"
             lines += [hdr, "-" * len(hdr)]
@@ -143,29 +180,37 @@ class HardwareReport:
                 x = self._layer_dict(c)
                 g = f"{x['gops']:8.1f}" if "gops" in x else f"{'':>8}"
                 roof = f"{x['attainable_gops']:8.1f}" if "attainable_gops" in x else f"{'':>8}"
-                lines.append(f"{c.name:<20} {c.op:<9} {c.unit:<6} {c.macs / 1e6:8.2f} {c.cycles:10.0f} "
-                             f"{x['ms']:8.4f} {g} {roof} {x['bound']:>7}")
+                lines.append(
+                    f"{c.name:<20} {c.op:<9} {c.unit:<6} {c.macs / 1e6:8.2f} {c.cycles:10.0f} "
+                    f"{x['ms']:8.4f} {g} {roof} {x['bound']:>7}"
+                )
             lines.append("")
         lines.append(f"{'resource':<9} {'used':>9} {'total':>9} {'util':>7} {'cap':>6}")
         r = self.resources.to_dict()
         for k in RESOURCES:
-            lines.append(f"{k.upper():<9} {r[k]['used']:>9} {r[k]['total']:>9} {r[k]['percent']:>6.1f}% "
-                         f"{r[k]['cap_percent']:>5.0f}%")
-        lines += ["",
-                  f"total: {self.cycles:,.0f} cycles = {self.latency_ms:.3f} ms -> {self.fps:.1f} FPS "
-                  f"(fabric {self.latency_ms - self.host_ms:.3f} ms, host {self.host_ms:.3f} ms)",
-                  f"       host costs at 2x / 0.5x: {self.fps_with_host(2.0):.1f} / {self.fps_with_host(0.5):.1f} FPS",
-                  f"       {self.gops_achieved:.1f} GOP/s achieved; design peak {self.peak_gops:.1f}, "
-                  f"board peak {self.board_peak_gops:.1f} GOP/s (W4A6); "
-                  f"array utilisation {100 * self.unit_passes / (self.cycles * d.units):.1f} %"]
+            lines.append(
+                f"{k.upper():<9} {r[k]['used']:>9} {r[k]['total']:>9} {r[k]['percent']:>6.1f}% "
+                f"{r[k]['cap_percent']:>5.0f}%"
+            )
+        lines += [
+            "",
+            f"total: {self.cycles:,.0f} cycles = {self.latency_ms:.3f} ms -> {self.fps:.1f} FPS "
+            f"(fabric {self.latency_ms - self.host_ms:.3f} ms, host {self.host_ms:.3f} ms)",
+            f"       host costs at 2x / 0.5x: {self.fps_with_host(2.0):.1f} / {self.fps_with_host(0.5):.1f} FPS",
+            f"       {self.gops_achieved:.1f} GOP/s achieved; design peak {self.peak_gops:.1f}, "
+            f"board peak {self.board_peak_gops:.1f} GOP/s (W4A6); "
+            f"array utilisation {100 * self.unit_passes / (self.cycles * d.units):.1f} %",
+        ]
         if not self.fits:
             lines.append("WARNING: the design does not fit: " + "; ".join(self.resources.violations()))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"HardwareReport({self.platform.name}, {self.fps:.1f} FPS, {self.latency_ms:.3f} ms, "
-                f"{self.design.units} units, fits={self.fits})")
+        return (
+            f"HardwareReport({self.platform.name}, {self.fps:.1f} FPS, {self.latency_ms:.3f} ms, "
+            f"{self.design.units} units, fits={self.fits})"
+        )
 
 
 __all__ = ["HardwareReport"]

@@ -5,6 +5,7 @@ buffers) is a small analytic model whose constants live in :class:`ModelParams`.
 mapped to memory blocks by both capacity and port width: a buffer that must deliver ``b`` bits
 per cycle needs ``ceil(b / 64)`` banks however small it is.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,13 +60,18 @@ class Resources:
 
     def to_dict(self) -> dict[str, Any]:
         totals, caps = dict(self.totals), dict(self.caps)
-        return {r: {"used": self.count(r), "total": totals[r], "percent": round(self.percent(r), 2),
-                    "cap_percent": round(100 * caps[r], 1)} for r in RESOURCES} | {
-            "fits": self.fits, "breakdown": {k: dict(v) for k, v in self.breakdown}}
+        return {
+            r: {
+                "used": self.count(r),
+                "total": totals[r],
+                "percent": round(self.percent(r), 2),
+                "cap_percent": round(100 * caps[r], 1),
+            }
+            for r in RESOURCES
+        } | {"fits": self.fits, "breakdown": {k: dict(v) for k, v in self.breakdown}}
 
 
-def estimate_resources(design: AcceleratorDesign, platform: Platform,
-                       params: ModelParams | None = None) -> Resources:
+def estimate_resources(design: AcceleratorDesign, platform: Platform, params: ModelParams | None = None) -> Resources:
     """Resource counts of ``design`` (independent of the subnet: buffers are sized by the design)."""
     p = params or platform.params
     if design.packing == "lut":
@@ -97,9 +103,16 @@ def estimate_resources(design: AcceleratorDesign, platform: Platform,
         ("dsp", (("array", float(design.dsp_slices)), ("output_stage", float(dsp - design.dsp_slices)))),
         ("memory", tuple(mem.items()) + (("infra_bram", float(p.infra_bram)),)),
     )
-    return Resources(lut=math.ceil(lut), ff=math.ceil(ff), dsp=int(dsp), bram=int(bram), uram=int(uram),
-                     totals=tuple((r, platform.total(r)) for r in RESOURCES), caps=platform.util_cap,
-                     breakdown=breakdown)
+    return Resources(
+        lut=math.ceil(lut),
+        ff=math.ceil(ff),
+        dsp=int(dsp),
+        bram=int(bram),
+        uram=int(uram),
+        totals=tuple((r, platform.total(r)) for r in RESOURCES),
+        caps=platform.util_cap,
+        breakdown=breakdown,
+    )
 
 
 __all__ = ["Resources", "estimate_resources", "memory_blocks"]

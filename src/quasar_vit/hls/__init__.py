@@ -8,6 +8,7 @@
 ``accelerator.json``, ``weights.npz``/``manifest.json`` and ``subnet.json``; the weights go to a
 binary blob (``qvit_weights.bin``) described by a generated header.  See ``docs/hls.md``.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ Two runs of the C simulation binary:
   integer GEMMs (``IntegerLinear.accumulate`` and the nibble-split attention matmuls) bit for bit,
   whatever happens in the float parts.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ from typing import Any
 import numpy as np
 
 from quasar_vit.errors import ExportError
-from quasar_vit.hls.generator import (BLOB_NAME, CSIM_BINARY, CSIM_SOURCES, CXXFLAGS, LAYOUT_NAME,
-                                      generate_hls)
+from quasar_vit.hls.generator import BLOB_NAME, CSIM_BINARY, CSIM_SOURCES, CXXFLAGS, LAYOUT_NAME, generate_hls
 
 
 def ap_types_dir() -> Path:
@@ -47,16 +47,20 @@ def ap_types_dir() -> Path:
         path = Path(root) / "templates" / "vivado" / "ap_types"
         if (path / "ap_int.h").is_file() and (path / "hls_stream.h").is_file():
             return path
-    raise ExportError("C simulation needs the HLS ap_types headers (ap_int.h, hls_stream.h): "
-                      "pip install 'quasar-vit[hls]' (they come with hls4ml), or set QVIT_AP_TYPES")
+    raise ExportError(
+        "C simulation needs the HLS ap_types headers (ap_int.h, hls_stream.h): "
+        "pip install 'quasar-vit[hls]' (they come with hls4ml), or set QVIT_AP_TYPES"
+    )
 
 
 def find_compiler(cxx: str | None = None) -> str:
     cxx = cxx or "g++"
     path = shutil.which(cxx)
     if path is None:
-        raise ExportError(f"C simulation needs a C++17 compiler: '{cxx}' was not found on PATH "
-                          "(install g++, e.g. apt-get install g++)")
+        raise ExportError(
+            f"C simulation needs a C++17 compiler: '{cxx}' was not found on PATH "
+            "(install g++, e.g. apt-get install g++)"
+        )
     return path
 
 
@@ -69,8 +73,17 @@ def compile_csim(hls_dir: str | Path, build_dir: str | Path | None = None, cxx: 
         if not (hls_dir / src).is_file():
             raise ExportError(f"{hls_dir} lacks {src}: generate the HLS code first (quasar-vit hls EXPORT)")
     binary = build / CSIM_BINARY
-    cmd = [find_compiler(cxx), *CXXFLAGS, "-I", str(hls_dir), "-I", str(ap_types_dir()), "-o", str(binary),
-           *[str(hls_dir / s) for s in CSIM_SOURCES]]
+    cmd = [
+        find_compiler(cxx),
+        *CXXFLAGS,
+        "-I",
+        str(hls_dir),
+        "-I",
+        str(ap_types_dir()),
+        "-o",
+        str(binary),
+        *[str(hls_dir / s) for s in CSIM_SOURCES],
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [l for l in proc.stderr.splitlines() if "error" in l.lower()] or proc.stderr.splitlines()
@@ -93,7 +106,7 @@ def _reference(export_dir: Path, x: np.ndarray, layout: dict[str, Any], batch: i
     points, gemms = layout["points"], layout["gemms"]
     logits, codes, accs = [], [], []
     for i in range(0, len(x), batch):
-        lg, tr = engine.forward(x[i:i + batch], trace=True)
+        lg, tr = engine.forward(x[i : i + batch], trace=True)
         b = len(lg)
         logits.append(lg)
         codes.append(np.concatenate([tr[p["key"]].reshape(b, -1).astype(np.int8) for p in points], axis=1))
@@ -112,7 +125,7 @@ def _reference(export_dir: Path, x: np.ndarray, layout: dict[str, Any], batch: i
     return np.concatenate(logits).astype(np.float32), np.concatenate(codes), np.concatenate(accs)
 
 
-CYCLE_TOLERANCE = 0.10   # model vs counted cycles, per engine call
+CYCLE_TOLERANCE = 0.10  # model vs counted cycles, per engine call
 
 
 def model_cycles(layout: dict[str, Any]) -> list[int]:
@@ -122,11 +135,25 @@ def model_cycles(layout: dict[str, Any]) -> list[int]:
     from quasar_vit.hardware.engine import EngineTiming, gemm_cycles, layer_row_tiles, stationary_row_tiles
 
     d = layout["design"]
-    design = AcceleratorDesign(d["platform"], float(d["clock_mhz"]), int(d["pe_rows"]), int(d["pe_cols"]),
-                               d["packing"], int(d["lut_cols"]), int(d["tile_tokens"]), int(d["tile_k"]),
-                               d.get("input_buffer_mem", "bram"))
-    timing = EngineTiming(int(d["axi_bytes"]), int(d["axi_latency"]), int(d["compute_depth"]),
-                          int(d["param_depth"]), int(d["output_depth"]), int(d["store_depth"]))
+    design = AcceleratorDesign(
+        d["platform"],
+        float(d["clock_mhz"]),
+        int(d["pe_rows"]),
+        int(d["pe_cols"]),
+        d["packing"],
+        int(d["lut_cols"]),
+        int(d["tile_tokens"]),
+        int(d["tile_k"]),
+        d.get("input_buffer_mem", "bram"),
+    )
+    timing = EngineTiming(
+        int(d["axi_bytes"]),
+        int(d["axi_latency"]),
+        int(d["compute_depth"]),
+        int(d["param_depth"]),
+        int(d["output_depth"]),
+        int(d["store_depth"]),
+    )
     out = []
     for g in layout["gemms"]:
         if g.get("stationary"):
@@ -149,12 +176,25 @@ def compare_cycles(layout: dict[str, Any], counted: list[dict[str, Any]]) -> dic
         n = int(c["total"])
         err = abs(m - n) / n if n else (0.0 if m == 0 else 1.0)
         worst = max(worst, err)
-        rows.append({"key": g["key"], "counted": n, "model": int(m), "rel_err": round(err, 5),
-                     "busy": dict(zip(STAGES, c["busy"]))})
+        rows.append(
+            {
+                "key": g["key"],
+                "counted": n,
+                "model": int(m),
+                "rel_err": round(err, 5),
+                "busy": dict(zip(STAGES, c["busy"])),
+            }
+        )
     counted_total, model_total = sum(r["counted"] for r in rows), sum(r["model"] for r in rows)
-    return {"per_gemm": rows, "max_rel_err": worst, "within_tolerance": worst <= CYCLE_TOLERANCE,
-            "tolerance": CYCLE_TOLERANCE, "counted_total": counted_total, "model_total": model_total,
-            "clock_mhz": float(layout["design"]["clock_mhz"])}
+    return {
+        "per_gemm": rows,
+        "max_rel_err": worst,
+        "within_tolerance": worst <= CYCLE_TOLERANCE,
+        "tolerance": CYCLE_TOLERANCE,
+        "counted_total": counted_total,
+        "model_total": model_total,
+        "clock_mhz": float(layout["design"]["clock_mhz"]),
+    }
 
 
 def per_layer_cycles(cycles: dict[str, Any]) -> list[tuple[str, int, int]]:
@@ -177,16 +217,23 @@ CYCLES_SECTION = "## C simulation: fabric cycles counted vs latency model"
 def cycles_markdown(cycles: dict[str, Any]) -> str:
     """Per-layer table of counted and model cycles (attention heads summed)."""
     mhz = cycles["clock_mhz"]
-    L = [CYCLES_SECTION, "",
-         f"Cycles of the generated engine counted by its loop counters in the C simulation, beside the "
-         f"latency model's (`hardware/engine.py`); worst engine call {100 * cycles['max_rel_err']:.2f} % "
-         f"(tolerance {100 * cycles['tolerance']:.0f} %).", "",
-         "| layer | counted cycles | model cycles | error |", "|---|---|---|---|"]
+    L = [
+        CYCLES_SECTION,
+        "",
+        f"Cycles of the generated engine counted by its loop counters in the C simulation, beside the "
+        f"latency model's (`hardware/engine.py`); worst engine call {100 * cycles['max_rel_err']:.2f} % "
+        f"(tolerance {100 * cycles['tolerance']:.0f} %).",
+        "",
+        "| layer | counted cycles | model cycles | error |",
+        "|---|---|---|---|",
+    ]
     for k, c, m in per_layer_cycles(cycles):
         L.append(f"| {k} | {c} | {m} | {100 * (m - c) / c if c else 0.0:+.2f} % |")
     ct, mt = cycles["counted_total"], cycles["model_total"]
-    L.append(f"| **all engine calls** | **{ct}** ({ct / mhz / 1e3:.3f} ms) | **{mt}** ({mt / mhz / 1e3:.3f} ms) | "
-             f"{100 * (mt - ct) / ct if ct else 0.0:+.2f} % |")
+    L.append(
+        f"| **all engine calls** | **{ct}** ({ct / mhz / 1e3:.3f} ms) | **{mt}** ({mt / mhz / 1e3:.3f} ms) | "
+        f"{100 * (mt - ct) / ct if ct else 0.0:+.2f} % |"
+    )
     return "\n".join(L) + "\n"
 
 
@@ -201,7 +248,7 @@ def _update_report(export_dir: Path, cycles: dict[str, Any]) -> None:
     if CYCLES_SECTION in text:
         head, rest = text.split(CYCLES_SECTION, 1)
         nxt = rest.find("\n## ")
-        text = head + (rest[nxt + 1:] if nxt >= 0 else "")
+        text = head + (rest[nxt + 1 :] if nxt >= 0 else "")
     atomic_write_text(path, text.rstrip("\n") + "\n\n" + cycles_markdown(cycles))
 
 
@@ -222,9 +269,15 @@ def _run(binary: Path, hls_dir: Path, images: Path, n: int, out: Path, ref_codes
     return info
 
 
-def run_csim(export_dir: str | Path, limit: int = 100, data_root: str | None = None,
-             hls_dir: str | Path | None = None, build_dir: str | Path | None = None,
-             cxx: str | None = None, write: bool = True) -> dict[str, Any]:
+def run_csim(
+    export_dir: str | Path,
+    limit: int = 100,
+    data_root: str | None = None,
+    hls_dir: str | Path | None = None,
+    build_dir: str | Path | None = None,
+    cxx: str | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
     """Generate (into ``hls_dir``, default ``export_dir/hls``), compile, run on the first ``limit``
     test images and compare with the NumPy integer reference.  Returns (and writes
     ``hls/csim.json``) a dict with ``images``, ``bit_exact_gemm``, ``codes_bit_exact``,
@@ -283,18 +336,21 @@ def run_csim(export_dir: str | Path, limit: int = 100, data_root: str | None = N
     pos = 0
     for p in layout["points"]:
         size = int(np.prod(p["shape"]))
-        nd = int(code_diff[:, pos:pos + size].sum())
+        nd = int(code_diff[:, pos : pos + size].sum())
         if nd:
             per_point[p["key"]] = nd
         pos += size
     res = {
-        "export": str(export_dir), "hls_dir": str(hls), "images": int(n),
+        "export": str(export_dir),
+        "hls_dir": str(hls),
+        "images": int(n),
         "bit_exact_gemm": gemm_exact,
         "gemm_accumulators_compared": int(ref_acc.size),
         "gemm_mismatches": int((acc_forced.astype(np.int64) != ref_acc).sum()),
         "forced_code_mismatches": int(forced.get("code_mismatches", -1)),
         "codes_bit_exact": bool(not code_diff.any()),
-        "codes_compared": int(code_diff.size), "code_mismatches": int(code_diff.sum()),
+        "codes_compared": int(code_diff.size),
+        "code_mismatches": int(code_diff.sum()),
         "code_mismatches_per_point": per_point,
         "free_running_gemm_bit_exact": bool(np.array_equal(acc_free.astype(np.int64), ref_acc)),
         "logits_bit_exact": float(img_logits_exact.mean()),
@@ -302,9 +358,13 @@ def run_csim(export_dir: str | Path, limit: int = 100, data_root: str | None = N
         "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - ref_logits).max()),
         "top1_csim": float(np.mean(logits.argmax(1) == np.asarray(y)[:n])),
         "top1_reference": float(np.mean(ref_logits.argmax(1) == np.asarray(y)[:n])),
-        "seconds": {"generate": round(t_gen, 3), "compile": round(t_cc, 3), "reference": round(t_ref, 3),
-                    "csim_run": round(float(free.get("wall_seconds", 0.0)), 3),
-                    "csim_forced_run": round(float(forced.get("wall_seconds", 0.0)), 3)},
+        "seconds": {
+            "generate": round(t_gen, 3),
+            "compile": round(t_cc, 3),
+            "reference": round(t_ref, 3),
+            "csim_run": round(float(free.get("wall_seconds", 0.0)), 3),
+            "csim_forced_run": round(float(forced.get("wall_seconds", 0.0)), 3),
+        },
     }
     res["cycles"] = cycles
     res["passed"] = bool(gemm_exact and res["label_agreement"] >= 0.99 and cycles["within_tolerance"])
@@ -316,12 +376,24 @@ def run_csim(export_dir: str | Path, limit: int = 100, data_root: str | None = N
 
 def csim_verdict(res: dict[str, Any]) -> str:
     """One line on a :func:`run_csim` result (printed by ``hls --csim`` and ``verify --csim``)."""
-    return (f"csim {'PASSED' if res['passed'] else 'FAILED'}: {res['images']} images, integer GEMMs bit-exact: "
-            f"{res['bit_exact_gemm']}, codes bit-exact: {res['codes_bit_exact']}, logits bit-exact on "
-            f"{100 * res['logits_bit_exact']:.1f} % of images, label agreement {100 * res['label_agreement']:.1f} %, "
-            f"fabric cycles counted {res['cycles']['counted_total']} vs model {res['cycles']['model_total']} "
-            f"(worst engine call {100 * res['cycles']['max_rel_err']:.1f} %)")
+    return (
+        f"csim {'PASSED' if res['passed'] else 'FAILED'}: {res['images']} images, integer GEMMs bit-exact: "
+        f"{res['bit_exact_gemm']}, codes bit-exact: {res['codes_bit_exact']}, logits bit-exact on "
+        f"{100 * res['logits_bit_exact']:.1f} % of images, label agreement {100 * res['label_agreement']:.1f} %, "
+        f"fabric cycles counted {res['cycles']['counted_total']} vs model {res['cycles']['model_total']} "
+        f"(worst engine call {100 * res['cycles']['max_rel_err']:.1f} %)"
+    )
 
 
-__all__ = ["run_csim", "compile_csim", "csim_verdict", "find_compiler", "ap_types_dir", "model_cycles",
-           "compare_cycles", "per_layer_cycles", "cycles_markdown", "CYCLE_TOLERANCE"]
+__all__ = [
+    "run_csim",
+    "compile_csim",
+    "csim_verdict",
+    "find_compiler",
+    "ap_types_dir",
+    "model_cycles",
+    "compare_cycles",
+    "per_layer_cycles",
+    "cycles_markdown",
+    "CYCLE_TOLERANCE",
+]

@@ -1,4 +1,5 @@
 """Quantized ViT layers and the standalone fixed-size model."""
+
 from quasar_vit.models.layers import Block, BlockDims, QuantLinear, QuantSpec, patchify
 from quasar_vit.models.vit import QuantViT
 

@@ -5,6 +5,7 @@ Each module holds ordinary parameters.  Called without dimensions it is a plain 
 (AutoFormer-style weight entanglement), which is how the supernet runs any subnet.  The same code
 path serves both, so an extracted subnet computes exactly what the supernet computed for it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,8 +40,15 @@ class QuantLinear(nn.Module):
     the fused QKV projection).  ``n8_rows`` is the number of 8-bit rows when called at full size.
     """
 
-    def __init__(self, in_features: int, out_features: int, quant: QuantSpec, sections: int = 1,
-                 n8_rows: int | None = None, act_signed: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        quant: QuantSpec,
+        sections: int = 1,
+        n8_rows: int | None = None,
+        act_signed: bool = True,
+    ) -> None:
         super().__init__()
         assert out_features % sections == 0
         self.in_features, self.out_features, self.sections = in_features, out_features, sections
@@ -48,7 +56,7 @@ class QuantLinear(nn.Module):
         self.n8_rows = out_features if n8_rows is None else n8_rows
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        nn.init.trunc_normal_(self.weight, std=in_features ** -0.5)
+        nn.init.trunc_normal_(self.weight, std=in_features**-0.5)
         self.step_lo = nn.Parameter(init_weight_steps(self.weight, quant.w_bits_low))
         self.step_hi = nn.Parameter(init_weight_steps(self.weight, quant.w_bits_high))
         self.aq = ActQuantizer(quant.act_bits, act_signed, quant.enabled, quant.lsq_grad_scale)
@@ -74,22 +82,34 @@ class QuantLinear(nn.Module):
         if s == 1:
             return w[:rows, :cols], b[:rows], slo[:rows], shi[:rows]
         w = w.view(s, per, self.in_features)[:, :rows, :cols].reshape(s * rows, cols)
-        return (w, b.view(s, per)[:, :rows].reshape(-1), slo.view(s, per)[:, :rows].reshape(-1),
-                shi.view(s, per)[:, :rows].reshape(-1))
+        return (
+            w,
+            b.view(s, per)[:, :rows].reshape(-1),
+            slo.view(s, per)[:, :rows].reshape(-1),
+            shi.view(s, per)[:, :rows].reshape(-1),
+        )
 
     def forward(self, x: Tensor, rows: int | None = None, cols: int | None = None, n8: int | None = None) -> Tensor:
         w, b, slo, shi = self.sliced(rows, cols)
         n8 = self.n8_rows if n8 is None else n8
         if self.quant.enabled:
             x = self.aq(x)
-            w = quantize_weight_rows(w, slo, shi, n8, self.sections, self.quant.w_bits_low,
-                                     self.quant.w_bits_high, self.quant.lsq_grad_scale)
+            w = quantize_weight_rows(
+                w, slo, shi, n8, self.sections, self.quant.w_bits_low, self.quant.w_bits_high, self.quant.lsq_grad_scale
+            )
         return F.linear(x, w, b)
 
     def integer_weights(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(w_int, step per row, is_8bit per row)`` of the full-size layer (for export)."""
-        return integer_weight_rows(self.weight.detach(), self.step_lo.detach(), self.step_hi.detach(),
-                                   self.n8_rows, self.sections, self.quant.w_bits_low, self.quant.w_bits_high)
+        return integer_weight_rows(
+            self.weight.detach(),
+            self.step_lo.detach(),
+            self.step_hi.detach(),
+            self.n8_rows,
+            self.sections,
+            self.quant.w_bits_low,
+            self.quant.w_bits_high,
+        )
 
 
 def elastic_layer_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
@@ -124,9 +144,18 @@ class Block(nn.Module):
     layer-scale multiply runs on the fabric and is applied in float here and there.
     """
 
-    def __init__(self, embed: int, heads: int, head_dim: int, hidden: int, quant: QuantSpec,
-                 layer_scale: bool = True, layer_scale_init: float = 0.1, drop_path: float = 0.0,
-                 n8: tuple[int, int, int, int] | None = None) -> None:
+    def __init__(
+        self,
+        embed: int,
+        heads: int,
+        head_dim: int,
+        hidden: int,
+        quant: QuantSpec,
+        layer_scale: bool = True,
+        layer_scale_init: float = 0.1,
+        drop_path: float = 0.0,
+        n8: tuple[int, int, int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.embed, self.heads, self.head_dim, self.hidden = embed, heads, head_dim, hidden
         self.drop_path = drop_path
@@ -155,8 +184,12 @@ class Block(nn.Module):
         else:
             heads, hidden = dims.heads, dims.hidden
             q = heads * self.head_dim
-            n8 = (3 * num_8bit_rows(q, dims.share), num_8bit_rows(e, dims.share),
-                  num_8bit_rows(hidden, dims.share), num_8bit_rows(e, dims.share))
+            n8 = (
+                3 * num_8bit_rows(q, dims.share),
+                num_8bit_rows(e, dims.share),
+                num_8bit_rows(hidden, dims.share),
+                num_8bit_rows(e, dims.share),
+            )
             slicing = {"qkv": (q, e), "proj": (e, q), "fc1": (hidden, e), "fc2": (e, hidden)}
 
         # attention
@@ -164,7 +197,7 @@ class Block(nn.Module):
         qkv = self.qkv(h, *slicing.get("qkv", (None, None)), n8=n8[0])
         qkv = qkv.view(b, t, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q_, k_, v_ = self.aq_q(qkv[0]), self.aq_k(qkv[1]), self.aq_v(qkv[2])
-        attn = (q_ @ k_.transpose(-2, -1)) * (self.head_dim ** -0.5)
+        attn = (q_ @ k_.transpose(-2, -1)) * (self.head_dim**-0.5)
         attn = self.aq_attn(attn.softmax(dim=-1))
         a = (attn @ v_).transpose(1, 2).reshape(b, t, heads * self.head_dim)
         a = self.proj(a, *slicing.get("proj", (None, None)), n8=n8[1])

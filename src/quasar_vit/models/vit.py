@@ -4,6 +4,7 @@
 subnet's weights and quantizer steps.  The supernet (``quasar_vit.supernet``) is the same network
 built at the largest size and run on leading slices.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -18,8 +19,18 @@ from quasar_vit.space import SubnetConfig, num_8bit_rows
 class ViTBase(nn.Module):
     """Patch embedding, class token, position embedding, blocks, final norm and head."""
 
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, num_classes: int, embed: int,
-                 blocks: Sequence[Block], quant: QuantSpec, patch_embed_bits: int, head_bits: int) -> None:
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        num_classes: int,
+        embed: int,
+        blocks: Sequence[Block],
+        quant: QuantSpec,
+        patch_embed_bits: int,
+        head_bits: int,
+    ) -> None:
         super().__init__()
         self.img_size, self.patch_size, self.in_chans, self.num_classes = img_size, patch_size, in_chans, num_classes
         num_patches = (img_size // patch_size) ** 2
@@ -56,16 +67,27 @@ class ViTBase(nn.Module):
 class QuantViT(ViTBase):
     """A standalone quantized ViT for one subnet (fixed sizes, fixed bit map)."""
 
-    def __init__(self, subnet: SubnetConfig, quant: QuantSpec, layer_scale: bool = True,
-                 layer_scale_init: float = 0.1) -> None:
+    def __init__(
+        self, subnet: SubnetConfig, quant: QuantSpec, layer_scale: bool = True, layer_scale_init: float = 0.1
+    ) -> None:
         blocks = []
         for i in range(subnet.depth):
             q, h, e, s = subnet.qkv_dim(i), subnet.mlp_hidden(i), subnet.embed_dim, subnet.w8_shares[i]
             n8 = (3 * num_8bit_rows(q, s), num_8bit_rows(e, s), num_8bit_rows(h, s), num_8bit_rows(e, s))
-            blocks.append(Block(e, subnet.num_heads[i], subnet.head_dim, h, quant, layer_scale,
-                                layer_scale_init, 0.0, n8=n8))
-        super().__init__(subnet.img_size, subnet.patch_size, subnet.in_chans, subnet.num_classes,
-                         subnet.embed_dim, blocks, quant, subnet.patch_embed_bits, subnet.head_bits)
+            blocks.append(
+                Block(e, subnet.num_heads[i], subnet.head_dim, h, quant, layer_scale, layer_scale_init, 0.0, n8=n8)
+            )
+        super().__init__(
+            subnet.img_size,
+            subnet.patch_size,
+            subnet.in_chans,
+            subnet.num_classes,
+            subnet.embed_dim,
+            blocks,
+            quant,
+            subnet.patch_embed_bits,
+            subnet.head_bits,
+        )
         self.subnet = subnet
         self.quant = quant
         self.layer_scale = layer_scale

@@ -1,6 +1,23 @@
 """Row-wise mixed-precision quantization (paper section 1): LSQ fake quantization and its integer semantics."""
-from quasar_vit.quantization.lsq import (ActQuantizer, effective_step, init_weight_steps, integer_weight_rows,
-                                         qrange, quantize_weight_rows, round_ste, row_bit_mask)
 
-__all__ = ["ActQuantizer", "effective_step", "init_weight_steps", "integer_weight_rows", "qrange",
-           "quantize_weight_rows", "round_ste", "row_bit_mask"]
+from quasar_vit.quantization.lsq import (
+    ActQuantizer,
+    effective_step,
+    init_weight_steps,
+    integer_weight_rows,
+    qrange,
+    quantize_weight_rows,
+    round_ste,
+    row_bit_mask,
+)
+
+__all__ = [
+    "ActQuantizer",
+    "effective_step",
+    "init_weight_steps",
+    "integer_weight_rows",
+    "qrange",
+    "quantize_weight_rows",
+    "round_ste",
+    "row_bit_mask",
+]

@@ -22,6 +22,7 @@ and the step's gradient would be summed in bf16.  Every quantizer therefore divi
 and reduces in fp32 and returns the dequantized value in the input's dtype (the codes, at most 8
 bits, are exact in bf16; only the following matmul's own rounding remains).
 """
+
 from __future__ import annotations
 
 import math
@@ -45,7 +46,7 @@ def qrange(bits: int, signed: bool) -> tuple[int, int]:
     """Integer range of a ``bits``-bit code."""
     if signed:
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return 0, 2 ** bits - 1
+    return 0, 2**bits - 1
 
 
 def effective_step(step: Tensor) -> Tensor:
@@ -75,7 +76,7 @@ class _LSQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, s: Tensor, qn: Tensor | float, qp: Tensor | float, g: Tensor | float) -> Tensor:  # type: ignore[override]
         ctx.in_dtype = x.dtype
-        xs = x.float() / s.float()          # fp32 whatever autocast made of x (see the module docstring)
+        xs = x.float() / s.float()  # fp32 whatever autocast made of x (see the module docstring)
         # clamp first: round(clamp(v)) == clamp(round(v)) for integer bounds, and ``clamp(v) == v``
         # is the in-range mask in one comparison (NaN compares unequal: out of range, as before)
         q = torch.clamp(xs, qn, qp)
@@ -95,7 +96,7 @@ class _LSQ(torch.autograd.Function):
         grad_x = (grad * inside).to(ctx.in_dtype) if ctx.needs_input_grad[0] else None
         grad_s = None
         if ctx.needs_input_grad[1]:
-            grad32 = grad.float()             # the step's gradient is a sum over many elements: fp32
+            grad32 = grad.float()  # the step's gradient is a sum over many elements: fp32
             if s.numel() == 1 and not isinstance(g, Tensor):
                 grad_s = (torch.dot(grad32.reshape(-1), ds.reshape(-1)) * g).reshape(s.shape)
             else:
@@ -121,8 +122,7 @@ def lsq_fake_quant(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, 
     return _LSQ.apply(x, step, qn, qp, g)
 
 
-def lsq_fake_quant_reference(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor,
-                             g: float | Tensor) -> Tensor:
+def lsq_fake_quant_reference(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, g: float | Tensor) -> Tensor:
     """Unfused autograd formulation of :func:`lsq_fake_quant` (kept as the test oracle)."""
     s = grad_scale(step, g)
     return round_ste(torch.clamp(x / s, qn, qp)) * s
@@ -141,8 +141,16 @@ def row_bit_mask(rows: int, n8: int, sections: int, device: torch.device) -> Ten
     return (idx < n8_per).repeat(sections).unsqueeze(1)
 
 
-def quantize_weight_rows(weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: int, sections: int = 1,
-                         bits_lo: int = 4, bits_hi: int = 8, lsq_grad: bool = True) -> Tensor:
+def quantize_weight_rows(
+    weight: Tensor,
+    step_lo: Tensor,
+    step_hi: Tensor,
+    n8: int,
+    sections: int = 1,
+    bits_lo: int = 4,
+    bits_hi: int = 8,
+    lsq_grad: bool = True,
+) -> Tensor:
     """Row-wise mixed-precision fake quantization of a ``[rows, cols]`` weight.
 
     ``step_lo`` / ``step_hi`` hold one step per row for the low- and high-precision version of
@@ -161,18 +169,22 @@ def quantize_weight_rows(weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: i
         return lsq_fake_quant(weight, step_hi.unsqueeze(1), hi_n, hi_p, g)
     mask = row_bit_mask(rows, n8, sections, weight.device)
     step = torch.where(mask, step_hi.unsqueeze(1), step_lo.unsqueeze(1))
-    qn = torch.where(mask, hi_n, lo_n).to(torch.float32)   # bounds and codes in fp32 (module docstring)
+    qn = torch.where(mask, hi_n, lo_n).to(torch.float32)  # bounds and codes in fp32 (module docstring)
     qp = torch.where(mask, hi_p, lo_p).to(torch.float32)
     g = (1.0 / torch.sqrt(cols * qp)) if lsq_grad else torch.ones_like(qp)
     return lsq_fake_quant(weight, step, qn, qp, g)
 
 
-def integer_weight_rows(weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: int, sections: int = 1,
-                        bits_lo: int = 4, bits_hi: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+def integer_weight_rows(
+    weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: int, sections: int = 1, bits_lo: int = 4, bits_hi: int = 8
+) -> tuple[Tensor, Tensor, Tensor]:
     """The integer codes behind :func:`quantize_weight_rows`: ``(w_int int32, step per row, is_8bit)``."""
     rows, _ = weight.shape
-    mask = row_bit_mask(rows, n8, sections, weight.device) if 0 < n8 < rows else torch.full(
-        (rows, 1), n8 >= rows, dtype=torch.bool, device=weight.device)
+    mask = (
+        row_bit_mask(rows, n8, sections, weight.device)
+        if 0 < n8 < rows
+        else torch.full((rows, 1), n8 >= rows, dtype=torch.bool, device=weight.device)
+    )
     lo_n, lo_p = qrange(bits_lo, True)
     hi_n, hi_p = qrange(bits_hi, True)
     step = torch.where(mask, effective_step(step_hi).unsqueeze(1), effective_step(step_lo).unsqueeze(1)).detach()

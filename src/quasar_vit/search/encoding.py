@@ -15,6 +15,7 @@ same operators on a *restricted* encoding (:func:`make_encoding`):
 
 Everything here is torch-free and deterministic given a ``random.Random``.
 """
+
 from __future__ import annotations
 
 import random
@@ -131,9 +132,20 @@ def parse_mode(mode: str) -> tuple[str, float | None]:
     """``'fixed:0.25'`` -> ``('fixed', 0.25)``; other modes -> ``(mode, None)``."""
     name, _, arg = str(mode).partition(":")
     name = name.strip().lower().replace("-", "").replace("_", "")
-    aliases = {"flexible": "flexible", "flex": "flexible", "mixed": "flexible", "random": "random",
-               "uniform8": "uniform8", "u8": "uniform8", "int8": "uniform8", "uniform4": "uniform4",
-               "u4": "uniform4", "int4": "uniform4", "fixed": "fixed", "fixedratio": "fixed"}
+    aliases = {
+        "flexible": "flexible",
+        "flex": "flexible",
+        "mixed": "flexible",
+        "random": "random",
+        "uniform8": "uniform8",
+        "u8": "uniform8",
+        "int8": "uniform8",
+        "uniform4": "uniform4",
+        "u4": "uniform4",
+        "int4": "uniform4",
+        "fixed": "fixed",
+        "fixedratio": "fixed",
+    }
     if name not in aliases:
         raise ConfigError(f"unknown search mode '{mode}' (choose from {', '.join(MODES)}, or fixed:SHARE)")
     name = aliases[name]
@@ -150,8 +162,9 @@ def parse_mode(mode: str) -> tuple[str, float | None]:
     return name, share
 
 
-def make_encoding(space: SearchSpace, mode: str = "flexible", tied_share_prob: float = 0.0,
-                  share_mutation: str = "uniform") -> Encoding:
+def make_encoding(
+    space: SearchSpace, mode: str = "flexible", tied_share_prob: float = 0.0, share_mutation: str = "uniform"
+) -> Encoding:
     """The encoding of search ``mode`` (see the module docstring) over the supernet's ``space``.
 
     ``tied_share_prob`` and ``share_mutation`` apply to the modes over the flexible space
@@ -174,8 +187,10 @@ def make_encoding(space: SearchSpace, mode: str = "flexible", tied_share_prob: f
         return Encoding(space, True, label)
     missing = [s for s in shares if s not in space.w8_shares]
     if missing:
-        raise ConfigError(f"search mode '{mode}' needs the 8-bit share {missing[0]:g}, which the supernet was "
-                          f"not trained for (its shares: {', '.join(f'{s:g}' for s in space.w8_shares)})")
+        raise ConfigError(
+            f"search mode '{mode}' needs the 8-bit share {missing[0]:g}, which the supernet was "
+            f"not trained for (its shares: {', '.join(f'{s:g}' for s in space.w8_shares)})"
+        )
     return Encoding(replace(space, w8_shares=shares), True, label)
 
 

@@ -35,6 +35,7 @@ Budget: ``population + (generations - 1) * (mutations + crossovers)`` candidates
 generation, so an interrupted run resumes exactly where it stopped and ends with the same result as
 an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,7 +95,7 @@ class Settings:
     tied_generations: int = _DEFAULTS.tied_generations
     max_retries: int = _DEFAULTS.max_retries
     seed: int = _DEFAULTS.seed
-    screen_size: int = 0          # racing off unless asked for (the runner passes search.screen_size)
+    screen_size: int = 0  # racing off unless asked for (the runner passes search.screen_size)
     race_z: float = _DEFAULTS.race_z
 
     @classmethod
@@ -148,9 +149,15 @@ class Candidate:
         return (self.val_top1, self.fps)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"index": self.index, "generation": self.generation, "origin": self.origin,
-             "subnet": self.subnet.to_dict(), "val_top1": self.val_top1, "fps": self.fps,
-             "latency_ms": self.latency_ms}
+        d = {
+            "index": self.index,
+            "generation": self.generation,
+            "origin": self.origin,
+            "subnet": self.subnet.to_dict(),
+            "val_top1": self.val_top1,
+            "fps": self.fps,
+            "latency_ms": self.latency_ms,
+        }
         if self.screen_top1 is not None:
             d["screen_top1"] = self.screen_top1
         return d
@@ -158,8 +165,16 @@ class Candidate:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Candidate":
         opt = lambda k: None if d.get(k) is None else float(d[k])  # noqa: E731
-        return cls(int(d["index"]), int(d["generation"]), str(d["origin"]), SubnetConfig.from_dict(d["subnet"]),
-                   opt("val_top1"), float(d["fps"]), float(d["latency_ms"]), opt("screen_top1"))
+        return cls(
+            int(d["index"]),
+            int(d["generation"]),
+            str(d["origin"]),
+            SubnetConfig.from_dict(d["subnet"]),
+            opt("val_top1"),
+            float(d["fps"]),
+            float(d["latency_ms"]),
+            opt("screen_top1"),
+        )
 
 
 class Evaluator:
@@ -173,10 +188,16 @@ class Evaluator:
     same list.
     """
 
-    def __init__(self, accuracy_fn: Callable[[SubnetConfig], float], rank: int = 0, world_size: int = 1,
-                 gather: Callable[[Any], list[Any]] | None = None,
-                 screen_fn: Callable[[SubnetConfig], float] | None = None, screen_images: int = 0,
-                 full_images: int = 0) -> None:
+    def __init__(
+        self,
+        accuracy_fn: Callable[[SubnetConfig], float],
+        rank: int = 0,
+        world_size: int = 1,
+        gather: Callable[[Any], list[Any]] | None = None,
+        screen_fn: Callable[[SubnetConfig], float] | None = None,
+        screen_images: int = 0,
+        full_images: int = 0,
+    ) -> None:
         if world_size > 1 and gather is None:
             raise ValueError("a gather function is needed for world_size > 1")
         self.accuracy_fn, self.screen_fn = accuracy_fn, screen_fn
@@ -209,8 +230,9 @@ class Evaluator:
         n, big_n = self.screen_images, self.full_images
         return 100.0 * math.sqrt(p * (1 - p) / n * (1 - n / big_n))
 
-    def _measure(self, fn: Callable[[SubnetConfig], float], cache: dict[SubnetConfig, float],
-                 subnets: Sequence[SubnetConfig]) -> int:
+    def _measure(
+        self, fn: Callable[[SubnetConfig], float], cache: dict[SubnetConfig, float], subnets: Sequence[SubnetConfig]
+    ) -> int:
         todo = [s for s in dict.fromkeys(subnets) if s not in cache]
         if not todo:
             return 0
@@ -251,7 +273,7 @@ class Stats:
     rejected_too_slow: int = 0
     rejected_outside: int = 0
     empty_slots: int = 0
-    screened_out: int = 0         # racing: candidates scored on the screen images only
+    screened_out: int = 0  # racing: candidates scored on the screen images only
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -260,12 +282,12 @@ class Stats:
 @dataclass
 class EvolutionResult:
     mode: str
-    targets: list[Target]                 # the targets searched (reachable in this mode)
-    unreachable: dict[str, float]         # target name -> fastest FPS of this mode (above it)
+    targets: list[Target]  # the targets searched (reachable in this mode)
+    unreachable: dict[str, float]  # target name -> fastest FPS of this mode (above it)
     fastest_fps: float
     records: list[Candidate]
     front: list[Candidate]
-    best: dict[str, Candidate | None]     # target name -> winner (None: not met)
+    best: dict[str, Candidate | None]  # target name -> winner (None: not met)
     stats: Stats
     generations_done: int
     complete: bool
@@ -280,13 +302,24 @@ class EvolutionResult:
 class Evolution:
     """One search (one mode) over ``encoding`` for ``targets``; see the module docstring."""
 
-    def __init__(self, encoding: Encoding, targets: Sequence[Target], accuracy: Callable[[SubnetConfig], float] | Evaluator,
-                 latency_fn: Callable[[SubnetConfig], Any] | HardwareOracle, settings: Settings, *,
-                 state_path: str | Path | None = None, history_path: str | Path | None = None,
-                 write: bool = True, resume: bool = True, progress: bool = False,
-                 callback: Callable[[int, "Evolution"], None] | None = None,
-                 fingerprint: dict[str, Any] | None = None, random_search: bool | None = None,
-                 fastest_fps: float | None = None) -> None:
+    def __init__(
+        self,
+        encoding: Encoding,
+        targets: Sequence[Target],
+        accuracy: Callable[[SubnetConfig], float] | Evaluator,
+        latency_fn: Callable[[SubnetConfig], Any] | HardwareOracle,
+        settings: Settings,
+        *,
+        state_path: str | Path | None = None,
+        history_path: str | Path | None = None,
+        write: bool = True,
+        resume: bool = True,
+        progress: bool = False,
+        callback: Callable[[int, "Evolution"], None] | None = None,
+        fingerprint: dict[str, Any] | None = None,
+        random_search: bool | None = None,
+        fastest_fps: float | None = None,
+    ) -> None:
         settings.validate()
         if not targets:
             raise QuasarError("the search needs at least one latency target")
@@ -315,21 +348,26 @@ class Evolution:
         self.racing = settings.screen_size > 0 and self.evaluator.can_screen
         settings_fp = settings.to_dict()
         settings_fp.pop("tied_generations")  # recorded at the top level, as the value in effect
-        for k in ("screen_size", "race_z"):   # top level too, so that a state saved before racing resumes
+        for k in ("screen_size", "race_z"):  # top level too, so that a state saved before racing resumes
             settings_fp.pop(k)
         self.fingerprint = {
-            "mode": encoding.mode, "space": encoding.space.to_dict(), "tie_shares": encoding.tie_shares,
-            "tied_share_prob": encoding.tied_share_prob, "tied_generations": self.tied_generations,
+            "mode": encoding.mode,
+            "space": encoding.space.to_dict(),
+            "tie_shares": encoding.tie_shares,
+            "tied_share_prob": encoding.tied_share_prob,
+            "tied_generations": self.tied_generations,
             "share_mutation": encoding.share_mutation if bred_per_layer else "uniform",
-            "random_search": self.random_search, "targets": [t.to_dict() for t in self.all_targets],
-            "settings": settings_fp, **(fingerprint or {}),
+            "random_search": self.random_search,
+            "targets": [t.to_dict() for t in self.all_targets],
+            "settings": settings_fp,
+            **(fingerprint or {}),
             **({"screen_size": self.evaluator.screen_images, "race_z": settings.race_z} if self.racing else {}),
         }
         self.rng = random.Random(settings.seed)
         self.records: list[Candidate] = []
         self.by_subnet: dict[SubnetConfig, Candidate] = {}
         self.stats = Stats()
-        self.generation = 0          # next generation to run
+        self.generation = 0  # next generation to run
         self.elapsed = 0.0
 
     # ---- feasibility and drawing ----------------------------------------------------------------
@@ -347,8 +385,9 @@ class Evolution:
             return False, "too_slow"
         return True, ""
 
-    def _draw(self, make: Callable[[], SubnetConfig], pending: dict[SubnetConfig, str],
-              encoding: Encoding | None = None) -> SubnetConfig | None:
+    def _draw(
+        self, make: Callable[[], SubnetConfig], pending: dict[SubnetConfig, str], encoding: Encoding | None = None
+    ) -> SubnetConfig | None:
         for _ in range(self.settings.max_retries):
             sub = make()
             self.stats.draws += 1
@@ -446,22 +485,41 @@ class Evolution:
         out: dict[str, Candidate | None] = {}
         scored = self.scored()
         for t in self.all_targets:
-            out[t.name] = (None if t.name in self.unreachable
-                           else best_meeting(scored, t.fps, key=lambda c: c.objectives))
+            out[t.name] = (
+                None if t.name in self.unreachable else best_meeting(scored, t.fps, key=lambda c: c.objectives)
+            )
         return out
 
     def result(self) -> EvolutionResult:
-        return EvolutionResult(self.encoding.mode, list(self.targets), dict(self.unreachable), self.fastest_fps,
-                               list(self.records), self.front(), self.best(), self.stats, self.generation,
-                               self.generation >= self.settings.generations, self.elapsed, self.settings.budget)
+        return EvolutionResult(
+            self.encoding.mode,
+            list(self.targets),
+            dict(self.unreachable),
+            self.fastest_fps,
+            list(self.records),
+            self.front(),
+            self.best(),
+            self.stats,
+            self.generation,
+            self.generation >= self.settings.generations,
+            self.elapsed,
+            self.settings.budget,
+        )
 
     # ---- state --------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         st = self.rng.getstate()
-        return {"format": STATE_FORMAT, "version": STATE_VERSION, "fingerprint": self.fingerprint,
-                "generation": self.generation, "complete": self.generation >= self.settings.generations,
-                "elapsed_s": self.elapsed, "rng": [st[0], list(st[1]), st[2]], "stats": self.stats.to_dict(),
-                "records": [c.to_dict() for c in self.records]}
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "fingerprint": self.fingerprint,
+            "generation": self.generation,
+            "complete": self.generation >= self.settings.generations,
+            "elapsed_s": self.elapsed,
+            "rng": [st[0], list(st[1]), st[2]],
+            "stats": self.stats.to_dict(),
+            "records": [c.to_dict() for c in self.records],
+        }
 
     def _save_state(self) -> None:
         if self.state_path is not None and self.write:
@@ -476,15 +534,19 @@ class Evolution:
         try:
             st = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise SearchStateError(f"{p} is not a readable search state ({exc}); pass --restart to start over") from None
+            raise SearchStateError(
+                f"{p} is not a readable search state ({exc}); pass --restart to start over"
+            ) from None
         if not isinstance(st, dict) or st.get("format") != STATE_FORMAT or st.get("version") != STATE_VERSION:
             raise SearchStateError(f"{p} is not a quasar-vit search state; pass --restart to start over")
         saved = _comparable(st.get("fingerprint"))
         mine = _comparable(self.fingerprint)
         if saved != mine:
             diff = sorted(k for k in set(saved or {}) | set(mine) if (saved or {}).get(k) != mine.get(k))
-            raise SearchStateError(f"{p} holds a search with different settings (differs in: {', '.join(diff)}); "
-                                   "pass --restart to discard it, or choose another --out")
+            raise SearchStateError(
+                f"{p} holds a search with different settings (differs in: {', '.join(diff)}); "
+                "pass --restart to discard it, or choose another --out"
+            )
         try:
             self.records = [Candidate.from_dict(d) for d in st["records"]]
             r = st["rng"]
@@ -542,8 +604,13 @@ class Evolution:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=s.budget, initial=len(self.records), unit="cand", dynamic_ncols=True,
-                       desc=f"{self.encoding.mode} gen {self.generation}/{s.generations}")
+            bar = tqdm(
+                total=s.budget,
+                initial=len(self.records),
+                unit="cand",
+                dynamic_ncols=True,
+                desc=f"{self.encoding.mode} gen {self.generation}/{s.generations}",
+            )
             bar.set_postfix_str(self._best_str())
         try:
             while self.generation < stop:
@@ -556,21 +623,30 @@ class Evolution:
                 new = []
                 for sub, (acc, screen) in scores.items():
                     rep = self.oracle.report(sub)
-                    c = Candidate(len(self.records), g, children[sub], sub, acc, float(rep.fps),
-                                  float(rep.latency_ms), screen)
+                    c = Candidate(
+                        len(self.records), g, children[sub], sub, acc, float(rep.fps), float(rep.latency_ms), screen
+                    )
                     self.records.append(c)
                     self.by_subnet[sub] = c
                     new.append(c)
                 self.generation = g + 1
                 self.elapsed += time.perf_counter() - t0
                 best = self.best()
-                summary = {"event": "generation", "generation": g, "mode": self.encoding.mode,
-                           "shares": "tied" if self.encoding_at(g).tie_shares else "per-layer",
-                           "new": len(new), "evaluated": len(self.records), "front_size": len(self.front()),
-                           "elapsed_s": round(self.elapsed, 3), "stats": self.stats.to_dict(),
-                           "best": {k: (None if c is None else {"val_top1": c.val_top1, "fps": c.fps,
-                                                                "index": c.index})
-                                    for k, c in best.items()}}
+                summary = {
+                    "event": "generation",
+                    "generation": g,
+                    "mode": self.encoding.mode,
+                    "shares": "tied" if self.encoding_at(g).tie_shares else "per-layer",
+                    "new": len(new),
+                    "evaluated": len(self.records),
+                    "front_size": len(self.front()),
+                    "elapsed_s": round(self.elapsed, 3),
+                    "stats": self.stats.to_dict(),
+                    "best": {
+                        k: (None if c is None else {"val_top1": c.val_top1, "fps": c.fps, "index": c.index})
+                        for k, c in best.items()
+                    },
+                }
                 self._log([{"event": "candidate", **c.to_dict()} for c in new] + [summary])
                 self._save_state()
                 if bar is not None:
@@ -592,12 +668,27 @@ class Evolution:
         return " ".join(parts)
 
 
-def run_evolution(encoding: Encoding, targets: Sequence[Target], accuracy_fn: Callable[[SubnetConfig], float] | Evaluator,
-                  latency_fn: Callable[[SubnetConfig], Any] | HardwareOracle, settings: Settings,
-                  max_generations: int | None = None, **kwargs: Any) -> EvolutionResult:
+def run_evolution(
+    encoding: Encoding,
+    targets: Sequence[Target],
+    accuracy_fn: Callable[[SubnetConfig], float] | Evaluator,
+    latency_fn: Callable[[SubnetConfig], Any] | HardwareOracle,
+    settings: Settings,
+    max_generations: int | None = None,
+    **kwargs: Any,
+) -> EvolutionResult:
     """Convenience wrapper: build an :class:`Evolution` and run it."""
     return Evolution(encoding, targets, accuracy_fn, latency_fn, settings, **kwargs).run(max_generations)
 
 
-__all__ = ["Candidate", "Evaluator", "Evolution", "EvolutionResult", "HardwareOracle", "SearchStateError",
-           "Settings", "Stats", "run_evolution"]
+__all__ = [
+    "Candidate",
+    "Evaluator",
+    "Evolution",
+    "EvolutionResult",
+    "HardwareOracle",
+    "SearchStateError",
+    "Settings",
+    "Stats",
+    "run_evolution",
+]

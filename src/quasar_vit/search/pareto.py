@@ -9,6 +9,7 @@ that are rejected before they are measured.  :func:`normalized_hypervolume` divi
 ``[ref_acc, 100] x [ref_fps, max_fps]`` (``max_fps``: the fastest subnet of the full space), so
 fronts of different searches compare on one 0..1 scale.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -53,8 +54,9 @@ def hypervolume(points: Sequence[tuple[float, float]], ref: tuple[float, float])
     return area
 
 
-def normalized_hypervolume(points: Sequence[tuple[float, float]], ref: tuple[float, float], max_fps: float,
-                           max_acc: float = 100.0) -> float:
+def normalized_hypervolume(
+    points: Sequence[tuple[float, float]], ref: tuple[float, float], max_fps: float, max_acc: float = 100.0
+) -> float:
     """:func:`hypervolume` with FPS clipped at ``max_fps``, divided by the box area (0..1)."""
     box = (max_acc - ref[0]) * (max_fps - ref[1])
     if box <= 0:

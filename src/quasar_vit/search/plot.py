@@ -1,11 +1,17 @@
 """``pareto.png``: validation accuracy vs FPS of the search and its baselines, targets marked."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-STYLES = {"flexible": ("C0", "o"), "random": ("C7", "x"), "uniform8": ("C3", "s"), "uniform4": ("C2", "^"),
-          "fixed": ("C1", "D")}
+STYLES = {
+    "flexible": ("C0", "o"),
+    "random": ("C7", "x"),
+    "uniform8": ("C3", "s"),
+    "uniform4": ("C2", "^"),
+    "fixed": ("C1", "D"),
+}
 
 
 def _style(mode: str) -> tuple[str, str]:
@@ -37,8 +43,14 @@ def plot_pareto(result: dict[str, Any], path: str | Path) -> Path:
         color, marker = _style(mode)
         meas = r.get("measured") or []
         if meas and i == 0:
-            ax.scatter([m[1] for m in meas], [m[0] for m in meas], s=8, color="0.8", zorder=1,
-                       label=f"{mode}: all measured ({len(meas)})")
+            ax.scatter(
+                [m[1] for m in meas],
+                [m[0] for m in meas],
+                s=8,
+                color="0.8",
+                zorder=1,
+                label=f"{mode}: all measured ({len(meas)})",
+            )
         front = r.get("front") or []
         if not front:
             continue
@@ -46,13 +58,27 @@ def plot_pareto(result: dict[str, Any], path: str | Path) -> Path:
         hv = r.get("hypervolume_normalized")
         label = f"{mode} front" + (f" (HV {hv:.3f})" if hv is not None else "")
         ax.plot(xs, ys, color=color, lw=1.5 if i == 0 else 1.0, ls="-" if i == 0 else "--", zorder=3)
-        ax.scatter([f["fps"] for f in front], [f["val_top1"] for f in front], color=color, marker=marker,
-                   s=30 if i == 0 else 20, zorder=4, label=label)
+        ax.scatter(
+            [f["fps"] for f in front],
+            [f["val_top1"] for f in front],
+            color=color,
+            marker=marker,
+            s=30 if i == 0 else 20,
+            zorder=4,
+            label=label,
+        )
     for t in result.get("targets", []):
         met = t.get("status") == "met"
         ax.axvline(t["target_fps"], color="k" if met else "r", ls=":", lw=1, zorder=2)
-        ax.annotate(t["name"] + ("" if met else " (not met)"), (t["target_fps"], 1.0),
-                    xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right", fontsize=7)
+        ax.annotate(
+            t["name"] + ("" if met else " (not met)"),
+            (t["target_fps"], 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7,
+        )
         if met:
             ax.scatter([t["fps"]], [t["val_top1"]], s=90, facecolors="none", edgecolors="k", zorder=5)
     ax.set_xlabel(f"throughput on {result.get('platform', '?')} (FPS, batch 1)")

@@ -14,6 +14,7 @@ Under ``torchrun`` every rank runs the same (seeded) evolution and measures a sl
 generation's new candidates; results are all-gathered so every rank holds the same state, and only
 rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,11 +62,19 @@ class ModeResult:
     def _entry(self, c: Candidate) -> dict[str, Any]:
         rep = self.reports.get(c.subnet)
         d: dict[str, Any] = {
-            "subnet": c.subnet.to_dict(), "description": c.subnet.describe(), "val_top1": c.val_top1,
-            "test_top1": self.test_top1.get(c.subnet), "fps": c.fps, "latency_ms": c.latency_ms,
-            "share_8bit": round(c.subnet.share_8bit(), 4), "gmacs": round(c.subnet.macs() / 1e9, 6),
+            "subnet": c.subnet.to_dict(),
+            "description": c.subnet.describe(),
+            "val_top1": c.val_top1,
+            "test_top1": self.test_top1.get(c.subnet),
+            "fps": c.fps,
+            "latency_ms": c.latency_ms,
+            "share_8bit": round(c.subnet.share_8bit(), 4),
+            "gmacs": round(c.subnet.macs() / 1e9, 6),
             "weight_mb": round(c.subnet.weight_bytes() / 1e6, 6),
-            "index": c.index, "generation": c.generation, "origin": c.origin}
+            "index": c.index,
+            "generation": c.generation,
+            "origin": c.origin,
+        }
         if rep is not None and not isinstance(rep, str):
             d["resources"] = _as_dict(getattr(rep, "resources", None))
             d["design"] = _as_dict(getattr(rep, "design", None))
@@ -81,29 +90,42 @@ class ModeResult:
                 e.update(status="met", **self._entry(c))
             elif t.name in ev.unreachable:
                 top = max([ev.unreachable[t.name]] + [r.fps for r in ev.records])
-                e.update(status="infeasible", fastest_fps=top,
-                         message=f"target {t.name} ({t.fps:.1f} FPS) is above the fastest FPS reachable "
-                                 f"in this space on the board ({top:.1f} FPS)")
+                e.update(
+                    status="infeasible",
+                    fastest_fps=top,
+                    message=f"target {t.name} ({t.fps:.1f} FPS) is above the fastest FPS reachable "
+                    f"in this space on the board ({top:.1f} FPS)",
+                )
             else:
                 fastest = max((r.fps for r in ev.records), default=0.0)
-                e.update(status="not_found", fastest_fps=max(fastest, ev.fastest_fps),
-                         message=f"no measured subnet met target {t.name} ({t.fps:.1f} FPS); the fastest "
-                                 f"measured reaches {fastest:.1f} FPS, the fastest in the space "
-                                 f"{ev.fastest_fps:.1f} FPS (a larger budget may find one)")
+                e.update(
+                    status="not_found",
+                    fastest_fps=max(fastest, ev.fastest_fps),
+                    message=f"no measured subnet met target {t.name} ({t.fps:.1f} FPS); the fastest "
+                    f"measured reaches {fastest:.1f} FPS, the fastest in the space "
+                    f"{ev.fastest_fps:.1f} FPS (a larger budget may find one)",
+                )
             out.append(e)
         return out
 
     def to_dict(self, all_targets: Sequence[Target]) -> dict[str, Any]:
         ev = self.evolution
-        return {"mode": self.mode, "evaluations": ev.evaluations, "budget": ev.budget,
-                "generations": ev.generations_done, "complete": ev.complete,
-                "search_seconds": round(ev.elapsed_s, 3), "stats": ev.stats.to_dict(),
-                "fastest_fps": ev.fastest_fps,
-                "hypervolume": self.hypervolume, "hypervolume_normalized": self.hypervolume_normalized,
-                "targets": self.target_entries(all_targets),
-                "front": [self._entry(c) for c in self.front],
-                "measured": [[c.val_top1, c.fps] for c in ev.records if c.scored],
-                "screened_out": [[c.screen_top1, c.fps] for c in ev.records if not c.scored]}
+        return {
+            "mode": self.mode,
+            "evaluations": ev.evaluations,
+            "budget": ev.budget,
+            "generations": ev.generations_done,
+            "complete": ev.complete,
+            "search_seconds": round(ev.elapsed_s, 3),
+            "stats": ev.stats.to_dict(),
+            "fastest_fps": ev.fastest_fps,
+            "hypervolume": self.hypervolume,
+            "hypervolume_normalized": self.hypervolume_normalized,
+            "targets": self.target_entries(all_targets),
+            "front": [self._entry(c) for c in self.front],
+            "measured": [[c.val_top1, c.fps] for c in ev.records if c.scored],
+            "screened_out": [[c.screen_top1, c.fps] for c in ev.records if not c.scored],
+        }
 
 
 @dataclass
@@ -136,19 +158,32 @@ class SearchResult:
         out = {}
         for m, r in self.baselines.items():
             theirs = [c.objectives for c in r.front]
-            out[m] = {"dominates_main": front_dominated(mine, theirs), "dominated_by_main": front_dominated(theirs, mine)}
+            out[m] = {
+                "dominates_main": front_dominated(mine, theirs),
+                "dominated_by_main": front_dominated(theirs, mine),
+            }
         return out
 
     def to_dict(self) -> dict[str, Any]:
         main = self.main.to_dict(self.targets)
         return {
-            "format": RESULT_FORMAT, "version": 1, "platform": self.platform, "checkpoint": self.checkpoint,
-            "mode": self.main.mode, "targets": main.pop("targets"), "front": main.pop("front"),
-            "hypervolume_reference": {"val_top1": self.hv_ref[0], "fps": self.hv_ref[1],
-                                      "max_fps": self.max_fps,
-                                      "note": "accuracy = chance level, FPS = loosest target; normalised by "
-                                              "the box up to 100 % and the fastest subnet's FPS"},
-            "val_images": self.val_images, "test_images": self.test_images, "settings": self.settings,
+            "format": RESULT_FORMAT,
+            "version": 1,
+            "platform": self.platform,
+            "checkpoint": self.checkpoint,
+            "mode": self.main.mode,
+            "targets": main.pop("targets"),
+            "front": main.pop("front"),
+            "hypervolume_reference": {
+                "val_top1": self.hv_ref[0],
+                "fps": self.hv_ref[1],
+                "max_fps": self.max_fps,
+                "note": "accuracy = chance level, FPS = loosest target; normalised by "
+                "the box up to 100 % and the fastest subnet's FPS",
+            },
+            "val_images": self.val_images,
+            "test_images": self.test_images,
+            "settings": self.settings,
             **main,
             "infeasible": self.infeasible,
             "baselines": {m: r.to_dict(self.targets) for m, r in self.baselines.items()},
@@ -186,8 +221,12 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def resolve_targets(targets: Sequence[Target] | None, cfg_fps: Sequence[float], space: SearchSpace,
-                    fps_of: Callable[[SubnetConfig], float]) -> list[Target]:
+def resolve_targets(
+    targets: Sequence[Target] | None,
+    cfg_fps: Sequence[float],
+    space: SearchSpace,
+    fps_of: Callable[[SubnetConfig], float],
+) -> list[Target]:
     if targets:
         return sort_targets(targets)
     if cfg_fps:
@@ -206,8 +245,10 @@ def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
     from quasar_vit.data import build_datasets
 
     if cfg.data.val_size <= 0:
-        raise DataError("the supernet was trained without a held-out validation split (data.val_size=0); "
-                        "search needs one: retrain with data.val_size > 0")
+        raise DataError(
+            "the supernet was trained without a held-out validation split (data.val_size=0); "
+            "search needs one: retrain with data.val_size > 0"
+        )
     val_n = min(val_size, cfg.data.val_size)
     if val_n <= 0:
         raise ConfigError("search.val_size must be positive")
@@ -223,8 +264,9 @@ def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
     return splits, val_n
 
 
-def racing_scorers(model: Any, val: Any, val_n: int, screen_size: int, tf: Any, device: Any,
-                   batch_size: int) -> tuple[Callable[[SubnetConfig], float], Callable[[SubnetConfig], float] | None, int]:
+def racing_scorers(
+    model: Any, val: Any, val_n: int, screen_size: int, tf: Any, device: Any, batch_size: int
+) -> tuple[Callable[[SubnetConfig], float], Callable[[SubnetConfig], float] | None, int]:
     """``(full_fn, screen_fn, screen_n)``: top-1 of a subnet on the whole validation split, and on its
     first ``screen_n`` images (``None`` / 0 when racing is off).
 
@@ -255,11 +297,23 @@ def racing_scorers(model: Any, val: Any, val_n: int, screen_size: int, tf: Any, 
 
 
 @locks_output("search", "out_dir")
-def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None = None,
-               targets: Sequence[Target] | None = None, mode: str = "flexible", baselines: Sequence[str] = (),
-               overrides: Sequence[str] = (), device: str | None = None, progress: bool = True,
-               restart: bool = False, max_generations: int | None = None, data_root: str | None = None,
-               test: bool = True, plot: bool = True, log: Callable[[str], None] | None = None) -> SearchResult:
+def run_search(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    platform: str | None = None,
+    targets: Sequence[Target] | None = None,
+    mode: str = "flexible",
+    baselines: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    progress: bool = True,
+    restart: bool = False,
+    max_generations: int | None = None,
+    data_root: str | None = None,
+    test: bool = True,
+    plot: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> SearchResult:
     """Search ``checkpoint``'s supernet for the best subnet per target on ``platform``.
 
     ``overrides``: ``search.KEY=VALUE`` (or ``KEY=VALUE``) changes of the search settings stored in
@@ -299,25 +353,32 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
     settings.validate()
     space = cfg.model.space()
     if settings.tied_generations >= settings.generations and "flexible" in labels:
-        say(f"note: search.tied_generations ({settings.tied_generations}) >= search.generations "
-            f"({settings.generations}): the flexible search keeps one 8-bit share for all layers throughout")
+        say(
+            f"note: search.tied_generations ({settings.tied_generations}) >= search.generations "
+            f"({settings.generations}): the flexible search keeps one 8-bit share for all layers throughout"
+        )
     encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob, scfg.share_mutation) for lab in labels}
 
     oracle = HardwareOracle(lambda s: explore(s, plat))
     all_targets = resolve_targets(targets, scfg.fps_targets, space, oracle.fps)
     fastest = fastest_fps(space, oracle.fps)
     if fastest <= 0:
-        raise HardwareError(f"no accelerator design fits {plat.name} even for the smallest subnet: "
-                            f"{oracle.report(space.smallest())}")
+        raise HardwareError(
+            f"no accelerator design fits {plat.name} even for the smallest subnet: {oracle.report(space.smallest())}"
+        )
     reachable = [t for t in all_targets if t.fps <= fastest * (1 + 1e-9)]
     if not reachable:
         names = ", ".join(f"{t.name} ({t.fps:.1f} FPS)" for t in all_targets)
-        raise HardwareError(f"no target can be met on {plat.name}: {names}; the fastest subnet of the space "
-                            f"(the smallest) reaches {fastest:.1f} FPS")
+        raise HardwareError(
+            f"no target can be met on {plat.name}: {names}; the fastest subnet of the space "
+            f"(the smallest) reaches {fastest:.1f} FPS"
+        )
     for t in all_targets:
         if t not in reachable:
-            say(f"target {t.name} ({t.fps:.1f} FPS) is infeasible on {plat.name}: the fastest subnet reaches "
-                f"{fastest:.1f} FPS")
+            say(
+                f"target {t.name} ({t.fps:.1f} FPS) is infeasible on {plat.name}: the fastest subnet reaches "
+                f"{fastest:.1f} FPS"
+            )
 
     splits, val_n = search_splits(cfg, scfg.val_size)
     tf = BatchTransform.from_config(cfg.data, train=False)
@@ -338,14 +399,19 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
             dist.all_gather_object(out, obj)
             return out
 
-    val_eval = Evaluator(val_acc, info.rank, info.world_size, gather, screen_fn=screen_acc, screen_images=screen_n,
-                         full_images=val_n)
+    val_eval = Evaluator(
+        val_acc, info.rank, info.world_size, gather, screen_fn=screen_acc, screen_images=screen_n, full_images=val_n
+    )
     test_eval = Evaluator(test_acc, info.rank, info.world_size, gather)
 
     out = Path(out_dir)
     ckpt_id = hashlib.sha256(json.dumps(ckpt["config"], sort_keys=True, default=str).encode()).hexdigest()[:16]
-    extra = {"platform": plat.name, "val_images": val_n, "checkpoint_step": int(ckpt["step"]),
-             "checkpoint_config": ckpt_id}
+    extra = {
+        "platform": plat.name,
+        "val_images": val_n,
+        "checkpoint_step": int(ckpt["step"]),
+        "checkpoint_config": ckpt_id,
+    }
 
     def mode_dir(label: str, first: bool) -> Path:
         return out if first else out / "baselines" / _slug(label)
@@ -368,9 +434,20 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
             enc = encodings[lab]
             d = mode_dir(lab, i == 0)
             mode_fastest = fastest_fps(enc.space, oracle.fps)
-            evo = Evolution(enc, all_targets, val_eval, oracle, settings, state_path=d / "search_state.json",
-                            history_path=d / "history.jsonl", write=info.is_main, resume=True,
-                            progress=progress and info.is_main, fingerprint=extra, fastest_fps=mode_fastest)
+            evo = Evolution(
+                enc,
+                all_targets,
+                val_eval,
+                oracle,
+                settings,
+                state_path=d / "search_state.json",
+                history_path=d / "history.jsonl",
+                write=info.is_main,
+                resume=True,
+                progress=progress and info.is_main,
+                fingerprint=extra,
+                fastest_fps=mode_fastest,
+            )
             if info.is_main and i > 0:
                 d.mkdir(parents=True, exist_ok=True)
             res = evo.run(max_generations)
@@ -392,10 +469,19 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, platform: str | None
         r.reports = {c.subnet: oracle.report(c.subnet) for c in r.front}
 
     main_label = labels[0]
-    result = SearchResult(out, plat.name, str(checkpoint), all_targets, results[main_label],
-                          {k: v for k, v in results.items() if k != main_label}, hv_ref, fastest, val_n,
-                          len(splits.test), {**settings.to_dict(), "budget": settings.budget,
-                                             "eval_batch_size": bs})
+    result = SearchResult(
+        out,
+        plat.name,
+        str(checkpoint),
+        all_targets,
+        results[main_label],
+        {k: v for k, v in results.items() if k != main_label},
+        hv_ref,
+        fastest,
+        val_n,
+        len(splits.test),
+        {**settings.to_dict(), "budget": settings.budget, "eval_batch_size": bs},
+    )
     if info.is_main:
         write_outputs(result, plot=plot)
     barrier()
@@ -418,17 +504,40 @@ def write_outputs(result: SearchResult, plot: bool = True) -> None:
             written = {}
         for key, name in written.items():
             old = Path(name)
-            if key.startswith("subnet_") and old.parent.resolve() == out.resolve() and old.name not in current \
-                    and old.is_file():
+            if (
+                key.startswith("subnet_")
+                and old.parent.resolve() == out.resolve()
+                and old.name not in current
+                and old.is_file()
+            ):
                 old.unlink()
     for e in entries:
         if e["status"] != "met":
             continue
         path = out / f"subnet_{_slug(e['name'])}.json"
-        doc = {"target": {"name": e["name"], "fps": e["target_fps"], "latency_ms": e["target_latency_ms"]},
-               "platform": result.platform, "checkpoint": result.checkpoint}
-        doc.update({k: e.get(k) for k in ("subnet", "description", "val_top1", "test_top1", "fps", "latency_ms",
-                                          "share_8bit", "gmacs", "weight_mb", "design", "resources")})
+        doc = {
+            "target": {"name": e["name"], "fps": e["target_fps"], "latency_ms": e["target_latency_ms"]},
+            "platform": result.platform,
+            "checkpoint": result.checkpoint,
+        }
+        doc.update(
+            {
+                k: e.get(k)
+                for k in (
+                    "subnet",
+                    "description",
+                    "val_top1",
+                    "test_top1",
+                    "fps",
+                    "latency_ms",
+                    "share_8bit",
+                    "gmacs",
+                    "weight_mb",
+                    "design",
+                    "resources",
+                )
+            }
+        )
         atomic_write_json(path, doc)
         files[f"subnet_{e['name']}"] = str(path)
     if plot:

@@ -1,4 +1,5 @@
 """Latency targets: parsed from FPS or milliseconds, named, and defaulted from the space's range."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ def _parse_numbers(text: str, what: str) -> list[float]:
         try:
             v = float(part)
         except ValueError:
-            raise ConfigError(f"{what}: '{part}' is not a number (expected a comma-separated list such as "
-                              f"100,150,250)") from None
+            raise ConfigError(
+                f"{what}: '{part}' is not a number (expected a comma-separated list such as 100,150,250)"
+            ) from None
         if not v > 0 or v == float("inf"):
             raise ConfigError(f"{what}: targets must be positive finite numbers, got '{part}'")
         out.append(v)
@@ -55,7 +57,9 @@ def _parse_numbers(text: str, what: str) -> list[float]:
     return out
 
 
-def parse_targets(fps: str | Sequence[float] | None = None, latency_ms: str | Sequence[float] | None = None) -> list[Target]:
+def parse_targets(
+    fps: str | Sequence[float] | None = None, latency_ms: str | Sequence[float] | None = None
+) -> list[Target]:
     """Targets from ``--fps 100,150`` and/or ``--latency-ms 10,6.6`` (sorted loosest first, deduped)."""
     targets: list[Target] = []
     if fps is not None:
@@ -64,7 +68,11 @@ def parse_targets(fps: str | Sequence[float] | None = None, latency_ms: str | Se
             raise ConfigError("fps targets must be positive")
         targets += [Target.from_fps(v) for v in vals]
     if latency_ms is not None:
-        vals = _parse_numbers(latency_ms, "--latency-ms") if isinstance(latency_ms, str) else [float(v) for v in latency_ms]
+        vals = (
+            _parse_numbers(latency_ms, "--latency-ms")
+            if isinstance(latency_ms, str)
+            else [float(v) for v in latency_ms]
+        )
         if any(not v > 0 for v in vals):
             raise ConfigError("latency targets must be positive")
         targets += [Target.from_ms(v) for v in vals]
@@ -80,8 +88,9 @@ def sort_targets(targets: Iterable[Target]) -> list[Target]:
     return out
 
 
-def default_targets(slowest_fps: float, fastest_fps: float,
-                    quantiles: Sequence[float] = DEFAULT_QUANTILES) -> list[Target]:
+def default_targets(
+    slowest_fps: float, fastest_fps: float, quantiles: Sequence[float] = DEFAULT_QUANTILES
+) -> list[Target]:
     """Targets spread between the slowest (largest) and fastest (smallest) subnet's FPS.
 
     Rounded to whole FPS (or 3 significant digits below 100 FPS) so that they read well.
@@ -102,8 +111,10 @@ def fastest_fps(space, fps_of: Callable) -> float:
     all-4-bit is not always the fastest by a fraction of a percent.
     """
     small = space.smallest()
-    return max(fps_of(space.make(small.embed_dim, small.depth, small.num_heads, small.mlp_ratios,
-                                 [s] * small.depth)) for s in space.w8_shares)
+    return max(
+        fps_of(space.make(small.embed_dim, small.depth, small.num_heads, small.mlp_ratios, [s] * small.depth))
+        for s in space.w8_shares
+    )
 
 
 def space_fps_range(space, fps_of: Callable) -> tuple[float, float]:
@@ -111,4 +122,12 @@ def space_fps_range(space, fps_of: Callable) -> tuple[float, float]:
     return fps_of(space.largest()), fastest_fps(space, fps_of)
 
 
-__all__ = ["Target", "default_targets", "fastest_fps", "parse_targets", "sort_targets", "space_fps_range", "DEFAULT_QUANTILES"]
+__all__ = [
+    "Target",
+    "default_targets",
+    "fastest_fps",
+    "parse_targets",
+    "sort_targets",
+    "space_fps_range",
+    "DEFAULT_QUANTILES",
+]

@@ -10,6 +10,7 @@ The subnet is always passed explicitly: ``supernet(x, subnet)``.  ``set_active``
 to the supernet in a small wrapper module (no global "current subnet" state), and ``extract``
 copies a subnet's slices into a standalone :class:`QuantViT`.
 """
+
 from __future__ import annotations
 
 import random
@@ -26,26 +27,59 @@ from quasar_vit.space import SearchSpace, SubnetConfig
 class SuperViT(ViTBase):
     """The supernet: a ViT at the largest size of ``space``, run on slices."""
 
-    def __init__(self, space: SearchSpace, quant: QuantSpec, layer_scale: bool = True,
-                 layer_scale_init: float = 0.1, drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        quant: QuantSpec,
+        layer_scale: bool = True,
+        layer_scale_init: float = 0.1,
+        drop_path: float = 0.0,
+    ) -> None:
         e, d = space.max_embed, space.max_depth
-        blocks = [Block(e, space.max_heads, space.head_dim, space.max_mlp_hidden, quant, layer_scale,
-                        layer_scale_init, drop_path * i / max(d - 1, 1)) for i in range(d)]
-        super().__init__(space.img_size, space.patch_size, space.in_chans, space.num_classes, e, blocks,
-                         quant, space.patch_embed_bits, space.head_bits)
+        blocks = [
+            Block(
+                e,
+                space.max_heads,
+                space.head_dim,
+                space.max_mlp_hidden,
+                quant,
+                layer_scale,
+                layer_scale_init,
+                drop_path * i / max(d - 1, 1),
+            )
+            for i in range(d)
+        ]
+        super().__init__(
+            space.img_size,
+            space.patch_size,
+            space.in_chans,
+            space.num_classes,
+            e,
+            blocks,
+            quant,
+            space.patch_embed_bits,
+            space.head_bits,
+        )
         self.space, self.quant = space, quant
         self.layer_scale, self.layer_scale_init = layer_scale, layer_scale_init
 
     def forward(self, x: Tensor, subnet: SubnetConfig) -> Tensor:
-        dims = [BlockDims(subnet.embed_dim, subnet.num_heads[i], subnet.mlp_hidden(i), subnet.w8_shares[i])
-                for i in range(subnet.depth)]
+        dims = [
+            BlockDims(subnet.embed_dim, subnet.num_heads[i], subnet.mlp_hidden(i), subnet.w8_shares[i])
+            for i in range(subnet.depth)
+        ]
         return self._forward(x, subnet.embed_dim, dims)
 
 
 def build_supernet(model_cfg: object, quant_cfg: object) -> SuperViT:
     """Supernet from the ``model`` and ``quant`` sections of an :class:`ExperimentConfig`."""
-    return SuperViT(model_cfg.space(), QuantSpec.from_config(quant_cfg),  # type: ignore[attr-defined]
-                    model_cfg.layer_scale, model_cfg.layer_scale_init, model_cfg.drop_path)  # type: ignore[attr-defined]
+    return SuperViT(
+        model_cfg.space(),
+        QuantSpec.from_config(quant_cfg),  # type: ignore[attr-defined]
+        model_cfg.layer_scale,
+        model_cfg.layer_scale_init,
+        model_cfg.drop_path,
+    )  # type: ignore[attr-defined]
 
 
 def sample(space: SearchSpace, rng: random.Random) -> SubnetConfig:

@@ -5,6 +5,7 @@ underflow), which is what the GradScaler is for.  GPUs older than Ampere lack bf
 falls back to fp16 with a scaler there.  The quantizers keep their own arithmetic in fp32 under
 either (:mod:`quasar_vit.quantization.lsq`), and the losses are computed from fp32 logits.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,6 +63,9 @@ def resolve_precision(amp: str, device: torch.device) -> tuple[Precision, str]:
         return Precision("none", device.type), ""
     note = ""
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        amp, note = "fp16", f"train.amp=bf16: {torch.cuda.get_device_name(device)} has no bf16; using fp16 with a GradScaler"
+        amp, note = (
+            "fp16",
+            f"train.amp=bf16: {torch.cuda.get_device_name(device)} has no bf16; using fp16 with a GradScaler",
+        )
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     return Precision(amp, device.type, scaler), note

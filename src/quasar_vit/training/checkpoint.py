@@ -4,6 +4,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 ``torch.load(..., weights_only=True)``.  It carries the full experiment config, so every later
 step (eval, search, export) rebuilds the exact supernet from the file alone.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     try:
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
-    except (OSError, RuntimeError) as exc:   # disk full, quota, I/O error (torch wraps some in RuntimeError)
+    except (OSError, RuntimeError) as exc:  # disk full, quota, I/O error (torch wraps some in RuntimeError)
         reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
         kept = " (the previous one is kept)" if Path(path).is_file() else ""
         raise CheckpointError(f"could not write checkpoint {path}: {reason}{kept}") from None
@@ -47,8 +48,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means the same to a user
         # torch's own text suggests weights_only=False, which would execute pickled code: not forwarded
-        kind = ("it holds objects other than tensors and plain containers" if "Weights only load failed" in str(exc)
-                else "not a PyTorch checkpoint archive (corrupt or truncated?)")
+        kind = (
+            "it holds objects other than tensors and plain containers"
+            if "Weights only load failed" in str(exc)
+            else "not a PyTorch checkpoint archive (corrupt or truncated?)"
+        )
         raise CheckpointError(f"{path} is not a readable quasar-vit checkpoint: {kind}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a quasar-vit supernet checkpoint")

@@ -6,6 +6,7 @@ every backward and needs ``find_unused_parameters``.  Instead every rank accumul
 gradients locally and :func:`all_reduce_gradients` averages them once per step in flat buckets:
 one collective per step, the same result as DDP over the summed loss.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,10 @@ def pick_device(requested: str | None, local_rank: int = 0) -> torch.device:
         raise QuasarError("--device cuda requested but no CUDA device is available")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if dev.type == "cuda" and dev.index is not None and world > 1:
-        raise QuasarError(f"--device {requested}: under torchrun each rank takes the GPU of its LOCAL_RANK; "
-                          "pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES")
+        raise QuasarError(
+            f"--device {requested}: under torchrun each rank takes the GPU of its LOCAL_RANK; "
+            "pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES"
+        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev
@@ -74,6 +77,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
         # (``import torch.distributed.nn`` here would make ``torch`` a local name of this function and
         # break ``torch.cuda.set_device`` above on GPUs: bind a private alias instead)
         import torch.distributed.nn as _tdnn  # noqa: F401
+
         dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local, dev)
 
@@ -92,7 +96,7 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
                 dist.broadcast(t.data, src)
 
 
-def all_reduce_gradients(params: list[nn.Parameter], world_size: int, bucket_bytes: int = 25 * 2 ** 20) -> None:
+def all_reduce_gradients(params: list[nn.Parameter], world_size: int, bucket_bytes: int = 25 * 2**20) -> None:
     """Average gradients over ranks in flat buckets (missing gradients count as zeros)."""
     if world_size <= 1:
         return
@@ -114,7 +118,7 @@ def all_reduce_gradients(params: list[nn.Parameter], world_size: int, bucket_byt
             offset = 0
             for b in bucket:
                 n = b.numel()
-                b.copy_(flat[offset:offset + n].view_as(b))
+                b.copy_(flat[offset : offset + n].view_as(b))
                 offset += n
             bucket, size = [], 0
 

@@ -1,4 +1,5 @@
 """Top-1 accuracy of a subnet, run on the supernet's shared weights (no extraction needed)."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -19,9 +20,15 @@ def iter_eval_batches(dataset: Dataset, batch_size: int):
 
 
 @torch.no_grad()
-def count_correct(forward: Callable[[Tensor], Tensor], dataset: Dataset, transform: Callable[[Tensor], Tensor],
-                  device: torch.device | str = "cpu", batch_size: int = 500, progress: bool = False,
-                  desc: str = "eval") -> tuple[int, int]:
+def count_correct(
+    forward: Callable[[Tensor], Tensor],
+    dataset: Dataset,
+    transform: Callable[[Tensor], Tensor],
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+    progress: bool = False,
+    desc: str = "eval",
+) -> tuple[int, int]:
     """``(correct, total)`` of ``forward`` on ``dataset``: counts, so that ranks can sum them exactly."""
     correct = total = 0
     batches = iter_eval_batches(dataset, batch_size)
@@ -38,17 +45,31 @@ def count_correct(forward: Callable[[Tensor], Tensor], dataset: Dataset, transfo
     return correct, total
 
 
-def evaluate_model(forward: Callable[[Tensor], Tensor], dataset: Dataset, transform: Callable[[Tensor], Tensor],
-                   device: torch.device | str = "cpu", batch_size: int = 500, progress: bool = False,
-                   desc: str = "eval") -> float:
+def evaluate_model(
+    forward: Callable[[Tensor], Tensor],
+    dataset: Dataset,
+    transform: Callable[[Tensor], Tensor],
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+    progress: bool = False,
+    desc: str = "eval",
+) -> float:
     """Top-1 (in percent) of ``forward`` on ``dataset``."""
     correct, total = count_correct(forward, dataset, transform, device, batch_size, progress, desc)
     return 100.0 * correct / max(total, 1)
 
 
-def evaluate_subnet(supernet: nn.Module, subnet: SubnetConfig, dataset: Dataset,
-                    transform: Callable[[Tensor], Tensor], device: torch.device | str = "cpu",
-                    batch_size: int = 500, progress: bool = False, rank: int = 0, world_size: int = 1) -> float:
+def evaluate_subnet(
+    supernet: nn.Module,
+    subnet: SubnetConfig,
+    dataset: Dataset,
+    transform: Callable[[Tensor], Tensor],
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+    progress: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> float:
     """Top-1 (percent) of ``subnet`` on ``dataset``.
 
     With ``world_size > 1`` (inside an initialised process group) every rank scores every
@@ -64,8 +85,15 @@ def evaluate_subnet(supernet: nn.Module, subnet: SubnetConfig, dataset: Dataset,
     was_training = supernet.training
     supernet.eval()
     try:
-        correct, total = count_correct(lambda x: supernet(x, subnet), dataset, transform, device, batch_size,
-                                       progress, desc=f"eval e{subnet.embed_dim}d{subnet.depth}")
+        correct, total = count_correct(
+            lambda x: supernet(x, subnet),
+            dataset,
+            transform,
+            device,
+            batch_size,
+            progress,
+            desc=f"eval e{subnet.embed_dim}d{subnet.depth}",
+        )
     finally:
         supernet.train(was_training)
     if world_size > 1:

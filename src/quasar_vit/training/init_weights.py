@@ -32,6 +32,7 @@ all-zero rows take the layer's mean step, else their codes could never leave the
 activation quantizers are marked uncalibrated so the trainer calibrates them on the first batch.
 Files are read with ``torch.load(weights_only=True)`` or safetensors: tensors only, never code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,23 +53,45 @@ from quasar_vit.quantization.lsq import ActQuantizer, init_weight_steps
 TIMM, AUTOFORMER = "timm/DeiT ViT", "AutoFormer supernet"
 #: our per-block tensor -> (timm key, AutoFormer key) below ``blocks.N.``
 BLOCK_KEYS: dict[str, tuple[str, str]] = {
-    "norm1.weight": ("norm1.weight", "attn_layer_norm.weight"), "norm1.bias": ("norm1.bias", "attn_layer_norm.bias"),
-    "qkv.weight": ("attn.qkv.weight", "attn.qkv.weight"), "qkv.bias": ("attn.qkv.bias", "attn.qkv.bias"),
-    "proj.weight": ("attn.proj.weight", "attn.proj.weight"), "proj.bias": ("attn.proj.bias", "attn.proj.bias"),
-    "norm2.weight": ("norm2.weight", "ffn_layer_norm.weight"), "norm2.bias": ("norm2.bias", "ffn_layer_norm.bias"),
-    "fc1.weight": ("mlp.fc1.weight", "fc1.weight"), "fc1.bias": ("mlp.fc1.bias", "fc1.bias"),
-    "fc2.weight": ("mlp.fc2.weight", "fc2.weight"), "fc2.bias": ("mlp.fc2.bias", "fc2.bias"),
-    "ls1": ("ls1.gamma", ""), "ls2": ("ls2.gamma", ""),
+    "norm1.weight": ("norm1.weight", "attn_layer_norm.weight"),
+    "norm1.bias": ("norm1.bias", "attn_layer_norm.bias"),
+    "qkv.weight": ("attn.qkv.weight", "attn.qkv.weight"),
+    "qkv.bias": ("attn.qkv.bias", "attn.qkv.bias"),
+    "proj.weight": ("attn.proj.weight", "attn.proj.weight"),
+    "proj.bias": ("attn.proj.bias", "attn.proj.bias"),
+    "norm2.weight": ("norm2.weight", "ffn_layer_norm.weight"),
+    "norm2.bias": ("norm2.bias", "ffn_layer_norm.bias"),
+    "fc1.weight": ("mlp.fc1.weight", "fc1.weight"),
+    "fc1.bias": ("mlp.fc1.bias", "fc1.bias"),
+    "fc2.weight": ("mlp.fc2.weight", "fc2.weight"),
+    "fc2.bias": ("mlp.fc2.bias", "fc2.bias"),
+    "ls1": ("ls1.gamma", ""),
+    "ls2": ("ls2.gamma", ""),
 }
 #: per-dimension fill beyond the source: "zero", "keep" (initial value) or "" (sizes must agree)
 FILLS: dict[str, tuple[str, ...]] = {
-    "patch_embed.weight": ("zero", ""), "patch_embed.bias": ("zero",), "cls_token": ("", "", "zero"),
-    "pos_embed": ("", "", "zero"), "norm.weight": ("keep",), "norm.bias": ("keep",),
-    "head.weight": ("", "zero"), "head.bias": ("",),
-    "norm1.weight": ("keep",), "norm1.bias": ("keep",), "norm2.weight": ("keep",), "norm2.bias": ("keep",),
-    "qkv.weight": ("", "keep", "zero"), "qkv.bias": ("", "keep"), "proj.weight": ("zero", "zero"),
-    "proj.bias": ("zero",), "fc1.weight": ("keep", "zero"), "fc1.bias": ("keep",),
-    "fc2.weight": ("zero", "zero"), "fc2.bias": ("zero",), "ls1": ("keep",), "ls2": ("keep",),
+    "patch_embed.weight": ("zero", ""),
+    "patch_embed.bias": ("zero",),
+    "cls_token": ("", "", "zero"),
+    "pos_embed": ("", "", "zero"),
+    "norm.weight": ("keep",),
+    "norm.bias": ("keep",),
+    "head.weight": ("", "zero"),
+    "head.bias": ("",),
+    "norm1.weight": ("keep",),
+    "norm1.bias": ("keep",),
+    "norm2.weight": ("keep",),
+    "norm2.bias": ("keep",),
+    "qkv.weight": ("", "keep", "zero"),
+    "qkv.bias": ("", "keep"),
+    "proj.weight": ("zero", "zero"),
+    "proj.bias": ("zero",),
+    "fc1.weight": ("keep", "zero"),
+    "fc1.bias": ("keep",),
+    "fc2.weight": ("zero", "zero"),
+    "fc2.bias": ("zero",),
+    "ls1": ("keep",),
+    "ls2": ("keep",),
 }
 
 
@@ -78,17 +101,19 @@ class InitReport:
 
     source: str
     layout: str
-    loaded: list[str] = field(default_factory=list)     # copied whole, same shape
-    resized: list[str] = field(default_factory=list)    # "name [src] -> [dst] (how)"
-    initial: list[str] = field(default_factory=list)    # left at the supernet's initial value
-    unused: list[str] = field(default_factory=list)     # keys of the file that were not used
+    loaded: list[str] = field(default_factory=list)  # copied whole, same shape
+    resized: list[str] = field(default_factory=list)  # "name [src] -> [dst] (how)"
+    initial: list[str] = field(default_factory=list)  # left at the supernet's initial value
+    unused: list[str] = field(default_factory=list)  # keys of the file that were not used
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """A short human summary (block indices folded: ``blocks.[0-11].qkv.weight``)."""
-        out = [f"init: {self.source} ({self.layout} layout)",
-               f"  loaded as is: {len(self.loaded)} tensors",
-               f"  resized: {len(self.resized)}" + "".join(f"\n    {r}" for r in fold_names(self.resized))]
+        out = [
+            f"init: {self.source} ({self.layout} layout)",
+            f"  loaded as is: {len(self.loaded)} tensors",
+            f"  resized: {len(self.resized)}" + "".join(f"\n    {r}" for r in fold_names(self.resized)),
+        ]
         if self.initial:
             out.append("  left at initial value: " + ", ".join(fold_names(self.initial)))
         if self.unused:
@@ -132,8 +157,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise CheckpointError(f"--init {p}: reading .safetensors needs the safetensors package "
-                                  "(pip install 'quasar-vit[imagenet]')") from None
+            raise CheckpointError(
+                f"--init {p}: reading .safetensors needs the safetensors package (pip install 'quasar-vit[imagenet]')"
+            ) from None
         try:
             obj: Any = load_file(str(p), device="cpu")
         except Exception as exc:  # noqa: BLE001 - a corrupt header or truncated file
@@ -145,8 +171,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - pickled code, a truncated zip, not a torch file at all
-            why = ("it holds objects other than tensors (refused: loading them could run code)"
-                   if "Weights only load failed" in str(exc) else str(exc).splitlines()[0])
+            why = (
+                "it holds objects other than tensors (refused: loading them could run code)"
+                if "Weights only load failed" in str(exc)
+                else str(exc).splitlines()[0]
+            )
             raise CheckpointError(f"--init {p}: cannot be read as a tensor checkpoint: {why}") from None
     for key in ("model", "state_dict", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -163,11 +192,12 @@ def detect_layout(sd: dict[str, Tensor], path: str | Path) -> str:
         return TIMM
     if "patch_embed_super.proj.weight" in sd and "blocks.0.attn.qkv.weight" in sd and "blocks.0.fc1.weight" in sd:
         return AUTOFORMER
-    hint = (" (it looks like a quasar-vit run: continue it with --resume)"
-            if "patch_embed.step_lo" in sd else "")
-    raise CheckpointError(f"--init {path}: matches neither a timm/DeiT ViT state dict (patch_embed.proj.weight, "
-                          "blocks.N.attn.qkv.weight, blocks.N.mlp.fc1.weight, ...) nor an AutoFormer supernet "
-                          f"checkpoint (patch_embed_super.proj.weight, blocks.N.fc1.weight, ...){hint}")
+    hint = " (it looks like a quasar-vit run: continue it with --resume)" if "patch_embed.step_lo" in sd else ""
+    raise CheckpointError(
+        f"--init {path}: matches neither a timm/DeiT ViT state dict (patch_embed.proj.weight, "
+        "blocks.N.attn.qkv.weight, blocks.N.mlp.fc1.weight, ...) nor an AutoFormer supernet "
+        f"checkpoint (patch_embed_super.proj.weight, blocks.N.fc1.weight, ...){hint}"
+    )
 
 
 def _deinterleave_qkv(w: Tensor) -> Tensor:
@@ -185,9 +215,9 @@ class Pretrained:
     path: str
     layout: str
     tensors: dict[str, Tensor]
-    unused: list[str]                 # keys of the file no rule reads
-    depth: int                        # number of transformer blocks in the file
-    patch_kernel: tuple[int, ...]     # the patch-embedding conv's [E, C, p, p]
+    unused: list[str]  # keys of the file no rule reads
+    depth: int  # number of transformer blocks in the file
+    patch_kernel: tuple[int, ...]  # the patch-embedding conv's [E, C, p, p]
 
 
 def read_pretrained(path: str | Path) -> Pretrained:
@@ -210,7 +240,9 @@ def read_pretrained(path: str | Path) -> Pretrained:
     take("patch_embed.bias", f"{pe}.bias")
     kernel = tuple(out["patch_embed.weight"].shape)
     if len(kernel) != 4:
-        raise CheckpointError(f"--init {path}: {pe}.weight has shape {list(kernel)}, expected a conv kernel [E, C, p, p]")
+        raise CheckpointError(
+            f"--init {path}: {pe}.weight has shape {list(kernel)}, expected a conv kernel [E, C, p, p]"
+        )
     out["patch_embed.weight"] = out["patch_embed.weight"].flatten(1)
     for name in ("cls_token", "pos_embed", "norm.weight", "norm.bias", "head.weight", "head.bias"):
         take(name, name)
@@ -234,15 +266,20 @@ def _place(dst: Tensor, src: Tensor, fills: tuple[str, ...], name: str) -> str:
     n = [min(a, b) for a, b in zip(dst.shape, src.shape)]
     for d, (a, b) in enumerate(zip(dst.shape, src.shape)):
         if a != b and not fills[d]:
-            raise CheckpointError(f"--init: {name} has shape {list(src.shape)}, the model needs {list(dst.shape)} "
-                                  f"(dimension {d} cannot be resized)")
+            raise CheckpointError(
+                f"--init: {name} has shape {list(src.shape)}, the model needs {list(dst.shape)} "
+                f"(dimension {d} cannot be resized)"
+            )
         if b > a:
             how.add("sliced")
         elif a > b:
             how.add("zero-padded" if fills[d] == "zero" else "padded with initial values")
             if fills[d] == "zero":
-                dst[tuple(slice(0, n[k]) if k < d else slice(b, None) if k == d else slice(None)
-                          for k in range(dst.dim()))] = 0
+                dst[
+                    tuple(
+                        slice(0, n[k]) if k < d else slice(b, None) if k == d else slice(None) for k in range(dst.dim())
+                    )
+                ] = 0
     corner = tuple(slice(0, k) for k in n)
     dst[corner] = src[corner].to(dst.dtype)
     return " and ".join(sorted(how))
@@ -278,17 +315,24 @@ def _source_tensor(model: Any, pre: Pretrained, name: str, report: InitReport) -
     src = pre.tensors.get(name)
     if src is None:
         return None
-    if name == "patch_embed.weight" and tuple(pre.patch_kernel[1:]) != (model.in_chans, model.patch_size, model.patch_size):
-        report.notes.append(f"patch embedding: the file's kernel is {list(pre.patch_kernel[1:])} (C, p, p), the model's "
-                            f"[{model.in_chans}, {model.patch_size}, {model.patch_size}]: left at initial value")
+    if name == "patch_embed.weight" and tuple(pre.patch_kernel[1:]) != (
+        model.in_chans,
+        model.patch_size,
+        model.patch_size,
+    ):
+        report.notes.append(
+            f"patch embedding: the file's kernel is {list(pre.patch_kernel[1:])} (C, p, p), the model's "
+            f"[{model.in_chans}, {model.patch_size}, {model.patch_size}]: left at initial value"
+        )
         return None
     if name == "patch_embed.bias" and "patch_embed.weight" not in pre.tensors:
         return None
     head = pre.tensors.get("head.weight")
     if name.startswith("head.") and (head is None or head.shape[0] != model.num_classes):
         if name == "head.weight":
-            report.notes.append(f"head: the file has {head.shape[0]} classes, the model {model.num_classes}: "
-                                "left at initial value")
+            report.notes.append(
+                f"head: the file has {head.shape[0]} classes, the model {model.num_classes}: left at initial value"
+            )
         return None
     if name == "pos_embed":
         src, note = resample_pos_embed(src, model.img_size // model.patch_size, pre.path)
@@ -296,7 +340,7 @@ def _source_tensor(model: Any, pre: Pretrained, name: str, report: InitReport) -
             report.notes.append(f"pos_embed: {note}")
     m = re.match(r"^blocks\.(\d+)\.(proj|fc2)\.(weight|bias)$", name)
     gamma = pre.tensors.get(f"blocks.{m.group(1)}.ls{1 if m.group(2) == 'proj' else 2}") if m else None
-    if gamma is not None and not model.layer_scale:   # fold the file's layer scale into the rows it scales
+    if gamma is not None and not model.layer_scale:  # fold the file's layer scale into the rows it scales
         src = src * (gamma[:, None] if src.dim() == 2 else gamma)
     return src
 
@@ -342,8 +386,10 @@ def _finish_blocks(model: Any, pre: Pretrained, touched: set[str], report: InitR
     elif not model.layer_scale and "blocks.0.ls1" in pre.tensors:
         report.notes.append("the file's layer scales were folded into proj/fc2 (model.layer_scale is off)")
     if pre.depth > len(model.blocks):
-        report.notes.append(f"the file has {pre.depth} blocks, the model {len(model.blocks)}: "
-                            f"blocks {len(model.blocks)}-{pre.depth - 1} not used")
+        report.notes.append(
+            f"the file has {pre.depth} blocks, the model {len(model.blocks)}: "
+            f"blocks {len(model.blocks)}-{pre.depth - 1} not used"
+        )
     if pre.depth < len(model.blocks):
         for i in range(pre.depth, len(model.blocks)):
             for n in ("proj", "fc2"):
@@ -351,9 +397,11 @@ def _finish_blocks(model: Any, pre: Pretrained, touched: set[str], report: InitR
                 layer.weight.zero_()
                 layer.bias.zero_()
                 touched.update({f"blocks.{i}.{n}.weight", f"blocks.{i}.{n}.bias"})
-        report.notes.append(f"the file has {pre.depth} blocks, the model {len(model.blocks)}: blocks "
-                            f"{pre.depth}-{len(model.blocks) - 1} keep their initial values with zero proj/fc2, "
-                            "so deeper subnets start as the pretrained network")
+        report.notes.append(
+            f"the file has {pre.depth} blocks, the model {len(model.blocks)}: blocks "
+            f"{pre.depth}-{len(model.blocks) - 1} keep their initial values with zero proj/fc2, "
+            "so deeper subnets start as the pretrained network"
+        )
 
 
 @torch.no_grad()
@@ -378,9 +426,13 @@ def apply_pretrained(model: Any, pre: Pretrained) -> InitReport:
             module.initialized.fill_(False)
     report.initial = [n for n in params if n not in touched and not n.endswith(("step_lo", "step_hi", ".step"))]
     if pre.layout == AUTOFORMER:
-        report.notes.append("AutoFormer's released supernets were trained with --gp (the head reads the mean of the "
-                            "patch tokens); this supernet's head reads the class token, so the head and the final "
-                            "norm need the fine-tuning the training run gives them")
-    report.notes.append("weight quantizer steps re-initialised from the loaded weights; activation quantizer "
-                        "steps are calibrated on the first training batch")
+        report.notes.append(
+            "AutoFormer's released supernets were trained with --gp (the head reads the mean of the "
+            "patch tokens); this supernet's head reads the class token, so the head and the final "
+            "norm need the fine-tuning the training run gives them"
+        )
+    report.notes.append(
+        "weight quantizer steps re-initialised from the loaded weights; activation quantizer "
+        "steps are calibrated on the first training batch"
+    )
     return report

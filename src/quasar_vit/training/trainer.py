@@ -16,6 +16,7 @@ in-place teacher sees exactly what its students see.  ``train.accum_steps`` spli
 micro-batches (each with its own teacher pass) whose gradients add up to the whole batch's;
 ``train.amp`` runs the forward passes under autocast (:mod:`.amp`).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,14 @@ from quasar_vit.supernet import SuperViT, build_supernet
 from quasar_vit.training.amp import Precision, resolve_precision
 from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
 from quasar_vit.training.watch import TensorBoard, log_line, plot_curves, read_metrics, stderr_is_terminal, write_csv
-from quasar_vit.training.distributed import (DistInfo, all_reduce_gradients, barrier, broadcast_module,
-                                             cleanup, init_distributed)
+from quasar_vit.training.distributed import (
+    DistInfo,
+    all_reduce_gradients,
+    barrier,
+    broadcast_module,
+    cleanup,
+    init_distributed,
+)
 from quasar_vit.training.evaluate import evaluate_subnet
 from quasar_vit.utils.io import append_jsonl, atomic_write_json
 from quasar_vit.utils.lock import locks_output
@@ -55,7 +62,7 @@ def lr_at(step: int, cfg: ExperimentConfig) -> float:
 
 
 def step_seed(seed: int, step: int, salt: int = 0) -> int:
-    return (seed * 1_000_003 + step * 7919 + salt * 104_729) % (2 ** 63 - 1)
+    return (seed * 1_000_003 + step * 7919 + salt * 104_729) % (2**63 - 1)
 
 
 def sandwich_subnets(space: SearchSpace, seed: int, step: int, n_random: int) -> list[SubnetConfig]:
@@ -78,20 +85,30 @@ def param_groups(model: nn.Module, weight_decay: float, step_lr_scale: float = 1
             no_decay.append(p)
         else:
             decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
-            {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
-            {"params": steps, "weight_decay": 0.0, "lr_scale": step_lr_scale}]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": steps, "weight_decay": 0.0, "lr_scale": step_lr_scale},
+    ]
 
 
 def distill_loss(student: Tensor, teacher_probs: Tensor, temperature: float) -> Tensor:
     """Soft cross-entropy against the teacher's (temperature-softened) probabilities."""
     logp = F.log_softmax(student / temperature, dim=-1)
-    return -(teacher_probs * logp).sum(dim=-1).mean() * temperature ** 2
+    return -(teacher_probs * logp).sum(dim=-1).mean() * temperature**2
 
 
-def sandwich_backward(forward: Any, x: Tensor, targets: Tensor, subnets: list[SubnetConfig],
-                      cfg: ExperimentConfig, precision: Precision, distill: bool, where: str,
-                      hint: str = "") -> dict[str, float]:
+def sandwich_backward(
+    forward: Any,
+    x: Tensor,
+    targets: Tensor,
+    subnets: list[SubnetConfig],
+    cfg: ExperimentConfig,
+    precision: Precision,
+    distill: bool,
+    where: str,
+    hint: str = "",
+) -> dict[str, float]:
     """Forward and backward of every subnet of a step; the gradients accumulate in ``.grad``.
 
     ``targets`` are class indices or soft ``[B, K]`` distributions (Mixup/CutMix); label smoothing
@@ -117,7 +134,7 @@ def sandwich_backward(forward: Any, x: Tensor, targets: Tensor, subnets: list[Su
             else:
                 loss = distill_loss(logits, teacher_probs, t.distill_temperature)
             value = float(loss.detach())
-            if not math.isfinite(value):   # stop before the optimizer spreads it into the weights
+            if not math.isfinite(value):  # stop before the optimizer spreads it into the weights
                 raise TrainingError(f"non-finite loss ({value}) {where} for subnet {sub.describe()}; {hint}")
             precision.backward(loss / accum if accum > 1 else loss)
             key = "largest" if i == 0 else "smallest" if i == 1 else "random"
@@ -152,9 +169,15 @@ def _calibrate(model: SuperViT, x: Tensor, space: SearchSpace) -> None:
 
 
 @locks_output("train", "out")
-def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False, device: str | None = None,
-                   progress: bool = True, stop_at: int | None = None,
-                   only_subnet: SubnetConfig | None = None) -> dict[str, Any]:
+def train_supernet(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+    only_subnet: SubnetConfig | None = None,
+) -> dict[str, Any]:
     """Train the supernet described by ``cfg`` into ``out``; returns the final summary.
 
     ``out`` receives ``config.yaml``, ``metrics.jsonl`` (JSON lines), ``last.pt`` (atomic,
@@ -179,7 +202,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         # killed before its first checkpoint: nothing to continue from, so the run starts over
         if info.is_main:
             print(f"{run.root}: no checkpoint yet; starting the run from step 0", file=sys.stderr)
-            run.metrics.unlink(missing_ok=True)   # the killed attempt's lines would repeat its steps
+            run.metrics.unlink(missing_ok=True)  # the killed attempt's lines would repeat its steps
         resume = False
     if resume:
         if not run.last.is_file():
@@ -188,23 +211,29 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         check_resumable(checkpoint_config(ckpt), cfg, run, int(ckpt["step"]))
         if int(ckpt["step"]) >= cfg.train.steps and run.final.is_file() and run.summary.is_file():
             if info.is_main:
-                print(f"{run.root}: the run already finished at step {ckpt['step']} (train.steps={cfg.train.steps}); "
-                      "nothing to do (raise train.steps with --set to extend it)")
+                print(
+                    f"{run.root}: the run already finished at step {ckpt['step']} (train.steps={cfg.train.steps}); "
+                    "nothing to do (raise train.steps with --set to extend it)"
+                )
             cleanup()
             return load_summary(run.root)
         saved_world = int(ckpt.get("world_size", info.world_size))
         if saved_world != info.world_size:
-            raise CheckpointError(f"--resume: the run was trained on {saved_world} process(es), now "
-                                  f"{info.world_size}; the global batch and data order would change")
+            raise CheckpointError(
+                f"--resume: the run was trained on {saved_world} process(es), now "
+                f"{info.world_size}; the global batch and data order would change"
+            )
         state = TrainState(int(ckpt["step"]), int(ckpt.get("epoch", 0)), float(ckpt.get("elapsed", 0.0)))
     elif run.last.is_file() or run.final.is_file():
-        raise QuasarError(f"{run.root} already holds a training run; pass --resume to continue it "
-                          "or choose another --out")
+        raise QuasarError(
+            f"{run.root} already holds a training run; pass --resume to continue it or choose another --out"
+        )
     space = cfg.model.space()
     if only_subnet is not None:
         space.validate(only_subnet)
-    splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes,
-                            seed=cfg.train.seed)
+    splits = build_datasets(
+        cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, seed=cfg.train.seed
+    )
     pretrained = read_pretrained(cfg.train.init) if cfg.train.init and ckpt is None else None
     transform = train_augmentation(cfg.data, cfg.model.num_classes)
     precision, precision_note = resolve_precision(cfg.train.amp, info.device)
@@ -213,9 +242,18 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         save_config(cfg, run.config)
         if resume:
             _trim_metrics(run.metrics, state.step)
-    loader = make_loader(splits.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, drop_last=True,
-                         num_workers=cfg.data.num_workers, distributed=info.enabled, rank=info.rank,
-                         world_size=info.world_size, pin_memory=info.device.type == "cuda")
+    loader = make_loader(
+        splits.train,
+        cfg.train.batch_size,
+        shuffle=True,
+        seed=cfg.train.seed,
+        drop_last=True,
+        num_workers=cfg.data.num_workers,
+        distributed=info.enabled,
+        rank=info.rank,
+        world_size=info.world_size,
+        pin_memory=info.device.type == "cuda",
+    )
     bpe = batches_per_epoch(loader)
 
     torch.manual_seed(cfg.train.seed)
@@ -223,9 +261,12 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
     if pretrained is not None:
         _init_from(model, pretrained, run, info)
     # fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only here)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.quant_step_lr_scale),
-                                  lr=cfg.train.lr,
-                                  betas=(0.9, 0.999), **({"fused": True} if info.device.type == "cuda" else {}))
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.train.weight_decay, cfg.train.quant_step_lr_scale),
+        lr=cfg.train.lr,
+        betas=(0.9, 0.999),
+        **({"fused": True} if info.device.type == "cuda" else {}),
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     forward = torch.compile(model, dynamic=True) if cfg.train.compile else model
     if precision_note and info.is_main:
@@ -238,8 +279,10 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
             optimizer.load_state_dict(ckpt["optimizer"])
             precision.load_state_dict(ckpt.get("scaler"))
         except (KeyError, RuntimeError, ValueError) as exc:  # e.g. a run saved by an older quasar-vit
-            raise CheckpointError(f"--resume: {run.last} does not match this version's model or optimizer "
-                                  f"layout ({str(exc).splitlines()[0]}); start a new --out") from None
+            raise CheckpointError(
+                f"--resume: {run.last} does not match this version's model or optimizer "
+                f"layout ({str(exc).splitlines()[0]}); start a new --out"
+            ) from None
     else:
         x0 = torch.stack([splits.train[i][0] for i in range(min(len(splits.train), t_cfg_bs(cfg)))])
         _calibrate(model, BatchTransform.from_config(cfg.data, train=False)(x0.to(info.device)), space)
@@ -247,7 +290,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
 
     t_cfg = cfg.train
     bar = None
-    plain_log = progress and info.is_main and not stderr_is_terminal()   # SLURM/nohup: lines, not a bar
+    plain_log = progress and info.is_main and not stderr_is_terminal()  # SLURM/nohup: lines, not a bar
     if progress and info.is_main and not plain_log:
         from tqdm.auto import tqdm
 
@@ -271,16 +314,26 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
             x, targets = transform(x, y, gen)
             torch.manual_seed(step_seed(t_cfg.seed, step, 1000 + info.rank))  # stochastic depth
 
-            subnets = ([only_subnet] if only_subnet is not None
-                       else sandwich_subnets(space, t_cfg.seed, step, t_cfg.sandwich_random))
-            losses = sandwich_backward(forward, x, targets, subnets, cfg, precision,
-                                       t_cfg.distill and only_subnet is None,
-                                       f"at step {step + 1}",
-                                       f"the last good checkpoint is {run.last} (every train.checkpoint_every "
-                                       "steps): lower train.lr or raise train.warmup_steps and --resume")
+            subnets = (
+                [only_subnet]
+                if only_subnet is not None
+                else sandwich_subnets(space, t_cfg.seed, step, t_cfg.sandwich_random)
+            )
+            losses = sandwich_backward(
+                forward,
+                x,
+                targets,
+                subnets,
+                cfg,
+                precision,
+                t_cfg.distill and only_subnet is None,
+                f"at step {step + 1}",
+                f"the last good checkpoint is {run.last} (every train.checkpoint_every "
+                "steps): lower train.lr or raise train.warmup_steps and --resume",
+            )
             all_reduce_gradients(params, info.world_size)
             if t_cfg.grad_clip > 0:
-                precision.unscale(optimizer)     # clip the true gradients, not the fp16-scaled ones
+                precision.unscale(optimizer)  # clip the true gradients, not the fp16-scaled ones
                 torch.nn.utils.clip_grad_norm_(params, t_cfg.grad_clip)
             precision.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
@@ -301,11 +354,16 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
                 state.elapsed += now - t_last
                 t_last = t_window = now
                 if info.is_main:
-                    rec = {"step": state.step, "epoch": epoch, "lr": lr,
-                           **{f"loss_{k}": v / n_window for k, v in window.items()},
-                           "sec_per_step": dt / n_window,
-                           "img_per_sec": n_window * x.shape[0] * info.world_size / max(dt, 1e-9),
-                           "elapsed": state.elapsed, **val}
+                    rec = {
+                        "step": state.step,
+                        "epoch": epoch,
+                        "lr": lr,
+                        **{f"loss_{k}": v / n_window for k, v in window.items()},
+                        "sec_per_step": dt / n_window,
+                        "img_per_sec": n_window * x.shape[0] * info.world_size / max(dt, 1e-9),
+                        "elapsed": state.elapsed,
+                        **val,
+                    }
                     append_jsonl(run.metrics, rec)
                     write_csv(read_metrics(run.metrics), run.root / "metrics.csv")
                     if tboard is not None:
@@ -325,7 +383,7 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
         if bar is not None:
             bar.close()
         if info.is_main:
-            try:   # a failing plot must not hide the training error that brought us here
+            try:  # a failing plot must not hide the training error that brought us here
                 plot_curves(read_metrics(run.metrics), run.root / "curves.png")
             except Exception as exc:  # noqa: BLE001
                 print(f"warning: curves.png not written: {exc}", file=sys.stderr)
@@ -340,15 +398,34 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
     # every rank scores its shard of the test set (counts summed), so none waits in a barrier
     test_tf = BatchTransform.from_config(cfg.data, train=False)
     model.eval()
-    finals = ((("only", only_subnet),) if only_subnet is not None
-              else (("largest", space.largest()), ("smallest", space.smallest())))
+    finals = (
+        (("only", only_subnet),)
+        if only_subnet is not None
+        else (("largest", space.largest()), ("smallest", space.smallest()))
+    )
     for name, sub in finals:
-        summary[f"test_top1_{name}"] = evaluate_subnet(model, sub, splits.test, test_tf, info.device, batch_size=500,
-                                                       progress=progress and info.is_main and not plain_log, rank=info.rank,
-                                                       world_size=info.world_size)
+        summary[f"test_top1_{name}"] = evaluate_subnet(
+            model,
+            sub,
+            splits.test,
+            test_tf,
+            info.device,
+            batch_size=500,
+            progress=progress and info.is_main and not plain_log,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
     if info.is_main:
-        save_checkpoint(run.final, {"step": state.step, "config": cfg.to_dict(), "model": _cpu_state(model),
-                                    "space": space.to_dict(), "summary": summary})
+        save_checkpoint(
+            run.final,
+            {
+                "step": state.step,
+                "config": cfg.to_dict(),
+                "model": _cpu_state(model),
+                "space": space.to_dict(),
+                "summary": summary,
+            },
+        )
         atomic_write_json(run.summary, summary)
     barrier()
     cleanup()
@@ -358,9 +435,12 @@ def train_supernet(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
 def _validate(model: nn.Module, space: SearchSpace, val: Any, transform: Any, info: DistInfo) -> dict[str, float]:
     """Validation top-1 of the largest and the smallest subnet (train.eval_every); every rank scores a shard."""
     model.eval()
-    out = {f"val_top1_{name}": evaluate_subnet(model, sub, val, transform, info.device, batch_size=500,
-                                               rank=info.rank, world_size=info.world_size)
-           for name, sub in (("largest", space.largest()), ("smallest", space.smallest()))}
+    out = {
+        f"val_top1_{name}": evaluate_subnet(
+            model, sub, val, transform, info.device, batch_size=500, rank=info.rank, world_size=info.world_size
+        )
+        for name, sub in (("largest", space.largest()), ("smallest", space.smallest()))
+    }
     model.train()
     return out
 
@@ -388,14 +468,31 @@ def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: ExperimentConfig,
-          state: TrainState, info: DistInfo, precision: Precision | None = None) -> None:
+def _save(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: ExperimentConfig,
+    state: TrainState,
+    info: DistInfo,
+    precision: Precision | None = None,
+) -> None:
     if not info.is_main:
         return
     scaler = precision.state_dict() if precision is not None else None
-    save_checkpoint(path, {"step": state.step, "epoch": state.epoch, "elapsed": state.elapsed,
-                           "world_size": info.world_size, "config": cfg.to_dict(), "model": _cpu_state(model),
-                           "optimizer": optimizer.state_dict(), **({"scaler": scaler} if scaler else {})})
+    save_checkpoint(
+        path,
+        {
+            "step": state.step,
+            "epoch": state.epoch,
+            "elapsed": state.elapsed,
+            "world_size": info.world_size,
+            "config": cfg.to_dict(),
+            "model": _cpu_state(model),
+            "optimizer": optimizer.state_dict(),
+            **({"scaler": scaler} if scaler else {}),
+        },
+    )
 
 
 def _init_from(model: SuperViT, pretrained: Any, run: "RunDir", info: DistInfo) -> None:
@@ -410,8 +507,10 @@ def _init_from(model: SuperViT, pretrained: Any, run: "RunDir", info: DistInfo) 
 
 
 #: config keys that may change between a run and its resume (they do not change what is computed)
-RESUME_FREE = {"data": ("root", "num_workers"),
-               "train": ("log_every", "checkpoint_every", "eval_every", "init", "compile", "accum_steps")}
+RESUME_FREE = {
+    "data": ("root", "num_workers"),
+    "train": ("log_every", "checkpoint_every", "eval_every", "init", "compile", "accum_steps"),
+}
 
 
 def check_resumable(saved: ExperimentConfig, cfg: ExperimentConfig, run: "RunDir", step: int = 0) -> None:
@@ -424,8 +523,10 @@ def check_resumable(saved: ExperimentConfig, cfg: ExperimentConfig, run: "RunDir
     import dataclasses
 
     if cfg.train.steps < saved.train.steps:
-        raise CheckpointError(f"--resume: train.steps={cfg.train.steps} is below the run's planned "
-                              f"{saved.train.steps} (now at step {step}); a run can be extended, not shortened")
+        raise CheckpointError(
+            f"--resume: train.steps={cfg.train.steps} is below the run's planned "
+            f"{saved.train.steps} (now at step {step}); a run can be extended, not shortened"
+        )
     for section in ("model", "quant", "data", "train"):
         a = dataclasses.asdict(getattr(saved, section))
         b = dataclasses.asdict(getattr(cfg, section))
@@ -434,8 +535,10 @@ def check_resumable(saved: ExperimentConfig, cfg: ExperimentConfig, run: "RunDir
             b.pop(key, None)
         diff = sorted(k for k in a if a[k] != b.get(k))
         if diff:
-            raise CheckpointError(f"--resume: {', '.join(f'{section}.{k}' for k in diff)} differ(s) from the run's "
-                                  f"config ({run.config}); resume with that config or start a new --out")
+            raise CheckpointError(
+                f"--resume: {', '.join(f'{section}.{k}' for k in diff)} differ(s) from the run's "
+                f"config ({run.config}); resume with that config or start a new --out"
+            )
 
 
 def _trim_metrics(path: Path, step: int) -> None:

@@ -4,6 +4,7 @@ when stderr is not a terminal (SLURM, nohup), and TensorBoard when it is install
 Everything here runs on rank 0 only and never touches the model or the random state, so a run
 watched or not computes the same weights.
 """
+
 from __future__ import annotations
 
 import csv
@@ -62,8 +63,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
     if any("val_top1_largest" in r for r in records):
         axes[2].legend()
     else:
-        axes[2].text(0.5, 0.5, "no validation yet\n(train.eval_every)", ha="center", va="center",
-                     transform=axes[2].transAxes)
+        axes[2].text(
+            0.5, 0.5, "no validation yet\n(train.eval_every)", ha="center", va="center", transform=axes[2].transAxes
+        )
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=90)

@@ -6,6 +6,7 @@ on POSIX and Windows.  Temporary names carry the writer's process id, so that a 
 with ``kill -9`` (whose ``finally`` never runs) leaves debris that the next writer of the same path
 recognises as dead and removes -- a killed 1 GB checkpoint write does not stay on disk forever.
 """
+
 from __future__ import annotations
 
 import glob
@@ -48,9 +49,9 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:   # exists, owned by someone else
+    except PermissionError:  # exists, owned by someone else
         return True
-    except OSError:           # e.g. Windows without the probe: assume alive, never delete a live temp
+    except OSError:  # e.g. Windows without the probe: assume alive, never delete a live temp
         return True
     return True
 
@@ -63,13 +64,13 @@ def remove_stale_temps(path: Path) -> list[Path]:
     """
     removed = []
     for cand in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        parts = cand.name[len(path.name) + 2:].split(".")
+        parts = cand.name[len(path.name) + 2 :].split(".")
         if not parts or not parts[0].isdigit() or pid_alive(int(parts[0])):
             continue
         try:
             shutil.rmtree(cand) if cand.is_dir() else cand.unlink()
             removed.append(cand)
-        except OSError:   # raced with another cleaner, or not ours to remove: harmless
+        except OSError:  # raced with another cleaner, or not ours to remove: harmless
             pass
     return removed
 
@@ -117,7 +118,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.with_name(f".{path.name}.old")
-    if old.is_dir() and not path.exists():   # a writer was killed between its two renames: undo the first
+    if old.is_dir() and not path.exists():  # a writer was killed between its two renames: undo the first
         os.replace(old, path)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))

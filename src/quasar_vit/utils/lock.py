@@ -12,6 +12,7 @@ process.  The file records its holder for the error message.  A holder that ends
 systems without ``flock`` (some NFS set-ups) the lock is skipped with a warning, and on Windows it is
 skipped: it protects against a mistake, it is not needed for correctness.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,9 @@ def is_main_process() -> bool:
 
 
 @contextmanager
-def output_lock(directory: str | Path, what: str, lock_name: str = LOCK_NAME,
-                enabled: bool | None = None) -> Iterator[None]:
+def output_lock(
+    directory: str | Path, what: str, lock_name: str = LOCK_NAME, enabled: bool | None = None
+) -> Iterator[None]:
     """Hold the exclusive lock ``directory/lock_name`` for the ``with`` body.
 
     ``what`` names the job in the holder record ("train", "search", ...).  ``enabled`` defaults to
@@ -63,8 +65,8 @@ def output_lock(directory: str | Path, what: str, lock_name: str = LOCK_NAME,
         os.write(fd, f"{what} pid {os.getpid()} on {socket.gethostname()}\n".encode())
         yield
     finally:
-        lock_file.unlink(missing_ok=True)   # removed while still held (see _acquire), so no file stays behind
-        os.close(fd)                        # closing releases the lock
+        lock_file.unlink(missing_ok=True)  # removed while still held (see _acquire), so no file stays behind
+        os.close(fd)  # closing releases the lock
         if created and not any(directory.iterdir()):
             directory.rmdir()
 
@@ -83,17 +85,21 @@ def _acquire(lock_file: Path, directory: Path) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise BusyError(f"{directory} is in use by {holder}; wait for it to finish or choose another --out") from None
-        except OSError as exc:   # ENOLCK / EOPNOTSUPP: a file system without flock
-            print(f"warning: cannot lock {directory} ({exc.strerror}); not protected against a second writer",
-                  file=sys.stderr)
+            raise BusyError(
+                f"{directory} is in use by {holder}; wait for it to finish or choose another --out"
+            ) from None
+        except OSError as exc:  # ENOLCK / EOPNOTSUPP: a file system without flock
+            print(
+                f"warning: cannot lock {directory} ({exc.strerror}); not protected against a second writer",
+                file=sys.stderr,
+            )
             return fd
         try:
             if os.fstat(fd).st_ino == os.stat(lock_file).st_ino:
                 return fd
         except FileNotFoundError:
             pass
-        os.close(fd)   # the previous holder removed it between our open and our lock: retry
+        os.close(fd)  # the previous holder removed it between our open and our lock: retry
 
 
 def locks_output(what: str, param: str, sibling: bool = False) -> Callable[[F], F]:
@@ -102,6 +108,7 @@ def locks_output(what: str, param: str, sibling: bool = False) -> Callable[[F], 
     ``sibling=True`` is for a job that replaces the directory as a whole (an export): the lock is
     then ``.NAME.lock`` beside it, since a lock inside would be renamed away with the old folder.
     """
+
     def wrap(fn: F) -> F:
         sig = inspect.signature(fn)
 
@@ -111,5 +118,7 @@ def locks_output(what: str, param: str, sibling: bool = False) -> Callable[[F], 
             where, name = (out.parent, f".{out.name}.lock") if sibling else (out, LOCK_NAME)
             with output_lock(where, what, lock_name=name):
                 return fn(*args, **kwargs)
+
         return locked  # type: ignore[return-value]
+
     return wrap
