@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAS_QONNX = importlib.util.find_spec("qonnx") is not None
 needs_qonnx = pytest.mark.skipif(
     not HAS_QONNX, reason="the qonnx package is not installed (pip install quasar-vit[qonnx])"

@@ -78,7 +78,7 @@ def test_checkpoint_write_error_is_a_checkpoint_error(tmp_path, monkeypatch):
 
 # ---- kill -9 at random points (scripts/fault_drill.py runs the job as a user would, in subprocesses) ----
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DRILL_TRAIN = [
     a
     for o in TINY_SPACE
