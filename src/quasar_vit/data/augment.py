@@ -179,11 +179,21 @@ def rand_augment(
             noise = torch.randn((b,), generator=generator, device=gdev).to(dev)
             level = (m + mstd * noise).clamp_(0.0, 10.0)
         sign = torch.where(_rand((b,), generator, dev) < 0.5, -1.0, 1.0)
-        for k, name in enumerate(RAND_OPS):
-            sel = torch.nonzero((op == k) & apply).squeeze(1)
-            if sel.numel():
-                x[sel] = _apply_op(name, x[sel], level[sel], sign[sel], fill)
+        for k, sel in _images_per_op(torch.where(apply, op, -1)).items():
+            x[sel] = _apply_op(RAND_OPS[k], x[sel], level[sel], sign[sel], fill)
     return x
+
+
+def _images_per_op(op: Tensor) -> dict[int, Tensor]:
+    """Indices of the images that drew each operation (``-1``: none), in operation order.
+
+    One device-to-host copy per RandAugment layer: a ``nonzero`` per operation would stall a GPU
+    stream 15 times per layer."""
+    ops = op.cpu()
+    order = torch.argsort(ops, stable=True)
+    kinds, counts = torch.unique_consecutive(ops[order], return_counts=True)
+    groups = torch.split(order, counts.tolist())
+    return {int(k): g.to(op.device) for k, g in zip(kinds.tolist(), groups) if k >= 0}
 
 
 def random_erasing(
@@ -212,10 +222,13 @@ def random_erasing(
     rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
     in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
     in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
-    mask = (in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]).unsqueeze(1)
+    mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+    idx = erase.nonzero().squeeze(1)  # noise only for the images that erase (a quarter at p = 0.25)
     gdev = generator.device if generator is not None else dev
-    noise = torch.randn(x.shape, generator=generator, device=gdev, dtype=x.dtype).to(dev)
-    return torch.where(mask, noise, x)
+    noise = torch.randn((len(idx), *x.shape[1:]), generator=generator, device=gdev, dtype=x.dtype).to(dev)
+    out = x.clone()
+    out[idx] = torch.where(mask[idx], noise, x[idx])
+    return out
 
 
 def mixup_cutmix(
@@ -264,7 +277,7 @@ class DeitAugment:
     def __init__(self, cfg: DataConfig, num_classes: int) -> None:
         self.cfg, self.num_classes = cfg, num_classes
         self.normalise = BatchTransform(cfg.mean, cfg.std)  # checks mean/std
-        self.fill = torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self._fill = torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.mixing = cfg.mixup_prob > 0 and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0)
         if cfg.auto_augment != "none" and cfg.randaug_n > 0:
             _kornia_enhance()  # fail at start-up, not at the first batch that draws equalize
@@ -282,7 +295,7 @@ class DeitAugment:
                 c.randaug_m,
                 c.randaug_mstd,
                 1.0 if trivial else c.randaug_prob,
-                self.fill.to(x.device),
+                self._fill_on(x.device),
                 uniform=trivial,
             )
             x = (xf * 255.0).round_().to(torch.uint8)  # back to pixel levels, as PIL hands them to ToTensor
@@ -293,6 +306,12 @@ class DeitAugment:
         return mixup_cutmix(
             x, y, self.num_classes, c.mixup_alpha, c.cutmix_alpha, c.mixup_prob, c.mixup_switch_prob, generator
         )
+
+    def _fill_on(self, device: torch.device) -> Tensor:
+        """The geometric ops' fill colour (the mean), copied to ``device`` once, not per batch."""
+        if self._fill.device != device:
+            self._fill = self._fill.to(device)
+        return self._fill
 
     def __repr__(self) -> str:
         c = self.cfg
