@@ -24,11 +24,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from common import RESULTS, write_results
+
 from quasar_vit.hardware import explore, load_platform
 from quasar_vit.hardware.calibration import OPERATING_POINTS
-from quasar_vit.utils.io import atomic_write_json
-
-RESULTS = Path(__file__).with_name("results")
 
 
 def paper_points() -> list[dict]:
@@ -82,11 +81,7 @@ DEIT_SUBNET = {
     "num_heads": [6] * 12,
     "mlp_ratios": [4.0] * 12,
     "w8_shares": [0.25] * 12,
-    "img_size": 224,
-    "patch_size": 16,
-    "in_chans": 3,
-    "num_classes": 10,
-    "head_dim": 64,
+    "geometry": {"img_size": 224, "patch_size": 16, "in_chans": 3, "num_classes": 10, "head_dim": 64},
 }
 
 
@@ -114,7 +109,7 @@ def deit_export(work: Path) -> Path:
         "imagenet-large",
         [
             f"data.root={work / 'images'}",
-            "model.num_classes=10",
+            "model.geometry.num_classes=10",
             "train.steps=2",
             "train.batch_size=4",
             "train.warmup_steps=1",
@@ -212,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
             f"({p['error_percent']:+.1f} %), host 2x/0.5x: {p['fps_host_2x']} / {p['fps_host_half']}  "
             f"fabric {p['fabric_ms']} ms + host {p['host_ms']} ms"
         )
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / "accelerator.json", {"csim": sim, "deit_small_224": deit, "paper_points": points})
-    (RESULTS / "accelerator.md").write_text(markdown(points, sim, deit))
+    write_results(
+        RESULTS / "accelerator.json",
+        {"csim": sim, "deit_small_224": deit, "paper_points": points},
+        markdown(points, sim, deit),
+    )
     return 0
 
 

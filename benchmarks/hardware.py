@@ -6,22 +6,31 @@ Run: ``python benchmarks/hardware.py`` (a few seconds); writes ``benchmarks/resu
 
 from __future__ import annotations
 
+import argparse
 import random
-import statistics
-import time
-from pathlib import Path
+from typing import Any
 
-from quasar_vit.hardware import evaluate, explore, list_platforms, load_platform
+from common import RESULTS, hardware_model_speed, write_results
+
+from quasar_vit.hardware import explore, list_platforms, load_platform
 from quasar_vit.hardware.calibration import OPERATING_POINTS, PAPER_UTILISATION
+from quasar_vit.hardware.platforms import Platform
 from quasar_vit.space import SearchSpace, preset_subnet
-from quasar_vit.utils.io import atomic_write_json
 
-OUT = Path(__file__).with_name("results") / "hardware.json"
+OUT = RESULTS / "hardware.json"
 
 
-def main() -> None:
-    results: dict = {"calibration": [], "presets": [], "speed": {}}
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)  # --help, and no stray options
     zcu = load_platform("zcu102")
+    results: dict[str, Any] = {"calibration": calibration(zcu), "presets": presets(), "speed": speed(zcu)}
+    write_results(OUT, results)
+    print(f"wrote {OUT}")
+
+
+def calibration(zcu: Platform) -> list[dict[str, Any]]:
+    """The paper's operating points on the ZCU102: predicted vs measured FPS, utilisation, design."""
+    rows = []
     print("calibration on zcu102 (paper vs predicted)")
     for op in OPERATING_POINTS:
         r = explore(op.subnet, zcu)
@@ -31,7 +40,7 @@ def main() -> None:
             f"  {op.name:<10} {op.subnet.macs() / 1e9:5.2f} GMACs  paper {op.paper_fps:6.1f} FPS  "
             f"model {r.fps:6.1f} FPS ({err:+.1f} %)  util {util}  paper util {PAPER_UTILISATION}"
         )
-        results["calibration"].append(
+        rows.append(
             {
                 "name": op.name,
                 "gmacs": r.gmacs,
@@ -43,7 +52,12 @@ def main() -> None:
                 "design": r.design.to_dict(),
             }
         )
+    return rows
 
+
+def presets() -> list[dict[str, Any]]:
+    """DeiT-Tiny/Small/Base at 224 px (30 % 8-bit rows) on every board: FPS, resources, design."""
+    rows = []
     print("\npresets (share 8-bit 0.3, 224 px) on every board")
     print(
         f"  {'board':<8} {'subnet':<11} {'FPS':>8} {'ms':>8} {'GOP/s':>8} {'LUT%':>6} {'FF%':>6} {'DSP%':>6} {'BRAM%':>6} {'URAM%':>6}  design"
@@ -58,7 +72,7 @@ def main() -> None:
                 + " ".join(f"{pct[k]:6.1f}" for k in pct)
                 + f"  {r.design.describe()}"
             )
-            results["presets"].append(
+            rows.append(
                 {
                     "platform": board,
                     "subnet": name,
@@ -69,33 +83,28 @@ def main() -> None:
                     "design": r.design.to_dict(),
                 }
             )
+    return rows
 
+
+def speed(zcu: Platform) -> dict[str, float]:
+    """Evaluations per second on a fixed design and explore time, over random subnets of the Small space."""
     space = SearchSpace((320, 384, 448), (12, 13, 14), (5, 6, 7), (3.0, 3.5, 4.0), (0.0, 0.25, 0.5, 0.75, 1.0))
     rng = random.Random(0)
     subs = [space.sample(rng) for _ in range(5000)]
     design = explore(subs[0], zcu).design
-    t0 = time.perf_counter()
-    for s in subs:
-        evaluate(s, zcu, design).fps
-    rate = len(subs) / (time.perf_counter() - t0)
-    times = []
-    for s in subs[1:51]:
-        t0 = time.perf_counter()
-        explore(s, zcu)
-        times.append(time.perf_counter() - t0)
-    results["speed"] = {
-        "evaluations_per_s": rate,
-        "explore_ms_median": 1e3 * statistics.median(times),
-        "explore_ms_max": 1e3 * max(times),
-        "explore_samples": len(times),
+    sp = hardware_model_speed(zcu, subs, subs[1:51], design)
+    out = {
+        "evaluations_per_s": sp["evaluations_per_second"],
+        "explore_ms_median": sp["explore_ms_median"],
+        "explore_ms_max": sp["explore_ms_max"],
+        "explore_samples": len(subs[1:51]),
         "evaluate_samples": len(subs),
     }
     print(
-        f"\nspeed: {rate:,.0f} evaluations/s (fixed design, {len(subs)} random subnets of the Small space); "
-        f"explore median {results['speed']['explore_ms_median']:.1f} ms, max {results['speed']['explore_ms_max']:.1f} ms"
+        f"\nspeed: {out['evaluations_per_s']:,.0f} evaluations/s (fixed design, {len(subs)} random subnets of the "
+        f"Small space); explore median {out['explore_ms_median']:.1f} ms, max {out['explore_ms_max']:.1f} ms"
     )
-    atomic_write_json(OUT, results)
-    print(f"wrote {OUT}")
+    return out
 
 
 if __name__ == "__main__":

@@ -25,11 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import RESULTS, write_results
+
 from quasar_vit.hls.csim import ap_types_dir, find_compiler
 from quasar_vit.hls.generator import CXXFLAGS, generate_hls
-from quasar_vit.utils.io import atomic_write_json
-
-RESULTS = Path(__file__).with_name("results")
 
 DRIVER = r"""
 #define main qvit_host_main
@@ -122,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'op':<10} {'verification host here':>23} {'model (A53 NEON, 4 cores)':>27}   ns per element")
     for k in here:
         print(f"{k:<10} {here[k]:23.3f} {model[k]:27.3f}")
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(
+    write_results(
         RESULTS / "host_ops.json",
         {
             "machine": platform.platform(),

@@ -33,13 +33,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import RESULTS
 
-from quasar_vit.config import load_config
-from quasar_vit.models import QuantSpec, QuantViT
+from quasar_vit.config import QuantConfig, load_config
+from quasar_vit.models import QuantViT
+from quasar_vit.quantization import calibrate
 from quasar_vit.supernet import build_supernet
 from quasar_vit.utils.io import atomic_write_json
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -131,14 +132,15 @@ def step_costs(cfg, which: str, batch: int, reps: int) -> dict[str, float]:
     space = cfg.model.space()
     sub = space.largest() if which == "largest" else space.smallest()
     supernet = build_supernet(cfg.model, cfg.quant).train()
-    fp32 = QuantViT(sub, QuantSpec(enabled=False), cfg.model.layer_scale).train()
-    x = torch.randn(batch, cfg.model.in_chans, cfg.model.img_size, cfg.model.img_size)
-    y = torch.randint(0, cfg.model.num_classes, (batch,))
+    fp32 = QuantViT(sub, QuantConfig(enabled=False), cfg.model.layer_scale).train()
+    g = cfg.model.geometry
+    x = torch.randn(batch, g.in_chans, g.img_size, g.img_size)
+    y = torch.randint(0, g.num_classes, (batch,))
     runs = {
         "supernet": lambda: F.cross_entropy(supernet(x, sub), y).backward(),
         "fp32": lambda: F.cross_entropy(fp32(x), y).backward(),
     }
-    supernet(x[:1], sub)  # initialises the activation quantizers (not timed)
+    calibrate(supernet, x[:1], sub)  # initialises the activation quantizers (not timed)
     times: dict[str, list[float]] = {k: [] for k in runs}
     peaks: dict[str, int] = {k: 0 for k in runs}
     for _ in range(reps):
@@ -197,7 +199,7 @@ def candidate_seconds(cfg, split: Path, n: int, cache_dir: Path, batch: int) -> 
     tf = BatchTransform.from_config(cfg.data, train=False)
     out = {"images_measured": n, "cache_build_s_per_1000": build_s * 1000 / n}
     with torch.no_grad():
-        model(torch.zeros(1, 3, 224, 224), sub)
+        calibrate(model, torch.zeros(1, 3, 224, 224), sub)
         for name, ds in (("decode", plain), ("cache", cached)):
             t = time.perf_counter()
             for _ in iter_items(ds):

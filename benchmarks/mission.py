@@ -18,27 +18,29 @@ Every stage is resumable: training and search runs are kept in --workdir.
 from __future__ import annotations
 
 import argparse
-import json
-import platform as _platform
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import torch
+from common import (
+    RESULTS,
+    argv_string,
+    hardware_model_speed,
+    machine_info,
+    time_steps,
+    today,
+    train_or_resume,
+    user_error,
+    write_results,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from supernet import time_steps  # noqa: E402  (sibling benchmark script)
-
-from quasar_vit.config import load_config  # noqa: E402
-from quasar_vit.errors import QuasarError  # noqa: E402
-from quasar_vit.hardware import evaluate, explore, load_platform  # noqa: E402
-from quasar_vit.hardware.calibration import OPERATING_POINTS, PAPER_UTILISATION  # noqa: E402
-from quasar_vit.space import SubnetConfig  # noqa: E402
-from quasar_vit.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from quasar_vit.config import ExperimentConfig, load_config
+from quasar_vit.errors import QuasarError
+from quasar_vit.hardware import explore, load_platform
+from quasar_vit.hardware.calibration import OPERATING_POINTS, PAPER_UTILISATION
+from quasar_vit.space import SubnetConfig
 
 #: The paper gives no GMACs or size for L1; this subnet of the large space sits between L2 and S
 #: and is shown only to place the model's prediction next to the paper's FPS (not a calibration).
@@ -50,15 +52,7 @@ BUDGETS = {
 }
 
 
-def _train(cfg, out: Path, only=None) -> dict:
-    from quasar_vit.training.trainer import train_supernet
-
-    if (out / "final.json").is_file():
-        return json.loads((out / "final.json").read_text())
-    return train_supernet(cfg, out, resume=(out / "last.pt").is_file(), progress=True, only_subnet=only)
-
-
-def hardware_speed(n: int = 3000) -> dict:
+def hardware_speed(n: int = 3000) -> dict[str, float]:
     """Subnet evaluations per second on a fixed design, and explore() time per subnet."""
     cfg = load_config("imagenet-large")
     space = cfg.model.space()
@@ -66,23 +60,10 @@ def hardware_speed(n: int = 3000) -> dict:
     design = explore(space.largest(), plat).design
     rng = random.Random(0)
     subs = [space.sample(rng) for _ in range(n)]
-    t = time.perf_counter()
-    for s in subs:
-        evaluate(s, plat, design)
-    evals_per_s = n / (time.perf_counter() - t)
-    times = []
-    for s in subs[:60]:
-        t = time.perf_counter()
-        explore(s, plat)
-        times.append(time.perf_counter() - t)
-    return {
-        "evaluations_per_second": evals_per_s,
-        "explore_ms_median": 1e3 * statistics.median(times),
-        "explore_ms_max": 1e3 * max(times),
-    }
+    return hardware_model_speed(plat, subs, subs[:60], design)
 
 
-def hardware_points() -> list[dict]:
+def hardware_points() -> list[dict[str, Any]]:
     plat = load_platform("zcu102")
     paper = {"quasar-L2": (80.4, 101.5, 4.8), "quasar-L1": (78.6, 159.6, None), "quasar-S": (74.9, 251.6, 1.4)}
     subs = {p.name: p.subnet for p in OPERATING_POINTS}
@@ -139,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _mission(args, argv)
     except QuasarError as exc:
-        print(f"benchmarks/mission.py: {exc}", file=sys.stderr)
-        return 2
+        return user_error("mission.py", exc)
 
 
 def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -151,37 +131,68 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
     cfg = load_config(args.config, overrides)
     work = Path(args.workdir) / f"{mode}-{cfg.name}-{cfg.train.steps}"
     out_json = Path(args.out) if args.out else RESULTS / f"mission{'-quick' if args.quick else ''}.json"
-    result: dict = {
-        "argv": " ".join(sys.argv[1:] if argv is None else argv),
+    result: dict[str, Any] = {
+        "argv": argv_string(argv),
         "mode": mode,
         "config": cfg.name,
         "platform": args.platform,
         "budget": b,
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {
-            "cpu_threads": torch.get_num_threads(),
-            "platform": _platform.platform(),
-            "torch": torch.__version__,
-            "python": sys.version.split()[0],
-        },
+        "date": today(),
+        "machine": machine_info(),
     }
 
-    # 1. fronts ------------------------------------------------------------------------------------
     print(f"[1/4] supernet ({cfg.train.steps} steps) and searches (flexible + 4 baselines)", flush=True)
     sup_dir = Path(args.supernet) if args.supernet else work / "supernet"
     if args.supernet:
-        from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint
-
-        other = checkpoint_config(read_checkpoint(sup_dir / "supernet.pt"))
-        if other.model != cfg.model or other.train != cfg.train or other.quant != cfg.quant:
-            raise SystemExit(
-                f"--supernet {sup_dir}: trained with another config/budget than {cfg.name} at {cfg.train.steps} steps"
-            )
-    sup = _train(cfg, sup_dir)
-    from quasar_vit.search import run_search
-
+        _check_supernet(sup_dir, cfg)
+    sup = train_or_resume(cfg, sup_dir)
     t = time.time()
-    search = run_search(
+    pareto = _search(sup_dir, work, args, b).to_dict()
+    search_wall = time.time() - t
+    result["fronts"] = {**front_summary(pareto), "supernet": sup}
+
+    print("[2/4] a searched subnet from the supernet vs the same architecture trained alone", flush=True)
+    result["weight_sharing"] = weight_sharing(cfg, pareto, work / "alone")
+
+    print("[3/4] framework speed", flush=True)
+    speed = time_steps(cfg, b["reps"], cfg.train.batch_size)
+    result["speed"] = {
+        "seconds": speed,
+        "ratio_supernet_step_vs_fp32_step": speed["supernet_step"] / speed["fp32_step"],
+        "ratio_largest_pass_vs_fp32_step": speed["supernet_largest_pass"] / speed["fp32_step"],
+        **hardware_speed(),
+        "search_wall_seconds_all_modes": search_wall,
+        "search_seconds_flexible": result["fronts"]["modes"]["flexible"]["search_seconds"],
+        "supernet_train_seconds": sup.get("train_seconds"),
+    }
+
+    print("[4/4] hardware model vs the paper's ZCU102 figures", flush=True)
+    result["hardware"] = {"points": hardware_points(), "paper_utilisation_percent": PAPER_UTILISATION}
+    result["wall_seconds"] = time.time() - t_start
+
+    md = render(result)
+    write_results(out_json, result, md)
+    print("\n" + md)
+    print(f"written {out_json} and {out_json.with_suffix('.md')}")
+    return 0
+
+
+def _check_supernet(sup_dir: Path, cfg: ExperimentConfig) -> None:
+    """Refuse a ``--supernet`` run trained with another model, training or quantization config."""
+    from quasar_vit.training.checkpoint import checkpoint_config, read_checkpoint
+
+    other = checkpoint_config(read_checkpoint(sup_dir / "supernet.pt"))
+    if other.model != cfg.model or other.train != cfg.train or other.quant != cfg.quant:
+        raise SystemExit(
+            f"--supernet {sup_dir}: trained with another config/budget than {cfg.name} at {cfg.train.steps} steps"
+        )
+
+
+def _search(sup_dir: Path, work: Path, args: argparse.Namespace, b: dict[str, Any]) -> Any:
+    """The flexible search and the four baselines at budget ``b`` (resumed from ``work/search``)."""
+    from quasar_vit.search import SearchRequest, run_search
+
+    request = SearchRequest(
         sup_dir / "supernet.pt",
         work / "search",
         platform=args.platform,
@@ -192,13 +203,24 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
             f"mutations={b['mutations']}",
             f"crossovers={b['crossovers']}",
             f"parents={b['parents']}",
-            f"val_size={b['val']}",
+            f"val_images={b['val']}",
         ],
         progress=True,
         restart=args.restart,
     )
-    search_wall = time.time() - t
-    pareto = search.to_dict()
+    return run_search(request)
+
+
+def front_summary(pareto: dict[str, Any]) -> dict[str, Any]:
+    """Per mode (flexible and baselines) the winners at each target, and how the fronts compare.
+
+    Args:
+        pareto: the search's ``pareto.json`` content.
+
+    Returns:
+        ``targets``, ``modes`` (hypervolume, candidates, time, winner per target or None) and the
+        baselines with a higher hypervolume than, dominating, or dominated by the flexible front.
+    """
     fronts = {"flexible": pareto}
     fronts.update(pareto["baselines"])
     targets = [t_["name"] for t_ in pareto["targets"]]
@@ -228,64 +250,38 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
     ]
     dominance = pareto.get("dominance", {})
     dominated_by = [m for m, d in dominance.items() if d["dominates_main"]]
-    result["fronts"] = {
+    return {
         "targets": [{"name": t_["name"], "fps": t_["target_fps"]} for t_ in pareto["targets"]],
         "modes": table,
         "higher_hypervolume_than_flexible": higher_hv,
         "fronts_dominating_flexible": dominated_by,
         "fronts_dominated_by_flexible": [m for m, d in dominance.items() if d["dominated_by_main"]],
-        "supernet": sup,
     }
 
-    # 2. weight sharing -----------------------------------------------------------------------------
-    print("[2/4] a searched subnet from the supernet vs the same architecture trained alone", flush=True)
+
+def weight_sharing(cfg: ExperimentConfig, pareto: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The winner of the middle met target, from the supernet vs trained alone in ``out`` (same steps)."""
     met = [t_ for t_ in pareto["targets"] if t_["status"] == "met"]
     chosen = met[len(met) // 2] if met else None
-    if chosen is not None:
-        sub = SubnetConfig.from_dict(chosen["subnet"])
-        alone = _train(cfg, work / "alone", only=sub)
-        result["weight_sharing"] = {
-            "target": chosen["name"],
-            "subnet": sub.describe(),
-            "supernet_test_top1": chosen.get("test_top1"),
-            "alone_test_top1": alone.get("test_top1_only"),
-            "steps": cfg.train.steps,
-        }
-    else:
-        result["weight_sharing"] = {"note": "no target met; nothing to compare"}
-
-    # 3. speed ---------------------------------------------------------------------------------------
-    print("[3/4] framework speed", flush=True)
-    speed = time_steps(cfg, b["reps"], cfg.train.batch_size)
-    hw = hardware_speed()
-    result["speed"] = {
-        "seconds": speed,
-        "ratio_supernet_step_vs_fp32_step": speed["supernet_step"] / speed["fp32_step"],
-        "ratio_largest_pass_vs_fp32_step": speed["supernet_largest_pass"] / speed["fp32_step"],
-        **hw,
-        "search_wall_seconds_all_modes": search_wall,
-        "search_seconds_flexible": flex["search_seconds"],
-        "supernet_train_seconds": sup.get("train_seconds"),
+    if chosen is None:
+        return {"note": "no target met; nothing to compare"}
+    sub = SubnetConfig.from_dict(chosen["subnet"])
+    alone = train_or_resume(cfg, out, only_subnet=sub)
+    return {
+        "target": chosen["name"],
+        "subnet": sub.describe(),
+        "supernet_test_top1": chosen.get("test_top1"),
+        "alone_test_top1": alone.get("test_top1_only"),
+        "steps": cfg.train.steps,
     }
 
-    # 4. hardware model vs paper -------------------------------------------------------------------
-    print("[4/4] hardware model vs the paper's ZCU102 figures", flush=True)
-    result["hardware"] = {"points": hardware_points(), "paper_utilisation_percent": PAPER_UTILISATION}
-    result["wall_seconds"] = time.time() - t_start
 
-    md = render(result)
-    atomic_write_json(out_json, result)
-    atomic_write_text(out_json.with_suffix(".md"), md)
-    print("\n" + md)
-    print(f"written {out_json} and {out_json.with_suffix('.md')}")
-    return 0
-
-
-def _f(v, spec=".2f") -> str:
+def _f(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def render(r: dict) -> str:
+def render(r: dict[str, Any]) -> str:
+    """The Markdown report (``mission.md``) of a mission result."""
     L = [
         f"## Mission benchmark ({r['mode']}, {r['config']}, {r['platform']}, {r['date']})",
         "",
@@ -293,9 +289,12 @@ def render(r: dict) -> str:
         f"{r['machine']['torch']}. Wall time {r['wall_seconds'] / 60:.1f} min. "
         f"Command: `python benchmarks/mission.py {r.get('argv', '')}`.",
         "",
-        "### 1. Fronts at the same FPS targets (test top-1 %, same supernet, same search budget)",
-        "",
     ]
+    return "\n".join(L + _render_fronts(r) + _render_weight_sharing(r) + _render_speed(r) + _render_hardware(r))
+
+
+def _render_fronts(r: dict[str, Any]) -> list[str]:
+    L = ["### 1. Fronts at the same FPS targets (test top-1 %, same supernet, same search budget)", ""]
     fr = r["fronts"]
     names = [t["name"] for t in fr["targets"]]
     L.append(
@@ -315,19 +314,25 @@ def render(r: dict) -> str:
         f"{', '.join(fr['higher_hypervolume_than_flexible']) or 'none'}.",
         "",
     ]
+    return L
+
+
+def _render_weight_sharing(r: dict[str, Any]) -> list[str]:
     ws = r["weight_sharing"]
-    L += ["### 2. What weight sharing costs", ""]
-    if "alone_test_top1" in ws:
-        L += [
-            f"Subnet of target {ws['target']} (`{ws['subnet']}`): {_f(ws['supernet_test_top1'])} % taken from "
-            f"the supernet without retraining vs {_f(ws['alone_test_top1'])} % trained alone "
-            f"(same quantization, {ws['steps']} steps).",
-            "",
-        ]
-    else:
-        L += [ws.get("note", ""), ""]
+    L = ["### 2. What weight sharing costs", ""]
+    if "alone_test_top1" not in ws:
+        return L + [ws.get("note", ""), ""]
+    return L + [
+        f"Subnet of target {ws['target']} (`{ws['subnet']}`): {_f(ws['supernet_test_top1'])} % taken from "
+        f"the supernet without retraining vs {_f(ws['alone_test_top1'])} % trained alone "
+        f"(same quantization, {ws['steps']} steps).",
+        "",
+    ]
+
+
+def _render_speed(r: dict[str, Any]) -> list[str]:
     s = r["speed"]
-    L += [
+    return [
         "### 3. Framework speed (this machine)",
         "",
         "| measure | value |",
@@ -340,6 +345,11 @@ def render(r: dict) -> str:
         f"| search wall time, all five modes incl. test scoring | {s['search_wall_seconds_all_modes']:.0f} s |",
         f"| supernet training time | {_f((s.get('supernet_train_seconds') or 0) / 60, '.1f')} min |",
         "",
+    ]
+
+
+def _render_hardware(r: dict[str, Any]) -> list[str]:
+    L = [
         "### 4. Hardware model vs the paper (ZCU102, 150 MHz)",
         "",
         "| point | paper top-1 | paper FPS | predicted FPS | error | paper GMACs | subnet GMACs | 8-bit rows | LUT % | DSP % | BRAM % |",
@@ -359,7 +369,7 @@ def render(r: dict) -> str:
         "for L1; its row uses an L1-like subnet of the large space only to place the prediction.",
         "",
     ]
-    return "\n".join(L)
+    return L
 
 
 if __name__ == "__main__":

@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import RESULTS, argv_string, write_results
 
 from quasar_vit.errors import QuasarError
-from quasar_vit.utils.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_EXPORTS = [ROOT / "runs/demo/export", ROOT / "runs/bench-accelerator/deit-small/export"]
 GRAPHS = ("fp32", "qdq", "int8")
 FLOAT_MATMULS = ("MatMul", "FusedMatMul", "Gemm")
@@ -155,8 +154,8 @@ def measure_export(export: Path, args: argparse.Namespace) -> dict[str, Any]:
     from quasar_vit.export.reference import IntegerViT
 
     ir = load_ir(export)
-    sub = ir.subnet
-    images, source = eval_images(export, args.images, (sub["in_chans"], sub["img_size"], sub["img_size"]))
+    sub, geo = ir.subnet, ir.geometry
+    images, source = eval_images(export, args.images, (geo.in_chans, geo.img_size, geo.img_size))
     ref, codes = IntegerViT(ir).forward(images, trace=True)
     row: dict[str, Any] = {
         "export": str(export),
@@ -232,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks/onnx_runtime.py: error: {exc}", file=sys.stderr)
         return 2
     print_table(rows, args.batches)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
+    write_results(
         args.out,
         {
             "machine": platform.platform(),
@@ -243,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "load_average_before_after": [load[0], os.getloadavg()[0]],
             "exports": rows,
-            "command": "python benchmarks/onnx_runtime.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "python benchmarks/onnx_runtime.py " + argv_string(argv),
         },
     )
     return 0

@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
+from typing import Any
+
+from common import RESULTS, user_error, write_results
 
 from quasar_vit.errors import QuasarError
-from quasar_vit.utils.io import atomic_write_json
 
-OUT = Path(__file__).with_name("results") / "search.json"
+OUT = RESULTS / "search.json"
 BASELINES = ["random", "uniform8", "uniform4", "fixed"]
 #: search.* config values settable from the command line, with their types
 SEARCH_KEYS = {
@@ -46,6 +47,30 @@ DEFAULT_BUDGET = 50 + 19 * 50  # AutoFormer's schedule: population 50, 20 genera
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        res, wall = run(args)
+    except QuasarError as exc:
+        status = user_error("search.py", exc)
+        if "checkpoint not found" in str(exc) or "no checkpoint" in str(exc):
+            print("train one first: quasar-vit train --config fmnist-tiny --out runs/fmnist-tiny", file=sys.stderr)
+        return status
+    rows = [mode_row(mode, r, res.targets) for mode, r in {res.main.mode: res.main, **res.baselines}.items()]
+    print_table(res, rows)
+    summary = make_summary(args, res, rows, wall)
+    spe = rows[0]["seconds_per_evaluation"] or 0.0
+    print(
+        f"\nflexible search: {rows[0]['evaluations']} evaluations in {rows[0]['search_seconds']:.1f} s "
+        f"({spe:.2f} s each, {res.val_images} val images); default budget ({DEFAULT_BUDGET} evaluations): "
+        f"{'measured' if res.settings.get('budget') == DEFAULT_BUDGET else 'estimated'} "
+        f"{spe * DEFAULT_BUDGET / 60:.1f} min; whole benchmark wall time {wall:.1f} s"
+    )
+    write_results(args.results, summary)
+    print(f"wrote {args.results}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="runs/fmnist-tiny", help="trained Fashion-MNIST supernet (file or run dir)")
     p.add_argument("--out", default="runs/search-benchmark", help="search output directory")
@@ -58,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--results", default=str(OUT), help="where to write the JSON summary")
-    args = p.parse_args(argv)
+    return p
 
-    from quasar_vit.search.runner import run_search
+
+def run(args: argparse.Namespace) -> tuple[Any, float]:
+    """The search with ``args``' settings and baselines; its result and wall seconds."""
+    from quasar_vit.search.runner import SearchRequest, run_search
     from quasar_vit.search.targets import parse_targets
 
     overrides = [
@@ -69,63 +97,58 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, k.replace("-", "_")) is not None
     ]
     baselines = [b for b in args.baselines.split(",") if b]
-    try:
-        targets = parse_targets(args.fps) if args.fps else None
-        t0 = time.perf_counter()
-        res = run_search(
-            args.checkpoint,
-            args.out,
-            platform=args.platform,
-            targets=targets,
-            baselines=baselines,
-            overrides=overrides,
-            device=args.device,
-            progress=args.progress,
-            restart=args.restart,
-        )
-        wall = time.perf_counter() - t0
-    except QuasarError as exc:
-        print(f"benchmarks/search.py: {exc}", file=sys.stderr)
-        if "checkpoint not found" in str(exc) or "no checkpoint" in str(exc):
-            print("train one first: quasar-vit train --config fmnist-tiny --out runs/fmnist-tiny", file=sys.stderr)
-        return 2
+    targets = parse_targets(args.fps) if args.fps else None
+    t0 = time.perf_counter()
+    request = SearchRequest(
+        args.checkpoint,
+        args.out,
+        platform=args.platform,
+        targets=targets,
+        baselines=baselines,
+        overrides=overrides,
+        device=args.device,
+        progress=args.progress,
+        restart=args.restart,
+    )
+    res = run_search(request)
+    return res, time.perf_counter() - t0
 
-    modes = {res.main.mode: res.main, **res.baselines}
+
+def mode_row(mode: str, r: Any, targets: list[Any]) -> dict[str, Any]:
+    """One mode's budget, time, hypervolume and winner (or why none) at each target."""
+    ev = r.evolution
+    entries = {e["name"]: e for e in r.target_entries(targets)}
+    return {
+        "mode": mode,
+        "evaluations": ev.evaluations,
+        "budget": ev.budget,
+        "search_seconds": ev.elapsed_s,
+        "screened_out": ev.stats.screened_out,  # racing: scored on search.screen_size images only
+        "seconds_per_evaluation": ev.elapsed_s / ev.evaluations if ev.evaluations else None,
+        "hypervolume": r.hypervolume,
+        "hypervolume_normalized": r.hypervolume_normalized,
+        "front_size": len(r.front),
+        "targets": {
+            n: (
+                {
+                    "val_top1": e["val_top1"],
+                    "test_top1": e["test_top1"],
+                    "fps": e["fps"],
+                    "share_8bit": e["share_8bit"],
+                    "weight_mb": e["weight_mb"],
+                    "subnet": e["description"],
+                }
+                if e["status"] == "met"
+                else {"status": e["status"], "fastest_fps": e["fastest_fps"]}
+            )
+            for n, e in entries.items()
+        },
+    }
+
+
+def print_table(res: Any, rows: list[dict[str, Any]]) -> None:
+    """Per mode: candidates, val/test top-1 of the winner at each target, hypervolume, time."""
     names = [t.name for t in res.targets]
-    rows = []
-    for mode, r in modes.items():
-        ev = r.evolution
-        entries = {e["name"]: e for e in r.target_entries(res.targets)}
-        rows.append(
-            {
-                "mode": mode,
-                "evaluations": ev.evaluations,
-                "budget": ev.budget,
-                "search_seconds": ev.elapsed_s,
-                "screened_out": ev.stats.screened_out,  # racing: scored on search.screen_size images only
-                "seconds_per_evaluation": ev.elapsed_s / ev.evaluations if ev.evaluations else None,
-                "hypervolume": r.hypervolume,
-                "hypervolume_normalized": r.hypervolume_normalized,
-                "front_size": len(r.front),
-                "targets": {
-                    n: (
-                        {
-                            "val_top1": e["val_top1"],
-                            "test_top1": e["test_top1"],
-                            "fps": e["fps"],
-                            "share_8bit": e["share_8bit"],
-                            "weight_mb": e["weight_mb"],
-                            "subnet": e["description"],
-                        }
-                        if e["status"] == "met"
-                        else {"status": e["status"], "fastest_fps": e["fastest_fps"]}
-                    )
-                    for n, e in entries.items()
-                },
-            }
-        )
-
-    # table
     head = (
         f"{'mode':<10} {'evals':>5} "
         + " ".join(f"{n + ' val/test':>20}" for n in names)
@@ -153,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
             + f" {row['hypervolume_normalized']:>9.4f} {row['search_seconds']:>8.1f}"
         )
 
+
+def make_summary(args: argparse.Namespace, res: Any, rows: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    """The JSON summary: settings, targets, per-mode rows, dominance and the default-budget time."""
     main_row = rows[0]
     spe = main_row["seconds_per_evaluation"] or 0.0
-    summary = {
+    return {
         "platform": res.platform,
         "checkpoint": str(args.checkpoint),
         "out": str(args.out),
@@ -176,15 +202,6 @@ def main(argv: list[str] | None = None) -> int:
             "extrapolated as seconds per evaluation x default budget"
         ),
     }
-    print(
-        f"\nflexible search: {main_row['evaluations']} evaluations in {main_row['search_seconds']:.1f} s "
-        f"({spe:.2f} s each, {res.val_images} val images); default budget ({DEFAULT_BUDGET} evaluations): "
-        f"{'measured' if res.settings.get('budget') == DEFAULT_BUDGET else 'estimated'} "
-        f"{spe * DEFAULT_BUDGET / 60:.1f} min; whole benchmark wall time {wall:.1f} s"
-    )
-    atomic_write_json(args.results, summary)
-    print(f"wrote {args.results}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,18 +23,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quasar_vit.errors import QuasarError
-from quasar_vit.utils.io import atomic_write_json
+from common import RESULTS, user_error, write_results
 
-OUT = Path(__file__).with_name("results") / "search_racing.json"
+from quasar_vit.errors import QuasarError
+
+OUT = RESULTS / "search_racing.json"
 
 
 def one_search(checkpoint: str, out: Path, overrides: list[str], screen_size: int) -> dict[str, Any]:
     """Run one flexible search; its wall time, scoring counts and winners per target."""
-    from quasar_vit.search.runner import run_search
+    from quasar_vit.search.runner import SearchRequest, run_search
 
     t0 = time.perf_counter()
-    res = run_search(
+    request = SearchRequest(
         checkpoint,
         out,
         overrides=[*overrides, f"search.screen_size={screen_size}"],
@@ -43,6 +44,7 @@ def one_search(checkpoint: str, out: Path, overrides: list[str], screen_size: in
         plot=False,
         log=lambda s: None,
     )
+    res = run_search(request)
     wall = time.perf_counter() - t0
     ev = res.main.evolution
     winners = {
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "mutations",
             "crossovers",
             "mutation_prob",
-            "val_size",
+            "val_images",
             "eval_batch_size",
         )
     ]
@@ -115,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"seed": seed, "plain": plain, "raced": raced, **compare(plain, raced)})
             print_row(rows[-1])
     except QuasarError as exc:
-        print(f"benchmarks/search_racing.py: {exc}", file=sys.stderr)
-        return 2
-    atomic_write_json(
+        return user_error("search_racing.py", exc)
+    write_results(
         args.results,
         {
             "checkpoint": args.checkpoint,

@@ -27,12 +27,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import search as search_bench  # noqa: E402  (sibling benchmark script)
+import search as search_bench  # the sibling benchmark script, run once per seed
+from common import RESULTS, write_results
 
-from quasar_vit.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from quasar_vit.utils.io import atomic_write_json
 
 
 def _mean_se(xs: list[float]) -> tuple[float, float | None]:
@@ -174,31 +172,53 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: dict[int, dict[str, Any]] = {}
     for seed in seeds:
-        out = Path(args.workdir) / args.tag / f"seed{seed}"
-        res_file, args_file = out / "summary.json", out / "summary.args.json"
-        call = [
-            "--checkpoint",
-            str(args.checkpoint),
-            "--out",
-            str(out),
-            "--seed",
-            str(seed),
-            "--results",
-            str(res_file),
-            *rest,
-        ]
-        if not args.rerun and reusable(out, call):
-            print(f"[seeds] seed {seed}: reusing {res_file}")
-            runs[seed] = json.loads(res_file.read_text())
-            continue
-        print(f"[seeds] seed {seed}: running search.py -> {out}")
-        args_file.unlink(missing_ok=True)  # a run that dies midway must not leave its summary reusable
-        rc = search_bench.main(call)
-        if rc != 0:
-            return rc
-        atomic_write_json(args_file, call)
-        runs[seed] = json.loads(res_file.read_text())
+        summary = run_seed(Path(args.workdir) / args.tag / f"seed{seed}", seed, args, rest)
+        if isinstance(summary, int):
+            return summary
+        runs[seed] = summary
+    write_summary(runs, args, argv)
+    return 0
 
+
+def run_seed(out: Path, seed: int, args: argparse.Namespace, rest: list[str]) -> dict[str, Any] | int:
+    """One seed's ``search.py`` summary, reused from ``out`` when its arguments match, else run.
+
+    Args:
+        out: the seed's search folder (``summary.json`` and ``summary.args.json`` beside it).
+        seed: the search seed.
+        args: this script's options (``checkpoint``, ``rerun``).
+        rest: the options passed on to ``search.py``.
+
+    Returns:
+        The summary, or ``search.py``'s exit status when it failed.
+    """
+    res_file, args_file = out / "summary.json", out / "summary.args.json"
+    call = [
+        "--checkpoint",
+        str(args.checkpoint),
+        "--out",
+        str(out),
+        "--seed",
+        str(seed),
+        "--results",
+        str(res_file),
+        *rest,
+    ]
+    if not args.rerun and reusable(out, call):
+        print(f"[seeds] seed {seed}: reusing {res_file}")
+        return json.loads(res_file.read_text())
+    print(f"[seeds] seed {seed}: running search.py -> {out}")
+    args_file.unlink(missing_ok=True)  # a run that dies midway must not leave its summary reusable
+    rc = search_bench.main(call)
+    if rc != 0:
+        return rc
+    atomic_write_json(args_file, call)
+    return json.loads(res_file.read_text())
+
+
+def write_summary(runs: dict[int, dict[str, Any]], args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Aggregate the seeds, print the Markdown and write ``search-seeds-TAG.json`` and ``.md``."""
+    seeds = list(runs)  # in the order given
     agg = aggregate(runs)
     budgets = {r["settings"].get("budget") for r in runs.values()}
     agg.update(
@@ -219,10 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(md)
-    atomic_write_json(RESULTS / f"search-seeds-{args.tag}.json", agg)
-    atomic_write_text(RESULTS / f"search-seeds-{args.tag}.md", md)
+    write_results(RESULTS / f"search-seeds-{args.tag}.json", agg, md)
     print(f"wrote {RESULTS / f'search-seeds-{args.tag}.json'} and .md")
-    return 0
 
 
 if __name__ == "__main__":

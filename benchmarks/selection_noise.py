@@ -26,13 +26,13 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from quasar_vit.errors import QuasarError
-from quasar_vit.utils.io import atomic_write_json
+from common import RESULTS, user_error, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from quasar_vit.errors import QuasarError
 
 
 def pooled_candidates(search_dir: Path) -> dict[str, dict[str, Any]]:
@@ -105,11 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except QuasarError as exc:
-        print(f"benchmarks/selection_noise.py: {exc}", file=sys.stderr)
-        return 2
+        return user_error("selection_noise.py", exc)
 
 
-def run(args: argparse.Namespace) -> int:
+def read_pareto(root: Path) -> dict[str, Any]:
+    """The ``pareto.json`` of search folder ``root``; a missing or broken file is a user error."""
+    pareto_file = root / "pareto.json"
+    if not pareto_file.is_file():
+        raise QuasarError(f"{pareto_file} not found: pass the --out folder of a finished search")
+    try:
+        return json.loads(pareto_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise QuasarError(f"{pareto_file} is not valid JSON ({exc})") from None
+
+
+#: ``correct(subnet_dict, split) -> 0/1 tensor``: which images of the split the subnet gets right
+Scorer = Callable[[dict[str, Any], Any], Any]
+
+
+def scorer(checkpoint: str, pareto: dict[str, Any], device: str) -> tuple[Scorer, Any]:
+    """Image-by-image scoring of subnets of ``checkpoint`` on the search's own splits and batch size.
+
+    Returns:
+        The scorer and the splits (``val`` as the search used it, ``test``).
+    """
     import torch
 
     from quasar_vit.data import BatchTransform
@@ -118,79 +137,34 @@ def run(args: argparse.Namespace) -> int:
     from quasar_vit.training.checkpoint import load_supernet
     from quasar_vit.training.evaluate import iter_eval_batches
 
-    root = Path(args.search_dir)
-    pareto_file = root / "pareto.json"
-    if not pareto_file.is_file():
-        raise QuasarError(f"{pareto_file} not found: pass the --out folder of a finished search")
-    try:
-        pareto = json.loads(pareto_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise QuasarError(f"{pareto_file} is not valid JSON ({exc})") from None
-    checkpoint = args.checkpoint or pareto["checkpoint"]
-    net, cfg, _ = load_supernet(checkpoint, args.device)
-    splits, _ = search_splits(cfg, int(pareto.get("val_images") or cfg.search.val_size))
+    net, cfg, _ = load_supernet(checkpoint, device)
+    splits, _ = search_splits(cfg, int(pareto.get("val_images") or cfg.search.val_images))
     tf = BatchTransform.from_config(cfg.data, train=False)
     net.eval()
     batch = int(pareto.get("settings", {}).get("eval_batch_size") or cfg.search.eval_batch_size)  # as the search
 
     @torch.no_grad()
-    def correct(sub: SubnetConfig, data) -> torch.Tensor:
+    def correct(subnet: dict[str, Any], data: Any) -> torch.Tensor:
+        sub = SubnetConfig.from_dict(subnet)
         parts = []
         for x, y in iter_eval_batches(data, batch):
-            parts.append(net(tf(x.to(args.device)), sub).argmax(-1).cpu() == y)
+            parts.append(net(tf(x.to(device)), sub).argmax(-1).cpu() == y)
         return torch.cat(parts)
 
+    return correct, splits
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.search_dir)
+    pareto = read_pareto(root)
+    checkpoint = args.checkpoint or pareto["checkpoint"]
+    correct, splits = scorer(checkpoint, pareto, args.device)
     pool = pooled_candidates(root)
     rows = []
     for t in pareto["targets"]:
-        # ordered as the search picks its winner: validation top-1, ties to the faster subnet
-        meeting = sorted(
-            (c for c in pool.values() if c["fps"] >= t["target_fps"]), key=lambda c: (-c["val_top1"], -c["fps"])
-        )
-        top = meeting[: args.top]
-        if len(top) < 2:
-            continue
-        scored = []
-        for c in top:
-            sub = SubnetConfig.from_dict(c["subnet"])
-            v, te = correct(sub, splits.val), correct(sub, splits.test)
-            scored.append((c, v, te))
-        for c, v, _ in scored:  # the split is the one the search used: same figures
-            if abs(top1(v) - c["val_top1"]) > 1e-9:
-                raise QuasarError(
-                    f"validation top-1 {top1(v):.2f} differs from the search's "
-                    f"{c['val_top1']:.2f}: is --checkpoint the supernet this search used?"
-                )
-        best_v, best_t = scored[0][1], scored[0][2]
-        cands = []
-        for c, v, te in scored:
-            cands.append(
-                {
-                    "subnet": c["subnet"],
-                    "modes": sorted(set(c["modes"])),
-                    "fps": c["fps"],
-                    "share_8bit": sum(c["subnet"]["w8_shares"]) / len(c["subnet"]["w8_shares"]),
-                    "val_top1": top1(v),
-                    "test_top1": top1(te),
-                    "val_gap_to_best": top1(best_v) - top1(v),
-                    "val_gap_se": paired_se(best_v, v) if v is not best_v else 0.0,
-                    "test_gap_to_val_best": top1(best_t) - top1(te),
-                }
-            )
-        vals, tests = [c["val_top1"] for c in cands], [c["test_top1"] for c in cands]
-        test_rank = 1 + sum(x > tests[0] for x in tests)
-        rows.append(
-            {
-                "target": t["name"],
-                "target_fps": t["target_fps"],
-                "candidates": cands,
-                "spearman_val_test": spearman(vals, tests),
-                "test_rank_of_val_best": test_rank,
-                "val_range": max(vals) - min(vals),
-                "test_range": max(tests) - min(tests),
-                "median_gap_se": sorted(c["val_gap_se"] for c in cands[1:])[len(cands[1:]) // 2],
-            }
-        )
+        row = target_row(t, pool, correct, splits, args.top)
+        if row is not None:
+            rows.append(row)
 
     out = {
         "search_dir": str(root),
@@ -214,9 +188,66 @@ def run(args: argparse.Namespace) -> int:
             f"{r['spearman_val_test']:+.2f} | {r['test_rank_of_val_best']} of {len(r['candidates'])} |"
         )
     print("\n".join(lines))
-    atomic_write_json(Path(args.results), out)
+    write_results(args.results, out)
     print(f"\nwrote {args.results}")
     return 0
+
+
+def target_row(
+    t: dict[str, Any], pool: dict[str, dict[str, Any]], correct: Scorer, splits: Any, top: int
+) -> dict[str, Any] | None:
+    """The ``top`` candidates meeting target ``t``, scored on val and test; None below two candidates.
+
+    Args:
+        t: one target of ``pareto.json`` (``name``, ``target_fps``).
+        pool: :func:`pooled_candidates` of the search folder.
+        correct: the :func:`scorer`.
+        splits: its splits.
+        top: how many candidates to score.
+
+    Returns:
+        The per-candidate gaps and the target's spread, rank correlation and test rank of the val-best.
+    """
+    # ordered as the search picks its winner: validation top-1, ties to the faster subnet
+    meeting = sorted(
+        (c for c in pool.values() if c["fps"] >= t["target_fps"]), key=lambda c: (-c["val_top1"], -c["fps"])
+    )
+    chosen = meeting[:top]
+    if len(chosen) < 2:
+        return None
+    scored = [(c, correct(c["subnet"], splits.val), correct(c["subnet"], splits.test)) for c in chosen]
+    for c, v, _ in scored:  # the split is the one the search used: same figures
+        if abs(top1(v) - c["val_top1"]) > 1e-9:
+            raise QuasarError(
+                f"validation top-1 {top1(v):.2f} differs from the search's "
+                f"{c['val_top1']:.2f}: is --checkpoint the supernet this search used?"
+            )
+    best_v, best_t = scored[0][1], scored[0][2]
+    cands = [
+        {
+            "subnet": c["subnet"],
+            "modes": sorted(set(c["modes"])),
+            "fps": c["fps"],
+            "share_8bit": sum(c["subnet"]["w8_shares"]) / len(c["subnet"]["w8_shares"]),
+            "val_top1": top1(v),
+            "test_top1": top1(te),
+            "val_gap_to_best": top1(best_v) - top1(v),
+            "val_gap_se": paired_se(best_v, v) if v is not best_v else 0.0,
+            "test_gap_to_val_best": top1(best_t) - top1(te),
+        }
+        for c, v, te in scored
+    ]
+    vals, tests = [c["val_top1"] for c in cands], [c["test_top1"] for c in cands]
+    return {
+        "target": t["name"],
+        "target_fps": t["target_fps"],
+        "candidates": cands,
+        "spearman_val_test": spearman(vals, tests),
+        "test_rank_of_val_best": 1 + sum(x > tests[0] for x in tests),
+        "val_range": max(vals) - min(vals),
+        "test_range": max(tests) - min(tests),
+        "median_gap_se": sorted(c["val_gap_se"] for c in cands[1:])[len(cands[1:]) // 2],
+    }
 
 
 if __name__ == "__main__":

@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import Any
+
+from common import RESULTS, eval_splits, user_error, write_results
 
 from quasar_vit.errors import QuasarError
-from quasar_vit.utils.io import atomic_write_json
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def sensitivity(checkpoint: str, split: str = "val", device: str = "cpu") -> dict:
-    from quasar_vit.data import BatchTransform, build_datasets
+def sensitivity(checkpoint: str, split: str = "val", device: str = "cpu") -> dict[str, Any]:
+    """Top-1 of ``checkpoint``'s largest architecture all 8-bit, all low-bit, and one block low-bit at a time."""
+    from quasar_vit.data import BatchTransform
     from quasar_vit.training.checkpoint import load_supernet
     from quasar_vit.training.evaluate import evaluate_subnet
 
     net, cfg, _ = load_supernet(checkpoint, device)
     space = cfg.model.space()
-    splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, cfg.train.seed)
+    splits = eval_splits(cfg)
     data = splits.val if split == "val" else splits.test
     tf = BatchTransform.from_config(cfg.data, train=False)
     big = space.largest()
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = [sensitivity(c, args.split, args.device) for c in args.checkpoint]
     except QuasarError as exc:
-        print(f"benchmarks/share_sensitivity.py: {exc}", file=sys.stderr)
-        return 2
+        return user_error("share_sensitivity.py", exc)
     depth = max(len(r["drop_block_low"]) for r in rows)
     print(f"Largest architecture, {args.split} top-1 (%); 'block i' = drop when only block i's rows are low-bit\n")
     print("| supernet | low bits | all 8-bit | all low | " + " | ".join(f"block {i}" for i in range(depth)) + " |")
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             + " | ".join(drops)
             + " |"
         )
-    atomic_write_json(args.results, {"rows": rows})
+    write_results(args.results, {"rows": rows})
     print(f"\nwrote {args.results}")
     return 0
 

@@ -18,8 +18,8 @@ TINY_SPACE = [
     "model.depths=[1, 2]",
     "model.num_heads=[1, 2]",
     "model.mlp_ratios=[1.0, 2.0]",
-    "model.head_dim=8",
-    "model.patch_size=7",
+    "model.geometry.head_dim=8",
+    "model.geometry.patch_size=7",
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -39,11 +40,7 @@ def test_demo_end_to_end_and_resume(tmp_path, fmnist_available):
     s = DemoSettings(
         config=_tiny_config(tmp_path),
         train_steps=8,
-        population=4,
-        generations=2,
-        mutations=2,
-        crossovers=2,
-        val_size=200,
+        search=replace(DemoSettings().search, population=4, generations=2, mutations=2, crossovers=2, val_images=200),
         verify_limit=100,
         csim_limit=20,
         csim=shutil.which("g++") is not None,
@@ -64,5 +61,5 @@ def test_demo_end_to_end_and_resume(tmp_path, fmnist_available):
     assert sum("done before: skipped" in l for l in lines) == 4 + (1 if s.csim else 0)
     # other settings on the same folder are refused, not silently mixed with the old results
     with pytest.raises(QuasarError, match="platform"):
-        run_demo(out, DemoSettings(**{**s.__dict__, "platform": "kv260"}), progress=False, say=lines.append)
+        run_demo(out, replace(s, search=replace(s.search, platform="kv260")), progress=False, say=lines.append)
     assert json.loads((out / "demo.json").read_text())["settings"]["platform"] == "zcu102"

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from quasar_vit.config import load_config
+from quasar_vit.config import config_from_dict, load_config
 from quasar_vit.errors import ConfigError, SubnetError
-from quasar_vit.space import SearchSpace, SubnetConfig, preset_subnet
+from quasar_vit.space import SearchSpace, SubnetConfig, ViTGeometry, preset_subnet
 
 
 @pytest.fixture()
@@ -50,7 +50,7 @@ def test_validate_names_the_bad_choice(space):
     bad = SubnetConfig.from_dict({**sub.to_dict(), "w8_shares": [0.3] * sub.depth})
     with pytest.raises(SubnetError, match="w8_share 0.3"):
         space.validate(bad)
-    bad = SubnetConfig.from_dict({**sub.to_dict(), "img_size": 32, "patch_size": 4})
+    bad = SubnetConfig.from_dict({**sub.to_dict(), "geometry": {"img_size": 32, "patch_size": 4}})
     with pytest.raises(SubnetError, match="img_size"):
         space.validate(bad)
 
@@ -80,7 +80,8 @@ def test_deit_presets_match_published_macs():
 
 
 def test_linear_layers_count_8bit_rows_per_section():
-    sub = SubnetConfig(64, 1, (2,), (2.0,), (0.5,), img_size=28, patch_size=4, in_chans=1, num_classes=10, head_dim=16)
+    geometry = ViTGeometry(img_size=28, patch_size=4, in_chans=1, num_classes=10, head_dim=16)
+    sub = SubnetConfig(64, 1, (2,), (2.0,), (0.5,), geometry)
     layers = {l.name: l for l in sub.linear_layers()}
     assert layers["blocks.0.qkv"].out_features == 96 and layers["blocks.0.qkv"].n8_rows == 48
     assert layers["blocks.0.fc1"].out_features == 128 and layers["blocks.0.fc1"].n8_rows == 64
@@ -107,7 +108,11 @@ def test_bundled_configs_load():
         ("data:\n  name: svhn\n", "svhn"),
         ("- a\n- b\n", "mapping"),
         ("train: [1, 2\n", r"c\.yaml:2:1: YAML syntax error"),
-        ("model:\n  img_size: 30\n  patch_size: 4\n", "multiple"),
+        ("model:\n  geometry:\n    img_size: 30\n    patch_size: 4\n", r"model\.geometry: img_size 30 .*multiple"),
+        ("model:\n  geometry:\n    head_bits: 6\n", r"model\.geometry: .*4 or 8, got 6"),
+        ("model:\n  geometry:\n    img_sz: 28\n", r"model\.geometry\.img_sz"),
+        ("model:\n  geometry:\n    img_size: 28.0\n", r"model\.geometry\.img_size: expected an integer"),
+        ("model:\n  img_size: 30\n  patch_size: 4\n", "multiple"),  # the flat form before ViTGeometry
         ("search:\n  tied_generations: -1\n", "search.tied_generations"),
         ("search:\n  share_mutation: creep\n", "search.share_mutation"),
     ],
@@ -140,3 +145,58 @@ def test_overrides_and_missing_config(tmp_path):
 def test_bad_set_key_names_the_option_not_the_yaml_file(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config("fmnist-tiny", [override])
+
+
+def test_geometry_is_validated_once_and_hashable():
+    g = ViTGeometry(img_size=28, patch_size=7, in_chans=1, num_classes=10, head_dim=16)
+    assert (g.num_patches, g.num_tokens, g.patch_dim) == (16, 17, 49)
+    assert hash(g) == hash(ViTGeometry(28, 7, 1, 10, 16)) and {g: 1}[ViTGeometry(28, 7, 1, 10, 16)] == 1
+    with pytest.raises(SubnetError, match="multiple of patch_size"):
+        ViTGeometry(img_size=30, patch_size=7)
+    with pytest.raises(SubnetError, match="4 or 8"):
+        ViTGeometry(head_bits=6)
+    with pytest.raises(SubnetError, match="'in_chans' must be a positive integer"):
+        ViTGeometry(in_chans=True)
+    with pytest.raises(SubnetError, match="geometry"):
+        SubnetConfig(64, 1, (2,), (2.0,), (0.5,), (28, 7))  # type: ignore[arg-type]
+
+
+def test_subnet_json_nests_geometry_and_reads_the_old_flat_form(space):
+    sub = space.largest()
+    d = sub.to_dict()
+    assert d["geometry"] == {
+        "img_size": 28,
+        "patch_size": 7,
+        "in_chans": 1,
+        "num_classes": 10,
+        "head_dim": 16,
+        "patch_embed_bits": 8,
+        "head_bits": 8,
+    }
+    flat = {k: v for k, v in d.items() if k != "geometry"} | d["geometry"]
+    assert SubnetConfig.from_dict(flat) == sub
+    assert SubnetConfig.from_dict({k: v for k, v in d.items() if k != "geometry"}).geometry == ViTGeometry()
+    with pytest.raises(SubnetError, match="unknown geometry key"):
+        SubnetConfig.from_dict({**d, "geometry": {**d["geometry"], "colour": 1}})
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    old = {k: v for k, v in space.to_dict().items() if k != "geometry"} | space.to_dict()["geometry"]
+    assert SearchSpace.from_dict(old) == space
+
+
+def test_old_flat_configs_and_overrides_still_load(tmp_path):
+    cfg = load_config("fmnist-tiny")
+    data = cfg.to_dict()
+    assert "geometry" in data["model"] and "img_size" not in data["model"]
+    old = dict(data, model={k: v for k, v in data["model"].items() if k != "geometry"} | data["model"]["geometry"])
+    assert config_from_dict(old) == cfg
+    p = tmp_path / "old.yaml"
+    p.write_text("model:\n  img_size: 35\n  patch_size: 7\n")
+    assert load_config(p).model.geometry.img_size == 35
+    # a --set of either form wins over either form in the file
+    assert load_config(p, ["model.geometry.img_size=42"]).model.geometry.img_size == 42
+    assert load_config("fmnist-tiny", ["model.img_size=42"]).model.geometry.img_size == 42
+    # keys a partial geometry leaves out keep the model config's defaults, not ViTGeometry's
+    p.write_text("model:\n  geometry:\n    head_dim: 8\n")
+    assert load_config(p).model.geometry == ViTGeometry(28, 7, 1, 10, 8)
+    with pytest.raises(ConfigError, match=r"did you mean 'model\.geometry\.img_size'"):
+        load_config("fmnist-tiny", ["model.geometry.img_sise=3"])

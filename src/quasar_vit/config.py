@@ -4,8 +4,8 @@ Configs are data.  ``load_config`` rejects unknown keys and values of the wrong 
 message that names the offending key (``train.lr: expected a number, got 'fast'``).  A config name
 without a path (``fmnist-tiny``) resolves to the file bundled in ``configs/``.
 
-Choices the paper leaves open (paper-notes.md marks them "open") are fields here, with the
-defaults documented in docs/design.md.
+Choices the paper (Quasar-ViT, ICS 2024) leaves open are fields here, with the defaults
+documented in docs/design.md.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from quasar_vit.errors import ConfigError
-from quasar_vit.space import SearchSpace
+from quasar_vit.errors import ConfigError, SubnetError
+from quasar_vit.space import SearchSpace, ViTGeometry, nest_geometry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -39,20 +39,18 @@ class QuantConfig:
 
 @dataclass
 class ModelConfig:
-    """The supernet's search space and fixed geometry."""
+    """The supernet's search space and fixed geometry.
 
-    img_size: int = 28
-    patch_size: int = 7
-    in_chans: int = 1
-    num_classes: int = 10
-    head_dim: int = 16
+    In YAML the geometry is the mapping ``model.geometry`` (keys of :class:`ViTGeometry`); keys it
+    leaves out keep the defaults below (Fashion-MNIST's), not :class:`ViTGeometry`'s.
+    """
+
+    geometry: ViTGeometry = ViTGeometry(img_size=28, patch_size=7, in_chans=1, num_classes=10, head_dim=16)
     embed_dims: list[int] = field(default_factory=lambda: [48, 64, 96])
     depths: list[int] = field(default_factory=lambda: [4, 5, 6])
     num_heads: list[int] = field(default_factory=lambda: [2, 3, 4])
     mlp_ratios: list[float] = field(default_factory=lambda: [2.0, 3.0, 4.0])
     w8_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    patch_embed_bits: int = 8
-    head_bits: int = 8
     layer_scale: bool = True  # supernet layer scaling (paper section 2)
     layer_scale_init: float = 0.1  # open: CaiT uses 0.1 for depth <= 18
     drop_path: float = 0.0
@@ -64,13 +62,7 @@ class ModelConfig:
             num_heads=tuple(self.num_heads),
             mlp_ratios=tuple(self.mlp_ratios),
             w8_shares=tuple(self.w8_shares),
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            in_chans=self.in_chans,
-            num_classes=self.num_classes,
-            head_dim=self.head_dim,
-            patch_embed_bits=self.patch_embed_bits,
-            head_bits=self.head_bits,
+            geometry=self.geometry,
         )
 
 
@@ -80,7 +72,9 @@ class DataConfig:
 
     name: str = "fashion-mnist"
     root: str = "/usr/share/datasets/fashion-mnist"
-    val_size: int = 5000  # held out from the training split for search (never the test split)
+    # training images held out (never trained on) as the validation split the search scores on; the
+    # search uses its first search.val_images of them (never the test split)
+    val_size: int = 5000
     train_limit: int = 0  # 0 = all training images (after removing the validation split)
     test_limit: int = 0
     augment: bool = True  # training augmentation on/off (what it is: ``recipe``)
@@ -157,7 +151,7 @@ AUTO_AUGMENTS = ("rand", "trivial", "none")
 AMP_MODES = ("none", "bf16", "fp16")
 
 #: how a mutated per-layer 8-bit share changes (search.share_mutation; quasar_vit.search.encoding)
-SHARE_MUTATIONS = ("uniform", "step")
+SHARE_MUTATIONS = ("uniform", "step", "shift")
 
 
 @dataclass
@@ -178,17 +172,77 @@ class SearchConfig:
     # coarse-to-fine: the first tied_generations generations of a flexible search keep one 8-bit
     # share for all layers (the fixed-ratio subspace), later ones search it per layer (docs/search.md)
     tied_generations: int = 0
-    # how a mutated per-layer 8-bit share changes: "uniform" (redrawn) or "step" (one share up/down)
+    # how a mutated per-layer 8-bit share changes: "uniform" (redrawn), "step" (one share up/down)
+    # or "shift" (uniform, plus a move of the whole share vector one step; docs/experiments/search.md)
     share_mutation: str = "uniform"  # one of SHARE_MUTATIONS
     max_retries: int = 50
-    val_size: int = 5000
+    # validation images each candidate is scored on: the first val_images of the data.val_size images
+    # held out at training time (fewer if data.val_size is smaller); pareto.json's val_images
+    val_images: int = 5000
     # racing (docs/search.md): every candidate is first scored on the first screen_size validation
     # images; only those that could still enter some target's top-`parents` (screen score + race_z
-    # standard errors >= that target's k-th full score) are scored on all val_size.  0 = off.
+    # standard errors >= that target's k-th full score) are scored on all val_images.  0 = off.
     screen_size: int = 1000
     race_z: float = 2.0
     eval_batch_size: int = 500
     seed: int = 0
+
+    #: keys of earlier versions -> their name now (search.val_size read like data.val_size, the size
+    #: of the held-out split, but is how many of its images a candidate is scored on)
+    RENAMED: typing.ClassVar[dict[str, str]] = {"val_size": "val_images"}
+
+    @classmethod
+    def migrate(cls, section: dict[str, Any]) -> dict[str, Any]:
+        """The ``search`` mapping with the :attr:`RENAMED` keys under their current name.
+
+        Args:
+            section: a ``search`` mapping of a config file, checkpoint or override.
+
+        Returns:
+            ``section`` itself when it holds no old key, else a renamed copy.
+        """
+        old = [k for k in cls.RENAMED if k in section]
+        if not old:
+            return section
+        out = dict(section)
+        for k in old:
+            new = cls.RENAMED[k]
+            if new in out:
+                raise ConfigError(f"search.{k} is the old name of search.{new}: give only search.{new}")
+            out[new] = out.pop(k)
+        return out
+
+    @property
+    def budget(self) -> int:
+        """Most accuracy evaluations one search mode makes (every slot of every generation filled)."""
+        return self.population + (self.generations - 1) * (self.mutations + self.crossovers)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first out-of-range ``search.*`` key.
+
+        Here rather than in :meth:`ExperimentConfig.validate` so that an evolution built straight
+        from a ``SearchConfig`` (tests, library use) is checked by the same rules as a config file.
+        """
+        for key in ("population", "generations", "parents", "eval_batch_size", "val_images", "max_retries"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"search.{key}: must be positive, got {getattr(self, key)}")
+        if not 0.0 <= self.tied_share_prob <= 1.0:
+            raise ConfigError(f"search.tied_share_prob: must lie in [0, 1], got {self.tied_share_prob}")
+        if self.mutations < 0 or self.crossovers < 0:
+            raise ConfigError("search.mutations/search.crossovers: must be >= 0")
+        if self.tied_generations < 0:
+            raise ConfigError(f"search.tied_generations: must be >= 0, got {self.tied_generations}")
+        if self.share_mutation not in SHARE_MUTATIONS:
+            choices = ", ".join(SHARE_MUTATIONS)
+            raise ConfigError(f"search.share_mutation: '{self.share_mutation}' is not one of {choices}")
+        if self.parents > self.population:
+            raise ConfigError("search.parents: must not exceed search.population")
+        if not 0 <= self.mutation_prob <= 1:
+            raise ConfigError("search.mutation_prob: must lie in [0, 1]")
+        if self.screen_size < 0 or self.race_z < 0:
+            raise ConfigError("search.screen_size and search.race_z: must be >= 0 (screen_size 0 = no racing)")
+        if any(f <= 0 for f in self.fps_targets):
+            raise ConfigError("search.fps_targets: targets must be positive")
 
 
 @dataclass
@@ -227,28 +281,10 @@ class ExperimentConfig:
             raise ConfigError(f"train.quant_step_lr_scale: must be >= 0, got {t.quant_step_lr_scale}")
         if t.sandwich_random < 0:
             raise ConfigError("train.sandwich_random: must be >= 0")
-        s = self.search
-        for key in ("population", "generations", "parents", "eval_batch_size", "val_size", "max_retries"):
-            if getattr(s, key) <= 0:
-                raise ConfigError(f"search.{key}: must be positive, got {getattr(s, key)}")
-        if not 0.0 <= s.tied_share_prob <= 1.0:
-            raise ConfigError(f"search.tied_share_prob: must lie in [0, 1], got {s.tied_share_prob}")
-        if s.mutations < 0 or s.crossovers < 0:
-            raise ConfigError("search.mutations/search.crossovers: must be >= 0")
-        if s.tied_generations < 0:
-            raise ConfigError(f"search.tied_generations: must be >= 0, got {s.tied_generations}")
-        if s.share_mutation not in SHARE_MUTATIONS:
-            raise ConfigError(f"search.share_mutation: '{s.share_mutation}' is not one of {', '.join(SHARE_MUTATIONS)}")
-        if s.parents > s.population:
-            raise ConfigError("search.parents: must not exceed search.population")
-        if not 0 <= s.mutation_prob <= 1:
-            raise ConfigError("search.mutation_prob: must lie in [0, 1]")
-        if s.screen_size < 0 or s.race_z < 0:
-            raise ConfigError("search.screen_size and search.race_z: must be >= 0 (screen_size 0 = no racing)")
-        if any(f <= 0 for f in s.fps_targets):
-            raise ConfigError("search.fps_targets: targets must be positive")
-        if len(self.data.mean) != self.model.in_chans or len(self.data.std) != self.model.in_chans:
-            raise ConfigError("data.mean/data.std: need one value per input channel (model.in_chans)")
+        self.search.validate()
+        chans = self.model.geometry.in_chans
+        if len(self.data.mean) != chans or len(self.data.std) != chans:
+            raise ConfigError("data.mean/data.std: need one value per input channel (model.geometry.in_chans)")
         try:
             self.model.space()
         except ConfigError as exc:
@@ -347,14 +383,60 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(
             f"unknown config key(s): {', '.join(where + u for u in unknown)} (allowed: {', '.join(sorted(names))})"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
+    kwargs = {k: _coerce(_over_default(cls, k, v), hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except SubnetError as exc:  # a value that validates itself (ViTGeometry): name the config key
+        raise ConfigError(f"{prefix}: {exc}" if prefix else str(exc)) from None
+
+
+def _over_default(cls: type, name: str, value: Any) -> Any:
+    """A partial mapping for a field whose default is a dataclass value fills in that value's fields.
+
+    ``model.geometry: {img_size: 32}`` keeps the other geometry keys of ``ModelConfig``'s default,
+    as the flat ``model.img_size: 32`` did, rather than :class:`ViTGeometry`'s own defaults.
+    """
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    if not isinstance(value, dict) or not dataclasses.is_dataclass(default) or isinstance(default, type):
+        return value
+    return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(default)}, **value}
+
+
+def migrate_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a config mapping of an older version to the current form (the mapping is not changed).
+
+    Configs, checkpoints and ``export.json`` files written before :class:`ViTGeometry` hold the
+    geometry flat (``model.img_size``); it moves under ``model.geometry``.
+
+    Args:
+        data: a config mapping as read from YAML or stored in a checkpoint.
+
+    Returns:
+        The mapping in the current form (``data`` itself when nothing changed).
+    """
+    search = data.get("search")
+    if isinstance(search, dict) and SearchConfig.migrate(search) is not search:  # renamed search keys
+        data = {**data, "search": SearchConfig.migrate(search)}
+    model = data.get("model")
+    if isinstance(model, dict):
+        nested = nest_geometry(model)
+        if nested is not model:
+            return {**data, "model": nested}
+    return data
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """The validated config of a mapping (a YAML file's, or one stored in a checkpoint).
+
+    Args:
+        data: the mapping, in the current or an older form (see :func:`migrate_config_dict`).
+
+    Returns:
+        The config; any unknown key or invalid value raises :class:`ConfigError`.
+    """
     if not isinstance(data, dict):
         raise ConfigError("a config must be a YAML mapping at the top level")
-    cfg = _build(ExperimentConfig, data)
+    cfg = _build(ExperimentConfig, migrate_config_dict(data))
     cfg.validate()
     return cfg
 
@@ -415,12 +497,35 @@ def _check_override_key(key: str) -> None:
         raise ConfigError(f"--set {key}: '{key}' is a section; set one of its keys (section.key=value)")
 
 
+def _override_path(key: str) -> list[str]:
+    """The field path of a ``--set`` key; a flat geometry key (``model.img_size``, the form before
+    :class:`ViTGeometry`) names its field under ``model.geometry``."""
+    parts = key.split(".")
+    if len(parts) == 2 and parts[0] == "model":
+        probe = {parts[1]: None}
+        if nest_geometry(probe) is not probe:
+            parts.insert(1, "geometry")
+    if len(parts) == 2 and parts[0] == "search":  # an old key name (search.val_size)
+        parts[1] = SearchConfig.RENAMED.get(parts[1], parts[1])
+    return parts
+
+
 def apply_override(data: dict[str, Any], item: str) -> None:
+    """Set one ``section.key=value`` override (value parsed as YAML) in the config mapping ``data``.
+
+    ``data`` is first brought to the current form (:func:`migrate_config_dict`), so that an override
+    of a nested key is not undone by an older flat key of the file.
+
+    Args:
+        data: the config mapping, changed in place.
+        item: the override, as given to ``--set``.
+    """
     if "=" not in item:
         raise ConfigError(f"--set {item}: an override must look like section.key=value")
     key, raw = item.split("=", 1)
-    _check_override_key(key.strip())
-    parts = key.strip().split(".")
+    parts = _override_path(key.strip())
+    _check_override_key(".".join(parts))
+    data.update(migrate_config_dict(data))
     node = data
     for p in parts[:-1]:
         node = node.setdefault(p, {})

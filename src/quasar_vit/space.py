@@ -2,9 +2,9 @@
 
 A :class:`SubnetConfig` is the one object that flows between the steps of quasar-vit
 (train -> search -> export -> deploy).  It is self-contained: besides the searched choices
-(embed dim, depth, heads / MLP ratio / 8-bit-row share per layer) it carries the fixed geometry
-(image and patch size, head dim, classes), so that the hardware model can cost a ``subnet.json``
-without a supernet config or a checkpoint.
+(embed dim, depth, heads / MLP ratio / 8-bit-row share per layer) it carries the fixed
+:class:`ViTGeometry` (image and patch size, head dim, classes), so that the hardware model can
+cost a ``subnet.json`` without a supernet config or a checkpoint.
 
 Row-wise mixed precision (paper, section 1): every output row of a linear layer is 4-bit or
 8-bit.  The 8-bit rows are the *leading* rows of the active slice (``num_8bit_rows``), so that
@@ -25,15 +25,27 @@ from typing import Any, Iterator, Sequence
 from quasar_vit.errors import ConfigError, SubnetError
 
 
-def num_8bit_rows(rows: int, share: float) -> int:
-    """Number of 8-bit rows of a (section of a) weight with ``rows`` output rows.
+def num_8bit_rows(rows: int, share: float, sections: int = 1) -> int:
+    """Number of 8-bit rows of a linear layer: the one place this count is made.
 
-    Rounds half up so that the share 0.5 of 3 rows gives 2 (never 0 rows for a non-zero share
-    of a non-empty layer).
+    ``SubnetConfig.linear_layers`` (hardware model, export) and the layers themselves (supernet
+    slices and extracted models) all call this, so they always agree.  Each of the ``sections``
+    equal row blocks (q, k, v) gets the same count.  Rounds half up so that the share 0.5 of 3
+    rows gives 2 (never 0 rows for a non-zero share of a non-empty layer).  A fixed-precision
+    layer (patch embedding, head) is share 1.0 (8-bit) or 0.0.
+
+    Args:
+        rows: output rows of the (active slice of the) layer, all sections together.
+        share: fraction of each section's rows that are 8-bit, in [0, 1].
+        sections: number of equal row blocks that are sliced independently.
+
+    Returns:
+        The number of 8-bit rows, all sections together.
     """
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"8-bit share must be in [0, 1], got {share}")
-    return min(rows, int(math.floor(share * rows + 0.5)))
+    per = rows // sections
+    return sections * min(per, int(math.floor(share * per + 0.5)))
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,94 @@ class MatmulSpec:
         return self.heads * self.m * self.k * self.n
 
 
+def _is_positive_int(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and v > 0
+
+
+@dataclass(frozen=True)
+class ViTGeometry:
+    """The fixed (not searched) shape of a ViT: input, patches, classes, head width, end-layer bits.
+
+    One value shared by the model config, the search space and every subnet of it, so that these
+    fields are declared and validated in one place.  Frozen, hence hashable: the latency model keys
+    its memo tables on it.  Invalid values raise :class:`SubnetError` (a config that holds one turns
+    it into a :class:`ConfigError` naming the config key).
+    """
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    head_dim: int = 64
+    patch_embed_bits: int = 8  # bits of every patch-embedding row (4 or 8)
+    head_bits: int = 8  # bits of every classifier-head row (4 or 8)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not _is_positive_int(v):
+                raise SubnetError(f"geometry field '{f.name}' must be a positive integer, got {v!r}")
+        if self.img_size % self.patch_size:
+            raise SubnetError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        for b in (self.patch_embed_bits, self.head_bits):
+            if b not in (4, 8):
+                raise SubnetError(f"patch_embed_bits/head_bits must be 4 or 8, got {b}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // self.patch_size) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Patches plus the class token."""
+        return self.num_patches + 1
+
+    @property
+    def patch_dim(self) -> int:
+        """Inputs of the patch embedding: one flattened ``patch_size x patch_size x in_chans`` patch."""
+        return self.patch_size * self.patch_size * self.in_chans
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "ViTGeometry":
+        """The geometry of a JSON/YAML mapping; a malformed one raises :class:`SubnetError`.
+
+        Args:
+            d: a mapping of (some of) the field names; missing ones keep their defaults.
+
+        Returns:
+            The validated geometry.
+        """
+        if not isinstance(d, dict):
+            raise SubnetError(f"'geometry' must be a mapping, got {d!r}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SubnetError(f"unknown geometry key(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def nest_geometry(d: dict[str, Any]) -> dict[str, Any]:
+    """Move flat geometry keys (``img_size``, ...) of ``d`` under ``d["geometry"]``.
+
+    Configs, checkpoints and ``subnet.json`` files written before :class:`ViTGeometry` existed hold
+    the geometry fields at the top level of the model/space/subnet mapping; this is the one
+    migration of that form.  A flat key wins over the same key already under ``geometry``.
+
+    Args:
+        d: a model config, search space or subnet mapping, in the old flat or the nested form.
+
+    Returns:
+        A new mapping in the nested form (``d`` itself when it holds no flat geometry key).
+    """
+    names = {f.name for f in fields(ViTGeometry)}
+    flat = {k: v for k, v in d.items() if k in names}
+    if not flat:
+        return d
+    out = {k: v for k, v in d.items() if k not in names}
+    nested = out.get("geometry")
+    out["geometry"] = {**nested, **flat} if isinstance(nested, dict) else flat
+    return out
+
+
 @dataclass(frozen=True)
 class SubnetConfig:
     """One architecture + precision choice: a point of the search space (serialisable as JSON).
@@ -88,19 +188,14 @@ class SubnetConfig:
     num_heads: tuple[int, ...]
     mlp_ratios: tuple[float, ...]
     w8_shares: tuple[float, ...]
-    # fixed geometry (copied from the search space)
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    num_classes: int = 1000
-    head_dim: int = 64
-    patch_embed_bits: int = 8
-    head_bits: int = 8
+    geometry: ViTGeometry = ViTGeometry()  # fixed, the search space's
 
     def __post_init__(self) -> None:
-        for name in ("embed_dim", "depth", "img_size", "patch_size", "in_chans", "num_classes", "head_dim"):
+        if not isinstance(self.geometry, ViTGeometry):
+            raise SubnetError(f"subnet field 'geometry' must be a ViTGeometry, got {self.geometry!r}")
+        for name in ("embed_dim", "depth"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            if not _is_positive_int(v):
                 raise SubnetError(f"subnet field '{name}' must be a positive integer, got {v!r}")
         for name in ("num_heads", "mlp_ratios", "w8_shares"):
             if not isinstance(getattr(self, name), (list, tuple)):
@@ -120,49 +215,36 @@ class SubnetConfig:
                     f"subnet field '{name}' has {len(getattr(self, name))} entries, "
                     f"expected one per layer (depth={self.depth})"
                 )
-        if self.img_size % self.patch_size:
-            raise SubnetError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         for s in self.w8_shares:
             if not 0.0 <= s <= 1.0:
                 raise SubnetError(f"8-bit share {s} is outside [0, 1]")
-        for b in (self.patch_embed_bits, self.head_bits):
-            if b not in (4, 8):
-                raise SubnetError(f"patch_embed_bits/head_bits must be 4 or 8, got {b}")
 
     # ---- derived geometry -------------------------------------------------------------------
-    @property
-    def num_patches(self) -> int:
-        return (self.img_size // self.patch_size) ** 2
-
-    @property
-    def num_tokens(self) -> int:
-        """Patches plus the class token."""
-        return self.num_patches + 1
-
     def qkv_dim(self, layer: int) -> int:
-        return self.num_heads[layer] * self.head_dim
+        return self.num_heads[layer] * self.geometry.head_dim
 
     def mlp_hidden(self, layer: int) -> int:
         return int(self.embed_dim * self.mlp_ratios[layer])
 
     def linear_layers(self) -> list[LinearSpec]:
         """Every weight GEMM in execution order, with its 8-bit row count."""
-        t, e = self.num_tokens, self.embed_dim
-        pe = self.patch_size * self.patch_size * self.in_chans
-        out = [LinearSpec("patch_embed", self.num_patches, pe, e, e if self.patch_embed_bits == 8 else 0)]
+        g, e = self.geometry, self.embed_dim
+        t = g.num_tokens
+        pe8, head8 = float(g.patch_embed_bits == 8), float(g.head_bits == 8)  # fixed: all rows or none
+        out = [LinearSpec("patch_embed", g.num_patches, g.patch_dim, e, num_8bit_rows(e, pe8))]
         for i in range(self.depth):
             s, q, h = self.w8_shares[i], self.qkv_dim(i), self.mlp_hidden(i)
             out += [
-                LinearSpec(f"blocks.{i}.qkv", t, e, 3 * q, 3 * num_8bit_rows(q, s), sections=3),
+                LinearSpec(f"blocks.{i}.qkv", t, e, 3 * q, num_8bit_rows(3 * q, s, 3), sections=3),
                 LinearSpec(f"blocks.{i}.proj", t, q, e, num_8bit_rows(e, s)),
                 LinearSpec(f"blocks.{i}.fc1", t, e, h, num_8bit_rows(h, s)),
                 LinearSpec(f"blocks.{i}.fc2", t, h, e, num_8bit_rows(e, s)),
             ]
-        out.append(LinearSpec("head", 1, e, self.num_classes, self.num_classes if self.head_bits == 8 else 0))
+        out.append(LinearSpec("head", 1, e, g.num_classes, num_8bit_rows(g.num_classes, head8)))
         return out
 
     def attention_matmuls(self) -> list[MatmulSpec]:
-        t, d = self.num_tokens, self.head_dim
+        t, d = self.geometry.num_tokens, self.geometry.head_dim
         out = []
         for i in range(self.depth):
             out += [
@@ -203,8 +285,17 @@ class SubnetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SubnetConfig":
+        """The subnet of a JSON mapping, nested (``geometry: {...}``) or flat as written before it.
+
+        Args:
+            d: the mapping ``to_dict`` writes; a missing ``geometry`` means the default one.
+
+        Returns:
+            The validated subnet; anything malformed raises :class:`SubnetError`.
+        """
         if not isinstance(d, dict):
             raise SubnetError("a subnet must be a JSON object")
+        d = nest_geometry(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -213,6 +304,8 @@ class SubnetConfig:
         if missing:
             raise SubnetError(f"subnet is missing key(s): {', '.join(missing)}")
         try:
+            if "geometry" in d:
+                d = {**d, "geometry": ViTGeometry.from_dict(d["geometry"])}
             return cls(**d)
         except (TypeError, ValueError) as exc:
             raise SubnetError(f"malformed subnet: {exc}") from None
@@ -251,25 +344,16 @@ class SearchSpace:
     num_heads: tuple[int, ...]
     mlp_ratios: tuple[float, ...]
     w8_shares: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    num_classes: int = 1000
-    head_dim: int = 64
-    patch_embed_bits: int = 8
-    head_bits: int = 8
+    geometry: ViTGeometry = ViTGeometry()  # fixed: every subnet of the space has it
 
     def __post_init__(self) -> None:
-        for name in ("img_size", "patch_size", "in_chans", "num_classes", "head_dim"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"'{name}' must be positive, got {getattr(self, name)}")
+        if not isinstance(self.geometry, ViTGeometry):
+            raise ConfigError(f"search space 'geometry' must be a ViTGeometry, got {self.geometry!r}")
         for name in ("embed_dims", "depths", "num_heads", "mlp_ratios", "w8_shares"):
             vals = tuple(sorted(getattr(self, name)))
             if not vals:
                 raise ConfigError(f"search space '{name}' must list at least one choice")
             object.__setattr__(self, name, vals)
-        if self.img_size % self.patch_size:
-            raise ConfigError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if any(not 0.0 <= s <= 1.0 for s in self.w8_shares):
             raise ConfigError("search space 'w8_shares' must lie in [0, 1]")
         if any(v <= 0 for v in self.embed_dims + self.depths + self.num_heads) or any(r <= 0 for r in self.mlp_ratios):
@@ -292,21 +376,6 @@ class SearchSpace:
     def max_mlp_hidden(self) -> int:
         return int(self.max_embed * self.mlp_ratios[-1])
 
-    @property
-    def num_patches(self) -> int:
-        return (self.img_size // self.patch_size) ** 2
-
-    def _fixed(self) -> dict[str, Any]:
-        return dict(
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            in_chans=self.in_chans,
-            num_classes=self.num_classes,
-            head_dim=self.head_dim,
-            patch_embed_bits=self.patch_embed_bits,
-            head_bits=self.head_bits,
-        )
-
     def make(
         self,
         embed_dim: int,
@@ -315,7 +384,7 @@ class SearchSpace:
         mlp_ratios: Sequence[float],
         w8_shares: Sequence[float],
     ) -> SubnetConfig:
-        return SubnetConfig(embed_dim, depth, tuple(num_heads), tuple(mlp_ratios), tuple(w8_shares), **self._fixed())
+        return SubnetConfig(embed_dim, depth, tuple(num_heads), tuple(mlp_ratios), tuple(w8_shares), self.geometry)
 
     def largest(self) -> SubnetConfig:
         """Widest, deepest subnet with every row 8-bit: the in-place distillation teacher."""
@@ -341,9 +410,11 @@ class SearchSpace:
 
     def validate(self, subnet: SubnetConfig) -> None:
         """Raise :class:`SubnetError` naming the first choice that is outside this space."""
-        for k, v in self._fixed().items():
-            if getattr(subnet, k) != v:
-                raise SubnetError(f"subnet {k}={getattr(subnet, k)} does not match the supernet's {k}={v}")
+        for f in fields(ViTGeometry):
+            mine, theirs = getattr(self.geometry, f.name), getattr(subnet.geometry, f.name)
+            if theirs != mine:
+                k = f.name
+                raise SubnetError(f"subnet {k}={theirs} does not match the supernet's {k}={mine}")
         if subnet.embed_dim not in self.embed_dims:
             raise SubnetError(f"embed_dim {subnet.embed_dim} not in the space {list(self.embed_dims)}")
         if subnet.depth not in self.depths:
@@ -377,10 +448,23 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchSpace":
-        d = dict(d)
+        """The space of a ``to_dict`` mapping (or the flat form written before :class:`ViTGeometry`).
+
+        Args:
+            d: the mapping; a missing ``geometry`` means the default one.
+
+        Returns:
+            The validated space; a malformed geometry raises :class:`ConfigError`.
+        """
+        d = dict(nest_geometry(d))
         for k in ("embed_dims", "depths", "num_heads", "mlp_ratios", "w8_shares"):
             if k in d:
                 d[k] = tuple(d[k])
+        if "geometry" in d:
+            try:
+                d["geometry"] = ViTGeometry.from_dict(d["geometry"])
+            except SubnetError as exc:
+                raise ConfigError(f"search space: {exc}") from None
         return cls(**d)
 
 
@@ -390,18 +474,17 @@ def preset_subnet(name: str, resolution: int = 224, share_8bit: float = 1.0) -> 
     if name not in presets:
         raise SubnetError(f"unknown preset '{name}'; choose one of {', '.join(presets)}")
     e, h = presets[name]
-    return SubnetConfig(
-        e,
-        12,
-        (h,) * 12,
-        (4.0,) * 12,
-        (share_8bit,) * 12,
-        img_size=resolution,
-        patch_size=16,
-        in_chans=3,
-        num_classes=1000,
-        head_dim=64,
-    )
+    geometry = ViTGeometry(img_size=resolution, patch_size=16, in_chans=3, num_classes=1000, head_dim=64)
+    return SubnetConfig(e, 12, (h,) * 12, (4.0,) * 12, (share_8bit,) * 12, geometry)
 
 
-__all__ = ["SubnetConfig", "SearchSpace", "LinearSpec", "MatmulSpec", "num_8bit_rows", "preset_subnet"]
+__all__ = [
+    "ViTGeometry",
+    "SubnetConfig",
+    "SearchSpace",
+    "LinearSpec",
+    "MatmulSpec",
+    "nest_geometry",
+    "num_8bit_rows",
+    "preset_subnet",
+]

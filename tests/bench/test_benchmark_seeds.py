@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import search_seeds  # noqa: E402
+import search_seeds  # benchmarks/ is on the path (conftest.py)
 
 
 def _summary(seed: int, flex: list[float | None], fixed: list[float], hv: tuple[float, float], dominated: bool) -> dict:

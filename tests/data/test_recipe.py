@@ -18,26 +18,27 @@ from PIL import Image, ImageEnhance, ImageOps
 
 import quasar_vit.data.augment as aug
 from quasar_vit.config import DataConfig, load_config
-from quasar_vit.data.decode import FolderCrops, load_center_crop, load_random_resized_crop, rrc_box
+from quasar_vit.data.decode import FolderCrops, load_random_resized_crop, rrc_box
+from quasar_vit.data.imagefolder import load_image
 from quasar_vit.data.imagefolder import ImageFolderDataset
 from quasar_vit.data.loaders import make_loader
 from quasar_vit.errors import ConfigError
 from quasar_vit.quantization.lsq import lsq_fake_quant
 from quasar_vit.supernet import build_supernet
 from quasar_vit.training.amp import Precision
-from quasar_vit.training.trainer import sandwich_backward, sandwich_subnets
+from quasar_vit.training.trainer import calibrate_supernet, sandwich_backward, sandwich_subnets
 
 from conftest import TINY_SPACE, tiny_overrides
 
 IMNET = [
-    "model.img_size=32",
-    "model.patch_size=8",
+    "model.geometry.img_size=32",
+    "model.geometry.patch_size=8",
     "model.embed_dims=[16, 24]",
     "model.depths=[1, 2]",
     "model.num_heads=[1, 2]",
-    "model.head_dim=8",
+    "model.geometry.head_dim=8",
     "model.mlp_ratios=[1.0, 2.0]",
-    "model.num_classes=3",
+    "model.geometry.num_classes=3",
     "model.drop_path=0.0",
     "data.val_size=3",
     "data.num_workers=0",
@@ -266,7 +267,7 @@ def test_rrc_box_follows_the_scale_and_ratio_ranges() -> None:
 
 def test_eval_crop_is_resize_256_bicubic_and_centre_224(tmp_path: Path) -> None:
     Image.fromarray(_photo(300, 400, 2)).save(tmp_path / "a.png")
-    got = load_center_crop(str(tmp_path / "a.png"), 224, 3, 0.875, "bicubic")
+    got = load_image(str(tmp_path / "a.png"), 224, 3, 0.875, "bicubic")
     ref = Image.open(tmp_path / "a.png").convert("RGB").resize((256, 341), Image.BICUBIC)
     ref = np.asarray(ref.crop((16, 58, 240, 282)))
     assert got.shape == (3, 224, 224) and np.array_equal(got.permute(1, 2, 0).numpy(), ref)
@@ -360,9 +361,7 @@ def test_supernet_trains_under_bf16_autocast_on_cpu(fmnist_available: bool) -> N
     model = build_supernet(cfg.model, cfg.quant)
     space = cfg.model.space()
     x = torch.randn(8, 1, 28, 28)
-    with torch.no_grad():
-        model(x, space.largest())
-        model(x, space.smallest())
+    calibrate_supernet(model, x, space)
     checked = []
 
     def exact(m: ActQuantizer, inp: tuple[torch.Tensor], out: torch.Tensor) -> None:
@@ -405,9 +404,7 @@ def test_accumulation_gives_the_big_batch_gradient(soft: bool, fmnist_available:
     space = cfg1.model.space()
     x = torch.randn(8, 1, 28, 28)
     y = torch.arange(8) % 10
-    with torch.no_grad():
-        model(x, space.largest())
-        model(x, space.smallest())
+    calibrate_supernet(model, x, space)
     targets = aug.mixup_cutmix(x, y, 10, 0.8, 0.0, 1.0, 0.0, torch.Generator().manual_seed(0))[1] if soft else y
     subnets = sandwich_subnets(space, 0, 3, 1)
     grads, losses = [], []

@@ -133,7 +133,7 @@ def test_weights_npz_layout(exported):
         assert g("bias").shape == (spec.out_features,)
     assert spec.name == "head"
     e = sub.embed_dim
-    assert arrays["blocks.0.ls1"].shape == (e,) and arrays["pos_embed"].shape == (sub.num_tokens, e)
+    assert arrays["blocks.0.ls1"].shape == (e,) and arrays["pos_embed"].shape == (sub.geometry.num_tokens, e)
     for n in ("aq_q", "aq_k", "aq_v", "aq_attn"):
         assert arrays[f"blocks.{sub.depth - 1}.{n}.step"].shape == ()
     assert set(manifest["arrays"]) == set(arrays)
@@ -290,7 +290,7 @@ def _corrupt_consistently(export_dir, layer: str) -> None:
     sub = manifest["subnet"]
     save_program(
         DeployViT(build_ir(arrays, manifest)),
-        torch.zeros(2, sub["in_chans"], sub["img_size"], sub["img_size"]),
+        torch.zeros(2, sub["geometry"]["in_chans"], sub["geometry"]["img_size"], sub["geometry"]["img_size"]),
         export_dir / "model.pt2",
         {"subnet": sub, "quant": manifest["quant"]},
     )
@@ -390,7 +390,8 @@ def test_bad_inputs_give_one_error_and_leave_nothing(trained, tmp_path, capsys):
 
     # a subnet from another search space (other geometry)
     geo = tmp_path / "geo.json"
-    geo.write_text(json.dumps({**SUBNET, "img_size": SUBNET["patch_size"] * 5}))
+    geometry = SUBNET["geometry"]
+    geo.write_text(json.dumps({**SUBNET, "geometry": {**geometry, "img_size": geometry["patch_size"] * 5}}))
     assert "img_size" in _cli_error(capsys, base + ["--subnet", str(geo)])
 
     assert not out.exists()
@@ -441,3 +442,48 @@ def test_explicit_missing_data_root_is_an_error(trained, tmp_path, capsys):
         ],
     )
     assert "nowhere" in err and not (tmp_path / "o").exists()
+
+
+def _searched(trained_run, tmp_path, **design_changes) -> tuple:
+    """A search result file (subnet + board + design, as ``search`` writes it) for SUBNET on zcu102."""
+    from quasar_vit.export.resolve import resolve_subnet
+    from quasar_vit.hardware import explore
+    from quasar_vit.space import SubnetConfig
+
+    cfg, _ = trained_run
+    design = {**explore(SubnetConfig.from_dict(SUBNET), "zcu102").design.to_dict(), **design_changes}
+    path = tmp_path / "subnet_target.json"
+    path.write_text(json.dumps({"platform": "zcu102", "subnet": SUBNET, "design": design}))
+    return path, resolve_subnet(path, cfg.model.space())
+
+
+def test_export_uses_the_searched_design(trained, trained_run, tmp_path):
+    """The design stored with a searched subnet is the export's design; --re-explore redoes it."""
+    from quasar_vit.export.exporter import _accelerator
+    from quasar_vit.hardware import explore, load_platform
+
+    path, ref = _searched(trained_run, tmp_path)
+    assert ref.platform == "zcu102" and ref.searched
+    stored = _accelerator(ref, None, re_explore=False)  # no --platform: the board it was searched for
+    assert stored.platform.name == "zcu102" and stored.notes == (f"the design chosen by the search ({path})",)
+    fresh = _accelerator(ref, load_platform("zcu102"), re_explore=True)
+    assert fresh.design == stored.design == explore(ref.subnet, "zcu102").design
+    assert "design-space exploration" in fresh.notes[0]
+    assert _accelerator(ref, load_platform("kv260"), re_explore=True).platform.name == "kv260"
+
+
+def test_searched_design_for_another_board_is_one_error(trained, trained_run, tmp_path, capsys):
+    from quasar_vit.errors import HardwareError
+    from quasar_vit.export.exporter import _accelerator
+    from quasar_vit.hardware import load_platform
+
+    _, ckpt, _ = trained
+    path, _ = _searched(trained_run, tmp_path)
+    out = tmp_path / "out"
+    argv = ["export", "--checkpoint", str(ckpt), "--subnet", str(path), "--out", str(out), "--no-eval"]
+    err = _cli_error(capsys, argv + ["--platform", "kv260"])
+    assert "searched for platform 'zcu102'" in err and "--re-explore" in err and not out.exists()
+
+    _, too_big = _searched(trained_run, tmp_path, pe_rows=4096)
+    with pytest.raises(HardwareError, match="no longer fits"):
+        _accelerator(too_big, load_platform("zcu102"), re_explore=False)

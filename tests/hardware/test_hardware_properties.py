@@ -7,7 +7,7 @@ import dataclasses
 from hypothesis import given, settings, strategies as st
 
 from quasar_vit.hardware import AcceleratorDesign, evaluate, explore, load_platform
-from quasar_vit.space import SubnetConfig
+from quasar_vit.space import SubnetConfig, ViTGeometry
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 ZCU102 = load_platform("zcu102")
@@ -28,7 +28,7 @@ def subnets(draw, min_depth: int = 1, max_depth: int = 4):
     mlps = tuple(draw(st.lists(st.sampled_from((1.0, 2.0, 3.5, 4.0)), min_size=depth, max_size=depth)))
     shares = tuple(draw(st.lists(st.sampled_from(SHARES), min_size=depth, max_size=depth)))
     img = draw(st.sampled_from((32, 64, 96)))
-    return SubnetConfig(embed, depth, heads, mlps, shares, img_size=img, patch_size=16)
+    return SubnetConfig(embed, depth, heads, mlps, shares, ViTGeometry(img_size=img, patch_size=16))
 
 
 platforms = st.sampled_from((ZCU102, STARVED))
@@ -79,7 +79,8 @@ def test_wider_never_faster(sub, data, plat, design):
         mlps[i] += data.draw(st.sampled_from((0.5, 1.0, 2.0)))
         wider = dataclasses.replace(sub, mlp_ratios=tuple(mlps))
     else:
-        wider = dataclasses.replace(sub, img_size=sub.img_size + 16)
+        g = sub.geometry
+        wider = dataclasses.replace(sub, geometry=dataclasses.replace(g, img_size=g.img_size + 16))
     assert evaluate(wider, plat, design).cycles >= evaluate(sub, plat, design).cycles
 
 

@@ -20,11 +20,7 @@ SUBNET = {
     "num_heads": [2, 1],
     "mlp_ratios": [2.0, 1.0],
     "w8_shares": [0.25, 0.75],
-    "img_size": 28,
-    "patch_size": 7,
-    "in_chans": 1,
-    "num_classes": 10,
-    "head_dim": 8,
+    "geometry": {"img_size": 28, "patch_size": 7, "in_chans": 1, "num_classes": 10, "head_dim": 8},
 }
 
 # CI must run the C simulation (scripts/setup.sh installs g++); elsewhere a missing g++ only skips

@@ -9,6 +9,8 @@ import torch
 
 from quasar_vit.quantization.lsq import (
     ActQuantizer,
+    calibrate,
+    calibration,
     effective_step,
     integer_weight_rows,
     lsq_fake_quant,
@@ -63,6 +65,14 @@ def test_num_8bit_rows(rows, share, expected):
     assert num_8bit_rows(rows, share) == expected
 
 
+def test_num_8bit_rows_counts_each_section():
+    """q, k and v (3 sections of 3 rows) each get round(0.5 * 3) = 2 rows, not round(0.5 * 9)."""
+    assert num_8bit_rows(9, 0.5, sections=3) == 6
+    assert num_8bit_rows(9, 0.5) == 5
+    with pytest.raises(ValueError):
+        num_8bit_rows(9, 1.5, sections=3)
+
+
 def test_fused_gradients_match_unfused_reference():
     torch.manual_seed(1)
     x = torch.randn(4, 7, 9) * 2
@@ -107,17 +117,47 @@ def test_integer_codes_reproduce_fake_quant_exactly():
     assert is8.sum() == 4
 
 
-def test_act_quantizer_initialises_from_first_batch_and_is_idempotent():
+def test_act_quantizer_is_calibrated_from_a_batch_and_is_idempotent():
     q = ActQuantizer(bits=6, signed=True)
     x = torch.randn(32, 10)
+    assert calibrate(q, x) == 1 and bool(q.initialized) and not q.calibrating
+    assert float(q.step.detach()) == float((2.0 * x.abs().mean() / math.sqrt(31)).clamp_min(1e-6))  # LSQ rule
     y = q(x)
-    assert bool(q.initialized)
     assert torch.allclose(q(y), y)  # quantizing a quantized tensor changes nothing
     codes = q.integer(x)
     assert codes.min() >= -32 and codes.max() <= 31
     assert torch.allclose(codes.float() * q.scale(), y)
+    assert calibrate(q, 10 * x) == 0 and torch.equal(q(x), y)  # a calibrated quantizer keeps its step
     u = ActQuantizer(bits=6, signed=False)
+    calibrate(u, torch.rand(5, 5))
     assert u(torch.rand(5, 5)).min() >= 0
+
+
+def test_uncalibrated_act_quantizer_refuses_to_run_and_a_loaded_state_needs_no_calibration():
+    q = ActQuantizer(bits=6)
+    with pytest.raises(RuntimeError, match="before calibration"):
+        q(torch.randn(4, 4))
+    assert not bool(q.initialized) and float(q.step.detach()) == 1.0  # nothing was set on the way
+    calibrate(q, torch.randn(8, 4))
+    fresh = ActQuantizer(bits=6)
+    fresh.load_state_dict(q.state_dict())
+    x = torch.randn(3, 4)
+    assert torch.equal(fresh(x), q(x))
+
+
+def test_calibration_reaches_every_quantizer_a_pass_uses_in_order():
+    """Each quantizer is initialised from what it sees in the calibration pass: the quantized output
+    of the quantizers before it, as a first training batch would have done it."""
+    first, second = ActQuantizer(bits=4), ActQuantizer(bits=6, signed=False)
+    seq = torch.nn.Sequential(first, torch.nn.ReLU(), second)
+    x = torch.randn(16, 8)
+    assert calibrate(seq, x) == 2
+    ref = ActQuantizer(bits=6, signed=False)
+    ref.init_step(torch.relu(first(x)))
+    assert torch.equal(second.step.detach(), ref.step.detach())
+    with pytest.raises(ZeroDivisionError), calibration(seq):  # the mode ends even on an error
+        raise ZeroDivisionError
+    assert not first.calibrating and not second.calibrating
 
 
 def test_disabled_quantizer_is_identity():

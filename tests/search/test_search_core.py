@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
+from quasar_vit.config import SearchConfig
 from quasar_vit.errors import ConfigError, HardwareError
 from quasar_vit.search.encoding import make_encoding, parse_mode
-from quasar_vit.search.evolution import Evaluator, Evolution, SearchStateError, Settings, run_evolution
+from quasar_vit.search.evolution import Evaluator, Evolution, SearchStateError, run_evolution
 from quasar_vit.search.pareto import (
     best_meeting,
     dominates,
@@ -21,18 +23,14 @@ from quasar_vit.search.pareto import (
     pareto_front,
 )
 from quasar_vit.search.targets import Target, default_targets, parse_targets
-from quasar_vit.space import SearchSpace
+from quasar_vit.space import SearchSpace, ViTGeometry
 
 SPACE = SearchSpace(
     embed_dims=(48, 64, 96),
     depths=(4, 5, 6),
     num_heads=(2, 3, 4),
     mlp_ratios=(2.0, 3.0, 4.0),
-    img_size=28,
-    patch_size=4,
-    in_chans=1,
-    num_classes=10,
-    head_dim=16,
+    geometry=ViTGeometry(img_size=28, patch_size=4, in_chans=1, num_classes=10, head_dim=16),
 )
 
 
@@ -62,7 +60,7 @@ def stub_accuracy(s) -> float:
 
 FPS_RANGE = (stub_latency(SPACE.make(96, 6, [4] * 6, [3.0] * 6, [1.0] * 6)).fps, stub_latency(SPACE.smallest()).fps)
 TARGETS = default_targets(*FPS_RANGE)
-SMALL = Settings(
+SMALL = SearchConfig(
     population=8, generations=4, parents=3, mutations=4, crossovers=4, mutation_prob=0.3, max_retries=30, seed=3
 )
 
@@ -229,7 +227,7 @@ def test_evolution_is_reproducible_and_never_duplicates():
     assert len({c.subnet for c in a.records}) == len(a.records)
     assert 0 < a.evaluations <= SMALL.budget
     assert a.complete and a.generations_done == SMALL.generations
-    c = _run(settings=Settings(**{**SMALL.to_dict(), "seed": 4}))
+    c = _run(settings=replace(SMALL, seed=4))
     assert [x.subnet for x in c.records] != [x.subnet for x in a.records]
     origins = {c.origin for c in a.records}
     assert origins <= {"init", "mutation", "crossover"} and "mutation" in origins
@@ -302,7 +300,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
     assert strip(lines) == strip(ref)
     # a state made with other settings is refused with a clear message
     with pytest.raises(SearchStateError, match="different settings"):
-        _run(settings=Settings(**{**SMALL.to_dict(), "seed": 9}), state_path=state)
+        _run(settings=replace(SMALL, seed=9), state_path=state)
 
 
 def test_max_generations_then_continue(tmp_path):
@@ -324,7 +322,7 @@ def test_baselines_share_the_code_path_and_budget():
 
 
 def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
-    tied = Settings(**{**SMALL.to_dict(), "tied_generations": 2})
+    tied = replace(SMALL, tied_generations=2)
     staged = _run(settings=tied)
     fixed = _run(mode="fixed", settings=SMALL)
     # generations 0-1 are exactly the fixed-ratio search (same seed, same operators) ...
@@ -366,7 +364,43 @@ def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
         c.subnet for c in _run(mode="random", settings=SMALL).records
     ]
     with pytest.raises(Exception, match="tied_generations"):
-        Settings(**{**SMALL.to_dict(), "tied_generations": -1}).validate()
+        replace(SMALL, tied_generations=-1).validate()
+
+
+def test_search_val_size_is_read_as_val_images():
+    """search.val_size (a name that read like data.val_size) was renamed search.val_images: configs,
+    checkpoints and --set overrides with the old name still load; both names at once are refused."""
+    from quasar_vit.config import config_from_dict, load_config
+
+    assert load_config("fmnist-tiny", ["search.val_size=123"]).search.val_images == 123
+    data = load_config("fmnist-tiny").to_dict()
+    data["search"]["val_size"] = data["search"].pop("val_images") - 1
+    assert config_from_dict(data).search.val_images == 4999
+    data["search"]["val_images"] = 10
+    with pytest.raises(ConfigError, match="old name of search.val_images"):
+        config_from_dict(data)
+
+
+def test_a_progress_observer_follows_the_run():
+    seen = []
+
+    class Obs:
+        def start(self, evo):
+            seen.append(("start", evo.generation))
+
+        def generation(self, evo, gen):
+            seen.append(("gen", gen))
+
+        def measured(self, evo, new):
+            seen.append(("new", len(new) > 0))
+
+        def done(self):
+            seen.append(("done",))
+
+    res = _run(progress=Obs())
+    assert seen[0] == ("start", 0) and seen[-1] == ("done",)
+    assert [g for k, *g in seen if k == "gen"] == [[g] for g in range(SMALL.generations)]
+    assert res.records == _run().records  # observing changes nothing
 
 
 def test_unreachable_targets_are_reported_not_raised():
@@ -400,9 +434,9 @@ def test_evaluator_caches_and_splits_work_over_ranks():
 
 
 # ---- racing ------------------------------------------------------------------------------------------
-RACE = Settings(
-    **{**SMALL.to_dict(), "population": 16, "generations": 6, "mutations": 8, "crossovers": 8, "screen_size": 100}
-)
+# racing is on when the evaluator can screen (``_racing_evaluator``); search.screen_size only sizes
+# the runner's screen
+RACE = replace(SMALL, population=16, generations=6, mutations=8, crossovers=8)
 
 
 def _racing_evaluator(noise: float, seed: int = 0) -> Evaluator:
@@ -448,7 +482,7 @@ def test_a_wider_race_margin_scores_more_candidates_in_full():
             TARGETS,
             _racing_evaluator(3.0),
             stub_latency,
-            Settings(**{**RACE.to_dict(), "race_z": z}),
+            replace(RACE, race_z=z),
         )
         evo.run()
         calls.append(evo.evaluator.calls)
@@ -465,6 +499,4 @@ def test_a_raced_search_resumes_exactly(tmp_path):
     assert [c.to_dict() for c in res.records] == [c.to_dict() for c in ref.records]
     assert again.evaluator.screen_calls < len(res.records)  # the saved screen scores were not re-measured
     with pytest.raises(SearchStateError, match="race_z"):
-        Evolution(
-            enc, TARGETS, _racing_evaluator(3.0), stub_latency, Settings(**{**RACE.to_dict(), "race_z": 1.0}), **kw
-        ).run()
+        Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, replace(RACE, race_z=1.0), **kw).run()

@@ -14,8 +14,15 @@ pytest.importorskip("torch")
 
 from quasar_vit.cli.main import main  # noqa: E402
 from quasar_vit.errors import HardwareError  # noqa: E402
+from quasar_vit.search.runner import SearchRequest, SearchResult, run_search  # noqa: E402
 from quasar_vit.search.targets import Target  # noqa: E402
 from quasar_vit.space import SubnetConfig  # noqa: E402
+
+
+def search(*args, **kwargs) -> SearchResult:
+    """``run_search`` of the :class:`SearchRequest` of these arguments."""
+    return run_search(SearchRequest(*args, **kwargs))
+
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not (DATA / "train-images-idx3-ubyte.gz").exists(), reason="Fashion-MNIST not found")
@@ -29,18 +36,18 @@ MICRO = [
     "data.train_limit=200",
     "data.test_limit=100",
     "data.val_size=300",
-    "model.patch_size=7",
+    "model.geometry.patch_size=7",
     "model.embed_dims=[16,32]",
     "model.depths=[1,2]",
     "model.num_heads=[1,2]",
     "model.mlp_ratios=[1.0,2.0]",
-    "model.head_dim=8",
+    "model.geometry.head_dim=8",
     "search.population=6",
     "search.generations=2",
     "search.parents=3",
     "search.mutations=3",
     "search.crossovers=3",
-    "search.val_size=100",
+    "search.val_images=100",
     "search.eval_batch_size=100",
 ]
 
@@ -58,10 +65,8 @@ def micro_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reference(micro_ckpt, tmp_path_factory):
     """One uninterrupted single-process run, compared against by the resume and distributed tests."""
-    from quasar_vit.search.runner import run_search
-
     out = tmp_path_factory.mktemp("search_ref")
-    res = run_search(
+    res = search(
         micro_ckpt, out, platform="zcu102", baselines=["uniform4"], device="cpu", progress=False, log=lambda s: None
     )
     return out, res
@@ -100,10 +105,8 @@ def test_outputs(reference):
 
 
 def test_resume_equals_uninterrupted(micro_ckpt, reference, tmp_path):
-    from quasar_vit.search.runner import run_search
-
     ref_out, ref = reference
-    part = run_search(
+    part = search(
         micro_ckpt,
         tmp_path,
         platform="zcu102",
@@ -115,17 +118,13 @@ def test_resume_equals_uninterrupted(micro_ckpt, reference, tmp_path):
         log=lambda s: None,
     )
     assert not part.main.evolution.complete
-    res = run_search(
-        micro_ckpt, tmp_path, platform="zcu102", device="cpu", progress=False, plot=False, log=lambda s: None
-    )
+    res = search(micro_ckpt, tmp_path, platform="zcu102", device="cpu", progress=False, plot=False, log=lambda s: None)
     assert [c.to_dict() for c in res.main.evolution.records] == [c.to_dict() for c in ref.main.evolution.records]
 
 
 def test_infeasible_targets(micro_ckpt, tmp_path, capsys):
-    from quasar_vit.search.runner import run_search
-
     huge = Target.from_fps(1e9)
-    res = run_search(
+    res = search(
         micro_ckpt,
         tmp_path / "a",
         platform="zcu102",
@@ -142,13 +141,11 @@ def test_infeasible_targets(micro_ckpt, tmp_path, capsys):
     assert bad["status"] == "infeasible" and bad["fastest_fps"] > 0
     assert "infeasible" in capsys.readouterr().out
     with pytest.raises(HardwareError, match="no target can be met"):
-        run_search(micro_ckpt, tmp_path / "b", platform="zcu102", targets=[huge], device="cpu", progress=False)
+        search(micro_ckpt, tmp_path / "b", platform="zcu102", targets=[huge], device="cpu", progress=False)
 
 
 def test_share_options_reach_the_evolution(micro_ckpt, tmp_path):
-    from quasar_vit.search.runner import run_search
-
-    res = run_search(
+    res = search(
         micro_ckpt,
         tmp_path,
         platform="zcu102",
@@ -233,14 +230,10 @@ def test_two_gloo_ranks_match_single_process(micro_ckpt, reference, tmp_path):
 
 
 def test_search_keeps_files_it_did_not_write(micro_ckpt, tmp_path):
-    from quasar_vit.search.runner import run_search
-
     out = tmp_path / "s"
     out.mkdir()
     (out / "subnet_mine.json").write_text("{}")
-    run_search(
-        micro_ckpt, out, platform="zcu102", device="cpu", progress=False, plot=False, test=False, log=lambda s: None
-    )
+    search(micro_ckpt, out, platform="zcu102", device="cpu", progress=False, plot=False, test=False, log=lambda s: None)
     assert (out / "subnet_mine.json").read_text() == "{}"
     assert len(list(out.glob("subnet_*fps.json"))) >= 1
 
@@ -249,36 +242,38 @@ def test_racing_full_score_is_the_one_pass_count(micro_ckpt):
     """A promoted candidate's full score = screen count + count over the other images: the same figure
     as one pass over the split, so racing changes which candidates are scored, never their score."""
     from quasar_vit.data import BatchTransform
-    from quasar_vit.search.runner import racing_scorers, search_splits
+    from quasar_vit.search.runner import search_splits, validation_evaluator
     from quasar_vit.training.checkpoint import load_supernet
     from quasar_vit.training.evaluate import evaluate_subnet
 
     model, cfg, _ = load_supernet(micro_ckpt)
     splits, n = search_splits(cfg, 300)
     tf = BatchTransform.from_config(cfg.data, train=False)
-    full, screen, screen_n = racing_scorers(model, splits.val, n, 120, tf, "cpu", 50)
+    ev = validation_evaluator(model, splits.val, n, 120, tf, "cpu", 50)
     space = cfg.model.space()
-    assert screen_n == 120 and screen is not None
+    assert ev.can_screen and ev.screen_images == 120 and ev.full_images == n
     for s in (space.largest(), space.smallest()):
         one_pass = evaluate_subnet(model, s, splits.val, tf, "cpu", 50)
-        assert full(s) == one_pass  # without a screen first
-        screen(s)
-        assert full(s) == one_pass  # with the screen's count reused
-    assert racing_scorers(model, splits.val, n, 0, tf, "cpu", 50)[1] is None  # 0: racing off
-    assert racing_scorers(model, splits.val, n, 300, tf, "cpu", 50)[1] is None  # screen = split: off
+        assert ev.accuracy_fn(s) == one_pass  # without a screen first
+        (screen_top1,) = ev.screen([s])
+        assert ev([s]) == [one_pass]  # with the screen's count reused
+        # the count is read back from the evaluator's screen cache (shared by every rank)
+        ev.cache.clear()
+        ev.screen_cache[s] = screen_top1 - 100.0 / 120
+        assert ev([s])[0] == pytest.approx(one_pass - 100.0 / n)
+    assert not validation_evaluator(model, splits.val, n, 0, tf, "cpu", 50).can_screen  # 0: racing off
+    assert not validation_evaluator(model, splits.val, n, 300, tf, "cpu", 50).can_screen  # screen = split: off
 
 
 def test_a_raced_search_records_what_it_screened_out(micro_ckpt, tmp_path):
-    from quasar_vit.search.runner import run_search
-
-    res = run_search(
+    res = search(
         micro_ckpt,
         tmp_path / "s",
         platform="zcu102",
         device="cpu",
         progress=False,
         plot=False,
-        overrides=["search.val_size=300", "search.screen_size=60", "search.generations=3", "search.race_z=0"],
+        overrides=["search.val_images=300", "search.screen_size=60", "search.generations=3", "search.race_z=0"],
         log=lambda s: None,
         test=False,
     )

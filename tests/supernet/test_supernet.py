@@ -9,8 +9,10 @@ import torch
 
 from quasar_vit.config import load_config
 from quasar_vit.errors import SubnetError
-from quasar_vit.models import QuantViT
+from quasar_vit.models import QuantLinear, QuantViT
+from quasar_vit.quantization import calibrate
 from quasar_vit.supernet import build_supernet, extract, set_active
+from quasar_vit.supernet.supernet import block_dims
 from quasar_vit.space import SubnetConfig
 
 
@@ -21,8 +23,7 @@ def setup():
     net = build_supernet(cfg.model, cfg.quant)
     space = cfg.model.space()
     x = torch.randn(6, 1, 28, 28)
-    with torch.no_grad():
-        net(x, space.largest())  # initialise activation quantizers
+    calibrate(net, x, space.largest())  # initialise activation quantizers
     net.eval()
     return net, space, x
 
@@ -126,3 +127,41 @@ def test_quantization_can_be_disabled_for_fp32_baselines():
     with torch.no_grad():
         net.blocks[0].fc1.weight.add_(1e-6)
     assert not torch.equal(a, net(x, sub))
+
+
+def test_layer_and_block_extraction_equal_their_slices(setup):
+    """``QuantLinear.extract`` / ``Block.extract`` give standalone layers computing exactly the slice."""
+    net, space, _ = setup
+    sub = _subnets(space)[4]
+    dims = block_dims(sub)[0]
+    blk = net.blocks[0]
+    t = torch.randn(3, 5, dims.embed)
+    with torch.no_grad():
+        alone = blk.extract(dims)
+        assert torch.equal(alone(t), blk(t, dims))
+        q, e = dims.heads * blk.head_dim, dims.embed
+        qkv = blk.qkv.extract(q, e, dims.share)
+        assert torch.equal(qkv(t), blk.qkv(t, q, e, dims.share))
+    assert qkv.weight.shape == (3 * q, e)
+    assert alone.drop_path == 0.0 and alone.training == blk.training
+
+
+def test_extracted_8bit_rows_match_the_subnet_description(setup):
+    """The layers count their 8-bit rows with the same function as ``SubnetConfig.linear_layers``."""
+    net, space, _ = setup
+    for sub in _subnets(space):
+        model = extract(net, sub)
+        layers = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+        assert {l.name: l.n8_rows for l in sub.linear_layers()} == {n: m.n8_rows for n, m in layers.items()}
+
+
+def test_extraction_draws_the_random_numbers_building_the_model_draws(setup):
+    """Extraction builds its modules in QuantViT's order, so the global RNG ends where it did before."""
+    net, space, _ = setup
+    sub = _subnets(space)[5]
+    torch.manual_seed(3)
+    QuantViT(sub, net.quant, net.layer_scale, net.layer_scale_init)
+    after_build = torch.randn(4)
+    torch.manual_seed(3)
+    extract(net, sub)
+    assert torch.equal(torch.randn(4), after_build)

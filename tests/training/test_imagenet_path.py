@@ -32,7 +32,7 @@ PER_CLASS = {"train": 40, "val": 10}  # 160 + 40 = 200 JPEGs
 #: shrunk in steps, batch and data sizes only
 SHRINK = [
     "train.batch_size=2",
-    "model.num_classes=4",
+    "model.geometry.num_classes=4",
     "data.val_size=16",
     "data.num_workers=0",
     "train.checkpoint_every=1",
@@ -135,7 +135,7 @@ def exported(trained, tmp_path_factory) -> Path:
     from quasar_vit.config import load_config
 
     root = tmp_path_factory.mktemp("export")
-    space = load_config("imagenet-small", ["model.num_classes=4"]).model.space()
+    space = load_config("imagenet-small", ["model.geometry.num_classes=4"]).model.space()
     (root / "subnet.json").write_text(json.dumps({"subnet": space.smallest().to_dict()}))
     out = root / "exp"
     assert (

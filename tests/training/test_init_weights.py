@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from quasar_vit.config import load_config
 from quasar_vit.errors import CheckpointError
-from quasar_vit.quantization.lsq import ActQuantizer, init_weight_steps
+from quasar_vit.quantization.lsq import ActQuantizer, calibrate, init_weight_steps
 from quasar_vit.supernet import build_supernet
 from quasar_vit.space import SubnetConfig
 from quasar_vit.training.init_weights import (
@@ -30,11 +30,11 @@ from quasar_vit.training.init_weights import (
 
 # a small space: the source ViT (E=24, 3 heads of 8, hidden 48, depth 2) is one of its subnets
 SPACE = [
-    "model.img_size=32",
-    "model.patch_size=8",
-    "model.in_chans=3",
-    "model.num_classes=10",
-    "model.head_dim=8",
+    "model.geometry.img_size=32",
+    "model.geometry.patch_size=8",
+    "model.geometry.in_chans=3",
+    "model.geometry.num_classes=10",
+    "model.geometry.head_dim=8",
     "model.embed_dims=[24, 32]",
     "model.depths=[2, 3]",
     "model.num_heads=[2, 3]",
@@ -153,19 +153,7 @@ def reference_vit(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int, eps:
 
 
 def subnet(cfg, embed: int, depth: int, heads: int, ratio: float) -> SubnetConfig:
-    m = cfg.model
-    return SubnetConfig(
-        embed,
-        depth,
-        (heads,) * depth,
-        (ratio,) * depth,
-        (1.0,) * depth,
-        img_size=m.img_size,
-        patch_size=m.patch_size,
-        in_chans=m.in_chans,
-        num_classes=m.num_classes,
-        head_dim=m.head_dim,
-    )
+    return SubnetConfig(embed, depth, (heads,) * depth, (ratio,) * depth, (1.0,) * depth, cfg.model.geometry)
 
 
 def float_supernet(extra: list[str] | None = None):
@@ -237,8 +225,9 @@ def test_padding_leaves_no_unit_dead_and_steps_follow_the_loaded_weights(tmp_pat
     # a zero-padded row's weights can move: its codes sit inside the clamp, so LSQ passes gradients
     model.train()
     x = torch.randn(4, 3, 32, 32)
-    with torch.no_grad():
-        model(x, cfg.model.space().largest())  # calibrate the activation steps
+    with pytest.raises(RuntimeError, match="before calibration"):  # the loaded weights need new steps
+        model(x, cfg.model.space().largest())
+    calibrate(model, x, cfg.model.space().largest())
     model(x, cfg.model.space().largest()).logsumexp(-1).sum().backward()
     assert float(pe.weight.grad[24:].abs().sum()) > 0 and float(model.blocks[0].fc2.weight.grad[:, 48:].abs().sum()) > 0
     assert "blocks.2.qkv.weight" in report.initial and "blocks.2.proj.weight" not in report.initial

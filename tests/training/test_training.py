@@ -148,7 +148,8 @@ def test_two_process_gloo_keeps_ranks_identical(tmp_path, fmnist_available):
     from quasar_vit.training.evaluate import evaluate_subnet
 
     net, cfg, _ = load_supernet(out)
-    splits = build_datasets(cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, cfg.train.seed)
+    g = cfg.model.geometry
+    splits = build_datasets(cfg.data, g.img_size, g.in_chans, g.num_classes, cfg.train.seed)
     tf = BatchTransform.from_config(cfg.data, train=False)
     space = cfg.model.space()
     for name, sub in (("largest", space.largest()), ("smallest", space.smallest())):

@@ -292,9 +292,9 @@ def test_a_corrupt_jpeg_is_one_error_naming_the_file(tmp_path, capsys, workers):
         + [
             f"data.root={root}",
             "data.name=imagefolder",
-            "model.img_size=28",
-            "model.in_chans=3",
-            "model.num_classes=2",
+            "model.geometry.img_size=28",
+            "model.geometry.in_chans=3",
+            "model.geometry.num_classes=2",
             "data.val_size=2",
             "data.mean=[0.5,0.5,0.5]",
             "data.std=[0.25,0.25,0.25]",

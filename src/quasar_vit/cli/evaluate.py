@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from quasar_vit.cli.common import add_device, add_progress, positive_int, resolve_subnet
+from quasar_vit.cli.common import add_device, add_progress, positive_int
+from quasar_vit.export.resolve import resolve_subnet
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -29,10 +30,9 @@ def run(args: argparse.Namespace) -> int:
     if args.data_root:
         cfg.data.root = args.data_root
     space = cfg.model.space()
-    subnet = resolve_subnet(args.subnet, space)
-    splits = build_datasets(
-        cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, seed=cfg.train.seed
-    )
+    subnet = resolve_subnet(args.subnet, space).subnet
+    g = cfg.model.geometry
+    splits = build_datasets(cfg.data, g.img_size, g.in_chans, g.num_classes, seed=cfg.train.seed)
     dataset = splits.test if args.split == "test" else splits.val
     top1 = evaluate_subnet(
         model,

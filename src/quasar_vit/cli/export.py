@@ -15,7 +15,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         required=True,
         help="subnet JSON file (a search result's {'subnet': ...} works too), or largest | smallest",
     )
-    p.add_argument("--platform", default="zcu102", help="board preset (zcu102, zcu104, kv260, ...) or a platform YAML")
+    p.add_argument(
+        "--platform",
+        default=None,
+        help="board preset (zcu102, zcu104, kv260, ...) or a platform YAML "
+        "(default: the board a searched subnet was searched for, else zcu102)",
+    )
+    p.add_argument(
+        "--re-explore",
+        action="store_true",
+        help="design a new accelerator for this subnet instead of using the one its search chose "
+        "(needed to export a searched subnet for another board)",
+    )
     p.add_argument("--out", required=True, help="export directory (written atomically)")
     p.add_argument("--data-root", default=None, help="override the data root stored in the checkpoint's config")
     p.add_argument(
@@ -32,17 +43,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from quasar_vit.export.exporter import export_subnet
 
-    subnet = args.subnet
-    if subnet in ("largest", "smallest"):
-        from quasar_vit.training.checkpoint import read_checkpoint, checkpoint_config
-
-        space = checkpoint_config(read_checkpoint(args.checkpoint)).model.space()
-        subnet = space.largest() if subnet == "largest" else space.smallest()
     out = export_subnet(
         args.checkpoint,
-        subnet,
+        args.subnet,
         args.platform,
         args.out,
+        re_explore=args.re_explore,
         data_root=args.data_root,
         eval_limit=args.eval_limit or None,
         evaluate=args.evaluate,

@@ -39,10 +39,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generations", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
+        "--val-images",
         "--val-size",
+        dest="val_images",
         type=positive_int,
         default=None,
-        help="validation images per candidate (taken from the split held out at training time)",
+        help="validation images per candidate (search.val_images; taken from the split held out at training time)",
     )
     p.add_argument(
         "--set",
@@ -106,7 +108,7 @@ def format_summary(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from quasar_vit.errors import ConfigError
-    from quasar_vit.search.runner import run_search
+    from quasar_vit.search.runner import SearchRequest, run_search
     from quasar_vit.search.targets import parse_targets
     from quasar_vit.training.distributed import cleanup, init_distributed
 
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         targets = parse_targets(args.fps, args.latency_ms)
     baselines = parse_baselines(args.baselines)
     overrides = list(args.overrides)
-    for key in ("population", "generations", "seed", "val_size"):
+    for key in ("population", "generations", "seed", "val_images"):
         v = getattr(args, key)
         if v is not None:
             overrides.append(f"search.{key}={v}")
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--max-generations must be >= 1")
     info = init_distributed(args.device)
     try:
-        result = run_search(
+        request = SearchRequest(
             args.checkpoint,
             args.out,
             platform=args.platform,
@@ -138,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             plot=args.plot,
         )
+        result = run_search(request)
         if info.is_main:
             print(format_summary(result))
     finally:

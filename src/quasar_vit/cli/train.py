@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from quasar_vit.cli.common import add_device, add_progress
+from quasar_vit.errors import ConfigError
+from quasar_vit.utils.lock import is_main_process
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -42,22 +45,32 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_progress(p)
 
 
+def _config_path(args: argparse.Namespace) -> str | Path:
+    """``--config``, or with ``--resume`` the run's own ``OUT/config.yaml``."""
+    if args.config is not None:
+        return args.config
+    if not args.resume:
+        raise ConfigError("--config is required to start a run (with --resume it defaults to OUT/config.yaml)")
+    config = Path(args.out) / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"--resume: {config} not found; is --out {args.out} a training run?")
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
+    """Train (or resume) the run in ``--out``; under torchrun only rank 0 prints the summary.
+
+    Args:
+        args: the parsed ``train`` command line.
+
+    Returns:
+        The exit status (0; errors raise).
+    """
     from quasar_vit.config import load_config
     from quasar_vit.training.distributed import cleanup
     from quasar_vit.training.trainer import train_supernet
 
-    from pathlib import Path
-
-    from quasar_vit.errors import ConfigError
-
-    config = args.config
-    if config is None:
-        if not args.resume:
-            raise ConfigError("--config is required to start a run (with --resume it defaults to OUT/config.yaml)")
-        config = Path(args.out) / "config.yaml"
-        if not config.is_file():
-            raise ConfigError(f"--resume: {config} not found; is --out {args.out} a training run?")
+    config = _config_path(args)
     if args.init is not None and args.resume:
         raise ConfigError(
             "--init starts a new run from pretrained weights; a resumed run continues from its "
@@ -73,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
         # destroy it here so gloo's threads are not left to be torn down during interpreter exit
         # (a SIGABRT that would hide the real error).  A no-op when already destroyed or not under torchrun.
         cleanup()
-    import os
-
-    if summary.get("test_top1_largest") is not None and int(os.environ.get("RANK", "0")) == 0:
+    if summary.get("test_top1_largest") is not None and is_main_process():
         print(json.dumps(summary, indent=2))  # under torchrun only rank 0 reports
     return 0

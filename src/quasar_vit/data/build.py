@@ -8,6 +8,7 @@ holds out the same images.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,10 @@ def _in_memory(images: np.ndarray, labels: np.ndarray, img_size: int) -> TensorI
     return TensorImageDataset(x, torch.from_numpy(labels))
 
 
-def _load_raw(cfg: DataConfig, img_size: int, in_chans: int) -> tuple[Dataset, Dataset, list[str], int]:
+RawSplit = TensorImageDataset | ImageFolderDataset
+
+
+def _load_raw(cfg: DataConfig, img_size: int, in_chans: int) -> tuple[RawSplit, RawSplit, list[str], int]:
     """Full train and test splits, the class names, and the data's native channel count."""
     if cfg.name in ("fashion-mnist", "mnist"):
         classes = FASHION_MNIST_CLASSES if cfg.name == "fashion-mnist" else MNIST_CLASSES
@@ -84,10 +88,11 @@ def build_datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: i
     """
     train_full, test_full, classes, native_chans = _load_raw(cfg, img_size, in_chans)
     if native_chans != in_chans:
-        raise DataError(f"data set {cfg.name} has {native_chans} channel(s) but model.in_chans is {in_chans}")
+        raise DataError(f"data set {cfg.name} has {native_chans} channel(s) but model.geometry.in_chans is {in_chans}")
     if len(classes) != num_classes:
         raise DataError(
-            f"data set {cfg.name} at {cfg.root} has {len(classes)} classes but model.num_classes is {num_classes}"
+            f"data set {cfg.name} at {cfg.root} has {len(classes)} classes "
+            f"but model.geometry.num_classes is {num_classes}"
         )
     n = len(train_full)
     if cfg.val_size < 0 or cfg.train_limit < 0 or cfg.test_limit < 0:
@@ -103,7 +108,11 @@ def build_datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: i
     test_idx = torch.arange(len(test_full))
     if cfg.test_limit and cfg.test_limit < len(test_full):
         test_idx = _seeded_perm(len(test_full), TEST_SUBSET_SEED)[: cfg.test_limit].sort().values
-    if cfg.recipe == "deit" and isinstance(train_full, ImageFolderDataset):
+    if (
+        cfg.recipe == "deit"
+        and isinstance(train_full, ImageFolderDataset)
+        and isinstance(test_full, ImageFolderDataset)
+    ):
         return _deit_splits(cfg, train_full, test_full, (train_idx, val_idx, test_idx), img_size, seed, classes)
     test = test_full if len(test_idx) == len(test_full) else subset(test_full, test_idx)
     return DataSplits(
@@ -129,7 +138,7 @@ def _deit_splits(
     ``img_size / eval_crop_pct`` and centre crop for validation and test (:mod:`.decode`)."""
     from quasar_vit.data.decode import FolderCrops
 
-    common = dict(
+    common: dict[str, Any] = dict(
         size=img_size,
         seed=seed,
         scale=cfg.rrc_scale,

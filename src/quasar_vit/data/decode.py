@@ -1,9 +1,8 @@
 """Loader-worker decoding for the DeiT recipe: RandomResizedCrop for training, resize + centre crop
 for evaluation, both with a chosen resize filter (bicubic, as DeiT).
 
-Why a second decode path beside :func:`quasar_vit.data.imagefolder.load_image`: that one resizes the
-whole image to a fixed size and centre-crops it, which suits evaluation and the simple recipe.
-RandomResizedCrop must pick its box on the *decoded original* (a box of 8-100 % of the area, then
+Evaluation crops are :func:`quasar_vit.data.imagefolder.load_image` (resize, centre crop) with the
+recipe's ``crop_pct`` and filter.  RandomResizedCrop must pick its box on the *decoded original* (a box of 8-100 % of the area, then
 resized to ``img_size``), so the crop has to happen here, in the worker, before any resize; the rest
 of the recipe (flip, RandAugment, erasing, Mixup/CutMix) runs batched on the device
 (:mod:`quasar_vit.data.augment`).
@@ -21,14 +20,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from quasar_vit.data.imagefolder import ImageFolderDataset, first_decodable
+from quasar_vit.data.imagefolder import (
+    DECODE_ERRORS,
+    RESAMPLE,
+    ImageFolderDataset,
+    decode_error,
+    first_decodable,
+    load_image,
+    to_chw,
+)
 from quasar_vit.errors import DataError
-
-#: PIL resize filters by the name used in ``data.interpolation``
-RESAMPLE: dict[str, int] = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
 def rrc_box(
@@ -55,17 +59,6 @@ def rrc_box(
     return (width - w) // 2, (height - h) // 2, w, h
 
 
-def _to_chw(im: Image.Image) -> torch.Tensor:
-    arr = np.asarray(im, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-
-
-def _decode_error(path: str, exc: Exception) -> DataError:
-    return DataError(f"cannot decode image {path}: {exc}")
-
-
 def load_random_resized_crop(
     path: str,
     size: int,
@@ -83,40 +76,17 @@ def load_random_resized_crop(
     """
     mode = "RGB" if in_chans == 3 else "L"
     try:
-        with Image.open(path) as im:
-            width, height = im.size
+        with Image.open(path) as raw:
+            width, height = raw.size
             left, top, w, h = rrc_box(width, height, rng, scale, ratio)
-            if im.format == "JPEG":
-                im.draft(mode, (math.ceil(width * size / w), math.ceil(height * size / h)))
-            im = im.convert(mode)
-            fx, fy = im.size[0] / width, im.size[1] / height  # draft's reduction, if any
-            box = (left * fx, top * fy, (left + w) * fx, (top + h) * fy)
-            im = im.resize((size, size), RESAMPLE[interpolation], box=box)
-            return _to_chw(im)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise _decode_error(path, exc) from None
-
-
-def load_center_crop(
-    path: str, size: int, in_chans: int, crop_pct: float = 0.875, interpolation: str = "bicubic"
-) -> torch.Tensor:
-    """Decode, resize the shorter side to ``floor(size / crop_pct)`` (256 for 224) with
-    ``interpolation`` and centre-crop ``size`` -> uint8 ``[C, size, size]`` (timm's eval transform)."""
-    mode = "RGB" if in_chans == 3 else "L"
-    short = max(size, math.floor(size / crop_pct))
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                im.draft(mode, (short, short))
-            im = im.convert(mode)
-            w, h = im.size
-            nw, nh = (short, max(short, round(h * short / w))) if w <= h else (max(short, round(w * short / h)), short)
-            if (nw, nh) != (w, h):
-                im = im.resize((nw, nh), RESAMPLE[interpolation])
-            left, top = (nw - size) // 2, (nh - size) // 2
-            return _to_chw(im.crop((left, top, left + size, top + size)))
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise _decode_error(path, exc) from None
+            if raw.format == "JPEG":
+                raw.draft(mode, (math.ceil(width * size / w), math.ceil(height * size / h)))
+            im = raw.convert(mode)
+    except DECODE_ERRORS as exc:
+        raise decode_error(path, exc) from None
+    fx, fy = im.size[0] / width, im.size[1] / height  # draft's reduction, if any
+    box = (left * fx, top * fy, (left + w) * fx, (top + h) * fy)
+    return to_chw(im.resize((size, size), RESAMPLE[interpolation], box=box))
 
 
 class FolderCrops(Dataset):
@@ -167,7 +137,7 @@ class FolderCrops(Dataset):
     def _load(self, sample: tuple[str, int], index: int, epoch: int) -> tuple[torch.Tensor, int]:
         path, label = sample
         if not self.train:
-            return load_center_crop(path, self.size, self.in_chans, self.crop_pct, self.interpolation), label
+            return load_image(path, self.size, self.in_chans, self.crop_pct, self.interpolation), label
         rng = np.random.default_rng((self.seed, epoch, index))
         return load_random_resized_crop(
             path, self.size, self.in_chans, rng, self.scale, self.ratio, self.interpolation

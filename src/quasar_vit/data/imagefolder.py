@@ -1,13 +1,14 @@
 """ImageFolder data (ImageNet layout): ``root/train/<class>/*.jpg`` and ``root/val/<class>/*``.
 
 Images are decoded lazily with PIL (an ImageNet tree does not fit in memory), resized so the shorter
-side is ``img_size * 256 / 224`` and centre-cropped to ``img_size`` -- the usual ImageNet eval
+side is ``img_size * 256 / 224`` (:func:`load_image`) and centre-cropped to ``img_size`` -- the usual ImageNet eval
 geometry -- and returned as ``uint8 [C, H, W]``.  Random crop/flip happen later on whole batches
 (:mod:`.transforms`), so every worker does the same cheap deterministic work per image.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def scan_samples(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[st
         cdir = split_dir / name
         if not cdir.is_dir():
             continue
-        files = []
+        files: list[str] = []
         for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
             dirnames.sort()
             files.extend(
@@ -52,28 +53,50 @@ def scan_samples(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[st
     return samples
 
 
-def load_image(path: str, img_size: int, in_chans: int) -> torch.Tensor:
-    """Decode, resize the shorter side to ``img_size*256/224`` (bilinear), centre-crop, -> uint8 CHW."""
-    resize_to = max(img_size, int(round(img_size * 256 / 224)))
-    mode = "RGB" if in_chans == 3 else "L"
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                im.draft(mode, (resize_to, resize_to))  # decode at reduced scale: much faster for big JPEGs
-            im = im.convert(mode)
-            w, h = im.size
-            scale = resize_to / min(w, h)
-            nw, nh = max(resize_to, round(w * scale)), max(resize_to, round(h * scale))
-            if (nw, nh) != (w, h):
-                im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - img_size) // 2, (nh - img_size) // 2
-            im = im.crop((left, top, left + img_size, top + img_size))
-            arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}") from None
+#: PIL resize filters by the name used in ``data.interpolation``
+RESAMPLE: dict[str, Image.Resampling] = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+#: decode failures that mean "this file is not a readable image" (a user's data problem)
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+
+
+def to_chw(im: Image.Image) -> torch.Tensor:
+    """A decoded PIL image -> contiguous uint8 ``[C, H, W]``."""
+    arr = np.asarray(im, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def decode_error(path: str, exc: Exception) -> DataError:
+    """The one-line error for an undecodable image (``data.skip_corrupt`` catches it)."""
+    return DataError(f"cannot decode image {path}: {exc}")
+
+
+def load_image(
+    path: str, img_size: int, in_chans: int, crop_pct: float = 0.875, interpolation: str = "bilinear"
+) -> torch.Tensor:
+    """Decode, resize the shorter side to ``floor(img_size / crop_pct)`` (256 for 224) and centre-crop
+    ``img_size`` -> uint8 ``[C, img_size, img_size]``: the ImageNet evaluation geometry (timm's eval
+    transform with ``interpolation``; the DeiT recipe uses bicubic, the simple recipe bilinear).
+
+    JPEGs are decoded at a reduced scale when they are much larger than needed (PIL's ``draft``).
+    """
+    mode = "RGB" if in_chans == 3 else "L"
+    short = max(img_size, math.floor(img_size / crop_pct))
+    try:
+        with Image.open(path) as raw:
+            if raw.format == "JPEG":
+                raw.draft(mode, (short, short))
+            im = raw.convert(mode)
+    except DECODE_ERRORS as exc:
+        raise decode_error(path, exc) from None
+    w, h = im.size
+    nw, nh = (short, max(short, round(h * short / w))) if w <= h else (max(short, round(w * short / h)), short)
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), RESAMPLE[interpolation])
+    left, top = (nw - img_size) // 2, (nh - img_size) // 2
+    return to_chw(im.crop((left, top, left + img_size, top + img_size)))
 
 
 class ImageFolderDataset(Dataset):

@@ -181,8 +181,9 @@ def _set_epoch(loader: TensorBatchLoader | DataLoader, epoch: int, skip_batches:
         loader.start_batch = skip_batches
         return
     sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
+    set_epoch = getattr(sampler, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
     if isinstance(sampler, EpochSampler):
         sampler.skip = skip_batches * (loader.batch_size or 1)
     elif skip_batches:
@@ -194,7 +195,7 @@ def batches_per_epoch(loader: TensorBatchLoader | DataLoader) -> int:
     if isinstance(loader, TensorBatchLoader):
         return loader.batches_per_epoch()
     sampler = loader.sampler
-    n = sampler.num_samples if isinstance(sampler, DistributedSampler) else len(sampler)
+    n = sampler.num_samples if isinstance(sampler, DistributedSampler) else len(sampler)  # type: ignore[arg-type]
     bs = loader.batch_size or 1
     return n // bs if loader.drop_last else math.ceil(n / bs)
 

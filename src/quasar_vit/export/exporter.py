@@ -10,19 +10,26 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from quasar_vit.errors import ExportError, SubnetError
+from quasar_vit.errors import ExportError, HardwareError
+from quasar_vit.export.resolve import ResolvedSubnet, resolve_subnet
 from quasar_vit.space import SubnetConfig
 from quasar_vit.utils.io import atomic_dir
 from quasar_vit.utils.lock import locks_output
 
+if TYPE_CHECKING:
+    from quasar_vit.hardware import HardwareReport, Platform
+
 EXPORT_FORMAT = "quasar-vit-export"
 EXPORT_VERSION = 1
+NOT_EVALUATED = "accuracy not measured (--no-eval)"
+DEFAULT_PLATFORM = "zcu102"  # the board of a subnet that was not searched (largest, smallest, a bare file)
 
 FILES = {
     "export.json": "what was exported, from which checkpoint and config, and the evaluation numbers",
@@ -39,18 +46,6 @@ FILES = {
     "report.md": "architecture, bit mix, per-layer latency and resources, accuracy, time breakdown",
     "plots/": "figures linked from report.md",
 }
-
-
-def _resolve_subnet(subnet: SubnetConfig | str | Path, space: Any) -> SubnetConfig:
-    sub = subnet if isinstance(subnet, SubnetConfig) else SubnetConfig.load(subnet)
-    try:
-        space.validate(sub)
-    except SubnetError as exc:
-        raise SubnetError(
-            f"{subnet if not isinstance(subnet, SubnetConfig) else 'subnet'}: not a subnet of "
-            f"this checkpoint's supernet: {exc}"
-        ) from None
-    return sub
 
 
 PROTECTED = ("supernet.pt", "last.pt", "search_state.json", "pareto.json", "metrics.jsonl")
@@ -92,9 +87,8 @@ def load_test_images(cfg: Any, data_root: str | None, limit: int | None) -> tupl
         cfg.data.root = data_root
     if limit:
         cfg.data.test_limit = 0
-    splits = build_datasets(
-        cfg.data, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, seed=cfg.train.seed
-    )
+    g = cfg.model.geometry
+    splits = build_datasets(cfg.data, g.img_size, g.in_chans, g.num_classes, seed=cfg.train.seed)
     ds = splits.test
     n = len(ds) if not limit else min(int(limit), len(ds))
     if hasattr(ds, "images"):
@@ -116,9 +110,8 @@ def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500)
         )
 
 
-def _evaluate(
-    tmp: Path, cfg: Any, deploy: torch.nn.Module, ir: Any, data_root: str | None, eval_limit: int | None
-) -> dict[str, Any]:
+def _evaluate(tmp: Path, cfg: Any, net: _Integerised, data_root: str | None, eval_limit: int | None) -> dict[str, Any]:
+    """Top-1 of the fake-quant model, the integer engine and ``model.onnx`` on the test images."""
     from quasar_vit.errors import DataError
     from quasar_vit.export.onnx_export import onnx_session, run_onnx
     from quasar_vit.export.reference import IntegerViT
@@ -129,8 +122,8 @@ def _evaluate(
         if data_root is not None:  # a root the user named explicitly must exist: an error, not a note
             raise
         return {"note": f"accuracy not measured: {exc}"}
-    ref = torch_logits(deploy, x)
-    integer, _ = IntegerViT(ir).predict(x.numpy())
+    ref = torch_logits(net.deploy, x)
+    integer, _ = IntegerViT(net.ir).predict(x.numpy())
     n_onnx = min(len(x), 512)
     onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy())
     pct = lambda a: float(100.0 * np.mean(a)) if len(a) else None  # noqa: E731
@@ -151,9 +144,10 @@ def _evaluate(
 def export_subnet(
     checkpoint: str | Path,
     subnet: SubnetConfig | str | Path,
-    platform: str | Path,
+    platform: str | Path | Platform | None,
     out_dir: str | Path,
     *,
+    re_explore: bool = False,
     data_root: str | None = None,
     eval_limit: int | None = 1000,
     evaluate: bool = True,
@@ -162,99 +156,170 @@ def export_subnet(
 ) -> Path:
     """Export ``subnet`` of the supernet at ``checkpoint`` for ``platform`` into ``out_dir``.
 
-    Raises :class:`HardwareError` (unknown platform / no design fits), :class:`CheckpointError`,
-    :class:`SubnetError` (not in the checkpoint's space) or :class:`ExportError`; in every case
-    ``out_dir`` is left as it was.
+    Args:
+        checkpoint: ``supernet.pt`` / ``last.pt`` or a training run directory.
+        subnet: a :class:`SubnetConfig`, ``largest``, ``smallest`` or a subnet JSON file; a search
+            result (``subnet_*.json``) brings the accelerator design the search chose.
+        platform: board preset, platform YAML or :class:`Platform`; ``None``: the board the subnet
+            was searched for (``zcu102`` if it was not searched).
+        out_dir: the export directory (replaced atomically).
+        re_explore: explore a new design even if the subnet file holds one (e.g. for another board).
+        data_root, eval_limit, evaluate: the accuracy evaluation's data root override, its test
+            images (``None``: the config's test split), and whether it runs at all.
+        force: replace ``out_dir`` even if it is not an earlier export.
+        device: where the checkpoint is loaded.
+
+    Returns:
+        ``out_dir`` as a :class:`Path`.
+
+    Raises:
+        QuasarError: HardwareError, CheckpointError, SubnetError or ExportError (e.g. a searched design
+            for another board); ``out_dir`` is then left as it was.
     """
-    from quasar_vit.export.deploy import DeployViT
-    from quasar_vit.export.intweights import bitmap, integer_weights, save_weights
-    from quasar_vit.export.ir import build_ir
-    from quasar_vit.export.onnx_export import save_onnx
-    from quasar_vit.export.qonnx_export import save_qonnx
     from quasar_vit.export.report import write_report
-    from quasar_vit.export.torch_export import save_program
-    from quasar_vit.hardware import explore, load_platform
+    from quasar_vit.hardware import load_platform
     from quasar_vit.supernet.supernet import extract
     from quasar_vit.training.checkpoint import load_supernet
 
     out = Path(out_dir)
     _check_out(out, force, Path(checkpoint))
-    plat = load_platform(platform)
+    plat = load_platform(platform) if platform is not None else None  # a bad board fails before the checkpoint loads
     supernet, cfg, ckpt = load_supernet(checkpoint, device)
-    sub = _resolve_subnet(subnet, cfg.model.space())
-    report = explore(sub, plat)
-    hw = report.to_dict()
-
-    model = extract(supernet, sub).eval().cpu()
+    ref = resolve_subnet(subnet, cfg.model.space())
+    report = _accelerator(ref, plat, re_explore)
+    sub, hw = ref.subnet, report.to_dict()
+    net = _Integerised.of(extract(supernet, sub).eval().cpu())
     del supernet
-    arrays, manifest = integer_weights(model)
-    ir = build_ir(arrays, manifest)
-    deploy = DeployViT(ir)
-    meta = {
-        "name": cfg.name,
-        "checkpoint": str(checkpoint),
-        "step": int(ckpt.get("step", 0)),
-        "config_name": cfg.name,
-        "files": FILES,
-    }
+    meta = dict(name=cfg.name, checkpoint=str(checkpoint), step=int(ckpt.get("step", 0)), config_name=cfg.name)
     with atomic_dir(out) as tmp:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
-        (tmp / "subnet.json").write_text(sub.to_json() + "\n")
-        torch.save(
-            {
-                "format": "quasar-vit-subnet",
-                "version": 1,
-                "subnet": sub.to_dict(),
-                "quant": cfg.to_dict()["quant"],
-                "layer_scale": bool(model.layer_scale),
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            },
-            tmp / "model_state.pt",
-        )
-        save_weights(tmp, arrays, manifest)
-        save_onnx(ir, tmp / "model.onnx")
-        save_onnx(ir, tmp / "model.int8.onnx", variant="int8")
-        save_qonnx(ir, tmp / "model.qonnx.onnx")
-        save_program(
-            deploy,
-            torch.zeros(2, sub.in_chans, sub.img_size, sub.img_size),
-            tmp / "model.pt2",
-            {"subnet": sub.to_dict(), "quant": manifest["quant"]},
-        )
-        (tmp / "bitmap.json").write_text(json.dumps(bitmap(arrays, manifest)) + "\n")
-        accel = {"format": "quasar-vit-accelerator", "version": 1, **hw, "board": plat.to_dict()}
-        (tmp / "accelerator.json").write_text(json.dumps(accel, indent=2) + "\n")
-        evaluation = (
-            _evaluate(tmp, cfg, deploy, ir, data_root, eval_limit)
-            if evaluate
-            else {"note": "accuracy not measured (--no-eval)"}
-        )
-        write_report(tmp, sub, hw, evaluation, meta)
-        info = {
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "checkpoint": str(Path(checkpoint).resolve()),
-            "checkpoint_step": meta["step"],
-            "config": cfg.to_dict(),
-            "subnet": sub.to_dict(),
-            "platform": plat.name,
-            "predicted": {"fps": hw["total"]["fps"], "latency_ms": hw["total"]["latency_ms"]},
-            "evaluation": evaluation,
-            "files": FILES,
-        }
+        _write_model(tmp, sub, cfg, net)
+        _write_graphs(tmp, sub, net)
+        _write_accelerator(tmp, hw, report.platform)
+        evaluation = _evaluate(tmp, cfg, net, data_root, eval_limit) if evaluate else {"note": NOT_EVALUATED}
+        write_report(tmp, sub, hw, evaluation, {**meta, "files": FILES})
+        info = _export_info(checkpoint, meta["step"], cfg, sub, report.platform.name, hw, evaluation)
         (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 
 
+def _accelerator(ref: ResolvedSubnet, plat: Platform | None, re_explore: bool) -> HardwareReport:
+    """The export's accelerator: the design the search chose for this subnet, or a fresh exploration
+    (asked for, or the subnet carries no design). The searched design is only valid on its board."""
+    from quasar_vit.hardware import AcceleratorDesign, evaluate, explore, load_platform
+
+    if plat is None:
+        plat = load_platform(ref.platform or DEFAULT_PLATFORM)
+    if re_explore or ref.design is None:
+        return explore(ref.subnet, plat)
+    design = AcceleratorDesign.from_dict(ref.design)
+    searched_for = ref.platform or design.platform
+    if searched_for != plat.name or design.platform != plat.name:
+        raise ExportError(
+            f"{ref.source} was searched for platform '{searched_for}', not '{plat.name}': "
+            f"export it with --platform {searched_for}, or pass --re-explore to design an accelerator for {plat.name}"
+        )
+    report = evaluate(ref.subnet, plat, design, notes=(f"the design chosen by the search ({ref.source})",))
+    if not report.fits:
+        raise HardwareError(
+            f"the design stored in {ref.source} no longer fits {plat.name} under its caps; "
+            "pass --re-explore to design a new one"
+        )
+    return report
+
+
+@dataclass(frozen=True)
+class _Integerised:
+    """The extracted subnet model and the integer forms every exported file is written from."""
+
+    model: torch.nn.Module  # the fake-quant QuantViT of the subnet
+    arrays: dict[str, np.ndarray]  # integer weights (weights.npz)
+    manifest: dict[str, Any]  # their layout (manifest.json)
+    ir: Any  # the IntViT read by the ONNX/QONNX builders and the integer engine
+    deploy: torch.nn.Module  # the DeployViT traced into model.pt2
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> "_Integerised":
+        from quasar_vit.export.deploy import DeployViT
+        from quasar_vit.export.intweights import integer_weights
+        from quasar_vit.export.ir import build_ir
+
+        arrays, manifest = integer_weights(model)
+        ir = build_ir(arrays, manifest)
+        return cls(model, arrays, manifest, ir, DeployViT(ir))
+
+
+def _write_model(tmp: Path, sub: SubnetConfig, cfg: Any, net: _Integerised) -> None:
+    """``subnet.json``, ``model_state.pt``, ``weights.npz`` + ``manifest.json`` and ``bitmap.json``."""
+    from quasar_vit.export.intweights import bitmap, save_weights
+
+    (tmp / "subnet.json").write_text(sub.to_json() + "\n")
+    torch.save(
+        {
+            "format": "quasar-vit-subnet",
+            "version": 1,
+            "subnet": sub.to_dict(),
+            "quant": cfg.to_dict()["quant"],
+            "layer_scale": bool(net.model.layer_scale),
+            "state_dict": {k: v.detach().cpu() for k, v in net.model.state_dict().items()},
+        },
+        tmp / "model_state.pt",
+    )
+    save_weights(tmp, net.arrays, net.manifest)
+    (tmp / "bitmap.json").write_text(json.dumps(bitmap(net.arrays, net.manifest)) + "\n")
+
+
+def _write_graphs(tmp: Path, sub: SubnetConfig, net: _Integerised) -> None:
+    """The model graphs: ``model.onnx``, ``model.int8.onnx``, ``model.qonnx.onnx`` and ``model.pt2``."""
+    from quasar_vit.export.onnx_export import save_onnx
+    from quasar_vit.export.qonnx_export import save_qonnx
+    from quasar_vit.export.torch_export import save_program
+
+    ir = net.ir
+    save_onnx(ir, tmp / "model.onnx")
+    save_onnx(ir, tmp / "model.int8.onnx", variant="int8")
+    save_qonnx(ir, tmp / "model.qonnx.onnx")
+    save_program(
+        net.deploy,
+        torch.zeros(2, sub.geometry.in_chans, sub.geometry.img_size, sub.geometry.img_size),
+        tmp / "model.pt2",
+        {"subnet": sub.to_dict(), "quant": net.manifest["quant"]},
+    )
+
+
+def _write_accelerator(tmp: Path, hw: dict[str, Any], plat: Platform) -> None:
+    """``accelerator.json``: the hardware report of the design and the board it is for."""
+    accel = {"format": "quasar-vit-accelerator", "version": 1, **hw, "board": plat.to_dict()}
+    (tmp / "accelerator.json").write_text(json.dumps(accel, indent=2) + "\n")
+
+
+def _export_info(
+    checkpoint: str | Path, step: int, cfg: Any, sub: SubnetConfig, platform: str, hw: dict, evaluation: dict
+) -> dict[str, Any]:
+    """The content of ``export.json`` (``hw``: the accelerator report's dict)."""
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_step": step,
+        "config": cfg.to_dict(),
+        "subnet": sub.to_dict(),
+        "platform": platform,
+        "predicted": {"fps": hw["total"]["fps"], "latency_ms": hw["total"]["latency_ms"]},
+        "evaluation": evaluation,
+        "files": FILES,
+    }
+
+
 def load_subnet_model(directory: str | Path):
     """Rebuild the :class:`QuantViT` of an export from ``model_state.pt`` (needs quasar-vit)."""
-    from quasar_vit.models.layers import QuantSpec
+    from quasar_vit.config import QuantConfig
     from quasar_vit.models.vit import QuantViT
 
     d = torch.load(Path(directory) / "model_state.pt", map_location="cpu", weights_only=True)
     q = d["quant"]
-    spec = QuantSpec(q["enabled"], q["w_bits_low"], q["w_bits_high"], q["act_bits"], q["lsq_grad_scale"])
+    spec = QuantConfig(q["enabled"], q["w_bits_low"], q["w_bits_high"], q["act_bits"], q["lsq_grad_scale"])
     model = QuantViT(SubnetConfig.from_dict(d["subnet"]), spec, d["layer_scale"])
     model.load_state_dict(d["state_dict"])
     return model.eval()

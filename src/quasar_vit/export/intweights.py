@@ -105,6 +105,29 @@ def _linear(prefix: str, layer: torch.nn.Module, out: dict[str, np.ndarray]) -> 
 @torch.no_grad()
 def integer_weights(model: torch.nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``(arrays, manifest)`` of a :class:`QuantViT` (see the module docstring for the keys)."""
+    _check_exportable(model)
+    sub = model.subnet
+    arrays: dict[str, np.ndarray] = {}  # insertion order is the order of weights.npz
+    layers = [_linear("patch_embed", model.patch_embed, arrays)]
+    arrays["cls_token"] = _np(model.cls_token).reshape(-1).astype(np.float32)
+    arrays["pos_embed"] = _np(model.pos_embed)[0].astype(np.float32)
+    eps: list[float] = []
+    for i, blk in enumerate(model.blocks):
+        layers += _block(f"blocks.{i}", blk, sub.embed_dim, arrays, eps)
+    arrays["norm.weight"] = _np(model.norm.weight).astype(np.float32)
+    arrays["norm.bias"] = _np(model.norm.bias).astype(np.float32)
+    eps.append(float(model.norm.eps))
+    layers.append(_linear("head", model.head, arrays))
+    if len(set(eps)) != 1:
+        raise ExportError("LayerNorms with different eps are not supported")
+    names = [l.name for l in sub.linear_layers()]
+    if names != [l["name"] for l in layers]:  # pragma: no cover - internal consistency
+        raise ExportError("exported layers do not match SubnetConfig.linear_layers()")
+    return arrays, _manifest(model, layers, eps[0], arrays)
+
+
+def _check_exportable(model: torch.nn.Module) -> None:
+    """An extracted, quantized QuantViT whose bit widths the W4A6 array runs."""
     from quasar_vit.models.vit import QuantViT
 
     if not isinstance(model, QuantViT):
@@ -117,42 +140,36 @@ def integer_weights(model: torch.nn.Module) -> tuple[dict[str, np.ndarray], dict
         )
     if q.w_bits_high != 8 or q.w_bits_low > 4:
         raise ExportError(f"the W4A6 array needs <=4-bit and 8-bit rows, got {q.w_bits_low}/{q.w_bits_high}")
-    sub = model.subnet
-    arrays: dict[str, np.ndarray] = {}
-    layers = [_linear("patch_embed", model.patch_embed, arrays)]
-    arrays["cls_token"] = _np(model.cls_token).reshape(-1).astype(np.float32)
-    arrays["pos_embed"] = _np(model.pos_embed)[0].astype(np.float32)
-    eps = []
-    for i, blk in enumerate(model.blocks):
-        p = f"blocks.{i}"
-        for n in ("norm1", "norm2"):
-            norm = getattr(blk, n)
-            arrays[f"{p}.{n}.weight"] = _np(norm.weight).astype(np.float32)
-            arrays[f"{p}.{n}.bias"] = _np(norm.bias).astype(np.float32)
-            eps.append(float(norm.eps))
-        for n in BLOCK_LINEARS:
-            layers.append(_linear(f"{p}.{n}", getattr(blk, n), arrays))
-        for n in ATTN_QUANTIZERS:
-            arrays[f"{p}.{n}.step"] = _act_step(getattr(blk, n))
-        e = sub.embed_dim
-        if blk.layer_scale:
-            arrays[f"{p}.ls1"] = _np(blk.ls1).astype(np.float32)
-            arrays[f"{p}.ls2"] = _np(blk.ls2).astype(np.float32)
-        else:
-            arrays[f"{p}.ls1"] = np.ones(e, np.float32)
-            arrays[f"{p}.ls2"] = np.ones(e, np.float32)
-    arrays["norm.weight"] = _np(model.norm.weight).astype(np.float32)
-    arrays["norm.bias"] = _np(model.norm.bias).astype(np.float32)
-    eps.append(float(model.norm.eps))
-    layers.append(_linear("head", model.head, arrays))
-    if len(set(eps)) != 1:
-        raise ExportError("LayerNorms with different eps are not supported")
-    names = [l.name for l in sub.linear_layers()]
-    if names != [l["name"] for l in layers]:  # pragma: no cover - internal consistency
-        raise ExportError("exported layers do not match SubnetConfig.linear_layers()")
+
+
+def _block(p: str, blk: torch.nn.Module, embed_dim: int, arrays: dict[str, np.ndarray], eps: list[float]) -> list:
+    """Add block ``p``'s arrays (norms, linears, attention quantizers, layer scales) to ``arrays`` and
+    its LayerNorm eps to ``eps``; return its linear layers' manifest entries."""
+    layers = []
+    for n in ("norm1", "norm2"):
+        norm = getattr(blk, n)
+        arrays[f"{p}.{n}.weight"] = _np(norm.weight).astype(np.float32)
+        arrays[f"{p}.{n}.bias"] = _np(norm.bias).astype(np.float32)
+        eps.append(float(norm.eps))
+    for n in BLOCK_LINEARS:
+        layers.append(_linear(f"{p}.{n}", getattr(blk, n), arrays))
+    for n in ATTN_QUANTIZERS:
+        arrays[f"{p}.{n}.step"] = _act_step(getattr(blk, n))
+    if blk.layer_scale:
+        arrays[f"{p}.ls1"] = _np(blk.ls1).astype(np.float32)
+        arrays[f"{p}.ls2"] = _np(blk.ls2).astype(np.float32)
+    else:
+        arrays[f"{p}.ls1"] = np.ones(embed_dim, np.float32)
+        arrays[f"{p}.ls2"] = np.ones(embed_dim, np.float32)
+    return layers
+
+
+def _manifest(model: torch.nn.Module, layers: list, eps: float, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """``manifest.json``: the quantisation, the layers and the layout of ``arrays``."""
+    q, sub = model.quant, model.subnet
     act_n, act_p = qrange(q.act_bits, True)
     prob_n, prob_p = qrange(q.act_bits, False)
-    manifest: dict[str, Any] = {
+    return {
         "format": FORMAT,
         "version": VERSION,
         "subnet": sub.to_dict(),
@@ -165,14 +182,13 @@ def integer_weights(model: torch.nn.Module) -> tuple[dict[str, np.ndarray], dict
             "rounding": "half to even",
             "nibble": "w_int = 16*hi + lo, hi = w_int >> 4 signed, lo = w_int & 15 unsigned",
         },
-        "layer_norm_eps": eps[0],
+        "layer_norm_eps": eps,
         "layer_scale": bool(model.layer_scale),
-        "attn_scale": float(sub.head_dim**-0.5),
+        "attn_scale": float(sub.geometry.head_dim**-0.5),
         "gelu": "exact (erf)",
         "layers": layers,
         "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()},
     }
-    return arrays, manifest
 
 
 def save_weights(directory: str | Path, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from quasar_vit.errors import ExportError
+from quasar_vit.space import ViTGeometry, nest_geometry
 
 F32 = np.float32
 REQUANT_MULT_BITS = 17  # mult in [2**16, 2**17): an 18-bit signed DSP48E2 port
@@ -150,12 +151,16 @@ class IntViT:
     head: IntLinear
 
     @property
+    def geometry(self) -> ViTGeometry:
+        return ViTGeometry.from_dict(self.subnet["geometry"])
+
+    @property
     def patch_size(self) -> int:
-        return int(self.subnet["patch_size"])
+        return self.geometry.patch_size
 
     @property
     def head_dim(self) -> int:
-        return int(self.subnet["head_dim"])
+        return self.geometry.head_dim
 
     @property
     def embed_dim(self) -> int:
@@ -237,50 +242,18 @@ def _expect_shapes(prefix: str, e: int, qkv: IntLinear, proj: IntLinear, fc1: In
 def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> IntViT:
     """:class:`IntViT` from the arrays and manifest of an export (raises :class:`ExportError`)."""
     a = _Arrays(arrays)
-    sub, q = manifest["subnet"], manifest["quant"]
+    sub, q = nest_geometry(manifest["subnet"]), manifest["quant"]  # exports before ViTGeometry: flat
     srange = tuple(int(v) for v in q["act_range_signed"])
     urange = tuple(int(v) for v in q["act_range_unsigned"])
     lins = {l["name"]: _linear(a, l, srange, urange) for l in manifest["layers"]}  # type: ignore[arg-type]
-    e, hd = int(sub["embed_dim"]), int(sub["head_dim"])
-    patches = (int(sub["img_size"]) // int(sub["patch_size"])) ** 2
-
-    def norm(pre: str) -> tuple[np.ndarray, np.ndarray]:
-        return a.get(f"{pre}.weight", shape=(e,)), a.get(f"{pre}.bias", shape=(e,))
-
-    blocks = []
-    for i in range(int(sub["depth"])):
-        p = f"blocks.{i}"
-        heads = int(sub["num_heads"][i])
-        try:
-            qkv, proj, fc1, fc2 = (lins[f"{p}.{n}"] for n in ("qkv", "proj", "fc1", "fc2"))
-        except KeyError as exc:
-            raise ExportError(f"manifest.json lacks layer {exc.args[0]}") from None
-        if qkv.out_features != 3 * heads * hd or proj.in_features != heads * hd:
-            raise ExportError(f"{p}: qkv/proj shapes do not match {heads} heads of dim {hd}")
-        _expect_shapes(p, e, qkv, proj, fc1, fc2)
-        blocks.append(
-            IntBlock(
-                i,
-                heads,
-                hd,
-                qkv,
-                proj,
-                fc1,
-                fc2,
-                a.scalar(f"{p}.aq_q.step"),
-                a.scalar(f"{p}.aq_k.step"),
-                a.scalar(f"{p}.aq_v.step"),
-                a.scalar(f"{p}.aq_attn.step"),
-                norm(f"{p}.norm1"),
-                norm(f"{p}.norm2"),
-                a.get(f"{p}.ls1", shape=(e,)),
-                a.get(f"{p}.ls2", shape=(e,)),
-            )
-        )
+    geo = ViTGeometry.from_dict(sub.get("geometry", {}))
+    e, hd = int(sub["embed_dim"]), geo.head_dim
+    patches = geo.num_patches
+    blocks = [_block(a, lins, i, int(sub["num_heads"][i]), e, hd) for i in range(int(sub["depth"]))]
     if "patch_embed" not in lins or "head" not in lins:
         raise ExportError("manifest.json lacks the patch_embed or head layer")
     pe, head = lins["patch_embed"], lins["head"]
-    pdim = int(sub["patch_size"]) ** 2 * int(sub["in_chans"])
+    pdim = geo.patch_dim
     if (pe.in_features, pe.out_features, head.in_features) != (pdim, e, e):
         raise ExportError(
             f"patch_embed is {pe.out_features}x{pe.in_features} and head takes {head.in_features} "
@@ -296,8 +269,41 @@ def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> I
         a.get("cls_token", shape=(e,)),
         a.get("pos_embed", shape=(patches + 1, e)),
         tuple(blocks),
-        norm("norm"),
+        _norm(a, "norm", e),
         lins["head"],
+    )
+
+
+def _norm(a: _Arrays, pre: str, e: int) -> tuple[np.ndarray, np.ndarray]:
+    return a.get(f"{pre}.weight", shape=(e,)), a.get(f"{pre}.bias", shape=(e,))
+
+
+def _block(a: _Arrays, lins: Mapping[str, IntLinear], i: int, heads: int, e: int, hd: int) -> IntBlock:
+    """Block ``i`` (``heads`` heads of dim ``hd``, embed dim ``e``), its linears checked to chain."""
+    p = f"blocks.{i}"
+    try:
+        qkv, proj, fc1, fc2 = (lins[f"{p}.{n}"] for n in ("qkv", "proj", "fc1", "fc2"))
+    except KeyError as exc:
+        raise ExportError(f"manifest.json lacks layer {exc.args[0]}") from None
+    if qkv.out_features != 3 * heads * hd or proj.in_features != heads * hd:
+        raise ExportError(f"{p}: qkv/proj shapes do not match {heads} heads of dim {hd}")
+    _expect_shapes(p, e, qkv, proj, fc1, fc2)
+    return IntBlock(
+        i,
+        heads,
+        hd,
+        qkv,
+        proj,
+        fc1,
+        fc2,
+        a.scalar(f"{p}.aq_q.step"),
+        a.scalar(f"{p}.aq_k.step"),
+        a.scalar(f"{p}.aq_v.step"),
+        a.scalar(f"{p}.aq_attn.step"),
+        _norm(a, f"{p}.norm1", e),
+        _norm(a, f"{p}.norm2", e),
+        a.get(f"{p}.ls1", shape=(e,)),
+        a.get(f"{p}.ls2", shape=(e,)),
     )
 
 

@@ -79,8 +79,9 @@ class _Graph:
         return out
 
     # ---- building blocks -----------------------------------------------------------------------
-    def fake_quant(self, x: str, step: float, lo: int, hi: int, signed: bool, base: str) -> str:
-        dt = np.int8 if signed else np.uint8
+    def fake_quant(self, x: str, step: float, lo: int, hi: int, base: str) -> str:
+        """``x`` quantised to the codes ``[lo, hi]`` (signed iff ``lo < 0``) and dequantized."""
+        dt = np.int8 if lo < 0 else np.uint8
         s = self.const(np.array(step, np.float32), f"{base}.act_step")
         z = self.const(np.array(0, dt), f"{base}.act_zp")
         q = self.op("QuantizeLinear", [x, s, z], f"{base}.q")
@@ -115,7 +116,7 @@ class _Graph:
     def linear(self, lin: IntLinear, x: str) -> str:
         """Input fake-quant (the layer's own activation range), MatMul, bias."""
         lo, hi = lin.act_range
-        xq = self.fake_quant(x, float(lin.act_step), lo, hi, lo < 0, f"{lin.name}.in")
+        xq = self.fake_quant(x, float(lin.act_step), lo, hi, f"{lin.name}.in")
         y = self.op("MatMul", [xq, self.weight(lin)], f"{lin.name}.matmul")
         return self.op("Add", [y, self.const(lin.bias.astype(np.float32), f"{lin.name}.bias")], lin.name)
 
@@ -140,7 +141,8 @@ class _Graph:
 # ---- the graph, stage by stage (each returns the name of its output tensor) -----------------------
 def _patchify(g: _Graph, ir: IntViT) -> str:
     """``images`` [B, C, H, W] -> patches [B, N, C*p*p] in (c, dy, dx) order."""
-    c, hw, p = ir.subnet["in_chans"], ir.subnet["img_size"], ir.subnet["patch_size"]
+    geo = ir.geometry
+    c, hw, p = geo.in_chans, geo.img_size, geo.patch_size
     n = (hw // p) ** 2
     x = g.op("Reshape", ["images", g.i64([-1, c, hw // p, p, hw // p, p], "patch.shape1")], "patch.r1")
     x = g.op("Transpose", [x], "patch.t", perm=[0, 2, 4, 1, 3, 5])
@@ -168,7 +170,7 @@ def _quantized_q_kt_v(g: _Graph, blk: IntBlock, qkv: str, ir: IntViT) -> list[st
         v = g.op("Gather", [qkv, g.const(np.array(j, np.int64), f"{pre}.idx{j}")], f"{pre}.{nm[-1]}", axis=0)
         if nm == "aq_k":  # k^T, transposed before its (elementwise) quantisation
             v = g.op("Transpose", [v], f"{pre}.kT", perm=[0, 1, 3, 2])
-        ops.append(g.fake_quant(v, float(step), *ir.act_range_signed, True, f"{pre}.{nm}"))
+        ops.append(g.fake_quant(v, float(step), *ir.act_range_signed, f"{pre}.{nm}"))
     return ops
 
 
@@ -179,7 +181,7 @@ def _attention_core(g: "_Graph", blk: IntBlock, qkv: str, ir: IntViT) -> str:
     s = g.op("MatMul", [qq, kt], f"{pre}.qk")
     s = g.op("Mul", [s, g.const(np.array(hd**-0.5, np.float32), f"{pre}.attn_scale")], f"{pre}.scores")
     s = g.op("Softmax", [s], f"{pre}.softmax", axis=-1)
-    s = g.fake_quant(s, float(blk.s_attn), *ir.act_range_unsigned, False, f"{pre}.aq_attn")
+    s = g.fake_quant(s, float(blk.s_attn), *ir.act_range_unsigned, f"{pre}.aq_attn")
     a = g.op("MatMul", [s, vv], f"{pre}.av")
     return g.linear(blk.proj, merge_heads(g, blk, a, ir))
 
@@ -265,8 +267,8 @@ class _IntegerGraph(_Graph):
         "activations": "codes in uint8 (zero point -lo if signed, else 0), float Clip before QuantizeLinear",
     }
 
-    def fake_quant(self, x: str, step: float, lo: int, hi: int, signed: bool, base: str) -> str:
-        zp = -lo if signed else 0
+    def fake_quant(self, x: str, step: float, lo: int, hi: int, base: str) -> str:
+        zp = -lo if lo < 0 else 0
         s = self.const(np.array(step, np.float32), f"{base}.act_step")
         z = self.const(np.array(zp, np.uint8), f"{base}.act_zp")
         c = self.op(
@@ -293,7 +295,7 @@ class _FloatGraph(_Graph):
 
     description = {"weights": "float32 (w_int * step)", "activations": "float32, not quantized"}
 
-    def fake_quant(self, x: str, step: float, lo: int, hi: int, signed: bool, base: str) -> str:
+    def fake_quant(self, x: str, step: float, lo: int, hi: int, base: str) -> str:
         return x
 
     def weight(self, lin: IntLinear) -> str:
@@ -309,12 +311,13 @@ def _model(g: _Graph, ir: IntViT, domains: Mapping[str, int] | None = None, batc
     import onnx
 
     helper, tp, sub = g.h, g.TP, ir.subnet
-    c, hw = sub["in_chans"], sub["img_size"]
+    geo = ir.geometry
+    c, hw = geo.in_chans, geo.img_size
     graph = helper.make_graph(
         g.nodes,
         "quasar_vit_subnet",
         [helper.make_tensor_value_info("images", tp.FLOAT, [batch, c, hw, hw])],
-        [helper.make_tensor_value_info("logits", tp.FLOAT, [batch, sub["num_classes"]])],
+        [helper.make_tensor_value_info("logits", tp.FLOAT, [batch, geo.num_classes])],
         g.inits,
     )
     imports = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]

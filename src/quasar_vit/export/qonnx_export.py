@@ -80,8 +80,9 @@ class _QonnxGraph(_Graph):
         )
         return out
 
-    def fake_quant(self, x: str, step: float, lo: int, hi: int, signed: bool, base: str) -> str:
-        """The codes ``clamp(round(x / step), lo, hi)`` (not dequantized: consumers rescale)."""
+    def fake_quant(self, x: str, step: float, lo: int, hi: int, base: str) -> str:
+        """The codes ``clamp(round(x / step), lo, hi)`` (not dequantized: consumers rescale); the
+        Quant's width and signedness are those of ``[lo, hi]``."""
         bits, signed = _bits(lo, hi)
         d = self.op("Div", [x, self.const(np.array(step, np.float32), f"{base}.step")], f"{base}.div")
         return self.quant(d, bits, signed, base)
@@ -117,7 +118,7 @@ class _QonnxGraph(_Graph):
 
     def linear(self, lin: IntLinear, x: str) -> str:
         lo, hi = lin.act_range
-        return self.int_linear(lin, self.fake_quant(x, float(lin.act_step), lo, hi, lo < 0, f"{lin.name}.in"))
+        return self.int_linear(lin, self.fake_quant(x, float(lin.act_step), lo, hi, f"{lin.name}.in"))
 
     def requant(self, acc: str, blk: IntBlock) -> str:
         """``clamp((acc * mult + 2**(shift-1)) >> shift)``: the engine's fixed-point requantisation.
@@ -141,7 +142,7 @@ class _QonnxGraph(_Graph):
         s = self.op("Mul", [s, self.const(np.array(blk.score_scale, np.float32), f"{pre}.score_scale")], f"{pre}.qk.s")
         s = self.op("Mul", [s, self.const(np.array(ir.attn_scale, np.float32), f"{pre}.attn_scale")], f"{pre}.scores")
         s = self.op("Softmax", [s], f"{pre}.softmax", axis=-1)
-        p = self.fake_quant(s, float(blk.s_attn), *ir.act_range_unsigned, False, f"{pre}.aq_attn")
+        p = self.fake_quant(s, float(blk.s_attn), *ir.act_range_unsigned, f"{pre}.aq_attn")
         acc = self.op("MatMul", [p, vv], f"{pre}.av")
         return self.int_linear(blk.proj, merge_heads(self, blk, self.requant(acc, blk), ir))
 

@@ -75,9 +75,35 @@ def write_report(
 ) -> Path:
     """Write ``report.md`` (and ``plots/*.png``) into ``directory``."""
     plots = _plots(directory / "plots", subnet, hw)
-    tot, design, res = hw["total"], hw["design"], hw["resources"]
-    L: list[str] = []
-    L.append(f"# Quasar-ViT export: {meta.get('name', 'subnet')}\n")
+    L = _summary(subnet, hw, evaluation, meta)
+    L += _architecture(subnet)
+    L += _bit_mix(subnet, plots)
+    L += _accelerator(hw)
+    L += _latency(hw, plots)
+    L += _time(hw, plots)
+    L.append("## Files\n")
+    for name, what in meta.get("files", {}).items():
+        L.append(f"- `{name}`: {what}")
+    L.append("")
+    path = directory / "report.md"
+    path.write_text("\n".join(L) + "\n")
+    return path
+
+
+EVALUATION_ROWS = (
+    ("top1_fake_quant", "top-1, fake-quant PyTorch"),
+    ("top1_integer", "top-1, integer engine"),
+    ("agreement_integer", "label agreement integer vs PyTorch"),
+    ("agreement_onnx", "label agreement ONNX vs PyTorch"),
+)
+
+
+def _summary(
+    subnet: SubnetConfig, hw: Mapping[str, Any], evaluation: Mapping[str, Any], meta: Mapping[str, Any]
+) -> list[str]:
+    """Title, provenance and the summary table (throughput, size, accuracy)."""
+    tot = hw["total"]
+    L = [f"# Quasar-ViT export: {meta.get('name', 'subnet')}\n"]
     L.append(
         f"Checkpoint `{meta.get('checkpoint')}` (step {meta.get('step')}), config `{meta.get('config_name')}`, "
         f"platform **{hw['platform']}**.\n"
@@ -91,12 +117,7 @@ def write_report(
     L.append(f"| compute | {tot['gmacs'] * 1e3:.2f} MMACs |")
     L.append(f"| weights (packed 4/8-bit) | {subnet.weight_bytes() / 1e3:.1f} kB, {subnet.num_params()} parameters |")
     L.append(f"| 8-bit rows (blocks) | {100 * subnet.share_8bit():.1f} % |")
-    for k, label in (
-        ("top1_fake_quant", "top-1, fake-quant PyTorch"),
-        ("top1_integer", "top-1, integer engine"),
-        ("agreement_integer", "label agreement integer vs PyTorch"),
-        ("agreement_onnx", "label agreement ONNX vs PyTorch"),
-    ):
+    for k, label in EVALUATION_ROWS:
         if evaluation.get(k) is not None:
             L.append(f"| {label} | {evaluation[k]:.2f} % |")
     if evaluation.get("images"):
@@ -104,12 +125,18 @@ def write_report(
     if evaluation.get("note"):
         L.append(f"| note | {evaluation['note']} |")
     L.append("")
-    L.append("## Architecture\n")
+    return L
+
+
+def _architecture(subnet: SubnetConfig) -> list[str]:
+    """The geometry and the per-block table."""
+    L = ["## Architecture\n"]
+    g = subnet.geometry
     L.append(
-        f"embed dim {subnet.embed_dim}, depth {subnet.depth}, head dim {subnet.head_dim}, "
-        f"{subnet.img_size}x{subnet.img_size}x{subnet.in_chans} input, {subnet.patch_size}x{subnet.patch_size} "
-        f"patches ({subnet.num_tokens} tokens), {subnet.num_classes} classes; patch embedding "
-        f"{subnet.patch_embed_bits}-bit, head {subnet.head_bits}-bit.\n"
+        f"embed dim {subnet.embed_dim}, depth {subnet.depth}, head dim {g.head_dim}, "
+        f"{g.img_size}x{g.img_size}x{g.in_chans} input, {g.patch_size}x{g.patch_size} "
+        f"patches ({g.num_tokens} tokens), {g.num_classes} classes; patch embedding "
+        f"{g.patch_embed_bits}-bit, head {g.head_bits}-bit.\n"
     )
     L.append("| block | heads | qkv dim | MLP ratio | MLP hidden | 8-bit share |\n|---|---|---|---|---|---|")
     for i in range(subnet.depth):
@@ -118,7 +145,12 @@ def write_report(
             f"{subnet.mlp_hidden(i)} | {subnet.w8_shares[i]:g} |"
         )
     L.append("")
-    L.append("## Per-layer bit mix\n")
+    return L
+
+
+def _bit_mix(subnet: SubnetConfig, plots: Mapping[str, str]) -> list[str]:
+    """The 4/8-bit rows and weight bytes of every linear layer."""
+    L = ["## Per-layer bit mix\n"]
     if "bitmix" in plots:
         L.append(f"![bit mix]({plots['bitmix']})\n")
     L.append(
@@ -131,7 +163,13 @@ def write_report(
             f"{100 * l.share_8bit:.0f} % | {wb:.0f} |"
         )
     L.append("")
-    L.append("## Accelerator\n")
+    return L
+
+
+def _accelerator(hw: Mapping[str, Any]) -> list[str]:
+    """The design in one paragraph and its resource table."""
+    design, res = hw["design"], hw["resources"]
+    L = ["## Accelerator\n"]
     L.append(
         f"W4A6 array {design['pe_rows']} x {design['pe_cols']} ({design['units']} units, packing "
         f"{design['packing']}, {design['lut_cols']} LUT-only columns) at {design['clock_mhz']:g} MHz; tiles "
@@ -144,7 +182,12 @@ def write_report(
         if r and r.get("total"):
             L.append(f"| {k.upper()} | {r['used']} | {r['total']} | {r['percent']:.1f} | {r['cap_percent']:.0f} |")
     L.append("")
-    L.append("## Per-layer latency\n")
+    return L
+
+
+def _latency(hw: Mapping[str, Any], plots: Mapping[str, str]) -> list[str]:
+    """The per-layer latency table."""
+    L = ["## Per-layer latency\n"]
     if "latency" in plots:
         L.append(f"![latency]({plots['latency']})\n")
     L.append("| layer | op | unit | MACs | ms | bound | array use |\n|---|---|---|---|---|---|---|")
@@ -155,7 +198,12 @@ def write_report(
             f"{'' if use is None else f'{100 * use:.0f} %'} |"
         )
     L.append("")
-    L.append("## Where the time goes\n")
+    return L
+
+
+def _time(hw: Mapping[str, Any], plots: Mapping[str, str]) -> list[str]:
+    """The time per kind of operation (op and unit)."""
+    L = ["## Where the time goes\n"]
     if "time" in plots:
         L.append(f"![time]({plots['time']})\n")
     by_op: dict[str, float] = defaultdict(float)
@@ -166,13 +214,7 @@ def write_report(
     for k in sorted(by_op, key=by_op.get, reverse=True):
         L.append(f"| {k} | {by_op[k]:.4f} | {100 * by_op[k] / total:.1f} % |")
     L.append("")
-    L.append("## Files\n")
-    for name, what in meta.get("files", {}).items():
-        L.append(f"- `{name}`: {what}")
-    L.append("")
-    path = directory / "report.md"
-    path.write_text("\n".join(L) + "\n")
-    return path
+    return L
 
 
 __all__ = ["write_report"]

@@ -29,6 +29,7 @@ code fraction <= ``max_flip_fraction`` against the checkpoint's model.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -145,13 +146,15 @@ def load_source_model(path: str | Path, info: dict[str, Any]) -> Source:
     Raises :class:`CheckpointError` when it is missing, corrupt, or not the checkpoint the export was
     made from (another model/quant config, another training step, the subnet not in its space).
     """
+    from quasar_vit.config import migrate_config_dict
     from quasar_vit.space import SubnetConfig
     from quasar_vit.training.checkpoint import load_supernet
 
     supernet, cfg, ckpt = load_supernet(path, "cpu")
     ours = _json_roundtrip(cfg.to_dict())
+    theirs = migrate_config_dict(info.get("config", {}))  # an export.json before ViTGeometry: flat geometry
     for section in ("model", "quant"):
-        if section in info.get("config", {}) and ours.get(section) != info["config"][section]:
+        if section in theirs and ours.get(section) != theirs[section]:
             raise CheckpointError(
                 f"{path} is not the checkpoint this export was made from: its '{section}' "
                 "config differs from the one in export.json"
@@ -171,8 +174,12 @@ def load_source_model(path: str | Path, info: dict[str, Any]) -> Source:
     return supernet, sub, {"path": str(path), "step": step}
 
 
-def _find_checkpoint(info: dict[str, Any], checkpoint: str | Path | None) -> tuple[Source | None, str | None]:
+def _find_checkpoint(
+    info: dict[str, Any], checkpoint: str | Path | None, use_recorded: bool = True
+) -> tuple[Source | None, str | None]:
     """The source model and ``None``, or ``None`` and a one-line note saying why there is none."""
+    if checkpoint is None and not use_recorded:
+        return None, "checkpoint not used (use_checkpoint=False): compared with the deploy model only"
     if checkpoint is not None:  # given explicitly: every problem is an error
         model = load_source_model(checkpoint, info)
         model[2]["source"] = "--checkpoint"
@@ -216,47 +223,90 @@ def verify_export(
     max_flip_fraction: float = DEFAULT_MAX_FLIP_FRACTION,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Check the export in ``directory`` on its test split; writes and returns ``verify.json``'s dict.
+    """Check the export in ``directory`` on its test split: the integer engine against ``model.pt2``
+    (the top-level numbers) and, when there is one, the source checkpoint's fake-quant model.
 
-    ``progress`` shows a bar over the test images (the NumPy engine is slow on large splits).
+    Args:
+        directory: the export directory.
+        data_root, limit: override the data root of the export's config; the first ``limit`` test
+            images (``None``: the config's test split).
+        batch_size: images per engine call.
+        min_agreement, max_flip_fraction: the label agreement (%) needed to pass; the fraction of
+            flipped 6-bit codes the checkpoint comparison tolerates.
+        write: write the result to ``directory/verify.json``.
+        checkpoint, use_checkpoint: the source checkpoint (file or run directory); ``None`` uses the
+            one recorded in ``export.json``, unless ``use_checkpoint`` is False.
+        progress: a bar over the test images (the NumPy engine is slow on large splits).
 
-    ``checkpoint``: the source checkpoint (file or run directory); ``None`` uses the one recorded in
-    ``export.json`` when it exists (``use_checkpoint=False``: never).  The top-level numbers compare
-    the engine with ``model.pt2``; ``result["checkpoint"]`` holds the comparison with the checkpoint's
-    model (``{"checked": False, "note": ...}`` when there was none).
+    Returns:
+        ``verify.json``'s dict (``result["checkpoint"]``: ``{"checked": False, "note": ...}`` if none).
+
+    Raises:
+        ExportError: not an export or no test images; CheckpointError: ``checkpoint`` is not the source.
     """
     from quasar_vit.config import config_from_dict
-    from quasar_vit.export.deploy import DeployViT
     from quasar_vit.export.exporter import load_test_images
-    from quasar_vit.export.intweights import load_weights
-    from quasar_vit.export.ir import build_ir
-    from quasar_vit.export.reference import IntegerViT
 
     directory = Path(directory)
     info = read_export(directory)
-    arrays, manifest = load_weights(directory)
-    if not (directory / "model.pt2").is_file():
-        raise ExportError(f"{directory} lacks model.pt2 (an export from an older quasar-vit? export it again)")
-    if checkpoint is None and not use_checkpoint:
-        source, note = None, "checkpoint not used (use_checkpoint=False): compared with the deploy model only"
-    else:
-        source, note = _find_checkpoint(info, checkpoint)
-    from quasar_vit.export.torch_export import load_program
-
-    scripted = load_program(directory / "model.pt2")
+    ir = _load_ir(directory)  # one typed description for every engine compared below
+    source, note = _find_checkpoint(info, checkpoint, use_checkpoint)
     cfg = config_from_dict(info["config"])
     x, y = load_test_images(cfg, data_root, limit)
     if len(x) == 0:
         raise ExportError("no test images to verify on")
-    ir = build_ir(arrays, manifest)  # one typed description for every engine compared below
-    engine = IntegerViT(ir)
-    deploy = DeployViT(ir)
+    run = _run(directory, ir, source, x, batch_size, progress)
+    result = _deploy_result(directory, cfg.data.name, run, y, source is not None, min_agreement)
+    # a code difference > 1 only arises when an earlier flip propagated (seen: 3, in 0.4 % of images);
+    # it is reported, not failed on
+    passed = bool(result["agreement_percent"] >= min_agreement and run.nibbles_ok)
+    if source is not None:
+        result["checkpoint"] = _checkpoint_result(run, source, y, min_agreement, max_flip_fraction)
+        passed = passed and result["checkpoint"]["passed"]
+    else:
+        result["checkpoint"] = {"checked": False, "note": note}
+    result["passed"] = passed
+    if write:
+        atomic_write_json(directory / "verify.json", result)
+    return result
 
+
+def _load_ir(directory: Path) -> Any:
+    """The export's IntViT, built from ``weights.npz`` (``model.pt2`` must be there too)."""
+    from quasar_vit.export.intweights import load_weights
+    from quasar_vit.export.ir import build_ir
+
+    arrays, manifest = load_weights(directory)
+    if not (directory / "model.pt2").is_file():
+        raise ExportError(f"{directory} lacks model.pt2 (an export from an older quasar-vit? export it again)")
+    return build_ir(arrays, manifest)
+
+
+@dataclass
+class _Run:
+    """What one pass over the test images produced."""
+
+    vs_deploy: _Comparison  # the engine against model.pt2
+    vs_ckpt: _Comparison  # the engine against the checkpoint's model (empty without one)
+    integer: np.ndarray  # the engine's logits
+    eager: np.ndarray  # the eager DeployViT's logits
+    script_err: float  # max |model.pt2 - eager DeployViT| logit difference
+    nibbles_ok: bool  # nibble passes == direct int64 GEMMs on the first images
+
+
+def _run(directory: Path, ir: Any, source: Source | None, x: torch.Tensor, batch_size: int, progress: bool) -> _Run:
+    """Run the engine, ``model.pt2``, the eager deploy model and (if any) the checkpoint's model on ``x``."""
+    from tqdm.auto import tqdm
+
+    from quasar_vit.export.deploy import DeployViT
+    from quasar_vit.export.reference import IntegerViT
+    from quasar_vit.export.torch_export import load_program
+
+    scripted = load_program(directory / "model.pt2")
+    engine, deploy = IntegerViT(ir), DeployViT(ir)
     vs_deploy, vs_ckpt = _Comparison(), _Comparison()
     int_all, eager_all = [], []
     script_err = 0.0
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(x), desc="verify", unit="img", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
@@ -273,55 +323,54 @@ def verify_export(
         bar.update(len(xb))
     bar.close()
     integer = np.concatenate(int_all)
-
     # nibble passes == direct int64 GEMMs, on a few images
-    checker = IntegerViT(ir, exact=True, check_nibbles=True)
-    nib_logits = checker.forward(x[:4].numpy())
+    nib_logits = IntegerViT(ir, exact=True, check_nibbles=True).forward(x[:4].numpy())
     nibbles_ok = bool(np.array_equal(nib_logits, integer[:4]))
+    return _Run(vs_deploy, vs_ckpt, integer, np.concatenate(eager_all), script_err, nibbles_ok)
 
-    dep, ref = vs_deploy.result(integer)
-    result = {
+
+def _deploy_result(
+    directory: Path, data_set: str, run: _Run, y: np.ndarray, with_checkpoint: bool, min_agreement: float
+) -> dict[str, Any]:
+    """The top-level numbers of ``verify.json``: the engine against ``model.pt2``."""
+    dep, ref = run.vs_deploy.result(run.integer)
+    return {
         "export": str(directory),
-        "images": int(len(x)),
+        "images": int(len(y)),
         "split": "test",
-        "data_set": cfg.data.name,
+        "data_set": data_set,
         "compared_with": (
             "checkpoint fake-quant model and deploy model (model.pt2)"
-            if source is not None
+            if with_checkpoint
             else "deploy model (model.pt2) only"
         ),
         "agreement_percent": dep["agreement_percent"],
         "min_agreement_percent": float(min_agreement),
         **{k: v for k, v in dep.items() if k != "agreement_percent"},
         "top1_fake_quant": float(100.0 * np.mean(ref.argmax(1) == y)),
-        "top1_integer": float(100.0 * np.mean(integer.argmax(1) == y)),
-        "nibble_passes_exact": nibbles_ok,
-        "program_vs_eager_max_abs": script_err,
+        "top1_integer": float(100.0 * np.mean(run.integer.argmax(1) == y)),
+        "nibble_passes_exact": run.nibbles_ok,
+        "program_vs_eager_max_abs": run.script_err,
     }
-    # a code difference > 1 only arises when an earlier flip propagated (seen: 3, in 0.4 % of images);
-    # it is reported, not failed on
-    passed = bool(dep["agreement_percent"] >= min_agreement and nibbles_ok)
-    if source is not None:
-        ck, ck_ref = vs_ckpt.result(integer)
-        ck_ok = bool(ck["agreement_percent"] >= min_agreement and ck["flipped_code_fraction"] <= max_flip_fraction)
-        result["checkpoint"] = {
-            "checked": True,
-            **source[2],
-            "model": "supernet(x, subnet) in eval mode (fake-quant, from the checkpoint, not from weights.npz)",
-            **ck,
-            "min_agreement_percent": float(min_agreement),
-            "max_flipped_code_fraction": float(max_flip_fraction),
-            "top1_checkpoint": float(100.0 * np.mean(ck_ref.argmax(1) == y)),
-            "deploy_vs_checkpoint_max_abs_logit": float(np.abs(np.concatenate(eager_all) - ck_ref).max()),
-            "passed": ck_ok,
-        }
-        passed = passed and ck_ok
-    else:
-        result["checkpoint"] = {"checked": False, "note": note}
-    result["passed"] = passed
-    if write:
-        atomic_write_json(directory / "verify.json", result)
-    return result
+
+
+def _checkpoint_result(
+    run: _Run, source: Source, y: np.ndarray, min_agreement: float, max_flip_fraction: float
+) -> dict[str, Any]:
+    """``result["checkpoint"]``: the engine against the checkpoint's fake-quant model."""
+    ck, ck_ref = run.vs_ckpt.result(run.integer)
+    ck_ok = bool(ck["agreement_percent"] >= min_agreement and ck["flipped_code_fraction"] <= max_flip_fraction)
+    return {
+        "checked": True,
+        **source[2],
+        "model": "supernet(x, subnet) in eval mode (fake-quant, from the checkpoint, not from weights.npz)",
+        **ck,
+        "min_agreement_percent": float(min_agreement),
+        "max_flipped_code_fraction": float(max_flip_fraction),
+        "top1_checkpoint": float(100.0 * np.mean(ck_ref.argmax(1) == y)),
+        "deploy_vs_checkpoint_max_abs_logit": float(np.abs(run.eager - ck_ref).max()),
+        "passed": ck_ok,
+    }
 
 
 def verify_summary(res: dict[str, Any]) -> str:

@@ -137,6 +137,34 @@ def gemm_cycles(
     row tiles are ``tiles_m`` (``(rows, outputs)`` each), output stage ``mode`` (see :data:`OUT_MODES`)."""
     if mode not in OUT_MODES:
         raise ValueError(f"unknown output mode {mode!r} (one of {', '.join(OUT_MODES)})")
+    s = _stages(design, timing, tokens, k, tiles_m, mode)
+    n = len(s.lx)
+    cp = _compute_trips(s, timing.compute_depth)
+    total = _dataflow_total(s, cp)
+    busy = (sum(s.lx), sum(s.lw), sum(cp), sum(s.out), sum(s.st))
+    return GemmCycles(total, busy, n, s.read_beats, s.write_beats)
+
+
+@dataclass
+class _Stages:
+    """Per tile step (token tile x row tile x reduction tile) cycles of each dataflow stage."""
+
+    lx: list[int]  # load codes (with the first call's AXI latency)
+    lw: list[int]  # load weights
+    fill_x: list[int]  # beats the compute stage waits for
+    fill_w: list[int]
+    comp: list[int]  # array passes
+    emit: list[int]  # tokens emitted to the output stage (last reduction tile only)
+    out: list[int]  # output stage
+    st: list[int]  # store
+    read_beats: int
+    write_beats: int
+
+
+def _stages(
+    design: AcceleratorDesign, timing: EngineTiming, tokens: int, k: int, tiles_m: Sequence[tuple[int, int]], mode: str
+) -> _Stages:
+    """The loop nest of one engine call, as the kernel runs it."""
     C, TN, TK = design.pe_cols, design.tile_tokens, design.tile_k
     ab = timing.axi_bytes
     n_tt, n_mt, n_kt = _cdiv(tokens, TN), len(tiles_m), _cdiv(k, TK)
@@ -146,7 +174,6 @@ def gemm_cycles(
     store_depth = timing.axi_latency if mode == "ls_residual" else timing.store_depth
     lx = [0] * n
     lw = [0] * n
-    cp = [0] * (n + 2)
     fill_w = [0] * n
     fill_x = [0] * n
     comp = [0] * n
@@ -184,21 +211,34 @@ def gemm_cycles(
                     read_beats += pb + (beats if mode == "ls_residual" else 0)
                     write_beats += beats
                 i += 1
+    return _Stages(lx, lw, fill_x, fill_w, comp, emit, out, st, read_beats, write_beats)
+
+
+def _compute_trips(s: _Stages, compute_depth: int) -> list[int]:
+    """The compute stage of step ``j`` overlaps the fills of ``j``, the passes of ``j - 1`` and the
+    emission of ``j - 2`` (a three-deep pipeline)."""
+    n = len(s.lx)
+    cp = [0] * (n + 2)
     for j in range(n + 2):
         trips = max(
-            fill_w[j] if j < n else 0,
-            fill_x[j] if j < n else 0,
-            comp[j - 1] if 1 <= j <= n else 0,
-            emit[j - 2] if j >= 2 else 0,
+            s.fill_w[j] if j < n else 0,
+            s.fill_x[j] if j < n else 0,
+            s.comp[j - 1] if 1 <= j <= n else 0,
+            s.emit[j - 2] if j >= 2 else 0,
         )
-        cp[j] = trips + timing.compute_depth if trips else 0
-    # dataflow recurrence (same as qvit::last_gemm_cycles)
+        cp[j] = trips + compute_depth if trips else 0
+    return cp
+
+
+def _dataflow_total(s: _Stages, cp: list[int]) -> int:
+    """The call's cycles: the dataflow recurrence over the stages (same as qvit::last_gemm_cycles)."""
+    n = len(s.lx)
     f_lx = f_lw = f = f_o = f_s = 0
     fin_x = [0] * n
     fin_w = [0] * n
     for j in range(n):
-        f_lx += lx[j]
-        f_lw += lw[j]
+        f_lx += s.lx[j]
+        f_lw += s.lw[j]
         fin_x[j], fin_w[j] = f_lx, f_lw
     fin_cp = [0] * (n + 2)
     for j in range(n + 2):
@@ -207,13 +247,11 @@ def gemm_cycles(
             f = max(f, max(fin_x[j], fin_w[j]) + 1)
         fin_cp[j] = f
     for j in range(n):
-        if out[j]:
-            f_o = max(f_o + out[j], fin_cp[j + 2] + 1)
-        if st[j]:
-            f_s = max(f_s + st[j], f_o + 1)
-    total = max(f_s, fin_cp[n + 1]) if n else 0
-    busy = (sum(lx), sum(lw), sum(cp), sum(out), sum(st))
-    return GemmCycles(total, busy, n, read_beats, write_beats)
+        if s.out[j]:
+            f_o = max(f_o + s.out[j], fin_cp[j + 2] + 1)
+        if s.st[j]:
+            f_s = max(f_s + s.st[j], f_o + 1)
+    return max(f_s, fin_cp[n + 1]) if n else 0
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from typing import Iterable
 from quasar_vit.hardware.design import AcceleratorDesign
 from quasar_vit.hardware.engine import EngineTiming, GemmCycles, gemm_cycles, layer_row_tiles, stationary_row_tiles
 from quasar_vit.hardware.platforms import Platform
-from quasar_vit.space import LinearSpec, MatmulSpec, SubnetConfig
+from quasar_vit.space import LinearSpec, MatmulSpec, SubnetConfig, ViTGeometry
 
 # passes of the W4A6 array per stationary operand row: an 8-bit weight row and a 6-bit
 # activation row (attention matmuls) are both split into two nibbles
@@ -75,7 +75,6 @@ class CostContext:
         }
         self.gemm_memo: dict[tuple, GemmCycles] = {}
         self.block_memo: dict[tuple, tuple[float, float, float, int, int, float]] = {}
-        self.resources = None  # filled by dse.evaluate (the design's Resources, subnet-independent)
 
     # ---- fabric GEMM --------------------------------------------------------------------------
     def engine_call(self, tokens: int, k: int, tiles: tuple, mode: str) -> GemmCycles:
@@ -158,7 +157,7 @@ class CostContext:
     def totals(self, subnet: SubnetConfig) -> tuple[float, float, float, int, int, float]:
         """(cycles, compute cycles, DDR bytes, MACs, unit passes, host cycles): the fast path."""
         s = subnet
-        geom = (s.img_size, s.patch_size, s.in_chans, s.num_classes, s.head_dim, s.patch_embed_bits, s.head_bits)
+        geom = s.geometry
         e = s.embed_dim
         memo = self.block_memo
         key = (geom, e)
@@ -188,7 +187,7 @@ def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True) -> list[t
     """
     lin = subnet.linear_layers()
     mm = subnet.attention_matmuls()
-    t, e = subnet.num_tokens, subnet.embed_dim
+    t, e = subnet.geometry.num_tokens, subnet.embed_dim
     out: list[tuple] = [("linear", lin[0])]
     for i in range(subnet.depth):
         qkv, proj, fc1, fc2 = lin[1 + 4 * i : 5 + 4 * i]
@@ -216,16 +215,16 @@ def _op_name(op: tuple) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _block_ops(geom: tuple, e: int, h: int, r: float, s: float) -> tuple:
+def _block_ops(geom: ViTGeometry, e: int, h: int, r: float, s: float) -> tuple:
     """Ops of one transformer block, taken from a one-block subnet (memoised, design-free)."""
-    one = SubnetConfig(e, 1, (h,), (r,), (s,), *geom)
+    one = SubnetConfig(e, 1, (h,), (r,), (s,), geom)
     return tuple(op for op in subnet_ops(one) if _op_name(op).startswith("blocks."))
 
 
 @lru_cache(maxsize=256)
-def _end_ops(geom: tuple, e: int, cls_only: bool) -> tuple:
+def _end_ops(geom: ViTGeometry, e: int, cls_only: bool) -> tuple:
     """Patch embedding, final norm and head of a subnet with embedding ``e``."""
-    one = SubnetConfig(e, 1, (1,), (1.0,), (0.0,), *geom)
+    one = SubnetConfig(e, 1, (1,), (1.0,), (0.0,), geom)
     return tuple(op for op in subnet_ops(one, cls_only) if not _op_name(op).startswith("blocks."))
 
 

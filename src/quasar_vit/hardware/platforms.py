@@ -97,37 +97,27 @@ def _num(d: Mapping[str, Any], key: str, where: str, kind: type = float, positiv
     return out
 
 
-def platform_from_dict(d: Mapping[str, Any], where: str = "platform") -> Platform:
-    """Build a :class:`Platform` from a YAML mapping, naming the first problem found."""
-    if not isinstance(d, Mapping):
-        raise HardwareError(f"{where}: a platform file must be a YAML mapping")
-    known = {
-        "name",
-        "description",
-        "part",
-        "lut",
-        "ff",
-        "dsp",
-        "bram",
-        "uram",
-        "clock_mhz",
-        "ddr_gbps",
-        "ddr_efficiency",
-        "util_cap",
-        "host",
-        "params",
-    }
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise HardwareError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    name = d.get("name")
-    if not isinstance(name, str) or not name:
-        raise HardwareError(f"{where}: missing required key 'name' (a string)")
-    eff = _num(d, "ddr_efficiency", where)
-    if eff > 1:
-        raise HardwareError(f"{where}: 'ddr_efficiency' must be in (0, 1], got {eff}")
+PLATFORM_KEYS = (
+    "name",
+    "description",
+    "part",
+    "lut",
+    "ff",
+    "dsp",
+    "bram",
+    "uram",
+    "clock_mhz",
+    "ddr_gbps",
+    "ddr_efficiency",
+    "util_cap",
+    "host",
+    "params",
+)
+
+
+def _util_cap(raw_cap: Any, where: str) -> dict[str, float]:
+    """The utilisation cap per resource: the defaults, one number for all, or a mapping per resource."""
     cap = dict(_DEFAULT_CAP)
-    raw_cap = d.get("util_cap", None)
     if isinstance(raw_cap, (int, float)) and not isinstance(raw_cap, bool):
         cap = {r: float(raw_cap) for r in RESOURCES}
     elif isinstance(raw_cap, Mapping):
@@ -143,6 +133,23 @@ def platform_from_dict(d: Mapping[str, Any], where: str = "platform") -> Platfor
     for r, v in cap.items():
         if not 0 < v <= 1:
             raise HardwareError(f"{where}: util_cap for {r} must be in (0, 1], got {v}")
+    return cap
+
+
+def platform_from_dict(d: Mapping[str, Any], where: str = "platform") -> Platform:
+    """Build a :class:`Platform` from a YAML mapping, naming the first problem found."""
+    if not isinstance(d, Mapping):
+        raise HardwareError(f"{where}: a platform file must be a YAML mapping")
+    unknown = sorted(set(d) - set(PLATFORM_KEYS))
+    if unknown:
+        raise HardwareError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(PLATFORM_KEYS))}")
+    name = d.get("name")
+    if not isinstance(name, str) or not name:
+        raise HardwareError(f"{where}: missing required key 'name' (a string)")
+    eff = _num(d, "ddr_efficiency", where)
+    if eff > 1:
+        raise HardwareError(f"{where}: 'ddr_efficiency' must be in (0, 1], got {eff}")
+    cap = _util_cap(d.get("util_cap", None), where)
     host = d.get("host") or {}
     if not isinstance(host, Mapping):
         raise HardwareError(f"{where}: 'host' must be a mapping (kind, cores, clock_mhz)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from quasar_vit.hardware.arrays import max_units
 from quasar_vit.hardware.design import AcceleratorDesign
 from quasar_vit.hardware.latency import CostContext, LayerCost
 from quasar_vit.hardware.platforms import RESOURCES, Platform
@@ -40,6 +41,7 @@ class HardwareReport:
         ctx: CostContext,
         resources: Resources,
         totals: tuple[float, float, float, int, int, float],
+        notes: tuple[str, ...] = (),
     ) -> None:
         self.subnet = subnet
         self.platform: Platform = ctx.platform
@@ -48,7 +50,13 @@ class HardwareReport:
         (self.cycles, self.compute_cycles, self.ddr_bytes, self.macs, self.unit_passes, self.host_cycles) = totals
         self._ctx = ctx
         self._layers: list[LayerCost] | None = None
-        self.notes: list[str] = []
+        self.notes: tuple[str, ...] = tuple(notes)
+
+    def with_notes(self, *notes: str) -> "HardwareReport":
+        """The same costing with ``notes`` added: a new report, so a report handed out is never
+        changed afterwards."""
+        totals = (self.cycles, self.compute_cycles, self.ddr_bytes, self.macs, self.unit_passes, self.host_cycles)
+        return HardwareReport(self.subnet, self._ctx, self.resources, totals, self.notes + notes)
 
     # ---- totals -------------------------------------------------------------------------------
     @property
@@ -76,8 +84,6 @@ class HardwareReport:
     @property
     def board_peak_gops(self) -> float:
         """Peak of the largest W4A6 array the board fits under its caps (roofline ceiling)."""
-        from quasar_vit.hardware.dse import max_units
-
         return 2 * max_units(self.platform) * self.design.clock_mhz / 1e3
 
     @property
@@ -168,7 +174,7 @@ class HardwareReport:
             f"quasar-vit hardware model: {self.platform.name} ({self.platform.description})",
             f"subnet: {self.subnet.describe()}",
             f"        {self.gmacs:.3f} GMACs, {100 * self.subnet.share_8bit():.1f} % 8-bit rows, "
-            f"{self.subnet.num_tokens} tokens",
+            f"{self.subnet.geometry.num_tokens} tokens",
             f"design: {d.describe()}",
             f"        input buffer in {d.input_buffer_mem.upper()}, usable DDR {self.ddr_gbps:.1f} GB/s",
             "",

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,128 @@ def _run(binary: Path, hls_dir: Path, images: Path, n: int, out: Path, ref_codes
     return info
 
 
+@dataclass
+class _Simulation:
+    """What the C simulation and the NumPy reference produced on the same images."""
+
+    y: np.ndarray  # labels
+    logits: np.ndarray  # free-running C simulation
+    codes: np.ndarray
+    acc_free: np.ndarray
+    acc_forced: np.ndarray  # the GEMM accumulators with every activation code forced to the reference's
+    ref_logits: np.ndarray
+    ref_codes: np.ndarray
+    ref_acc: np.ndarray
+    forced: dict[str, Any]  # the forced run's summary line
+    cycles: dict[str, Any]  # counted against modelled cycles
+    seconds: dict[str, float]  # compile, reference, csim_run, csim_forced_run
+
+
+def _load_images(info: dict[str, Any], data_root: str | None, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    from quasar_vit.config import config_from_dict
+    from quasar_vit.export.exporter import load_test_images
+
+    x, y = load_test_images(config_from_dict(info["config"]), data_root, limit)
+    x = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+    if len(x) == 0:
+        raise ExportError("no test images for the C simulation")
+    return x, y
+
+
+def _simulate(
+    export_dir: Path,
+    info: dict[str, Any],
+    hls: Path,
+    layout: dict[str, Any],
+    build: Path,
+    cxx: str | None,
+    data_root: str | None,
+    limit: int,
+) -> _Simulation:
+    """Compile in ``build``, run free and with forced codes, and run the reference on the same images."""
+    t_cc = time.perf_counter()
+    binary = compile_csim(hls, build, cxx)
+    t_cc = time.perf_counter() - t_cc
+    x, y = _load_images(info, data_root, limit)
+    n = len(x)
+    images = build / "images.bin"
+    x.tofile(images)
+    t_ref = time.perf_counter()
+    ref_logits, ref_codes, ref_acc = _reference(export_dir, x, layout)
+    t_ref = time.perf_counter() - t_ref
+    ref_codes_path = build / "ref_codes.bin"
+    ref_codes.tofile(ref_codes_path)
+    free = _run(binary, hls, images, n, build / "free", None)
+    forced = _run(binary, hls, images, n, build / "forced", ref_codes_path)
+    ncls = int(layout["model"]["num_classes"])
+    cb, aw = int(layout["code_bytes_per_image"]), int(layout["acc_words_per_image"])
+    read = lambda run, name, dt, w: np.fromfile(build / run / name, dt).reshape(n, w)  # noqa: E731
+    try:
+        counted = json.loads((build / "free" / "cycles.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"the C simulation wrote no readable cycles.json ({exc})") from None
+    seconds = {"compile": round(t_cc, 3), "reference": round(t_ref, 3)}
+    seconds["csim_run"] = round(float(free.get("wall_seconds", 0.0)), 3)
+    seconds["csim_forced_run"] = round(float(forced.get("wall_seconds", 0.0)), 3)
+    return _Simulation(
+        np.asarray(y)[:n],
+        read("free", "logits.bin", np.float32, ncls),
+        read("free", "codes.bin", np.int8, cb),
+        read("free", "acc.bin", np.int32, aw),
+        read("forced", "acc.bin", np.int32, aw),
+        ref_logits,
+        ref_codes,
+        ref_acc,
+        forced,
+        compare_cycles(layout, counted),
+        seconds,
+    )
+
+
+def _mismatches_per_point(layout: dict[str, Any], code_diff: np.ndarray) -> dict[str, int]:
+    """Differing activation codes per quantisation point (only the points that have any)."""
+    per_point = {}
+    pos = 0
+    for p in layout["points"]:
+        size = int(np.prod(p["shape"]))
+        nd = int(code_diff[:, pos : pos + size].sum())
+        if nd:
+            per_point[p["key"]] = nd
+        pos += size
+    return per_point
+
+
+def _csim_result(export_dir: Path, hls: Path, layout: dict[str, Any], s: _Simulation, t_gen: float) -> dict[str, Any]:
+    """``csim.json``: the C simulation against the reference, bit for bit."""
+    n = len(s.logits)
+    gemm_exact = bool(np.array_equal(s.acc_forced.astype(np.int64), s.ref_acc))
+    img_logits_exact = np.all(s.logits.view(np.uint32) == s.ref_logits.view(np.uint32), axis=1)
+    code_diff = s.codes != s.ref_codes
+    res = {
+        "export": str(export_dir),
+        "hls_dir": str(hls),
+        "images": int(n),
+        "bit_exact_gemm": gemm_exact,
+        "gemm_accumulators_compared": int(s.ref_acc.size),
+        "gemm_mismatches": int((s.acc_forced.astype(np.int64) != s.ref_acc).sum()),
+        "forced_code_mismatches": int(s.forced.get("code_mismatches", -1)),
+        "codes_bit_exact": bool(not code_diff.any()),
+        "codes_compared": int(code_diff.size),
+        "code_mismatches": int(code_diff.sum()),
+        "code_mismatches_per_point": _mismatches_per_point(layout, code_diff),
+        "free_running_gemm_bit_exact": bool(np.array_equal(s.acc_free.astype(np.int64), s.ref_acc)),
+        "logits_bit_exact": float(img_logits_exact.mean()),
+        "label_agreement": float(np.mean(s.logits.argmax(1) == s.ref_logits.argmax(1))),
+        "max_abs_logit_diff": float(np.abs(s.logits.astype(np.float64) - s.ref_logits).max()),
+        "top1_csim": float(np.mean(s.logits.argmax(1) == s.y)),
+        "top1_reference": float(np.mean(s.ref_logits.argmax(1) == s.y)),
+        "seconds": {"generate": round(t_gen, 3), **s.seconds},
+    }
+    res["cycles"] = s.cycles
+    res["passed"] = bool(gemm_exact and res["label_agreement"] >= 0.99 and s.cycles["within_tolerance"])
+    return res
+
+
 def run_csim(
     export_dir: str | Path,
     limit: int = 100,
@@ -278,13 +401,26 @@ def run_csim(
     cxx: str | None = None,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Generate (into ``hls_dir``, default ``export_dir/hls``), compile, run on the first ``limit``
-    test images and compare with the NumPy integer reference.  Returns (and writes
-    ``hls/csim.json``) a dict with ``images``, ``bit_exact_gemm``, ``codes_bit_exact``,
-    ``logits_bit_exact`` (fraction of images), ``label_agreement``, ``max_abs_logit_diff``, timings.
+    """Generate the HLS C++, compile it, run it on test images and compare with the NumPy integer
+    reference.
+
+    Args:
+        export_dir: the export directory.
+        limit: the first ``limit`` test images.
+        data_root: overrides the data root of the export's config.
+        hls_dir: where the C++ is generated (default ``export_dir/hls``).
+        build_dir: where it is compiled and run (default: a temporary directory, removed afterwards).
+        cxx: the C++ compiler (default: found on the PATH).
+        write: write ``hls/csim.json`` and add the cycle table to ``report.md``.
+
+    Returns:
+        A dict with ``images``, ``bit_exact_gemm``, ``codes_bit_exact``, ``logits_bit_exact``
+        (fraction of images), ``label_agreement``, ``max_abs_logit_diff``, ``cycles``, timings and
+        ``passed``.
+
+    Raises:
+        ExportError: not an export, no compiler, a failed build or run, or no test images.
     """
-    from quasar_vit.config import config_from_dict
-    from quasar_vit.export.exporter import load_test_images
     from quasar_vit.export.verify import read_export
 
     export_dir = Path(export_dir)
@@ -297,80 +433,14 @@ def run_csim(
     tmp_ctx = tempfile.TemporaryDirectory(prefix="qvit-csim-") if build_dir is None else None
     build = Path(tmp_ctx.name) if tmp_ctx is not None else Path(build_dir)
     try:
-        t_cc = time.perf_counter()
-        binary = compile_csim(hls, build, cxx)
-        t_cc = time.perf_counter() - t_cc
-        cfg = config_from_dict(info["config"])
-        x, y = load_test_images(cfg, data_root, limit)
-        x = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-        n = len(x)
-        if n == 0:
-            raise ExportError("no test images for the C simulation")
-        images = build / "images.bin"
-        x.tofile(images)
-        t_ref = time.perf_counter()
-        ref_logits, ref_codes, ref_acc = _reference(export_dir, x, layout)
-        t_ref = time.perf_counter() - t_ref
-        ref_codes_path = build / "ref_codes.bin"
-        ref_codes.tofile(ref_codes_path)
-        free = _run(binary, hls, images, n, build / "free", None)
-        forced = _run(binary, hls, images, n, build / "forced", ref_codes_path)
-        ncls = int(layout["model"]["num_classes"])
-        cb, aw = int(layout["code_bytes_per_image"]), int(layout["acc_words_per_image"])
-        logits = np.fromfile(build / "free" / "logits.bin", np.float32).reshape(n, ncls)
-        codes = np.fromfile(build / "free" / "codes.bin", np.int8).reshape(n, cb)
-        acc_free = np.fromfile(build / "free" / "acc.bin", np.int32).reshape(n, aw)
-        acc_forced = np.fromfile(build / "forced" / "acc.bin", np.int32).reshape(n, aw)
-        try:
-            counted = json.loads((build / "free" / "cycles.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ExportError(f"the C simulation wrote no readable cycles.json ({exc})") from None
-        cycles = compare_cycles(layout, counted)
+        sim = _simulate(export_dir, info, hls, layout, build, cxx, data_root, limit)
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
-    gemm_exact = bool(np.array_equal(acc_forced.astype(np.int64), ref_acc))
-    img_logits_exact = np.all(logits.view(np.uint32) == ref_logits.view(np.uint32), axis=1)
-    code_diff = codes != ref_codes
-    per_point = {}
-    pos = 0
-    for p in layout["points"]:
-        size = int(np.prod(p["shape"]))
-        nd = int(code_diff[:, pos : pos + size].sum())
-        if nd:
-            per_point[p["key"]] = nd
-        pos += size
-    res = {
-        "export": str(export_dir),
-        "hls_dir": str(hls),
-        "images": int(n),
-        "bit_exact_gemm": gemm_exact,
-        "gemm_accumulators_compared": int(ref_acc.size),
-        "gemm_mismatches": int((acc_forced.astype(np.int64) != ref_acc).sum()),
-        "forced_code_mismatches": int(forced.get("code_mismatches", -1)),
-        "codes_bit_exact": bool(not code_diff.any()),
-        "codes_compared": int(code_diff.size),
-        "code_mismatches": int(code_diff.sum()),
-        "code_mismatches_per_point": per_point,
-        "free_running_gemm_bit_exact": bool(np.array_equal(acc_free.astype(np.int64), ref_acc)),
-        "logits_bit_exact": float(img_logits_exact.mean()),
-        "label_agreement": float(np.mean(logits.argmax(1) == ref_logits.argmax(1))),
-        "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - ref_logits).max()),
-        "top1_csim": float(np.mean(logits.argmax(1) == np.asarray(y)[:n])),
-        "top1_reference": float(np.mean(ref_logits.argmax(1) == np.asarray(y)[:n])),
-        "seconds": {
-            "generate": round(t_gen, 3),
-            "compile": round(t_cc, 3),
-            "reference": round(t_ref, 3),
-            "csim_run": round(float(free.get("wall_seconds", 0.0)), 3),
-            "csim_forced_run": round(float(forced.get("wall_seconds", 0.0)), 3),
-        },
-    }
-    res["cycles"] = cycles
-    res["passed"] = bool(gemm_exact and res["label_agreement"] >= 0.99 and cycles["within_tolerance"])
+    res = _csim_result(export_dir, hls, layout, sim, t_gen)
     if write:
         (hls / "csim.json").write_text(json.dumps(res, indent=2) + "\n")
-        _update_report(export_dir, cycles)
+        _update_report(export_dir, res["cycles"])
     return res
 
 

@@ -33,6 +33,7 @@ from quasar_vit.errors import ExportError, HardwareError
 from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, load_ir
 from quasar_vit.export.reference import ERF_IMPL
 from quasar_vit.hardware.engine import ROW_4BIT, ROW_HI, ROW_LO, ROW_PAD, EngineTiming, nibble_program
+from quasar_vit.space import nest_geometry
 from quasar_vit.utils.io import atomic_dir, read_json
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -150,7 +151,8 @@ def _read_export(export_dir: Path) -> tuple[dict, IntViT, dict]:
             sub_file = json.loads(spath.read_text())
         except json.JSONDecodeError as exc:
             raise ExportError(f"{spath} is not valid JSON: {exc}") from None
-        keys = ("embed_dim", "depth", "num_heads", "head_dim", "patch_size", "num_classes")
+        sub_file = nest_geometry(sub_file)  # a subnet.json written before ViTGeometry is flat
+        keys = ("embed_dim", "depth", "num_heads", "geometry")
         if any(sub_file.get(k) != ir.subnet.get(k) for k in keys):
             raise ExportError(f"{spath} does not match the subnet of weights.npz/manifest.json")
     info: dict[str, Any] = {}
@@ -370,7 +372,7 @@ def _model_record(
 ) -> dict[str, Any]:
     """Model constants of qvit_params.hpp, and the m_axi depths of the subnet's largest GEMM."""
     sub, T, E, hd = ir.subnet, ir.tokens, ir.embed_dim, ir.head_dim
-    p, C, img = ir.patch_size, int(sub["in_chans"]), int(sub["img_size"])
+    p, C, img = ir.patch_size, ir.geometry.in_chans, ir.geometry.img_size
     heads = [b.heads for b in ir.blocks]
     hidden = [b.fc1.out_features for b in ir.blocks]
     stationary = [len(nibble_program([True] * n, design["pe_rows"])[0]) for n in (T, hd)]  # k rows, v columns

@@ -9,57 +9,62 @@ path serves both, so an extracted subnet computes exactly what the supernet comp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from quasar_vit.config import QuantConfig
+from quasar_vit.errors import SubnetError
 from quasar_vit.quantization.lsq import ActQuantizer, init_weight_steps, integer_weight_rows, quantize_weight_rows
 from quasar_vit.space import num_8bit_rows
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """What the layers need to know of the quantization config."""
-
-    enabled: bool = True
-    w_bits_low: int = 4
-    w_bits_high: int = 8
-    act_bits: int = 6
-    lsq_grad_scale: bool = True
-
-    @classmethod
-    def from_config(cls, q: object) -> "QuantSpec":
-        return cls(q.enabled, q.w_bits_low, q.w_bits_high, q.act_bits, q.lsq_grad_scale)  # type: ignore[attr-defined]
 
 
 class QuantLinear(nn.Module):
     """Linear layer with row-wise 4/8-bit weights and a quantized (6-bit) input.
 
     ``sections`` > 1 splits the rows into equal blocks that are sliced independently (q, k and v of
-    the fused QKV projection).  ``n8_rows`` is the number of 8-bit rows when called at full size.
+    the fused QKV projection).  ``share`` is the 8-bit share of the rows when called at full size
+    (and, for the fixed-precision patch embedding and head, at any size); the 8-bit row count
+    itself always comes from :func:`~quasar_vit.space.num_8bit_rows`.
     """
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
-        quant: QuantSpec,
+        quant: QuantConfig,
         sections: int = 1,
-        n8_rows: int | None = None,
+        share: float = 1.0,
         act_signed: bool = True,
     ) -> None:
+        """Build a randomly initialised layer (LSQ steps initialised from the weights).
+
+        Args:
+            in_features: input features.
+            out_features: output rows, all sections together.
+            quant: the quantization scheme (held as it is, not copied).
+            sections: number of equal row blocks sliced independently (3 for the fused QKV).
+            share: 8-bit share of the rows at full size, in [0, 1].
+            act_signed: whether the input quantizer is signed.
+        """
         super().__init__()
         assert out_features % sections == 0
         self.in_features, self.out_features, self.sections = in_features, out_features, sections
         self.quant = quant
-        self.n8_rows = out_features if n8_rows is None else n8_rows
+        self.share = share
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
         nn.init.trunc_normal_(self.weight, std=in_features**-0.5)
         self.step_lo = nn.Parameter(init_weight_steps(self.weight, quant.w_bits_low))
         self.step_hi = nn.Parameter(init_weight_steps(self.weight, quant.w_bits_high))
         self.aq = ActQuantizer(quant.act_bits, act_signed, quant.enabled, quant.lsq_grad_scale)
+
+    @property
+    def n8_rows(self) -> int:
+        """8-bit rows of the full-size layer (the leading ``n8_rows / sections`` of each section)."""
+        return num_8bit_rows(self.out_features, self.share, self.sections)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, sections={self.sections}, n8_rows={self.n8_rows}"
@@ -89,9 +94,61 @@ class QuantLinear(nn.Module):
             shi.view(s, per)[:, :rows].reshape(-1),
         )
 
-    def forward(self, x: Tensor, rows: int | None = None, cols: int | None = None, n8: int | None = None) -> Tensor:
+    @torch.no_grad()
+    def load_slice(self, src: "QuantLinear", rows: int | None = None, cols: int | None = None) -> None:
+        """Copy ``src``'s leading ``rows`` (per section) x ``cols`` slice and input quantizer into this layer.
+
+        Args:
+            src: the (larger) layer to copy from, e.g. a supernet's.
+            rows: output rows per section of the slice (``None``: all of ``src``'s).
+            cols: input features of the slice (``None``: all of ``src``'s).
+        """
+        w, b, slo, shi = src.sliced(rows, cols)
+        for p, v in ((self.weight, w), (self.bias, b), (self.step_lo, slo), (self.step_hi, shi)):
+            if p.shape != v.shape:
+                raise SubnetError(f"shape mismatch while extracting: {tuple(p.shape)} vs {tuple(v.shape)}")
+            p.copy_(v)
+        self.aq.load_state_dict(src.aq.state_dict())
+
+    @torch.no_grad()
+    def extract(self, rows: int | None = None, cols: int | None = None, share: float | None = None) -> "QuantLinear":
+        """A standalone full-size layer holding this layer's leading ``rows`` x ``cols`` slice.
+
+        Its ``forward(x)`` equals ``self.forward(x, rows, cols, share)``.  It is built by the
+        constructor (which draws its random initial weights, as building the layer directly does),
+        then overwritten with the slice.
+
+        Args:
+            rows: output rows per section of the slice (``None``: all).
+            cols: input features of the slice (``None``: all).
+            share: 8-bit share of the extracted rows (``None``: this layer's ``share``).
+
+        Returns:
+            The new layer, on this layer's device and in its train/eval mode.
+        """
+        rows = self.out_features // self.sections if rows is None else rows
+        cols = self.in_features if cols is None else cols
+        share = self.share if share is None else share
+        out = QuantLinear(cols, self.sections * rows, self.quant, self.sections, share, self.aq.signed)
+        out.to(self.weight.device).load_slice(self, rows, cols)
+        return out.train(self.training)
+
+    def forward(
+        self, x: Tensor, rows: int | None = None, cols: int | None = None, share: float | None = None
+    ) -> Tensor:
+        """Run the leading ``rows`` (per section) x ``cols`` slice (default: full size).
+
+        Args:
+            x: input ``[..., cols]``.
+            rows: active output rows per section (``None``: all).
+            cols: active input features (``None``: all).
+            share: 8-bit share of the active rows (``None``: the layer's own ``share``).
+
+        Returns:
+            ``[..., sections * rows]`` outputs.
+        """
         w, b, slo, shi = self.sliced(rows, cols)
-        n8 = self.n8_rows if n8 is None else n8
+        n8 = num_8bit_rows(w.shape[0], self.share if share is None else share, self.sections)
         if self.quant.enabled:
             x = self.aq(x)
             w = quantize_weight_rows(
@@ -126,6 +183,9 @@ def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     return x * keep / (1.0 - p)
 
 
+_LINEARS = ("qkv", "proj", "fc1", "fc2")  # a block's linears, in the order they are built
+
+
 @dataclass(frozen=True)
 class BlockDims:
     """Active dimensions of one block inside the supernet."""
@@ -150,68 +210,126 @@ class Block(nn.Module):
         heads: int,
         head_dim: int,
         hidden: int,
-        quant: QuantSpec,
+        quant: QuantConfig,
         layer_scale: bool = True,
         layer_scale_init: float = 0.1,
         drop_path: float = 0.0,
-        n8: tuple[int, int, int, int] | None = None,
+        share: float = 1.0,
+        linears: Sequence[QuantLinear] | None = None,
     ) -> None:
+        """Build a block of the given (full) size.
+
+        Args:
+            embed: embedding width.
+            heads: attention heads.
+            head_dim: width of one head.
+            hidden: MLP hidden width.
+            quant: the quantization scheme.
+            layer_scale: whether the two residual branches are scaled by learned per-channel factors.
+            layer_scale_init: initial value of those factors.
+            drop_path: stochastic-depth probability of each residual branch.
+            share: 8-bit share of every linear's rows at full size.
+            linears: ready ``(qkv, proj, fc1, fc2)`` layers (from :meth:`extract`) instead of new ones.
+        """
         super().__init__()
         self.embed, self.heads, self.head_dim, self.hidden = embed, heads, head_dim, hidden
         self.drop_path = drop_path
-        n8 = n8 or (3 * heads * head_dim, embed, hidden, embed)
         q = heads * head_dim
+        qkv, proj, fc1, fc2 = linears or (
+            QuantLinear(embed, 3 * q, quant, sections=3, share=share),
+            QuantLinear(q, embed, quant, share=share),
+            QuantLinear(embed, hidden, quant, share=share),
+            QuantLinear(hidden, embed, quant, share=share),
+        )
         self.norm1 = nn.LayerNorm(embed)
-        self.qkv = QuantLinear(embed, 3 * q, quant, sections=3, n8_rows=n8[0])
-        self.proj = QuantLinear(q, embed, quant, n8_rows=n8[1])
+        self.qkv, self.proj = qkv, proj
         self.aq_q = ActQuantizer(quant.act_bits, True, quant.enabled, quant.lsq_grad_scale)
         self.aq_k = ActQuantizer(quant.act_bits, True, quant.enabled, quant.lsq_grad_scale)
         self.aq_v = ActQuantizer(quant.act_bits, True, quant.enabled, quant.lsq_grad_scale)
         self.aq_attn = ActQuantizer(quant.act_bits, False, quant.enabled, quant.lsq_grad_scale)
         self.norm2 = nn.LayerNorm(embed)
-        self.fc1 = QuantLinear(embed, hidden, quant, n8_rows=n8[2])
-        self.fc2 = QuantLinear(hidden, embed, quant, n8_rows=n8[3])
+        self.fc1, self.fc2 = fc1, fc2
         self.layer_scale = layer_scale
         if layer_scale:
             self.ls1 = nn.Parameter(torch.full((embed,), layer_scale_init))
             self.ls2 = nn.Parameter(torch.full((embed,), layer_scale_init))
 
+    def slices(self, dims: BlockDims) -> dict[str, tuple[int, int]]:
+        """Where each linear is cut for ``dims``.
+
+        Args:
+            dims: the active dimensions.
+
+        Returns:
+            ``(rows per section, cols)`` of the ``qkv``, ``proj``, ``fc1`` and ``fc2`` slices.
+        """
+        e, q, h = dims.embed, dims.heads * self.head_dim, dims.hidden
+        return {"qkv": (q, e), "proj": (e, q), "fc1": (h, e), "fc2": (e, h)}
+
     def forward(self, x: Tensor, dims: BlockDims | None = None) -> Tensor:
+        """Run the block at full size (``dims=None``) or on the leading slices for ``dims``.
+
+        Args:
+            x: tokens ``[batch, tokens, embed]`` (``dims.embed`` wide when sliced).
+            dims: the active dimensions, or ``None`` for the full block.
+
+        Returns:
+            The output tokens, shaped like ``x``.
+        """
         b, t, e = x.shape
-        if dims is None:
-            heads, hidden, slicing = self.heads, self.hidden, {}
-            n8 = (None, None, None, None)
-        else:
-            heads, hidden = dims.heads, dims.hidden
-            q = heads * self.head_dim
-            n8 = (
-                3 * num_8bit_rows(q, dims.share),
-                num_8bit_rows(e, dims.share),
-                num_8bit_rows(hidden, dims.share),
-                num_8bit_rows(e, dims.share),
-            )
-            slicing = {"qkv": (q, e), "proj": (e, q), "fc1": (hidden, e), "fc2": (e, hidden)}
+        heads = self.heads if dims is None else dims.heads
+        share = None if dims is None else dims.share
+        cut = dict.fromkeys(_LINEARS, (None, None)) if dims is None else self.slices(dims)
 
         # attention
         h = elastic_layer_norm(self.norm1, x)
-        qkv = self.qkv(h, *slicing.get("qkv", (None, None)), n8=n8[0])
+        qkv = self.qkv(h, *cut["qkv"], share)
         qkv = qkv.view(b, t, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q_, k_, v_ = self.aq_q(qkv[0]), self.aq_k(qkv[1]), self.aq_v(qkv[2])
         attn = (q_ @ k_.transpose(-2, -1)) * (self.head_dim**-0.5)
         attn = self.aq_attn(attn.softmax(dim=-1))
         a = (attn @ v_).transpose(1, 2).reshape(b, t, heads * self.head_dim)
-        a = self.proj(a, *slicing.get("proj", (None, None)), n8=n8[1])
+        a = self.proj(a, *cut["proj"], share)
         if self.layer_scale:
             a = self.ls1[:e] * a
         x = x + drop_path(a, self.drop_path, self.training)
 
         # MLP
         h = elastic_layer_norm(self.norm2, x)
-        h = F.gelu(self.fc1(h, *slicing.get("fc1", (None, None)), n8=n8[2]))
-        h = self.fc2(h, *slicing.get("fc2", (None, None)), n8=n8[3])
+        h = F.gelu(self.fc1(h, *cut["fc1"], share))
+        h = self.fc2(h, *cut["fc2"], share)
         if self.layer_scale:
             h = self.ls2[:e] * h
         return x + drop_path(h, self.drop_path, self.training)
+
+    @torch.no_grad()
+    def extract(self, dims: BlockDims) -> "Block":
+        """A standalone block holding this block's slices for ``dims`` (no stochastic depth).
+
+        Its ``forward(x)`` equals ``self.forward(x, dims)``.  The linears are built (and randomly
+        initialised) in the order the constructor builds them, then overwritten with the slices.
+
+        Args:
+            dims: the active dimensions of the subnet's layer.
+
+        Returns:
+            The new block, on this block's device and in its train/eval mode.
+        """
+        e, cut = dims.embed, self.slices(dims)
+        linears = [getattr(self, n).extract(*cut[n], dims.share) for n in _LINEARS]
+        quant = self.qkv.quant
+        # layer_scale_init 0.0: the scales are overwritten with the slices below
+        out = Block(e, dims.heads, self.head_dim, dims.hidden, quant, self.layer_scale, 0.0, 0.0, dims.share, linears)
+        out.to(self.qkv.weight.device)
+        for n in ("norm1", "norm2"):
+            getattr(out, n).weight.copy_(getattr(self, n).weight[:e])
+            getattr(out, n).bias.copy_(getattr(self, n).bias[:e])
+        for n in ("aq_q", "aq_k", "aq_v", "aq_attn"):
+            getattr(out, n).load_state_dict(getattr(self, n).state_dict())
+        if self.layer_scale:
+            out.ls1.copy_(self.ls1[:e])
+            out.ls2.copy_(self.ls2[:e])
+        return out.train(self.training)
 
 
 def patchify(x: Tensor, patch: int) -> Tensor:

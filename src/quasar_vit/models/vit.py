@@ -12,8 +12,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from quasar_vit.models.layers import Block, BlockDims, QuantLinear, QuantSpec, elastic_layer_norm, patchify
-from quasar_vit.space import SubnetConfig, num_8bit_rows
+from quasar_vit.config import QuantConfig
+from quasar_vit.models.layers import Block, BlockDims, QuantLinear, elastic_layer_norm, patchify
+from quasar_vit.space import SubnetConfig, ViTGeometry
 
 
 class ViTBase(nn.Module):
@@ -21,38 +22,39 @@ class ViTBase(nn.Module):
 
     def __init__(
         self,
-        img_size: int,
-        patch_size: int,
-        in_chans: int,
-        num_classes: int,
+        geometry: ViTGeometry,
         embed: int,
         blocks: Sequence[Block],
-        quant: QuantSpec,
-        patch_embed_bits: int,
-        head_bits: int,
+        quant: QuantConfig,
     ) -> None:
+        """Build the stem and head around ``blocks``.
+
+        Args:
+            geometry: input, patch and class sizes, and the bits of the patch embedding and head
+                rows (8: all rows 8-bit, else none).
+            embed: embedding width.
+            blocks: the transformer blocks, in order.
+            quant: the quantization scheme.
+        """
         super().__init__()
-        self.img_size, self.patch_size, self.in_chans, self.num_classes = img_size, patch_size, in_chans, num_classes
-        num_patches = (img_size // patch_size) ** 2
-        pe_in = in_chans * patch_size * patch_size
-        self.patch_embed = QuantLinear(pe_in, embed, quant, n8_rows=embed if patch_embed_bits == 8 else 0)
+        self.geometry = g = geometry
+        # fixed precision: the 8-bit share is all rows or none, at every width
+        self.patch_embed = QuantLinear(g.patch_dim, embed, quant, share=float(g.patch_embed_bits == 8))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed))
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed))
+        self.pos_embed = nn.Parameter(torch.zeros(1, g.num_tokens, embed))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(embed)
-        self.head = QuantLinear(embed, num_classes, quant, n8_rows=num_classes if head_bits == 8 else 0)
-        self.patch_embed_bits, self.head_bits = patch_embed_bits, head_bits
+        self.head = QuantLinear(embed, g.num_classes, quant, share=float(g.head_bits == 8))
 
     def _forward(self, x: Tensor, embed: int | None, dims: Sequence[BlockDims | None]) -> Tensor:
-        p = patchify(x, self.patch_size)
+        p = patchify(x, self.geometry.patch_size)
         if embed is None:
             tok = self.patch_embed(p)
             cls, pos = self.cls_token, self.pos_embed
         else:
-            n8 = embed if self.patch_embed_bits == 8 else 0
-            tok = self.patch_embed(p, rows=embed, n8=n8)
+            tok = self.patch_embed(p, rows=embed)
             cls, pos = self.cls_token[..., :embed], self.pos_embed[..., :embed]
         x = torch.cat([cls.expand(x.shape[0], -1, -1), tok], dim=1) + pos
         for blk, d in zip(self.blocks, dims):
@@ -60,34 +62,36 @@ class ViTBase(nn.Module):
         x = elastic_layer_norm(self.norm, x)[:, 0]
         if embed is None:
             return self.head(x)
-        n8 = self.num_classes if self.head_bits == 8 else 0
-        return self.head(x, cols=embed, n8=n8)
+        return self.head(x, cols=embed)
 
 
 class QuantViT(ViTBase):
     """A standalone quantized ViT for one subnet (fixed sizes, fixed bit map)."""
 
     def __init__(
-        self, subnet: SubnetConfig, quant: QuantSpec, layer_scale: bool = True, layer_scale_init: float = 0.1
+        self,
+        subnet: SubnetConfig,
+        quant: QuantConfig,
+        layer_scale: bool = True,
+        layer_scale_init: float = 0.1,
+        blocks: Sequence[Block] | None = None,
     ) -> None:
-        blocks = []
-        for i in range(subnet.depth):
-            q, h, e, s = subnet.qkv_dim(i), subnet.mlp_hidden(i), subnet.embed_dim, subnet.w8_shares[i]
-            n8 = (3 * num_8bit_rows(q, s), num_8bit_rows(e, s), num_8bit_rows(h, s), num_8bit_rows(e, s))
-            blocks.append(
-                Block(e, subnet.num_heads[i], subnet.head_dim, h, quant, layer_scale, layer_scale_init, 0.0, n8=n8)
-            )
-        super().__init__(
-            subnet.img_size,
-            subnet.patch_size,
-            subnet.in_chans,
-            subnet.num_classes,
-            subnet.embed_dim,
-            blocks,
-            quant,
-            subnet.patch_embed_bits,
-            subnet.head_bits,
-        )
+        """Build the model of ``subnet`` with freshly initialised weights.
+
+        Args:
+            subnet: the architecture and 8-bit shares.
+            quant: the quantization scheme.
+            layer_scale: whether the blocks scale their residual branches.
+            layer_scale_init: initial value of those scales.
+            blocks: ready blocks (from :meth:`Block.extract`, one per layer) instead of new ones.
+        """
+        if blocks is None:
+            e, hd = subnet.embed_dim, subnet.geometry.head_dim
+            blocks = [
+                Block(e, n, hd, subnet.mlp_hidden(i), quant, layer_scale, layer_scale_init, 0.0, s)
+                for i, (n, s) in enumerate(zip(subnet.num_heads, subnet.w8_shares))
+            ]
+        super().__init__(subnet.geometry, subnet.embed_dim, blocks, quant)
         self.subnet = subnet
         self.quant = quant
         self.layer_scale = layer_scale

@@ -2,6 +2,8 @@
 
 from quasar_vit.quantization.lsq import (
     ActQuantizer,
+    calibrate,
+    calibration,
     effective_step,
     init_weight_steps,
     integer_weight_rows,
@@ -13,6 +15,8 @@ from quasar_vit.quantization.lsq import (
 
 __all__ = [
     "ActQuantizer",
+    "calibrate",
+    "calibration",
     "effective_step",
     "init_weight_steps",
     "integer_weight_rows",

@@ -26,6 +26,9 @@ bits, are exact in bf16; only the following matmul's own rounding remains).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -203,8 +206,11 @@ def init_weight_steps(weight: Tensor, bits: int) -> Tensor:
 class ActQuantizer(torch.nn.Module):
     """Per-tensor LSQ quantizer for activations (6-bit by default).
 
-    The step is initialised from the first batch it sees (LSQ rule); under data parallel training the
-    trainer broadcasts rank 0's value afterwards so that every rank holds the same step.
+    The step is initialised from data by an explicit calibration pass (:func:`calibrate`), not by
+    whatever batch happens to come first: a new quantizer refuses to run until calibrated, so an
+    uncalibrated model fails loudly instead of quietly fixing its steps on, say, a test batch.  The
+    ``initialized`` buffer travels with the state dict, so a loaded checkpoint needs no calibration.
+    Under data parallel training the trainer broadcasts rank 0's calibrated steps to every rank.
     """
 
     def __init__(self, bits: int = 6, signed: bool = True, enabled: bool = True, lsq_grad: bool = True) -> None:
@@ -213,17 +219,28 @@ class ActQuantizer(torch.nn.Module):
         self.qn, self.qp = qrange(bits, signed)
         self.step = torch.nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(False))
+        self.calibrating = False  # set by :func:`calibration`; not state: never saved
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}, enabled={self.enabled}"
+
+    @torch.no_grad()
+    def init_step(self, x: Tensor) -> None:
+        """LSQ initialisation from one batch: ``step = 2 * mean|x| / sqrt(qp)`` (at least 1e-6)."""
+        self.step.copy_((2.0 * x.detach().float().abs().mean() / math.sqrt(self.qp)).clamp_min(1e-6))
+        self.initialized.fill_(True)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.enabled:
             return x
         if not bool(self.initialized):
-            with torch.no_grad():
-                self.step.copy_((2.0 * x.detach().float().abs().mean() / math.sqrt(self.qp)).clamp_min(1e-6))
-                self.initialized.fill_(True)
+            if not self.calibrating:
+                raise RuntimeError(
+                    "activation quantizer used before calibration: run "
+                    "quasar_vit.quantization.calibrate(model, batch, ...) on a new model first "
+                    "(a model loaded from a checkpoint is calibrated already)"
+                )
+            self.init_step(x)
         g = 1.0 / math.sqrt(x[0].numel() * self.qp) if self.lsq_grad else 1.0
         return lsq_fake_quant(x, effective_step(self.step), self.qn, self.qp, g)
 
@@ -234,3 +251,44 @@ class ActQuantizer(torch.nn.Module):
 
     def scale(self) -> float:
         return float(effective_step(self.step.detach()))
+
+
+@contextmanager
+def calibration(model: torch.nn.Module) -> Iterator[list[ActQuantizer]]:
+    """Put every :class:`ActQuantizer` of ``model`` in calibration mode for the ``with`` body.
+
+    In calibration mode an uninitialised quantizer takes its step from the first tensor it sees
+    (then quantizes with it, so the quantizers after it see what they will see in training);
+    initialised ones are left alone.  Yields the quantizers; the mode ends even on an error.
+    """
+    quantizers = [m for m in model.modules() if isinstance(m, ActQuantizer)]
+    for q in quantizers:
+        q.calibrating = True
+    try:
+        yield quantizers
+    finally:
+        for q in quantizers:
+            q.calibrating = False
+
+
+def calibrate(model: torch.nn.Module, batch: Tensor, *args: Any, **kwargs: Any) -> int:
+    """Initialise ``model``'s uncalibrated activation quantizers from one forward pass on ``batch``.
+
+    Runs ``model(batch, *args, **kwargs)`` once without gradients, in calibration mode (see
+    :func:`calibration`).  The model's train/eval mode is left as it is (it changes what the pass
+    computes, e.g. stochastic depth).  Call it again with other arguments (e.g. another subnet of a
+    supernet) to reach quantizers the first pass did not use.
+
+    Args:
+        model: a module holding :class:`ActQuantizer` s (a supernet, a :class:`QuantViT`, ...).
+        batch: the input, preprocessed as the model will see it in training.
+        *args: further positional arguments of the forward pass (a supernet's subnet).
+        **kwargs: keyword arguments of the forward pass.
+
+    Returns:
+        How many quantizers this pass initialised.
+    """
+    with calibration(model) as quantizers, torch.no_grad():
+        todo = [q for q in quantizers if q.enabled and not bool(q.initialized)]
+        model(batch, *args, **kwargs)
+    return sum(bool(q.initialized) for q in todo)

@@ -13,7 +13,6 @@ from quasar_vit.search.evolution import (
     EvolutionResult,
     HardwareOracle,
     SearchStateError,
-    Settings,
     run_evolution,
 )
 from quasar_vit.search.pareto import (
@@ -24,7 +23,7 @@ from quasar_vit.search.pareto import (
     normalized_hypervolume,
     pareto_front,
 )
-from quasar_vit.search.runner import ModeResult, SearchResult, run_search
+from quasar_vit.search.runner import ModeResult, SearchRequest, SearchResult, run_search
 from quasar_vit.search.targets import Target, default_targets, parse_targets
 
 __all__ = [
@@ -36,9 +35,9 @@ __all__ = [
     "EvolutionResult",
     "HardwareOracle",
     "ModeResult",
+    "SearchRequest",
     "SearchResult",
     "SearchStateError",
-    "Settings",
     "Target",
     "best_meeting",
     "default_targets",

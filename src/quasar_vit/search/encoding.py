@@ -42,7 +42,10 @@ class Encoding:
     ``share_mutation``: how a mutated per-layer share changes.  ``uniform`` (AutoFormer's rule for
     every gene) redraws it from all the shares; ``step`` moves it one share up or down (a creep
     mutation: the shares are ordered, and the neighbours of a good vector are the likely good
-    ones).  ``search.share_mutation``; a tied share (``fixed``) is always redrawn.
+    ones).  ``shift`` redraws like ``uniform`` and then, with the mutation probability, moves every
+    layer's share one step in the same direction (clipped at the ends), so that the search can walk
+    to and from uniform share vectors (an experiment kept as an option: docs/experiments/search.md).
+    ``search.share_mutation``; a tied share (``fixed``) is always redrawn.
     """
 
     space: SearchSpace
@@ -92,7 +95,13 @@ class Encoding:
         if self.tie_shares:
             s = rng.choice(sp.w8_shares) if rng.random() < prob else tied
             shares = [s] * depth
-        return sp.make(embed, depth, heads, ratios, shares)
+        child = sp.make(embed, depth, heads, ratios, shares)
+        if self.share_mutation == "shift" and not self.tie_shares and rng.random() < prob:
+            d = rng.choice((-1, 1))
+            order = sp.w8_shares
+            shifted = (order[min(len(order) - 1, max(0, order.index(s) + d))] for s in child.w8_shares)
+            child = replace(child, w8_shares=tuple(shifted))
+        return child
 
     def _mutated_share(self, share: float, rng: random.Random) -> float:
         choices = self.space.w8_shares

@@ -24,54 +24,37 @@ Algorithm (AutoFormer's schedule, Quasar-ViT's constraints):
   target this is AutoFormer's top-k; with several, each target keeps its own elite, so the search
   is not pulled only towards the loosest target.
 
-* racing (``screen_size`` > 0, with an evaluator that can screen): each new candidate is scored
-  first on the first ``screen_size`` validation images (the same images for all: paired).  It is
+* racing (an :class:`Evaluator` that can screen: ``0 < screen_images < full_images``, the one
+  switch): each new candidate is scored
+  first on the first ``screen_images`` validation images (the same images for all: paired).  It is
   scored on the whole split only if it could still enter the top-``parents`` of a target it meets:
   screen score + ``race_z`` standard errors >= the ``parents``-th best full score there (or fewer
   than ``parents`` are fully scored).  Parents, winners and the front use full scores only, so
   every pick is made on the whole split; the screen only decides what is worth scoring on it.
 
-Budget: ``population + (generations - 1) * (mutations + crossovers)`` candidates at most.  State (measured candidates and the RNG state) is written atomically after every
-generation, so an interrupted run resumes exactly where it stopped and ends with the same result as
-an uninterrupted one.
+Budget: ``population + (generations - 1) * (mutations + crossovers)`` candidates at most
+(:attr:`SearchConfig.budget <quasar_vit.config.SearchConfig.budget>`).  The settings are the
+``search`` section of the config itself; what is saved between generations, and how, is
+:mod:`quasar_vit.search.state`; a progress bar is an observer (:mod:`quasar_vit.search.progress`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from quasar_vit.config import SearchConfig
 from quasar_vit.errors import HardwareError, QuasarError
 from quasar_vit.search.encoding import Encoding
 from quasar_vit.search.pareto import best_meeting, pareto_front
+from quasar_vit.search.state import SearchStateError, StateFiles
+from quasar_vit.search.state import fingerprint as state_fingerprint
 from quasar_vit.search.targets import Target
 from quasar_vit.space import SubnetConfig
-
-STATE_FORMAT = "quasar-vit-search-state"
-STATE_VERSION = 1
-
-
-#: fingerprint entries whose neutral value equals "absent": a state saved before the option existed
-#: ran without it, so it still resumes
-_NEUTRAL = {"tied_share_prob": 0.0, "tied_generations": 0, "share_mutation": "uniform", "screen_size": 0}
-
-
-def _comparable(fingerprint: Any) -> Any:
-    """A JSON round trip of ``fingerprint`` without the options left at their neutral value."""
-    fp = json.loads(json.dumps(fingerprint))
-    if isinstance(fp, dict):
-        fp = {k: v for k, v in fp.items() if not (k in _NEUTRAL and v == _NEUTRAL[k])}
-    return fp
-
-
-class SearchStateError(QuasarError):
-    """A saved search state that cannot be resumed (different settings, corrupt file)."""
 
 
 class LatencyReport(Protocol):  # pragma: no cover - typing only
@@ -79,48 +62,13 @@ class LatencyReport(Protocol):  # pragma: no cover - typing only
     latency_ms: float
 
 
-_DEFAULTS = SearchConfig()  # one source of truth for the defaults: the config dataclass
+class Observer(Protocol):  # pragma: no cover - typing only
+    """Follows a run (e.g. :class:`quasar_vit.search.progress.ProgressBar`)."""
 
-
-@dataclass
-class Settings:
-    """Evolution hyper-parameters (a subset of :class:`quasar_vit.config.SearchConfig`)."""
-
-    population: int = _DEFAULTS.population
-    generations: int = _DEFAULTS.generations
-    parents: int = _DEFAULTS.parents
-    mutations: int = _DEFAULTS.mutations
-    crossovers: int = _DEFAULTS.crossovers
-    mutation_prob: float = _DEFAULTS.mutation_prob
-    tied_generations: int = _DEFAULTS.tied_generations
-    max_retries: int = _DEFAULTS.max_retries
-    seed: int = _DEFAULTS.seed
-    screen_size: int = 0  # racing off unless asked for (the runner passes search.screen_size)
-    race_z: float = _DEFAULTS.race_z
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "Settings":
-        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__})
-
-    def validate(self) -> None:
-        for k in ("population", "generations", "parents", "max_retries"):
-            if getattr(self, k) < 1:
-                raise QuasarError(f"search.{k} must be >= 1, got {getattr(self, k)}")
-        for k in ("mutations", "crossovers", "tied_generations"):
-            if getattr(self, k) < 0:
-                raise QuasarError(f"search.{k} must be >= 0, got {getattr(self, k)}")
-        if not 0.0 <= self.mutation_prob <= 1.0:
-            raise QuasarError("search.mutation_prob must lie in [0, 1]")
-        if self.screen_size < 0 or self.race_z < 0:
-            raise QuasarError("search.screen_size and search.race_z must be >= 0")
-
-    @property
-    def budget(self) -> int:
-        """Most accuracy evaluations a run makes."""
-        return self.population + (self.generations - 1) * (self.mutations + self.crossovers)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+    def start(self, evo: "Evolution") -> None: ...
+    def generation(self, evo: "Evolution", gen: int) -> None: ...
+    def measured(self, evo: "Evolution", new: list["Candidate"]) -> None: ...
+    def done(self) -> None: ...
 
 
 @dataclass
@@ -300,7 +248,24 @@ class EvolutionResult:
 
 
 class Evolution:
-    """One search (one mode) over ``encoding`` for ``targets``; see the module docstring."""
+    """One search (one mode) over ``encoding`` for ``targets``; see the module docstring.
+
+    Args:
+        encoding: the search space and its operators (the mode: flexible, random, uniform8, ...).
+        targets: latency targets; those above the encoding's fastest subnet are reported unreachable.
+        accuracy: ``subnet -> top-1 %``, or an :class:`Evaluator` (caching, distributed, racing).
+        latency_fn: ``subnet -> report`` with ``.fps``/``.latency_ms``, or a :class:`HardwareOracle`.
+        settings: the ``search`` config section (validated here too).
+        state_path: ``search_state.json`` to resume from and save to after every generation.
+        history_path: ``history.jsonl``, one line per candidate and per generation.
+        write: False on ranks other than 0: read a saved state, write nothing.
+        resume: False ignores a saved state.
+        progress: an observer of the run (a progress bar), or None.
+        callback: ``callback(generation, evolution)`` after every generation.
+        fingerprint: extra entries a saved state must match (platform, data, checkpoint).
+        random_search: fresh samples instead of bred children (default: ``mode == "random"``).
+        fastest_fps: FPS of the encoding's fastest subnet, if the caller knows it already.
+    """
 
     def __init__(
         self,
@@ -308,13 +273,13 @@ class Evolution:
         targets: Sequence[Target],
         accuracy: Callable[[SubnetConfig], float] | Evaluator,
         latency_fn: Callable[[SubnetConfig], Any] | HardwareOracle,
-        settings: Settings,
+        settings: SearchConfig,
         *,
         state_path: str | Path | None = None,
         history_path: str | Path | None = None,
         write: bool = True,
         resume: bool = True,
-        progress: bool = False,
+        progress: Observer | None = None,
         callback: Callable[[int, "Evolution"], None] | None = None,
         fingerprint: dict[str, Any] | None = None,
         random_search: bool | None = None,
@@ -328,47 +293,34 @@ class Evolution:
         self.evaluator = accuracy if isinstance(accuracy, Evaluator) else Evaluator(accuracy)
         self.oracle = latency_fn if isinstance(latency_fn, HardwareOracle) else HardwareOracle(latency_fn)
         self.random_search = (encoding.mode == "random") if random_search is None else random_search
-        self.state_path = Path(state_path) if state_path else None
-        self.history_path = Path(history_path) if history_path else None
-        self.write, self.resume, self.progress, self.callback = write, resume, progress, callback
-        self.all_targets = sorted(targets, key=lambda t: t.fps)
-        # the fastest subnet of this encoding bounds which targets can be met at all
-        if fastest_fps is None:
-            from quasar_vit.search.targets import fastest_fps as _fastest
-
-            fastest_fps = _fastest(encoding.space, self.oracle.fps)
-        self.fastest_fps = float(fastest_fps)
-        self.targets = [t for t in self.all_targets if t.fps <= self.fastest_fps * (1 + 1e-9)]
-        self.unreachable = {t.name: self.fastest_fps for t in self.all_targets if t not in self.targets}
-        self.min_fps = self.targets[0].fps if self.targets else math.inf
+        paths = (Path(state_path) if state_path else None, Path(history_path) if history_path else None)
+        self.files = StateFiles(*paths, write=write, resume=resume)
+        self.progress, self.callback = progress, callback
+        self._set_targets(targets, fastest_fps)
         # the share options act only where shares are per layer and children come from parents
-        bred_per_layer = not (encoding.tie_shares or self.random_search)
-        self.tied_generations = settings.tied_generations if bred_per_layer else 0
+        self.bred_per_layer = not (encoding.tie_shares or self.random_search)
+        self.tied_generations = settings.tied_generations if self.bred_per_layer else 0
         self._tied_encoding = replace(encoding, tie_shares=True, tied_share_prob=0.0)
-        self.racing = settings.screen_size > 0 and self.evaluator.can_screen
-        settings_fp = settings.to_dict()
-        settings_fp.pop("tied_generations")  # recorded at the top level, as the value in effect
-        for k in ("screen_size", "race_z"):  # top level too, so that a state saved before racing resumes
-            settings_fp.pop(k)
-        self.fingerprint = {
-            "mode": encoding.mode,
-            "space": encoding.space.to_dict(),
-            "tie_shares": encoding.tie_shares,
-            "tied_share_prob": encoding.tied_share_prob,
-            "tied_generations": self.tied_generations,
-            "share_mutation": encoding.share_mutation if bred_per_layer else "uniform",
-            "random_search": self.random_search,
-            "targets": [t.to_dict() for t in self.all_targets],
-            "settings": settings_fp,
-            **(fingerprint or {}),
-            **({"screen_size": self.evaluator.screen_images, "race_z": settings.race_z} if self.racing else {}),
-        }
+        self.racing = self.evaluator.can_screen  # the one switch: the evaluator has a screen
+        self.fingerprint = state_fingerprint(self, fingerprint)
         self.rng = random.Random(settings.seed)
         self.records: list[Candidate] = []
         self.by_subnet: dict[SubnetConfig, Candidate] = {}
         self.stats = Stats()
         self.generation = 0  # next generation to run
         self.elapsed = 0.0
+
+    def _set_targets(self, targets: Sequence[Target], fastest_fps: float | None) -> None:
+        """Sort the targets; those above the fastest subnet of this encoding cannot be met at all."""
+        self.all_targets = sorted(targets, key=lambda t: t.fps)
+        if fastest_fps is None:
+            from quasar_vit.search.targets import fastest_fps as _fastest
+
+            fastest_fps = _fastest(self.encoding.space, self.oracle.fps)
+        self.fastest_fps = float(fastest_fps)
+        self.targets = [t for t in self.all_targets if t.fps <= self.fastest_fps * (1 + 1e-9)]
+        self.unreachable = {t.name: self.fastest_fps for t in self.all_targets if t not in self.targets}
+        self.min_fps = self.targets[0].fps if self.targets else math.inf
 
     # ---- feasibility and drawing ----------------------------------------------------------------
     def encoding_at(self, gen: int) -> Encoding:
@@ -506,166 +458,80 @@ class Evolution:
             self.settings.budget,
         )
 
-    # ---- state --------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        st = self.rng.getstate()
-        return {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
-            "fingerprint": self.fingerprint,
-            "generation": self.generation,
-            "complete": self.generation >= self.settings.generations,
-            "elapsed_s": self.elapsed,
-            "rng": [st[0], list(st[1]), st[2]],
-            "stats": self.stats.to_dict(),
-            "records": [c.to_dict() for c in self.records],
-        }
-
-    def _save_state(self) -> None:
-        if self.state_path is not None and self.write:
-            from quasar_vit.utils.io import atomic_write_json
-
-            atomic_write_json(self.state_path, self._state())
-
-    def _load_state(self) -> bool:
-        p = self.state_path
-        if p is None or not self.resume or not p.is_file():
-            return False
-        try:
-            st = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SearchStateError(
-                f"{p} is not a readable search state ({exc}); pass --restart to start over"
-            ) from None
-        if not isinstance(st, dict) or st.get("format") != STATE_FORMAT or st.get("version") != STATE_VERSION:
-            raise SearchStateError(f"{p} is not a quasar-vit search state; pass --restart to start over")
-        saved = _comparable(st.get("fingerprint"))
-        mine = _comparable(self.fingerprint)
-        if saved != mine:
-            diff = sorted(k for k in set(saved or {}) | set(mine) if (saved or {}).get(k) != mine.get(k))
-            raise SearchStateError(
-                f"{p} holds a search with different settings (differs in: {', '.join(diff)}); "
-                "pass --restart to discard it, or choose another --out"
-            )
-        try:
-            self.records = [Candidate.from_dict(d) for d in st["records"]]
-            r = st["rng"]
-            self.rng.setstate((int(r[0]), tuple(int(x) for x in r[1]), r[2]))
-            self.generation = int(st["generation"])
-            self.elapsed = float(st.get("elapsed_s", 0.0))
-            self.stats = Stats(**st.get("stats", {}))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SearchStateError(f"{p} is a damaged search state ({exc}); pass --restart to start over") from None
-        self.by_subnet = {c.subnet: c for c in self.records}
-        for c in self.records:  # the accuracy caches survive the restart
-            if c.val_top1 is not None:
-                self.evaluator.cache.setdefault(c.subnet, c.val_top1)
-            if c.screen_top1 is not None:
-                self.evaluator.screen_cache.setdefault(c.subnet, c.screen_top1)
-        self._trim_history()
-        return True
-
-    def _trim_history(self) -> None:
-        """Drop history lines of generations after the saved state (written just before a crash)."""
-        h = self.history_path
-        if h is None or not self.write or not h.is_file():
-            return
-        keep = []
-        for line in h.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if int(rec.get("generation", 0)) < self.generation:
-                keep.append(line)
-        from quasar_vit.utils.io import atomic_write_text
-
-        atomic_write_text(h, "".join(k + "\n" for k in keep))
-
-    def _log(self, records: Iterable[dict[str, Any]]) -> None:
-        if self.history_path is None or not self.write:
-            return
-        from quasar_vit.utils.io import append_jsonl
-
-        for r in records:
-            append_jsonl(self.history_path, r)
-
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, max_generations: int | None = None) -> EvolutionResult:
-        """Run (or resume) up to generation ``max_generations`` (default: all of them)."""
+        """Run (or resume from the saved state) up to generation ``max_generations``.
+
+        Args:
+            max_generations: stop after this many generations in all (default: all of them); the
+                saved state lets a later call continue.
+
+        Returns:
+            The result so far (``complete`` once every generation has run).
+        """
         if not self.targets:
             return self.result()
-        resumed = self._load_state()
-        if not resumed and self.history_path is not None and self.write and self.history_path.exists():
-            self.history_path.unlink()
+        self.files.load(self)
         s = self.settings
         stop = s.generations if max_generations is None else min(max_generations, s.generations)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=s.budget,
-                initial=len(self.records),
-                unit="cand",
-                dynamic_ncols=True,
-                desc=f"{self.encoding.mode} gen {self.generation}/{s.generations}",
-            )
-            bar.set_postfix_str(self._best_str())
+        obs = self.progress
+        if obs is not None:
+            obs.start(self)
         try:
             while self.generation < stop:
                 g = self.generation
-                t0 = time.perf_counter()
-                if bar is not None:
-                    bar.set_description(f"{self.encoding.mode} gen {g + 1}/{s.generations}")
-                children = self._children(g)
-                scores = self._score(list(children))
-                new = []
-                for sub, (acc, screen) in scores.items():
-                    rep = self.oracle.report(sub)
-                    c = Candidate(
-                        len(self.records), g, children[sub], sub, acc, float(rep.fps), float(rep.latency_ms), screen
-                    )
-                    self.records.append(c)
-                    self.by_subnet[sub] = c
-                    new.append(c)
-                self.generation = g + 1
-                self.elapsed += time.perf_counter() - t0
-                best = self.best()
-                summary = {
-                    "event": "generation",
-                    "generation": g,
-                    "mode": self.encoding.mode,
-                    "shares": "tied" if self.encoding_at(g).tie_shares else "per-layer",
-                    "new": len(new),
-                    "evaluated": len(self.records),
-                    "front_size": len(self.front()),
-                    "elapsed_s": round(self.elapsed, 3),
-                    "stats": self.stats.to_dict(),
-                    "best": {
-                        k: (None if c is None else {"val_top1": c.val_top1, "fps": c.fps, "index": c.index})
-                        for k, c in best.items()
-                    },
-                }
-                self._log([{"event": "candidate", **c.to_dict()} for c in new] + [summary])
-                self._save_state()
-                if bar is not None:
-                    bar.update(len(new))
-                    bar.set_postfix_str(self._best_str())
+                if obs is not None:
+                    obs.generation(self, g)
+                new = self.step()
+                if obs is not None:
+                    obs.measured(self, new)
                 if self.callback is not None:
                     self.callback(g, self)
         finally:
-            if bar is not None:
-                bar.close()
+            if obs is not None:
+                obs.done()
         return self.result()
 
-    def _best_str(self) -> str:
-        parts = []
-        for name, c in self.best().items():
-            if name in self.unreachable:
-                continue
-            parts.append(f"{name}={c.val_top1:.1f}%" if c is not None else f"{name}=-")
-        return " ".join(parts)
+    def step(self) -> list[Candidate]:
+        """Run the next generation: draw children, score them, record, log and save the state.
+
+        Returns:
+            The candidates this generation measured.
+        """
+        g = self.generation
+        t0 = time.perf_counter()
+        children = self._children(g)
+        scores = self._score(list(children))
+        new = []
+        for sub, (acc, screen) in scores.items():
+            rep = self.oracle.report(sub)
+            c = Candidate(len(self.records), g, children[sub], sub, acc, float(rep.fps), float(rep.latency_ms), screen)
+            self.records.append(c)
+            self.by_subnet[sub] = c
+            new.append(c)
+        self.generation = g + 1
+        self.elapsed += time.perf_counter() - t0
+        self.files.log([{"event": "candidate", **c.to_dict()} for c in new] + [self._summary(g, new)])
+        self.files.save(self)
+        return new
+
+    def _summary(self, g: int, new: list[Candidate]) -> dict[str, Any]:
+        """The history line closing generation ``g``."""
+        return {
+            "event": "generation",
+            "generation": g,
+            "mode": self.encoding.mode,
+            "shares": "tied" if self.encoding_at(g).tie_shares else "per-layer",
+            "new": len(new),
+            "evaluated": len(self.records),
+            "front_size": len(self.front()),
+            "elapsed_s": round(self.elapsed, 3),
+            "stats": self.stats.to_dict(),
+            "best": {
+                k: (None if c is None else {"val_top1": c.val_top1, "fps": c.fps, "index": c.index})
+                for k, c in self.best().items()
+            },
+        }
 
 
 def run_evolution(
@@ -673,11 +539,19 @@ def run_evolution(
     targets: Sequence[Target],
     accuracy_fn: Callable[[SubnetConfig], float] | Evaluator,
     latency_fn: Callable[[SubnetConfig], Any] | HardwareOracle,
-    settings: Settings,
+    settings: SearchConfig,
     max_generations: int | None = None,
     **kwargs: Any,
 ) -> EvolutionResult:
-    """Convenience wrapper: build an :class:`Evolution` and run it."""
+    """Convenience wrapper: build an :class:`Evolution` and run it.
+
+    Args:
+        encoding, targets, accuracy_fn, latency_fn, settings, kwargs: as for :class:`Evolution`.
+        max_generations: as for :meth:`Evolution.run`.
+
+    Returns:
+        The run's :class:`EvolutionResult`.
+    """
     return Evolution(encoding, targets, accuracy_fn, latency_fn, settings, **kwargs).run(max_generations)
 
 
@@ -688,7 +562,6 @@ __all__ = [
     "EvolutionResult",
     "HardwareOracle",
     "SearchStateError",
-    "Settings",
     "Stats",
     "run_evolution",
 ]

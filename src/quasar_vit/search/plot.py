@@ -30,6 +30,24 @@ def _step(front: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def _mark_targets(ax: Any, targets: list[dict[str, Any]]) -> None:
+    """A dotted line per target (red when not met), its name, and a ring around its winner."""
+    for t in targets:
+        met = t.get("status") == "met"
+        ax.axvline(t["target_fps"], color="k" if met else "r", ls=":", lw=1, zorder=2)
+        ax.annotate(
+            t["name"] + ("" if met else " (not met)"),
+            (t["target_fps"], 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7,
+        )
+        if met:
+            ax.scatter([t["fps"]], [t["val_top1"]], s=90, facecolors="none", edgecolors="k", zorder=5)
+
+
 def plot_pareto(result: dict[str, Any], path: str | Path) -> Path:
     """Draw the fronts of ``result`` (the ``pareto.json`` dict) into ``path`` (PNG, Agg backend)."""
     import matplotlib
@@ -67,20 +85,7 @@ def plot_pareto(result: dict[str, Any], path: str | Path) -> Path:
             zorder=4,
             label=label,
         )
-    for t in result.get("targets", []):
-        met = t.get("status") == "met"
-        ax.axvline(t["target_fps"], color="k" if met else "r", ls=":", lw=1, zorder=2)
-        ax.annotate(
-            t["name"] + ("" if met else " (not met)"),
-            (t["target_fps"], 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize=7,
-        )
-        if met:
-            ax.scatter([t["fps"]], [t["val_top1"]], s=90, facecolors="none", edgecolors="k", zorder=5)
+    _mark_targets(ax, result.get("targets", []))
     ax.set_xlabel(f"throughput on {result.get('platform', '?')} (FPS, batch 1)")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("accuracy / throughput Pareto fronts")

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from quasar_vit.errors import ConfigError, DataError, HardwareError
-from quasar_vit.search.encoding import make_encoding, parse_mode
-from quasar_vit.search.evolution import Candidate, Evaluator, Evolution, EvolutionResult, HardwareOracle, Settings
+from quasar_vit.search.encoding import Encoding, make_encoding, parse_mode
+from quasar_vit.search.evolution import Candidate, Evaluator, Evolution, EvolutionResult, HardwareOracle
 from quasar_vit.search.pareto import front_dominated, hypervolume, normalized_hypervolume
+from quasar_vit.search.state import evolution_settings
 from quasar_vit.search.targets import Target, default_targets, fastest_fps, sort_targets
 from quasar_vit.space import SearchSpace, SubnetConfig
-from quasar_vit.utils.lock import locks_output
+from quasar_vit.utils.lock import output_lock
 
 RESULT_FORMAT = "quasar-vit-search"
 
@@ -237,8 +238,8 @@ def resolve_targets(
     return default_targets(min(slow, fast), max(slow, fast))
 
 
-def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
-    """``(splits, n)``: the first ``n = min(val_size, data.val_size)`` images of the validation split
+def search_splits(cfg: Any, val_images: int) -> tuple[Any, int]:
+    """``(splits, n)``: the first ``n = min(val_images, data.val_size)`` images of the validation split
     held out at training time (``perm[:data.val_size]``, so never an image the supernet trained on),
     and the test split.  The one definition of the images a search scores candidates on.  JPEG
     evaluation crops come from the decoded-crop cache, so candidates do not decode images."""
@@ -249,12 +250,13 @@ def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
             "the supernet was trained without a held-out validation split (data.val_size=0); "
             "search needs one: retrain with data.val_size > 0"
         )
-    val_n = min(val_size, cfg.data.val_size)
+    val_n = min(val_images, cfg.data.val_size)
     if val_n <= 0:
-        raise ConfigError("search.val_size must be positive")
+        raise ConfigError("search.val_images must be positive")
     dcfg = copy.deepcopy(cfg.data)
     dcfg.val_size = val_n
-    splits = build_datasets(dcfg, cfg.model.img_size, cfg.model.in_chans, cfg.model.num_classes, seed=cfg.train.seed)
+    g = cfg.model.geometry
+    splits = build_datasets(dcfg, g.img_size, g.in_chans, g.num_classes, seed=cfg.train.seed)
     # every candidate reads the same fixed crops: decode the JPEGs once into the crop cache
     # (a no-op for in-memory data sets and when QUASAR_VIT_CACHE=off; see quasar_vit.data.cache)
     from quasar_vit.data.cache import cached_eval_crops
@@ -264,15 +266,39 @@ def search_splits(cfg: Any, val_size: int) -> tuple[Any, int]:
     return splits, val_n
 
 
-def racing_scorers(
-    model: Any, val: Any, val_n: int, screen_size: int, tf: Any, device: Any, batch_size: int
-) -> tuple[Callable[[SubnetConfig], float], Callable[[SubnetConfig], float] | None, int]:
-    """``(full_fn, screen_fn, screen_n)``: top-1 of a subnet on the whole validation split, and on its
-    first ``screen_n`` images (``None`` / 0 when racing is off).
+def validation_evaluator(
+    model: Any,
+    val: Any,
+    val_n: int,
+    screen_size: int,
+    tf: Any,
+    device: Any,
+    batch_size: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Callable[[Any], list[Any]] | None = None,
+) -> Evaluator:
+    """The :class:`Evaluator` of the search: top-1 of a subnet on the ``val_n`` validation images and,
+    when racing (``0 < screen_size < val_n``), on their first ``screen_size`` (else no screen).
 
-    The full score of a screened subnet adds the screen's correct count to a count over the other
-    images, so promoting a candidate costs ``val_n - screen_n`` images, not ``val_n``, and gives
+    The full score of a screened subnet adds the screen's correct count, read back from the
+    evaluator's screen cache (shared by every rank, and restored on resume), to a count over the
+    other images: promoting a candidate costs ``val_n - screen_size`` images, not ``val_n``, and gives
     exactly the count a single pass over the split would.
+
+    Args:
+        model: the supernet, called as ``model(x, subnet)``.
+        val: the validation split (``val_n`` images).
+        val_n: its size.
+        screen_size: images of the racing screen (``search.screen_size``; 0 = no racing).
+        tf: the evaluation batch transform.
+        device: where to evaluate.
+        batch_size: evaluation batch size.
+        rank, world_size, gather: as for :class:`Evaluator` (``torchrun``).
+
+    Returns:
+        The evaluator; ``evaluator.can_screen`` says whether it races.
     """
     from quasar_vit.data.datasets import subset
     from quasar_vit.training.evaluate import count_correct
@@ -280,237 +306,396 @@ def racing_scorers(
     def correct(s: SubnetConfig, ds: Any) -> int:
         return count_correct(lambda x: model(x, s), ds, tf, device, batch_size)[0]
 
+    dist = dict(rank=rank, world_size=world_size, gather=gather, full_images=val_n)
     if not 0 < screen_size < val_n:
-        return (lambda s: 100.0 * correct(s, val) / val_n), None, 0
+        return Evaluator(lambda s: 100.0 * correct(s, val) / val_n, **dist)  # type: ignore[arg-type]
     head, tail = subset(val, range(screen_size)), subset(val, range(screen_size, val_n))
-    screened: dict[SubnetConfig, int] = {}
 
     def screen_fn(s: SubnetConfig) -> float:
-        screened[s] = correct(s, head)
-        return 100.0 * screened[s] / screen_size
+        return 100.0 * correct(s, head) / screen_size
 
     def full_fn(s: SubnetConfig) -> float:
-        first = screened.pop(s) if s in screened else correct(s, head)
+        top1 = evaluator.screen_cache.get(s)  # the exact count back: top1 = 100 * count / screen_size
+        first = correct(s, head) if top1 is None else round(top1 * screen_size / 100.0)
         return 100.0 * (first + correct(s, tail)) / val_n
 
-    return full_fn, screen_fn, screen_size
+    evaluator = Evaluator(full_fn, screen_fn=screen_fn, screen_images=screen_size, **dist)  # type: ignore[arg-type]
+    return evaluator
 
 
-@locks_output("search", "out_dir")
-def run_search(
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    platform: str | None = None,
-    targets: Sequence[Target] | None = None,
-    mode: str = "flexible",
-    baselines: Sequence[str] = (),
-    overrides: Sequence[str] = (),
-    device: str | None = None,
-    progress: bool = True,
-    restart: bool = False,
-    max_generations: int | None = None,
-    data_root: str | None = None,
-    test: bool = True,
-    plot: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> SearchResult:
-    """Search ``checkpoint``'s supernet for the best subnet per target on ``platform``.
+@dataclass
+class SearchRequest:
+    """One search: what to search and how to run it.  The search settings themselves
+    (``search.*``: population, generations, ...) come from the checkpoint's config, changed by
+    ``overrides``.
 
-    ``overrides``: ``search.KEY=VALUE`` (or ``KEY=VALUE``) changes of the search settings stored in
-    the checkpoint's config (population, generations, parents, mutations, crossovers,
-    mutation_prob, tied_share_prob, tied_generations, share_mutation, max_retries, val_size,
-    eval_batch_size, seed, platform, fps_targets).
-    ``max_generations`` stops after that many generations (the state is kept for a later resume).
-    A run finds its own saved state in ``out_dir`` and resumes it; ``restart`` discards it.
+    Attributes:
+        checkpoint: ``supernet.pt`` / ``last.pt``, or a training run directory.
+        out_dir: output directory; a saved state there is resumed.
+        platform: board preset or platform YAML (default: the config's ``search.platform``).
+        targets: latency targets (default: ``search.fps_targets``, else three spread over the space).
+        mode: the main search's mode (flexible, random, uniform8, uniform4, fixed, fixed:SHARE).
+        baselines: more modes, run with the same budget and targets into ``out_dir/baselines/MODE``.
+        overrides: ``search.KEY=VALUE`` (or ``KEY=VALUE``) changes of the search settings.
+        device: torch device (default: picked per rank).
+        progress: a progress bar per mode (rank 0).
+        restart: discard a saved state instead of resuming it.
+        max_generations: stop after that many generations (the state is kept for a later resume).
+        data_root: replaces the data root stored in the checkpoint's config.
+        test: score the front members on the test split.
+        plot: draw ``pareto.png``.
+        log: where messages go (default: print on rank 0).
     """
-    import torch
 
-    from quasar_vit.data import BatchTransform
-    from quasar_vit.hardware import explore, load_platform
+    checkpoint: str | Path
+    out_dir: str | Path
+    platform: str | None = None
+    targets: Sequence[Target] | None = None
+    mode: str = "flexible"
+    baselines: Sequence[str] = ()
+    overrides: Sequence[str] = ()
+    device: str | None = None
+    progress: bool = True
+    restart: bool = False
+    max_generations: int | None = None
+    data_root: str | None = None
+    test: bool = True
+    plot: bool = True
+    log: Callable[[str], None] | None = None
+
+    def labels(self) -> list[str]:
+        """The modes to run, the main one first, each once (``fixed:0.5`` for a fixed share)."""
+        labels: list[str] = []
+        for name, share in [parse_mode(self.mode)] + [parse_mode(b) for b in self.baselines]:
+            label = name if share is None else f"fixed:{share:g}"
+            if label not in labels:
+                labels.append(label)
+        return labels
+
+
+@dataclass
+class SearchSetup:
+    """Everything :func:`prepare_search` checked and built before the first candidate is measured."""
+
+    info: Any  # quasar_vit.training.distributed.DistInfo
+    say: Callable[[str], None]
+    out: Path
+    labels: list[str]
+    cfg: Any  # the checkpoint's ExperimentConfig with the overrides applied
+    platform_name: str
+    encodings: dict[str, Encoding]
+    oracle: HardwareOracle
+    targets: list[Target]  # every target, reachable or not
+    fastest: float  # FPS of the fastest subnet of the space
+    hv_ref: tuple[float, float]
+    val_eval: Evaluator
+    test_eval: Evaluator
+    test_images: int
+    fingerprint: dict[str, Any]  # what a saved state must also match: platform, data, checkpoint
+
+    def mode_dir(self, label: str) -> Path:
+        """The main search writes into ``out``, a baseline into ``out/baselines/MODE``."""
+        return self.out if label == self.labels[0] else self.out / "baselines" / _slug(label)
+
+
+def _load_inputs(req: SearchRequest, device: Any) -> tuple[Any, Any, dict[str, Any], Any]:
+    """``(model, cfg, checkpoint dict, platform)``, the overrides applied and validated."""
+    from quasar_vit.hardware import load_platform
     from quasar_vit.training.checkpoint import load_supernet
-    from quasar_vit.training.distributed import barrier, init_distributed
-    from quasar_vit.training.evaluate import evaluate_subnet
 
-    info = init_distributed(device)
-    say = log if log is not None else (print if info.is_main else (lambda s: None))
-    modes = [parse_mode(mode)] + [parse_mode(b) for b in baselines]
-    labels = []
-    for name, share in modes:
-        label = name if share is None else f"fixed:{share:g}"
-        if label not in labels:
-            labels.append(label)
-
-    # ---- inputs (every mistake raises a QuasarError before any work) -------------------------------
-    plat = load_platform(platform) if platform else None
-    model, cfg, ckpt = load_supernet(checkpoint, info.device)
-    cfg = _apply_search_overrides(cfg, overrides)
+    plat = load_platform(req.platform) if req.platform else None
+    model, cfg, ckpt = load_supernet(req.checkpoint, device)
+    cfg = _apply_search_overrides(cfg, req.overrides)
     if plat is None:
         plat = load_platform(cfg.search.platform)
-    if data_root:
-        cfg.data.root = data_root
-    scfg = cfg.search
-    settings = Settings.from_config(scfg)
-    settings.validate()
-    space = cfg.model.space()
-    if settings.tied_generations >= settings.generations and "flexible" in labels:
-        say(
-            f"note: search.tied_generations ({settings.tied_generations}) >= search.generations "
-            f"({settings.generations}): the flexible search keeps one 8-bit share for all layers throughout"
-        )
-    encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob, scfg.share_mutation) for lab in labels}
+    if req.data_root:
+        cfg.data.root = req.data_root
+    cfg.search.validate()
+    return model, cfg, ckpt, plat
 
-    oracle = HardwareOracle(lambda s: explore(s, plat))
-    all_targets = resolve_targets(targets, scfg.fps_targets, space, oracle.fps)
+
+def _check_targets(
+    req: SearchRequest, cfg: Any, oracle: HardwareOracle, plat_name: str, say: Callable[[str], None]
+) -> tuple[list[Target], float]:
+    """``(targets, fastest FPS)``; raises when no design fits or no target can be met, and says which
+    targets are above the fastest subnet."""
+    space = cfg.model.space()
+    all_targets = resolve_targets(req.targets, cfg.search.fps_targets, space, oracle.fps)
     fastest = fastest_fps(space, oracle.fps)
     if fastest <= 0:
         raise HardwareError(
-            f"no accelerator design fits {plat.name} even for the smallest subnet: {oracle.report(space.smallest())}"
+            f"no accelerator design fits {plat_name} even for the smallest subnet: {oracle.report(space.smallest())}"
         )
     reachable = [t for t in all_targets if t.fps <= fastest * (1 + 1e-9)]
     if not reachable:
         names = ", ".join(f"{t.name} ({t.fps:.1f} FPS)" for t in all_targets)
         raise HardwareError(
-            f"no target can be met on {plat.name}: {names}; the fastest subnet of the space "
+            f"no target can be met on {plat_name}: {names}; the fastest subnet of the space "
             f"(the smallest) reaches {fastest:.1f} FPS"
         )
     for t in all_targets:
         if t not in reachable:
             say(
-                f"target {t.name} ({t.fps:.1f} FPS) is infeasible on {plat.name}: the fastest subnet reaches "
+                f"target {t.name} ({t.fps:.1f} FPS) is infeasible on {plat_name}: the fastest subnet reaches "
                 f"{fastest:.1f} FPS"
             )
+    return all_targets, fastest
 
-    splits, val_n = search_splits(cfg, scfg.val_size)
+
+def _gather_fn(info: Any) -> Callable[[Any], list[Any]] | None:
+    """``all_gather_object`` under ``torchrun``, None alone."""
+    if not info.enabled:
+        return None
+    import torch.distributed as dist
+
+    def gather(obj: Any) -> list[Any]:
+        out: list[Any] = [None] * info.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    return gather
+
+
+def _evaluators(model: Any, cfg: Any, info: Any) -> tuple[Evaluator, Evaluator, int, int]:
+    """``(validation evaluator, test evaluator, validation images, test images)``."""
+    from quasar_vit.data import BatchTransform
+    from quasar_vit.training.evaluate import evaluate_subnet
+
+    scfg = cfg.search
+    splits, val_n = search_splits(cfg, scfg.val_images)
     tf = BatchTransform.from_config(cfg.data, train=False)
-    dev = info.device
-    bs = scfg.eval_batch_size
-
-    val_acc, screen_acc, screen_n = racing_scorers(model, splits.val, val_n, scfg.screen_size, tf, dev, bs)
+    dev, bs, gather = info.device, scfg.eval_batch_size, _gather_fn(info)
+    dist = dict(rank=info.rank, world_size=info.world_size, gather=gather)
+    val_eval = validation_evaluator(model, splits.val, val_n, scfg.screen_size, tf, dev, bs, **dist)
 
     def test_acc(s: SubnetConfig) -> float:
         return evaluate_subnet(model, s, splits.test, tf, dev, bs, False)
 
-    gather = None
-    if info.enabled:
-        import torch.distributed as dist
+    return val_eval, Evaluator(test_acc, **dist), val_n, len(splits.test)  # type: ignore[arg-type]
 
-        def gather(obj: Any) -> list[Any]:
-            out: list[Any] = [None] * info.world_size
-            dist.all_gather_object(out, obj)
-            return out
 
-    val_eval = Evaluator(
-        val_acc, info.rank, info.world_size, gather, screen_fn=screen_acc, screen_images=screen_n, full_images=val_n
-    )
-    test_eval = Evaluator(test_acc, info.rank, info.world_size, gather)
+def prepare_search(req: SearchRequest) -> SearchSetup:
+    """Load, check and build everything the search needs: every user mistake raises a
+    :class:`~quasar_vit.errors.QuasarError` here, before any candidate is measured.
 
-    out = Path(out_dir)
+    Args:
+        req: the search request.
+
+    Returns:
+        The setup; the output directory exists (rank 0) and, with ``req.restart``, holds no state.
+    """
+    from quasar_vit.hardware import explore
+    from quasar_vit.training.distributed import barrier, init_distributed
+
+    info = init_distributed(req.device)
+    say = req.log if req.log is not None else (print if info.is_main else (lambda s: None))
+    labels = req.labels()
+    model, cfg, ckpt, plat = _load_inputs(req, info.device)
+    scfg, space = cfg.search, cfg.model.space()
+    if scfg.tied_generations >= scfg.generations and "flexible" in labels:
+        say(
+            f"note: search.tied_generations ({scfg.tied_generations}) >= search.generations "
+            f"({scfg.generations}): the flexible search keeps one 8-bit share for all layers throughout"
+        )
+    encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob, scfg.share_mutation) for lab in labels}
+    oracle = HardwareOracle(lambda s: explore(s, plat))
+    all_targets, fastest = _check_targets(req, cfg, oracle, plat.name, say)
+    val_eval, test_eval, val_n, test_n = _evaluators(model, cfg, info)
     ckpt_id = hashlib.sha256(json.dumps(ckpt["config"], sort_keys=True, default=str).encode()).hexdigest()[:16]
-    extra = {
-        "platform": plat.name,
-        "val_images": val_n,
-        "checkpoint_step": int(ckpt["step"]),
-        "checkpoint_config": ckpt_id,
-    }
-
-    def mode_dir(label: str, first: bool) -> Path:
-        return out if first else out / "baselines" / _slug(label)
-
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if restart:
-            for i, lab in enumerate(labels):
-                d = mode_dir(lab, i == 0)
-                for name in ("search_state.json", "history.jsonl"):
-                    if (d / name).exists():
-                        (d / name).unlink()
+    extra = {"platform": plat.name, "val_images": val_n, "checkpoint_step": int(ckpt["step"])}
+    extra["checkpoint_config"] = ckpt_id
+    setup = SearchSetup(
+        info=info,
+        say=say,
+        out=Path(req.out_dir),
+        labels=labels,
+        cfg=cfg,
+        platform_name=plat.name,
+        encodings=encodings,
+        oracle=oracle,
+        targets=all_targets,
+        fastest=fastest,
+        # accuracy = chance level, FPS = the loosest target (sorted first, and reachable)
+        hv_ref=(100.0 / cfg.model.geometry.num_classes, all_targets[0].fps),
+        val_eval=val_eval,
+        test_eval=test_eval,
+        test_images=test_n,
+        fingerprint=extra,
+    )
+    _prepare_dirs(setup, req.restart)
     barrier()
+    return setup
 
-    hv_ref = (100.0 / cfg.model.num_classes, reachable[0].fps)
-    results: dict[str, ModeResult] = {}
-    torch.set_grad_enabled(False)
-    try:
-        for i, lab in enumerate(labels):
-            enc = encodings[lab]
-            d = mode_dir(lab, i == 0)
-            mode_fastest = fastest_fps(enc.space, oracle.fps)
+
+def _prepare_dirs(setup: SearchSetup, restart: bool) -> None:
+    """Rank 0: create the output directory; ``restart`` deletes every mode's state and history."""
+    if not setup.info.is_main:
+        return
+    setup.out.mkdir(parents=True, exist_ok=True)
+    if restart:
+        for lab in setup.labels:
+            for name in ("search_state.json", "history.jsonl"):
+                (setup.mode_dir(lab) / name).unlink(missing_ok=True)
+
+
+def run_modes(setup: SearchSetup, req: SearchRequest) -> dict[str, ModeResult]:
+    """Run (or resume) the main search and each baseline, in order, gradients off.
+
+    Args:
+        setup: from :func:`prepare_search`.
+        req: the request (progress, max_generations).
+
+    Returns:
+        Mode label -> its result, test scores not yet filled in.
+    """
+    import torch
+
+    from quasar_vit.search.progress import ProgressBar
+
+    info, results = setup.info, {}
+    with torch.inference_mode():
+        for lab in setup.labels:
+            enc, d = setup.encodings[lab], setup.mode_dir(lab)
             evo = Evolution(
                 enc,
-                all_targets,
-                val_eval,
-                oracle,
-                settings,
+                setup.targets,
+                setup.val_eval,
+                setup.oracle,
+                setup.cfg.search,
                 state_path=d / "search_state.json",
                 history_path=d / "history.jsonl",
                 write=info.is_main,
                 resume=True,
-                progress=progress and info.is_main,
-                fingerprint=extra,
-                fastest_fps=mode_fastest,
+                progress=ProgressBar() if req.progress and info.is_main else None,
+                fingerprint=setup.fingerprint,
+                fastest_fps=fastest_fps(enc.space, setup.oracle.fps),
             )
-            if info.is_main and i > 0:
+            if info.is_main and d != setup.out:
                 d.mkdir(parents=True, exist_ok=True)
-            res = evo.run(max_generations)
-            results[lab] = ModeResult(lab, res, {}, {}, hv_ref, fastest, d)
-    finally:
-        torch.set_grad_enabled(True)
+            results[lab] = ModeResult(lab, evo.run(req.max_generations), {}, {}, setup.hv_ref, setup.fastest, d)
+    return results
 
-    # ---- test accuracy of the front members (winners included), once per distinct subnet ----------
+
+def score_fronts(setup: SearchSetup, results: dict[str, ModeResult], test: bool = True) -> None:
+    """Fill in the test accuracy (``test``) and the hardware report of every front member, winners
+    included: each distinct subnet is scored once, in a fixed order, on every rank.
+
+    Args:
+        setup: from :func:`prepare_search` (test evaluator, hardware oracle).
+        results: from :func:`run_modes`; their ``test_top1`` and ``reports`` are set.
+        test: False leaves the test scores out (faster; the fields stay empty).
+    """
+    import torch
+
     fronts = {c.subnet for r in results.values() for c in r.front}
     ordered = sorted(fronts, key=lambda s: json.dumps(s.to_dict(), sort_keys=True))
+    tests: dict[SubnetConfig, float] = {}
     if test and ordered:
-        with torch.no_grad():
-            accs = test_eval(ordered)
-        tests = dict(zip(ordered, accs))
-    else:
-        tests = {}
+        with torch.inference_mode():
+            tests = dict(zip(ordered, setup.test_eval(ordered)))
     for r in results.values():
         r.test_top1 = {s: tests[s] for s in (c.subnet for c in r.front) if s in tests}
-        r.reports = {c.subnet: oracle.report(c.subnet) for c in r.front}
+        r.reports = {c.subnet: setup.oracle.report(c.subnet) for c in r.front}
 
-    main_label = labels[0]
-    result = SearchResult(
-        out,
-        plat.name,
-        str(checkpoint),
-        all_targets,
-        results[main_label],
-        {k: v for k, v in results.items() if k != main_label},
-        hv_ref,
-        fastest,
-        val_n,
-        len(splits.test),
-        {**settings.to_dict(), "budget": settings.budget, "eval_batch_size": bs},
+
+def search_result(setup: SearchSetup, req: SearchRequest, results: dict[str, ModeResult]) -> SearchResult:
+    """The :class:`SearchResult` of the modes' results.
+
+    Args:
+        setup: from :func:`prepare_search`.
+        req: the request (its checkpoint is recorded).
+        results: from :func:`run_modes`; the first label's is the main search.
+
+    Returns:
+        The result, with the evolution settings and budget recorded for ``pareto.json``.
+    """
+    scfg, main = setup.cfg.search, setup.labels[0]
+    return SearchResult(
+        setup.out,
+        setup.platform_name,
+        str(req.checkpoint),
+        setup.targets,
+        results[main],
+        {k: v for k, v in results.items() if k != main},
+        setup.hv_ref,
+        setup.fastest,
+        setup.fingerprint["val_images"],
+        setup.test_images,
+        {**evolution_settings(scfg), "budget": scfg.budget, "eval_batch_size": scfg.eval_batch_size},
     )
-    if info.is_main:
-        write_outputs(result, plot=plot)
-    barrier()
-    return result
+
+
+def run_search(request: SearchRequest) -> SearchResult:
+    """Search the checkpoint's supernet for the most accurate subnet per latency target.
+
+    Holds the lock of the output directory; resumes a saved state there unless
+    ``request.restart``.  Under ``torchrun`` every rank calls it; only rank 0 writes files.
+
+    Args:
+        request: what to search and how (see :class:`SearchRequest`).
+
+    Returns:
+        The fronts, winners and baselines; also written to ``pareto.json`` and ``subnet_*.json``.
+    """
+    from quasar_vit.training.distributed import barrier
+
+    with output_lock(request.out_dir, "search"):
+        setup = prepare_search(request)
+        results = run_modes(setup, request)
+        score_fronts(setup, results, request.test)
+        result = search_result(setup, request, results)
+        if setup.info.is_main:
+            write_outputs(result, plot=request.plot)
+        barrier()
+        return result
+
+
+#: the entries of a target's winner copied into its ``subnet_NAME.json``
+_WINNER_KEYS = (
+    "subnet",
+    "description",
+    "val_top1",
+    "test_top1",
+    "fps",
+    "latency_ms",
+    "share_8bit",
+    "gmacs",
+    "weight_mb",
+    "design",
+    "resources",
+)
+
+
+def _remove_stale_winners(out: Path, current: set[str]) -> None:
+    """Delete the winner files of an earlier run in ``out`` (other targets) that this run does not
+    write again: only files that run listed in its ``pareto.json``, never a user's file."""
+    previous = out / "pareto.json"
+    if not previous.is_file():
+        return
+    try:
+        written = json.loads(previous.read_text()).get("files", {})
+    except (json.JSONDecodeError, AttributeError):
+        written = {}
+    for key, name in written.items():
+        old = Path(name)
+        if key.startswith("subnet_") and old.parent.resolve() == out.resolve() and old.name not in current:
+            if old.is_file():
+                old.unlink()
 
 
 def write_outputs(result: SearchResult, plot: bool = True) -> None:
-    """``pareto.json``, one subnet JSON per met target, ``pareto.png`` (rank 0 only)."""
+    """``pareto.json``, one subnet JSON per met target, ``pareto.png`` (rank 0 only).
+
+    Args:
+        result: the search result; its ``files`` are set to what was written.
+        plot: draw ``pareto.png``.
+    """
     from quasar_vit.utils.io import atomic_write_json
 
     out = result.out_dir
     files: dict[str, str] = {"pareto": str(out / "pareto.json"), "history": str(out / "history.jsonl")}
     entries = result.main.target_entries(result.targets)
-    current = {f"subnet_{_slug(e['name'])}.json" for e in entries if e["status"] == "met"}
-    previous = out / "pareto.json"
-    if previous.is_file():  # winners of an earlier run with other targets: only files that run wrote
-        try:
-            written = json.loads(previous.read_text()).get("files", {})
-        except (json.JSONDecodeError, AttributeError):
-            written = {}
-        for key, name in written.items():
-            old = Path(name)
-            if (
-                key.startswith("subnet_")
-                and old.parent.resolve() == out.resolve()
-                and old.name not in current
-                and old.is_file()
-            ):
-                old.unlink()
+    _remove_stale_winners(out, {f"subnet_{_slug(e['name'])}.json" for e in entries if e["status"] == "met"})
     for e in entries:
         if e["status"] != "met":
             continue
@@ -520,24 +705,7 @@ def write_outputs(result: SearchResult, plot: bool = True) -> None:
             "platform": result.platform,
             "checkpoint": result.checkpoint,
         }
-        doc.update(
-            {
-                k: e.get(k)
-                for k in (
-                    "subnet",
-                    "description",
-                    "val_top1",
-                    "test_top1",
-                    "fps",
-                    "latency_ms",
-                    "share_8bit",
-                    "gmacs",
-                    "weight_mb",
-                    "design",
-                    "resources",
-                )
-            }
-        )
+        doc.update({k: e.get(k) for k in _WINNER_KEYS})
         atomic_write_json(path, doc)
         files[f"subnet_{e['name']}"] = str(path)
     if plot:
@@ -552,4 +720,17 @@ def write_outputs(result: SearchResult, plot: bool = True) -> None:
     atomic_write_json(out / "pareto.json", result.to_dict())
 
 
-__all__ = ["ModeResult", "SearchResult", "resolve_targets", "run_search", "search_splits", "write_outputs"]
+__all__ = [
+    "ModeResult",
+    "SearchRequest",
+    "SearchResult",
+    "SearchSetup",
+    "prepare_search",
+    "resolve_targets",
+    "run_modes",
+    "run_search",
+    "score_fronts",
+    "search_splits",
+    "validation_evaluator",
+    "write_outputs",
+]

@@ -18,8 +18,8 @@ import random
 import torch
 from torch import Tensor, nn
 
-from quasar_vit.errors import SubnetError
-from quasar_vit.models.layers import Block, BlockDims, QuantLinear, QuantSpec
+from quasar_vit.config import ModelConfig, QuantConfig
+from quasar_vit.models.layers import Block, BlockDims
 from quasar_vit.models.vit import QuantViT, ViTBase
 from quasar_vit.space import SearchSpace, SubnetConfig
 
@@ -30,17 +30,26 @@ class SuperViT(ViTBase):
     def __init__(
         self,
         space: SearchSpace,
-        quant: QuantSpec,
+        quant: QuantConfig,
         layer_scale: bool = True,
         layer_scale_init: float = 0.1,
         drop_path: float = 0.0,
     ) -> None:
+        """Build the supernet at the largest size of ``space``.
+
+        Args:
+            space: the search space (its largest choices set the parameter shapes).
+            quant: the quantization scheme.
+            layer_scale: whether the blocks scale their residual branches (paper section 2).
+            layer_scale_init: initial value of those scales.
+            drop_path: stochastic depth of the last block (linearly less in earlier blocks).
+        """
         e, d = space.max_embed, space.max_depth
         blocks = [
             Block(
                 e,
                 space.max_heads,
-                space.head_dim,
+                space.geometry.head_dim,
                 space.max_mlp_hidden,
                 quant,
                 layer_scale,
@@ -49,37 +58,51 @@ class SuperViT(ViTBase):
             )
             for i in range(d)
         ]
-        super().__init__(
-            space.img_size,
-            space.patch_size,
-            space.in_chans,
-            space.num_classes,
-            e,
-            blocks,
-            quant,
-            space.patch_embed_bits,
-            space.head_bits,
-        )
+        super().__init__(space.geometry, e, blocks, quant)
         self.space, self.quant = space, quant
         self.layer_scale, self.layer_scale_init = layer_scale, layer_scale_init
 
     def forward(self, x: Tensor, subnet: SubnetConfig) -> Tensor:
-        dims = [
-            BlockDims(subnet.embed_dim, subnet.num_heads[i], subnet.mlp_hidden(i), subnet.w8_shares[i])
-            for i in range(subnet.depth)
-        ]
-        return self._forward(x, subnet.embed_dim, dims)
+        """Run ``subnet`` on the leading slices of the shared weights.
+
+        Args:
+            x: images ``[batch, in_chans, img_size, img_size]``.
+            subnet: the subnet to run (not validated here; see :func:`set_active`).
+
+        Returns:
+            Logits ``[batch, num_classes]``.
+        """
+        return self._forward(x, subnet.embed_dim, block_dims(subnet))
 
 
-def build_supernet(model_cfg: object, quant_cfg: object) -> SuperViT:
-    """Supernet from the ``model`` and ``quant`` sections of an :class:`ExperimentConfig`."""
+def block_dims(subnet: SubnetConfig) -> list[BlockDims]:
+    """The active dimensions of each of ``subnet``'s blocks.
+
+    Args:
+        subnet: the subnet.
+
+    Returns:
+        One :class:`BlockDims` per layer, in order.
+    """
+    return [
+        BlockDims(subnet.embed_dim, subnet.num_heads[i], subnet.mlp_hidden(i), subnet.w8_shares[i])
+        for i in range(subnet.depth)
+    ]
+
+
+def build_supernet(model_cfg: ModelConfig, quant_cfg: QuantConfig) -> SuperViT:
+    """Supernet from the ``model`` and ``quant`` sections of an :class:`ExperimentConfig`.
+
+    Args:
+        model_cfg: the search space and supernet options.
+        quant_cfg: the quantization scheme (held by the supernet's layers as it is).
+
+    Returns:
+        A freshly initialised supernet.
+    """
     return SuperViT(
-        model_cfg.space(),
-        QuantSpec.from_config(quant_cfg),  # type: ignore[attr-defined]
-        model_cfg.layer_scale,
-        model_cfg.layer_scale_init,
-        model_cfg.drop_path,
-    )  # type: ignore[attr-defined]
+        model_cfg.space(), quant_cfg, model_cfg.layer_scale, model_cfg.layer_scale_init, model_cfg.drop_path
+    )
 
 
 def sample(space: SearchSpace, rng: random.Random) -> SubnetConfig:
@@ -104,45 +127,31 @@ def set_active(supernet: SuperViT, subnet: SubnetConfig) -> ActiveSubnet:
     return ActiveSubnet(supernet, subnet)
 
 
-def _copy_linear(dst: QuantLinear, src: QuantLinear, rows: int | None, cols: int | None) -> None:
-    w, b, slo, shi = src.sliced(rows, cols)
-    for p, v in ((dst.weight, w), (dst.bias, b), (dst.step_lo, slo), (dst.step_hi, shi)):
-        if p.shape != v.shape:
-            raise SubnetError(f"shape mismatch while extracting: {tuple(p.shape)} vs {tuple(v.shape)}")
-        p.copy_(v)
-    dst.aq.load_state_dict(src.aq.state_dict())
-
-
 @torch.no_grad()
 def extract(supernet: SuperViT, subnet: SubnetConfig) -> QuantViT:
     """A standalone :class:`QuantViT` holding only ``subnet``'s weights and quantizers.
 
     Its outputs equal ``supernet(x, subnet)`` (same slices, same quantizer steps, same code path).
+    Each block extracts itself (:meth:`Block.extract`); the patch embedding, tokens, final norm
+    and head are copied into the new model's own.  Modules are built in the order
+    :class:`QuantViT` builds them, so extraction draws the same random numbers as building one.
+
+    Args:
+        supernet: the trained supernet.
+        subnet: the subnet to extract (validated against ``supernet.space``).
+
+    Returns:
+        The model, on the supernet's device and in its train/eval mode.
     """
     supernet.space.validate(subnet)
     e = subnet.embed_dim
-    model = QuantViT(subnet, supernet.quant, supernet.layer_scale, supernet.layer_scale_init)
+    blocks = [blk.extract(d) for blk, d in zip(supernet.blocks, block_dims(subnet))]
+    model = QuantViT(subnet, supernet.quant, supernet.layer_scale, supernet.layer_scale_init, blocks)
     model.to(next(supernet.parameters()).device)
-    _copy_linear(model.patch_embed, supernet.patch_embed, e, None)
+    model.patch_embed.load_slice(supernet.patch_embed, rows=e)
     model.cls_token.copy_(supernet.cls_token[..., :e])
     model.pos_embed.copy_(supernet.pos_embed[..., :e])
-    for i in range(subnet.depth):
-        src, dst = supernet.blocks[i], model.blocks[i]
-        q, h = subnet.qkv_dim(i), subnet.mlp_hidden(i)
-        for n in ("norm1", "norm2"):
-            getattr(dst, n).weight.copy_(getattr(src, n).weight[:e])
-            getattr(dst, n).bias.copy_(getattr(src, n).bias[:e])
-        _copy_linear(dst.qkv, src.qkv, q, e)
-        _copy_linear(dst.proj, src.proj, e, q)
-        _copy_linear(dst.fc1, src.fc1, h, e)
-        _copy_linear(dst.fc2, src.fc2, e, h)
-        for n in ("aq_q", "aq_k", "aq_v", "aq_attn"):
-            getattr(dst, n).load_state_dict(getattr(src, n).state_dict())
-        if supernet.layer_scale:
-            dst.ls1.copy_(src.ls1[:e])
-            dst.ls2.copy_(src.ls2[:e])
     model.norm.weight.copy_(supernet.norm.weight[:e])
     model.norm.bias.copy_(supernet.norm.bias[:e])
-    _copy_linear(model.head, supernet.head, None, e)
-    model.train(supernet.training)
-    return model
+    model.head.load_slice(supernet.head, cols=e)
+    return model.train(supernet.training)

@@ -315,27 +315,24 @@ def _source_tensor(model: Any, pre: Pretrained, name: str, report: InitReport) -
     src = pre.tensors.get(name)
     if src is None:
         return None
-    if name == "patch_embed.weight" and tuple(pre.patch_kernel[1:]) != (
-        model.in_chans,
-        model.patch_size,
-        model.patch_size,
-    ):
+    g = model.geometry
+    if name == "patch_embed.weight" and tuple(pre.patch_kernel[1:]) != (g.in_chans, g.patch_size, g.patch_size):
         report.notes.append(
             f"patch embedding: the file's kernel is {list(pre.patch_kernel[1:])} (C, p, p), the model's "
-            f"[{model.in_chans}, {model.patch_size}, {model.patch_size}]: left at initial value"
+            f"[{g.in_chans}, {g.patch_size}, {g.patch_size}]: left at initial value"
         )
         return None
     if name == "patch_embed.bias" and "patch_embed.weight" not in pre.tensors:
         return None
     head = pre.tensors.get("head.weight")
-    if name.startswith("head.") and (head is None or head.shape[0] != model.num_classes):
+    if name.startswith("head.") and (head is None or head.shape[0] != g.num_classes):
         if name == "head.weight":
             report.notes.append(
-                f"head: the file has {head.shape[0]} classes, the model {model.num_classes}: left at initial value"
+                f"head: the file has {head.shape[0]} classes, the model {g.num_classes}: left at initial value"
             )
         return None
     if name == "pos_embed":
-        src, note = resample_pos_embed(src, model.img_size // model.patch_size, pre.path)
+        src, note = resample_pos_embed(src, g.img_size // g.patch_size, pre.path)
         if note:
             report.notes.append(f"pos_embed: {note}")
     m = re.match(r"^blocks\.(\d+)\.(proj|fc2)\.(weight|bias)$", name)
