@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-import search_seeds  # benchmarks/ is on the path (conftest.py)
+import search_seeds  # benchmarks/ is on the path (pyproject: pytest pythonpath)
 
 
 def _summary(seed: int, flex: list[float | None], fixed: list[float], hv: tuple[float, float], dominated: bool) -> dict:
