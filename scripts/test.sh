@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 source scripts/python.sh
 "$PY" -m ruff check src tests benchmarks scripts   # lint first: one line per finding, fails the run
+"$PY" -m ruff format --check src tests benchmarks scripts
+"$PY" -m mypy                                       # types of src/ (settings in pyproject.toml)
 exec "$PY" -m pytest -q "$@"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sized
+from typing import cast
 
 from quasar_vit.cli.common import add_device, add_progress, positive_int
 from quasar_vit.export.resolve import resolve_subnet
@@ -43,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         args.progress,
     )
-    print(
-        json.dumps({"subnet": subnet.describe(), "split": args.split, "images": len(dataset), "top1": top1}, indent=2)
-    )
+    images = len(cast(Sized, dataset))  # the splits all have a length; torch's Dataset declares none
+    print(json.dumps({"subnet": subnet.describe(), "split": args.split, "images": images, "top1": top1}, indent=2))
     return 0

@@ -38,7 +38,8 @@ class TensorImageDataset(Dataset):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        _, c, h, w = self.images.shape  # [N, C, H, W], checked in __init__
+        return c, h, w
 
 
 class IndexedSubset(Dataset):

@@ -11,7 +11,8 @@ wants, calling ``set_epoch`` at each epoch boundary.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -123,6 +124,7 @@ class EpochKeySampler(EpochSampler):
     per epoch (RandomResizedCrop in :class:`~quasar_vit.data.decode.FolderCrops`): the item can seed
     its randomness from its key, whichever worker process loads it."""
 
+    # keys, not the int indices of EpochSampler.__iter__: DataLoader passes them on as they are
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         epoch = self.epoch
         return ((i, epoch) for i in super().__iter__())
@@ -195,7 +197,8 @@ def batches_per_epoch(loader: TensorBatchLoader | DataLoader) -> int:
     if isinstance(loader, TensorBatchLoader):
         return loader.batches_per_epoch()
     sampler = loader.sampler
-    n = sampler.num_samples if isinstance(sampler, DistributedSampler) else len(sampler)  # type: ignore[arg-type]
+    # DataLoader's own samplers (sequential, random) have a length; torch's Sampler declares none
+    n = sampler.num_samples if isinstance(sampler, DistributedSampler) else len(cast(Sized, sampler))
     bs = loader.batch_size or 1
     return n // bs if loader.drop_last else math.ceil(n / bs)
 

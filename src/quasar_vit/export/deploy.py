@@ -26,6 +26,8 @@ from quasar_vit.export.ir import IntBlock, IntLinear, IntViT, as_ir
 class FakeQuant(nn.Module):
     """``clamp(round(x / step), qn, qp) * step`` (round half to even), the forward of LSQ."""
 
+    step: Tensor  # buffer (register_buffer): declared so the type checker knows it is a Tensor
+
     def __init__(self, step: float, qn: int, qp: int) -> None:
         super().__init__()
         self.register_buffer("step", torch.tensor(float(step), dtype=torch.float32))
@@ -53,6 +55,9 @@ def _layer_norm(weight_bias: tuple[np.ndarray, np.ndarray], eps: float) -> nn.La
 class DeployLinear(nn.Module):
     """Input fake-quant, then ``x @ (w_int * step)^T + bias``."""
 
+    weight: Tensor  # buffers (register_buffer)
+    bias: Tensor
+
     def __init__(self, lin: IntLinear) -> None:
         super().__init__()
         w_int = torch.from_numpy(lin.w_int.astype(np.float32))
@@ -66,6 +71,9 @@ class DeployLinear(nn.Module):
 
 
 class DeployBlock(nn.Module):
+    ls1: Tensor  # buffers (register_buffer): the layer scales
+    ls2: Tensor
+
     def __init__(self, blk: IntBlock, eps: float, srange: tuple[int, int], urange: tuple[int, int]) -> None:
         super().__init__()
         self.heads, self.head_dim = blk.heads, blk.head_dim
@@ -100,6 +108,9 @@ class DeployBlock(nn.Module):
 
 class DeployViT(nn.Module):
     """Fake-quant forward of the exported subnet: ``[B, C, H, W]`` normalised images -> logits."""
+
+    cls_token: Tensor  # buffers (register_buffer)
+    pos_embed: Tensor
 
     def __init__(self, ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None) -> None:
         """From the :class:`~quasar_vit.export.ir.IntViT` of an export (or its ``arrays, manifest``)."""

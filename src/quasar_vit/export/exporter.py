@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sized
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ def load_test_images(cfg: Any, data_root: str | None, limit: int | None) -> tupl
     """
     import copy
 
-    from quasar_vit.data import BatchTransform, build_datasets
+    from quasar_vit.data import BatchTransform, TensorImageDataset, build_datasets
 
     cfg = copy.deepcopy(cfg)
     if data_root:
@@ -90,8 +90,9 @@ def load_test_images(cfg: Any, data_root: str | None, limit: int | None) -> tupl
     g = cfg.model.geometry
     splits = build_datasets(cfg.data, g.img_size, g.in_chans, g.num_classes, seed=cfg.train.seed)
     ds = splits.test
+    assert isinstance(ds, Sized), "every data set build_datasets returns has a length"
     n = len(ds) if not limit else min(int(limit), len(ds))
-    if hasattr(ds, "images"):
+    if isinstance(ds, TensorImageDataset):  # in memory (the only data set with .images): slice it
         imgs, labels = ds.images[:n], ds.labels[:n]
     else:
         items = [ds[i] for i in range(n)]

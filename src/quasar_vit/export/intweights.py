@@ -38,18 +38,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TypedDict, cast
 
 import numpy as np
 import torch
 
 from quasar_vit.errors import ExportError
-from quasar_vit.quantization.lsq import effective_step, qrange
+from quasar_vit.quantization.lsq import ActQuantizer, effective_step, qrange
+
+if TYPE_CHECKING:  # the models are imported lazily at run time (see _check_exportable)
+    from quasar_vit.models.layers import Block, QuantLinear
+    from quasar_vit.models.vit import QuantViT
 
 FORMAT = "quasar-vit-intweights"
 VERSION = 1
 BLOCK_LINEARS = ("qkv", "proj", "fc1", "fc2")
 ATTN_QUANTIZERS = ("aq_q", "aq_k", "aq_v", "aq_attn")
+
+
+class LayerInfo(TypedDict):
+    """One entry of ``manifest["layers"]``: a linear layer's shape and how its input is quantized."""
+
+    name: str
+    in_features: int
+    out_features: int
+    n8_rows: int
+    sections: int
+    act_signed: bool
 
 
 def nibble_split(w_int: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,13 +85,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def _act_step(aq: torch.nn.Module) -> np.ndarray:
+def _act_step(aq: ActQuantizer) -> np.ndarray:
     return np.asarray(float(effective_step(aq.step.detach())), dtype=np.float32)
 
 
-def _linear(prefix: str, layer: torch.nn.Module, out: dict[str, np.ndarray]) -> dict[str, Any]:
-    w_int, step, is8 = layer.integer_weights()
-    w_int, step, is8 = _np(w_int).astype(np.int8), _np(step).astype(np.float32), _np(is8).astype(bool)
+def _linear(prefix: str, layer: QuantLinear, out: dict[str, np.ndarray]) -> LayerInfo:
+    w_t, step_t, is8_t = layer.integer_weights()
+    w_int, step, is8 = _np(w_t).astype(np.int8), _np(step_t).astype(np.float32), _np(is8_t).astype(bool)
     bits_lo, bits_hi = layer.quant.w_bits_low, layer.quant.w_bits_high
     rows8 = np.flatnonzero(is8).astype(np.int32)
     rows4 = np.flatnonzero(~is8).astype(np.int32)
@@ -105,29 +120,30 @@ def _linear(prefix: str, layer: torch.nn.Module, out: dict[str, np.ndarray]) -> 
 @torch.no_grad()
 def integer_weights(model: torch.nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``(arrays, manifest)`` of a :class:`QuantViT` (see the module docstring for the keys)."""
-    _check_exportable(model)
-    sub = model.subnet
+    vit = _check_exportable(model)
+    sub = vit.subnet
     arrays: dict[str, np.ndarray] = {}  # insertion order is the order of weights.npz
-    layers = [_linear("patch_embed", model.patch_embed, arrays)]
-    arrays["cls_token"] = _np(model.cls_token).reshape(-1).astype(np.float32)
-    arrays["pos_embed"] = _np(model.pos_embed)[0].astype(np.float32)
+    layers = [_linear("patch_embed", vit.patch_embed, arrays)]
+    arrays["cls_token"] = _np(vit.cls_token).reshape(-1).astype(np.float32)
+    arrays["pos_embed"] = _np(vit.pos_embed)[0].astype(np.float32)
     eps: list[float] = []
-    for i, blk in enumerate(model.blocks):
-        layers += _block(f"blocks.{i}", blk, sub.embed_dim, arrays, eps)
-    arrays["norm.weight"] = _np(model.norm.weight).astype(np.float32)
-    arrays["norm.bias"] = _np(model.norm.bias).astype(np.float32)
-    eps.append(float(model.norm.eps))
-    layers.append(_linear("head", model.head, arrays))
+    for i, blk in enumerate(vit.blocks):
+        # a QuantViT's ModuleList holds only Blocks (its constructor takes Sequence[Block])
+        layers += _block(f"blocks.{i}", cast("Block", blk), sub.embed_dim, arrays, eps)
+    arrays["norm.weight"] = _np(vit.norm.weight).astype(np.float32)
+    arrays["norm.bias"] = _np(vit.norm.bias).astype(np.float32)
+    eps.append(float(vit.norm.eps))
+    layers.append(_linear("head", vit.head, arrays))
     if len(set(eps)) != 1:
         raise ExportError("LayerNorms with different eps are not supported")
     names = [l.name for l in sub.linear_layers()]
     if names != [l["name"] for l in layers]:  # pragma: no cover - internal consistency
         raise ExportError("exported layers do not match SubnetConfig.linear_layers()")
-    return arrays, _manifest(model, layers, eps[0], arrays)
+    return arrays, _manifest(vit, layers, eps[0], arrays)
 
 
-def _check_exportable(model: torch.nn.Module) -> None:
-    """An extracted, quantized QuantViT whose bit widths the W4A6 array runs."""
+def _check_exportable(model: torch.nn.Module) -> QuantViT:
+    """``model`` itself, checked to be an extracted, quantized QuantViT whose bit widths the W4A6 array runs."""
     from quasar_vit.models.vit import QuantViT
 
     if not isinstance(model, QuantViT):
@@ -140,12 +156,13 @@ def _check_exportable(model: torch.nn.Module) -> None:
         )
     if q.w_bits_high != 8 or q.w_bits_low > 4:
         raise ExportError(f"the W4A6 array needs <=4-bit and 8-bit rows, got {q.w_bits_low}/{q.w_bits_high}")
+    return model
 
 
-def _block(p: str, blk: torch.nn.Module, embed_dim: int, arrays: dict[str, np.ndarray], eps: list[float]) -> list:
+def _block(p: str, blk: Block, embed_dim: int, arrays: dict[str, np.ndarray], eps: list[float]) -> list[LayerInfo]:
     """Add block ``p``'s arrays (norms, linears, attention quantizers, layer scales) to ``arrays`` and
     its LayerNorm eps to ``eps``; return its linear layers' manifest entries."""
-    layers = []
+    layers: list[LayerInfo] = []
     for n in ("norm1", "norm2"):
         norm = getattr(blk, n)
         arrays[f"{p}.{n}.weight"] = _np(norm.weight).astype(np.float32)
@@ -164,7 +181,7 @@ def _block(p: str, blk: torch.nn.Module, embed_dim: int, arrays: dict[str, np.nd
     return layers
 
 
-def _manifest(model: torch.nn.Module, layers: list, eps: float, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def _manifest(model: QuantViT, layers: list[LayerInfo], eps: float, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """``manifest.json``: the quantisation, the layers and the layout of ``arrays``."""
     q, sub = model.quant, model.subnet
     act_n, act_p = qrange(q.act_bits, True)
@@ -193,7 +210,9 @@ def _manifest(model: torch.nn.Module, layers: list, eps: float, arrays: Mapping[
 
 def save_weights(directory: str | Path, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> None:
     directory = Path(directory)
-    np.savez_compressed(directory / "weights.npz", **arrays)
+    # numpy's stub types **kwds next to the keyword-only `allow_pickle: bool`, so any **Mapping of
+    # arrays is rejected; the keys here are layer/array names, never "allow_pickle"
+    np.savez_compressed(directory / "weights.npz", **arrays)  # type: ignore[arg-type]
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -239,13 +239,28 @@ def _expect_shapes(prefix: str, e: int, qkv: IntLinear, proj: IntLinear, fc1: In
         )
 
 
+def _act_range(quant: Mapping[str, Any], key: str) -> tuple[int, int]:
+    """``(qn, qp)`` of the manifest's ``quant[key]``: the two ends of an activation code range.
+
+    Args:
+        quant: the manifest's ``quant`` section.
+        key: ``"act_range_signed"`` or ``"act_range_unsigned"``.
+
+    Returns:
+        The smallest and the largest code, as ints.
+    """
+    ends = [int(v) for v in quant[key]]
+    if len(ends) != 2:
+        raise ExportError(f"manifest.json quant.{key} must be [min, max], got {quant[key]}")
+    return ends[0], ends[1]
+
+
 def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> IntViT:
     """:class:`IntViT` from the arrays and manifest of an export (raises :class:`ExportError`)."""
     a = _Arrays(arrays)
     sub, q = nest_geometry(manifest["subnet"]), manifest["quant"]  # exports before ViTGeometry: flat
-    srange = tuple(int(v) for v in q["act_range_signed"])
-    urange = tuple(int(v) for v in q["act_range_unsigned"])
-    lins = {l["name"]: _linear(a, l, srange, urange) for l in manifest["layers"]}  # type: ignore[arg-type]
+    srange, urange = _act_range(q, "act_range_signed"), _act_range(q, "act_range_unsigned")
+    lins = {l["name"]: _linear(a, l, srange, urange) for l in manifest["layers"]}
     geo = ViTGeometry.from_dict(sub.get("geometry", {}))
     e, hd = int(sub["embed_dim"]), geo.head_dim
     patches = geo.num_patches
@@ -264,7 +279,7 @@ def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> I
         srange,
         urange,
         float(manifest["layer_norm_eps"]),
-        F32(manifest["attn_scale"]),  # type: ignore[arg-type]
+        F32(manifest["attn_scale"]),
         lins["patch_embed"],
         a.get("cls_token", shape=(e,)),
         a.get("pos_embed", shape=(patches + 1, e)),

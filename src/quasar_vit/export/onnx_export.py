@@ -369,8 +369,8 @@ def save_onnx(ir: IntViT | Mapping[str, np.ndarray], *args: Any, variant: str = 
 
     if len(args) not in (1, 2):
         raise TypeError("save_onnx(ir, path) or save_onnx(arrays, manifest, path)")
-    *manifest, path = args
-    onnx.save(build_onnx(ir, *manifest, variant=variant), str(path))
+    manifest = args[0] if len(args) == 2 else None
+    onnx.save(build_onnx(ir, manifest, variant=variant), str(args[-1]))
 
 
 def onnx_session(path: str | Path):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, overload
 
 import numpy as np
 
@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover
     ERF_IMPL = "libm"  # the C library's erf
 
 F32 = np.float32
+Trace = dict[str, np.ndarray]  # integer codes of every quantisation point, by name (``forward(trace=True)``)
 
 
 def _blas_thread_controls() -> list[tuple[Any, Any]]:
@@ -50,7 +51,7 @@ def _blas_thread_controls() -> list[tuple[Any, Any]]:
     import ctypes
     import os
 
-    found = []
+    found: list[tuple[Any, Any]] = []
     try:
         with open(f"/proc/{os.getpid()}/maps") as f:
             paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
@@ -103,7 +104,7 @@ class single_thread_blas:
                 pass
 
 
-def quantize(x: np.ndarray, step: float | np.ndarray, qn: int, qp: int) -> np.ndarray:
+def quantize(x: np.ndarray, step: float | np.floating[Any] | np.ndarray, qn: int, qp: int) -> np.ndarray:
     """``clamp(round_half_even(x / step), qn, qp)`` as int32 (the rule of ``lsq.py``), in float32."""
     return np.clip(np.rint(np.asarray(x, F32) / F32(step)), qn, qp).astype(np.int32)
 
@@ -214,9 +215,13 @@ class IntegerViT:
         return cls(load_ir(directory), **kw)
 
     # ---- pieces ---------------------------------------------------------------------------------
-    def _linear(self, name: str, x: np.ndarray, trace: dict | None, x_int: np.ndarray | None = None) -> np.ndarray:
+    def _linear(
+        self, name: str, x: np.ndarray | None, trace: Trace | None, x_int: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Layer ``name`` on float input ``x``, or on its ready input codes ``x_int`` (then ``x`` is unused)."""
         lin = self.linears[name]
         if x_int is None:
+            assert x is not None, "a linear needs its float input or its input codes"
             x_int = quantize(x, lin.act_step, lin.qn, lin.qp)
         if trace is not None:
             trace[f"{name}.in"] = x_int
@@ -233,7 +238,7 @@ class IntegerViT:
             assert np.array_equal(acc, int_matmul(a, b, a_max, 64, exact=True))
         return acc
 
-    def _block(self, blk: IntBlock, x: np.ndarray, trace: dict | None) -> np.ndarray:
+    def _block(self, blk: IntBlock, x: np.ndarray, trace: Trace | None) -> np.ndarray:
         p = f"blocks.{blk.index}"
         b, t, e = x.shape
         heads, hd = blk.heads, blk.head_dim
@@ -267,13 +272,33 @@ class IntegerViT:
         return x + blk.ls2 * h
 
     # ---- public -----------------------------------------------------------------------------
-    def forward(self, images: np.ndarray, trace: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
-        with single_thread_blas():
-            return self._forward(images, trace)
+    @overload
+    def forward(self, images: np.ndarray, trace: Literal[False] = False) -> np.ndarray: ...
 
-    def _forward(self, images: np.ndarray, trace: bool) -> np.ndarray | tuple[np.ndarray, dict]:
+    @overload
+    def forward(self, images: np.ndarray, trace: Literal[True]) -> tuple[np.ndarray, Trace]: ...
+
+    @overload
+    def forward(self, images: np.ndarray, trace: bool) -> np.ndarray | tuple[np.ndarray, Trace]: ...
+
+    def forward(self, images: np.ndarray, trace: bool = False) -> np.ndarray | tuple[np.ndarray, Trace]:
+        """Logits of ``images`` (float32 ``[B, classes]``).
+
+        Args:
+            images: normalised float ``[B, C, H, W]``.
+            trace: also return the integer codes of every quantisation point.
+
+        Returns:
+            The logits, or ``(logits, codes)`` with ``trace``.
+        """
+        codes: Trace | None = {} if trace else None
+        with single_thread_blas():
+            logits = self._forward(images, codes)
+        return (logits, codes) if codes is not None else logits
+
+    def _forward(self, images: np.ndarray, codes: Trace | None) -> np.ndarray:
+        """The logits; the integer codes go into ``codes`` unless it is None."""
         ir = self.ir
-        codes: dict[str, np.ndarray] | None = {} if trace else None
         x = np.asarray(images, F32)
         tok = self._linear("patch_embed", patchify(x, ir.patch_size), codes)
         cls = np.broadcast_to(ir.cls_token, (x.shape[0], 1, tok.shape[-1]))
@@ -281,8 +306,7 @@ class IntegerViT:
         for blk in ir.blocks:
             x = self._block(blk, x, codes)
         x = _layernorm(x, *ir.norm, ir.layer_norm_eps)[:, 0]
-        logits = self._linear("head", x, codes)
-        return (logits, codes) if trace else logits
+        return self._linear("head", x, codes)
 
     __call__ = forward
 

@@ -60,7 +60,7 @@ def _plots(plot_dir: Path, subnet: SubnetConfig, hw: Mapping[str, Any]) -> dict[
         for l in layers:
             by_op[f"{l['op']} ({l['unit']})"] += l["ms"]
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        keys = sorted(by_op, key=by_op.get, reverse=True)
+        keys = sorted(by_op, key=by_op.__getitem__, reverse=True)
         ax.pie([by_op[k] for k in keys], labels=keys, autopct="%1.0f%%", textprops={"fontsize": 8})
         ax.set_title("Where the time goes")
         fig.tight_layout()
@@ -211,7 +211,7 @@ def _time(hw: Mapping[str, Any], plots: Mapping[str, str]) -> list[str]:
         by_op[f"{l['op']} ({l['unit']})"] += l["ms"]
     total = sum(by_op.values()) or 1.0
     L.append("| operation | ms | share |\n|---|---|---|")
-    for k in sorted(by_op, key=by_op.get, reverse=True):
+    for k in sorted(by_op, key=by_op.__getitem__, reverse=True):
         L.append(f"| {k} | {by_op[k]:.4f} | {100 * by_op[k] / total:.1f} % |")
     L.append("")
     return L

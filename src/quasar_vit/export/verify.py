@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -39,8 +39,12 @@ import torch
 from quasar_vit.errors import CheckpointError, ExportError, QuasarError, SubnetError
 from quasar_vit.utils.io import atomic_write_json, read_json
 
+if TYPE_CHECKING:  # the back ends are imported when verify runs, not when this module loads
+    from quasar_vit.export.ir import IntViT
+
 Traced = tuple[np.ndarray, dict[str, np.ndarray]]  # logits, integer codes per quantisation point
 Source = tuple[torch.nn.Module, Any, dict[str, Any]]  # supernet, subnet, checkpoint path/step/source
+M = TypeVar("M", bound=torch.nn.Module)  # the kind of quantizer module whose codes are traced
 
 DEFAULT_MIN_AGREEMENT = 99.5
 # flipped 6-bit codes from float rounding alone: 1e-5..1e-3 (the 1200-step demo subnet: 1.0e-3, most of
@@ -60,8 +64,8 @@ def _code_key(name: str) -> str:
 def _traced(
     model: torch.nn.Module,
     run: Callable[[], torch.Tensor],
-    kind: type,
-    code: Callable[[torch.nn.Module, tuple, torch.Tensor], torch.Tensor],
+    kind: type[M],
+    code: Callable[[M, tuple[Any, ...], torch.Tensor], torch.Tensor],
 ) -> Traced:
     """Logits of ``run()`` and the integer codes (``code(module, inputs, output)``) of every ``kind`` module."""
     codes: dict[str, np.ndarray] = {}
@@ -118,7 +122,8 @@ class _Comparison:
             pp[0] += nf
             pp[1] += d.size
 
-    def result(self, integer: np.ndarray) -> dict[str, Any]:
+    def result(self, integer: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        """``(numbers, reference logits)``: the comparison's part of ``verify.json``, and the model's logits."""
         ref = np.concatenate(self.ref)
         err = np.abs(integer - ref)
         worst = sorted(((v[0] / max(v[1], 1), k) for k, v in self.per_point.items()), reverse=True)[:5]
@@ -271,7 +276,7 @@ def verify_export(
     return result
 
 
-def _load_ir(directory: Path) -> Any:
+def _load_ir(directory: Path) -> IntViT:
     """The export's IntViT, built from ``weights.npz`` (``model.pt2`` must be there too)."""
     from quasar_vit.export.intweights import load_weights
     from quasar_vit.export.ir import build_ir
@@ -294,7 +299,7 @@ class _Run:
     nibbles_ok: bool  # nibble passes == direct int64 GEMMs on the first images
 
 
-def _run(directory: Path, ir: Any, source: Source | None, x: torch.Tensor, batch_size: int, progress: bool) -> _Run:
+def _run(directory: Path, ir: IntViT, source: Source | None, x: torch.Tensor, batch_size: int, progress: bool) -> _Run:
     """Run the engine, ``model.pt2``, the eager deploy model and (if any) the checkpoint's model on ``x``."""
     from tqdm.auto import tqdm
 

@@ -31,7 +31,7 @@ def _max_rows(plat: Platform, packing: "int | str", cols: int, lut_cols: int) ->
     p = plat.params
     dcols = cols - lut_cols
     unit_lut = {3: p.lut_per_unit_p3, 4: p.lut_per_unit_p4, "lut": 0.0}[packing]
-    dsp_row = p.out_dsp_per_row + (0 if packing == "lut" else dcols / packing)
+    dsp_row = p.out_dsp_per_row + (dcols / packing if isinstance(packing, int) else 0)  # "lut": no DSPs
     lut_row = dcols * unit_lut + lut_cols * p.lut_per_unit_lutonly + cols * p.adder_lut_per_unit + p.out_lut_per_row
     ff_row = cols * p.ff_per_unit + p.out_ff_per_row
     bounds = [(plat.limit("lut") - p.infra_lut) / lut_row, (plat.limit("ff") - p.infra_ff) / ff_row]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from quasar_vit.hardware.design import AcceleratorDesign
 from quasar_vit.hardware.params import ModelParams
@@ -61,7 +61,7 @@ def row_mask(out_features: int, n8_rows: int, sections: int = 1) -> list[bool]:
     return [r % per < n8 for r in range(out_features)]
 
 
-def nibble_program(is8: Sequence[bool], pe_rows: int) -> tuple[list[int], list[int]]:
+def nibble_program(is8: Iterable[bool], pe_rows: int) -> tuple[list[int], list[int]]:
     """``(kinds, sources)`` per nibble row; ``sources`` index the output row (-1 for pad rows).
 
     Rows in order; a 4-bit row takes one nibble row, an 8-bit row two (signed high nibble, then

@@ -166,10 +166,10 @@ class CostContext:
             ends = self._summary(key, _end_ops(geom, e, self.params.final_norm_cls_only))
         cyc, comp, byt, macs, passes, host = ends
         for h, r, w in zip(s.num_heads, s.mlp_ratios, s.w8_shares):
-            key = (geom, e, h, r, w)
-            b = memo.get(key)
+            block_key = (geom, e, h, r, w)
+            b = memo.get(block_key)
             if b is None:
-                b = self._summary(key, _block_ops(geom, e, h, r, w))
+                b = self._summary(block_key, _block_ops(geom, e, h, r, w))
             cyc += b[0]
             comp += b[1]
             byt += b[2]

@@ -291,8 +291,8 @@ def _load_images(info: dict[str, Any], data_root: str | None, limit: int) -> tup
     from quasar_vit.config import config_from_dict
     from quasar_vit.export.exporter import load_test_images
 
-    x, y = load_test_images(config_from_dict(info["config"]), data_root, limit)
-    x = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+    images, y = load_test_images(config_from_dict(info["config"]), data_root, limit)
+    x = np.ascontiguousarray(images.numpy(), dtype=np.float32)
     if len(x) == 0:
         raise ExportError("no test images for the C simulation")
     return x, y
@@ -367,7 +367,7 @@ def _csim_result(export_dir: Path, hls: Path, layout: dict[str, Any], s: _Simula
     gemm_exact = bool(np.array_equal(s.acc_forced.astype(np.int64), s.ref_acc))
     img_logits_exact = np.all(s.logits.view(np.uint32) == s.ref_logits.view(np.uint32), axis=1)
     code_diff = s.codes != s.ref_codes
-    res = {
+    res: dict[str, Any] = {
         "export": str(export_dir),
         "hls_dir": str(hls),
         "images": int(n),
@@ -430,8 +430,12 @@ def run_csim(
     hls = generate_hls(export_dir, hls_dir)
     t_gen = time.perf_counter() - t_gen
     layout = _read_layout(hls)
-    tmp_ctx = tempfile.TemporaryDirectory(prefix="qvit-csim-") if build_dir is None else None
-    build = Path(tmp_ctx.name) if tmp_ctx is not None else Path(build_dir)
+    tmp_ctx = None
+    if build_dir is None:
+        tmp_ctx = tempfile.TemporaryDirectory(prefix="qvit-csim-")
+        build = Path(tmp_ctx.name)
+    else:
+        build = Path(build_dir)
     try:
         sim = _simulate(export_dir, info, hls, layout, build, cxx, data_root, limit)
     finally:

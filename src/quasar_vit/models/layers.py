@@ -77,6 +77,7 @@ class QuantLinear(nn.Module):
 
     def sliced(self, rows: int | None = None, cols: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(weight, bias, step_lo, step_hi)`` of the leading ``rows`` (per section) x ``cols`` slice."""
+        w: Tensor  # the parameter itself, or a view of its slice
         w, b, slo, shi = self.weight, self.bias, self.step_lo, self.step_hi
         if rows is None and cols is None:
             return w, b, slo, shi

@@ -50,6 +50,8 @@ class ViTBase(nn.Module):
 
     def _forward(self, x: Tensor, embed: int | None, dims: Sequence[BlockDims | None]) -> Tensor:
         p = patchify(x, self.geometry.patch_size)
+        cls: Tensor  # the parameters themselves, or their leading ``embed`` channels
+        pos: Tensor
         if embed is None:
             tok = self.patch_embed(p)
             cls, pos = self.cls_token, self.pos_embed

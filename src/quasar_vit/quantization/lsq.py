@@ -68,6 +68,31 @@ def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
     return t.sum(dim=dims, keepdim=True) if dims else t
 
 
+def _clamp(x: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
+    """``torch.clamp(x, lo, hi)`` for bounds that are both tensors (per-row) or both numbers.
+
+    ``torch.clamp`` has one overload for tensor bounds and one for number bounds and rejects a
+    mix; branching on the bounds' kind picks the overload explicitly (and lets the type checker
+    see which one is meant).
+
+    Args:
+        x: the tensor to clamp.
+        lo: lower bound, a tensor broadcastable to ``x`` or a number.
+        hi: upper bound, of the same kind as ``lo``.
+
+    Returns:
+        The clamped tensor (a new one).
+
+    Raises:
+        TypeError: one bound is a tensor and the other a number (as ``torch.clamp`` itself).
+    """
+    if isinstance(lo, Tensor) and isinstance(hi, Tensor):
+        return torch.clamp(x, lo, hi)
+    if isinstance(lo, Tensor) or isinstance(hi, Tensor):
+        raise TypeError("clamp bounds must be both tensors or both numbers")
+    return torch.clamp(x, lo, hi)
+
+
 class _LSQ(torch.autograd.Function):
     """Fused LSQ fake quantization: one forward pass, analytic backward (STE + LSQ step gradient).
 
@@ -77,12 +102,12 @@ class _LSQ(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, s: Tensor, qn: Tensor | float, qp: Tensor | float, g: Tensor | float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, s: Tensor, qn: Tensor | float, qp: Tensor | float, g: Tensor | float) -> Tensor:
         ctx.in_dtype = x.dtype
         xs = x.float() / s.float()  # fp32 whatever autocast made of x (see the module docstring)
         # clamp first: round(clamp(v)) == clamp(round(v)) for integer bounds, and ``clamp(v) == v``
         # is the in-range mask in one comparison (NaN compares unequal: out of range, as before)
-        q = torch.clamp(xs, qn, qp)
+        q = _clamp(xs, qn, qp)
         inside = q == xs
         q.round_()
         out = (q * s.float()).to(x.dtype)
@@ -93,7 +118,7 @@ class _LSQ(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         inside, ds, s, *rest = ctx.saved_tensors
         g = ctx.g if ctx.g is not None else rest[0]
         grad_x = (grad * inside).to(ctx.in_dtype) if ctx.needs_input_grad[0] else None
@@ -115,20 +140,22 @@ def lsq_fake_quant(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, 
         s = step.float()
         q = x.float() / s
         q.round_()
-        q = torch.clamp(q, qn, qp) if isinstance(qn, Tensor) or isinstance(qp, Tensor) else q.clamp_(qn, qp)
+        q = _clamp(q, qn, qp) if isinstance(qn, Tensor) or isinstance(qp, Tensor) else q.clamp_(qn, qp)
         return q.mul_(s).to(x.dtype)
+    lo: Tensor | float
+    hi: Tensor | float
     if isinstance(qn, Tensor) or isinstance(qp, Tensor):
-        qn = qn if isinstance(qn, Tensor) else torch.tensor(float(qn), device=x.device)
-        qp = qp if isinstance(qp, Tensor) else torch.tensor(float(qp), device=x.device)
+        lo = qn if isinstance(qn, Tensor) else torch.tensor(float(qn), device=x.device)
+        hi = qp if isinstance(qp, Tensor) else torch.tensor(float(qp), device=x.device)
     else:
-        qn, qp = float(qn), float(qp)
-    return _LSQ.apply(x, step, qn, qp, g)
+        lo, hi = float(qn), float(qp)
+    return _LSQ.apply(x, step, lo, hi, g)
 
 
 def lsq_fake_quant_reference(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, g: float | Tensor) -> Tensor:
     """Unfused autograd formulation of :func:`lsq_fake_quant` (kept as the test oracle)."""
     s = grad_scale(step, g)
-    return round_ste(torch.clamp(x / s, qn, qp)) * s
+    return round_ste(_clamp(x / s, qn, qp)) * s
 
 
 def row_bit_mask(rows: int, n8: int, sections: int, device: torch.device) -> Tensor:
@@ -164,6 +191,7 @@ def quantize_weight_rows(
     step_lo, step_hi = effective_step(step_lo), effective_step(step_hi)
     lo_n, lo_p = qrange(bits_lo, True)
     hi_n, hi_p = qrange(bits_hi, True)
+    g: float | Tensor  # one scale for a uniform width, one per row for mixed rows
     if n8 <= 0:
         g = 1.0 / math.sqrt(cols * lo_p) if lsq_grad else 1.0
         return lsq_fake_quant(weight, step_lo.unsqueeze(1), lo_n, lo_p, g)
@@ -212,6 +240,8 @@ class ActQuantizer(torch.nn.Module):
     ``initialized`` buffer travels with the state dict, so a loaded checkpoint needs no calibration.
     Under data parallel training the trainer broadcasts rank 0's calibrated steps to every rank.
     """
+
+    initialized: Tensor  # a registered buffer (bool scalar): declared so its type is known
 
     def __init__(self, bits: int = 6, signed: bool = True, enabled: bool = True, lsq_grad: bool = True) -> None:
         super().__init__()

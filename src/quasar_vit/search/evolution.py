@@ -185,7 +185,8 @@ class Evaluator:
         if not todo:
             return 0
         local = [(i, float(fn(todo[i]))) for i in range(self.rank, len(todo), self.world_size)]
-        parts = self.gather(local) if self.world_size > 1 else [local]  # type: ignore[misc]
+        # ``gather`` is set whenever world_size > 1 (checked in __init__)
+        parts = self.gather(local) if self.gather is not None and self.world_size > 1 else [local]
         for part in parts:
             for i, acc in part:
                 cache[todo[i]] = float(acc)
@@ -366,7 +367,7 @@ class Evolution:
     def _top(self, fps: float, k: int) -> list[Candidate]:
         """The ``k`` best fully scored candidates reaching ``fps``."""
         meeting = [c for c in self.records if c.scored and c.fps >= fps]
-        meeting.sort(key=lambda c: (-c.val_top1, -c.fps, c.index))  # type: ignore[operator]
+        meeting.sort(key=lambda c: (-c.objectives[0], -c.fps, c.index))  # objectives[0]: the scored val_top1
         return meeting[:k]
 
     def _race_cutoffs(self) -> list[tuple[float, float]]:
@@ -376,7 +377,7 @@ class Evolution:
         out = []
         for t in self.targets:
             top = self._top(t.fps, k)
-            out.append((t.fps, top[-1].val_top1 if len(top) >= k else -math.inf))  # type: ignore[misc]
+            out.append((t.fps, top[-1].objectives[0] if len(top) >= k else -math.inf))
         return out
 
     def _worth_full_score(self, sub: SubnetConfig, screen_top1: float, cutoffs: list[tuple[float, float]]) -> bool:

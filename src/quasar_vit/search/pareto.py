@@ -12,16 +12,29 @@ fronts of different searches compare on one 0..1 scale.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar, overload
 
 T = TypeVar("T")
+P = TypeVar("P", bound=tuple[float, float])
 
 
 def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] >= b[0] and a[1] >= b[1] and (a[0] > b[0] or a[1] > b[1])
 
 
-def pareto_front(items: Iterable[T], key: Callable[[T], tuple[float, float]] = lambda x: x) -> list[T]:  # type: ignore[assignment,return-value]
+def _as_objectives(point: tuple[float, float]) -> tuple[float, float]:
+    """The default key: the item already is an ``(accuracy, fps)`` pair."""
+    return point
+
+
+# two forms: plain ``(accuracy, fps)`` points, or any items with a ``key`` giving their objectives
+@overload
+def pareto_front(items: Iterable[P]) -> list[P]: ...
+@overload
+def pareto_front(items: Iterable[T], key: Callable[[T], tuple[float, float]]) -> list[T]: ...
+
+
+def pareto_front(items: Iterable[Any], key: Callable[[Any], tuple[float, float]] = _as_objectives) -> list[Any]:
     """The non-dominated items, sorted by decreasing accuracy (so increasing FPS).
 
     Of items with identical objectives, the first one seen is kept.
@@ -29,7 +42,7 @@ def pareto_front(items: Iterable[T], key: Callable[[T], tuple[float, float]] = l
     items = list(items)
     # sort by accuracy desc, fps desc, then original order (stable)
     order = sorted(range(len(items)), key=lambda i: (-key(items[i])[0], -key(items[i])[1], i))
-    front: list[T] = []
+    front: list[Any] = []
     best_fps = float("-inf")
     for i in order:
         acc, fps = key(items[i])

@@ -306,9 +306,9 @@ def validation_evaluator(
     def correct(s: SubnetConfig, ds: Any) -> int:
         return count_correct(lambda x: model(x, s), ds, tf, device, batch_size)[0]
 
-    dist = dict(rank=rank, world_size=world_size, gather=gather, full_images=val_n)
+    dist: dict[str, Any] = dict(rank=rank, world_size=world_size, gather=gather, full_images=val_n)
     if not 0 < screen_size < val_n:
-        return Evaluator(lambda s: 100.0 * correct(s, val) / val_n, **dist)  # type: ignore[arg-type]
+        return Evaluator(lambda s: 100.0 * correct(s, val) / val_n, **dist)
     head, tail = subset(val, range(screen_size)), subset(val, range(screen_size, val_n))
 
     def screen_fn(s: SubnetConfig) -> float:
@@ -319,7 +319,7 @@ def validation_evaluator(
         first = correct(s, head) if top1 is None else round(top1 * screen_size / 100.0)
         return 100.0 * (first + correct(s, tail)) / val_n
 
-    evaluator = Evaluator(full_fn, screen_fn=screen_fn, screen_images=screen_size, **dist)  # type: ignore[arg-type]
+    evaluator = Evaluator(full_fn, screen_fn=screen_fn, screen_images=screen_size, **dist)
     return evaluator
 
 
@@ -465,13 +465,13 @@ def _evaluators(model: Any, cfg: Any, info: Any) -> tuple[Evaluator, Evaluator, 
     splits, val_n = search_splits(cfg, scfg.val_images)
     tf = BatchTransform.from_config(cfg.data, train=False)
     dev, bs, gather = info.device, scfg.eval_batch_size, _gather_fn(info)
-    dist = dict(rank=info.rank, world_size=info.world_size, gather=gather)
+    dist: dict[str, Any] = dict(rank=info.rank, world_size=info.world_size, gather=gather)
     val_eval = validation_evaluator(model, splits.val, val_n, scfg.screen_size, tf, dev, bs, **dist)
 
     def test_acc(s: SubnetConfig) -> float:
         return evaluate_subnet(model, s, splits.test, tf, dev, bs, False)
 
-    return val_eval, Evaluator(test_acc, **dist), val_n, len(splits.test)  # type: ignore[arg-type]
+    return val_eval, Evaluator(test_acc, **dist), val_n, len(splits.test)
 
 
 def prepare_search(req: SearchRequest) -> SearchSetup:
@@ -700,7 +700,7 @@ def write_outputs(result: SearchResult, plot: bool = True) -> None:
         if e["status"] != "met":
             continue
         path = out / f"subnet_{_slug(e['name'])}.json"
-        doc = {
+        doc: dict[str, Any] = {
             "target": {"name": e["name"], "fps": e["target_fps"], "latency_ms": e["target_latency_ms"]},
             "platform": result.platform,
             "checkpoint": result.checkpoint,

@@ -14,6 +14,7 @@ copies a subnet's slices into a standalone :class:`QuantViT`.
 from __future__ import annotations
 
 import random
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -145,7 +146,8 @@ def extract(supernet: SuperViT, subnet: SubnetConfig) -> QuantViT:
     """
     supernet.space.validate(subnet)
     e = subnet.embed_dim
-    blocks = [blk.extract(d) for blk, d in zip(supernet.blocks, block_dims(subnet))]
+    # ``blocks`` is an nn.ModuleList built from Blocks; its items are typed as plain Modules
+    blocks = [cast(Block, blk).extract(d) for blk, d in zip(supernet.blocks, block_dims(subnet))]
     model = QuantViT(subnet, supernet.quant, supernet.layer_scale, supernet.layer_scale_init, blocks)
     model.to(next(supernet.parameters()).device)
     model.patch_embed.load_slice(supernet.patch_embed, rows=e)

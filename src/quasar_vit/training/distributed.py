@@ -107,7 +107,7 @@ def all_reduce_gradients(params: list[nn.Parameter], world_size: int, bucket_byt
         grads.append(p.grad)
     bucket: list[torch.Tensor] = []
     size = 0
-    for g in grads + [None]:  # type: ignore[list-item]
+    for g in grads + [None]:
         if g is not None:
             bucket.append(g)
             size += g.numel() * g.element_size()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Sized
+from typing import Callable, cast
 
 import torch
 from torch import Tensor, nn
@@ -35,8 +36,9 @@ def count_correct(
     if progress:
         from tqdm.auto import tqdm
 
-        total = -(-len(dataset) // batch_size) if hasattr(dataset, "__len__") else None
-        batches = tqdm(batches, desc=desc, unit="batch", total=total, leave=False, dynamic_ncols=True)
+        # the bar's length in batches; not ``total``, which counts the images scored
+        n_batches = -(-len(dataset) // batch_size) if hasattr(dataset, "__len__") else None
+        batches = tqdm(batches, desc=desc, unit="batch", total=n_batches, leave=False, dynamic_ncols=True)
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         pred = forward(transform(x)).argmax(dim=-1)
@@ -80,7 +82,8 @@ def evaluate_subnet(
     if world_size > 1:
         from quasar_vit.data.datasets import IndexedSubset, TensorImageDataset
 
-        shard = range(rank, len(dataset), world_size)  # type: ignore[arg-type]
+        # every dataset of the package has a length; torch's ``Dataset`` just does not declare one
+        shard = range(rank, len(cast(Sized, dataset)), world_size)
         dataset = dataset.subset(shard) if isinstance(dataset, TensorImageDataset) else IndexedSubset(dataset, shard)
     was_training = supernet.training
     supernet.eval()

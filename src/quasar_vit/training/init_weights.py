@@ -133,17 +133,19 @@ def fold_names(names: list[str]) -> list[str]:
         key, idx = (f"blocks.#.{m.group(2)}", int(m.group(1))) if m else (n, -1)
         groups.setdefault(key, []).append(idx)
     out = []
-    for key, idx in groups.items():
-        if idx == [-1]:
+    for key, found in groups.items():
+        if found == [-1]:
             out.append(key)
             continue
-        idx, spans, start = sorted(set(idx)), [], None
-        for a, b in zip(idx, idx[1:] + [None]):
+        nums = sorted(set(found))
+        spans: list[str] = []
+        start: int | None = None
+        for a, b in zip(nums, [*nums[1:], None]):
             start = a if start is None else start
             if b != a + 1:
                 spans.append(f"{start}" if start == a else f"{start}-{a}")
                 start = None
-        out.append(key.replace("#", f"[{','.join(spans)}]" if len(idx) > 1 else str(idx[0])))
+        out.append(key.replace("#", f"[{','.join(spans)}]" if len(nums) > 1 else str(nums[0])))
     return out
 
 
@@ -326,7 +328,7 @@ def _source_tensor(model: Any, pre: Pretrained, name: str, report: InitReport) -
         return None
     head = pre.tensors.get("head.weight")
     if name.startswith("head.") and (head is None or head.shape[0] != g.num_classes):
-        if name == "head.weight":
+        if name == "head.weight" and head is not None:  # always so: ``src`` is this tensor
             report.notes.append(
                 f"head: the file has {head.shape[0]} classes, the model {g.num_classes}: left at initial value"
             )

@@ -150,6 +150,7 @@ def sandwich_backward(
                 if i == 0:
                     teacher_probs = F.softmax(logits.detach() / t.distill_temperature, dim=-1)
             else:
+                assert teacher_probs is not None  # set by the first subnet (i == 0) of this chunk
                 loss = distill_loss(logits, teacher_probs, t.distill_temperature)
             precision.backward(loss / accum if accum > 1 else loss)
             done.append(loss.detach())
@@ -215,7 +216,7 @@ class TrainJob:
     only_subnet: SubnetConfig | None = None
 
     @property
-    def params(self) -> list[Tensor]:
+    def params(self) -> list[nn.Parameter]:
         """The trainable parameters, in model order (what is all-reduced and clipped)."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
@@ -451,7 +452,11 @@ def train_step(job: TrainJob, state: TrainState) -> StepResult:
     x, targets = job.transform(x, y, gen)
     torch.manual_seed(step_seed(t.seed, step, 1000 + info.rank))  # stochastic depth
     alone = job.only_subnet is not None
-    subnets = [job.only_subnet] if alone else sandwich_subnets(job.space, t.seed, step, t.sandwich_random)
+    subnets = (
+        [job.only_subnet]
+        if job.only_subnet is not None
+        else sandwich_subnets(job.space, t.seed, step, t.sandwich_random)
+    )
     hint = (
         f"the last good checkpoint is {job.run.last} (every train.checkpoint_every "
         "steps): lower train.lr or raise train.warmup_steps and --resume"

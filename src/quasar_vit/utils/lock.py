@@ -22,13 +22,14 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar, cast
 
 from quasar_vit.errors import BusyError
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
+    # typeshed types the name as the module; None marks "no POSIX locks here" (checked before use)
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".lock"
@@ -119,6 +120,6 @@ def locks_output(what: str, param: str, sibling: bool = False) -> Callable[[F], 
             with output_lock(where, what, lock_name=name):
                 return fn(*args, **kwargs)
 
-        return locked  # type: ignore[return-value]
+        return cast(F, locked)  # functools.wraps keeps fn's signature; mypy cannot see that
 
     return wrap
