@@ -496,9 +496,18 @@ def render(ctx: Mapping[str, Any]) -> dict[str, str]:
 
 
 def generate_hls(export_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Generate the HLS kernel, host program, weight blob and build scripts; returns the output dir.
+    """Generate the HLS kernel, host program, weight blob and build scripts for an export folder.
 
-    Default output: ``export_dir/hls``.  Deterministic: the same export gives identical files.
+    Deterministic: the same export gives identical files, so a regenerated folder diffs clean.
+
+    Args:
+        export_dir: a folder written by :func:`quasar_vit.export.export_subnet` (its ``manifest.json``,
+            ``weights.npz`` and ``accelerator.json`` are the only inputs).
+        out_dir: where to write; default ``export_dir/hls``.  An existing folder is replaced only if
+            it is empty or an earlier HLS output (it holds a layout file).
+
+    Returns:
+        The output folder.
     """
     export_dir = Path(export_dir)
     out = Path(out_dir) if out_dir is not None else export_dir / "hls"

@@ -124,7 +124,15 @@ class ActiveSubnet(nn.Module):
 
 
 def set_active(supernet: SuperViT, subnet: SubnetConfig) -> ActiveSubnet:
-    """Bind ``subnet`` to ``supernet`` (validated against its space); weights stay shared."""
+    """Bind ``subnet`` to ``supernet``; weights stay shared (an explicit handle, no hidden state).
+
+    Args:
+        supernet: the weight-sharing model.
+        subnet: a point of ``supernet.space``; validated against it.
+
+    Returns:
+        A module whose ``forward(x)`` runs ``supernet(x, subnet)``.
+    """
     return ActiveSubnet(supernet, subnet)
 
 
