@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loader-images", type=int, default=64)
     ap.add_argument("--large", action="store_true", help="also imagenet-large (slow on a CPU)")
     ap.add_argument("--quick", action="store_true", help="1 repetition, 16 images: a smoke run")
+    ap.add_argument(
+        "--threads", type=int, default=2, help="torch threads (1: the per-core figure, steadier under load)"
+    )
     ap.add_argument("--out", default=str(RESULTS / "imagenet_scale.json"))
     args = ap.parse_args(argv)
     if args.quick:
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1 or args.reps < 1 or args.val_images < 1 or args.loader_images < 1:
         print("error: --batch, --reps, --val-images and --loader-images must be positive", file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     work = Path(args.workdir)
     split = write_folder(work / "data", per_class=max(args.val_images, args.loader_images) // 4 + 1)
     res: dict = {
