@@ -152,6 +152,10 @@ AMP_MODES = ("none", "bf16", "fp16")
 
 #: how a mutated per-layer 8-bit share changes (search.share_mutation; quasar_vit.search.encoding)
 SHARE_MUTATIONS = ("uniform", "step", "shift")
+#: how racing judges a screen score (search.race_error, docs/search.md)
+RACE_ERRORS = ("paired", "binomial")
+#: what a raced search picks its parents by (search.select_on, docs/search.md)
+SELECT_ON = ("full", "screen")
 
 
 @dataclass
@@ -180,10 +184,18 @@ class SearchConfig:
     # held out at training time (fewer if data.val_size is smaller); pareto.json's val_images
     val_images: int = 5000
     # racing (docs/search.md): every candidate is first scored on the first screen_size validation
-    # images; only those that could still enter some target's top-`parents` (screen score + race_z
-    # standard errors >= that target's k-th full score) are scored on all val_images.  0 = off.
+    # images; only those that could still enter some target's top-`parents` are scored on all
+    # val_images (0 = off).  "paired": its screen score + race_z paired standard errors reaches the
+    # screen score of that target's parents-th best (the error from the images on which the two
+    # disagree); "binomial": screen score + race_z binomial standard errors reaches its full score.
     screen_size: int = 1000
     race_z: float = 2.0
+    race_error: str = "paired"  # one of RACE_ERRORS
+    # "full": parents are each target's top-`parents` by full score (racing promotes candidates that
+    # could enter it); "screen": by screen score, and each target's top-`parents` by screen score is
+    # scored in full as the search goes, so that winners and the front are still picked on all
+    # val_images (the race_* keys then play no part)
+    select_on: str = "full"  # one of SELECT_ON
     eval_batch_size: int = 500
     seed: int = 0
 
@@ -239,6 +251,10 @@ class SearchConfig:
             raise ConfigError("search.parents: must not exceed search.population")
         if not 0 <= self.mutation_prob <= 1:
             raise ConfigError("search.mutation_prob: must lie in [0, 1]")
+        if self.select_on not in SELECT_ON:
+            raise ConfigError(f"search.select_on: '{self.select_on}' is not one of {', '.join(SELECT_ON)}")
+        if self.race_error not in RACE_ERRORS:
+            raise ConfigError(f"search.race_error: '{self.race_error}' is not one of {', '.join(RACE_ERRORS)}")
         if self.screen_size < 0 or self.race_z < 0:
             raise ConfigError("search.screen_size and search.race_z: must be >= 0 (screen_size 0 = no racing)")
         if any(f <= 0 for f in self.fps_targets):

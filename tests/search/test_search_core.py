@@ -13,7 +13,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from quasar_vit.config import SearchConfig
 from quasar_vit.errors import ConfigError, HardwareError
 from quasar_vit.search.encoding import make_encoding, parse_mode
-from quasar_vit.search.evolution import Evaluator, Evolution, SearchStateError, run_evolution
+from quasar_vit.search.evolution import Evaluator, Evolution, SearchStateError, pack_hits, run_evolution
 from quasar_vit.search.pareto import (
     best_meeting,
     dominates,
@@ -487,6 +487,116 @@ def test_a_wider_race_margin_scores_more_candidates_in_full():
         evo.run()
         calls.append(evo.evaluator.calls)
     assert calls[0] < calls[1]
+
+
+SCREEN_N = 2000
+_U = random.Random(7).random  # one draw per screen image, shared by every subnet: a paired screen
+_UNIFORMS = [_U() for _ in range(SCREEN_N)]
+
+
+def _paired_evaluator() -> Evaluator:
+    """A screen that reports which images a subnet got right: image i is right when its shared
+    uniform draw lies below the subnet's full top-1, as if the images had a common difficulty."""
+
+    def screen(s):
+        p = stub_accuracy(s) / 100.0
+        hits = [u < p for u in _UNIFORMS]
+        return 100.0 * sum(hits) / SCREEN_N, pack_hits(hits)
+
+    return Evaluator(stub_accuracy, screen_fn=screen, screen_images=SCREEN_N, full_images=10000)
+
+
+def test_pack_hits_is_numpy_packbits():
+    import numpy as np
+
+    hits = [random.Random(1).random() < 0.5 for _ in range(13)] + [True, False, True]
+    assert pack_hits(hits) == np.packbits(np.array(hits)).tobytes()
+
+
+def test_the_paired_error_counts_only_the_images_where_two_subnets_disagree():
+    a, b = SPACE.smallest(), SPACE.largest()
+    ev = Evaluator(stub_accuracy, screen_fn=lambda s: 0.0, screen_images=1000, full_images=5000)
+    assert ev.paired_error(a, b) is None  # no bits: the caller falls back to the binomial error
+    # both right on 800 of 1000 images, disagreeing on 30 (15 each way)
+    ev.screen_bits[a] = pack_hits([True] * 800 + [False] * 200)
+    ev.screen_bits[b] = pack_hits([True] * 785 + [False] * 15 + [True] * 15 + [False] * 185)
+    assert ev.paired_error(a, b) == pytest.approx(100 * math.sqrt(30 / 1000**2 * 0.8))
+    # under half the binomial error of one score at that top-1
+    assert ev.paired_error(a, b) < 0.5 * ev.screen_error(80.0)
+    ev.screen_bits[b] = ev.screen_bits[a]
+    assert ev.paired_error(a, b) == pytest.approx(100 * math.sqrt(1 / 1000**2 * 0.8))  # one image at least
+
+
+def test_paired_racing_screens_out_more_than_binomial_and_scores_every_pick_in_full():
+    enc = make_encoding(SPACE, "flexible")
+    runs = {}
+    for err in ("binomial", "paired"):
+        evo = Evolution(enc, TARGETS, _paired_evaluator(), stub_latency, replace(RACE, race_error=err))
+        runs[err] = (evo, evo.run())
+    assert runs["paired"][1].stats.screened_out > runs["binomial"][1].stats.screened_out
+    evo, res = runs["paired"]
+    picked = [c for c in res.best.values() if c] + evo.parents() + res.front
+    assert picked and all(c.val_top1 == stub_accuracy(c.subnet) for c in picked)
+    assert all(c.screen_bits for c in res.records)  # every record keeps its bits (for resuming)
+
+
+def test_a_paired_raced_search_resumes_exactly_with_its_screen_bits(tmp_path):
+    enc = make_encoding(SPACE, "flexible")
+    ref = Evolution(enc, TARGETS, _paired_evaluator(), stub_latency, RACE).run()
+    kw = dict(state_path=tmp_path / "s.json", history_path=tmp_path / "h.jsonl")
+    Evolution(enc, TARGETS, _paired_evaluator(), stub_latency, RACE, **kw).run(max_generations=3)
+    again = Evolution(enc, TARGETS, _paired_evaluator(), stub_latency, RACE, **kw)
+    res = again.run()
+    assert [c.to_dict() for c in res.records] == [c.to_dict() for c in ref.records]
+    assert again.evaluator.screen_calls < len(res.records)
+    with pytest.raises(SearchStateError, match="race_error"):
+        binomial = replace(RACE, race_error="binomial")
+        Evolution(enc, TARGETS, _paired_evaluator(), stub_latency, binomial, **kw).run()
+
+
+SCREEN_SELECT = replace(RACE, select_on="screen")
+
+
+def test_selecting_on_an_exact_screen_runs_the_full_scoring_course_with_fewer_full_scores():
+    """With a screen equal to the full score, parents by screen score are the parents by full score,
+    and each target's best enters its screen elite when it is drawn: the same children, the same
+    winners, and only the screen elites scored in full."""
+    enc = make_encoding(SPACE, "flexible")
+    full = Evolution(enc, TARGETS, stub_accuracy, stub_latency, RACE)
+    by_screen = Evolution(enc, TARGETS, _racing_evaluator(0.0), stub_latency, SCREEN_SELECT)
+    a, b = full.run(), by_screen.run()
+    assert [c.subnet for c in a.records] == [c.subnet for c in b.records]
+    assert {k: v.subnet for k, v in a.best.items() if v} == {k: v.subnet for k, v in b.best.items() if v}
+    assert by_screen.evaluator.calls < len(b.records) // 2
+    assert b.stats.screened_out == len(b.records) - by_screen.evaluator.calls
+
+
+def test_selecting_on_a_noisy_screen_still_picks_winners_and_front_on_full_scores(tmp_path):
+    enc = make_encoding(SPACE, "flexible")
+    kw = dict(state_path=tmp_path / "s.json", history_path=tmp_path / "h.jsonl")
+    evo = Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, SCREEN_SELECT, **kw)
+    res = evo.run()
+    picked = [c for c in res.best.values() if c] + res.front
+    assert picked and all(c.val_top1 == stub_accuracy(c.subnet) for c in picked)
+    assert all(c.scored for c in evo.parents())  # every screen elite was scored in full
+    # the history says when each was promoted; a resumed run ends with the same records
+    lines = [json.loads(x) for x in (tmp_path / "h.jsonl").read_text().splitlines()]
+    promoted = {x["index"] for x in lines if x["event"] == "promoted"}
+    assert promoted == {c.index for c in res.records if c.scored}
+    again = Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, SCREEN_SELECT, **kw)
+    assert [c.to_dict() for c in again.run().records] == [c.to_dict() for c in res.records]
+    assert again.evaluator.calls == 0  # nothing re-measured: the full scores were restored
+
+
+def test_a_screen_selected_search_resumes_exactly(tmp_path):
+    enc = make_encoding(SPACE, "flexible")
+    ref = Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, SCREEN_SELECT).run()
+    kw = dict(state_path=tmp_path / "s.json", history_path=tmp_path / "h.jsonl")
+    Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, SCREEN_SELECT, **kw).run(max_generations=3)
+    res = Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, SCREEN_SELECT, **kw).run()
+    assert [c.to_dict() for c in res.records] == [c.to_dict() for c in ref.records]
+    with pytest.raises(SearchStateError, match="select_on"):
+        Evolution(enc, TARGETS, _racing_evaluator(3.0), stub_latency, RACE, **kw).run()
 
 
 def test_a_raced_search_resumes_exactly(tmp_path):

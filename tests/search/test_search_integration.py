@@ -257,12 +257,33 @@ def test_racing_full_score_is_the_one_pass_count(micro_ckpt):
         assert ev.accuracy_fn(s) == one_pass  # without a screen first
         (screen_top1,) = ev.screen([s])
         assert ev([s]) == [one_pass]  # with the screen's count reused
+        # the screen's bits say which of its 120 images were right: as many as its top-1 counts
+        bits = ev.screen_bits[s]
+        assert len(bits) == 15 and sum(bin(b).count("1") for b in bits) == round(screen_top1 * 120 / 100)
         # the count is read back from the evaluator's screen cache (shared by every rank)
         ev.cache.clear()
         ev.screen_cache[s] = screen_top1 - 100.0 / 120
         assert ev([s])[0] == pytest.approx(one_pass - 100.0 / n)
     assert not validation_evaluator(model, splits.val, n, 0, tf, "cpu", 50).can_screen  # 0: racing off
     assert not validation_evaluator(model, splits.val, n, 300, tf, "cpu", 50).can_screen  # screen = split: off
+
+
+def test_a_search_selecting_on_the_screen_scores_its_winners_in_full(micro_ckpt, tmp_path):
+    res = search(
+        micro_ckpt,
+        tmp_path / "s",
+        platform="zcu102",
+        device="cpu",
+        progress=False,
+        plot=False,
+        overrides=["search.val_images=300", "search.screen_size=60", "search.generations=3", "search.select_on=screen"],
+        log=lambda s: None,
+        test=False,
+    )
+    doc = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    assert doc["screened_out"] and len(doc["measured"]) + len(doc["screened_out"]) == res.main.evolution.evaluations
+    met = [t for t in doc["targets"] if t["status"] == "met"]
+    assert met and all(t["val_top1"] is not None for t in met)
 
 
 def test_a_raced_search_records_what_it_screened_out(micro_ckpt, tmp_path):

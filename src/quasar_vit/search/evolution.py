@@ -27,10 +27,17 @@ Algorithm (AutoFormer's schedule, Quasar-ViT's constraints):
 * racing (an :class:`Evaluator` that can screen: ``0 < screen_images < full_images``, the one
   switch): each new candidate is scored
   first on the first ``screen_images`` validation images (the same images for all: paired).  It is
-  scored on the whole split only if it could still enter the top-``parents`` of a target it meets:
-  screen score + ``race_z`` standard errors >= the ``parents``-th best full score there (or fewer
-  than ``parents`` are fully scored).  Parents, winners and the front use full scores only, so
+  scored on the whole split only if it could still enter the top-``parents`` of a target it meets
+  (or fewer than ``parents`` are fully scored there).  ``race_error: paired`` (when the screen
+  reports which images each subnet got right): its screen score + ``race_z`` paired standard
+  errors >= the screen score of the ``parents``-th best there, the error counting only the images
+  on which the two disagree; ``binomial``: screen score + ``race_z`` binomial standard errors >=
+  the ``parents``-th best full score.  Parents, winners and the front use full scores only, so
   every pick is made on the whole split; the screen only decides what is worth scoring on it.
+  ``select_on: screen`` instead picks the parents by screen score, and after every generation scores
+  in full each target's top-``parents`` by screen score (those not scored yet): winners and the
+  front are still picked on the whole split, among the candidates that were in some target's
+  screen elite; everything else costs only its screen.
 
 Budget: ``population + (generations - 1) * (mutations + crossovers)`` candidates at most
 (:attr:`SearchConfig.budget <quasar_vit.config.SearchConfig.budget>`).  The settings are the
@@ -40,6 +47,7 @@ Budget: ``population + (generations - 1) * (mutations + crossovers)`` candidates
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 import time
@@ -74,7 +82,8 @@ class Observer(Protocol):  # pragma: no cover - typing only
 @dataclass
 class Candidate:
     """One measured subnet.  ``val_top1`` is on the whole validation split, ``None`` when racing
-    screened it out (then only ``screen_top1``, on the screen images, is known)."""
+    screened it out (then only ``screen_top1``, on the screen images, is known).  ``screen_bits``
+    (racing with a paired screen): which screen images it got right, one bit each, base64."""
 
     index: int
     generation: int
@@ -84,6 +93,7 @@ class Candidate:
     fps: float
     latency_ms: float
     screen_top1: float | None = None
+    screen_bits: str | None = None
 
     @property
     def scored(self) -> bool:
@@ -108,6 +118,8 @@ class Candidate:
         }
         if self.screen_top1 is not None:
             d["screen_top1"] = self.screen_top1
+        if self.screen_bits is not None:
+            d["screen_bits"] = self.screen_bits
         return d
 
     @classmethod
@@ -122,6 +134,7 @@ class Candidate:
             float(d["fps"]),
             float(d["latency_ms"]),
             opt("screen_top1"),
+            None if d.get("screen_bits") is None else str(d["screen_bits"]),
         )
 
 
@@ -129,8 +142,10 @@ class Evaluator:
     """Measures the accuracy of a list of subnets, once per distinct subnet (cached).
 
     ``accuracy_fn`` scores on the whole validation split; ``screen_fn`` (optional, for racing) on
-    its first ``screen_images`` images out of ``full_images``.  With ``world_size > 1`` every rank
-    measures the slice ``todo[rank::world_size]`` of the not-yet-cached subnets and
+    its first ``screen_images`` images out of ``full_images``, returning the top-1 or ``(top-1,
+    bits)`` with ``bits`` saying which screen images the subnet got right (:func:`pack_hits`), which
+    lets racing compare two subnets on the images where they differ (:meth:`paired_error`).
+    With ``world_size > 1`` every rank measures the slice ``todo[rank::world_size]`` of the not-yet-cached subnets and
     ``gather(obj) -> [obj of rank 0, obj of rank 1, ...]`` (e.g. ``torch.distributed.all_gather_object``)
     shares the results, so every rank ends with the same cache.  Every rank must call it with the
     same list.
@@ -142,7 +157,7 @@ class Evaluator:
         rank: int = 0,
         world_size: int = 1,
         gather: Callable[[Any], list[Any]] | None = None,
-        screen_fn: Callable[[SubnetConfig], float] | None = None,
+        screen_fn: Callable[[SubnetConfig], float | tuple[float, bytes]] | None = None,
         screen_images: int = 0,
         full_images: int = 0,
     ) -> None:
@@ -153,6 +168,7 @@ class Evaluator:
         self.rank, self.world_size, self.gather = rank, world_size, gather
         self.cache: dict[SubnetConfig, float] = {}
         self.screen_cache: dict[SubnetConfig, float] = {}
+        self.screen_bits: dict[SubnetConfig, bytes] = {}
         self.calls = 0  # accuracy_fn calls on this rank
         self.screen_calls = 0
 
@@ -167,7 +183,7 @@ class Evaluator:
     def screen(self, subnets: Sequence[SubnetConfig]) -> list[float]:
         """Top-1 on the screen images (see :attr:`can_screen`)."""
         assert self.screen_fn is not None
-        self.screen_calls += self._measure(self.screen_fn, self.screen_cache, subnets)
+        self.screen_calls += self._measure(self.screen_fn, self.screen_cache, subnets, self.screen_bits)
         return [self.screen_cache[s] for s in subnets]
 
     def screen_error(self, top1: float) -> float:
@@ -178,19 +194,63 @@ class Evaluator:
         n, big_n = self.screen_images, self.full_images
         return 100.0 * math.sqrt(p * (1 - p) / n * (1 - n / big_n))
 
+    def paired_error(self, a: SubnetConfig, b: SubnetConfig) -> float | None:
+        """Standard error (points) of ``screen(a) - screen(b)`` as an estimate of ``full(a) - full(b)``.
+
+        Both subnets are scored on the same images, so their difference varies only through the
+        images on which they disagree: with ``d`` the disagreeing share of the ``n`` screen images
+        (at least one image), the error is ``sqrt(d / n * (1 - n / N))``.  Two subnets of one
+        supernet disagree on a few percent of the images, so this is several times smaller than
+        the binomial error of one score (:meth:`screen_error`).  ``None`` when the bits of either
+        are unknown (a screen that gives only top-1, or a state saved without them).
+        """
+        bits_a, bits_b = self.screen_bits.get(a), self.screen_bits.get(b)
+        if bits_a is None or bits_b is None or len(bits_a) != len(bits_b):
+            return None
+        n, big_n = self.screen_images, self.full_images
+        disagree = (int.from_bytes(bits_a, "big") ^ int.from_bytes(bits_b, "big")).bit_count()
+        return 100.0 * math.sqrt(max(disagree, 1) / n / n * (1 - n / big_n))
+
     def _measure(
-        self, fn: Callable[[SubnetConfig], float], cache: dict[SubnetConfig, float], subnets: Sequence[SubnetConfig]
+        self,
+        fn: Callable[[SubnetConfig], Any],
+        cache: dict[SubnetConfig, float],
+        subnets: Sequence[SubnetConfig],
+        bits: dict[SubnetConfig, bytes] | None = None,
     ) -> int:
         todo = [s for s in dict.fromkeys(subnets) if s not in cache]
         if not todo:
             return 0
-        local = [(i, float(fn(todo[i]))) for i in range(self.rank, len(todo), self.world_size)]
+        local = [(i, fn(todo[i])) for i in range(self.rank, len(todo), self.world_size)]
         # ``gather`` is set whenever world_size > 1 (checked in __init__)
         parts = self.gather(local) if self.gather is not None and self.world_size > 1 else [local]
         for part in parts:
             for i, acc in part:
+                if isinstance(acc, tuple):  # (top-1, hit bits) from a paired screen
+                    acc, hit_bits = acc
+                    if bits is not None:
+                        bits[todo[i]] = bytes(hit_bits)
                 cache[todo[i]] = float(acc)
         return len(local)
+
+
+def pack_hits(hits: Sequence[bool]) -> bytes:
+    """One bit per image, first image in the highest bit of the first byte (as ``numpy.packbits``)."""
+    out = bytearray((len(hits) + 7) // 8)
+    for i, h in enumerate(hits):
+        if h:
+            out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+def encode_bits(bits: bytes | None) -> str | None:
+    """Base64 text of screen bits, as a candidate record stores them."""
+    return None if bits is None else base64.b64encode(bits).decode("ascii")
+
+
+def decode_bits(text: str) -> bytes:
+    """The screen bits of a candidate record."""
+    return base64.b64decode(text.encode("ascii"), validate=True)
 
 
 class HardwareOracle:
@@ -355,14 +415,36 @@ class Evolution:
         self.stats.empty_slots += 1
         return None
 
+    @property
+    def selects_on_screen(self) -> bool:
+        """Parents by screen score (racing with ``select_on: screen``)."""
+        return self.racing and self.settings.select_on == "screen"
+
     def parents(self) -> list[Candidate]:
-        """Union over targets of the top-``parents`` measured subnets meeting each target."""
+        """Union over targets of the top-``parents`` measured subnets meeting each target (by full
+        score, or by screen score when :attr:`selects_on_screen`)."""
         out: dict[SubnetConfig, Candidate] = {}
         k = self.settings.parents
+        top = self._top_screen if self.selects_on_screen else self._top
         for t in self.targets:
-            for c in self._top(t.fps, k):
+            for c in top(t.fps, k):
                 out.setdefault(c.subnet, c)
         return list(out.values())
+
+    def _top_screen(self, fps: float, k: int) -> list[Candidate]:
+        """The ``k`` best candidates reaching ``fps`` by screen score."""
+        meeting = [c for c in self.records if c.screen_top1 is not None and c.fps >= fps]
+        meeting.sort(key=lambda c: (-(c.screen_top1 or 0.0), -c.fps, c.index))
+        return meeting[:k]
+
+    def _promote_screen_elite(self) -> list[Candidate]:
+        """``select_on: screen``: score in full every candidate of a target's screen top-``parents``
+        that is not scored yet; returns those, now scored."""
+        todo = [c for c in self.parents() if not c.scored]
+        for c, acc in zip(todo, self.evaluator([c.subnet for c in todo])):
+            c.val_top1 = acc
+        self.stats.screened_out = sum(1 for c in self.records if not c.scored)
+        return todo
 
     def _top(self, fps: float, k: int) -> list[Candidate]:
         """The ``k`` best fully scored candidates reaching ``fps``."""
@@ -370,27 +452,41 @@ class Evolution:
         meeting.sort(key=lambda c: (-c.objectives[0], -c.fps, c.index))  # objectives[0]: the scored val_top1
         return meeting[:k]
 
-    def _race_cutoffs(self) -> list[tuple[float, float]]:
-        """``(target fps, score to reach)`` per target, fixed while a generation is screened: the
-        ``parents``-th best full score there, or -inf while fewer than ``parents`` are scored."""
+    def _race_cutoffs(self) -> list[tuple[float, Candidate | None]]:
+        """``(target fps, candidate to reach)`` per target, fixed while a generation is screened: the
+        ``parents``-th best fully scored there, or None while fewer than ``parents`` are scored."""
         k = self.settings.parents
         out = []
         for t in self.targets:
             top = self._top(t.fps, k)
-            out.append((t.fps, top[-1].objectives[0] if len(top) >= k else -math.inf))
+            out.append((t.fps, top[-1] if len(top) >= k else None))
         return out
 
-    def _worth_full_score(self, sub: SubnetConfig, screen_top1: float, cutoffs: list[tuple[float, float]]) -> bool:
+    def _could_reach(self, sub: SubnetConfig, screen_top1: float, ref: Candidate | None) -> bool:
+        """Racing: could ``sub``'s full score reach ``ref``'s, judged by ``sub``'s screen score?"""
+        if ref is None:
+            return True
+        z = self.settings.race_z
+        if self.settings.race_error == "paired" and ref.screen_top1 is not None:
+            se = self.evaluator.paired_error(sub, ref.subnet)
+            if se is not None:
+                return screen_top1 - ref.screen_top1 + z * se >= 0
+        return screen_top1 + z * self.evaluator.screen_error(screen_top1) >= ref.objectives[0]
+
+    def _worth_full_score(
+        self, sub: SubnetConfig, screen_top1: float, cutoffs: list[tuple[float, Candidate | None]]
+    ) -> bool:
         """Racing: could ``sub`` still enter the top-``parents`` of a target it meets?"""
         fps = self.oracle.fps(sub)
-        margin = self.settings.race_z * self.evaluator.screen_error(screen_top1)
-        return any(fps >= t_fps and screen_top1 + margin >= cut for t_fps, cut in cutoffs)
+        return any(fps >= t_fps and self._could_reach(sub, screen_top1, ref) for t_fps, ref in cutoffs)
 
     def _score(self, subs: list[SubnetConfig]) -> dict[SubnetConfig, tuple[float | None, float | None]]:
         """``subnet -> (val_top1 or None, screen_top1 or None)`` for this generation's children."""
         if not self.racing:
             return {s: (a, None) for s, a in zip(subs, self.evaluator(subs))}
         screens = dict(zip(subs, self.evaluator.screen(subs)))
+        if self.selects_on_screen:  # scored in full afterwards, if they enter a screen elite
+            return {s: (self.evaluator.cache.get(s), screens[s]) for s in subs}
         cutoffs = self._race_cutoffs()
         worth = [s for s in subs if self._worth_full_score(s, screens[s], cutoffs)]
         full = dict(zip(worth, self.evaluator(worth)))
@@ -506,13 +602,19 @@ class Evolution:
         new = []
         for sub, (acc, screen) in scores.items():
             rep = self.oracle.report(sub)
-            c = Candidate(len(self.records), g, children[sub], sub, acc, float(rep.fps), float(rep.latency_ms), screen)
+            bits = encode_bits(self.evaluator.screen_bits.get(sub))
+            c = Candidate(
+                len(self.records), g, children[sub], sub, acc, float(rep.fps), float(rep.latency_ms), screen, bits
+            )
             self.records.append(c)
             self.by_subnet[sub] = c
             new.append(c)
+        promoted = self._promote_screen_elite() if self.selects_on_screen else []
         self.generation = g + 1
         self.elapsed += time.perf_counter() - t0
-        self.files.log([{"event": "candidate", **c.to_dict()} for c in new] + [self._summary(g, new)])
+        lines = [{"event": "candidate", **c.to_dict()} for c in new]
+        lines += [{"event": "promoted", "generation": g, "index": c.index, "val_top1": c.val_top1} for c in promoted]
+        self.files.log(lines + [self._summary(g, new)])
         self.files.save(self)
         return new
 

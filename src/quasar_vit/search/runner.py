@@ -285,7 +285,9 @@ def validation_evaluator(
     The full score of a screened subnet adds the screen's correct count, read back from the
     evaluator's screen cache (shared by every rank, and restored on resume), to a count over the
     other images: promoting a candidate costs ``val_n - screen_size`` images, not ``val_n``, and gives
-    exactly the count a single pass over the split would.
+    exactly the count a single pass over the split would.  The screen also reports which of its
+    images the subnet got right (:func:`~quasar_vit.search.evolution.pack_hits`, 125 bytes per
+    1,000 images) for paired racing (``search.race_error``).
 
     Args:
         model: the supernet, called as ``model(x, subnet)``.
@@ -301,7 +303,8 @@ def validation_evaluator(
         The evaluator; ``evaluator.can_screen`` says whether it races.
     """
     from quasar_vit.data.datasets import subset
-    from quasar_vit.training.evaluate import count_correct
+    from quasar_vit.search.evolution import pack_hits
+    from quasar_vit.training.evaluate import correct_flags, count_correct
 
     def correct(s: SubnetConfig, ds: Any) -> int:
         return count_correct(lambda x: model(x, s), ds, tf, device, batch_size)[0]
@@ -311,8 +314,9 @@ def validation_evaluator(
         return Evaluator(lambda s: 100.0 * correct(s, val) / val_n, **dist)
     head, tail = subset(val, range(screen_size)), subset(val, range(screen_size, val_n))
 
-    def screen_fn(s: SubnetConfig) -> float:
-        return 100.0 * correct(s, head) / screen_size
+    def screen_fn(s: SubnetConfig) -> tuple[float, bytes]:
+        hits = correct_flags(lambda x: model(x, s), head, tf, device, batch_size)
+        return 100.0 * int(hits.sum()) / screen_size, pack_hits(hits.tolist())
 
     def full_fn(s: SubnetConfig) -> float:
         top1 = evaluator.screen_cache.get(s)  # the exact count back: top1 = 100 * count / screen_size

@@ -38,10 +38,12 @@ EVOLUTION_KEYS = (
     "seed",
     "screen_size",
     "race_z",
+    "race_error",
+    "select_on",
 )
 #: recorded at the top level of the fingerprint instead (tied_generations as the value in effect;
 #: the racing keys only when racing, so that a state saved before racing existed still resumes)
-_TOP_LEVEL_KEYS = ("tied_generations", "screen_size", "race_z")
+_TOP_LEVEL_KEYS = ("tied_generations", "screen_size", "race_z", "race_error", "select_on")
 
 #: fingerprint entries whose neutral value equals "absent": a state saved before the option existed
 #: ran without it, so it still resumes
@@ -80,8 +82,19 @@ def fingerprint(evo: "Evolution", extra: dict[str, Any] | None = None) -> dict[s
         "targets": [t.to_dict() for t in evo.all_targets],
         "settings": settings_fp,
         **(extra or {}),
-        **({"screen_size": evo.evaluator.screen_images, "race_z": evo.settings.race_z} if evo.racing else {}),
+        **(_racing_fingerprint(evo) if evo.racing else {}),
     }
+
+
+def _racing_fingerprint(evo: "Evolution") -> dict[str, Any]:
+    """The racing options of a racing ``evo`` (``race_error`` absent means binomial: a state saved
+    before paired racing existed ran that way)."""
+    out: dict[str, Any] = {"screen_size": evo.evaluator.screen_images, "race_z": evo.settings.race_z}
+    if evo.settings.race_error != "binomial":
+        out["race_error"] = evo.settings.race_error
+    if evo.settings.select_on != "full":
+        out["select_on"] = evo.settings.select_on
+    return out
 
 
 def comparable(fp: Any) -> Any:
@@ -130,7 +143,7 @@ def read_state(path: Path, fp: dict[str, Any]) -> dict[str, Any]:
 
 def restore(evo: "Evolution", st: dict[str, Any], path: Path) -> None:
     """Put the saved state ``st`` (read from ``path``) into ``evo``, accuracy caches included."""
-    from quasar_vit.search.evolution import Candidate, Stats
+    from quasar_vit.search.evolution import Candidate, Stats, decode_bits
 
     try:
         evo.records = [Candidate.from_dict(d) for d in st["records"]]
@@ -147,6 +160,13 @@ def restore(evo: "Evolution", st: dict[str, Any], path: Path) -> None:
             evo.evaluator.cache.setdefault(c.subnet, c.val_top1)
         if c.screen_top1 is not None:
             evo.evaluator.screen_cache.setdefault(c.subnet, c.screen_top1)
+        if c.screen_bits is not None:
+            try:
+                evo.evaluator.screen_bits.setdefault(c.subnet, decode_bits(c.screen_bits))
+            except ValueError:
+                raise SearchStateError(
+                    f"{path} is a damaged search state (screen bits of candidate {c.index})"
+                ) from None
 
 
 def trim_history(path: Path, generation: int) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sized
-from typing import Callable, cast
+from collections.abc import Iterable, Iterator, Sized
+from typing import Any, Callable, cast
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,27 @@ def iter_eval_batches(dataset: Dataset, batch_size: int):
 
     loader = make_loader(dataset, batch_size, shuffle=False, seed=0, drop_last=False)
     yield from loader
+
+
+Forward = Callable[[Tensor], Tensor]  # images (transformed) -> logits; also the batch transform's type
+
+
+def _hits(forward: Forward, batches: Iterable[Any], transform: Forward, device: torch.device | str) -> Iterator[Tensor]:
+    """Per batch, which images ``forward`` classifies correctly (bool, on ``device``)."""
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        yield forward(transform(x)).argmax(dim=-1) == y
+
+
+@torch.no_grad()
+def correct_flags(
+    forward: Forward, dataset: Dataset, transform: Forward, device: torch.device | str = "cpu", batch_size: int = 500
+) -> Tensor:
+    """Which images of ``dataset`` ``forward`` classifies correctly (bool, on the CPU, in dataset
+    order; arguments as :func:`count_correct`): what a paired comparison of two subnets on the same
+    images needs, beyond the count."""
+    hits = [h.cpu() for h in _hits(forward, iter_eval_batches(dataset, batch_size), transform, device)]
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
 
 
 @torch.no_grad()
@@ -39,11 +60,9 @@ def count_correct(
         # the bar's length in batches; not ``total``, which counts the images scored
         n_batches = -(-len(dataset) // batch_size) if hasattr(dataset, "__len__") else None
         batches = tqdm(batches, desc=desc, unit="batch", total=n_batches, leave=False, dynamic_ncols=True)
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        pred = forward(transform(x)).argmax(dim=-1)
-        correct += int((pred == y).sum())
-        total += int(y.numel())
+    for hits in _hits(forward, batches, transform, device):
+        correct += int(hits.sum())
+        total += int(hits.numel())
     return correct, total
 
 
