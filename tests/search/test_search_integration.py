@@ -268,39 +268,34 @@ def test_racing_full_score_is_the_one_pass_count(micro_ckpt):
     assert not validation_evaluator(model, splits.val, n, 300, tf, "cpu", 50).can_screen  # screen = split: off
 
 
-def test_a_search_selecting_on_the_screen_scores_its_winners_in_full(micro_ckpt, tmp_path):
+def _raced_search(ckpt, out, option: str):
+    """A 3-generation search racing on a 60-image screen of 300, with one more search option; its
+    result and ``pareto.json``."""
     res = search(
-        micro_ckpt,
-        tmp_path / "s",
+        ckpt,
+        out,
         platform="zcu102",
         device="cpu",
         progress=False,
         plot=False,
-        overrides=["search.val_images=300", "search.screen_size=60", "search.generations=3", "search.select_on=screen"],
+        overrides=["search.val_images=300", "search.screen_size=60", "search.generations=3", option],
         log=lambda s: None,
         test=False,
     )
-    doc = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    return res, json.loads((out / "pareto.json").read_text())
+
+
+def test_a_search_selecting_on_the_screen_scores_its_winners_in_full(micro_ckpt, tmp_path):
+    res, doc = _raced_search(micro_ckpt, tmp_path / "s", "search.select_on=screen")
     assert doc["screened_out"] and len(doc["measured"]) + len(doc["screened_out"]) == res.main.evolution.evaluations
     met = [t for t in doc["targets"] if t["status"] == "met"]
     assert met and all(t["val_top1"] is not None for t in met)
 
 
 def test_a_raced_search_records_what_it_screened_out(micro_ckpt, tmp_path):
-    res = search(
-        micro_ckpt,
-        tmp_path / "s",
-        platform="zcu102",
-        device="cpu",
-        progress=False,
-        plot=False,
-        overrides=["search.val_images=300", "search.screen_size=60", "search.generations=3", "search.race_z=0"],
-        log=lambda s: None,
-        test=False,
-    )
-    doc = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    res, doc = _raced_search(micro_ckpt, tmp_path / "s", "search.race_z=0")
     out = doc["screened_out"]
-    assert out  # deterministic: 3 of 15 with this seed and checkpoint
+    assert out  # deterministic for this seed and checkpoint
     assert len(doc["measured"]) + len(out) == res.main.evolution.evaluations
     assert doc["stats"]["screened_out"] == len(out) and all(v is not None for v, _ in out)
     assert all(t["val_top1"] is not None for t in doc["targets"] if t["status"] == "met")
