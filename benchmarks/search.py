@@ -42,7 +42,11 @@ SEARCH_KEYS = {
     "share-mutation": str,
     "screen-size": int,
     "race-z": float,
+    "race-error": str,
+    "select-on": str,
 }
+#: model.* values a search may change (quasar_vit.search.runner.SEARCH_MODEL_OVERRIDES)
+MODEL_KEYS = {"share-granularity": str}
 DEFAULT_BUDGET = 50 + 19 * 50  # AutoFormer's schedule: population 50, 20 generations, 25 + 25 children
 
 
@@ -76,8 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/search-benchmark", help="search output directory")
     p.add_argument("--platform", default="zcu102")
     p.add_argument("--fps", default=None, help="FPS targets (default: 25/50/75 %% of the space's FPS range)")
-    for k, typ in SEARCH_KEYS.items():
-        p.add_argument(f"--{k}", type=typ, default=None, help=f"search.{k.replace('-', '_')}")
+    for section, keys in (("search", SEARCH_KEYS), ("model", MODEL_KEYS)):
+        for k, typ in keys.items():
+            p.add_argument(f"--{k}", type=typ, default=None, help=f"{section}.{k.replace('-', '_')}")
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--restart", action="store_true", help="ignore saved search states in --out")
     p.add_argument("--device", default="auto")
@@ -92,8 +97,9 @@ def run(args: argparse.Namespace) -> tuple[Any, float]:
     from quasar_vit.search.targets import parse_targets
 
     overrides = [
-        f"search.{k.replace('-', '_')}={getattr(args, k.replace('-', '_'))}"
-        for k in SEARCH_KEYS
+        f"{section}.{k.replace('-', '_')}={getattr(args, k.replace('-', '_'))}"
+        for section, keys in (("search", SEARCH_KEYS), ("model", MODEL_KEYS))
+        for k in keys
         if getattr(args, k.replace("-", "_")) is not None
     ]
     baselines = [b for b in args.baselines.split(",") if b]

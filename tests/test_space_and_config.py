@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -88,6 +89,45 @@ def test_linear_layers_count_8bit_rows_per_section():
     assert layers["patch_embed"].n8_rows == 64 and layers["head"].n8_rows == 10
 
 
+def test_per_linear_shares_set_each_linears_8bit_rows():
+    """At per-linear granularity qkv, proj, fc1 and fc2 of a block keep their own share."""
+    geometry = ViTGeometry(img_size=28, patch_size=4, in_chans=1, num_classes=10, head_dim=16)
+    sub = SubnetConfig(64, 2, (2, 2), (2.0, 2.0), (0.5, 0.0, 1.0, 0.25) + (0.5,) * 4, geometry)
+    assert sub.share_granularity == "linear" and sub.block_shares(0) == (0.5, 0.0, 1.0, 0.25)
+    rows = {l.name: l.n8_rows for l in sub.linear_layers()}
+    assert (rows["blocks.0.qkv"], rows["blocks.0.proj"], rows["blocks.0.fc1"], rows["blocks.0.fc2"]) == (48, 0, 128, 16)
+    assert rows["blocks.1.qkv"] == 48 and rows["blocks.1.fc2"] == 32
+    assert SubnetConfig.from_dict(json.loads(sub.to_json())) == sub
+    assert "w8=[0.5/0/1/0.25, 0.5/0.5/0.5/0.5]" in sub.describe()
+
+
+def test_per_linear_form_of_equal_shares_is_the_per_block_subnet():
+    """One network, one encoding: four equal shares per block are stored as the block's one share."""
+    geometry = ViTGeometry(img_size=28, patch_size=4, in_chans=1, num_classes=10, head_dim=16)
+    flat = SubnetConfig(64, 2, (2, 2), (2.0, 2.0), (0.25,) * 4 + (1.0,) * 4, geometry)
+    block = SubnetConfig(64, 2, (2, 2), (2.0, 2.0), (0.25, 1.0), geometry)
+    assert flat == block and hash(flat) == hash(block) and flat.w8_shares == (0.25, 1.0)
+    assert flat.share_granularity == "block" and block.linear_shares() == (0.25,) * 4 + (1.0,) * 4
+    with pytest.raises(
+        SubnetError, match=r"w8_shares' has 3 entries, expected one per layer \(depth=2\) or one per linear"
+    ):
+        SubnetConfig(64, 2, (2, 2), (2.0, 2.0), (0.25, 1.0, 0.5), geometry)
+
+
+def test_per_linear_space_samples_and_validates_each_linear(space):
+    per_linear = dataclasses.replace(space, share_granularity="linear")
+    rng = random.Random(0)
+    subs = [per_linear.sample(rng) for _ in range(20)]
+    assert all(len(s.w8_shares) == 4 * s.depth for s in subs)  # equal quadruples are rare at 5 shares
+    for s in subs:
+        space.validate(s)  # any supernet runs either form: each linear moves its own row boundary
+    bad = list(subs[0].w8_shares)
+    bad[5] = 0.3
+    with pytest.raises(SubnetError, match=r"layer 1 proj: w8_share 0.3 not in"):
+        space.validate(dataclasses.replace(subs[0], w8_shares=tuple(bad)))
+    assert load_config("fmnist-tiny", ["model.share_granularity=linear"]).model.space() == per_linear
+
+
 def test_bundled_configs_load():
     for name in ("fmnist-tiny", "imagenet-small", "imagenet-large"):
         cfg = load_config(name)
@@ -115,6 +155,7 @@ def test_bundled_configs_load():
         ("model:\n  img_size: 30\n  patch_size: 4\n", "multiple"),  # the flat form before ViTGeometry
         ("search:\n  tied_generations: -1\n", "search.tied_generations"),
         ("search:\n  share_mutation: creep\n", "search.share_mutation"),
+        ("model:\n  share_granularity: row\n", "model.share_granularity: 'row' is not one of block, linear"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, match):

@@ -51,6 +51,9 @@ class ModelConfig:
     num_heads: list[int] = field(default_factory=lambda: [2, 3, 4])
     mlp_ratios: list[float] = field(default_factory=lambda: [2.0, 3.0, 4.0])
     w8_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    # open in the paper (row-wise shares "per layer"): one share per transformer block, used by its
+    # qkv, proj, fc1 and fc2, or one per linear; it sets how training and search draw subnets
+    share_granularity: str = "block"
     layer_scale: bool = True  # supernet layer scaling (paper section 2)
     layer_scale_init: float = 0.1  # open: CaiT uses 0.1 for depth <= 18
     drop_path: float = 0.0
@@ -63,6 +66,7 @@ class ModelConfig:
             mlp_ratios=tuple(self.mlp_ratios),
             w8_shares=tuple(self.w8_shares),
             geometry=self.geometry,
+            share_granularity=self.share_granularity,
         )
 
 

@@ -20,9 +20,15 @@ import math
 import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from quasar_vit.errors import ConfigError, SubnetError
+
+#: A transformer block's weight GEMMs, in execution order: the one list of them.
+BLOCK_LINEARS = ("qkv", "proj", "fc1", "fc2")
+
+#: ``model.share_granularity``: one 8-bit share per block (used by its four linears) or one per linear.
+SHARE_GRANULARITIES = ("block", "linear")
 
 
 def num_8bit_rows(rows: int, share: float, sections: int = 1) -> int:
@@ -180,7 +186,12 @@ def nest_geometry(d: dict[str, Any]) -> dict[str, Any]:
 class SubnetConfig:
     """One architecture + precision choice: a point of the search space (serialisable as JSON).
 
-    Per-layer tuples (``num_heads``, ``mlp_ratios``, ``w8_shares``) have ``depth`` entries.
+    ``num_heads`` and ``mlp_ratios`` have ``depth`` entries.  ``w8_shares`` has one entry per block
+    (used by all four of its linears) or, at per-linear granularity, four per block in the order of
+    :data:`BLOCK_LINEARS` (block ``i``'s at ``4 i .. 4 i + 3``).  A per-linear vector whose four
+    shares agree in every block is stored in the per-block form: one network, one encoding (so a
+    search never scores the same subnet under two keys, and such a ``subnet.json`` reads as before).
+    Read shares through :meth:`block_shares`, which answers for either form.
     """
 
     embed_dim: int
@@ -209,15 +220,42 @@ class SubnetConfig:
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
         object.__setattr__(self, "mlp_ratios", tuple(float(r) for r in self.mlp_ratios))
         object.__setattr__(self, "w8_shares", tuple(float(s) for s in self.w8_shares))
-        for name in ("num_heads", "mlp_ratios", "w8_shares"):
+        for name in ("num_heads", "mlp_ratios"):
             if len(getattr(self, name)) != self.depth:
                 raise SubnetError(
                     f"subnet field '{name}' has {len(getattr(self, name))} entries, "
                     f"expected one per layer (depth={self.depth})"
                 )
+        n, k = len(self.w8_shares), len(BLOCK_LINEARS)
+        if n not in (self.depth, k * self.depth):
+            raise SubnetError(
+                f"subnet field 'w8_shares' has {n} entries, expected one per layer (depth={self.depth}) "
+                f"or one per linear ({k} x depth = {k * self.depth})"
+            )
         for s in self.w8_shares:
             if not 0.0 <= s <= 1.0:
                 raise SubnetError(f"8-bit share {s} is outside [0, 1]")
+        if n != self.depth:
+            groups = [self.w8_shares[k * i : k * (i + 1)] for i in range(self.depth)]
+            if all(len(set(g)) == 1 for g in groups):
+                object.__setattr__(self, "w8_shares", tuple(g[0] for g in groups))
+
+    # ---- 8-bit shares -----------------------------------------------------------------------
+    @property
+    def share_granularity(self) -> str:
+        """``'block'`` (one share per block) or ``'linear'`` (one per linear): the stored form."""
+        return "block" if len(self.w8_shares) == self.depth else "linear"
+
+    def block_shares(self, layer: int) -> tuple[float, ...]:
+        """The 8-bit shares of block ``layer``'s linears, in :data:`BLOCK_LINEARS` order."""
+        k = len(BLOCK_LINEARS)
+        if self.share_granularity == "block":
+            return (self.w8_shares[layer],) * k
+        return self.w8_shares[k * layer : k * (layer + 1)]
+
+    def linear_shares(self) -> tuple[float, ...]:
+        """Every block linear's share (``4 x depth`` entries): the per-linear form of ``w8_shares``."""
+        return tuple(s for i in range(self.depth) for s in self.block_shares(i))
 
     # ---- derived geometry -------------------------------------------------------------------
     def qkv_dim(self, layer: int) -> int:
@@ -233,12 +271,12 @@ class SubnetConfig:
         pe8, head8 = float(g.patch_embed_bits == 8), float(g.head_bits == 8)  # fixed: all rows or none
         out = [LinearSpec("patch_embed", g.num_patches, g.patch_dim, e, num_8bit_rows(e, pe8))]
         for i in range(self.depth):
-            s, q, h = self.w8_shares[i], self.qkv_dim(i), self.mlp_hidden(i)
+            (s_qkv, s_proj, s_fc1, s_fc2), q, h = self.block_shares(i), self.qkv_dim(i), self.mlp_hidden(i)
             out += [
-                LinearSpec(f"blocks.{i}.qkv", t, e, 3 * q, num_8bit_rows(3 * q, s, 3), sections=3),
-                LinearSpec(f"blocks.{i}.proj", t, q, e, num_8bit_rows(e, s)),
-                LinearSpec(f"blocks.{i}.fc1", t, e, h, num_8bit_rows(h, s)),
-                LinearSpec(f"blocks.{i}.fc2", t, h, e, num_8bit_rows(e, s)),
+                LinearSpec(f"blocks.{i}.qkv", t, e, 3 * q, num_8bit_rows(3 * q, s_qkv, 3), sections=3),
+                LinearSpec(f"blocks.{i}.proj", t, q, e, num_8bit_rows(e, s_proj)),
+                LinearSpec(f"blocks.{i}.fc1", t, e, h, num_8bit_rows(h, s_fc1)),
+                LinearSpec(f"blocks.{i}.fc2", t, h, e, num_8bit_rows(e, s_fc2)),
             ]
         out.append(LinearSpec("head", 1, e, g.num_classes, num_8bit_rows(g.num_classes, head8)))
         return out
@@ -331,8 +369,13 @@ class SubnetConfig:
     def describe(self) -> str:
         return (
             f"embed={self.embed_dim} depth={self.depth} heads={list(self.num_heads)} "
-            f"mlp={list(self.mlp_ratios)} w8={list(self.w8_shares)}"
+            f"mlp={list(self.mlp_ratios)} w8={self._describe_shares()}"
         )
+
+    def _describe_shares(self) -> str:
+        if self.share_granularity == "block":
+            return str(list(self.w8_shares))
+        return "[" + ", ".join("/".join(f"{s:g}" for s in self.block_shares(i)) for i in range(self.depth)) + "]"
 
 
 @dataclass(frozen=True)
@@ -345,10 +388,17 @@ class SearchSpace:
     mlp_ratios: tuple[float, ...]
     w8_shares: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     geometry: ViTGeometry = ViTGeometry()  # fixed: every subnet of the space has it
+    # how finely sampled subnets choose their 8-bit shares (training and search); a subnet of either
+    # form runs on any supernet, since every linear moves its own 8-/4-bit row boundary
+    share_granularity: str = "block"
 
     def __post_init__(self) -> None:
         if not isinstance(self.geometry, ViTGeometry):
             raise ConfigError(f"search space 'geometry' must be a ViTGeometry, got {self.geometry!r}")
+        if self.share_granularity not in SHARE_GRANULARITIES:
+            raise ConfigError(
+                f"model.share_granularity: '{self.share_granularity}' is not one of {', '.join(SHARE_GRANULARITIES)}"
+            )
         for name in ("embed_dims", "depths", "num_heads", "mlp_ratios", "w8_shares"):
             vals = tuple(sorted(getattr(self, name)))
             if not vals:
@@ -360,6 +410,11 @@ class SearchSpace:
             raise ConfigError("search space dimensions must be positive")
 
     # ---- extremes ---------------------------------------------------------------------------
+    @property
+    def shares_per_block(self) -> int:
+        """Share genes per block of a sampled subnet: 1 per block, or one per linear."""
+        return 1 if self.share_granularity == "block" else len(BLOCK_LINEARS)
+
     @property
     def max_embed(self) -> int:
         return self.embed_dims[-1]
@@ -398,14 +453,14 @@ class SearchSpace:
         )
 
     def sample(self, rng: random.Random) -> SubnetConfig:
-        """Uniformly random subnet (each choice independent, per-layer choices per layer)."""
+        """Uniformly random subnet (each choice independent: per layer, and shares per block or linear)."""
         d = rng.choice(self.depths)
         return self.make(
             rng.choice(self.embed_dims),
             d,
             [rng.choice(self.num_heads) for _ in range(d)],
             [rng.choice(self.mlp_ratios) for _ in range(d)],
-            [rng.choice(self.w8_shares) for _ in range(d)],
+            [rng.choice(self.w8_shares) for _ in range(d * self.shares_per_block)],
         )
 
     def validate(self, subnet: SubnetConfig) -> None:
@@ -424,8 +479,9 @@ class SearchSpace:
                 raise SubnetError(f"layer {i}: num_heads {subnet.num_heads[i]} not in {list(self.num_heads)}")
             if subnet.mlp_ratios[i] not in self.mlp_ratios:
                 raise SubnetError(f"layer {i}: mlp_ratio {subnet.mlp_ratios[i]} not in {list(self.mlp_ratios)}")
-            if subnet.w8_shares[i] not in self.w8_shares:
-                raise SubnetError(f"layer {i}: w8_share {subnet.w8_shares[i]} not in {list(self.w8_shares)}")
+            for name, s in zip(BLOCK_LINEARS, subnet.block_shares(i)):
+                if s not in self.w8_shares:
+                    raise SubnetError(f"layer {i} {name}: w8_share {s} not in {list(self.w8_shares)}")
 
     def contains(self, subnet: SubnetConfig) -> bool:
         try:
@@ -433,12 +489,6 @@ class SearchSpace:
         except SubnetError:
             return False
         return True
-
-    def iter_layer_choices(self) -> Iterator[tuple[int, float, float]]:
-        for h in self.num_heads:
-            for r in self.mlp_ratios:
-                for s in self.w8_shares:
-                    yield h, r, s
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -479,6 +529,8 @@ def preset_subnet(name: str, resolution: int = 224, share_8bit: float = 1.0) -> 
 
 
 __all__ = [
+    "BLOCK_LINEARS",
+    "SHARE_GRANULARITIES",
     "ViTGeometry",
     "SubnetConfig",
     "SearchSpace",

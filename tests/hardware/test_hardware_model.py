@@ -52,8 +52,19 @@ def test_every_preset_explores_within_its_caps(name):
     assert rep.fps > 0 and rep.design.platform == name
 
 
-def test_fast_path_equals_sum_of_layers(zcu102):
+def _per_linear(sub):
+    """``sub`` with each block's four linears at their own shares (qkv, proj, fc1, fc2 rotate)."""
+    order = (0.0, 0.25, 0.5, 1.0)
+    shares = [order[(i + j) % 4] for i in range(sub.depth) for j in range(4)]
+    return dataclasses.replace(sub, w8_shares=tuple(shares))
+
+
+@pytest.mark.parametrize("per_linear", [False, True])
+def test_fast_path_equals_sum_of_layers(zcu102, per_linear):
     sub = OPERATING_POINTS[0].subnet
+    if per_linear:
+        sub = _per_linear(sub)
+        assert sub.block_shares(0) == (0.0, 0.25, 0.5, 1.0) and sub.block_shares(1) == (0.25, 0.5, 1.0, 0.0)
     rep = explore(sub, zcu102)
     assert math.isclose(sum(l.cycles for l in rep.layers), rep.cycles, rel_tol=1e-9)
     assert sum(l.macs for l in rep.layers) == sub.macs() == rep.macs

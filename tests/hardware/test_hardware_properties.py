@@ -46,6 +46,18 @@ def test_more_4bit_rows_never_slower(sub, data, plat, design):
     assert evaluate(fewer8, plat, design).cycles <= evaluate(sub, plat, design).cycles + 1e-6
 
 
+@settings(max_examples=40, deadline=None)
+@given(subnets(), st.data(), platforms, designs)
+def test_fewer_8bit_rows_in_one_linear_never_slower(sub, data, plat, design):
+    """Per-linear shares (``model.share_granularity: linear``): the model prices each linear's rows."""
+    shares = list(sub.linear_shares())
+    j = data.draw(st.integers(0, len(shares) - 1))
+    shares[j] = data.draw(st.sampled_from([s for s in SHARES if s <= shares[j]]))
+    fewer8 = dataclasses.replace(sub, w8_shares=tuple(shares))
+    assert fewer8.linear_shares() == tuple(shares)
+    assert evaluate(fewer8, plat, design).cycles <= evaluate(sub, plat, design).cycles + 1e-6
+
+
 @settings(max_examples=60, deadline=None)
 @given(subnets(max_depth=3), st.data(), platforms, designs)
 def test_deeper_never_faster(sub, data, plat, design):

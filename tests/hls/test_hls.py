@@ -195,6 +195,28 @@ def test_csim_small_tiles_pad_rows_and_multiple_tiles(export_dir, tmp_path):
 
 
 @needs_gxx
+def test_per_linear_shares_reach_the_kernel_bit_exact_and_as_priced(trained_run, tmp_path):
+    """``model.share_granularity: linear``: each linear's own 8-bit rows run through export and HLS."""
+    from quasar_vit.export import export_subnet
+    from quasar_vit.export.ir import load_ir
+    from quasar_vit.hls import run_csim
+    from quasar_vit.space import SubnetConfig
+
+    sub = {**SUBNET, "w8_shares": [0.25, 0.0, 1.0, 0.5, 0.75, 0.5, 0.0, 0.25]}
+    (tmp_path / "subnet.json").write_text(json.dumps(sub))
+    exp = export_subnet(
+        trained_run[1] / "supernet.pt", tmp_path / "subnet.json", "zcu102", tmp_path / "exp", evaluate=False
+    )
+    ir = load_ir(exp)
+    counted = {f"blocks.{b.index}.{n}": getattr(b, n).n8_rows for b in ir.blocks for n in ("qkv", "proj", "fc1", "fc2")}
+    described = {l.name: l.n8_rows for l in SubnetConfig.from_dict(sub).linear_layers() if l.name.startswith("blocks.")}
+    assert counted == described and counted["blocks.0.proj"] == 0 and counted["blocks.0.fc1"] == 64
+    res = run_csim(exp, limit=20, build_dir=tmp_path / "build")
+    assert res["bit_exact_gemm"] and res["codes_bit_exact"] and res["logits_bit_exact"] == 1.0
+    assert res["cycles"]["within_tolerance"]
+
+
+@needs_gxx
 def test_cycle_check_catches_a_model_of_another_loop_nest(export_dir, tmp_path):
     """The same counts priced for other tiles or another packing must disagree: the check can fail."""
     from quasar_vit.hls import run_csim

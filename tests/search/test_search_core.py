@@ -116,6 +116,63 @@ def test_step_share_mutation_moves_one_share_and_keeps_the_rest():
         make_encoding(SPACE, "flexible", share_mutation="creep")
 
 
+PER_LINEAR = replace(SPACE, share_granularity="linear")
+
+
+def test_per_linear_operators_give_each_linear_its_own_share():
+    enc = make_encoding(PER_LINEAR, "flexible")
+    assert enc.share_genes == 4 and make_encoding(SPACE, "flexible").share_genes == 1
+    rng = random.Random(0)
+    pop = [enc.sample(rng) for _ in range(20)]
+    assert all(s.share_granularity == "linear" for s in pop)
+    children = []
+    for _ in range(200):
+        a, b = rng.sample(pop, 2)
+        children += [(a, b, enc.mutate(a, rng, 0.5)), (a, b, enc.crossover(a, b, rng))]
+    for _, _, c in children:
+        assert enc.contains(c) and len(c.linear_shares()) == 4 * c.depth
+    assert all(enc.mutate(s, rng, 0.0) == s and enc.crossover(s, s, rng) == s for s in pop)
+    # crossover takes each linear's share from either parent, not a whole block's four from one
+    mixed_blocks = [
+        c
+        for a, b, c in children[1::2]
+        if any(
+            c.block_shares(i) not in (a.block_shares(i), b.block_shares(i))
+            for i in range(min(a.depth, b.depth, c.depth))
+        )
+    ]
+    assert mixed_blocks
+
+
+@pytest.mark.parametrize("mode", ["uniform8", "fixed", "fixed:0.25"])
+def test_baselines_are_the_same_search_at_either_share_granularity(mode):
+    """A tied share has one gene whatever ``model.share_granularity`` says: same draws, same children."""
+    runs = []
+    for space in (SPACE, PER_LINEAR):
+        enc, rng = make_encoding(space, mode), random.Random(2)
+        pop = [enc.sample(rng) for _ in range(10)]
+        runs.append(pop + [enc.mutate(p, rng, 0.5) for p in pop] + [enc.crossover(pop[0], p, rng) for p in pop])
+    assert runs[0] == runs[1]
+
+
+def test_per_linear_evolution_runs_and_reproduces():
+    enc = make_encoding(PER_LINEAR, "flexible")
+    a, b = (run_evolution(enc, TARGETS, stub_accuracy, stub_latency, SMALL) for _ in range(2))
+    assert [c.to_dict() for c in a.records] == [c.to_dict() for c in b.records]
+    assert sum(c.subnet.share_granularity == "linear" for c in a.records) > 0.9 * len(a.records)
+
+
+def test_a_search_may_change_the_share_granularity_but_no_other_model_setting():
+    from quasar_vit.config import load_config
+    from quasar_vit.search.runner import _apply_search_overrides
+
+    cfg = load_config("fmnist-tiny")
+    linear = _apply_search_overrides(cfg, ["model.share_granularity=linear", "population=12"])
+    assert linear.model.space().shares_per_block == 4 and linear.search.population == 12
+    with pytest.raises(ConfigError, match=r"only search\.\* settings and model\.share_granularity"):
+        _apply_search_overrides(cfg, ["model.embed_dims=[32]"])
+
+
 def test_tied_share_sampling_reaches_the_ends_of_the_share_range():
     rng = random.Random(0)
     deep = [s for s in (make_encoding(SPACE, "flexible").sample(rng) for _ in range(400)) if s.depth >= 3]

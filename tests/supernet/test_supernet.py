@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -29,8 +30,13 @@ def setup():
 
 
 def _subnets(space, n=4):
+    """The two ends, ``n`` per-block samples and two per-linear samples (each linear its own share)."""
     rng = random.Random(5)
-    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(n)]
+    per_linear = replace(space, share_granularity="linear")
+    subs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(n)]
+    subs += [per_linear.sample(rng) for _ in range(2)]
+    assert all(s.share_granularity == "linear" for s in subs[-2:])
+    return subs
 
 
 def test_extracted_subnet_matches_supernet(setup):
@@ -140,8 +146,8 @@ def test_layer_and_block_extraction_equal_their_slices(setup):
         alone = blk.extract(dims)
         assert torch.equal(alone(t), blk(t, dims))
         q, e = dims.heads * blk.head_dim, dims.embed
-        qkv = blk.qkv.extract(q, e, dims.share)
-        assert torch.equal(qkv(t), blk.qkv(t, q, e, dims.share))
+        qkv = blk.qkv.extract(q, e, dims.shares[0])
+        assert torch.equal(qkv(t), blk.qkv(t, q, e, dims.shares[0]))
     assert qkv.weight.shape == (3 * q, e)
     assert alone.drop_path == 0.0 and alone.training == blk.training
 

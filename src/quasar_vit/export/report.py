@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from quasar_vit.space import SubnetConfig
+from quasar_vit.space import BLOCK_LINEARS, SubnetConfig
 
 
 def _fmt(v: Any, nd: int = 2) -> str:
@@ -138,11 +138,14 @@ def _architecture(subnet: SubnetConfig) -> list[str]:
         f"patches ({g.num_tokens} tokens), {g.num_classes} classes; patch embedding "
         f"{g.patch_embed_bits}-bit, head {g.head_bits}-bit.\n"
     )
-    L.append("| block | heads | qkv dim | MLP ratio | MLP hidden | 8-bit share |\n|---|---|---|---|---|---|")
+    per_linear = subnet.share_granularity == "linear"
+    share_col = "8-bit share (" + "/".join(BLOCK_LINEARS) + ")" if per_linear else "8-bit share"
+    L.append(f"| block | heads | qkv dim | MLP ratio | MLP hidden | {share_col} |\n|---|---|---|---|---|---|")
     for i in range(subnet.depth):
+        shares = subnet.block_shares(i) if per_linear else subnet.block_shares(i)[:1]
         L.append(
             f"| {i} | {subnet.num_heads[i]} | {subnet.qkv_dim(i)} | {subnet.mlp_ratios[i]:g} | "
-            f"{subnet.mlp_hidden(i)} | {subnet.w8_shares[i]:g} |"
+            f"{subnet.mlp_hidden(i)} | {'/'.join(f'{s:g}' for s in shares)} |"
         )
     L.append("")
     return L

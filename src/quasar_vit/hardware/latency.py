@@ -165,7 +165,8 @@ class CostContext:
         if ends is None:
             ends = self._summary(key, _end_ops(geom, e, self.params.final_norm_cls_only))
         cyc, comp, byt, macs, passes, host = ends
-        for h, r, w in zip(s.num_heads, s.mlp_ratios, s.w8_shares):
+        for i, (h, r) in enumerate(zip(s.num_heads, s.mlp_ratios)):
+            w = s.block_shares(i)
             block_key = (geom, e, h, r, w)
             b = memo.get(block_key)
             if b is None:
@@ -215,9 +216,9 @@ def _op_name(op: tuple) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _block_ops(geom: ViTGeometry, e: int, h: int, r: float, s: float) -> tuple:
-    """Ops of one transformer block, taken from a one-block subnet (memoised, design-free)."""
-    one = SubnetConfig(e, 1, (h,), (r,), (s,), geom)
+def _block_ops(geom: ViTGeometry, e: int, h: int, r: float, s: tuple[float, ...]) -> tuple:
+    """Ops of one transformer block (``s``: its linears' shares), from a one-block subnet (design-free)."""
+    one = SubnetConfig(e, 1, (h,), (r,), s, geom)
     return tuple(op for op in subnet_ops(one) if _op_name(op).startswith("blocks."))
 
 

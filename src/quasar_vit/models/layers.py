@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from quasar_vit.config import QuantConfig
 from quasar_vit.errors import SubnetError
 from quasar_vit.quantization.lsq import ActQuantizer, init_weight_steps, integer_weight_rows, quantize_weight_rows
-from quasar_vit.space import num_8bit_rows
+from quasar_vit.space import BLOCK_LINEARS, num_8bit_rows
 
 
 class QuantLinear(nn.Module):
@@ -184,17 +184,14 @@ def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     return x * keep / (1.0 - p)
 
 
-_LINEARS = ("qkv", "proj", "fc1", "fc2")  # a block's linears, in the order they are built
-
-
 @dataclass(frozen=True)
 class BlockDims:
-    """Active dimensions of one block inside the supernet."""
+    """Active dimensions of one block inside the supernet; ``shares``: one per linear (``BLOCK_LINEARS``)."""
 
     embed: int
     heads: int
     hidden: int
-    share: float
+    shares: tuple[float, ...]
 
 
 class Block(nn.Module):
@@ -215,7 +212,7 @@ class Block(nn.Module):
         layer_scale: bool = True,
         layer_scale_init: float = 0.1,
         drop_path: float = 0.0,
-        share: float = 1.0,
+        shares: Sequence[float] = (1.0,) * len(BLOCK_LINEARS),
         linears: Sequence[QuantLinear] | None = None,
     ) -> None:
         """Build a block of the given (full) size.
@@ -229,18 +226,19 @@ class Block(nn.Module):
             layer_scale: whether the two residual branches are scaled by learned per-channel factors.
             layer_scale_init: initial value of those factors.
             drop_path: stochastic-depth probability of each residual branch.
-            share: 8-bit share of every linear's rows at full size.
+            shares: 8-bit share of each linear's rows at full size, in ``BLOCK_LINEARS`` order.
             linears: ready ``(qkv, proj, fc1, fc2)`` layers (from :meth:`extract`) instead of new ones.
         """
         super().__init__()
         self.embed, self.heads, self.head_dim, self.hidden = embed, heads, head_dim, hidden
         self.drop_path = drop_path
         q = heads * head_dim
+        s_qkv, s_proj, s_fc1, s_fc2 = shares
         qkv, proj, fc1, fc2 = linears or (
-            QuantLinear(embed, 3 * q, quant, sections=3, share=share),
-            QuantLinear(q, embed, quant, share=share),
-            QuantLinear(embed, hidden, quant, share=share),
-            QuantLinear(hidden, embed, quant, share=share),
+            QuantLinear(embed, 3 * q, quant, sections=3, share=s_qkv),
+            QuantLinear(q, embed, quant, share=s_proj),
+            QuantLinear(embed, hidden, quant, share=s_fc1),
+            QuantLinear(hidden, embed, quant, share=s_fc2),
         )
         self.norm1 = nn.LayerNorm(embed)
         self.qkv, self.proj = qkv, proj
@@ -279,26 +277,26 @@ class Block(nn.Module):
         """
         b, t, e = x.shape
         heads = self.heads if dims is None else dims.heads
-        share = None if dims is None else dims.share
-        cut = dict.fromkeys(_LINEARS, (None, None)) if dims is None else self.slices(dims)
+        cut = dict.fromkeys(BLOCK_LINEARS, (None, None)) if dims is None else self.slices(dims)
+        share = dict.fromkeys(BLOCK_LINEARS, None) if dims is None else dict(zip(BLOCK_LINEARS, dims.shares))
 
         # attention
         h = elastic_layer_norm(self.norm1, x)
-        qkv = self.qkv(h, *cut["qkv"], share)
+        qkv = self.qkv(h, *cut["qkv"], share["qkv"])
         qkv = qkv.view(b, t, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q_, k_, v_ = self.aq_q(qkv[0]), self.aq_k(qkv[1]), self.aq_v(qkv[2])
         attn = (q_ @ k_.transpose(-2, -1)) * (self.head_dim**-0.5)
         attn = self.aq_attn(attn.softmax(dim=-1))
         a = (attn @ v_).transpose(1, 2).reshape(b, t, heads * self.head_dim)
-        a = self.proj(a, *cut["proj"], share)
+        a = self.proj(a, *cut["proj"], share["proj"])
         if self.layer_scale:
             a = self.ls1[:e] * a
         x = x + drop_path(a, self.drop_path, self.training)
 
         # MLP
         h = elastic_layer_norm(self.norm2, x)
-        h = F.gelu(self.fc1(h, *cut["fc1"], share))
-        h = self.fc2(h, *cut["fc2"], share)
+        h = F.gelu(self.fc1(h, *cut["fc1"], share["fc1"]))
+        h = self.fc2(h, *cut["fc2"], share["fc2"])
         if self.layer_scale:
             h = self.ls2[:e] * h
         return x + drop_path(h, self.drop_path, self.training)
@@ -317,10 +315,10 @@ class Block(nn.Module):
             The new block, on this block's device and in its train/eval mode.
         """
         e, cut = dims.embed, self.slices(dims)
-        linears = [getattr(self, n).extract(*cut[n], dims.share) for n in _LINEARS]
+        linears = [getattr(self, n).extract(*cut[n], s) for n, s in zip(BLOCK_LINEARS, dims.shares)]
         quant = self.qkv.quant
         # layer_scale_init 0.0: the scales are overwritten with the slices below
-        out = Block(e, dims.heads, self.head_dim, dims.hidden, quant, self.layer_scale, 0.0, 0.0, dims.share, linears)
+        out = Block(e, dims.heads, self.head_dim, dims.hidden, quant, self.layer_scale, 0.0, 0.0, dims.shares, linears)
         out.to(self.qkv.weight.device)
         for n in ("norm1", "norm2"):
             getattr(out, n).weight.copy_(getattr(self, n).weight[:e])

@@ -90,8 +90,8 @@ class QuantViT(ViTBase):
         if blocks is None:
             e, hd = subnet.embed_dim, subnet.geometry.head_dim
             blocks = [
-                Block(e, n, hd, subnet.mlp_hidden(i), quant, layer_scale, layer_scale_init, 0.0, s)
-                for i, (n, s) in enumerate(zip(subnet.num_heads, subnet.w8_shares))
+                Block(e, n, hd, subnet.mlp_hidden(i), quant, layer_scale, layer_scale_init, 0.0, subnet.block_shares(i))
+                for i, n in enumerate(subnet.num_heads)
             ]
         super().__init__(subnet.geometry, subnet.embed_dim, blocks, quant)
         self.subnet = subnet

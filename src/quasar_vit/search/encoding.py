@@ -1,7 +1,8 @@
 """The search encoding: sampling, per-layer mutation and crossover over :class:`SubnetConfig`.
 
 The encoding is the full Quasar-ViT choice vector: depth, embedding dim, and per layer the number
-of heads, the MLP ratio and the share of 8-bit weight rows (paper section 3).  Baselines are the
+of heads, the MLP ratio and the share of 8-bit weight rows (paper section 3); with
+``model.share_granularity: linear`` each of a layer's four linears has its own share gene.  Baselines are the
 same operators on a *restricted* encoding (:func:`make_encoding`):
 
 ``flexible``  every layer picks its own 8-bit share (Quasar-ViT, the default);
@@ -68,40 +69,55 @@ class Encoding:
         return not self.tie_shares or len(set(subnet.w8_shares)) <= 1
 
     # ---- variation ----------------------------------------------------------------------------
+    @property
+    def share_genes(self) -> int:
+        """Share genes per layer: 1 (tied, or per block) or one per linear (``model.share_granularity``)."""
+        return 1 if self.tie_shares else self.space.shares_per_block
+
+    def _layer_shares(self, sub: SubnetConfig, layer: int) -> list[float]:
+        """The share genes of ``sub``'s block ``layer`` at this encoding's granularity.
+
+        A per-block encoding reads a block's first linear: its parents are its own children, which
+        hold one share per block.
+        """
+        shares = sub.block_shares(layer)
+        return list(shares) if self.share_genes > 1 else [shares[0]]
+
     def mutate(self, parent: SubnetConfig, rng: random.Random, prob: float) -> SubnetConfig:
         """AutoFormer-style mutation: depth, embed dim and each per-layer gene change with ``prob``.
 
         A deeper child keeps the parent's layers and gets random choices for the new ones; a
-        shallower child drops the last layers.
+        shallower child drops the last layers.  At per-linear granularity each of a layer's four
+        shares is a gene of its own.
         """
-        sp = self.space
+        sp, k = self.space, self.share_genes
         depth = rng.choice(sp.depths) if rng.random() < prob else parent.depth
         heads = list(parent.num_heads[:depth])
         ratios = list(parent.mlp_ratios[:depth])
-        shares = list(parent.w8_shares[:depth])
+        shares = [self._layer_shares(parent, i) for i in range(len(heads))]
         tied = parent.w8_shares[0] if parent.w8_shares else sp.w8_shares[0]
         while len(heads) < depth:
             heads.append(rng.choice(sp.num_heads))
             ratios.append(rng.choice(sp.mlp_ratios))
-            shares.append(tied if self.tie_shares else rng.choice(sp.w8_shares))
+            shares.append([tied] if self.tie_shares else [rng.choice(sp.w8_shares) for _ in range(k)])
         embed = rng.choice(sp.embed_dims) if rng.random() < prob else parent.embed_dim
         for i in range(depth):
             if rng.random() < prob:
                 heads[i] = rng.choice(sp.num_heads)
             if rng.random() < prob:
                 ratios[i] = rng.choice(sp.mlp_ratios)
-            if not self.tie_shares and rng.random() < prob:
-                shares[i] = self._mutated_share(shares[i], rng)
+            for j in range(k):
+                if not self.tie_shares and rng.random() < prob:
+                    shares[i][j] = self._mutated_share(shares[i][j], rng)
         if self.tie_shares:
             s = rng.choice(sp.w8_shares) if rng.random() < prob else tied
-            shares = [s] * depth
-        child = sp.make(embed, depth, heads, ratios, shares)
+            shares = [[s]] * depth
+        flat = [s for layer in shares for s in layer]
         if self.share_mutation == "shift" and not self.tie_shares and rng.random() < prob:
             d = rng.choice((-1, 1))
             order = sp.w8_shares
-            shifted = (order[min(len(order) - 1, max(0, order.index(s) + d))] for s in child.w8_shares)
-            child = replace(child, w8_shares=tuple(shifted))
-        return child
+            flat = [order[min(len(order) - 1, max(0, order.index(s) + d))] for s in flat]
+        return sp.make(embed, depth, heads, ratios, flat)
 
     def _mutated_share(self, share: float, rng: random.Random) -> float:
         choices = self.space.w8_shares
@@ -119,7 +135,8 @@ class Encoding:
         """Uniform crossover: every gene from one parent or the other, layer by layer.
 
         The depth comes from either parent; a layer that only the deeper parent has is copied from
-        it.  With tied shares the whole share (one gene) comes from one parent.
+        it.  With tied shares the whole share (one gene) comes from one parent; at per-linear
+        granularity each linear's share comes from either.
         """
         depth = rng.choice((a.depth, b.depth))
         embed = rng.choice((a.embed_dim, b.embed_dim))
@@ -130,7 +147,7 @@ class Encoding:
             options = [p for p in (pa, pb) if p is not None]
             heads.append(rng.choice(options).num_heads[i])
             ratios.append(rng.choice(options).mlp_ratios[i])
-            shares.append(rng.choice(options).w8_shares[i])
+            shares += [self._layer_shares(rng.choice(options), i)[j] for j in range(self.share_genes)]
         if self.tie_shares:
             s = rng.choice((a.w8_shares[0], b.w8_shares[0]))
             shares = [s] * depth
@@ -186,6 +203,7 @@ def make_encoding(
         raise ConfigError(f"search.share_mutation: '{share_mutation}' is not one of {', '.join(SHARE_MUTATIONS)}")
     if name in ("flexible", "random"):
         return Encoding(space, False, label, tied_share_prob, share_mutation)
+    space = replace(space, share_granularity="block")  # one tied share: the baselines are the same at any granularity
     if name == "uniform8":
         shares: tuple[float, ...] = (1.0,)
     elif name == "uniform4":

@@ -201,6 +201,10 @@ def _as_dict(x: Any) -> Any:
     return x
 
 
+#: Settings outside ``search.*`` a search may change: they change which subnets are drawn, not weights.
+SEARCH_MODEL_OVERRIDES = ("model.share_granularity",)
+
+
 def _apply_search_overrides(cfg, overrides: Sequence[str]):
     """``population=6`` or ``search.population=6`` -> a validated copy of ``cfg``."""
     if not overrides:
@@ -210,9 +214,12 @@ def _apply_search_overrides(cfg, overrides: Sequence[str]):
     data = cfg.to_dict()
     for item in overrides:
         key = item.split("=", 1)[0].strip()
-        if not key.startswith("search."):
+        if not key.startswith("search.") and key not in SEARCH_MODEL_OVERRIDES:
             if "." in key:
-                raise ConfigError(f"override '{item}': only search.* settings can be changed for a search")
+                raise ConfigError(
+                    f"override '{item}': only search.* settings and {', '.join(SEARCH_MODEL_OVERRIDES)} "
+                    "can be changed for a search"
+                )
             item = "search." + item.strip()
         apply_override(data, item)
     return config_from_dict(data)

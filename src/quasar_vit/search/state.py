@@ -104,6 +104,8 @@ def comparable(fp: Any) -> Any:
         fp = {k: v for k, v in fp.items() if not (k in _NEUTRAL and v == _NEUTRAL[k])}
         if isinstance(fp.get("space"), dict):  # a state saved before ViTGeometry: flat geometry
             fp["space"] = nest_geometry(fp["space"])
+            if fp["space"].get("share_granularity") == "block":  # the neutral value; absent before it existed
+                fp["space"] = {k: v for k, v in fp["space"].items() if k != "share_granularity"}
     return fp
 
 

@@ -86,7 +86,7 @@ def block_dims(subnet: SubnetConfig) -> list[BlockDims]:
         One :class:`BlockDims` per layer, in order.
     """
     return [
-        BlockDims(subnet.embed_dim, subnet.num_heads[i], subnet.mlp_hidden(i), subnet.w8_shares[i])
+        BlockDims(subnet.embed_dim, subnet.num_heads[i], subnet.mlp_hidden(i), subnet.block_shares(i))
         for i in range(subnet.depth)
     ]
 
