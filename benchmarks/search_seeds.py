@@ -46,9 +46,12 @@ def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     modes = [m["mode"] for m in first["modes"]]
     main = modes[0]
 
-    def test(seed: int, mode: str, target: str) -> float | None:
+    def score(seed: int, mode: str, target: str, split: str = "test") -> float | None:
         row = next(m for m in runs[seed]["modes"] if m["mode"] == mode)
-        return row["targets"][target].get("test_top1")
+        return row["targets"][target].get(f"{split}_top1")
+
+    def test(seed: int, mode: str, target: str) -> float | None:
+        return score(seed, mode, target)
 
     def hv(seed: int, mode: str) -> float:
         return next(m for m in runs[seed]["modes"] if m["mode"] == mode)["hypervolume_normalized"]
@@ -78,10 +81,20 @@ def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
             if d:
                 m, se = _mean_se(d)
                 diffs[t] = {"per_seed": d, "mean": m, "se": se}
+        # the search maximises validation top-1: a search over a superset should not end behind its
+        # subset there (issue: flexible >= fixed and uniform8 at every target in every seed)
+        val_cells = [
+            {"seed": s, "target": t, "diff": round(a - b, 4)}
+            for s in seeds
+            for t in targets
+            if (a := score(s, main, t, "val")) is not None and (b := score(s, mode, t, "val")) is not None
+        ]
         hm, hse = _mean_se([hv(s, main) - hv(s, mode) for s in seeds])
         dom = [runs[s].get("dominance", {}).get(mode, {}) for s in seeds]
         paired[mode] = {
             "test_top1_diff": diffs,
+            "val_top1_diff": val_cells,
+            "val_behind": [c for c in val_cells if c["diff"] < 0],
             "hypervolume_diff": {"mean": hm, "se": hse},
             "seeds_dominating_main": sum(bool(d.get("dominates_main")) for d in dom),
             "seeds_dominated_by_main": sum(bool(d.get("dominated_by_main")) for d in dom),
@@ -135,6 +148,15 @@ def to_markdown(agg: dict[str, Any], title: str) -> str:
         )
         lines.append(
             f"| {mode} | " + " | ".join(cells) + f" | {pm(p['hypervolume_diff'], 100)} | {dom[0]} | {dom[1]} |"
+        )
+    lines += ["", f"Validation top-1 (what the search maximises), {agg['main']} - baseline per seed and target:", ""]
+    for mode, p in agg["paired"].items():
+        cells = p.get("val_top1_diff", [])
+        behind = p.get("val_behind", [])
+        worst = ", ".join(f"seed {c['seed']} {c['target']} {c['diff']:+.2f}" for c in behind)
+        lines.append(
+            f"- {mode}: {agg['main']} >= {mode} in {len(cells) - len(behind)} of {len(cells)}"
+            + (f"; behind at {worst}" if behind else "")
         )
     return "\n".join(lines) + "\n"
 

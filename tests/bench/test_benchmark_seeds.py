@@ -16,7 +16,8 @@ def _summary(seed: int, flex: list[float | None], fixed: list[float], hv: tuple[
             "mode": mode,
             "hypervolume_normalized": h,
             "targets": {
-                t["name"]: ({"test_top1": a} if a is not None else {"status": "not met"}) for t, a in zip(targets, accs)
+                t["name"]: ({"test_top1": a, "val_top1": a} if a is not None else {"status": "not met"})
+                for t, a in zip(targets, accs)
             },
         }
 
@@ -46,6 +47,9 @@ def test_aggregate_pairs_seeds_and_counts_dominance():
     assert math.isclose(p["hypervolume_diff"]["mean"], 0.1 / 3)
     md = search_seeds.to_markdown(agg, "t")
     assert "| fixed | +1.33 +- 0.33 | +0.00 +- 1.00 |" in md and "| 1/3 | 0/3 |" in md
+    # validation (here equal to test): behind only at seed 0, target b; seed 1 missed b
+    assert p["val_behind"] == [{"seed": 0, "target": "b", "diff": -1.0}] and len(p["val_top1_diff"]) == 5
+    assert "- fixed: flexible >= fixed in 4 of 5; behind at seed 0 b -1.00" in md
 
 
 def test_a_seed_is_reused_only_with_the_same_arguments(tmp_path):
