@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in (int(s) for s in args.seeds.split(",") if s):
             ov = [*base, f"search.seed={seed}"]
             tag = f"seed{seed}-raced-{args.race_error}" + (f"-z{args.race_z:g}" if args.race_z is not None else "")
-            race_ov = ov + ([f"search.race_z={args.race_z}"] if args.race_z is not None else [])
+            race_ov = (
+                ov + ([f"search.race_z={args.race_z}"] if args.race_z is not None else []) + ["search.select_on=full"]
+            )
             if args.select_on != "full":
                 tag, race_ov = f"seed{seed}-select-on-{args.select_on}", [*ov, f"search.select_on={args.select_on}"]
             raced = one_search(args.checkpoint, Path(args.workdir) / tag, race_ov, args.screen_size, args.race_error)

@@ -492,8 +492,9 @@ def test_evaluator_caches_and_splits_work_over_ranks():
 
 # ---- racing ------------------------------------------------------------------------------------------
 # racing is on when the evaluator can screen (``_racing_evaluator``); search.screen_size only sizes
-# the runner's screen
-RACE = replace(SMALL, population=16, generations=6, mutations=8, crossovers=8)
+# the runner's screen.  select_on "full": these tests are about promotion by race_z/race_error;
+# SCREEN_SELECT below is the default course
+RACE = replace(SMALL, population=16, generations=6, mutations=8, crossovers=8, select_on="full")
 
 
 def _racing_evaluator(noise: float, seed: int = 0) -> Evaluator:
