@@ -211,6 +211,7 @@ def test_per_linear_shares_reach_the_kernel_bit_exact_and_as_priced(trained_run,
     counted = {f"blocks.{b.index}.{n}": getattr(b, n).n8_rows for b in ir.blocks for n in ("qkv", "proj", "fc1", "fc2")}
     described = {l.name: l.n8_rows for l in SubnetConfig.from_dict(sub).linear_layers() if l.name.startswith("blocks.")}
     assert counted == described and counted["blocks.0.proj"] == 0 and counted["blocks.0.fc1"] == 64
+    assert "| 0 | 2 | 16 | 2 | 64 | 0.25/0/1/0.5 |" in (exp / "report.md").read_text()
     res = run_csim(exp, limit=20, build_dir=tmp_path / "build")
     assert res["bit_exact_gemm"] and res["codes_bit_exact"] and res["logits_bit_exact"] == 1.0
     assert res["cycles"]["within_tolerance"]
