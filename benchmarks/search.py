@@ -44,6 +44,7 @@ SEARCH_KEYS = {
     "race-z": float,
     "race-error": str,
     "select-on": str,
+    "fill-slack": str,  # true | false
 }
 #: model.* values a search may change (quasar_vit.search.runner.SEARCH_MODEL_OVERRIDES)
 MODEL_KEYS = {"share-granularity": str}

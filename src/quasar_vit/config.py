@@ -183,6 +183,10 @@ class SearchConfig:
     # how a mutated per-layer 8-bit share changes: "uniform" (redrawn), "step" (one share up/down)
     # or "shift" (uniform, plus a move of the whole share vector one step; docs/experiments/search.md)
     share_mutation: str = "uniform"  # one of SHARE_MUTATIONS
+    # flexible search: raise a drawn child's per-layer 8-bit shares, one step at a time in a random
+    # gene order, while it still meets the tightest target it met as drawn (a repair: the latency
+    # slack below that target is spent on 8-bit rows; docs/search.md)
+    fill_slack: bool = False
     max_retries: int = 50
     # validation images each candidate is scored on: the first val_images of the data.val_size images
     # held out at training time (fewer if data.val_size is smaller); pareto.json's val_images

@@ -412,7 +412,7 @@ def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
         _run(settings=SMALL, state_path=tmp_path / "t.json")
     # a state saved before these options existed resumes when they are left neutral
     saved = json.loads((tmp_path / "x.json").read_text())
-    for key in ("tied_share_prob", "tied_generations", "share_mutation"):
+    for key in ("tied_share_prob", "tied_generations", "share_mutation", "fill_slack"):
         del saved["fingerprint"][key]
     (tmp_path / "x.json").write_text(json.dumps(saved))
     assert _run(mode="fixed", settings=SMALL, state_path=tmp_path / "x.json").records == fixed.records
@@ -422,6 +422,36 @@ def test_coarse_to_fine_starts_as_the_fixed_ratio_search(tmp_path):
     ]
     with pytest.raises(Exception, match="tied_generations"):
         replace(SMALL, tied_generations=-1).validate()
+
+
+@pytest.mark.parametrize("granularity", ["block", "linear"])
+def test_slack_filling_spends_each_childs_latency_slack_on_8bit_rows(tmp_path, granularity):
+    space = replace(SPACE, share_granularity=granularity)
+    enc = make_encoding(space, "flexible")
+    fill = replace(SMALL, fill_slack=True)
+    res = run_evolution(enc, TARGETS, stub_accuracy, stub_latency, fill, state_path=tmp_path / "s.json")
+    assert res.evaluations > 0 and len({c.subnet for c in res.records}) == res.evaluations
+    order = sorted(space.w8_shares)
+    for c in res.records:
+        floor = max(t.fps for t in TARGETS if t.fps <= c.fps)
+        shares = enc.share_vector(c.subnet)
+        # no share gene can go one step up without losing the tightest target the child meets
+        for i, s in enumerate(shares):
+            if s < order[-1]:
+                up = list(shares)
+                up[i] = order[order.index(s) + 1]
+                assert stub_latency(enc.with_share_vector(c.subnet, up)).fps < floor, (c.index, i)
+    plain = run_evolution(enc, TARGETS, stub_accuracy, stub_latency, SMALL)
+    share = lambda r: sum(c.subnet.share_8bit() for c in r.records) / r.evaluations  # noqa: E731
+    assert share(res) > share(plain)
+    again = run_evolution(enc, TARGETS, stub_accuracy, stub_latency, fill)
+    assert [c.to_dict() for c in again.records] == [c.to_dict() for c in res.records]
+    # a run's identity: no resume across it
+    with pytest.raises(SearchStateError, match="fill_slack"):
+        run_evolution(enc, TARGETS, stub_accuracy, stub_latency, SMALL, state_path=tmp_path / "s.json")
+    # the baselines and random search are untouched
+    for mode in ("uniform8", "fixed", "random"):
+        assert _run(mode=mode, settings=fill).records == _run(mode=mode, settings=SMALL).records
 
 
 def test_search_val_size_is_read_as_val_images():

@@ -83,6 +83,14 @@ class Encoding:
         shares = sub.block_shares(layer)
         return list(shares) if self.share_genes > 1 else [shares[0]]
 
+    def share_vector(self, sub: SubnetConfig) -> list[float]:
+        """``sub``'s share genes, layer by layer (:attr:`share_genes` per layer)."""
+        return [s for i in range(sub.depth) for s in self._layer_shares(sub, i)]
+
+    def with_share_vector(self, sub: SubnetConfig, shares: list[float]) -> SubnetConfig:
+        """``sub`` with its share genes replaced by ``shares`` (as :meth:`share_vector` orders them)."""
+        return self.space.make(sub.embed_dim, sub.depth, sub.num_heads, sub.mlp_ratios, shares)
+
     def mutate(self, parent: SubnetConfig, rng: random.Random, prob: float) -> SubnetConfig:
         """AutoFormer-style mutation: depth, embed dim and each per-layer gene change with ``prob``.
 

@@ -14,6 +14,13 @@ Algorithm (AutoFormer's schedule, Quasar-ViT's constraints):
   draw, mutate and cross with one 8-bit share tied across the layers -- the fixed-ratio search,
   which settles the architecture in a space 5**depth times smaller -- and generations T .. G-1
   continue from those parents with a share per layer.  The budget is unchanged;
+* slack filling (``fill_slack``, flexible search with per-layer shares): a drawn child's 8-bit
+  shares are raised one step at a time, genes in a random order, while the child still meets the
+  tightest target it met as drawn.  More 8-bit rows cost latency but hardly ever accuracy, so a
+  subnet that meets a target with room to spare is the same architecture with fewer 8-bit rows than
+  it could have; the repair spends that room.  A mutation that lowers one layer's share thus hands
+  its latency to other layers (precision moves between layers at a fixed target), and at a loose
+  target the architecture is searched with all rows 8-bit, as the uniform-8-bit search does;
 * a child is *feasible* if it lies in the encoding's space, some accelerator design fits the board,
   and its FPS is at least the loosest (lowest-FPS) target; infeasible children are rejected
   **before** their accuracy is measured.  A child already measured (or already drawn this
@@ -361,6 +368,7 @@ class Evolution:
         # the share options act only where shares are per layer and children come from parents
         self.bred_per_layer = not (encoding.tie_shares or self.random_search)
         self.tied_generations = settings.tied_generations if self.bred_per_layer else 0
+        self.fills_slack = settings.fill_slack and self.bred_per_layer
         self._tied_encoding = replace(encoding, tie_shares=True, tied_share_prob=0.0)
         self.racing = self.evaluator.can_screen  # the one switch: the evaluator has a screen
         self.fingerprint = state_fingerprint(self, fingerprint)
@@ -401,8 +409,11 @@ class Evolution:
     def _draw(
         self, make: Callable[[], SubnetConfig], pending: dict[SubnetConfig, str], encoding: Encoding | None = None
     ) -> SubnetConfig | None:
+        enc = encoding or self.encoding
         for _ in range(self.settings.max_retries):
             sub = make()
+            if self.fills_slack and not enc.tie_shares:
+                sub = self._fill_slack(sub, enc)
             self.stats.draws += 1
             if sub in self.by_subnet or sub in pending:
                 self.stats.duplicates += 1
@@ -414,6 +425,33 @@ class Evolution:
             return sub
         self.stats.empty_slots += 1
         return None
+
+    def _fill_slack(self, sub: SubnetConfig, enc: Encoding) -> SubnetConfig:
+        """``sub`` with its 8-bit shares raised while it meets the tightest target it meets now.
+
+        Passes over the share genes below the top share, in an order drawn from the search's RNG:
+        each gene goes one share up if the child still meets that target; the passes stop when one
+        raises nothing.  A child that meets no target (or fits no design) is returned as it is, and
+        rejected by the caller.
+        """
+        fps = self.oracle.fps(sub)
+        met = [t.fps for t in self.targets if t.fps <= fps]
+        if not met or not enc.contains(sub):
+            return sub
+        floor, order = met[-1], sorted(enc.space.w8_shares)
+        shares = enc.share_vector(sub)
+        raised = True
+        while raised:
+            raised = False
+            genes = [i for i, s in enumerate(shares) if s in order and s < order[-1]]
+            self.rng.shuffle(genes)
+            for i in genes:
+                trial = list(shares)
+                trial[i] = order[order.index(shares[i]) + 1]
+                cand = enc.with_share_vector(sub, trial)
+                if self.oracle.fps(cand) >= floor:
+                    shares, sub, raised = trial, cand, True
+        return sub
 
     @property
     def selects_on_screen(self) -> bool:

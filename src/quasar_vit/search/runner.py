@@ -632,7 +632,14 @@ def search_result(setup: SearchSetup, req: SearchRequest, results: dict[str, Mod
         setup.fastest,
         setup.fingerprint["val_images"],
         setup.test_images,
-        {**evolution_settings(scfg), "budget": scfg.budget, "eval_batch_size": scfg.eval_batch_size},
+        {
+            **evolution_settings(scfg),
+            "tied_share_prob": scfg.tied_share_prob,
+            "share_mutation": scfg.share_mutation,
+            "fill_slack": scfg.fill_slack,
+            "budget": scfg.budget,
+            "eval_batch_size": scfg.eval_batch_size,
+        },
     )
 
 

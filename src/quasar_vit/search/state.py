@@ -47,7 +47,13 @@ _TOP_LEVEL_KEYS = ("tied_generations", "screen_size", "race_z", "race_error", "s
 
 #: fingerprint entries whose neutral value equals "absent": a state saved before the option existed
 #: ran without it, so it still resumes
-_NEUTRAL = {"tied_share_prob": 0.0, "tied_generations": 0, "share_mutation": "uniform", "screen_size": 0}
+_NEUTRAL = {
+    "tied_share_prob": 0.0,
+    "tied_generations": 0,
+    "share_mutation": "uniform",
+    "screen_size": 0,
+    "fill_slack": False,
+}
 
 
 class SearchStateError(QuasarError):
@@ -78,6 +84,7 @@ def fingerprint(evo: "Evolution", extra: dict[str, Any] | None = None) -> dict[s
         "tied_share_prob": enc.tied_share_prob,
         "tied_generations": evo.tied_generations,
         "share_mutation": enc.share_mutation if evo.bred_per_layer else "uniform",
+        "fill_slack": evo.fills_slack,
         "random_search": evo.random_search,
         "targets": [t.to_dict() for t in evo.all_targets],
         "settings": settings_fp,
