@@ -36,20 +36,18 @@ from quasar_vit.errors import QuasarError
 
 
 def pooled_candidates(search_dir: Path) -> dict[str, dict[str, Any]]:
-    """Subnet JSON (canonical string) -> ``{subnet, val_top1, fps, modes}`` over every history file."""
+    """Subnet JSON (canonical string) -> ``{subnet, val_top1, fps, modes}`` over every history file.
+
+    A candidate counts once it has a full validation score: in its ``candidate`` line, or in a later
+    ``promoted`` line (``select_on: screen`` scores a target's screen elite after the generation).
+    Candidates only screened have none and are left out."""
     out: dict[str, dict[str, Any]] = {}
     files = [search_dir / "history.jsonl"] + sorted((search_dir / "baselines").glob("*/history.jsonl"))
     for f in files:
         if not f.is_file():
             continue
         mode = "main" if f.parent == search_dir else f.parent.name
-        for n, line in enumerate(f.read_text().splitlines(), 1):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise QuasarError(f"{f}:{n}: not a JSON line ({exc})") from None
-            if rec.get("event") != "candidate" or rec.get("val_top1") is None:  # None: screened out by racing
-                continue
+        for rec in _scored_candidates(f):
             key = json.dumps(rec["subnet"], sort_keys=True)
             entry = out.setdefault(
                 key, {"subnet": rec["subnet"], "val_top1": rec["val_top1"], "fps": rec["fps"], "modes": []}
@@ -92,6 +90,21 @@ def paired_se(a, b) -> float:
     """Standard error (points) of ``mean(a) - mean(b)`` for 0/1 correctness vectors on the same images."""
     d = a.float() - b.float()
     return 100.0 * float(d.std(unbiased=True)) / math.sqrt(d.numel())
+
+
+def _scored_candidates(history: Path) -> list[dict[str, Any]]:
+    """The ``candidate`` records of one ``history.jsonl`` with their full score, promotions applied."""
+    by_index: dict[int, dict[str, Any]] = {}
+    for n, line in enumerate(history.read_text().splitlines(), 1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise QuasarError(f"{history}:{n}: not a JSON line ({exc})") from None
+        if rec.get("event") == "candidate":
+            by_index[int(rec["index"])] = dict(rec)
+        elif rec.get("event") == "promoted" and int(rec["index"]) in by_index:
+            by_index[int(rec["index"])]["val_top1"] = rec["val_top1"]
+    return [r for r in by_index.values() if r.get("val_top1") is not None]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,12 +77,23 @@ def test_selection_noise_helpers(tmp_path):
     assert math.isclose(selection_noise.paired_se(a, b), 100 * math.sqrt(2 / 3) / 2, rel_tol=1e-6)
     # candidates pooled over the main search and its baselines, once per subnet
     sub = {"embed_dim": 48, "depth": 4}
-    cand = lambda s, v: json.dumps({"event": "candidate", "subnet": s, "val_top1": v, "fps": 10.0})  # noqa: E731
-    (tmp_path / "history.jsonl").write_text(cand(sub, 80.0) + "\n" + json.dumps({"event": "generation"}) + "\n")
+
+    def cand(i: int, s: dict, v: float | None) -> str:
+        return json.dumps({"event": "candidate", "index": i, "subnet": s, "val_top1": v, "fps": 10.0})
+
+    (tmp_path / "history.jsonl").write_text(cand(0, sub, 80.0) + "\n" + json.dumps({"event": "generation"}) + "\n")
     (tmp_path / "baselines" / "fixed").mkdir(parents=True)
     (tmp_path / "baselines" / "fixed" / "history.jsonl").write_text(
-        cand(sub, 80.0) + "\n" + cand({**sub, "depth": 5}, 81.0) + "\n"
+        cand(0, sub, 80.0) + "\n" + cand(1, {**sub, "depth": 5}, 81.0) + "\n"
     )
     pool = selection_noise.pooled_candidates(tmp_path)
     assert len(pool) == 2
     assert sorted(e["modes"] for e in pool.values()) == [["fixed"], ["main", "fixed"]]
+    # select_on: screen -- a screened-only candidate counts once a promoted line gives its full score
+    promoted = json.dumps({"event": "promoted", "generation": 0, "index": 1, "val_top1": 79.5})
+    lines = [cand(0, sub, 80.0), cand(1, {**sub, "depth": 6}, None), cand(2, {**sub, "depth": 7}, None), promoted]
+    (tmp_path / "history.jsonl").write_text("\n".join(lines) + "\n")
+    pool = selection_noise.pooled_candidates(tmp_path)
+    depth6 = [e for e in pool.values() if e["subnet"]["depth"] == 6]
+    assert len(depth6) == 1 and depth6[0]["val_top1"] == 79.5 and depth6[0]["modes"] == ["main"]
+    assert not [e for e in pool.values() if e["subnet"]["depth"] == 7]
