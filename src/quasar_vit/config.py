@@ -212,6 +212,19 @@ class SearchConfig:
     #: of the held-out split, but is how many of its images a candidate is scored on)
     RENAMED: typing.ClassVar[dict[str, str]] = {"val_size": "val_images"}
 
+    #: defaults that changed, key -> the earlier default.  A checkpoint keeps the config it was
+    #: trained with, so one trained before the change still searches with the earlier value.
+    EARLIER_DEFAULTS: typing.ClassVar[dict[str, Any]] = {"select_on": "full"}
+
+    def earlier_defaults_in_use(self) -> dict[str, tuple[Any, Any]]:
+        """``key -> (value, current default)`` for the keys set to a default that has since changed."""
+        now = type(self)()
+        return {
+            k: (getattr(self, k), getattr(now, k))
+            for k, old in self.EARLIER_DEFAULTS.items()
+            if getattr(self, k) == old != getattr(now, k)
+        }
+
     @classmethod
     def migrate(cls, section: dict[str, Any]) -> dict[str, Any]:
         """The ``search`` mapping with the :attr:`RENAMED` keys under their current name.

@@ -173,6 +173,20 @@ def test_a_search_may_change_the_share_granularity_but_no_other_model_setting():
         _apply_search_overrides(cfg, ["model.embed_dims=[32]"])
 
 
+def test_a_search_notes_settings_left_at_an_earlier_default():
+    from quasar_vit.search.runner import settings_notes
+
+    assert settings_notes(SearchConfig(), [], ["flexible"]) == []
+    old = SearchConfig(select_on="full")  # a checkpoint trained before select_on: screen
+    (note,) = settings_notes(old, [], ["flexible"])
+    assert "search.select_on=full" in note and "--set search.select_on=screen" in note
+    assert settings_notes(old, ["search.select_on=full"], ["flexible"]) == []  # asked for
+    assert settings_notes(old, ["select_on=full"], ["flexible"]) == []
+    staged = settings_notes(SearchConfig(tied_generations=20, generations=20), [], ["flexible", "fixed"])
+    assert len(staged) == 1 and "one 8-bit share for all layers throughout" in staged[0]
+    assert settings_notes(SearchConfig(tied_generations=20, generations=20), [], ["fixed"]) == []
+
+
 def test_tied_share_sampling_reaches_the_ends_of_the_share_range():
     rng = random.Random(0)
     deep = [s for s in (make_encoding(SPACE, "flexible").sample(rng) for _ in range(400)) if s.depth >= 3]

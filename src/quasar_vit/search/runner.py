@@ -225,6 +225,26 @@ def _apply_search_overrides(cfg, overrides: Sequence[str]):
     return config_from_dict(data)
 
 
+def settings_notes(scfg: Any, overrides: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """Notes on search settings a user may not expect: a coarse stage that takes every generation,
+    and a setting left at a default that has since changed (a checkpoint keeps the config it was
+    trained with) unless an override set it."""
+    notes = []
+    if scfg.tied_generations >= scfg.generations and "flexible" in labels:
+        notes.append(
+            f"note: search.tied_generations ({scfg.tied_generations}) >= search.generations "
+            f"({scfg.generations}): the flexible search keeps one 8-bit share for all layers throughout"
+        )
+    overridden = {o.split("=", 1)[0].strip().removeprefix("search.") for o in overrides}
+    for key, (value, now) in scfg.earlier_defaults_in_use().items():
+        if key not in overridden:
+            notes.append(
+                f"note: the checkpoint's config sets search.{key}={value}, the default when it was trained; "
+                f"the default is now {now} (--set search.{key}={now} to use it)"
+            )
+    return notes
+
+
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
@@ -503,11 +523,8 @@ def prepare_search(req: SearchRequest) -> SearchSetup:
     labels = req.labels()
     model, cfg, ckpt, plat = _load_inputs(req, info.device)
     scfg, space = cfg.search, cfg.model.space()
-    if scfg.tied_generations >= scfg.generations and "flexible" in labels:
-        say(
-            f"note: search.tied_generations ({scfg.tied_generations}) >= search.generations "
-            f"({scfg.generations}): the flexible search keeps one 8-bit share for all layers throughout"
-        )
+    for note in settings_notes(scfg, req.overrides, labels):
+        say(note)
     encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob, scfg.share_mutation) for lab in labels}
     oracle = HardwareOracle(lambda s: explore(s, plat))
     all_targets, fastest = _check_targets(req, cfg, oracle, plat.name, say)
