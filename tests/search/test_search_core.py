@@ -537,6 +537,49 @@ def test_evaluator_caches_and_splits_work_over_ranks():
 # ---- racing ------------------------------------------------------------------------------------------
 # racing is on when the evaluator can screen (``_racing_evaluator``); search.screen_size only sizes
 # the runner's screen.  select_on "full": these tests are about promotion by race_z/race_error;
+def test_the_plain_search_log_is_one_line_per_generation(capsys):
+    """Outside a terminal the bar becomes one readable line per generation: no carriage returns,
+    the candidates measured and screened out, and the best validation top-1 per target."""
+    from quasar_vit.search.progress import ProgressBar
+
+    enc = make_encoding(SPACE, "flexible")
+    evo = Evolution(enc, TARGETS, _racing_evaluator(0.5), stub_latency, RACE, progress=ProgressBar(plain=True))
+    res = evo.run()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == RACE.generations
+    screened = [sum(1 for c in res.records if c.generation == g and not c.scored) for g in range(RACE.generations)]
+    for g, line in enumerate(lines):
+        new = sum(1 for c in res.records if c.generation == g)
+        assert line.startswith(
+            f"search flexible gen {g + 1}/{RACE.generations}  {new} new ({screened[g]} screened out)"
+        )
+    assert sum(screened) > 0  # the racing evaluator screens some out, so the count is exercised
+    best = res.best[TARGETS[0].name]
+    assert f"{TARGETS[0].name}={best.val_top1:.1f}%" in lines[-1]
+
+
+def test_plain_progress_prints_complete_lines(capsys):
+    from quasar_vit.utils.progress import PlainProgress, progress
+
+    bar = PlainProgress(10, "verify", "img", every_s=0.0)
+    for _ in range(3):
+        bar.update(2)
+    bar.set_postfix_str("ok")
+    bar.close()
+    bar.close()  # closing twice prints once
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split("  ")[0] for ln in lines] == [
+        "verify 2/10 img (20 %)",
+        "verify 4/10 img (40 %)",
+        "verify 6/10 img (60 %)",
+        "verify 6/10 img (60 %)",
+    ]
+    assert lines[-1].endswith("ok")
+    assert isinstance(progress(5, "x"), PlainProgress)  # pytest's captured stderr is not a terminal
+
+
 # SCREEN_SELECT below is the default course
 RACE = replace(SMALL, population=16, generations=6, mutations=8, crossovers=8, select_on="full")
 

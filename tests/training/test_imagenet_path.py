@@ -98,9 +98,26 @@ def test_train_and_resume_at_224(trained):
     assert (trained / "supernet.pt").is_file()
 
 
+def _space_fps(overrides: list[str]) -> tuple[float, float]:
+    """FPS of the largest and of the fastest subnet of the shrunk imagenet-small space on zcu102,
+    from the same hardware model the search prices candidates with."""
+    from quasar_vit.config import load_config
+    from quasar_vit.hardware import explore, load_platform
+    from quasar_vit.search.targets import space_fps_range
+
+    plat = load_platform("zcu102")
+    space = load_config("imagenet-small", overrides).model.space()
+    return space_fps_range(space, lambda s: explore(s, plat).fps)
+
+
 def test_search_two_generations_at_real_fps_targets(trained, tmp_path, crop_cache_dir):
-    # the smallest imagenet-small subnet reaches about 34 FPS on zcu102 (8-bit rows, 224x224), so
-    # the targets are 15 and 30 FPS; 100 or 250 would be rejected as unreachable (checked below)
+    # Targets from the space itself, not from one machine's lucky draw: every feasible child meets
+    # the loosest target (the search rejects the others before scoring them), so a target just
+    # below the largest subnet's FPS is met whatever the sampler and the scores do.  A target at
+    # the fastest subnet's FPS is reachable, yet met only if the smallest architecture happens to
+    # be drawn: its status is checked against the measured candidates, whichever way it falls.
+    slowest, fastest = _space_fps(["model.geometry.num_classes=4"])
+    loose, tight = 0.9 * slowest, fastest
     out = tmp_path / "search"
     common = [
         "search",
@@ -118,15 +135,22 @@ def test_search_two_generations_at_real_fps_targets(trained, tmp_path, crop_cach
         "--no-progress",
         *_sets(["parents=2", "mutations=2", "crossovers=2", "eval_batch_size=8"]),
     ]
-    assert _cli(common + ["--out", str(out), "--fps", "15,30"]) == 0
+    assert _cli(common + ["--out", str(out), "--fps", f"{loose:.4f},{tight:.4f}"]) == 0
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto["generations"] == 2 and pareto["val_images"] == 8
-    met = [t for t in pareto["targets"] if t["status"] == "met"]
-    assert {t["name"] for t in met} == {"15fps", "30fps"}
-    assert all(t["fps"] >= t["target_fps"] for t in met)
+    by_fps = sorted(pareto["targets"], key=lambda t: t["target_fps"])
+    assert [t["status"] for t in by_fps][0] == "met"
+    assert all(t["fps"] >= t["target_fps"] for t in by_fps if t["status"] == "met")
+    # the tight target: met exactly when some scored candidate reaches it, not_found otherwise
+    reaches = any(fps >= by_fps[1]["target_fps"] for _, fps in pareto["measured"])
+    assert by_fps[1]["status"] == ("met" if reaches else "not_found"), by_fps[1]
+    if not reaches:
+        assert by_fps[1]["fastest_fps"] >= fastest * (1 - 1e-6)
     # the candidates read the validation and test crops from the cache, decoded once
     assert sorted(p.name.split("-")[0] for p in crop_cache_dir.glob("*.npy")) == ["test", "val"]
-    assert _cli(common + ["--out", str(tmp_path / "fast"), "--fps", "100,250"]) == 2  # one error: line, exit 2
+    # targets above the fastest subnet: one error: line, exit 2
+    above = [f"{2 * fastest:.4f}", f"{4 * fastest:.4f}"]
+    assert _cli(common + ["--out", str(tmp_path / "fast"), "--fps", ",".join(above)]) == 2
 
 
 @pytest.fixture(scope="module")

@@ -301,18 +301,17 @@ class _Run:
 
 def _run(directory: Path, ir: IntViT, source: Source | None, x: torch.Tensor, batch_size: int, progress: bool) -> _Run:
     """Run the engine, ``model.pt2``, the eager deploy model and (if any) the checkpoint's model on ``x``."""
-    from tqdm.auto import tqdm
-
     from quasar_vit.export.deploy import DeployViT
     from quasar_vit.export.reference import IntegerViT
     from quasar_vit.export.torch_export import load_program
+    from quasar_vit.utils.progress import progress as progress_bar
 
     scripted = load_program(directory / "model.pt2")
     engine, deploy = IntegerViT(ir), DeployViT(ir)
     vs_deploy, vs_ckpt = _Comparison(), _Comparison()
     int_all, eager_all = [], []
     script_err = 0.0
-    bar = tqdm(total=len(x), desc="verify", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(x), "verify", "img", enabled=progress)
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
         with torch.no_grad():

@@ -54,15 +54,17 @@ def count_correct(
     """``(correct, total)`` of ``forward`` on ``dataset``: counts, so that ranks can sum them exactly."""
     correct = total = 0
     batches = iter_eval_batches(dataset, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
+    from quasar_vit.utils.progress import progress as progress_bar
 
-        # the bar's length in batches; not ``total``, which counts the images scored
-        n_batches = -(-len(dataset) // batch_size) if hasattr(dataset, "__len__") else None
-        batches = tqdm(batches, desc=desc, unit="batch", total=n_batches, leave=False, dynamic_ncols=True)
+    # the bar counts images; a plain line (stderr not a terminal) carries the running top-1
+    n_images = len(dataset) if hasattr(dataset, "__len__") else None
+    bar = progress_bar(n_images, desc, "img", enabled=progress, leave=False)
     for hits in _hits(forward, batches, transform, device):
         correct += int(hits.sum())
         total += int(hits.numel())
+        bar.update(int(hits.numel()))
+        bar.set_postfix_str(f"top-1 {100.0 * correct / max(total, 1):.2f} %")
+    bar.close()
     return correct, total
 
 

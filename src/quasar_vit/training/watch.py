@@ -10,11 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from quasar_vit.utils.io import atomic_write_text
+from quasar_vit.utils.progress import stderr_is_terminal
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -81,10 +81,6 @@ def log_line(rec: dict[str, Any], total: int) -> str:
     parts += [f"lr {rec['lr']:.3e}", f"{rec.get('img_per_sec', 0):.0f} img/s"]
     parts += [f"val {k.replace('val_top1_', '')} {v:.2f} %" for k, v in rec.items() if k.startswith("val_top1_")]
     return "  ".join(parts)
-
-
-def stderr_is_terminal() -> bool:
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 class TensorBoard:
