@@ -35,6 +35,10 @@ class QuantConfig:
     act_bits: int = 6  # activations feeding every linear layer and both attention matmuls
     # open: LSQ step init; per-row step = 2*mean|w|/sqrt(Qp) as in the LSQ paper
     lsq_grad_scale: bool = True  # scale step gradients by 1/sqrt(numel*Qp) (LSQ)
+    # model.nonlinear: integer only (docs/design.md, "Integer nonlinear ops"):
+    residual_bits: int = 20  # the residual stream's codes (one calibrated step for the network)
+    gelu_in_bits: int = 10  # GELU table index: 2**10 entries, fused with fc1's requantisation
+    softmax_frac_bits: int = 6  # fraction bits of softmax's exp2 argument: a 2**6-entry table
 
 
 @dataclass
@@ -54,6 +58,10 @@ class ModelConfig:
     # open in the paper (row-wise shares "per layer"): one share per transformer block, used by its
     # qkv, proj, fc1 and fc2, or one per linear; it sets how training and search draw subnets
     share_granularity: str = "block"
+    # LayerNorm, softmax, GELU, residual adds and layer scaling: "integer" (the accelerator's
+    # arithmetic, trained bit-exactly; quasar_vit/quantization/intops.py) or "float" (float ops, as
+    # checkpoints before integer ops were trained; a stored config without the key is "float")
+    nonlinear: str = "integer"  # one of NONLINEAR_MODES
     layer_scale: bool = True  # supernet layer scaling (paper section 2)
     layer_scale_init: float = 0.1  # open: CaiT uses 0.1 for depth <= 18
     drop_path: float = 0.0
@@ -147,6 +155,8 @@ class TrainConfig:
     init: str | None = None  # pretrained weights to start from (timm/DeiT ViT or AutoFormer supernet)
 
 
+#: model.nonlinear: how LayerNorm, softmax, GELU and the residual adds compute
+NONLINEAR_MODES = ("integer", "float")
 #: training recipes (data.recipe), resize filters (data.interpolation), auto-augment policies
 #: (data.auto_augment) and mixed-precision modes (train.amp)
 RECIPES = ("simple", "deit")
@@ -304,6 +314,13 @@ class ExperimentConfig:
             )
         if not 2 <= q.act_bits <= 8:
             raise ConfigError(f"quant.act_bits: expected 2..8, got {q.act_bits}")
+        if self.model.nonlinear not in NONLINEAR_MODES:
+            raise ConfigError(
+                f"model.nonlinear: expected one of {', '.join(NONLINEAR_MODES)}, got {self.model.nonlinear!r}"
+            )
+        for key, lo, hi in (("residual_bits", 8, 20), ("gelu_in_bits", 6, 14), ("softmax_frac_bits", 2, 10)):
+            if not lo <= getattr(q, key) <= hi:
+                raise ConfigError(f"quant.{key}: expected {lo}..{hi}, got {getattr(q, key)}")
         if self.data.name not in ("fashion-mnist", "mnist", "cifar10", "imagefolder"):
             raise ConfigError(
                 f"data.name: unknown data set '{self.data.name}' (fashion-mnist, mnist, cifar10, imagefolder)"

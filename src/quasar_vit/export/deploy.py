@@ -139,4 +139,141 @@ class DeployViT(nn.Module):
         return self.head(x)
 
 
-__all__ = ["DeployViT", "FakeQuant"]
+# ---- nonlinear: integer -----------------------------------------------------------------------------
+class _Consts(nn.Module):
+    """Named constant arrays as buffers, read by attribute like the IR's dataclasses (``.mult``, ...)."""
+
+    def __init__(self, **arrays: Any) -> None:
+        super().__init__()
+        self.names = tuple(arrays)
+        for k, v in arrays.items():
+            self.register_buffer(k, torch.from_numpy(np.array(v, np.float64)))
+
+    def arrays(self) -> tuple[Tensor, ...]:
+        return tuple(getattr(self, k) for k in self.names)
+
+
+def _consts(obj: Any) -> _Consts:
+    """The buffers of an IR constant group (``Requant``, ``IntNorm``, ``IntSoftmax``)."""
+    from dataclasses import fields
+
+    return _Consts(**{f.name: getattr(obj, f.name) for f in fields(obj)})
+
+
+class _IntLinear(nn.Module):
+    """A linear layer's weight codes (float32, exact in a float32 GEMM below 2**24), input quantizer and rescale."""
+
+    act_step: Tensor  # buffers (register_buffer)
+    w: Tensor
+    scale: Tensor
+    bias: Tensor
+
+    def __init__(self, lin: IntLinear) -> None:
+        super().__init__()
+        self.name = lin.name
+        self.act_range = lin.act_range
+        self.register_buffer("act_step", torch.tensor(float(lin.act_step), dtype=torch.float32))
+        self.register_buffer("w", torch.from_numpy(lin.w_int.astype(np.float32)).t().contiguous())
+        self.register_buffer("scale", torch.from_numpy(np.asarray(lin.scale, np.float32)).clone())
+        self.register_buffer("bias", _buffer(lin.bias))
+        self.exact_f32 = lin.a_max * 128 * lin.in_features < 2**24
+
+
+class _IntBlock(nn.Module):
+    def __init__(self, blk: IntBlock) -> None:
+        super().__init__()
+        assert blk.ops is not None
+        o = blk.ops
+        self.index, self.heads, self.head_dim = blk.index, blk.heads, blk.head_dim
+        self.qkv, self.proj = _IntLinear(blk.qkv), _IntLinear(blk.proj)
+        self.fc1, self.fc2 = _IntLinear(blk.fc1), _IntLinear(blk.fc2)
+        self.ops = nn.Module()
+        for name in ("norm1", "qkv", "softmax", "pv", "proj", "norm2", "fc1", "fc2"):
+            self.ops.add_module(name, _consts(getattr(o, name)))
+        self.ops.register_buffer("gelu_table", torch.from_numpy(np.array(o.gelu_table, np.float64)))
+
+
+class _TorchGemms:
+    """The deploy model's GEMMs: float32 matmuls of the codes (exact: every sum is an integer below 2**24)."""
+
+    def __init__(self, model: "DeployIntViT") -> None:
+        self.lin = {m.name: m for m in model.modules() if isinstance(m, _IntLinear)}
+
+    def quantize(self, x: Tensor, step: Tensor, qn: int, qp: int) -> Tensor:
+        return torch.clamp(torch.round(x / step), qn, qp)
+
+    def patchify(self, x: Tensor, p: int) -> Tensor:
+        b, c, hgt, wid = x.shape
+        x = x.reshape(b, c, hgt // p, p, wid // p, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(b, (hgt // p) * (wid // p), c * p * p)
+
+    def linear(self, name: str, codes: Tensor) -> Tensor:
+        lin = self.lin[name]
+        dt = torch.float32 if lin.exact_f32 else torch.float64
+        return torch.matmul(codes.to(dt), lin.w.to(dt))
+
+    def matmul(self, a: Tensor, b: Tensor, a_max: int, b_max: int) -> Tensor:
+        dt = torch.float32 if a_max * b_max * a.shape[-1] < 2**24 else torch.float64
+        return torch.matmul(a.to(dt), b.to(dt))
+
+    def logits(self, name: str, acc: Tensor) -> Tensor:
+        lin = self.lin[name]
+        return acc.float() * lin.scale + lin.bias
+
+    def permute(self, a: Tensor, axes: tuple[int, ...]) -> Tensor:
+        return a.permute(*axes)
+
+    def concat(self, parts: list[Tensor], axis: int) -> Tensor:
+        return torch.cat(parts, dim=axis)
+
+    def expand(self, a: Tensor, shape: tuple[int, ...]) -> Tensor:
+        return a.expand(*shape)
+
+
+class _NetworkOps(nn.Module):
+    """The network-level integer formats (``IntegerOps``) as buffers and plain numbers."""
+
+    start: Tensor  # buffer
+
+    def __init__(self, o: Any) -> None:
+        super().__init__()
+        self.residual_range: tuple[int, int] = o.residual_range
+        self.gelu_in_bits: int = o.gelu_in_bits
+        self.softmax_frac_bits: int = o.softmax_frac_bits
+        self.patch_embed = _consts(o.patch_embed)
+        self.norm = _consts(o.norm)
+        self.register_buffer("start", torch.from_numpy(np.array(o.start, np.float64)))
+
+
+class DeployIntViT(nn.Module):
+    """The integer path of an export (``nonlinear: integer``) as a torch module for ``model.pt2``.
+
+    It runs :func:`quasar_vit.export.intforward.integer_forward` (the NumPy engine's wiring and
+    :mod:`quasar_vit.quantization.intops`' arithmetic) on the export's constants held as buffers, so
+    ``torch.export`` traces it and its logits are the engine's, bit for bit.
+    """
+
+    def __init__(self, ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        ir = as_ir(ir, manifest)
+        assert ir.ops is not None, "DeployIntViT needs an integer export"
+        o = ir.ops
+        self.patch_size = ir.patch_size
+        self.act_range_signed, self.act_range_unsigned = ir.act_range_signed, ir.act_range_unsigned
+        self.patch_embed, self.head = _IntLinear(ir.patch_embed), _IntLinear(ir.head)
+        self.blocks = nn.ModuleList([_IntBlock(b) for b in ir.blocks])
+        self.ops = _NetworkOps(o)
+        self.eval()
+
+    def forward(self, x: Tensor, trace: dict[str, Tensor] | None = None) -> Tensor:
+        from quasar_vit.export.intforward import integer_forward
+
+        return integer_forward(self, x, _TorchGemms(self), trace)
+
+
+def deploy_model(ir: IntViT) -> nn.Module:
+    """The deploy model of an export: :class:`DeployIntViT` for integer nonlinear ops, else :class:`DeployViT`."""
+    return DeployIntViT(ir) if ir.nonlinear == "integer" else DeployViT(ir)
+
+
+__all__ = ["DeployViT", "DeployIntViT", "FakeQuant", "deploy_model"]

@@ -7,6 +7,8 @@ place at the end (``utils.io.atomic_dir``): a failed export never leaves a half-
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as _dt
 import json
 import os
@@ -125,8 +127,8 @@ def _evaluate(tmp: Path, cfg: Any, net: _Integerised, data_root: str | None, eva
         return {"note": f"accuracy not measured: {exc}"}
     ref = torch_logits(net.deploy, x)
     integer, _ = IntegerViT(net.ir).predict(x.numpy())
-    n_onnx = min(len(x), 512)
-    onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy())
+    n_onnx = min(len(x), 512) if (tmp / "model.onnx").exists() else 0  # TODO(integer ONNX)
+    onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy()) if n_onnx else ref[:0]
     pct = lambda a: float(100.0 * np.mean(a)) if len(a) else None  # noqa: E731
     return {
         "split": "test",
@@ -237,17 +239,17 @@ class _Integerised:
     arrays: dict[str, np.ndarray]  # integer weights (weights.npz)
     manifest: dict[str, Any]  # their layout (manifest.json)
     ir: Any  # the IntViT read by the ONNX/QONNX builders and the integer engine
-    deploy: torch.nn.Module  # the DeployViT traced into model.pt2
+    deploy: torch.nn.Module  # the deploy model traced into model.pt2 (DeployIntViT or DeployViT)
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> "_Integerised":
-        from quasar_vit.export.deploy import DeployViT
+        from quasar_vit.export.deploy import deploy_model
         from quasar_vit.export.intweights import integer_weights
         from quasar_vit.export.ir import build_ir
 
         arrays, manifest = integer_weights(model)
         ir = build_ir(arrays, manifest)
-        return cls(model, arrays, manifest, ir, DeployViT(ir))
+        return cls(model, arrays, manifest, ir, deploy_model(ir))
 
 
 def _write_model(tmp: Path, sub: SubnetConfig, cfg: Any, net: _Integerised) -> None:
@@ -262,6 +264,7 @@ def _write_model(tmp: Path, sub: SubnetConfig, cfg: Any, net: _Integerised) -> N
             "subnet": sub.to_dict(),
             "quant": cfg.to_dict()["quant"],
             "layer_scale": bool(net.model.layer_scale),
+            "nonlinear": str(net.model.nonlinear),
             "state_dict": {k: v.detach().cpu() for k, v in net.model.state_dict().items()},
         },
         tmp / "model_state.pt",
@@ -277,9 +280,10 @@ def _write_graphs(tmp: Path, sub: SubnetConfig, net: _Integerised) -> None:
     from quasar_vit.export.torch_export import save_program
 
     ir = net.ir
-    save_onnx(ir, tmp / "model.onnx")
-    save_onnx(ir, tmp / "model.int8.onnx", variant="int8")
-    save_qonnx(ir, tmp / "model.qonnx.onnx")
+    if ir.nonlinear == "float":  # TODO(integer ONNX): the integer graphs
+        save_onnx(ir, tmp / "model.onnx")
+        save_onnx(ir, tmp / "model.int8.onnx", variant="int8")
+        save_qonnx(ir, tmp / "model.qonnx.onnx")
     save_program(
         net.deploy,
         torch.zeros(2, sub.geometry.in_chans, sub.geometry.img_size, sub.geometry.img_size),
@@ -319,9 +323,10 @@ def load_subnet_model(directory: str | Path):
     from quasar_vit.models.vit import QuantViT
 
     d = torch.load(Path(directory) / "model_state.pt", map_location="cpu", weights_only=True)
-    q = d["quant"]
-    spec = QuantConfig(q["enabled"], q["w_bits_low"], q["w_bits_high"], q["act_bits"], q["lsq_grad_scale"])
-    model = QuantViT(SubnetConfig.from_dict(d["subnet"]), spec, d["layer_scale"])
+    known = {f.name for f in dataclasses.fields(QuantConfig)}
+    spec = QuantConfig(**{k: v for k, v in d["quant"].items() if k in known})
+    nonlinear = str(d.get("nonlinear", "float"))  # exports before integer ops: float
+    model = QuantViT(SubnetConfig.from_dict(d["subnet"]), spec, d["layer_scale"], nonlinear=nonlinear)
     model.load_state_dict(d["state_dict"])
     return model.eval()
 

@@ -134,12 +134,31 @@ def integer_weights(model: torch.nn.Module) -> tuple[dict[str, np.ndarray], dict
     arrays["norm.bias"] = _np(vit.norm.bias).astype(np.float32)
     eps.append(float(vit.norm.eps))
     layers.append(_linear("head", vit.head, arrays))
+    if vit.nonlinear == "integer":
+        _integer_arrays(vit, arrays)
     if len(set(eps)) != 1:
         raise ExportError("LayerNorms with different eps are not supported")
     names = [l.name for l in sub.linear_layers()]
     if names != [l["name"] for l in layers]:  # pragma: no cover - internal consistency
         raise ExportError("exported layers do not match SubnetConfig.linear_layers()")
     return arrays, _manifest(vit, layers, eps[0], arrays)
+
+
+def _integer_arrays(vit: QuantViT, arrays: dict[str, np.ndarray]) -> None:
+    """The integer nonlinear ops' constants (int64) and tables (``nonlinear: integer``).
+
+    They come from :func:`quasar_vit.models.intpath.integer_constants`, the functions the model's
+    own forward derives them with, so the export holds the integers the model computed with.
+    """
+    from quasar_vit.models.intpath import integer_constants
+    from quasar_vit.quantization import intops
+
+    if not bool(vit.res_q.initialized):
+        raise ExportError("the residual quantizer of this integer model was never calibrated: nothing to export")
+    for k, v in integer_constants(vit).items():
+        arrays[k] = v.detach().cpu().numpy().astype(np.int64)
+    arrays["tables.rsqrt"] = np.array(intops.rsqrt_table())
+    arrays["tables.exp2"] = np.array(intops.exp2_table(vit.quant.softmax_frac_bits))
 
 
 def _check_exportable(model: torch.nn.Module) -> QuantViT:
@@ -202,9 +221,31 @@ def _manifest(model: QuantViT, layers: list[LayerInfo], eps: float, arrays: Mapp
         "layer_norm_eps": eps,
         "layer_scale": bool(model.layer_scale),
         "attn_scale": float(sub.geometry.head_dim**-0.5),
-        "gelu": "exact (erf)",
+        "gelu": "exact (erf)" if model.nonlinear == "float" else "table (integer)",
+        "nonlinear": model.nonlinear,
+        **({"integer": _integer_manifest(model)} if model.nonlinear == "integer" else {}),
         "layers": layers,
         "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()},
+    }
+
+
+def _integer_manifest(model: QuantViT) -> dict[str, Any]:
+    """The integer formats of ``nonlinear: integer`` (constants in ``weights.npz``, docs/design.md)."""
+    from quasar_vit.quantization import intops
+
+    q = model.quant
+    return {
+        "residual_bits": q.residual_bits,
+        "residual_step": float(model.res_q.step_value()),
+        "gelu_in_bits": q.gelu_in_bits,
+        "softmax_frac_bits": q.softmax_frac_bits,
+        "rsqrt_index_bits": intops.RSQRT_INDEX_BITS,
+        "rsqrt_bits": intops.RSQRT_BITS,
+        "ln_frac_bits": intops.LN_FRAC,
+        "exp_bits": intops.EXP_BITS,
+        "recip_bits": intops.RECIP_BITS,
+        "mult_bits": intops.MULT_BITS,
+        "requant": "clamp((acc * mult + offset) >> shift); offset holds the bias and the rounding half",
     }
 
 

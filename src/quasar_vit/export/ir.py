@@ -15,7 +15,7 @@ NumPy only (no torch): the HLS path and the reference engine run without it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -93,6 +93,73 @@ class IntLinear:
         return max(abs(self.act_range[0]), abs(self.act_range[1]))
 
 
+# ---- the integer nonlinear ops (``nonlinear: integer``; quasar_vit/quantization/intops.py) -------------
+@dataclass(frozen=True, eq=False)
+class Requant:
+    """A requantiser ``clamp((acc * mult + offset) >> shift)``: per-row constants (float64 holding integers)."""
+
+    mult: np.ndarray
+    offset: np.ndarray
+    shift: np.ndarray
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.mult, self.offset, self.shift
+
+
+@dataclass(frozen=True, eq=False)
+class IntNorm:
+    """An integer LayerNorm of the residual codes: per-channel ``gain``/``offset``, ``shift``, ``eps``."""
+
+    gain: np.ndarray
+    offset: np.ndarray
+    shift: np.ndarray
+    eps: np.ndarray
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.gain, self.offset, self.shift, self.eps
+
+
+@dataclass(frozen=True, eq=False)
+class IntSoftmax:
+    """An integer softmax: the exp2 argument's ``mult``/``shift`` and the probability step's ``recip``."""
+
+    mult: np.ndarray
+    shift: np.ndarray
+    recip: np.ndarray
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.mult, self.shift, self.recip
+
+
+@dataclass(frozen=True, eq=False)
+class IntBlockOps:
+    """A block's integer nonlinear stages, in execution order."""
+
+    norm1: IntNorm  # residual -> qkv input codes
+    qkv: Requant  # qkv accumulators -> q, k, v codes
+    softmax: IntSoftmax  # q k^T accumulators -> probability codes
+    pv: Requant  # P v accumulators -> proj input codes
+    proj: Requant  # proj accumulators -> residual update (layer scale folded in)
+    norm2: IntNorm  # residual -> fc1 input codes
+    fc1: Requant  # fc1 accumulators -> GELU table index
+    gelu_table: np.ndarray  # index -> fc2 input code
+    fc2: Requant  # fc2 accumulators -> residual update (layer scale folded in)
+
+
+@dataclass(frozen=True, eq=False)
+class IntegerOps:
+    """The network-level integer formats: the residual stream, the stem, the final norm, the tables."""
+
+    residual_bits: int
+    residual_step: float
+    residual_range: tuple[int, int]
+    gelu_in_bits: int
+    softmax_frac_bits: int
+    patch_embed: Requant  # patch embedding accumulators -> residual update
+    start: np.ndarray  # [T, E] residual codes the tokens start from (class token + positions)
+    norm: IntNorm  # final LayerNorm (class token) -> head input codes
+
+
 @dataclass(frozen=True, eq=False)
 class IntBlock:
     """One transformer block: its four linears, the attention operand steps, norms and layer scales."""
@@ -112,6 +179,7 @@ class IntBlock:
     norm2: tuple[np.ndarray, np.ndarray]
     ls1: np.ndarray
     ls2: np.ndarray
+    ops: IntBlockOps | None = None  # the integer nonlinear stages (``nonlinear: integer``)
     requant: tuple[int, int] = field(init=False)  # (mult, shift): P v accumulator -> proj input codes
 
     def __post_init__(self) -> None:
@@ -149,6 +217,8 @@ class IntViT:
     blocks: tuple[IntBlock, ...]
     norm: tuple[np.ndarray, np.ndarray]
     head: IntLinear
+    nonlinear: str = "float"  # "integer": LayerNorm/softmax/GELU/residual in integers (``ops``)
+    ops: IntegerOps | None = None
 
     @property
     def geometry(self) -> ViTGeometry:
@@ -268,6 +338,11 @@ def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> I
     if "patch_embed" not in lins or "head" not in lins:
         raise ExportError("manifest.json lacks the patch_embed or head layer")
     pe, head = lins["patch_embed"], lins["head"]
+    nonlinear = str(manifest.get("nonlinear", "float"))  # exports before integer ops: float
+    if nonlinear not in ("float", "integer"):
+        raise ExportError(f"manifest.json: unknown nonlinear {nonlinear!r}")
+    if nonlinear == "integer":
+        blocks = [replace(b, ops=_block_ops(a, b.index)) for b in blocks]
     pdim = geo.patch_dim
     if (pe.in_features, pe.out_features, head.in_features) != (pdim, e, e):
         raise ExportError(
@@ -286,6 +361,58 @@ def build_ir(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> I
         tuple(blocks),
         _norm(a, "norm", e),
         lins["head"],
+        nonlinear,
+        _integer_ops(a, manifest, patches + 1, e) if nonlinear == "integer" else None,
+    )
+
+
+def _requant(a: _Arrays, prefix: str) -> Requant:
+    return Requant(*(a.get(f"{prefix}.{k}", np.float64) for k in ("mult", "offset", "shift")))
+
+
+def _int_norm(a: _Arrays, prefix: str) -> IntNorm:
+    return IntNorm(*(a.get(f"{prefix}.{k}", np.float64) for k in ("gain", "offset", "shift", "eps")))
+
+
+def _block_ops(a: _Arrays, i: int) -> IntBlockOps:
+    p = f"blocks.{i}"
+    sm = IntSoftmax(*(a.get(f"{p}.softmax.{k}", np.float64) for k in ("mult", "shift", "recip")))
+    return IntBlockOps(
+        _int_norm(a, f"{p}.norm1.int"),
+        _requant(a, f"{p}.qkv.rq"),
+        sm,
+        _requant(a, f"{p}.pv"),
+        _requant(a, f"{p}.proj.rq"),
+        _int_norm(a, f"{p}.norm2.int"),
+        _requant(a, f"{p}.fc1.rq"),
+        a.get(f"{p}.fc1.rq.table", np.float64),
+        _requant(a, f"{p}.fc2.rq"),
+    )
+
+
+def _integer_ops(a: _Arrays, manifest: Mapping[str, Any], tokens: int, e: int) -> IntegerOps:
+    """The network-level integer formats; the stored tables must be the ones this version computes."""
+    from quasar_vit.quantization import intops
+
+    info = manifest.get("integer")
+    if not isinstance(info, Mapping):
+        raise ExportError("manifest.json: an integer export lacks its 'integer' section")
+    for key, table in (
+        ("tables.rsqrt", intops.rsqrt_table()),
+        ("tables.exp2", intops.exp2_table(int(info["softmax_frac_bits"]))),
+    ):
+        if not np.array_equal(a.get(key, np.int64), table):
+            raise ExportError(f"weights.npz {key} differs from this version's table: the export used other arithmetic")
+    bits = int(info["residual_bits"])
+    return IntegerOps(
+        bits,
+        float(info["residual_step"]),
+        (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1),
+        int(info["gelu_in_bits"]),
+        int(info["softmax_frac_bits"]),
+        _requant(a, "patch_embed.rq"),
+        a.get("residual.start", np.float64, (tokens, e)),
+        _int_norm(a, "norm.int"),
     )
 
 
@@ -338,4 +465,18 @@ def load_ir(directory: str | Path) -> IntViT:
     return build_ir(*load_weights(directory))
 
 
-__all__ = ["IntLinear", "IntBlock", "IntViT", "as_ir", "build_ir", "load_ir", "requant_multiplier", "REQUANT_MULT_BITS"]
+__all__ = [
+    "IntLinear",
+    "IntBlock",
+    "IntViT",
+    "Requant",
+    "IntNorm",
+    "IntSoftmax",
+    "IntBlockOps",
+    "IntegerOps",
+    "as_ir",
+    "build_ir",
+    "load_ir",
+    "requant_multiplier",
+    "REQUANT_MULT_BITS",
+]

@@ -13,8 +13,12 @@ What runs where (paper, section 4):
   projection input with a fixed-point multiplier and a shift, as gemmlowp/TFLite do (no float):
   ``code = clamp((acc * mult + 2**(shift-1)) >> shift)`` with ``mult / 2**shift ~= s_P * s_v / s_proj_in``
   and a 17-bit ``mult`` (one DSP48E2 per output row; :func:`requant_multiplier`).
-* **ARM cores, float** - LayerNorm, softmax, GELU (exact erf) and the residual adds, followed by the
-  6-bit quantisation of their outputs (round half to even, clamp).
+* **ARM cores, float** (``nonlinear: float`` exports) - LayerNorm, softmax, GELU (exact erf) and the
+  residual adds, followed by the 6-bit quantisation of their outputs (round half to even, clamp).
+* **integers throughout** (``nonlinear: integer``, the default) - LayerNorm, softmax, GELU, the
+  residual adds and the layer scaling are the integer ops of :mod:`quasar_vit.quantization.intops`
+  on the exact accumulators, wired by :func:`quasar_vit.export.intforward.integer_forward`; only the
+  head's logits are a float rescale.
 
 Exactness: the integer GEMMs are evaluated with BLAS on small integers stored as floats.  Every
 product and every partial sum is an integer below ``2**24`` (float32) or ``2**53`` (float64),
@@ -299,6 +303,14 @@ class IntegerViT:
     def _forward(self, images: np.ndarray, codes: Trace | None) -> np.ndarray:
         """The logits; the integer codes go into ``codes`` unless it is None."""
         ir = self.ir
+        if ir.nonlinear == "integer":
+            from quasar_vit.export.intforward import NumpyGemms, integer_forward
+
+            raw: dict[str, np.ndarray] | None = {} if codes is not None else None
+            logits = integer_forward(ir, np.asarray(images, F32), NumpyGemms(self), raw)
+            if codes is not None and raw is not None:
+                codes.update({k: v.astype(np.int32) for k, v in raw.items()})
+            return logits
         x = np.asarray(images, F32)
         tok = self._linear("patch_embed", patchify(x, ir.patch_size), codes)
         cls = np.broadcast_to(ir.cls_token, (x.shape[0], 1, tok.shape[-1]))

@@ -87,17 +87,43 @@ def _traced(
 
 
 def _deploy_codes(deploy: torch.nn.Module, x: torch.Tensor) -> Traced:
-    """Logits and the integer codes of every fake-quant point of the (eager) DeployViT."""
-    from quasar_vit.export.deploy import FakeQuant
+    """Logits and the integer codes of every quantisation point of the (eager) deploy model."""
+    from quasar_vit.export.deploy import DeployIntViT, FakeQuant
 
+    if isinstance(deploy, DeployIntViT):  # the integer path records its own codes
+        codes: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            logits = deploy(x, codes)
+        return logits.numpy(), {k: v.to(torch.int32).numpy() for k, v in codes.items()}
     return _traced(deploy, lambda: deploy(x), FakeQuant, lambda m, _inp, out: torch.round(out / m.step))
 
 
 def _checkpoint_codes(supernet: torch.nn.Module, subnet: Any, x: torch.Tensor) -> Traced:
-    """Logits of ``supernet(x, subnet)`` (eval mode) and the codes of every activation quantizer it ran."""
-    from quasar_vit.quantization.lsq import ActQuantizer
+    """Logits of ``supernet(x, subnet)`` (eval mode) and the codes of every activation quantizer it ran.
 
-    return _traced(supernet, lambda: supernet(x, subnet), ActQuantizer, lambda m, inp, _out: m.integer(inp[0]))
+    On the integer path a quantizer's output is its exact codes times its step (``forward(x, codes)``),
+    so the codes are read back from the output; the residual quantizer runs once per residual point,
+    named in call order (``stem.res``, then ``res1`` and ``res2`` of each block) as the engine names them.
+    """
+    from quasar_vit.quantization.lsq import ActQuantizer, ResidualQuantizer
+
+    def code(m: ActQuantizer, inp: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+        return torch.round(out / m.step_value()) if len(inp) > 1 else m.integer(inp[0])
+
+    res_codes: list[torch.Tensor] = []
+    res_mods = [m for m in supernet.modules() if isinstance(m, ResidualQuantizer)]
+    handles = [
+        m.register_forward_hook(lambda m, _inp, out: res_codes.append(torch.round(out / m.step_value())))
+        for m in res_mods
+    ]
+    try:
+        logits, codes = _traced(supernet, lambda: supernet(x, subnet), ActQuantizer, code)
+    finally:
+        for h in handles:
+            h.remove()
+    names = ["stem.res"] + [f"blocks.{i}.res{j}" for i in range(subnet.depth) for j in (1, 2)]
+    codes.update({n: c.to(torch.int32).numpy() for n, c in zip(names, res_codes)})
+    return logits, codes
 
 
 class _Comparison:
@@ -262,9 +288,11 @@ def verify_export(
         raise ExportError("no test images to verify on")
     run = _run(directory, ir, source, x, batch_size, progress)
     result = _deploy_result(directory, cfg.data.name, run, y, source is not None, min_agreement)
-    # a code difference > 1 only arises when an earlier flip propagated (seen: 3, in 0.4 % of images);
-    # it is reported, not failed on
+    # float nonlinear ops: a code difference > 1 only arises when an earlier flip propagated (seen: 3,
+    # in 0.4 % of images); it is reported, not failed on.  Integer ones: every code and logit is exact.
     passed = bool(result["agreement_percent"] >= min_agreement and run.nibbles_ok)
+    if run.integer_ops:
+        passed = passed and result["bit_exact"]
     if source is not None:
         result["checkpoint"] = _checkpoint_result(run, source, y, min_agreement, max_flip_fraction)
         passed = passed and result["checkpoint"]["passed"]
@@ -297,17 +325,18 @@ class _Run:
     eager: np.ndarray  # the eager DeployViT's logits
     script_err: float  # max |model.pt2 - eager DeployViT| logit difference
     nibbles_ok: bool  # nibble passes == direct int64 GEMMs on the first images
+    integer_ops: bool  # the export's nonlinear ops are integers: every comparison must be exact
 
 
 def _run(directory: Path, ir: IntViT, source: Source | None, x: torch.Tensor, batch_size: int, progress: bool) -> _Run:
     """Run the engine, ``model.pt2``, the eager deploy model and (if any) the checkpoint's model on ``x``."""
-    from quasar_vit.export.deploy import DeployViT
+    from quasar_vit.export.deploy import deploy_model
     from quasar_vit.export.reference import IntegerViT
     from quasar_vit.export.torch_export import load_program
     from quasar_vit.utils.progress import progress as progress_bar
 
     scripted = load_program(directory / "model.pt2")
-    engine, deploy = IntegerViT(ir), DeployViT(ir)
+    engine, deploy = IntegerViT(ir), deploy_model(ir)
     vs_deploy, vs_ckpt = _Comparison(), _Comparison()
     int_all, eager_all = [], []
     script_err = 0.0
@@ -330,7 +359,9 @@ def _run(directory: Path, ir: IntViT, source: Source | None, x: torch.Tensor, ba
     # nibble passes == direct int64 GEMMs, on a few images
     nib_logits = IntegerViT(ir, exact=True, check_nibbles=True).forward(x[:4].numpy())
     nibbles_ok = bool(np.array_equal(nib_logits, integer[:4]))
-    return _Run(vs_deploy, vs_ckpt, integer, np.concatenate(eager_all), script_err, nibbles_ok)
+    return _Run(
+        vs_deploy, vs_ckpt, integer, np.concatenate(eager_all), script_err, nibbles_ok, ir.nonlinear == "integer"
+    )
 
 
 def _deploy_result(
@@ -355,7 +386,14 @@ def _deploy_result(
         "top1_integer": float(100.0 * np.mean(run.integer.argmax(1) == y)),
         "nibble_passes_exact": run.nibbles_ok,
         "program_vs_eager_max_abs": run.script_err,
+        "nonlinear": "integer" if run.integer_ops else "float",
+        "bit_exact": _bit_exact(dep),
     }
+
+
+def _bit_exact(r: dict[str, Any]) -> bool:
+    """No code flipped and the logits equal: what an integer export must show against every model."""
+    return bool(r["flipped_codes"] == 0 and r["max_abs_logit_error"] == 0.0)
 
 
 def _checkpoint_result(
@@ -364,6 +402,8 @@ def _checkpoint_result(
     """``result["checkpoint"]``: the engine against the checkpoint's fake-quant model."""
     ck, ck_ref = run.vs_ckpt.result(run.integer)
     ck_ok = bool(ck["agreement_percent"] >= min_agreement and ck["flipped_code_fraction"] <= max_flip_fraction)
+    if run.integer_ops:  # integer nonlinear ops: the checkpoint's model computes the same integers
+        ck_ok = ck_ok and _bit_exact(ck)
     return {
         "checked": True,
         **source[2],
@@ -373,6 +413,7 @@ def _checkpoint_result(
         "max_flipped_code_fraction": float(max_flip_fraction),
         "top1_checkpoint": float(100.0 * np.mean(ck_ref.argmax(1) == y)),
         "deploy_vs_checkpoint_max_abs_logit": float(np.abs(run.eager - ck_ref).max()),
+        "bit_exact": _bit_exact(ck),
         "passed": ck_ok,
     }
 

@@ -17,7 +17,13 @@ from torch import Tensor, nn
 
 from quasar_vit.config import QuantConfig
 from quasar_vit.errors import SubnetError
-from quasar_vit.quantization.lsq import ActQuantizer, init_weight_steps, integer_weight_rows, quantize_weight_rows
+from quasar_vit.quantization.lsq import (
+    ActQuantizer,
+    ResidualQuantizer,
+    init_weight_steps,
+    integer_weight_rows,
+    quantize_weight_rows,
+)
 from quasar_vit.space import BLOCK_LINEARS, num_8bit_rows
 
 
@@ -157,6 +163,36 @@ class QuantLinear(nn.Module):
             )
         return F.linear(x, w, b)
 
+    def forward_exact(
+        self, x: Tensor, rows: int | None = None, cols: int | None = None, share: float | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The slice's exact integer GEMM on input ``x`` that is already on this layer's input grid.
+
+        ``x`` is ``codes * s_x`` (the producer applied this layer's input quantizer, e.g. through
+        :meth:`ActQuantizer.forward` with codes), so the layer does not quantize it again.
+
+        Args:
+            x: input fake-quant values ``[..., cols]``.
+            rows, cols, share: the slice, as for :meth:`forward`.
+
+        Returns:
+            ``(y, acc, row_steps, bias)``: the float output ``float32(acc) * (s_x * s_row) + bias``
+            (differentiable, trained as the plain fake-quant linear), the int64 accumulator, and the
+            slice's per-row weight steps and biases (for the integer output stage's constants).
+        """
+        from quasar_vit.models.exact import exact_matmul
+        from quasar_vit.quantization.lsq import qrange, row_steps
+
+        w, b, slo, shi = self.sliced(rows, cols)
+        n8 = num_8bit_rows(w.shape[0], self.share if share is None else share, self.sections)
+        q = self.quant
+        w_fq = quantize_weight_rows(w, slo, shi, n8, self.sections, q.w_bits_low, q.w_bits_high, q.lsq_grad_scale)
+        steps = row_steps(slo, shi, n8, self.sections)
+        w_max = -qrange(q.w_bits_high if n8 else q.w_bits_low, True)[0]
+        a_max = max(-self.aq.qn, self.aq.qp)
+        y, acc = exact_matmul(x, w_fq.t(), self.aq.step_value(), steps, a_max, w_max)
+        return y + b, acc, steps, b.detach()
+
     def integer_weights(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(w_int, step per row, is_8bit per row)`` of the full-size layer (for export)."""
         return integer_weight_rows(
@@ -197,9 +233,12 @@ class BlockDims:
 class Block(nn.Module):
     """Pre-norm transformer block with quantized linears, 6-bit attention matmuls and layer scaling.
 
-    Attention operands q, k, v are 6-bit signed; softmax probabilities are 6-bit unsigned.
-    LayerNorm, softmax and GELU stay in float (on the FPGA they run on the ARM cores); the
-    layer-scale multiply runs on the fabric and is applied in float here and there.
+    Attention operands q, k, v are 6-bit signed; softmax probabilities are 6-bit unsigned.  With
+    ``integer`` nonlinear ops (``model.nonlinear: integer``) LayerNorm, softmax, GELU, the layer
+    scaling and the residual adds are the integer arithmetic of
+    :mod:`quasar_vit.quantization.intops` (:func:`quasar_vit.models.intpath.block_forward`), as the
+    accelerator computes them; with ``float`` they are the float ops, and the layer scale a float
+    multiply.
     """
 
     def __init__(
@@ -214,6 +253,7 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         shares: Sequence[float] = (1.0,) * len(BLOCK_LINEARS),
         linears: Sequence[QuantLinear] | None = None,
+        integer: bool = False,
     ) -> None:
         """Build a block of the given (full) size.
 
@@ -228,8 +268,11 @@ class Block(nn.Module):
             drop_path: stochastic-depth probability of each residual branch.
             shares: 8-bit share of each linear's rows at full size, in ``BLOCK_LINEARS`` order.
             linears: ready ``(qkv, proj, fc1, fc2)`` layers (from :meth:`extract`) instead of new ones.
+            integer: integer nonlinear ops (run when the caller passes a calibrated residual quantizer).
         """
         super().__init__()
+        self.integer = integer
+        self.gelu_in_bits, self.softmax_frac_bits = quant.gelu_in_bits, quant.softmax_frac_bits
         self.embed, self.heads, self.head_dim, self.hidden = embed, heads, head_dim, hidden
         self.drop_path = drop_path
         q = heads * head_dim
@@ -265,16 +308,24 @@ class Block(nn.Module):
         e, q, h = dims.embed, dims.heads * self.head_dim, dims.hidden
         return {"qkv": (q, e), "proj": (e, q), "fc1": (h, e), "fc2": (e, h)}
 
-    def forward(self, x: Tensor, dims: BlockDims | None = None) -> Tensor:
+    def forward(self, x: Tensor, dims: BlockDims | None = None, res: ResidualQuantizer | None = None) -> Tensor:
         """Run the block at full size (``dims=None``) or on the leading slices for ``dims``.
 
         Args:
             x: tokens ``[batch, tokens, embed]`` (``dims.embed`` wide when sliced).
             dims: the active dimensions, or ``None`` for the full block.
+            res: the network's residual quantizer: an integer block runs its integer path when it
+                is given and active (calibrated, not calibrating), else the float path.
 
         Returns:
             The output tokens, shaped like ``x``.
         """
+        if res is not None and self.integer and res.active:
+            from quasar_vit.models.intpath import block_forward
+
+            return block_forward(self, x, dims, res)
+        if res is not None:
+            res.observe(x)
         b, t, e = x.shape
         heads = self.heads if dims is None else dims.heads
         cut = dict.fromkeys(BLOCK_LINEARS, (None, None)) if dims is None else self.slices(dims)
@@ -299,7 +350,11 @@ class Block(nn.Module):
         h = self.fc2(h, *cut["fc2"], share["fc2"])
         if self.layer_scale:
             h = self.ls2[:e] * h
-        return x + drop_path(h, self.drop_path, self.training)
+        out = x + drop_path(h, self.drop_path, self.training)
+        if res is not None:
+            res.observe(x)  # the stream after the attention branch
+            res.observe(out)
+        return out
 
     @torch.no_grad()
     def extract(self, dims: BlockDims) -> "Block":
@@ -318,7 +373,19 @@ class Block(nn.Module):
         linears = [getattr(self, n).extract(*cut[n], s) for n, s in zip(BLOCK_LINEARS, dims.shares)]
         quant = self.qkv.quant
         # layer_scale_init 0.0: the scales are overwritten with the slices below
-        out = Block(e, dims.heads, self.head_dim, dims.hidden, quant, self.layer_scale, 0.0, 0.0, dims.shares, linears)
+        out = Block(
+            e,
+            dims.heads,
+            self.head_dim,
+            dims.hidden,
+            quant,
+            self.layer_scale,
+            0.0,
+            0.0,
+            dims.shares,
+            linears,
+            self.integer,
+        )
         out.to(self.qkv.weight.device)
         for n in ("norm1", "norm2"):
             getattr(out, n).weight.copy_(getattr(self, n).weight[:e])

@@ -12,8 +12,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from quasar_vit.config import QuantConfig
+from quasar_vit.config import NONLINEAR_MODES, QuantConfig
 from quasar_vit.models.layers import Block, BlockDims, QuantLinear, elastic_layer_norm, patchify
+from quasar_vit.quantization.lsq import ResidualQuantizer
 from quasar_vit.space import SubnetConfig, ViTGeometry
 
 
@@ -26,6 +27,7 @@ class ViTBase(nn.Module):
         embed: int,
         blocks: Sequence[Block],
         quant: QuantConfig,
+        nonlinear: str = "float",
     ) -> None:
         """Build the stem and head around ``blocks``.
 
@@ -33,10 +35,17 @@ class ViTBase(nn.Module):
             geometry: input, patch and class sizes, and the bits of the patch embedding and head
                 rows (8: all rows 8-bit, else none).
             embed: embedding width.
-            blocks: the transformer blocks, in order.
+            blocks: the transformer blocks, in order (built with ``integer`` matching ``nonlinear``).
             quant: the quantization scheme.
+            nonlinear: ``float`` or ``integer`` LayerNorm/softmax/GELU/residual arithmetic
+                (``model.nonlinear``); ``integer`` adds the residual stream's quantizer ``res_q``.
         """
         super().__init__()
+        if nonlinear not in NONLINEAR_MODES:
+            raise ValueError(f"nonlinear must be one of {', '.join(NONLINEAR_MODES)}, got {nonlinear!r}")
+        self.nonlinear = nonlinear
+        if nonlinear == "integer":
+            self.res_q = ResidualQuantizer(quant.residual_bits)
         self.geometry = g = geometry
         # fixed precision: the 8-bit share is all rows or none, at every width
         self.patch_embed = QuantLinear(g.patch_dim, embed, quant, share=float(g.patch_embed_bits == 8))
@@ -48,7 +57,15 @@ class ViTBase(nn.Module):
         self.norm = nn.LayerNorm(embed)
         self.head = QuantLinear(embed, g.num_classes, quant, share=float(g.head_bits == 8))
 
+    @property
+    def integer_active(self) -> bool:
+        """Whether the forward runs the integer nonlinear ops (integer, calibrated, not calibrating)."""
+        return self.nonlinear == "integer" and self.res_q.active
+
     def _forward(self, x: Tensor, embed: int | None, dims: Sequence[BlockDims | None]) -> Tensor:
+        if self.integer_active:
+            return self._forward_integer(x, embed, dims)
+        res = self.res_q if self.nonlinear == "integer" else None  # records the stream in calibration
         p = patchify(x, self.geometry.patch_size)
         cls: Tensor  # the parameters themselves, or their leading ``embed`` channels
         pos: Tensor
@@ -59,12 +76,23 @@ class ViTBase(nn.Module):
             tok = self.patch_embed(p, rows=embed)
             cls, pos = self.cls_token[..., :embed], self.pos_embed[..., :embed]
         x = torch.cat([cls.expand(x.shape[0], -1, -1), tok], dim=1) + pos
+        if res is not None:
+            res.observe(x)
         for blk, d in zip(self.blocks, dims):
-            x = blk(x, d)
+            x = blk(x, d, res)
         x = elastic_layer_norm(self.norm, x)[:, 0]
         if embed is None:
             return self.head(x)
         return self.head(x, cols=embed)
+
+    def _forward_integer(self, x: Tensor, embed: int | None, dims: Sequence[BlockDims | None]) -> Tensor:
+        """The integer path (:mod:`quasar_vit.models.intpath`): same slices, integer values."""
+        from quasar_vit.models.intpath import head_forward, stem_forward
+
+        h = stem_forward(self, x, embed)
+        for blk, d in zip(self.blocks, dims):
+            h = blk(h, d, self.res_q)
+        return head_forward(self, h, embed)
 
 
 class QuantViT(ViTBase):
@@ -77,6 +105,7 @@ class QuantViT(ViTBase):
         layer_scale: bool = True,
         layer_scale_init: float = 0.1,
         blocks: Sequence[Block] | None = None,
+        nonlinear: str = "float",
     ) -> None:
         """Build the model of ``subnet`` with freshly initialised weights.
 
@@ -86,14 +115,27 @@ class QuantViT(ViTBase):
             layer_scale: whether the blocks scale their residual branches.
             layer_scale_init: initial value of those scales.
             blocks: ready blocks (from :meth:`Block.extract`, one per layer) instead of new ones.
+            nonlinear: ``float`` or ``integer`` (``model.nonlinear``).
         """
         if blocks is None:
             e, hd = subnet.embed_dim, subnet.geometry.head_dim
+            integer = nonlinear == "integer"
             blocks = [
-                Block(e, n, hd, subnet.mlp_hidden(i), quant, layer_scale, layer_scale_init, 0.0, subnet.block_shares(i))
+                Block(
+                    e,
+                    n,
+                    hd,
+                    subnet.mlp_hidden(i),
+                    quant,
+                    layer_scale,
+                    layer_scale_init,
+                    0.0,
+                    subnet.block_shares(i),
+                    integer=integer,
+                )
                 for i, n in enumerate(subnet.num_heads)
             ]
-        super().__init__(subnet.geometry, subnet.embed_dim, blocks, quant)
+        super().__init__(subnet.geometry, subnet.embed_dim, blocks, quant, nonlinear)
         self.subnet = subnet
         self.quant = quant
         self.layer_scale = layer_scale

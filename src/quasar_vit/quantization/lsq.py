@@ -102,7 +102,16 @@ class _LSQ(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, s: Tensor, qn: Tensor | float, qp: Tensor | float, g: Tensor | float) -> Tensor:
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        s: Tensor,
+        qn: Tensor | float,
+        qp: Tensor | float,
+        g: Tensor | float,
+        codes: Tensor | None = None,
+        out_dtype: torch.dtype | None = None,
+    ) -> Tensor:
         ctx.in_dtype = x.dtype
         xs = x.float() / s.float()  # fp32 whatever autocast made of x (see the module docstring)
         # clamp first: round(clamp(v)) == clamp(round(v)) for integer bounds, and ``clamp(v) == v``
@@ -110,7 +119,9 @@ class _LSQ(torch.autograd.Function):
         q = _clamp(xs, qn, qp)
         inside = q == xs
         q.round_()
-        out = (q * s.float()).to(x.dtype)
+        # ``codes``: the output is these integers (an integer op's exact result) times the step,
+        # while the gradients stay those of quantizing ``x`` (its float surrogate): see ``ActQuantizer.forward``
+        out = ((q if codes is None else codes.to(torch.float32)) * s.float()).to(out_dtype or x.dtype)
         # d out / d s: round(x/s) - x/s inside the range, the clipped code outside it, computed in
         # xs's memory (q - xs * inside): two fewer full-size allocations per call, which on a CPU
         # cost page faults comparable to the arithmetic itself
@@ -120,7 +131,7 @@ class _LSQ(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None, None, None]:
         inside, ds, s, *rest = ctx.saved_tensors
         g = ctx.g if ctx.g is not None else rest[0]
         grad_x = (grad * inside).to(ctx.in_dtype) if ctx.needs_input_grad[0] else None
@@ -132,12 +143,27 @@ class _LSQ(torch.autograd.Function):
             else:
                 grad_s = _sum_to((grad32 * ds).mul_(g), s.shape)
             grad_s = grad_s.to(s.dtype)
-        return grad_x, grad_s, None, None, None
+        return grad_x, grad_s, None, None, None, None, None
 
 
-def lsq_fake_quant(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, g: float | Tensor) -> Tensor:
-    """``clamp(round(x / s), qn, qp) * s`` with STE rounding and LSQ step gradients (scaled by ``g``)."""
-    if not torch.is_grad_enabled() or not (x.requires_grad or step.requires_grad):
+def lsq_fake_quant(
+    x: Tensor,
+    step: Tensor,
+    qn: int | Tensor,
+    qp: int | Tensor,
+    g: float | Tensor,
+    codes: Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """``clamp(round(x / s), qn, qp) * s`` with STE rounding and LSQ step gradients (scaled by ``g``).
+
+    With ``codes`` the value is ``codes * s`` instead (in ``out_dtype``, default ``x``'s), and the
+    gradients are still those of quantizing ``x``: an integer op's exact codes, trained through its
+    float surrogate ``x`` (straight through, as LSQ does for the rounding itself).
+    """
+    if codes is not None and (not torch.is_grad_enabled() or not (x.requires_grad or step.requires_grad)):
+        return (codes.to(torch.float32) * step.float()).to(out_dtype or x.dtype)
+    if codes is None and (not torch.is_grad_enabled() or not (x.requires_grad or step.requires_grad)):
         # inference: same arithmetic, computed in place (evaluation during search is memory-bound)
         s = step.float()
         q = x.float() / s
@@ -151,7 +177,7 @@ def lsq_fake_quant(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, 
         hi = qp if isinstance(qp, Tensor) else torch.tensor(float(qp), device=x.device)
     else:
         lo, hi = float(qn), float(qp)
-    return _LSQ.apply(x, step, lo, hi, g)
+    return _LSQ.apply(x, step, lo, hi, g, codes, out_dtype)
 
 
 def lsq_fake_quant_reference(x: Tensor, step: Tensor, qn: int | Tensor, qp: int | Tensor, g: float | Tensor) -> Tensor:
@@ -208,6 +234,17 @@ def quantize_weight_rows(
     return lsq_fake_quant(weight, step, qn, qp, g)
 
 
+def row_steps(step_lo: Tensor, step_hi: Tensor, n8: int, sections: int = 1) -> Tensor:
+    """The effective step of each row (detached float32): ``step_hi`` for the 8-bit rows, else ``step_lo``."""
+    rows = step_lo.shape[0]
+    lo, hi = effective_step(step_lo.detach()).float(), effective_step(step_hi.detach()).float()
+    if n8 <= 0:
+        return lo
+    if n8 >= rows:
+        return hi
+    return torch.where(row_bit_mask(rows, n8, sections, step_lo.device).squeeze(1), hi, lo)
+
+
 def integer_weight_rows(
     weight: Tensor, step_lo: Tensor, step_hi: Tensor, n8: int, sections: int = 1, bits_lo: int = 4, bits_hi: int = 8
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -262,7 +299,17 @@ class ActQuantizer(torch.nn.Module):
         self.step.copy_((2.0 * x.detach().float().abs().mean() / math.sqrt(self.qp)).clamp_min(1e-6))
         self.initialized.fill_(True)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, codes: Tensor | None = None) -> Tensor:
+        """``x`` quantized: ``clamp(round(x / s), qn, qp) * s`` with LSQ gradients.
+
+        With ``codes`` (``model.nonlinear: integer``) the value is ``codes * s`` in float32 instead:
+        an integer op computed this quantisation point's codes exactly, and ``x`` is the float op's
+        output it approximates; the gradients to ``x`` and to the step stay LSQ's for quantizing
+        ``x``, so the surrogate trains and the step keeps learning.
+        """
+        if codes is not None:
+            g = 1.0 / math.sqrt(x[0].numel() * self.qp) if self.lsq_grad else 1.0
+            return lsq_fake_quant(x, effective_step(self.step), self.qn, self.qp, g, codes, torch.float32)
         if not self.enabled:
             return x
         if not bool(self.initialized):
@@ -276,6 +323,10 @@ class ActQuantizer(torch.nn.Module):
         g = 1.0 / math.sqrt(x[0].numel() * self.qp) if self.lsq_grad else 1.0
         return lsq_fake_quant(x, effective_step(self.step), self.qn, self.qp, g)
 
+    def step_value(self) -> Tensor:
+        """The effective step as a detached float32 tensor (for the integer constants)."""
+        return effective_step(self.step.detach()).float()
+
     def integer(self, x: Tensor) -> Tensor:
         """Integer codes of ``x`` (int32), the exact counterpart of :meth:`forward`."""
         s = effective_step(self.step.detach())
@@ -283,6 +334,63 @@ class ActQuantizer(torch.nn.Module):
 
     def scale(self) -> float:
         return float(effective_step(self.step.detach()))
+
+
+class ResidualQuantizer(torch.nn.Module):
+    """The residual stream's integer format (``model.nonlinear: integer``): ``bits``-bit codes, one step.
+
+    The step is a calibrated buffer, not a learned parameter: it only has to keep the stream from
+    clipping, and AdamW would move a parameter of ~1e-3 by ~lr a step (``docs/design.md``).  A
+    calibration pass (:func:`calibration`) runs the float forward and records the largest
+    ``|x|`` the stream reaches anywhere; the step is then ``headroom * max / qp``, so the stream may
+    grow ``headroom`` times during training before it saturates.
+    """
+
+    step: Tensor  # buffers (register_buffer): declared so their types are known
+    initialized: Tensor
+
+    def __init__(self, bits: int = 16, headroom: float = 4.0) -> None:
+        super().__init__()
+        self.bits, self.headroom = bits, headroom
+        self.qn, self.qp = qrange(bits, True)
+        self.register_buffer("step", torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(False))
+        self.calibrating = False  # set by :func:`calibration`; not state
+        self._seen = 0.0
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, headroom={self.headroom}"
+
+    @property
+    def active(self) -> bool:
+        """Whether the integer path may run: calibrated, and not in a calibration pass."""
+        return bool(self.initialized) and not self.calibrating
+
+    def observe(self, x: Tensor) -> Tensor:
+        """In a calibration pass: record ``max |x|`` of a residual point; returns ``x`` unchanged."""
+        if self.calibrating:
+            self._seen = max(self._seen, float(x.detach().float().abs().max()))
+        return x
+
+    @torch.no_grad()
+    def finish_calibration(self) -> None:
+        """Set the step from the pass's maximum (if this pass saw the stream and it was uncalibrated)."""
+        if self._seen > 0 and not bool(self.initialized):
+            self.step.fill_(self.headroom * self._seen / self.qp)
+            self.initialized.fill_(True)
+        self._seen = 0.0
+
+    def step_value(self) -> Tensor:
+        return self.step.detach().float()
+
+    def codes(self, x: Tensor) -> Tensor:
+        """The codes of a residual value ``x`` (float64 holding integers; ``x`` is ``codes * step`` in float32)."""
+        return torch.round(x.detach().float() / self.step_value()).double()
+
+    def forward(self, x: Tensor, codes: Tensor) -> Tensor:
+        """``codes * step`` (float32) with the gradient of ``x`` (the float residual add) passed straight through."""
+        xf = x.float()
+        return xf + (codes.to(torch.float32) * self.step_value() - xf).detach()
 
 
 @contextmanager
@@ -294,13 +402,17 @@ def calibration(model: torch.nn.Module) -> Iterator[list[ActQuantizer]]:
     initialised ones are left alone.  Yields the quantizers; the mode ends even on an error.
     """
     quantizers = [m for m in model.modules() if isinstance(m, ActQuantizer)]
-    for q in quantizers:
+    residuals = [m for m in model.modules() if isinstance(m, ResidualQuantizer)]
+    modules: list[ActQuantizer | ResidualQuantizer] = [*quantizers, *residuals]
+    for q in modules:
         q.calibrating = True
     try:
         yield quantizers
     finally:
-        for q in quantizers:
+        for q in modules:
             q.calibrating = False
+        for r in residuals:
+            r.finish_calibration()
 
 
 def calibrate(model: torch.nn.Module, batch: Tensor, *args: Any, **kwargs: Any) -> int:
@@ -320,7 +432,8 @@ def calibrate(model: torch.nn.Module, batch: Tensor, *args: Any, **kwargs: Any) 
     Returns:
         How many quantizers this pass initialised.
     """
+    residuals = [m for m in model.modules() if isinstance(m, ResidualQuantizer) and not bool(m.initialized)]
     with calibration(model) as quantizers, torch.no_grad():
         todo = [q for q in quantizers if q.enabled and not bool(q.initialized)]
         model(batch, *args, **kwargs)
-    return sum(bool(q.initialized) for q in todo)
+    return sum(bool(q.initialized) for q in todo) + sum(bool(r.initialized) for r in residuals)

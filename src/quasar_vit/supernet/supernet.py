@@ -35,6 +35,7 @@ class SuperViT(ViTBase):
         layer_scale: bool = True,
         layer_scale_init: float = 0.1,
         drop_path: float = 0.0,
+        nonlinear: str = "float",
     ) -> None:
         """Build the supernet at the largest size of ``space``.
 
@@ -44,6 +45,7 @@ class SuperViT(ViTBase):
             layer_scale: whether the blocks scale their residual branches (paper section 2).
             layer_scale_init: initial value of those scales.
             drop_path: stochastic depth of the last block (linearly less in earlier blocks).
+            nonlinear: ``float`` or ``integer`` nonlinear ops (``model.nonlinear``).
         """
         e, d = space.max_embed, space.max_depth
         blocks = [
@@ -56,10 +58,11 @@ class SuperViT(ViTBase):
                 layer_scale,
                 layer_scale_init,
                 drop_path * i / max(d - 1, 1),
+                integer=nonlinear == "integer",
             )
             for i in range(d)
         ]
-        super().__init__(space.geometry, e, blocks, quant)
+        super().__init__(space.geometry, e, blocks, quant, nonlinear)
         self.space, self.quant = space, quant
         self.layer_scale, self.layer_scale_init = layer_scale, layer_scale_init
 
@@ -102,7 +105,12 @@ def build_supernet(model_cfg: ModelConfig, quant_cfg: QuantConfig) -> SuperViT:
         A freshly initialised supernet.
     """
     return SuperViT(
-        model_cfg.space(), quant_cfg, model_cfg.layer_scale, model_cfg.layer_scale_init, model_cfg.drop_path
+        model_cfg.space(),
+        quant_cfg,
+        model_cfg.layer_scale,
+        model_cfg.layer_scale_init,
+        model_cfg.drop_path,
+        model_cfg.nonlinear if quant_cfg.enabled else "float",  # no codes, nothing integer
     )
 
 
@@ -156,8 +164,12 @@ def extract(supernet: SuperViT, subnet: SubnetConfig) -> QuantViT:
     e = subnet.embed_dim
     # ``blocks`` is an nn.ModuleList built from Blocks; its items are typed as plain Modules
     blocks = [cast(Block, blk).extract(d) for blk, d in zip(supernet.blocks, block_dims(subnet))]
-    model = QuantViT(subnet, supernet.quant, supernet.layer_scale, supernet.layer_scale_init, blocks)
+    model = QuantViT(
+        subnet, supernet.quant, supernet.layer_scale, supernet.layer_scale_init, blocks, supernet.nonlinear
+    )
     model.to(next(supernet.parameters()).device)
+    if supernet.nonlinear == "integer":
+        model.res_q.load_state_dict(supernet.res_q.state_dict())
     model.patch_embed.load_slice(supernet.patch_embed, rows=e)
     model.cls_token.copy_(supernet.cls_token[..., :e])
     model.pos_embed.copy_(supernet.pos_embed[..., :e])
