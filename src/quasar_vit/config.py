@@ -480,17 +480,40 @@ def migrate_config_dict(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+def stored_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """A config that quasar-vit *wrote* (a checkpoint's, ``export.json``'s, a run's ``config.yaml``), read
+    with the defaults of the version that wrote it.
+
+    Such a config lists every key of its version.  One written before ``model.nonlinear`` existed was
+    trained with float LayerNorm/softmax/GELU, so a missing key means ``float`` (today's default,
+    ``integer``, would build a model its weights do not fit).
+
+    Args:
+        data: the stored mapping (not changed).
+
+    Returns:
+        The mapping with the keys its version implied filled in.
+    """
+    model = data.get("model")
+    if isinstance(model, dict) and "nonlinear" not in model:
+        return {**data, "model": {**model, "nonlinear": "float"}}
+    return data
+
+
+def config_from_dict(data: dict[str, Any], stored: bool = False) -> ExperimentConfig:
     """The validated config of a mapping (a YAML file's, or one stored in a checkpoint).
 
     Args:
         data: the mapping, in the current or an older form (see :func:`migrate_config_dict`).
+        stored: ``data`` was written by quasar-vit (see :func:`stored_config_dict`).
 
     Returns:
         The config; any unknown key or invalid value raises :class:`ConfigError`.
     """
     if not isinstance(data, dict):
         raise ConfigError("a config must be a YAML mapping at the top level")
+    if stored:
+        data = stored_config_dict(data)
     cfg = _build(ExperimentConfig, migrate_config_dict(data))
     cfg.validate()
     return cfg
@@ -510,8 +533,11 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config not found: {name_or_path} (bundled configs: {', '.join(names)})")
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML config; ``overrides`` are ``section.key=value`` strings (value parsed as YAML)."""
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None, stored: bool = False) -> ExperimentConfig:
+    """Load a YAML config; ``overrides`` are ``section.key=value`` strings (value parsed as YAML).
+
+    ``stored``: the file is a run's own ``config.yaml`` (see :func:`stored_config_dict`).
+    """
     path = resolve_config_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -524,6 +550,8 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping at the top level")
+    if stored:
+        data = stored_config_dict(data)
     for item in overrides or []:
         apply_override(data, item)
     try:

@@ -255,6 +255,9 @@ class _DemoRun:
         elif csim_file.is_file():
             self.say("  done before: skipped")
             self.summary["csim"] = json.loads(csim_file.read_text())
+        elif json.loads((self.export_dir / "manifest.json").read_text()).get("nonlinear") == "integer":
+            self.say("  integer nonlinear ops: the HLS kernel implements float ones only: skipped")
+            self.summary["csim"] = {"skipped": "integer nonlinear ops (the HLS kernel has float ones)"}
         elif shutil.which("g++") is None:
             self.say("  g++ not found: skipped (install g++ to run the C simulation)")
             self.summary["csim"] = {"skipped": "g++ not found"}

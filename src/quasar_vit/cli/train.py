@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             "--init starts a new run from pretrained weights; a resumed run continues from its "
             "own checkpoint (drop --init)"
         )
-    cfg = load_config(config, args.overrides)
+    cfg = load_config(config, args.overrides, stored=args.resume)
     if args.init is not None:
         cfg.train.init = args.init
     try:

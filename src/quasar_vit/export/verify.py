@@ -177,13 +177,17 @@ def load_source_model(path: str | Path, info: dict[str, Any]) -> Source:
     Raises :class:`CheckpointError` when it is missing, corrupt, or not the checkpoint the export was
     made from (another model/quant config, another training step, the subnet not in its space).
     """
-    from quasar_vit.config import migrate_config_dict
+    from quasar_vit.config import config_from_dict
+    from quasar_vit.errors import ConfigError
     from quasar_vit.space import SubnetConfig
     from quasar_vit.training.checkpoint import load_supernet
 
     supernet, cfg, ckpt = load_supernet(path, "cpu")
     ours = _json_roundtrip(cfg.to_dict())
-    theirs = migrate_config_dict(info.get("config", {}))  # an export.json before ViTGeometry: flat geometry
+    try:  # read as its version wrote it (flat geometry, no nonlinear key, ...), defaults filled in
+        theirs = _json_roundtrip(config_from_dict(info.get("config", {}), stored=True).to_dict())
+    except ConfigError as exc:
+        raise CheckpointError(f"export.json holds an invalid config: {exc}") from None
     for section in ("model", "quant"):
         if section in theirs and ours.get(section) != theirs[section]:
             raise CheckpointError(
@@ -282,7 +286,7 @@ def verify_export(
     info = read_export(directory)
     ir = _load_ir(directory)  # one typed description for every engine compared below
     source, note = _find_checkpoint(info, checkpoint, use_checkpoint)
-    cfg = config_from_dict(info["config"])
+    cfg = config_from_dict(info["config"], stored=True)
     x, y = load_test_images(cfg, data_root, limit)
     if len(x) == 0:
         raise ExportError("no test images to verify on")

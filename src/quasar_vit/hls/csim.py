@@ -291,7 +291,7 @@ def _load_images(info: dict[str, Any], data_root: str | None, limit: int) -> tup
     from quasar_vit.config import config_from_dict
     from quasar_vit.export.exporter import load_test_images
 
-    images, y = load_test_images(config_from_dict(info["config"]), data_root, limit)
+    images, y = load_test_images(config_from_dict(info["config"], stored=True), data_root, limit)
     x = np.ascontiguousarray(images.numpy(), dtype=np.float32)
     if len(x) == 0:
         raise ExportError("no test images for the C simulation")

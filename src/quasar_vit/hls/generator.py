@@ -145,6 +145,11 @@ def _read_export(export_dir: Path) -> tuple[dict, IntViT, dict]:
     if accel.get("format") != "quasar-vit-accelerator" or "design" not in accel:
         raise ExportError(f"{apath} is not a quasar-vit accelerator description")
     ir = load_ir(export_dir)
+    if ir.nonlinear != "float":
+        raise ExportError(
+            "the HLS kernel runs LayerNorm/softmax/GELU in float on the host; this export uses integer "
+            "nonlinear ops (model.nonlinear: integer), which the HLS path does not implement"
+        )
     spath = export_dir / "subnet.json"
     if spath.is_file():
         try:

@@ -66,7 +66,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> ExperimentConfig:
     try:
-        return config_from_dict(ckpt["config"])
+        return config_from_dict(ckpt["config"], stored=True)
     except ConfigError as exc:
         raise CheckpointError(f"the checkpoint's config is invalid: {exc}") from None
 
