@@ -8,11 +8,15 @@ on ``--verify-images`` test images, recording the flipped fraction, the points w
 the label agreement and the largest logit difference.  A stage already in the results is skipped,
 so an interrupted run continues (the training run resumes from its last checkpoint).
 
+With integer nonlinear ops (``--nonlinear integer``, the default since they exist) the fake-quant
+model computes the engine's integers, so every stage must show 0 flipped codes and equal logits;
+``--nonlinear float`` measures the float ops' spread as before.
+
 Run::
 
     python benchmarks/flip_rate.py --stages 3,100,300     # about 12 min on 2 cores
 
-Writes ``benchmarks/results/flip_rate_224.json`` and prints a table.
+Writes ``benchmarks/results/flip_rate_224-MODE.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from typing import Any
 
 from common import RESULTS, argv_string, machine_info, write_results
 
-OUT = RESULTS / "flip_rate_224.json"
 
 #: shrunk in batch and data sizes only; the recipe, model and quantization are the shipped ones
 SETS = [
@@ -69,24 +72,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default="3,100,300", help="training steps after which to verify")
     ap.add_argument("--workdir", default="runs/bench-flip-rate")
     ap.add_argument("--verify-images", type=int, default=8)
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--nonlinear", choices=("integer", "float"), default="integer")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/flip_rate_224-MODE.json")
     args = ap.parse_args(argv)
+    args.out = args.out or str(RESULTS / f"flip_rate_224-{args.nonlinear}.json")
     from quasar_vit.config import load_config
     from quasar_vit.data.synthetic import write_synthetic_imagefolder
 
-    work = Path(args.workdir)
-    data = work / "data"
+    work = Path(args.workdir) / args.nonlinear
+    data = Path(args.workdir) / "data"
     if not (data / "train").is_dir():
         write_synthetic_imagefolder(data, {"train": 100, "val": 16}, 4)
     stages = sorted(int(s) for s in args.stages.split(",") if s)
-    cfg = load_config("imagenet-small", [*SETS, f"data.root={data}", f"train.steps={stages[-1]}"])
+    sets = [*SETS, f"model.nonlinear={args.nonlinear}"]
+    cfg = load_config("imagenet-small", [*sets, f"data.root={data}", f"train.steps={stages[-1]}"])
     prev = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    results: dict[str, Any] = prev.get("stages", {}) if prev.get("sets") == SETS else {}
+    results: dict[str, Any] = prev.get("stages", {}) if prev.get("sets") == sets else {}
     for n in stages:
         if str(n) not in results:
             results[str(n)] = stage(cfg, work / "run", n, work, args.verify_images)
             write_results(
-                args.out, {"machine": machine_info(), "argv": argv_string(argv), "sets": SETS, "stages": results}
+                args.out, {"machine": machine_info(), "argv": argv_string(argv), "sets": sets, "stages": results}
             )
         r = results[str(n)]
         worst = ", ".join(f"{m['point']} {100 * m['fraction']:.1f} %" for m in r["most_flips"][:3])

@@ -78,3 +78,17 @@ def trained_run(tmp_path_factory, fmnist_available):
     root = tmp_path_factory.mktemp("trained")
     train_supernet(cfg, root / "run", progress=False)
     return cfg, root / "run"
+
+
+@pytest.fixture(scope="session")
+def float_trained_run(tmp_path_factory, fmnist_available):
+    """``(config, run directory)`` of the shared supernet trained with ``model.nonlinear=float`` (float
+    LayerNorm/softmax/GELU): what the float-only paths (the HLS kernel, the float ONNX graphs) and the
+    float checkpoints' compatibility are tested on."""
+    from quasar_vit.config import load_config
+    from quasar_vit.training.trainer import train_supernet
+
+    cfg = load_config("fmnist-tiny", TRAINED_OVERRIDES + ["model.nonlinear=float"])
+    root = tmp_path_factory.mktemp("trained-float")
+    train_supernet(cfg, root / "run", progress=False)
+    return cfg, root / "run"

@@ -350,13 +350,34 @@ def test_lsq_codes_and_step_gradient_are_fp32_under_bf16_autocast() -> None:
     assert xb.grad.dtype == torch.bfloat16 and torch.equal(xb.grad.float(), xf.grad.to(torch.bfloat16).float())
 
 
+def test_integer_supernet_computes_the_same_integers_under_bf16_autocast(fmnist_available: bool) -> None:
+    """On the integer path the exact GEMMs run in fp32 with autocast off and the integer ops in
+    float64, so bf16 autocast changes no code and no logit; the float surrogates run in bf16 and
+    still give finite fp32 step gradients."""
+    cfg = load_config("fmnist-tiny", TINY_SPACE)
+    assert cfg.model.nonlinear == "integer"
+    torch.manual_seed(0)
+    model = build_supernet(cfg.model, cfg.quant)
+    space = cfg.model.space()
+    x = torch.randn(8, 1, 28, 28)
+    calibrate_supernet(model, x, space)
+    with torch.no_grad():
+        ref = model(x, space.largest())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x, space.largest())
+    assert torch.equal(logits.float(), ref)
+    F.cross_entropy(logits.float(), torch.arange(8) % 10).backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.endswith("step")]
+    assert all(g is not None and torch.isfinite(g).all() and g.dtype == torch.float32 for g in grads)
+
+
 def test_supernet_trains_under_bf16_autocast_on_cpu(fmnist_available: bool) -> None:
-    """Every activation quantizer, fed bf16 by autocast, returns exactly the fp32 fake-quant of its
-    input; what remains between bf16 and fp32 is the matmuls' own rounding (a code near a rounding
-    boundary can move by one step), which a float network shows as a small difference."""
+    """Float nonlinear ops: every activation quantizer, fed bf16 by autocast, returns exactly the fp32
+    fake-quant of its input; what remains between bf16 and fp32 is the matmuls' own rounding (a code
+    near a rounding boundary can move by one step), which a float network shows as a small difference."""
     from quasar_vit.quantization.lsq import ActQuantizer, effective_step
 
-    cfg = load_config("fmnist-tiny", TINY_SPACE)
+    cfg = load_config("fmnist-tiny", TINY_SPACE + ["model.nonlinear=float"])
     torch.manual_seed(0)
     model = build_supernet(cfg.model, cfg.quant)
     space = cfg.model.space()

@@ -17,6 +17,17 @@ def test_cli_table(capsys):
     assert "FPS" in out and "blocks.0.qkv" in out and "DSP" in out and "zcu102" in out
 
 
+def test_cli_shows_the_nonlinear_ops_where_they_run(capsys):
+    assert main(["hw", "--preset", "deit-tiny", "--platform", "zcu102"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = lambda name: next(line.split() for line in out if line.startswith(name + " "))  # noqa: E731
+    assert row("blocks.0.norm1")[1:3] == ["layernorm", "fabric"] and row("blocks.0.softmax")[2] == "fabric"
+    assert "integer LayerNorm/softmax/GELU units" in "\n".join(out)
+    assert main(["hw", "--preset", "deit-tiny", "--platform", "zcu102", "--nonlinear", "float"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert row("blocks.0.norm1")[1:3] == ["layernorm", "host"] and row("blocks.0.attn_prep")[2] == "host"
+
+
 def test_cli_json_and_design_roundtrip(capsys, tmp_path):
     assert main(["hw", "--preset", "deit-small", "--share-8bit", "0.3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

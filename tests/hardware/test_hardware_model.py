@@ -59,13 +59,14 @@ def _per_linear(sub):
     return dataclasses.replace(sub, w8_shares=tuple(shares))
 
 
+@pytest.mark.parametrize("nonlinear", ["integer", "float"])
 @pytest.mark.parametrize("per_linear", [False, True])
-def test_fast_path_equals_sum_of_layers(zcu102, per_linear):
+def test_fast_path_equals_sum_of_layers(zcu102, per_linear, nonlinear):
     sub = OPERATING_POINTS[0].subnet
     if per_linear:
         sub = _per_linear(sub)
         assert sub.block_shares(0) == (0.0, 0.25, 0.5, 1.0) and sub.block_shares(1) == (0.25, 0.5, 1.0, 0.0)
-    rep = explore(sub, zcu102)
+    rep = explore(sub, zcu102, nonlinear=nonlinear)
     assert math.isclose(sum(l.cycles for l in rep.layers), rep.cycles, rel_tol=1e-9)
     assert sum(l.macs for l in rep.layers) == sub.macs() == rep.macs
     names = [l.name for l in rep.layers]
@@ -82,6 +83,39 @@ def test_fast_path_equals_sum_of_layers(zcu102, per_linear):
         "head",
     ):
         assert required in names
+
+
+def test_integer_models_get_fabric_nonlinear_units_and_float_models_host_ops(zcu102):
+    """``model.nonlinear: integer`` prices LayerNorm and softmax as passes of fabric units (their lanes
+    and depths), GELU fused into fc1's output stage, no host operand preparation; the units' LUT/DSP
+    and GELU tables are in the design's resources.  ``float`` keeps the host ops."""
+    from quasar_vit.hardware.resources import nonlinear_unit_costs
+
+    sub = OPERATING_POINTS[0].subnet
+    integer, floating = explore(sub, zcu102, nonlinear="integer"), explore(sub, zcu102, nonlinear="float")
+    assert integer.design.nonlinear == "fabric" and floating.design.nonlinear == "host"
+    by_op = lambda rep, op: [l for l in rep.layers if l.op == op]  # noqa: E731
+    p = zcu102.params
+    for op in ("layernorm", "softmax", "gelu"):
+        assert {l.unit for l in by_op(integer, op)} == {"fabric"} and {l.unit for l in by_op(floating, op)} == {"host"}
+    t, e = sub.geometry.num_tokens, sub.embed_dim
+    ln = next(l for l in integer.layers if l.name == "blocks.0.norm1")
+    assert ln.cycles == math.ceil(t * e / p.ln_lanes) + p.ln_pipeline_depth
+    assert all(l.cycles == 0 for l in by_op(integer, "gelu"))  # fused into fc1's output stage
+    assert not by_op(integer, "attn_prep") and by_op(floating, "attn_prep")
+    assert integer.host_cycles == 0 and floating.host_cycles > 0
+    lut, ff, dsp, bram = nonlinear_unit_costs(integer.design, p)
+    assert dict(dict(integer.resources.breakdown)["dsp"])["nonlinear_units"] == math.ceil(dsp) > 0
+    assert nonlinear_unit_costs(floating.design, p) == (0.0, 0.0, 0.0, 0.0)
+    assert integer.fits and integer.fps > floating.fps
+
+
+def test_a_design_dict_without_the_nonlinear_key_is_a_host_design(zcu102):
+    from quasar_vit.hardware import AcceleratorDesign
+
+    d = explore(OPERATING_POINTS[1].subnet, zcu102, nonlinear="float").design.to_dict()
+    del d["nonlinear"]
+    assert AcceleratorDesign.from_dict(d).nonlinear == "host"
 
 
 def test_bigger_board_is_not_slower():

@@ -28,11 +28,12 @@ needs_gxx = pytest.mark.skipif(shutil.which("g++") is None and not os.environ.ge
 
 
 @pytest.fixture(scope="module")
-def export_dir(trained_run, tmp_path_factory):
-    """The export of SUBNET from the session's trained tiny supernet (conftest.trained_run)."""
+def export_dir(float_trained_run, tmp_path_factory):
+    """The export of SUBNET from the session's trained tiny float supernet (conftest.float_trained_run):
+    the HLS kernel implements the float nonlinear ops only."""
     from quasar_vit.export import export_subnet
 
-    _, run = trained_run
+    _, run = float_trained_run
     root = tmp_path_factory.mktemp("hls")
     (root / "subnet.json").write_text(json.dumps(SUBNET))
     return export_subnet(run / "supernet.pt", root / "subnet.json", "zcu102", root / "exp", evaluate=False)
@@ -195,7 +196,7 @@ def test_csim_small_tiles_pad_rows_and_multiple_tiles(export_dir, tmp_path):
 
 
 @needs_gxx
-def test_per_linear_shares_reach_the_kernel_bit_exact_and_as_priced(trained_run, tmp_path):
+def test_per_linear_shares_reach_the_kernel_bit_exact_and_as_priced(float_trained_run, tmp_path):
     """``model.share_granularity: linear``: each linear's own 8-bit rows run through export and HLS."""
     from quasar_vit.export import export_subnet
     from quasar_vit.export.ir import load_ir
@@ -205,7 +206,7 @@ def test_per_linear_shares_reach_the_kernel_bit_exact_and_as_priced(trained_run,
     sub = {**SUBNET, "w8_shares": [0.25, 0.0, 1.0, 0.5, 0.75, 0.5, 0.0, 0.25]}
     (tmp_path / "subnet.json").write_text(json.dumps(sub))
     exp = export_subnet(
-        trained_run[1] / "supernet.pt", tmp_path / "subnet.json", "zcu102", tmp_path / "exp", evaluate=False
+        float_trained_run[1] / "supernet.pt", tmp_path / "subnet.json", "zcu102", tmp_path / "exp", evaluate=False
     )
     ir = load_ir(exp)
     counted = {f"blocks.{b.index}.{n}": getattr(b, n).n8_rows for b in ir.blocks for n in ("qkv", "proj", "fc1", "fc2")}
@@ -316,3 +317,14 @@ def test_ir_derives_nibbles_and_requant_once_and_rejects_inconsistent_exports(ex
     del bad["blocks.0.qkv.lo"], bad["blocks.0.aq_v.step"]
     with pytest.raises(ExportError, match=r"lacks array 'blocks\.0\.aq_v\.step'"):
         build_ir(bad, manifest)
+
+
+def test_an_integer_export_is_refused_with_one_clear_line(trained_run, tmp_path):
+    """The HLS kernel computes LayerNorm/softmax/GELU in float on the host: an integer export is not its job."""
+    from quasar_vit.cli.main import main
+    from quasar_vit.export import export_subnet
+
+    _, run = trained_run
+    exp = export_subnet(run / "supernet.pt", "smallest", "zcu102", tmp_path / "exp", evaluate=False)
+    assert main(["hls", str(exp), "--out", str(tmp_path / "hls")]) == 2
+    assert not (tmp_path / "hls").exists()

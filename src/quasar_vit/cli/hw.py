@@ -25,6 +25,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=positive_int, default=224, help="input resolution of --preset (default 224)")
     p.add_argument("--share-8bit", type=float, default=0.3, help="8-bit row share of --preset (default 0.3)")
     p.add_argument("--design", metavar="FILE.json", help="cost this fixed accelerator design instead of exploring")
+    p.add_argument(
+        "--nonlinear",
+        choices=("integer", "float"),
+        default="integer",
+        help="the model's LayerNorm/softmax/GELU: integer (fabric units, the default) or float (on the host)",
+    )
     p.add_argument("--fps-target", type=float, default=None, help="fail unless the best design reaches this FPS")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-layers", action="store_true", help="totals only (no per-layer table)")
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if args.fps_target is not None and report.fps < args.fps_target:
             raise HardwareError(f"FPS target {args.fps_target:g} is not met by this design: {report.fps:.1f} FPS")
     else:
-        report = explore(subnet, platform, fps_target=args.fps_target)
+        report = explore(subnet, platform, fps_target=args.fps_target, nonlinear=args.nonlinear)
     data = report.to_dict(layers=not args.no_layers)
     if args.out:
         from quasar_vit.utils.io import atomic_write_json

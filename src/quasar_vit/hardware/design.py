@@ -22,6 +22,13 @@ from typing import Any, Mapping
 from quasar_vit.errors import HardwareError
 
 PACKINGS = (3, 4, "lut")
+#: where an accelerator runs LayerNorm/softmax/GELU: the host (float models) or fabric units (integer)
+NONLINEAR_UNITS = ("host", "fabric")
+
+
+def nonlinear_units(model_nonlinear: str) -> str:
+    """The design's ``nonlinear`` for a model's ``model.nonlinear``: integer ops run on the fabric."""
+    return "fabric" if model_nonlinear == "integer" else "host"
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class AcceleratorDesign:
     tile_tokens: int  # Tn: tokens per tile (input/output buffer depth in tokens)
     tile_k: int  # Tk: reduction depth held in the input/weight buffers
     input_buffer_mem: str = "bram"  # "bram" or "uram"
+    # where LayerNorm/softmax/GELU run: "host" (float ops on the ARM cores, model.nonlinear: float)
+    # or "fabric" (the integer units beside the array, model.nonlinear: integer)
+    nonlinear: str = "host"
 
     def __post_init__(self) -> None:
         if self.packing not in PACKINGS:
@@ -54,6 +64,8 @@ class AcceleratorDesign:
             )
         if self.tile_k % self.pe_cols:
             raise HardwareError(f"design tile_k={self.tile_k} must be a multiple of pe_cols={self.pe_cols}")
+        if self.nonlinear not in NONLINEAR_UNITS:
+            raise HardwareError(f"design nonlinear must be one of {', '.join(NONLINEAR_UNITS)}, got {self.nonlinear!r}")
         if self.input_buffer_mem not in ("bram", "uram"):
             raise HardwareError(f"input_buffer_mem must be 'bram' or 'uram', got {self.input_buffer_mem!r}")
         if self.clock_mhz <= 0:
@@ -133,7 +145,7 @@ class AcceleratorDesign:
         unknown = sorted(set(d) - known - set(cls._DERIVED))
         if unknown:
             raise HardwareError(f"unknown design key(s): {', '.join(unknown)}")
-        missing = sorted(k for k in known - {"input_buffer_mem"} if k not in d)
+        missing = sorted(k for k in known - {"input_buffer_mem", "nonlinear"} if k not in d)
         if missing:
             raise HardwareError(f"design is missing key(s): {', '.join(missing)}")
         packing = d["packing"]
@@ -150,6 +162,7 @@ class AcceleratorDesign:
                 tile_tokens=int(d["tile_tokens"]),
                 tile_k=int(d["tile_k"]),
                 input_buffer_mem=str(d.get("input_buffer_mem", "bram")),
+                nonlinear=str(d.get("nonlinear", "host")),  # designs before fabric units: host
             )
         except (TypeError, ValueError) as exc:
             raise HardwareError(f"malformed design: {exc}") from None
@@ -157,10 +170,11 @@ class AcceleratorDesign:
     def describe(self) -> str:
         pk = "LUT-only" if self.packing == "lut" else f"DSP packing {self.packing}"
         extra = f" + {self.lut_cols} LUT cols" if self.packing != "lut" and self.lut_cols else ""
+        nl = "integer LayerNorm/softmax/GELU units" if self.nonlinear == "fabric" else "nonlinear ops on the host"
         return (
             f"{self.pe_rows}x{self.pe_cols} W4A6 array ({self.units} units, {pk}{extra}), "
-            f"tiles Tn={self.tile_tokens} Tm={self.pe_rows} Tk={self.tile_k}, {self.clock_mhz:g} MHz"
+            f"tiles Tn={self.tile_tokens} Tm={self.pe_rows} Tk={self.tile_k}, {nl}, {self.clock_mhz:g} MHz"
         )
 
 
-__all__ = ["AcceleratorDesign", "PACKINGS"]
+__all__ = ["AcceleratorDesign", "PACKINGS", "NONLINEAR_UNITS", "nonlinear_units"]

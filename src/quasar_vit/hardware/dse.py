@@ -16,7 +16,7 @@ from pathlib import Path
 
 from quasar_vit.errors import HardwareError
 from quasar_vit.hardware.arrays import ArrayShape, array_shapes, max_units
-from quasar_vit.hardware.design import AcceleratorDesign
+from quasar_vit.hardware.design import AcceleratorDesign, nonlinear_units
 from quasar_vit.hardware.latency import context
 from quasar_vit.hardware.platforms import Platform, load_platform
 from quasar_vit.hardware.report import HardwareReport
@@ -81,10 +81,10 @@ def _buffer_options(t: int, kmax: int, cols: int, plat: Platform) -> list[tuple[
     return [(tn, k, m) for tn in tns for k in ks for m in mems]
 
 
-def _candidates(plat: Platform) -> list[tuple[int, "int | str", int, int]]:
+def _candidates(plat: Platform, nonlinear: str) -> list[tuple[int, "int | str", int, int]]:
     """(rows, packing, cols, lut_cols) of the arrays worth costing: within 60 % of the largest,
     at their full row count and rounded down to multiples of 16 and 32."""
-    arrays: tuple[ArrayShape, ...] = array_shapes(plat)
+    arrays: tuple[ArrayShape, ...] = array_shapes(plat, nonlinear)
     if not arrays:
         raise HardwareError(f"no accelerator fits {plat.name}: even a 1-row array exceeds the LUT/FF/DSP caps")
     top_units = arrays[0][0]
@@ -99,17 +99,17 @@ def _candidates(plat: Platform) -> list[tuple[int, "int | str", int, int]]:
     return candidates
 
 
-def _fastest(subnet: SubnetConfig, plat: Platform) -> tuple[HardwareReport | None, int]:
+def _fastest(subnet: SubnetConfig, plat: Platform, nonlinear: str) -> tuple[HardwareReport | None, int]:
     """The fastest fitting design among the candidates (ties go to fewer resources), and how
     many fitting designs were costed."""
     best: HardwareReport | None = None
     tried = 0
     t = subnet.geometry.num_tokens
     kmax = max(max(l.in_features for l in subnet.linear_layers()), t, subnet.geometry.head_dim)
-    for rows, packing, cols, lut_cols in _candidates(plat):
+    for rows, packing, cols, lut_cols in _candidates(plat, nonlinear):
         rep = None
         for tn, k, mem in _buffer_options(t, kmax, cols, plat):
-            d = AcceleratorDesign(plat.name, plat.clock_mhz, rows, cols, packing, lut_cols, tn, k, mem)
+            d = AcceleratorDesign(plat.name, plat.clock_mhz, rows, cols, packing, lut_cols, tn, k, mem, nonlinear)
             res = estimate_resources(d, plat)
             if res.fits:
                 rep = evaluate(subnet, plat, d)
@@ -126,13 +126,20 @@ def _fastest(subnet: SubnetConfig, plat: Platform) -> tuple[HardwareReport | Non
     return best, tried
 
 
-def explore(subnet: SubnetConfig, platform: "str | Path | Platform", fps_target: float | None = None) -> HardwareReport:
+def explore(
+    subnet: SubnetConfig,
+    platform: "str | Path | Platform",
+    fps_target: float | None = None,
+    nonlinear: str = "integer",
+) -> HardwareReport:
     """The fastest design for ``subnet`` that fits ``platform`` under its utilisation caps.
 
     Args:
         subnet: the subnet to design the accelerator for.
         platform: a board preset name, a platform YAML path or a :class:`Platform`.
         fps_target: if given, the FPS the fastest design must reach.
+        nonlinear: the model's ``model.nonlinear``: ``integer`` models get fabric LayerNorm/softmax/GELU
+            units (``design.nonlinear == "fabric"``), ``float`` ones run them on the host.
 
     Returns:
         The :class:`HardwareReport` of the chosen design, with a note saying how it was chosen.
@@ -142,7 +149,9 @@ def explore(subnet: SubnetConfig, platform: "str | Path | Platform", fps_target:
             misses it (the message names the best FPS reachable).
     """
     plat = _platform(platform)
-    best, tried = _fastest(subnet, plat)
+    if nonlinear not in ("integer", "float"):
+        raise HardwareError(f"nonlinear must be 'integer' or 'float', got {nonlinear!r}")
+    best, tried = _fastest(subnet, plat, nonlinear_units(nonlinear))
     if best is None:
         raise HardwareError(
             f"no accelerator design fits {plat.name}: the on-chip buffers exceed the "

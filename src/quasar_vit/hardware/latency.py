@@ -16,6 +16,7 @@ stays the single definition of a subnet's GEMMs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
@@ -36,7 +37,7 @@ class LayerCost:
 
     name: str
     op: str  # linear | matmul | layernorm | softmax | gelu | attn_prep
-    unit: str  # "fabric" or "host"
+    unit: str  # "fabric" (the array, or an integer nonlinear unit) or "host"
     macs: int  # true multiply-accumulates
     unit_passes: int  # MACs x nibble passes (the array's work)
     cycles: float  # fabric-clock cycles (host time converted at the design clock)
@@ -93,9 +94,8 @@ class CostContext:
         ddr = self._bytes(g) / self.bpc
         return g.total if g.total >= ddr else ddr
 
-    def linear(self, l: LinearSpec) -> LayerCost:
+    def linear(self, l: LinearSpec, mode: str) -> LayerCost:
         tiles = layer_row_tiles(l.out_features, l.n8_rows, l.sections, self.R)
-        mode = "ls_residual" if l.name.endswith((".proj", ".fc2")) else "affine"
         g = self.engine_call(l.tokens, l.in_features, tiles, mode)
         m_eff = l.out_features + l.n8_rows
         return LayerCost(
@@ -126,6 +126,22 @@ class CostContext:
             h * self._bytes(g),
         )
 
+    # ---- integer nonlinear units on the fabric -------------------------------------------------
+    def fabric(self, name: str, op: str, elems: int) -> LayerCost:
+        """A fabric nonlinear unit's pass: ``elems / lanes`` cycles plus its pipeline depth.
+
+        GELU, the residual adds and the layer scaling are fused into the GEMM output stage (a table
+        or a multiply per output, at the output stage's rate): they are listed with 0 cycles.
+        """
+        p = self.params
+        if op == "layernorm":
+            cyc = math.ceil(elems / p.ln_lanes) + p.ln_pipeline_depth
+        elif op == "softmax":  # two passes: exp and sum, then normalise
+            cyc = 2 * math.ceil(elems / p.softmax_lanes) + p.softmax_pipeline_depth
+        else:
+            cyc = 0
+        return LayerCost(name, op, "fabric", 0, 0, float(cyc), float(cyc), 0.0)
+
     # ---- host ops -----------------------------------------------------------------------------
     def host(self, name: str, op: str, elems: int) -> LayerCost:
         """Time of a host op: hand-off + max(compute, DDR round trip)."""
@@ -139,14 +155,20 @@ class CostContext:
     def cost(self, op: tuple) -> LayerCost:
         kind = op[0]
         if kind == "linear":
-            return self.linear(op[1])
+            return self.linear(op[1], op[2])
         if kind == "matmul":
             return self.matmul(op[1])
+        if kind == "fabric":
+            return self.fabric(op[1], op[2], op[3])
         return self.host(op[1], op[2], op[3])
+
+    @property
+    def on_fabric(self) -> bool:
+        return self.design.nonlinear == "fabric"
 
     def layers(self, subnet: SubnetConfig) -> list[LayerCost]:
         """Every operation of ``subnet`` in execution order."""
-        return [self.cost(op) for op in subnet_ops(subnet, self.params.final_norm_cls_only)]
+        return [self.cost(op) for op in subnet_ops(subnet, self.params.final_norm_cls_only, self.on_fabric)]
 
     def _summary(self, key: tuple, ops: tuple) -> tuple[float, float, float, int, int, float]:
         hit = self.block_memo.get(key)
@@ -163,14 +185,14 @@ class CostContext:
         key = (geom, e)
         ends = memo.get(key)
         if ends is None:
-            ends = self._summary(key, _end_ops(geom, e, self.params.final_norm_cls_only))
+            ends = self._summary(key, _end_ops(geom, e, self.params.final_norm_cls_only, self.on_fabric))
         cyc, comp, byt, macs, passes, host = ends
         for i, (h, r) in enumerate(zip(s.num_heads, s.mlp_ratios)):
             w = s.block_shares(i)
             block_key = (geom, e, h, r, w)
             b = memo.get(block_key)
             if b is None:
-                b = self._summary(block_key, _block_ops(geom, e, h, r, w))
+                b = self._summary(block_key, _block_ops(geom, e, h, r, w, self.on_fabric))
             cyc += b[0]
             comp += b[1]
             byt += b[2]
@@ -180,53 +202,61 @@ class CostContext:
         return cyc, comp, byt, macs, passes, host
 
 
-def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True) -> list[tuple]:
+def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True, fabric: bool = False) -> list[tuple]:
     """The subnet's operations in execution order, from ``linear_layers``/``attention_matmuls``.
 
-    Fabric ops are ``("linear", LinearSpec)`` / ``("matmul", MatmulSpec)``; host ops are
-    ``("host", name, op, elements)``.
+    GEMMs are ``("linear", LinearSpec, output mode)`` / ``("matmul", MatmulSpec)``; nonlinear ops
+    are ``("host", name, op, elements)`` (float models: the ARM cores) or, with ``fabric``
+    (integer models), ``("fabric", name, op, elements)``: LayerNorm and softmax as passes of their
+    units, GELU fused into fc1's output stage (its table replaces the requantiser's clamp), the
+    q/k/v codes written by qkv's output stage (no operand preparation), the residual adds and layer
+    scales in proj's and fc2's.  The output modes follow: 6-bit codes out (``requant``) where the
+    host no longer needs floats.
     """
     lin = subnet.linear_layers()
     mm = subnet.attention_matmuls()
     t, e = subnet.geometry.num_tokens, subnet.embed_dim
-    out: list[tuple] = [("linear", lin[0])]
+    nl = "fabric" if fabric else "host"
+    codes_out = "requant" if fabric else "affine"
+    out: list[tuple] = [("linear", lin[0], "affine")]
     for i in range(subnet.depth):
         qkv, proj, fc1, fc2 = lin[1 + 4 * i : 5 + 4 * i]
         qk, av = mm[2 * i : 2 * i + 2]
+        p = f"blocks.{i}"
         out += [
-            ("host", f"blocks.{i}.norm1", "layernorm", t * e),
-            ("linear", qkv),
-            ("host", f"blocks.{i}.attn_prep", "attn_prep", qkv.tokens * qkv.out_features),
+            (nl, f"{p}.norm1", "layernorm", t * e),
+            ("linear", qkv, codes_out),
+            *([] if fabric else [("host", f"{p}.attn_prep", "attn_prep", qkv.tokens * qkv.out_features)]),
             ("matmul", qk),
-            ("host", f"blocks.{i}.softmax", "softmax", qk.heads * qk.m * qk.n),
+            (nl, f"{p}.softmax", "softmax", qk.heads * qk.m * qk.n),
             ("matmul", av),
-            ("linear", proj),
-            ("host", f"blocks.{i}.norm2", "layernorm", t * e),
-            ("linear", fc1),
-            ("host", f"blocks.{i}.gelu", "gelu", fc1.tokens * fc1.out_features),
-            ("linear", fc2),
+            ("linear", proj, "ls_residual"),
+            (nl, f"{p}.norm2", "layernorm", t * e),
+            ("linear", fc1, codes_out),
+            (nl, f"{p}.gelu", "gelu", fc1.tokens * fc1.out_features),
+            ("linear", fc2, "ls_residual"),
         ]
-    out.append(("host", "norm", "layernorm", (1 if final_norm_cls_only else t) * e))
-    out.append(("linear", lin[-1]))
+    out.append((nl, "norm", "layernorm", (1 if final_norm_cls_only else t) * e))
+    out.append(("linear", lin[-1], "affine"))
     return out
 
 
 def _op_name(op: tuple) -> str:
-    return op[1] if op[0] == "host" else op[1].name
+    return op[1] if op[0] in ("host", "fabric") else op[1].name
 
 
 @lru_cache(maxsize=4096)
-def _block_ops(geom: ViTGeometry, e: int, h: int, r: float, s: tuple[float, ...]) -> tuple:
+def _block_ops(geom: ViTGeometry, e: int, h: int, r: float, s: tuple[float, ...], fabric: bool = False) -> tuple:
     """Ops of one transformer block (``s``: its linears' shares), from a one-block subnet (design-free)."""
     one = SubnetConfig(e, 1, (h,), (r,), s, geom)
-    return tuple(op for op in subnet_ops(one) if _op_name(op).startswith("blocks."))
+    return tuple(op for op in subnet_ops(one, fabric=fabric) if _op_name(op).startswith("blocks."))
 
 
 @lru_cache(maxsize=256)
-def _end_ops(geom: ViTGeometry, e: int, cls_only: bool) -> tuple:
+def _end_ops(geom: ViTGeometry, e: int, cls_only: bool, fabric: bool = False) -> tuple:
     """Patch embedding, final norm and head of a subnet with embedding ``e``."""
     one = SubnetConfig(e, 1, (1,), (1.0,), (0.0,), geom)
-    return tuple(op for op in subnet_ops(one, cls_only) if not _op_name(op).startswith("blocks."))
+    return tuple(op for op in subnet_ops(one, cls_only, fabric) if not _op_name(op).startswith("blocks."))
 
 
 def _sum(costs: Iterable[LayerCost]) -> tuple[float, float, float, int, int, float]:

@@ -84,7 +84,7 @@ class HardwareReport:
     @property
     def board_peak_gops(self) -> float:
         """Peak of the largest W4A6 array the board fits under its caps (roofline ceiling)."""
-        return 2 * max_units(self.platform) * self.design.clock_mhz / 1e3
+        return 2 * max_units(self.platform, self.design.nonlinear) * self.design.clock_mhz / 1e3
 
     @property
     def ddr_gbps(self) -> float:
@@ -122,7 +122,7 @@ class HardwareReport:
             "ddr_bytes": round(c.ddr_bytes),
             "bound": c.bound,
         }
-        if c.unit == "fabric":
+        if c.op in ("linear", "matmul"):
             achieved = 2 * c.macs / (ms * 1e6) if ms else 0.0
             intensity = 2 * c.macs / c.ddr_bytes if c.ddr_bytes else float("inf")
             # compute roof of this layer: nibble passes (8-bit rows, 6-bit operands) cost cycles

@@ -71,6 +71,23 @@ class Resources:
         } | {"fits": self.fits, "breakdown": {k: dict(v) for k, v in self.breakdown}}
 
 
+def nonlinear_unit_costs(design: AcceleratorDesign, p: ModelParams) -> tuple[float, float, float, float]:
+    """``(LUT, FF, DSP, BRAM36)`` of the integer nonlinear units of a ``fabric`` design (0 for ``host``).
+
+    One LayerNorm unit (``ln_lanes`` lanes and a per-row part), one softmax unit
+    (``softmax_lanes`` lanes) and a GELU table per output lane (``pe_rows`` lanes); the residual adds
+    and layer scaling reuse the output stage's requantising multiply.  Per-lane costs are estimates
+    from the arithmetic (:class:`ModelParams`), not measurements.
+    """
+    if design.nonlinear != "fabric":
+        return 0.0, 0.0, 0.0, 0.0
+    lut = p.ln_lanes * p.ln_lane_lut + p.ln_row_lut + p.softmax_lanes * p.softmax_lane_lut
+    ff = p.ln_lanes * p.ln_lane_ff + p.softmax_lanes * p.softmax_lane_ff
+    dsp = p.ln_lanes * p.ln_lane_dsp + p.softmax_lanes * p.softmax_lane_dsp
+    bram = design.pe_rows * p.gelu_row_bram18 / 2 + 0.5  # GELU tables, and the RSQRT table (one BRAM18)
+    return lut, ff, dsp, bram
+
+
 def estimate_resources(design: AcceleratorDesign, platform: Platform, params: ModelParams | None = None) -> Resources:
     """Resource counts of ``design`` (independent of the subnet: buffers are sized by the design)."""
     p = params or platform.params
@@ -81,12 +98,13 @@ def estimate_resources(design: AcceleratorDesign, platform: Platform, params: Mo
     array_lut = design.dsp_units * unit_lut + design.lut_units * p.lut_per_unit_lutonly
     adder_lut = design.units * p.adder_lut_per_unit
     out_lut = design.pe_rows * p.out_lut_per_row
-    lut = array_lut + adder_lut + out_lut + p.infra_lut
-    ff = design.units * p.ff_per_unit + design.pe_rows * p.out_ff_per_row + p.infra_ff
-    dsp = design.dsp_slices + math.ceil(design.pe_rows * p.out_dsp_per_row)
+    nl_lut, nl_ff, nl_dsp, nl_bram = nonlinear_unit_costs(design, p)
+    lut = array_lut + adder_lut + out_lut + p.infra_lut + nl_lut
+    ff = design.units * p.ff_per_unit + design.pe_rows * p.out_ff_per_row + p.infra_ff + nl_ff
+    dsp = design.dsp_slices + math.ceil(design.pe_rows * p.out_dsp_per_row) + math.ceil(nl_dsp)
 
     bufs = design.buffers(p.act_bits_stored, p.acc_bits, p.weight_reg_load_cycles)
-    bram = p.infra_bram
+    bram = p.infra_bram + math.ceil(nl_bram)
     uram = 0
     mem: dict[str, float] = {}
     for name, b in bufs.items():
@@ -99,9 +117,28 @@ def estimate_resources(design: AcceleratorDesign, platform: Platform, params: Mo
             bram += n * b["copies"]
             mem[f"{name}_bram"] = n * b["copies"]
     breakdown = (
-        ("lut", (("array", array_lut), ("adders", adder_lut), ("output_stage", out_lut), ("infra", p.infra_lut))),
-        ("dsp", (("array", float(design.dsp_slices)), ("output_stage", float(dsp - design.dsp_slices)))),
-        ("memory", tuple(mem.items()) + (("infra_bram", float(p.infra_bram)),)),
+        (
+            "lut",
+            (
+                ("array", array_lut),
+                ("adders", adder_lut),
+                ("output_stage", out_lut),
+                ("infra", p.infra_lut),
+                ("nonlinear_units", nl_lut),
+            ),
+        ),
+        (
+            "dsp",
+            (
+                ("array", float(design.dsp_slices)),
+                ("output_stage", float(math.ceil(design.pe_rows * p.out_dsp_per_row))),
+                ("nonlinear_units", float(math.ceil(nl_dsp))),
+            ),
+        ),
+        (
+            "memory",
+            tuple(mem.items()) + (("infra_bram", float(p.infra_bram)), ("nonlinear_bram", float(math.ceil(nl_bram)))),
+        ),
     )
     return Resources(
         lut=math.ceil(lut),
@@ -115,4 +152,4 @@ def estimate_resources(design: AcceleratorDesign, platform: Platform, params: Mo
     )
 
 
-__all__ = ["Resources", "estimate_resources", "memory_blocks"]
+__all__ = ["Resources", "estimate_resources", "memory_blocks", "nonlinear_unit_costs"]

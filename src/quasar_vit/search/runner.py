@@ -526,7 +526,7 @@ def prepare_search(req: SearchRequest) -> SearchSetup:
     for note in settings_notes(scfg, req.overrides, labels):
         say(note)
     encodings = {lab: make_encoding(space, lab, scfg.tied_share_prob, scfg.share_mutation) for lab in labels}
-    oracle = HardwareOracle(lambda s: explore(s, plat))
+    oracle = HardwareOracle(lambda s: explore(s, plat, nonlinear=cfg.model.nonlinear))
     all_targets, fastest = _check_targets(req, cfg, oracle, plat.name, say)
     val_eval, test_eval, val_n, test_n = _evaluators(model, cfg, info)
     ckpt_id = hashlib.sha256(json.dumps(ckpt["config"], sort_keys=True, default=str).encode()).hexdigest()[:16]
