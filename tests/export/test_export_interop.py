@@ -20,17 +20,42 @@ needs_qonnx = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):
-    """An export of a subnet of the session's trained supernet whose blocks mix 4- and 8-bit rows."""
+def _export_mixed(cfg, run: Path, out: Path, **kw) -> Path:
+    """An export of a subnet of ``run``'s supernet whose blocks mix 4- and 8-bit rows."""
     from quasar_vit.export import export_subnet
 
-    cfg, run = trained_run
     space = cfg.model.space()
     d = space.depths[-1]
     shares = [space.w8_shares[(i + 1) % len(space.w8_shares)] for i in range(d)]  # 0.25, 0.5: both row groups
     sub = space.make(space.embed_dims[-1], d, [space.num_heads[-1]] * d, [space.mlp_ratios[-1]] * d, shares)
-    return export_subnet(run / "supernet.pt", sub, "zcu102", tmp_path_factory.mktemp("interop") / "exp", evaluate=False)
+    return export_subnet(run / "supernet.pt", sub, "zcu102", out, **kw)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    """An integer export (``model.nonlinear: integer``, the default) of the session's trained supernet,
+    evaluated on 64 test images (so ``export.json`` scores ``model.onnx``)."""
+    cfg, run = trained_run
+    assert cfg.model.nonlinear == "integer"
+    return _export_mixed(cfg, run, tmp_path_factory.mktemp("interop") / "exp", eval_limit=64)
+
+
+@pytest.fixture(scope="module")
+def float_exported(tmp_path_factory, fmnist_available):
+    """A float export: a supernet trained as the session's (``TRAINED_OVERRIDES``) with ``model.nonlinear=float``.
+
+    The float graphs (float LayerNorm/softmax/GELU between the integer GEMMs) are written for such
+    exports only; the session's supernet is integer.
+    """
+    from conftest import TRAINED_OVERRIDES
+
+    from quasar_vit.config import load_config
+    from quasar_vit.training.trainer import train_supernet
+
+    cfg = load_config("fmnist-tiny", TRAINED_OVERRIDES + ["model.nonlinear=float"])
+    root = tmp_path_factory.mktemp("interop-float")
+    train_supernet(cfg, root / "run", progress=False)
+    return _export_mixed(cfg, root / "run", root / "exp", evaluate=False)
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +70,32 @@ def images(exported):
 
 @pytest.fixture(scope="module")
 def reference(exported, images):
-    """Logits of the NumPy integer reference engine (the accelerator's arithmetic)."""
+    """Logits of the NumPy integer reference engine on the integer export (``integer_forward``)."""
     from quasar_vit.export import IntegerViT
 
     return IntegerViT.from_dir(exported).forward(images)
 
 
-def test_export_lists_the_interop_files(exported):
+@pytest.fixture(scope="module")
+def float_reference(float_exported, images):
+    """Logits of the NumPy integer reference engine on the float export (the accelerator's arithmetic)."""
+    from quasar_vit.export import IntegerViT
+
+    return IntegerViT.from_dir(float_exported).forward(images)
+
+
+@pytest.mark.parametrize("which", ["exported", "float_exported"])
+def test_export_lists_the_interop_files(which, request):
+    exported = request.getfixturevalue(which)
     info = json.loads((exported / "export.json").read_text())
-    for name in ("model.pt2", "model.int8.onnx", "model.qonnx.onnx"):
+    for name in ("model.onnx", "model.pt2", "model.int8.onnx", "model.qonnx.onnx"):
         assert (exported / name).is_file() and name in info["files"], name
 
 
-# ---- QONNX --------------------------------------------------------------------------------------
-def test_qonnx_graph_has_explicit_bit_widths(exported):
+# ---- QONNX (float exports) ----------------------------------------------------------------------
+def test_qonnx_graph_has_explicit_bit_widths(float_exported):
     """Quant nodes carry 4/8-bit weights and 6-bit activations; no INT4 tensor (qonnx cannot read one)."""
+    exported = float_exported
     import onnx
     from onnx import numpy_helper
 
@@ -91,9 +127,10 @@ def test_qonnx_graph_has_explicit_bit_widths(exported):
 
 
 @needs_qonnx
-def test_qonnx_executes_like_the_integer_reference(exported, images, reference):
+def test_qonnx_executes_like_the_integer_reference(float_exported, images, float_reference):
     from quasar_vit.export.qonnx_export import qonnx_run
 
+    exported, reference = float_exported, float_reference
     n = 4
     logits, kinds = qonnx_run(exported / "model.qonnx.onnx", images[:n])
     err = np.abs(logits - reference[:n])
@@ -108,11 +145,12 @@ def test_qonnx_executes_like_the_integer_reference(exported, images, reference):
 
 
 @needs_qonnx
-def test_qonnx_wide_accumulators_run_in_float64(exported, images, reference, monkeypatch):
+def test_qonnx_wide_accumulators_run_in_float64(float_exported, images, float_reference, monkeypatch):
     """A layer whose partial sums could pass 2**24 accumulates in float64: same logits."""
     from quasar_vit.export import qonnx_export
     from quasar_vit.export.ir import load_ir
 
+    exported, reference = float_exported, float_reference
     monkeypatch.setattr(qonnx_export, "EXACT_F32", 0)  # every linear takes the float64 path
     model = qonnx_export.build_qonnx(load_ir(exported))
     assert sum(n.op_type == "Cast" for n in model.graph.node) > 3 * sum(1 for _ in load_ir(exported).linears())
@@ -121,10 +159,10 @@ def test_qonnx_wide_accumulators_run_in_float64(exported, images, reference, mon
 
 
 @needs_qonnx
-def test_qonnx_datatypes_per_role(exported):
+def test_qonnx_datatypes_per_role(float_exported):
     from quasar_vit.export.qonnx_export import qonnx_datatypes
 
-    dts = qonnx_datatypes(str(exported / "model.qonnx.onnx"))
+    dts = qonnx_datatypes(str(float_exported / "model.qonnx.onnx"))
     want = {
         "Quant L.in.quant": ["INT6"],
         "Quant L.w4.quant": ["INT4"],
@@ -150,11 +188,13 @@ def test_qonnx_rejects_a_range_quant_cannot_express():
 
 
 # ---- torch.export --------------------------------------------------------------------------------
-def test_model_pt2_is_bit_identical_in_a_clean_process(exported, images, tmp_path):
+@pytest.mark.parametrize("which", ["exported", "float_exported"])
+def test_model_pt2_is_bit_identical_in_a_clean_process(which, request, images, tmp_path):
     """torch.export.load in a fresh interpreter (no quasar_vit import) gives the deploy model's logits bit for bit."""
-    from quasar_vit.export.deploy import DeployViT
+    from quasar_vit.export.deploy import deploy_model
     from quasar_vit.export.ir import load_ir
 
+    exported = request.getfixturevalue(which)
     x = torch.from_numpy(images[:33])
     torch.save(x, tmp_path / "x.pt")
     code = (
@@ -170,7 +210,7 @@ def test_model_pt2_is_bit_identical_in_a_clean_process(exported, images, tmp_pat
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=300)
     assert res.returncode == 0, res.stderr
-    deploy = DeployViT(load_ir(exported))
+    deploy = deploy_model(load_ir(exported))  # DeployIntViT for the integer export, DeployViT for the float one
     with torch.no_grad():
         want, want1 = deploy(x), deploy(x[:1])  # (float sums depend on the batch size: compare like with like)
     y, y1 = torch.load(tmp_path / "y.pt")
@@ -178,11 +218,12 @@ def test_model_pt2_is_bit_identical_in_a_clean_process(exported, images, tmp_pat
     assert res.stdout.strip() == str(json.loads((exported / "subnet.json").read_text())["embed_dim"])
 
 
-# ---- onnxruntime integer graph -------------------------------------------------------------------
-def test_int8_onnx_fuses_every_matmul(exported):
+# ---- onnxruntime integer graph (float exports) ---------------------------------------------------
+def test_int8_onnx_fuses_every_matmul(float_exported):
     from quasar_vit.export.ir import load_ir
     from quasar_vit.export.onnx_export import INTEGER_MATMULS, matmul_count, optimized_op_counts
 
+    exported = float_exported
     ops = optimized_op_counts(exported / "model.int8.onnx")
     fused = sum(ops[k] for k in INTEGER_MATMULS)
     print(dict(ops))
@@ -193,9 +234,10 @@ def test_int8_onnx_fuses_every_matmul(exported):
     assert sum(qdq[k] for k in INTEGER_MATMULS) < fused
 
 
-def test_int8_onnx_agrees_with_the_integer_reference(exported, images, reference):
+def test_int8_onnx_agrees_with_the_integer_reference(float_exported, images, float_reference):
     from quasar_vit.export.onnx_export import onnx_session, run_onnx
 
+    exported, reference = float_exported, float_reference
     out = run_onnx(onnx_session(exported / "model.int8.onnx"), images)
     err = np.abs(out - reference)
     close = err.max(1) < 1e-4
@@ -218,7 +260,8 @@ def test_unknown_onnx_variant_is_an_error(exported):
         build_onnx(load_ir(exported), variant="int4")
 
 
-def test_onnx_runtime_benchmark_runs(exported, tmp_path):
+def test_onnx_runtime_benchmark_runs(float_exported, tmp_path):
+    exported = float_exported
     out = tmp_path / "ort.json"
     res = subprocess.run(
         [
@@ -249,3 +292,119 @@ def test_onnx_runtime_benchmark_runs(exported, tmp_path):
     for g in ("fp32", "qdq", "int8"):
         assert set(row["graphs"][g]["ms_per_image"]) == {"1", "4"}
     assert "int8" in res.stdout and "fp32" in res.stdout
+
+
+# ---- integer exports (model.nonlinear: integer): the graphs compute integer_forward's integers ------
+INTEGER_ONLY_OPS = {"MatMulInteger", "BitShift", "GreaterOrEqual", "ReduceMax", "Floor"}
+FLOAT_NONLINEAR_OPS = {"LayerNormalization", "Softmax", "Erf", "MatMul", "DequantizeLinear"}
+
+
+def test_integer_onnx_graphs_are_bit_exact(exported, images, reference):
+    """model.onnx and model.int8.onnx (onnxruntime) give the integer engine's logits bit for bit."""
+    import onnx
+
+    from quasar_vit.export.onnx_export import onnx_session, run_onnx
+
+    assert len(images) >= 64
+    for name in ("model.onnx", "model.int8.onnx"):
+        out = run_onnx(onnx_session(exported / name), images)
+        print(f"{name} vs IntegerViT: max |diff| {np.abs(out - reference).max():.3g} on {len(images)} images")
+        assert out.dtype == reference.dtype and np.array_equal(out, reference), name
+        ops = {n.op_type for n in onnx.load(str(exported / name)).graph.node}
+        assert INTEGER_ONLY_OPS <= ops and not FLOAT_NONLINEAR_OPS & ops, name
+
+
+def test_integer_onnx_graph_layout(exported):
+    """Every matmul is a MatMulInteger (also after onnxruntime's optimisations); model.onnx keeps INT4 + INT8
+    row groups, model.int8.onnx one int8 tensor per linear."""
+    import onnx
+
+    from quasar_vit.export.ir import load_ir
+    from quasar_vit.export.onnx_export import INTEGER_MATMULS, matmul_count, optimized_op_counts
+
+    ir = load_ir(exported)
+    n = matmul_count(ir)
+    for name in ("model.onnx", "model.int8.onnx"):
+        model = onnx.load(str(exported / name))
+        ops = [node.op_type for node in model.graph.node]
+        assert ops.count("MatMulInteger") == n, name
+        opt = optimized_op_counts(exported / name)
+        assert sum(opt[k] for k in INTEGER_MATMULS) == n and not {"MatMul", "FusedMatMul", "Gemm"} & set(opt), name
+    kinds = {t.data_type for t in onnx.load(str(exported / "model.onnx")).graph.initializer}
+    assert {onnx.TensorProto.INT4, onnx.TensorProto.INT8} <= kinds
+    int8 = onnx.load(str(exported / "model.int8.onnx"))
+    weights = [t for t in int8.graph.initializer if t.name.rsplit("_", 1)[0].endswith(".w")]
+    assert len(weights) == sum(1 for _ in ir.linears())
+    assert all(t.data_type == onnx.TensorProto.INT8 for t in weights)
+    assert onnx.TensorProto.INT4 not in {t.data_type for t in int8.graph.initializer}
+
+
+def test_integer_export_scores_model_onnx(exported):
+    """export.json's evaluation runs model.onnx again; it equals the deploy model (model.pt2's module) exactly."""
+    ev = json.loads((exported / "export.json").read_text())["evaluation"]
+    assert ev["onnx_images"] == ev["images"] == 64
+    assert ev["agreement_onnx"] == 100.0 and ev["max_abs_logit_error_onnx"] == 0.0
+
+
+@needs_qonnx
+def test_integer_qonnx_is_bit_exact(exported, images, reference):
+    """qonnx's execute_onnx on model.qonnx.onnx gives the integer engine's logits bit for bit; its datatype
+    inference sees the 6-bit codes, the 4/8-bit weights and the accumulators as integers."""
+    from quasar_vit.export.qonnx_export import qonnx_run
+
+    n = 128  # in batches of 64 (the file's batch dimension 1 set to 64)
+    logits, kinds = qonnx_run(exported / "model.qonnx.onnx", images[:n], batch=64)
+    assert np.array_equal(logits, reference[:n])
+    assert {("Quant", "INT4"), ("Quant", "INT8"), ("Quant", "INT6"), ("Quant", "UINT6"), ("MatMul", "INT32")} <= set(
+        kinds
+    )
+    assert ("MatMul", "FLOAT32") not in kinds and not {k for k, _ in kinds} & {"LayerNormalization", "Softmax", "Erf"}
+    one, _ = qonnx_run(exported / "model.qonnx.onnx", images[:2])  # the file as it is (batch 1)
+    assert np.array_equal(one, reference[:2])
+
+
+@needs_qonnx
+def test_integer_qonnx_datatypes_per_role(exported):
+    from quasar_vit.export.qonnx_export import qonnx_datatypes
+
+    dts = qonnx_datatypes(str(exported / "model.qonnx.onnx"))
+    want = {
+        "Quant L.in.quant": ["INT6"],  # every linear's input codes (patches, LayerNorm outputs, P v, GELU)
+        "Quant L.w4.quant": ["INT4"],
+        "Quant L.w8.quant": ["INT8"],
+        "Gather L.w": ["INT8"],
+        "MatMul L.acc": ["INT32"],
+        "Quant blocks.i.aq_q.quant": ["INT6"],
+        "Quant blocks.i.aq_k.quant": ["INT6"],
+        "Quant blocks.i.aq_v.quant": ["INT6"],
+        "Quant blocks.i.aq_attn.quant": ["UINT6"],
+        "MatMul blocks.i.qk": ["INT32"],
+        "MatMul blocks.i.av": ["INT32"],
+        "Mul L.rescale": ["FLOAT32"],  # the head's logits
+    }
+    assert {k: dts.get(k) for k in want} == want
+
+
+@needs_qonnx
+def test_integer_qonnx_wide_accumulators_run_in_float64(exported, images, reference, monkeypatch):
+    """GEMMs whose partial sums could pass 2**24 run as double MatMuls: the same logits, bit for bit."""
+    from quasar_vit.export import qonnx_export
+    from quasar_vit.export.ir import load_ir
+
+    monkeypatch.setattr(qonnx_export, "EXACT_F32", 0)  # every GEMM takes the double path
+    ir = load_ir(exported)
+    model = qonnx_export.build_qonnx(ir)
+    wide = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert len(wide) == sum(1 for _ in ir.linears()) + 2 * len(ir.blocks)
+    assert all(n.output[0].rsplit("_", 1)[0].endswith("64") for n in wide)
+    logits, _ = qonnx_export.qonnx_run(model, images[:8], batch=8)
+    assert np.array_equal(logits, reference[:8])
+
+
+def test_integer_graphs_need_an_integer_export(float_exported):
+    from quasar_vit.errors import ExportError
+    from quasar_vit.export.ir import load_ir
+    from quasar_vit.export.onnx_integer import IntegerOrtGraph, build_integer_graph
+
+    with pytest.raises(ExportError, match="nonlinear: integer"):
+        build_integer_graph(IntegerOrtGraph("int8"), load_ir(float_exported))

@@ -40,7 +40,8 @@ FILES = {
     "weights.npz": "integer weights per layer (int4/int8 codes, per-row steps, bit map, nibbles, scales)",
     "manifest.json": "key layout and semantics of weights.npz",
     "model.pt2": "torch.export program of the deploy model: torch.export.load('model.pt2').module() runs it",
-    "model.onnx": "ONNX (opset 21): INT4/INT8 row groups + 6-bit QDQ activations",
+    "model.onnx": "ONNX (opset 21): INT4/INT8 row groups; integer exports: MatMulInteger GEMMs and the integer "
+    "nonlinear ops (bit-exact with the engine), float exports: 6-bit QDQ activations",
     "model.int8.onnx": "ONNX for onnxruntime: int8 weights, 6-bit codes in uint8, every matmul an integer kernel",
     "model.qonnx.onnx": "QONNX (FINN/hls4ml/qonnx): Quant nodes with explicit 4/6/8-bit widths, integer codes",
     "bitmap.json": "per-row bit map of every layer (side file of model.onnx)",
@@ -127,7 +128,7 @@ def _evaluate(tmp: Path, cfg: Any, net: _Integerised, data_root: str | None, eva
         return {"note": f"accuracy not measured: {exc}"}
     ref = torch_logits(net.deploy, x)
     integer, _ = IntegerViT(net.ir).predict(x.numpy())
-    n_onnx = min(len(x), 512) if (tmp / "model.onnx").exists() else 0  # TODO(integer ONNX)
+    n_onnx = min(len(x), 512)
     onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy()) if n_onnx else ref[:0]
     pct = lambda a: float(100.0 * np.mean(a)) if len(a) else None  # noqa: E731
     return {
@@ -189,7 +190,7 @@ def export_subnet(
     plat = load_platform(platform) if platform is not None else None  # a bad board fails before the checkpoint loads
     supernet, cfg, ckpt = load_supernet(checkpoint, device)
     ref = resolve_subnet(subnet, cfg.model.space())
-    report = _accelerator(ref, plat, re_explore)
+    report = _accelerator(ref, plat, re_explore, cfg.model.nonlinear)
     sub, hw = ref.subnet, report.to_dict()
     net = _Integerised.of(extract(supernet, sub).eval().cpu())
     del supernet
@@ -206,16 +207,23 @@ def export_subnet(
     return out
 
 
-def _accelerator(ref: ResolvedSubnet, plat: Platform | None, re_explore: bool) -> HardwareReport:
+def _accelerator(ref: ResolvedSubnet, plat: Platform | None, re_explore: bool, nonlinear: str) -> HardwareReport:
     """The export's accelerator: the design the search chose for this subnet, or a fresh exploration
-    (asked for, or the subnet carries no design). The searched design is only valid on its board."""
+    (asked for, or the subnet carries no design). The searched design is only valid on its board,
+    and for the model's nonlinear ops (``nonlinear``: the model's ``model.nonlinear``)."""
     from quasar_vit.hardware import AcceleratorDesign, evaluate, explore, load_platform
+    from quasar_vit.hardware.design import nonlinear_units
 
     if plat is None:
         plat = load_platform(ref.platform or DEFAULT_PLATFORM)
     if re_explore or ref.design is None:
-        return explore(ref.subnet, plat)
+        return explore(ref.subnet, plat, nonlinear=nonlinear)
     design = AcceleratorDesign.from_dict(ref.design)
+    if design.nonlinear != nonlinear_units(nonlinear):
+        raise ExportError(
+            f"{ref.source} holds a design with its nonlinear ops on the {design.nonlinear}, but this model's "
+            f"are {nonlinear} (model.nonlinear): pass --re-explore to design an accelerator for it"
+        )
     searched_for = ref.platform or design.platform
     if searched_for != plat.name or design.platform != plat.name:
         raise ExportError(
@@ -280,10 +288,9 @@ def _write_graphs(tmp: Path, sub: SubnetConfig, net: _Integerised) -> None:
     from quasar_vit.export.torch_export import save_program
 
     ir = net.ir
-    if ir.nonlinear == "float":  # TODO(integer ONNX): the integer graphs
-        save_onnx(ir, tmp / "model.onnx")
-        save_onnx(ir, tmp / "model.int8.onnx", variant="int8")
-        save_qonnx(ir, tmp / "model.qonnx.onnx")
+    save_onnx(ir, tmp / "model.onnx")
+    save_onnx(ir, tmp / "model.int8.onnx", variant="int8")
+    save_qonnx(ir, tmp / "model.qonnx.onnx")
     save_program(
         net.deploy,
         torch.zeros(2, sub.geometry.in_chans, sub.geometry.img_size, sub.geometry.img_size),

@@ -1,6 +1,12 @@
 """ONNX graph of the exported subnet (opset 21), built directly from the integer weights.
 
-Representation (documented in ``docs/export.md``):
+This module builds the graphs of float exports (``nonlinear: float``: float LayerNorm, softmax and
+GELU between the integer GEMMs) and the ``fp32`` baseline of any export.  For an integer export
+(``nonlinear: integer``) :func:`build_onnx` builds ``model.onnx`` and ``model.int8.onnx`` with
+:mod:`quasar_vit.export.onnx_integer` instead: ``MatMulInteger`` GEMMs and the integer stages of
+``quantization/intops.py`` on double tensors holding integers, bit-identical to the engine.
+
+Representation of the float graphs (documented in ``docs/export.md``):
 
 * **weights**: every linear layer is split into its two row groups.  The 4-bit rows are an
   ``INT4`` initializer, the 8-bit rows an ``INT8`` initializer, both stored transposed
@@ -352,12 +358,21 @@ def build_onnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, Any
     ``ir``: the :class:`~quasar_vit.export.ir.IntViT` of the export (or its ``arrays, manifest``).
     ``variant``: ``"qdq"`` (``model.onnx``: INT4/INT8 row groups, 6-bit QDQ with an integer Clip),
     ``"int8"`` (``model.int8.onnx``: the layout onnxruntime fuses into integer matmuls) or
-    ``"fp32"`` (no quantization; a speed baseline).
+    ``"fp32"`` (no quantization; a speed baseline).  For an integer export (``ir.nonlinear ==
+    "integer"``) ``"qdq"`` and ``"int8"`` are the integer graphs of :mod:`.onnx_integer` (the
+    engine's integers exactly, every GEMM a ``MatMulInteger``); ``"fp32"`` stays the float graph of
+    the same weights (float LayerNorm/softmax/GELU), the speed baseline.
     """
     _require_onnx()
     if variant not in GRAPHS:
         raise ExportError(f"unknown ONNX variant {variant!r}; choose one of {', '.join(GRAPHS)}")
     ir = as_ir(ir, manifest)
+    if ir.nonlinear == "integer" and variant != "fp32":  # the integers of integer_forward (onnx_integer.py)
+        from quasar_vit.export.onnx_integer import IntegerOrtGraph, build_integer_graph
+
+        ig = IntegerOrtGraph(variant)
+        build_integer_graph(ig, ir)
+        return _model(ig, ir)
     g = GRAPHS[variant]()
     build_graph(g, ir)
     return _model(g, ir)

@@ -6,6 +6,12 @@ and a 6-bit tensor are told apart in the graph itself rather than by an integer 
 ``model.onnx`` cannot be read by those tools: its INT4 initializers stop ``qonnx``'s
 ``QCDQToQuant`` (``Unsupported element type: 22``).
 
+For an integer export (``nonlinear: integer``) :func:`build_qonnx` writes the integer graph of
+:mod:`quasar_vit.export.onnx_integer` instead: the same ``Quant``-marked codes and row groups and
+``MatMul``s on codes, with LayerNorm, softmax, GELU and the residual adds as the integer stages of
+``quantization/intops.py`` (double tensors holding integers, a few int64 per-row steps); its
+logits are the engine's bit for bit.  What follows describes the float exports' graph.
+
 The graph is written in the integer form FINN's streamlining aims for, the arithmetic of the
 NumPy reference engine (``export/reference.py``), so ``InferDataTypes`` sees integer tensors:
 
@@ -154,6 +160,12 @@ def build_qonnx(ir: IntViT | Mapping[str, np.ndarray], manifest: Mapping[str, An
     """
     _require_onnx()
     ir = as_ir(ir, manifest)
+    if ir.nonlinear == "integer":  # the integers of integer_forward, Quant-marked (onnx_integer.py)
+        from quasar_vit.export.onnx_integer import IntegerQonnxGraph, build_integer_graph
+
+        ig = IntegerQonnxGraph()
+        build_integer_graph(ig, ir)
+        return _model(ig, ir, domains={QONNX_DOMAIN: 1}, batch=batch)
     g = _QonnxGraph()
     build_graph(g, ir)
     return _model(g, ir, domains={QONNX_DOMAIN: 1}, batch=batch)
@@ -179,19 +191,34 @@ def _qonnx():
     return ModelWrapper, cleanup_model, InferShapes, InferDataTypes, execute_onnx
 
 
-def qonnx_run(model: Any, images: np.ndarray) -> tuple[np.ndarray, Counter]:
+def qonnx_run(model: Any, images: np.ndarray, batch: int = 1) -> tuple[np.ndarray, Counter]:
     """Logits of ``images`` as qonnx computes them, and qonnx's datatypes as ``(op_type, datatype)`` counts.
 
     ``model``: a path or ``ModelProto``.  The file goes through what a FINN/hls4ml user runs first:
     ``ModelWrapper``, ``cleanup_model`` (which renames the tensors), ``InferShapes``,
     ``InferDataTypes``; then ``execute_onnx`` (node by node, ``Quant`` in NumPy) one image at a
-    time, the file's batch size being 1.
+    time, the file's batch size being 1.  With ``batch > 1`` the graph's input and output batch
+    dimension is set to ``batch`` first (nothing else in the graph depends on it: its reshapes
+    use -1) and ``batch`` images run per ``execute_onnx`` call, the last call zero-padded: the same
+    per-image logits, far fewer single-node sessions.
     """
     wrapper, cleanup, shapes, dtypes, execute = _qonnx()
-    mw = wrapper(str(model) if isinstance(model, (str, Path)) else model)
-    mw = cleanup(mw).transform(shapes()).transform(dtypes())
+    import onnx
+
+    proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
+    if batch != 1:
+        proto = onnx.ModelProto.FromString(proto.SerializeToString())  # the caller's proto stays as it is
+        for vi in (proto.graph.input[0], proto.graph.output[0]):
+            vi.type.tensor_type.shape.dim[0].dim_value = batch
+    mw = cleanup(wrapper(proto)).transform(shapes()).transform(dtypes())
     inp, out = mw.graph.input[0].name, mw.graph.output[0].name
-    logits = [execute(mw, {inp: np.ascontiguousarray(images[i : i + 1], np.float32)})[out] for i in range(len(images))]
+    logits = []
+    for i in range(0, len(images), batch):
+        x = np.ascontiguousarray(images[i : i + batch], np.float32)
+        real = len(x)
+        if real < batch:
+            x = np.concatenate([x, np.zeros((batch - real, *x.shape[1:]), np.float32)])
+        logits.append(execute(mw, {inp: x})[out][:real])
     kinds = Counter(
         (n.op_type, mw.get_tensor_datatype(o).get_canonical_name()) for n in mw.graph.node for o in n.output
     )
