@@ -41,21 +41,15 @@ def exported(trained_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def float_exported(tmp_path_factory, fmnist_available):
-    """A float export: a supernet trained as the session's (``TRAINED_OVERRIDES``) with ``model.nonlinear=float``.
+def float_exported(float_trained_run, tmp_path_factory):
+    """A float export (``model.nonlinear=float``) of the session's float supernet (conftest.float_trained_run).
 
     The float graphs (float LayerNorm/softmax/GELU between the integer GEMMs) are written for such
-    exports only; the session's supernet is integer.
+    exports only; the session's main supernet is integer.
     """
-    from conftest import TRAINED_OVERRIDES
-
-    from quasar_vit.config import load_config
-    from quasar_vit.training.trainer import train_supernet
-
-    cfg = load_config("fmnist-tiny", TRAINED_OVERRIDES + ["model.nonlinear=float"])
+    cfg, run = float_trained_run
     root = tmp_path_factory.mktemp("interop-float")
-    train_supernet(cfg, root / "run", progress=False)
-    return _export_mixed(cfg, root / "run", root / "exp", evaluate=False)
+    return _export_mixed(cfg, run, root / "exp", evaluate=False)
 
 
 @pytest.fixture(scope="module")
