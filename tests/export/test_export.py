@@ -268,7 +268,7 @@ def _corrupt_consistently(export_dir, layer: str) -> None:
     The nibbles / 4-bit rows are rebuilt from the corrupted codes, so the integer engine and the
     deploy model still agree with each other; only the checkpoint can tell.
     """
-    from quasar_vit.export.deploy import DeployViT
+    from quasar_vit.export.deploy import deploy_model
     from quasar_vit.export.torch_export import save_program
     from quasar_vit.export.intweights import load_weights, nibble_split, save_weights
     from quasar_vit.export.ir import build_ir
@@ -282,7 +282,7 @@ def _corrupt_consistently(export_dir, layer: str) -> None:
     save_weights(export_dir, arrays, manifest)
     sub = manifest["subnet"]
     save_program(
-        DeployViT(build_ir(arrays, manifest)),
+        deploy_model(build_ir(arrays, manifest)),
         torch.zeros(2, sub["geometry"]["in_chans"], sub["geometry"]["img_size"], sub["geometry"]["img_size"]),
         export_dir / "model.pt2",
         {"subnet": sub, "quant": manifest["quant"]},
@@ -457,12 +457,17 @@ def test_export_uses_the_searched_design(trained, trained_run, tmp_path):
 
     path, ref = _searched(trained_run, tmp_path)
     assert ref.platform == "zcu102" and ref.searched
-    stored = _accelerator(ref, None, re_explore=False)  # no --platform: the board it was searched for
+    stored = _accelerator(ref, None, False, "integer")  # no --platform: the board it was searched for
     assert stored.platform.name == "zcu102" and stored.notes == (f"the design chosen by the search ({path})",)
-    fresh = _accelerator(ref, load_platform("zcu102"), re_explore=True)
+    fresh = _accelerator(ref, load_platform("zcu102"), True, "integer")
     assert fresh.design == stored.design == explore(ref.subnet, "zcu102").design
     assert "design-space exploration" in fresh.notes[0]
-    assert _accelerator(ref, load_platform("kv260"), re_explore=True).platform.name == "kv260"
+    assert _accelerator(ref, load_platform("kv260"), True, "integer").platform.name == "kv260"
+    # a design made for float nonlinear ops (on the host) does not serve an integer model
+    from quasar_vit.errors import ExportError
+
+    with pytest.raises(ExportError, match="re-explore"):
+        _accelerator(ref, None, False, "float")
 
 
 def test_searched_design_for_another_board_is_one_error(trained, trained_run, tmp_path, capsys):
@@ -479,4 +484,4 @@ def test_searched_design_for_another_board_is_one_error(trained, trained_run, tm
 
     _, too_big = _searched(trained_run, tmp_path, pe_rows=4096)
     with pytest.raises(HardwareError, match="no longer fits"):
-        _accelerator(too_big, load_platform("zcu102"), re_explore=False)
+        _accelerator(too_big, load_platform("zcu102"), False, "integer")

@@ -18,6 +18,7 @@ is above the 6-minute CI target.  The C simulation of one image of the smallest 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def test_search_two_generations_at_real_fps_targets(trained, tmp_path, crop_cach
     # the fastest subnet's FPS is reachable, yet met only if the smallest architecture happens to
     # be drawn: its status is checked against the measured candidates, whichever way it falls.
     slowest, fastest = _space_fps(["model.geometry.num_classes=4"])
-    loose, tight = 0.9 * slowest, fastest
+    loose, tight = 0.9 * slowest, math.floor(fastest * 1e4) / 1e4  # printed below, so never above the fastest
     out = tmp_path / "search"
     common = [
         "search",
