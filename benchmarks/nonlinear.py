@@ -119,8 +119,11 @@ def accuracy(workdir: Path, seeds: list[int]) -> dict[str, Any]:
     return out
 
 
-def step_cost(reps: int) -> dict[str, float]:
-    """Median seconds of one supernet sandwich step (fmnist-tiny, batch 128) per mode, interleaved."""
+def step_cost(
+    reps: int, config: str = "fmnist-tiny", batch: int | None = None, largest_only: bool = False
+) -> dict[str, float]:
+    """Median seconds of one supernet training step per mode, interleaved: the sandwich step of
+    ``config`` (its batch), or (``largest_only``) one forward+backward of its largest subnet."""
     import torch
     import torch.nn.functional as F
     from common import random_batch
@@ -131,17 +134,18 @@ def step_cost(reps: int) -> dict[str, float]:
 
     nets = {}
     for mode in MODES:
-        cfg = load_config("fmnist-tiny", [f"model.nonlinear={mode}"])
+        cfg = load_config(config, [f"model.nonlinear={mode}", "model.drop_path=0.0"])
         torch.manual_seed(0)
         space = cfg.model.space()
         model = build_supernet(cfg.model, cfg.quant).train()
-        x, y = random_batch(cfg, cfg.train.batch_size)
+        x, y = random_batch(cfg, batch or cfg.train.batch_size)
         calibrate_supernet(model, x, space)
         nets[mode] = (model, x, y, space, cfg.train.sandwich_random)
 
     def step(mode: str, r: int) -> None:
         model, x, y, space, k = nets[mode]
-        for sub in sandwich_subnets(space, 0, r, k):
+        subs = [space.largest()] if largest_only else sandwich_subnets(space, 0, r, k)
+        for sub in subs:
             F.cross_entropy(model(x, sub), y).backward()
         model.zero_grad(set_to_none=True)
 
@@ -181,13 +185,17 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append("|---|" + "---|" * len(_targets(res)))
         for run, t in res["search"].items():
             lines.append(f"| {run} | " + " | ".join(_cell(t.get(n)) for n in _targets(res)) + " |")
-    if res.get("cost"):
-        c = res["cost"]
-        lines += [
-            "",
-            f"Supernet step (fmnist-tiny, batch 128): integer {c['integer_s']:.3f} s, float {c['float_s']:.3f} s, "
-            f"ratio {c['ratio_integer_over_float']:.2f}x",
-        ]
+    for key, what in (
+        ("cost", "fmnist-tiny sandwich step, batch 128"),
+        ("cost_224", "imagenet-small largest subnet at 224, batch 8"),
+    ):
+        if res.get(key):
+            c = res[key]
+            lines += [
+                "",
+                f"Supernet step ({what}): integer {c['integer_s']:.3f} s, float {c['float_s']:.3f} s, "
+                f"ratio {c['ratio_integer_over_float']:.2f}x",
+            ]
     return "\n".join(lines)
 
 
@@ -233,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             res["search"] = search_all(workdir, seeds)
     if args.time:
         res["cost"] = step_cost(args.reps)
+        # imagenet-small at 224: its largest subnet's forward+backward at batch 8 (a GPU step's shape)
+        res["cost_224"] = step_cost(max(3, args.reps // 3), "imagenet-small", batch=8, largest_only=True)
     md = markdown(res)
     write_results(args.out, res, md)
     print(md)
