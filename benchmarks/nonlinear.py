@@ -8,7 +8,7 @@
 2. cost (``--time``): one supernet sandwich step of each mode, interleaved repetitions, median
    seconds and their ratio, measured in one run on this machine.
 
-Usage:  python benchmarks/nonlinear.py [--steps 1200] [--seeds 0,1,2] [--search] [--time] [--jobs 2]
+Usage:  python benchmarks/nonlinear.py [--steps 1200] [--seeds 0,1,2] [--search [--search-seeds 0]] [--time] [--jobs 2]
 Training runs are kept in --workdir and reused or resumed; ``--jobs 2`` trains two runs at a time,
 one thread each.  Writes benchmarks/results/nonlinear.json and prints a Markdown table.
 """
@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1200, help="training steps of every run (default: the demo's)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
-    ap.add_argument("--search", action="store_true", help="run the demo's search on every supernet")
+    ap.add_argument("--search", action="store_true", help="run the demo's search on the supernets of --search-seeds")
+    ap.add_argument("--search-seeds", default=None, help="seeds whose supernets are searched (default: --seeds)")
     ap.add_argument("--time", action="store_true", help="time one supernet step of each mode")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--no-train", action="store_true", help="only the step timing")
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         train_all(workdir, args.steps, seeds, args.jobs)
         res["accuracy"] = accuracy(workdir, seeds)
         if args.search:
-            res["search"] = search_all(workdir, seeds)
+            s_seeds = [int(s) for s in args.search_seeds.split(",")] if args.search_seeds else seeds
+            res["search"] = search_all(workdir, s_seeds)
     if args.time:
         res["cost"] = step_cost(args.reps)
         # imagenet-small at 224: its largest subnet's forward+backward at batch 8 (a GPU step's shape)
