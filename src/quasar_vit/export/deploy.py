@@ -145,12 +145,8 @@ class _Consts(nn.Module):
 
     def __init__(self, **arrays: Any) -> None:
         super().__init__()
-        self.names = tuple(arrays)
         for k, v in arrays.items():
             self.register_buffer(k, torch.from_numpy(np.array(v, np.float64)))
-
-    def arrays(self) -> tuple[Tensor, ...]:
-        return tuple(getattr(self, k) for k in self.names)
 
 
 def _consts(obj: Any) -> _Consts:

@@ -129,7 +129,7 @@ def _evaluate(tmp: Path, cfg: Any, net: _Integerised, data_root: str | None, eva
     ref = torch_logits(net.deploy, x)
     integer, _ = IntegerViT(net.ir).predict(x.numpy())
     n_onnx = min(len(x), 512)
-    onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy()) if n_onnx else ref[:0]
+    onx = run_onnx(onnx_session(tmp / "model.onnx"), x[:n_onnx].numpy())
     pct = lambda a: float(100.0 * np.mean(a)) if len(a) else None  # noqa: E731
     return {
         "split": "test",

@@ -102,9 +102,6 @@ class Requant:
     offset: np.ndarray
     shift: np.ndarray
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.mult, self.offset, self.shift
-
 
 @dataclass(frozen=True, eq=False)
 class IntNorm:
@@ -115,9 +112,6 @@ class IntNorm:
     shift: np.ndarray
     eps: np.ndarray
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return self.gain, self.offset, self.shift, self.eps
-
 
 @dataclass(frozen=True, eq=False)
 class IntSoftmax:
@@ -126,9 +120,6 @@ class IntSoftmax:
     mult: np.ndarray
     shift: np.ndarray
     recip: np.ndarray
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.mult, self.shift, self.recip
 
 
 @dataclass(frozen=True, eq=False)

@@ -149,10 +149,6 @@ def _take(table: Any, idx: Any) -> Any:
     return t[idx.long()] if _is_torch(idx) else t[idx.astype(np.int64)]
 
 
-def floor(a: Any) -> Any:
-    return a.floor() if _is_torch(a) else np.floor(a)
-
-
 def clamp(a: Any, lo: int, hi: int) -> Any:
     return a.clamp(lo, hi) if _is_torch(a) else np.clip(a, lo, hi)
 
@@ -212,16 +208,6 @@ def _floor_clamp_(v: Any, lo: int | None, hi: int | None) -> Any:
         return v if lo is None else v.clamp_(lo, hi)
     np.floor(v, out=v)
     return v if lo is None else np.clip(v, lo, hi, out=v)
-
-
-def shift_right(v: Any, shift: Any) -> Any:
-    """``v >> shift`` (floor of ``v / 2**shift``) for ``v`` holding integers below 2**53."""
-    return _floor_clamp_(_axpb(v, pow2(-shift), 0.0), None, None)
-
-
-def rshift_round(v: Any, shift: Any) -> Any:
-    """``round(v / 2**shift)``, half up, for ``shift >= 1``."""
-    return _floor_clamp_(_axpb(v, pow2(-shift), 0.5), None, None)
 
 
 # ---- the ops ----------------------------------------------------------------------------------------
@@ -338,8 +324,6 @@ __all__ = [
     "softmax",
     "gelu",
     "residual_add",
-    "rshift_round",
-    "shift_right",
     "clamp",
     "row_sum",
     "row_max",
