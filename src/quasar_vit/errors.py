@@ -40,3 +40,7 @@ class TrainingError(QuasarError):
 
 class BusyError(QuasarError):
     """Another quasar-vit process is writing the same output directory."""
+
+
+class RtlError(QuasarError):
+    """An RTL build, simulation or synthesis that cannot be carried out (a missing tool, a failed build)."""

