@@ -16,13 +16,12 @@ import pytest
 
 from quasar_vit.quantization import intops
 from quasar_vit.rtl import packing, sim, synth
-
-ARRAY_SOURCES = ["qv_mul_pack4.v", "qv_adder_tree.v", "qv_tree_acc.v", "qv_dot_array.v"]
+from quasar_vit.rtl.modules import sources, tb_sources
 
 
 def test_pack4_products_exhaustive(tmp_path: Path) -> None:
     """Every one of the 2**20 operand sets of a packed DSP gives its four products, with no carry between fields."""
-    exe = sim.build("tb_qv_mul_pack4", ["qv_mul_pack4.v", "tb/tb_qv_mul_pack4.sv"])
+    exe = sim.build("tb_qv_mul_pack4", tb_sources("qv_mul_pack4"))
     checked, bad = sim.run(exe, [0], tmp_path)
     assert checked == 1 << 20
     assert bad == 0
@@ -31,7 +30,7 @@ def test_pack4_products_exhaustive(tmp_path: Path) -> None:
 def _run_array(tmp: Path, r: int, t: int, kp: int, tiles: list[tuple[np.ndarray, np.ndarray]], rng) -> np.ndarray:
     """Runs ``tiles`` (each ``(W' [r, K], A' [t, K])``, K a multiple of kp) through the array, with
     random idle cycles between chunks; returns per tile ``(S' [t, r], SW [r], CA [t])`` flattened."""
-    exe = sim.build("tb_qv_dot_array", [*ARRAY_SOURCES, "tb/tb_qv_dot_array.sv"], dict(R=r, T=t, KP=kp))
+    exe = sim.build("tb_qv_dot_array", tb_sources("qv_dot_array"), dict(R=r, T=t, KP=kp))
     stim = [len(tiles)]
     for w, a in tiles:
         n = w.shape[1] // kp
@@ -87,7 +86,7 @@ def test_requant_matches_intops(tmp_path: Path) -> None:
     ranges = [(-32, 31), (0, 63), (0, 1023), (-(2**19), 2**19 - 1)]
     lo = np.array([ranges[i % 4][0] for i in range(n)])
     hi = np.array([ranges[i % 4][1] for i in range(n)])
-    exe = sim.build("tb_qv_requant", ["qv_requant.v", "tb/tb_qv_requant.sv"])
+    exe = sim.build("tb_qv_requant", tb_sources("qv_requant"))
     out = sim.run(exe, np.concatenate([[n], np.stack([acc, mult, offset, shift, lo, hi], 1).ravel()]), tmp_path)
     want = np.empty(n, np.int64)
     for lo_hi in ranges:
@@ -100,15 +99,15 @@ def test_requant_matches_intops(tmp_path: Path) -> None:
 
 def test_pack4_is_one_dsp_and_no_lut() -> None:
     """Yosys maps the packed multiply to one DSP48E2 and no LUT: the four products cost a quarter DSP each."""
-    r = synth.synthesise("qv_mul_pack4", ["qv_mul_pack4.v"])
+    r = synth.synthesise("qv_mul_pack4", sources("qv_mul_pack4"))
     assert r["dsp"] == 1
     assert r["lut"] == 0
 
 
 def test_array_dsp_count_is_units_over_four() -> None:
     """An R x T x KP array uses R*T*KP/4 DSP48E2 (packing 4) and its LUTs grow with the units (trees, accumulators)."""
-    small = synth.synthesise("qv_dot_array", ARRAY_SOURCES, dict(R=2, T=2, KP=2))
-    big = synth.synthesise("qv_dot_array", ARRAY_SOURCES, dict(R=4, T=4, KP=4))
+    small = synth.synthesise("qv_dot_array", sources("qv_dot_array"), dict(R=2, T=2, KP=2))
+    big = synth.synthesise("qv_dot_array", sources("qv_dot_array"), dict(R=4, T=4, KP=4))
     assert small["dsp"] == 2 and big["dsp"] == 16
     assert big["lut"] > 4 * small["lut"]
 
@@ -154,6 +153,40 @@ def test_outstage_matches_intops(tmp_path: Path) -> None:
                     stims.append(stim)
                     wants.append(want)
     stim, want = np.vstack(stims), np.concatenate(wants)
-    exe = sim.build("tb_qv_outstage", ["qv_requant.v", "qv_outstage.v", "tb/tb_qv_outstage.sv"])
+    exe = sim.build("tb_qv_outstage", tb_sources("qv_outstage"))
     out = sim.run(exe, np.concatenate([[len(stim)], stim.ravel()]), tmp_path)
     np.testing.assert_array_equal(out, want)
+
+
+def test_missing_tool_is_one_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Verilator or Yosys, the RTL functions say which extra to install, as one user-facing error."""
+    from quasar_vit.errors import QuasarError
+    from quasar_vit.rtl import tools
+
+    monkeypatch.setattr(tools, "_beside_python", lambda name: None)
+    monkeypatch.setattr(tools.shutil, "which", lambda name: None)
+    for find in (tools.verilator, tools.yosys):
+        with pytest.raises(QuasarError, match=r"not found: install the rtl extra") as exc:
+            find()
+        assert "\n" not in str(exc.value)
+    assert tools.available() == {"verilator": False, "yosys": False}
+
+
+@pytest.mark.parametrize("gap,overrun", [(4, False), (6, False), (3, True)])
+def test_drain_emits_each_token_once(tmp_path: Path, gap: int, overrun: bool) -> None:
+    """Tiles loaded T (= 4) or more cycles apart come out whole, token by token; a closer load latches `overrun`."""
+    r, t = 3, 4
+    rng = np.random.default_rng(gap)
+    tiles = [(rng.integers(0, 2**22, (t, r)), rng.integers(0, 2**16, r), rng.integers(0, 2**18, t)) for _ in range(3)]
+    stim = [len(tiles)]
+    for s, sw, ca in tiles:
+        stim += [gap, *s.ravel(), *sw, *ca]
+    exe = sim.build("tb_qv_drain", tb_sources("qv_drain"), dict(R=r, T=t))
+    out = sim.run(exe, np.array(stim), tmp_path)
+    assert out[-1] == int(overrun)
+    rows = out[:-1].reshape(-1, 1 + 2 * r + 1)
+    if overrun:
+        assert len(rows) < len(tiles) * t  # tokens were lost
+        return
+    want = np.array([[i, *s[i], *sw, ca[i]] for s, sw, ca in tiles for i in range(t)])
+    np.testing.assert_array_equal(rows, want)
