@@ -21,6 +21,7 @@ from typing import Iterable, Mapping
 
 from quasar_vit.errors import RtlError
 from quasar_vit.rtl import tools
+from quasar_vit.rtl.tables import write_tables
 
 FAMILIES = ("xcup", "xcu", "xc7")
 
@@ -32,12 +33,17 @@ def synthesise(
     family: str = "xcup",
     timeout: float = 1800.0,
 ) -> dict[str, int]:
-    """Cell counts of ``top`` (with ``params``) after ``synth_xilinx -family FAMILY`` (no I/O buffers)."""
+    """Cell counts of ``top`` (with ``params``) after ``synth_xilinx -family FAMILY`` (no I/O buffers).
+
+    The tables' ROM files (:mod:`quasar_vit.rtl.tables`) are written into Yosys's working directory,
+    where the modules' ``$readmemh`` finds them by their default names.
+    """
     if family not in FAMILIES:
         raise RtlError(f"unknown Yosys family {family!r}: one of {', '.join(FAMILIES)}")
     srcs = [Path(s) if Path(s).is_absolute() else tools.hdl_file(str(s)) for s in sources]
     chparam = " ".join(f"-set {k} {int(v)}" for k, v in (params or {}).items())
     with tempfile.TemporaryDirectory(prefix="qvit-yosys-") as tmp:
+        write_tables(Path(tmp))
         stat = Path(tmp) / "stat.txt"
         script = "; ".join(
             [

@@ -1,0 +1,33 @@
+"""The ROM contents of the nonlinear units, as the ``$readmemh`` files the HDL loads.
+
+The tables are :mod:`quasar_vit.quantization.intops`'s own (computed there in exact integer
+arithmetic), so the RTL and every other back end read the same values.  A simulation or a
+synthesis writes them into its working directory under the names the modules default to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from quasar_vit.quantization import intops
+
+
+def readmemh(values: np.ndarray, digits: int) -> str:
+    """``values`` (non-negative integers) as ``$readmemh`` text: one ``digits``-digit hex word a line."""
+    return "".join(f"{int(v):0{digits}x}\n" for v in np.asarray(values).ravel())
+
+
+def table_files(frac_bits: int = 6) -> dict[str, str]:
+    """File name -> contents of every table ROM: ``rsqrt.hex`` (LayerNorm), ``exp2.hex`` (softmax)."""
+    return {
+        "rsqrt.hex": readmemh(intops.rsqrt_table(), 5),
+        "exp2.hex": readmemh(intops.exp2_table(frac_bits), 5),
+    }
+
+
+def write_tables(directory: Path, frac_bits: int = 6) -> None:
+    """Writes :func:`table_files` into ``directory``."""
+    for name, text in table_files(frac_bits).items():
+        (directory / name).write_text(text)
