@@ -19,15 +19,14 @@ def readmemh(values: np.ndarray, digits: int) -> str:
     return "".join(f"{int(v):0{digits}x}\n" for v in np.asarray(values).ravel())
 
 
-def table_files(frac_bits: int = 6) -> dict[str, str]:
-    """File name -> contents of every table ROM: ``rsqrt.hex`` (LayerNorm), ``exp2.hex`` (softmax)."""
-    return {
-        "rsqrt.hex": readmemh(intops.rsqrt_table(), 5),
-        "exp2.hex": readmemh(intops.exp2_table(frac_bits), 5),
-    }
+def table_files() -> dict[str, str]:
+    """File name -> contents of every ``$readmemh`` ROM: ``rsqrt.hex`` (LayerNorm).  (The softmax's
+    64-entry exp2 table is a case statement in ``qv_softmax.v``; its test compares it with
+    :func:`intops.exp2_table`.)"""
+    return {"rsqrt.hex": readmemh(intops.rsqrt_table(), 5)}
 
 
-def write_tables(directory: Path, frac_bits: int = 6) -> None:
+def write_tables(directory: Path) -> None:
     """Writes :func:`table_files` into ``directory``."""
-    for name, text in table_files(frac_bits).items():
+    for name, text in table_files().items():
         (directory / name).write_text(text)
