@@ -1,0 +1,196 @@
+// qv_gemm_core: one linear layer on the W4A6 array: weights streamed in, codes out.
+//
+//   for each row tile (R nibble-row slots, weights from the stream into qv_weight_buf)
+//     for each token tile (T tokens of qv_act_buf)
+//       for each k-chunk: one cycle of qv_dot_array
+//   each finished tile -> qv_drain -> R output lanes (qv_outstage), one token a cycle
+// The array never waits for the output side when a tile has at least T chunks; with fewer, the
+// sequencer leaves T - n_ch idle cycles after the tile (qv_drain takes a tile every T cycles).
+// A row tile starts when its weights are in; its half of the weight buffer is freed when its last
+// token has entered the lanes, so the stream fills one half while the array reads the other.
+// Lane j takes slot j's sums (and slot j+1's, the low nibble of an 8-bit row) and the slot's
+// constants; a slot with out_en low (a low nibble, a pad) gives no output.
+// Outputs: per cycle a mask of lanes with a code, the token, and per lane the logical row and code.
+module qv_gemm_core #(
+    parameter R = 4,
+    parameter T = 2,
+    parameter KP = 4,
+    parameter TILES_MAX = 4,
+    parameter CH_MAX = 8,
+    parameter WB = 32,
+    parameter OUT_W = 21
+) (
+    input  wire                          clk,
+    input  wire                          rst,
+    input  wire                          start,
+    // layer configuration, held from start to done
+    input  wire [$clog2(T*TILES_MAX+1)-1:0] n_tok,
+    input  wire [$clog2(TILES_MAX+1)-1:0] n_tt,      // token tiles: ceil(n_tok / T)
+    input  wire [$clog2(CH_MAX+1)-1:0]   n_ch,       // k-chunks: K / KP
+    input  wire [15:0]                   n_rt,       // row tiles
+    input  wire [12:0]                   k,          // K
+    input  wire                          a_signed,
+    input  wire signed [OUT_W-1:0]       lo,
+    input  wire signed [OUT_W-1:0]       hi,
+    // activations in
+    input  wire                          a_wr_en,
+    input  wire [$clog2(T*TILES_MAX)-1:0] a_wr_token,
+    input  wire [$clog2(CH_MAX)-1:0]     a_wr_chunk,
+    input  wire [KP*6-1:0]               a_wr_data,
+    // weight stream
+    input  wire                          s_valid,
+    output wire                          s_ready,
+    input  wire [WB-1:0]                 s_data,
+    // results
+    output wire [R-1:0]                  o_valid,
+    output wire [$clog2(T*TILES_MAX+1)-1:0] o_token,
+    output wire [R*12-1:0]               o_row,
+    output wire [R*OUT_W-1:0]            o_code,
+    output reg                           busy,
+    output reg                           overrun
+);
+    localparam TOKW = $clog2(T * TILES_MAX + 1);
+    localparam TTW = $clog2(TILES_MAX + 1);
+    localparam CHW = $clog2(CH_MAX);
+    localparam ACC_W = 22, SW_W = 16, CA_W = 18;
+
+    wire drain_busy, drain_left_one;
+    reg pipe_busy;
+    // ---- buffers ----
+    wire [1:0] w_full;
+    reg rd_half;
+    reg [CHW-1:0] rd_chunk;
+    wire [R*KP*4-1:0] rd_w;
+    wire [T*KP*6-1:0] rd_a;
+    reg rel_en, rel_half;
+    reg lane_half;
+    wire [R*86-1:0] slots;
+    qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(CH_MAX), .WB(WB)) wbuf (
+        .clk(clk), .rst(rst), .n_ch(n_ch), .s_valid(s_valid), .s_ready(s_ready), .s_data(s_data),
+        .full(w_full), .rd_half(rd_half), .rd_chunk(rd_chunk), .rd_w(rd_w),
+        .release_en(rel_en), .release_half(rel_half), .c_half(lane_half), .c_slots(slots)
+    );
+    reg [TTW-1:0] rd_tile;
+    qv_act_buf #(.T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX)) abuf (
+        .clk(clk), .wr_en(a_wr_en), .wr_token(a_wr_token), .wr_chunk(a_wr_chunk), .wr_data(a_wr_data),
+        .rd_tile(rd_tile[$clog2(TILES_MAX)-1:0]), .rd_chunk(rd_chunk), .rd_data(rd_a)
+    );
+
+    // ---- sequencer: row tile rt, token tile tt, chunk c ----
+    reg running;
+    reg [15:0] rt;
+    reg [TTW-1:0] tt;
+    reg [CHW:0] c;
+    reg [$clog2(T+1):0] gap;          // idle cycles still owed after a short tile
+    reg issue_a, first_a, last_a;     // the read issued at the last edge (addresses registered)
+    reg issue_b, first_b, last_b;     // ... and its data out of the buffers: the array's input
+    wire half = rt[0];
+    wire can_issue = running && gap == 0 && w_full[half];
+    wire tile_last = can_issue && (c == n_ch - 1'b1);
+    // tiles in flight (issued, not yet in the drain): their row tile's half, token tile, and
+    // whether they are the row tile's last
+    reg [TTW+1:0] tag_q [0:7];
+    reg [2:0] tag_wr, tag_rd;
+    always @(posedge clk) begin
+        issue_a <= can_issue; first_a <= can_issue && c == 0; last_a <= tile_last;
+        issue_b <= issue_a; first_b <= first_a; last_b <= last_a;
+        if (rst) begin
+            running <= 1'b0; busy <= 1'b0; rt <= 0; tt <= 0; c <= 0; gap <= 0; tag_wr <= 0;
+        end else if (start) begin
+            running <= 1'b1; busy <= 1'b1; rt <= 0; tt <= 0; c <= 0; gap <= 0;
+        end else begin
+            if (gap != 0) gap <= gap - 1'b1;
+            if (can_issue) begin
+                rd_half <= half; rd_chunk <= c[CHW-1:0]; rd_tile <= tt;
+                if (tile_last) begin
+                    tag_q[tag_wr] <= {half, tt == n_tt - 1'b1, tt};
+                    tag_wr <= tag_wr + 1'b1;
+                    c <= 0;
+                    gap <= (n_ch < T) ? ($clog2(T+1)+1)'(T - n_ch) : 0;
+                    if (tt == n_tt - 1'b1) begin
+                        tt <= 0;
+                        rt <= rt + 1'b1;
+                        if (rt == n_rt - 1'b1) running <= 1'b0;
+                    end else tt <= tt + 1'b1;
+                end else c <= c + 1'b1;
+            end
+            if (!running && !start && tag_wr == tag_rd && !drain_busy && !pipe_busy) busy <= 1'b0;
+        end
+    end
+
+    // ---- the array and the drain ----
+    wire arr_valid;
+    wire [R*T*ACC_W-1:0] arr_acc;
+    wire [R*SW_W-1:0] arr_sw;
+    wire [T*CA_W-1:0] arr_ca;
+    qv_dot_array #(.R(R), .T(T), .KP(KP), .ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W)) array (
+        .clk(clk), .in_valid(issue_b), .in_first(first_b), .in_last(last_b), .w(rd_w), .a(rd_a),
+        .out_valid(arr_valid), .out_acc(arr_acc), .out_sw(arr_sw), .out_ca(arr_ca)
+    );
+    wire d_valid, d_overrun;
+    wire [$clog2(T+1)-1:0] d_token;
+    wire [R*ACC_W-1:0] d_acc;
+    wire [R*SW_W-1:0] d_sw;
+    wire [CA_W-1:0] d_ca;
+    qv_drain #(.R(R), .T(T), .ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W)) drain (
+        .clk(clk), .rst(rst), .load(arr_valid), .in_acc(arr_acc), .in_sw(arr_sw), .in_ca(arr_ca),
+        .out_valid(d_valid), .out_token(d_token), .out_acc(d_acc), .out_sw(d_sw), .out_ca(d_ca),
+        .busy(drain_busy), .overrun(d_overrun)
+    );
+    // the tag of the tile in the drain, and of the token it emits (registered with the emission)
+    reg [TTW+1:0] cur_tag, emit_tag;
+    always @(posedge clk) begin
+        if (rst) tag_rd <= 0;
+        else if (arr_valid) begin cur_tag <= tag_q[tag_rd]; tag_rd <= tag_rd + 1'b1; end
+        if (drain_busy) emit_tag <= cur_tag;
+        overrun <= !rst && (overrun | d_overrun);
+        // free the row tile's half when its last tile's last token leaves the drain
+        rel_en <= drain_busy && cur_tag[TTW] && drain_left_one;
+        rel_half <= cur_tag[TTW+1];
+    end
+    // the drain emits its last token when busy and the next cycle is not: track it here
+    reg [$clog2(T+1)-1:0] emitted;
+    always @(posedge clk)
+        if (rst || arr_valid) emitted <= 0;
+        else if (drain_busy) emitted <= emitted + 1'b1;
+    assign drain_left_one = drain_busy && emitted == ($clog2(T+1))'(T - 1);
+
+    // ---- output lanes ----
+    wire [TOKW-1:0] tok = TOKW'(emit_tag[TTW-1:0] * T + d_token);
+    always @(*) lane_half = emit_tag[TTW+1];
+    localparam LAT = 7;
+    reg [TOKW-1:0] tok_d [0:LAT-1];
+    reg pipe_v [0:LAT-1];
+    integer i;
+    always @(posedge clk) begin
+        tok_d[0] <= tok; pipe_v[0] <= d_valid;
+        for (i = 1; i < LAT; i = i + 1) begin tok_d[i] <= tok_d[i-1]; pipe_v[i] <= pipe_v[i-1]; end
+    end
+    always @(*) begin
+        pipe_busy = d_valid;
+        for (i = 0; i < LAT; i = i + 1) pipe_busy = pipe_busy | pipe_v[i];
+    end
+    assign o_token = tok_d[LAT-1];
+    genvar j;
+    generate
+        for (j = 0; j < R; j = j + 1) begin : lane
+            wire [85:0] sl = slots[j*86 +: 86];
+            wire [ACC_W-1:0] s_lo = (j + 1 < R) ? d_acc[((j+1) % R)*ACC_W +: ACC_W] : {ACC_W{1'b0}};
+            wire [SW_W-1:0] sw_lo = (j + 1 < R) ? d_sw[((j+1) % R)*SW_W +: SW_W] : {SW_W{1'b0}};
+            wire v = d_valid && sl[73] && tok < n_tok;
+            reg [11:0] row_d [0:LAT-1];
+            integer q;
+            always @(posedge clk) begin
+                row_d[0] <= sl[85:74];
+                for (q = 1; q < LAT; q = q + 1) row_d[q] <= row_d[q-1];
+            end
+            qv_outstage #(.ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W), .OUT_W(OUT_W)) os (
+                .clk(clk), .in_valid(v), .s_hi(d_acc[j*ACC_W +: ACC_W]), .s_lo(s_lo),
+                .sw_hi(d_sw[j*SW_W +: SW_W]), .sw_lo(sw_lo), .ca(d_ca), .is8(sl[72]), .a_signed(a_signed),
+                .k(k), .mult(sl[17:0]), .offset(sl[65:18]), .shift(sl[71:66]), .mode(1'b0),
+                .res({OUT_W{1'b0}}), .lo(lo), .hi(hi), .out_valid(o_valid[j]), .code(o_code[j*OUT_W +: OUT_W])
+            );
+            assign o_row[j*12 +: 12] = row_d[LAT-1];
+        end
+    endgenerate
+endmodule

@@ -1,0 +1,140 @@
+"""The bits the RTL reads: a linear layer's weight stream and its activation buffer words.
+
+:func:`weight_stream` lays out a layer for ``qv_weight_buf``: per row tile of ``R`` nibble-row
+slots (the nibble-row program of :func:`quasar_vit.hardware.engine.nibble_program`: 4-bit rows,
+8-bit rows as a signed high and an unsigned low nibble, a pad slot so that a pair never straddles
+two tiles), the ``R`` slot constants, then the tile's offset weights ``w'`` chunk by chunk.
+:func:`activation_words` packs a layer input's codes for ``qv_act_buf``.  Both return integers
+that the testbenches read; the bit positions are the ones the HDL headers give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from quasar_vit.hardware.engine import ROW_HI, ROW_LO, ROW_PAD, nibble_program
+from quasar_vit.rtl.packing import A_OFFSET, W_OFFSET
+
+CONST_BITS = 86  # a slot constant beat: mult 18, offset 48, shift 6, is8, out_en, out_row 12
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    """The array and its buffers as ``qv_gemm_core`` is built: ``R`` slots x ``T`` tokens x ``KP``
+    lanes, ``WB``-bit stream beats, at most ``T * tiles_max`` tokens and ``KP * ch_max`` terms."""
+
+    R: int
+    T: int
+    KP: int
+    WB: int
+    tiles_max: int
+    ch_max: int
+
+    @property
+    def const_beats(self) -> int:
+        """Stream beats of one slot constant."""
+        return -(-CONST_BITS // self.WB)
+
+    @property
+    def chunk_beats(self) -> int:
+        """Stream beats of one k-chunk of a row tile's weights."""
+        return self.R * self.KP * 4 // self.WB
+
+    def params(self) -> dict[str, int]:
+        """The HDL parameters of ``qv_gemm_core`` (and its testbench)."""
+        return {
+            "R": self.R,
+            "T": self.T,
+            "KP": self.KP,
+            "WB": self.WB,
+            "TILES_MAX": self.tiles_max,
+            "CH_MAX": self.ch_max,
+        }
+
+
+def _field(value: int, bits: int) -> int:
+    """``value`` as a ``bits``-bit two's-complement field."""
+    if not -(1 << (bits - 1)) <= value < (1 << bits):
+        raise ValueError(f"{value} does not fit a {bits}-bit field")
+    return value & ((1 << bits) - 1)
+
+
+def slot_constant(mult: int, offset: int, shift: int, is8: bool, out_en: bool, row: int) -> int:
+    """One constant beat (the layout in ``qv_weight_buf.v``)."""
+    return (
+        _field(mult, 18)
+        | _field(offset, 48) << 18
+        | _field(shift, 6) << 66
+        | int(is8) << 72
+        | int(out_en) << 73
+        | _field(row, 12) << 74
+    )
+
+
+def weight_stream(
+    w_int: np.ndarray, is8: np.ndarray, mult: np.ndarray, offset: np.ndarray, shift: np.ndarray, shape: GemmShape
+) -> list[int]:
+    """The beats (``shape.WB``-bit integers) of a linear layer's weights and requantisers.
+
+    Args:
+        w_int: ``[M, K]`` weight codes (4-bit rows in [-8, 7], 8-bit rows in [-128, 127]).
+        is8: ``[M]`` which rows are 8-bit.
+        mult, offset, shift: ``[M]`` the requantiser of each output row.
+        shape: the array (``K`` must be a multiple of ``KP``).
+    """
+    m, k = w_int.shape
+    if k % shape.KP:
+        raise ValueError(f"K={k} is not a multiple of KP={shape.KP}")
+    kinds, src = nibble_program([bool(b) for b in is8], shape.R)
+    kinds += [ROW_PAD] * (-len(kinds) % shape.R)
+    src += [-1] * (len(kinds) - len(src))
+    w = np.asarray(w_int, np.int64)
+    beats: list[int] = []
+    for t0 in range(0, len(kinds), shape.R):
+        slots = list(zip(kinds[t0 : t0 + shape.R], src[t0 : t0 + shape.R]))
+        rows = np.zeros((shape.R, k), np.int64)  # the offset nibbles w' of each slot
+        for s, (kind, o) in enumerate(slots):
+            if kind == ROW_PAD:
+                beats += _split(0, shape.const_beats, shape.WB)
+                continue
+            if kind == ROW_HI:
+                rows[s] = (w[o] >> 4) + W_OFFSET
+            elif kind == ROW_LO:
+                rows[s] = w[o] & 15
+            else:
+                rows[s] = w[o] + W_OFFSET
+            out = kind != ROW_LO
+            const = slot_constant(int(mult[o]), int(offset[o]), int(shift[o]), kind == ROW_HI, out, o) if out else 0
+            beats += _split(const, shape.const_beats, shape.WB)
+        for c in range(k // shape.KP):
+            word = 0
+            for s in range(shape.R):
+                for lane in range(shape.KP):
+                    word |= int(rows[s, c * shape.KP + lane]) << ((s * shape.KP + lane) * 4)
+            beats += _split(word, shape.chunk_beats, shape.WB)
+    return beats
+
+
+def _split(value: int, n: int, bits: int) -> list[int]:
+    """``value`` as ``n`` beats of ``bits`` bits, the low beat first."""
+    return [(value >> (b * bits)) & ((1 << bits) - 1) for b in range(n)]
+
+
+def row_tiles(is8: np.ndarray, shape: GemmShape) -> int:
+    """The number of row tiles of a layer with these 8-bit rows."""
+    return -(-len(nibble_program([bool(b) for b in is8], shape.R)[0]) // shape.R)
+
+
+def activation_words(codes: np.ndarray, signed: bool, kp: int) -> list[tuple[int, int, int]]:
+    """``(token, chunk, word)`` of a layer input ``[N, K]`` for ``qv_act_buf`` (codes offset to unsigned)."""
+    a = np.asarray(codes, np.int64) + (A_OFFSET if signed else 0)
+    if a.size and (a.min() < 0 or a.max() > 63):
+        raise ValueError("activation codes out of the 6-bit range")
+    out = []
+    for t in range(a.shape[0]):
+        for c in range(a.shape[1] // kp):
+            word = sum(int(a[t, c * kp + lane]) << (6 * lane) for lane in range(kp))
+            out.append((t, c, word))
+    return out

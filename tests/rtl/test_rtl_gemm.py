@@ -1,0 +1,96 @@
+"""A linear layer on the simulated RTL core (``qv_gemm_core``): bit-exact codes, and cycles the schedule predicts.
+
+The core streams the layer's weights from a modelled DDR into its ping-pong weight buffer, runs the
+packed array over token and row tiles, and requantises in its output lanes.  Its codes must equal
+the integer arithmetic (:func:`intops.requant` of the exact GEMM), and its measured cycles (start to
+done, in Verilator) must be what :func:`quasar_vit.rtl.schedule.linear_cycles` derives from the
+schedule, for compute-bound and DDR-bound layers alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quasar_vit.quantization import intops
+from quasar_vit.rtl.gemm import Ddr, run_ir_linear, run_linear
+from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.schedule import linear_array_cycles, linear_cycles
+
+SMALL = GemmShape(R=4, T=2, KP=4, WB=32, tiles_max=4, ch_max=8)
+DEMO = GemmShape(R=8, T=4, KP=8, WB=64, tiles_max=8, ch_max=64)
+
+
+def _layer(rng, n: int, k: int, m: int, f8: float, signed: bool, out_bits: int):
+    """A random layer with requantisers sized as calibrated ones are, and its expected codes."""
+    is8 = rng.random(m) < f8
+    w = np.where(is8[:, None], rng.integers(-128, 128, (m, k)), rng.integers(-8, 8, (m, k)))
+    a = rng.integers(-32, 32, (n, k)) if signed else rng.integers(0, 64, (n, k))
+    acc = a @ w.T
+    mult = rng.integers(2**16, 2**17, m) * rng.choice([-1, 1], m)
+    size = np.array([int(np.abs(acc[:, i]).max() * abs(int(mult[i]))).bit_length() for i in range(m)])
+    shift = np.clip(size - out_bits + rng.integers(-1, 2, m), 1, 47)
+    offset = rng.integers(-3, 4, m) * 2**shift + 2 ** (shift - 1)
+    lo, hi = -(2 ** (out_bits - 1)), 2 ** (out_bits - 1) - 1
+    f = [x.astype(np.float64) for x in (mult, offset, shift)]
+    want = intops.requant(acc.astype(np.float64), *f, lo, hi).astype(np.int64)
+    return (w, is8, mult, offset, shift, a), (lo, hi), want
+
+
+CASES = [  # shape, tokens, K, rows, 8-bit share, signed codes, DDR
+    (SMALL, 7, 16, 5, 0.4, True, Ddr(8, 1, 1)),  # tokens not a multiple of T, compute-bound
+    (SMALL, 3, 4, 6, 0.5, False, Ddr(0, 1, 1)),  # fewer chunks than T: idle cycles after each tile
+    (SMALL, 8, 32, 9, 0.3, True, Ddr(20, 1, 3)),  # DDR-bound: a third of a beat a cycle
+    (DEMO, 17, 64, 40, 0.3, True, Ddr(30, 1, 1)),
+    (DEMO, 17, 128, 24, 1.0, False, Ddr(30, 1, 2)),  # all rows 8-bit, unsigned codes
+]
+
+
+@pytest.mark.parametrize("shape,n,k,m,f8,signed,ddr", CASES)
+def test_linear_layer_is_exact_and_on_schedule(tmp_path: Path, shape, n, k, m, f8, signed, ddr) -> None:
+    rng = np.random.default_rng(n * 1000 + k + m)
+    (w, is8, mult, offset, shift, a), out_range, want = _layer(rng, n, k, m, f8, signed, 6)
+    run = run_linear(shape, w, is8, mult, offset, shift, a, signed, out_range, tmp_path, ddr)
+    np.testing.assert_array_equal(run.codes, want)
+    assert not run.overrun
+    predicted = linear_cycles(shape, n, k, is8, ddr)
+    assert abs(run.cycles - predicted) <= max(3, 0.01 * run.cycles), (run.cycles, predicted)
+    assert run.cycles >= linear_array_cycles(shape, n, k, is8)  # never faster than its array
+
+
+def test_exported_layers_on_the_rtl_core(trained_run, tmp_path: Path) -> None:
+    """Block 0's qkv and fc1 of a trained export, on two images: the engine's own codes (q, k, v; the
+    GELU input index, checked through the exported table against fc2's input codes)."""
+    import json
+
+    from quasar_vit.export import export_subnet
+    from quasar_vit.export.exporter import load_test_images
+    from quasar_vit.export.ir import load_ir
+    from quasar_vit.export.reference import IntegerViT
+    from quasar_vit.config import config_from_dict
+
+    cfg, run = trained_run
+    space = cfg.model.space()
+    sub = tmp_path / "subnet.json"
+    sub.write_text(json.dumps({"subnet": space.largest().to_dict()}))
+    out = export_subnet(run / "supernet.pt", sub, "zcu102", tmp_path / "exp")
+    ir = load_ir(out)
+    info = json.loads((out / "export.json").read_text())
+    images = load_test_images(config_from_dict(info["config"]), None, 2)[0]
+    _, trace = IntegerViT(ir).forward(images.numpy(), trace=True)
+    blk = ir.blocks[0]
+    qn, qp = ir.act_range_signed
+    for img in range(2):
+        # qkv: the q, k, v codes of the engine's trace, put back in the layer's row order
+        x = trace["blocks.0.qkv.in"][img].astype(np.int64)
+        want = np.concatenate([trace[f"blocks.0.{p}"][img].transpose(1, 0, 2).reshape(len(x), -1) for p in "qkv"], 1)
+        got = run_ir_linear(DEMO, blk.qkv, blk.ops.qkv, x, (qn, qp), tmp_path / f"qkv{img}")
+        np.testing.assert_array_equal(got.codes, want.astype(np.int64))
+        # fc1: the GELU table's index, then the table, against fc2's input codes
+        h = trace["blocks.0.fc1.in"][img].astype(np.int64)
+        top = 2**ir.ops.gelu_in_bits - 1
+        idx = run_ir_linear(DEMO, blk.fc1, blk.ops.fc1, h, (0, top), tmp_path / f"fc1{img}")
+        gelu = blk.ops.gelu_table.astype(np.int64)[idx.codes]
+        np.testing.assert_array_equal(gelu, trace["blocks.0.fc2.in"][img].astype(np.int64))
