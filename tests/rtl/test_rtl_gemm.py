@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import Ddr, run_ir_linear, run_linear
+from quasar_vit.rtl.gemm import Ddr, Layer, run_ir_linear, run_layers, run_linear
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.schedule import linear_array_cycles, linear_cycles
 
-SMALL = GemmShape(R=4, T=2, KP=4, WB=32, tiles_max=4, ch_max=8)
-DEMO = GemmShape(R=8, T=4, KP=8, WB=64, tiles_max=8, ch_max=64)
+SMALL = GemmShape(R=8, T=2, KP=4, WB=32, tiles_max=4, ch_max=8)
+DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=64)
 
 
 def _layer(rng, n: int, k: int, m: int, f8: float, signed: bool, out_bits: int):
@@ -94,3 +94,33 @@ def test_exported_layers_on_the_rtl_core(trained_run, tmp_path: Path) -> None:
         idx = run_ir_linear(DEMO, blk.fc1, blk.ops.fc1, h, (0, top), tmp_path / f"fc1{img}")
         gelu = blk.ops.gelu_table.astype(np.int64)[idx.codes]
         np.testing.assert_array_equal(gelu, trace["blocks.0.fc2.in"][img].astype(np.int64))
+
+
+def test_layers_chain_through_the_activation_memory(tmp_path: Path) -> None:
+    """Three layers back to back: each reads what the previous one's lanes wrote into the on-chip
+    memory (signed and unsigned codes, 8-bit shares from none to all, 4-bit to 8-bit tile borders)."""
+    rng = np.random.default_rng(11)
+    n, dims = 13, [32, 48, 24, 40]
+    codes = rng.integers(-32, 32, (n, dims[0]))
+    x, signed = codes, True
+    layers, wants = [], []
+    for i, (k, m) in enumerate(zip(dims[:-1], dims[1:])):
+        n8 = [m // 3, m, 0][i]  # the leading rows are 8-bit, as the model makes them
+        is8 = np.arange(m) < n8
+        w = np.where(is8[:, None], rng.integers(-128, 128, (m, k)), rng.integers(-8, 8, (m, k)))
+        acc = x @ w.T
+        mult = rng.integers(2**16, 2**17, m)
+        size = np.array([int(np.abs(acc[:, r]).max() * int(mult[r])).bit_length() for r in range(m)])
+        shift = np.clip(size - 6, 1, 47)
+        offset = 2 ** (shift - 1)
+        out_range = (0, 63) if i == 1 else (-32, 31)
+        f = [v.astype(np.float64) for v in (mult, offset, shift)]
+        x = intops.requant(acc.astype(np.float64), *f, *out_range).astype(np.int64)
+        layers.append(Layer(w, is8, mult, offset, shift, out_range))
+        wants.append(x)
+    runs, mem = run_layers(DEMO, layers, codes, signed, tmp_path, Ddr(16, 1, 1))
+    for run, want, lay in zip(runs, wants, layers):
+        np.testing.assert_array_equal(run.codes, want)
+        predicted = linear_cycles(DEMO, n, lay.w_int.shape[1], lay.is8, Ddr(16, 1, 1))
+        assert abs(run.cycles - predicted) <= max(3, 0.01 * run.cycles)
+    np.testing.assert_array_equal(mem, wants[-1])

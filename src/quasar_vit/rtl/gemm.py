@@ -18,6 +18,7 @@ from quasar_vit.export.ir import IntLinear, Requant
 from quasar_vit.rtl import sim
 from quasar_vit.rtl.layout import GemmShape, activation_words, row_tiles, weight_stream
 from quasar_vit.rtl.modules import tb_sources
+from quasar_vit.rtl.packing import A_OFFSET
 
 
 BEATS_MAX = 1 << 18  # the testbench's DDR model holds this many beats (one build for every layer)
@@ -35,9 +36,99 @@ class Ddr:
 
 @dataclass(frozen=True)
 class LinearRun:
-    codes: np.ndarray  # [N, M] output codes
+    codes: np.ndarray  # [N, M] output codes (from the output lanes)
     cycles: int  # start to done
     overrun: bool
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A linear layer as the core runs it: weights, per-row requantiser, output code range."""
+
+    w_int: np.ndarray
+    is8: np.ndarray
+    mult: np.ndarray
+    offset: np.ndarray
+    shift: np.ndarray
+    out_range: tuple[int, int]
+
+    @property
+    def out_signed(self) -> bool:
+        return self.out_range[0] < 0
+
+
+def run_layers(
+    shape: GemmShape, layers: list[Layer], codes: np.ndarray, a_signed: bool, workdir: Path, ddr: Ddr = Ddr()
+) -> tuple[list[LinearRun], np.ndarray]:
+    """Runs ``layers`` one after the other on the core, each reading the codes the previous one
+    wrote into the on-chip activation memory (the first reads ``codes`` ``[N, K]``).
+
+    Returns:
+        Per layer its :class:`LinearRun`, and the last layer's output codes as read back from the
+        activation memory it wrote ``[N, M]``.
+    """
+    n = codes.shape[0]
+    n_tt = -(-n // shape.T)
+    if n_tt > shape.tiles_max:
+        raise RtlError(f"{n} tokens do not fit the core ({shape})")
+    stim: list[int] = [len(layers), ddr.latency, ddr.num, ddr.den]
+    words = activation_words(codes, a_signed, shape.KP)
+    stim.append(len(words))
+    for w in words:
+        stim += list(w)
+    signed = a_signed
+    for i, lay in enumerate(layers):
+        m, k = lay.w_int.shape
+        if k % shape.KP or k // shape.KP > shape.ch_max:
+            raise RtlError(f"layer {i}: K={k} does not fit the core ({shape})")
+        beats = weight_stream(lay.w_int, lay.is8, lay.mult, lay.offset, lay.shift, shape)
+        if len(beats) > BEATS_MAX:
+            raise RtlError(f"layer {i}: {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
+        n_ch, n_rt = k // shape.KP, row_tiles(lay.is8, shape)
+        stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), i % 2, *lay.out_range, len(beats)]
+        for b in beats:
+            stim += [(b >> (32 * j)) & 0xFFFFFFFF for j in range(shape.WB // 32)]
+        signed = lay.out_signed
+    m_last = layers[-1].w_int.shape[0]
+    stim += [len(layers) % 2, n_tt, -(-m_last // shape.KP)]
+    exe = sim.build("tb_qv_gemm_core", tb_sources("qv_gemm_core"), {**shape.params(), "BEATS_MAX": BEATS_MAX})
+    out = sim.run(exe, np.array(stim, dtype=object), workdir)
+    return _parse(out, layers, n, shape, signed)
+
+
+def _parse(
+    out: np.ndarray, layers: list[Layer], n: int, shape: GemmShape, signed: bool
+) -> tuple[list[LinearRun], np.ndarray]:
+    runs, pos = [], 0
+    for lay in layers:
+        m = lay.w_int.shape[0]
+        result = np.full((n, m), MISSING, np.int64)
+        while out[pos] != -1:
+            t, r, c = (int(v) for v in out[pos : pos + 3])
+            if result[t, r] != MISSING:
+                raise RtlError(f"output ({t}, {r}) written twice")
+            result[t, r] = c
+            pos += 3
+        n_codes, cycles, overrun = (int(v) for v in out[pos + 1 : pos + 4])
+        pos += 4
+        if n_codes != int((result != MISSING).sum()):
+            raise RtlError(f"the testbench reported {n_codes} codes and wrote another number")
+        runs.append(LinearRun(result, cycles, bool(overrun)))
+    assert out[pos] == -2
+    words = out[pos + 1 :].reshape(-1, shape.T)  # per (tile, chunk): the T tokens' words
+    m_last = layers[-1].w_int.shape[0]
+    n_tt, n_words = -(-n // shape.T), -(-m_last // shape.KP)
+    mem = np.zeros((n_tt * shape.T, n_words * shape.KP), np.int64)
+    for i, row in enumerate(words):
+        tile, chunk = divmod(i, n_words)
+        for b, word in enumerate(row):
+            for lane in range(shape.KP):
+                mem[tile * shape.T + b, chunk * shape.KP + lane] = (int(word) >> (6 * lane)) & 63
+    mem = mem[:n, :m_last] - (A_OFFSET if signed else 0)
+    return runs, mem
+
+
+MISSING = np.iinfo(np.int64).min
 
 
 def run_linear(
@@ -54,35 +145,8 @@ def run_linear(
     ddr: Ddr = Ddr(),
 ) -> LinearRun:
     """``clamp((codes @ w_int.T) * mult + offset) >> shift)`` per output, computed by the RTL."""
-    n, k = codes.shape
-    m = w_int.shape[0]
-    n_tt, n_ch = -(-n // shape.T), k // shape.KP
-    if n_tt > shape.tiles_max or n_ch > shape.ch_max or k % shape.KP:
-        raise RtlError(f"a {n}x{k} input does not fit the core ({shape})")
-    beats = weight_stream(w_int, is8, mult, offset, shift, shape)
-    words = activation_words(codes, a_signed, shape.KP)
-    stim: list[int] = [n, n_tt, n_ch, row_tiles(is8, shape), k, int(a_signed), *out_range]
-    stim += [ddr.latency, ddr.num, ddr.den, len(words)]
-    for w in words:
-        stim += list(w)
-    stim.append(len(beats))
-    for b in beats:
-        stim += [(b >> (32 * j)) & 0xFFFFFFFF for j in range(shape.WB // 32)]
-    if len(beats) > BEATS_MAX:
-        raise RtlError(f"the layer's {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
-    params = {**shape.params(), "BEATS_MAX": BEATS_MAX}
-    exe = sim.build("tb_qv_gemm_core", tb_sources("qv_gemm_core"), params)
-    out = sim.run(exe, np.array(stim, dtype=object), workdir)
-    n_codes, cycles, overrun = (int(v) for v in out[-3:])
-    triples = out[:-3].reshape(-1, 3)
-    if len(triples) != n_codes:
-        raise RtlError(f"the testbench reported {n_codes} codes and wrote {len(triples)}")
-    result = np.full((n, m), np.iinfo(np.int64).min, np.int64)
-    for t, r, c in triples:
-        if result[t, r] != np.iinfo(np.int64).min:
-            raise RtlError(f"output ({t}, {r}) written twice")
-        result[t, r] = c
-    return LinearRun(result, cycles, bool(overrun))
+    runs, _ = run_layers(shape, [Layer(w_int, is8, mult, offset, shift, out_range)], codes, a_signed, workdir, ddr)
+    return runs[0]
 
 
 def run_ir_linear(

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quasar_vit.hardware.engine import ROW_HI, ROW_LO, ROW_PAD, nibble_program
+from quasar_vit.hardware.engine import ROW_4BIT, ROW_HI, ROW_LO, ROW_PAD
 from quasar_vit.rtl.packing import A_OFFSET, W_OFFSET
 
-CONST_BITS = 86  # a slot constant beat: mult 18, offset 48, shift 6, is8, out_en, out_row 12
+CONST_BITS = 96  # a slot constant: mult 18, offset 48, shift 6, is8, out_en, out_row 12, out_pos 6, tile_words 4
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,48 @@ class GemmShape:
         }
 
 
+@dataclass(frozen=True)
+class RowTile:
+    """One row tile: ``R`` slots ``(kind, row)`` (``ROW_4BIT``, ``ROW_HI``/``ROW_LO`` of an 8-bit row,
+    ``ROW_PAD`` with row -1) whose outputs are the rows ``first .. first + count - 1``."""
+
+    slots: tuple[tuple[int, int], ...]
+    first: int
+    count: int
+
+
+def slot_program(is8: "np.ndarray | list[bool]", r: int, kp: int) -> list[RowTile]:
+    """A layer's rows as row tiles of ``r`` nibble-row slots, each tile's outputs a whole number of
+    ``kp``-channel words (but the layer's last tile).
+
+    Rows go in order: a 4-bit row takes one slot, an 8-bit row two (its signed high nibble, then its
+    unsigned low nibble, so a pair never straddles two tiles).  A tile ends where the next row would
+    not fit, and then gives back its last rows until it holds a multiple of ``kp`` rows: the output
+    lanes then write whole words of the next layer's input buffer.  The 8-bit rows of a layer are
+    the leading rows of each section (``models/layers.py``), so only a tile where 8-bit rows give
+    way to 4-bit ones gives slots back.
+    """
+    if r % (2 * kp):
+        raise ValueError(f"R={r} must be a multiple of 2*KP={2 * kp} (a tile of 8-bit rows holds R/2 rows)")
+    rows = [bool(b) for b in is8]
+    tiles: list[RowTile] = []
+    i = 0
+    while i < len(rows):
+        j, used = i, 0
+        while j < len(rows) and used + (2 if rows[j] else 1) <= r:
+            used += 2 if rows[j] else 1
+            j += 1
+        if j < len(rows):
+            j = i + (j - i) // kp * kp  # a whole number of words (R/2 >= kp rows always fit)
+        slots: list[tuple[int, int]] = []
+        for o in range(i, j):
+            slots += [(ROW_HI, o), (ROW_LO, o)] if rows[o] else [(ROW_4BIT, o)]
+        slots += [(ROW_PAD, -1)] * (r - len(slots))
+        tiles.append(RowTile(tuple(slots), i, j - i))
+        i = j
+    return tiles
+
+
 def _field(value: int, bits: int) -> int:
     """``value`` as a ``bits``-bit two's-complement field."""
     if not -(1 << (bits - 1)) <= value < (1 << bits):
@@ -61,8 +103,10 @@ def _field(value: int, bits: int) -> int:
     return value & ((1 << bits) - 1)
 
 
-def slot_constant(mult: int, offset: int, shift: int, is8: bool, out_en: bool, row: int) -> int:
-    """One constant beat (the layout in ``qv_weight_buf.v``)."""
+def slot_constant(
+    mult: int, offset: int, shift: int, is8: bool, out_en: bool, row: int, pos: int = 0, words: int = 0
+) -> int:
+    """One slot constant (the layout in ``qv_weight_buf.v``)."""
     return (
         _field(mult, 18)
         | _field(offset, 48) << 18
@@ -70,6 +114,8 @@ def slot_constant(mult: int, offset: int, shift: int, is8: bool, out_en: bool, r
         | int(is8) << 72
         | int(out_en) << 73
         | _field(row, 12) << 74
+        | _field(pos, 6) << 86
+        | _field(words, 4) << 92
     )
 
 
@@ -87,15 +133,11 @@ def weight_stream(
     m, k = w_int.shape
     if k % shape.KP:
         raise ValueError(f"K={k} is not a multiple of KP={shape.KP}")
-    kinds, src = nibble_program([bool(b) for b in is8], shape.R)
-    kinds += [ROW_PAD] * (-len(kinds) % shape.R)
-    src += [-1] * (len(kinds) - len(src))
     w = np.asarray(w_int, np.int64)
     beats: list[int] = []
-    for t0 in range(0, len(kinds), shape.R):
-        slots = list(zip(kinds[t0 : t0 + shape.R], src[t0 : t0 + shape.R]))
+    for tile in slot_program(is8, shape.R, shape.KP):
         rows = np.zeros((shape.R, k), np.int64)  # the offset nibbles w' of each slot
-        for s, (kind, o) in enumerate(slots):
+        for s, (kind, o) in enumerate(tile.slots):
             if kind == ROW_PAD:
                 beats += _split(0, shape.const_beats, shape.WB)
                 continue
@@ -106,7 +148,8 @@ def weight_stream(
             else:
                 rows[s] = w[o] + W_OFFSET
             out = kind != ROW_LO
-            const = slot_constant(int(mult[o]), int(offset[o]), int(shift[o]), kind == ROW_HI, out, o) if out else 0
+            pos, words = o - tile.first, -(-tile.count // shape.KP)
+            const = slot_constant(int(mult[o]), int(offset[o]), int(shift[o]), kind == ROW_HI, out, o, pos, words)
             beats += _split(const, shape.const_beats, shape.WB)
         for c in range(k // shape.KP):
             word = 0
@@ -124,7 +167,7 @@ def _split(value: int, n: int, bits: int) -> list[int]:
 
 def row_tiles(is8: np.ndarray, shape: GemmShape) -> int:
     """The number of row tiles of a layer with these 8-bit rows."""
-    return -(-len(nibble_program([bool(b) for b in is8], shape.R)[0]) // shape.R)
+    return len(slot_program(is8, shape.R, shape.KP))
 
 
 def activation_words(codes: np.ndarray, signed: bool, kp: int) -> list[tuple[int, int, int]]:

@@ -80,6 +80,10 @@ def build(
         "-Wno-UNUSEDPARAM",
         "--build-jobs",
         "2",
+        # the PyPI wheel's verilated.mk leaves the precompiled-header flag empty (the C++ of a larger
+        # design then fails to compile); this is the value a g++ build of Verilator configures
+        "-MAKEFLAGS",
+        "CFG_CXXFLAGS_PCH_I=-include",
         "--top-module",
         top,
         "--Mdir",
@@ -123,9 +127,12 @@ def run(exe: Path, stimulus: np.ndarray | Sequence[int], workdir: Path, timeout:
     fin, fout = workdir / "in.txt", workdir / "out.txt"
     write_ints(fin, stimulus)
     fout.unlink(missing_ok=True)
-    res = subprocess.run(
-        [str(exe), f"+in={fin}", f"+out={fout}"], capture_output=True, text=True, cwd=workdir, timeout=timeout
-    )
+    try:
+        res = subprocess.run(
+            [str(exe), f"+in={fin}", f"+out={fout}"], capture_output=True, text=True, cwd=workdir, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise RtlError(f"simulation {exe.parent.name} did not finish in {timeout:.0f} s (a hang?)") from None
     if res.returncode != 0 or not fout.exists():
         tail = " | ".join((res.stdout + res.stderr).strip().splitlines()[-3:])
         raise RtlError(f"simulation {exe.parent.name} failed (exit {res.returncode}): {tail}")

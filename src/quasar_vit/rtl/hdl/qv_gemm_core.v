@@ -1,7 +1,7 @@
 // qv_gemm_core: one linear layer on the W4A6 array: weights streamed in, codes out.
 //
 //   for each row tile (R nibble-row slots, weights from the stream into qv_weight_buf)
-//     for each token tile (T tokens of qv_act_buf)
+//     for each token tile (T tokens of qv_act_mem)
 //       for each k-chunk: one cycle of qv_dot_array
 //   each finished tile -> qv_drain -> R output lanes (qv_outstage), one token a cycle
 // The array never waits for the output side when a tile has at least T chunks; with fewer, the
@@ -10,7 +10,11 @@
 // token has entered the lanes, so the stream fills one half while the array reads the other.
 // Lane j takes slot j's sums (and slot j+1's, the low nibble of an 8-bit row) and the slot's
 // constants; a slot with out_en low (a low nibble, a pad) gives no output.
-// Outputs: per cycle a mask of lanes with a code, the token, and per lane the logical row and code.
+// The lanes' codes of a token are compacted (slot -> output position) and written, as whole words,
+// into the other activation memory (qv_act_mem): layer i reads memory `src_sel` and writes
+// 1 - src_sel, so the next layer reads what this one wrote, with no host in between.
+// Also out, for the testbench: per cycle a mask of lanes with a code, the token, and per lane the
+// logical row and code.  A debug read port reads either memory while the core is idle.
 module qv_gemm_core #(
     parameter R = 4,
     parameter T = 2,
@@ -18,7 +22,8 @@ module qv_gemm_core #(
     parameter TILES_MAX = 4,
     parameter CH_MAX = 8,
     parameter WB = 32,
-    parameter OUT_W = 21
+    parameter OUT_W = 21,
+    parameter W = R / KP           // words a token's outputs of one row tile fill
 ) (
     input  wire                          clk,
     input  wire                          rst,
@@ -30,9 +35,16 @@ module qv_gemm_core #(
     input  wire [15:0]                   n_rt,       // row tiles
     input  wire [12:0]                   k,          // K
     input  wire                          a_signed,
+    input  wire                          o_signed,   // the output codes are signed (stored offset by 32)
+    input  wire                          src_sel,    // the activation memory this layer reads
     input  wire signed [OUT_W-1:0]       lo,
     input  wire signed [OUT_W-1:0]       hi,
-    // activations in
+    // activations in (one word a cycle into memory a_wr_sel), and the idle-time debug read
+    input  wire                          a_wr_sel,
+    input  wire                          dbg_sel,
+    input  wire [$clog2(TILES_MAX)-1:0]  dbg_tile,
+    input  wire [$clog2(CH_MAX)-1:0]     dbg_chunk,
+    output wire [T*KP*6-1:0]             dbg_data,
     input  wire                          a_wr_en,
     input  wire [$clog2(T*TILES_MAX)-1:0] a_wr_token,
     input  wire [$clog2(CH_MAX)-1:0]     a_wr_chunk,
@@ -64,17 +76,39 @@ module qv_gemm_core #(
     wire [T*KP*6-1:0] rd_a;
     reg rel_en, rel_half;
     reg lane_half;
-    wire [R*86-1:0] slots;
+    wire [R*96-1:0] slots;
     qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(CH_MAX), .WB(WB)) wbuf (
-        .clk(clk), .rst(rst), .n_ch(n_ch), .s_valid(s_valid), .s_ready(s_ready), .s_data(s_data),
+        .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(s_valid), .s_ready(s_ready), .s_data(s_data),
         .full(w_full), .rd_half(rd_half), .rd_chunk(rd_chunk), .rd_w(rd_w),
         .release_en(rel_en), .release_half(rel_half), .c_half(lane_half), .c_slots(slots)
     );
     reg [TTW-1:0] rd_tile;
-    qv_act_buf #(.T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX)) abuf (
-        .clk(clk), .wr_en(a_wr_en), .wr_token(a_wr_token), .wr_chunk(a_wr_chunk), .wr_data(a_wr_data),
-        .rd_tile(rd_tile[$clog2(TILES_MAX)-1:0]), .rd_chunk(rd_chunk), .rd_data(rd_a)
-    );
+    // the two activation memories: the layer's input (src_sel) and its output (the other)
+    wire [T*KP*6-1:0] mem_q [0:1];
+    wire wb_en;
+    wire [TOKW-1:0] wb_token;
+    wire [CHW-1:0] wb_chunk;
+    wire [$clog2(W+1)-1:0] wb_words;
+    wire [W*KP*6-1:0] wb_data;
+    genvar m;
+    generate
+        for (m = 0; m < 2; m = m + 1) begin : amem
+            wire ext = a_wr_en && a_wr_sel == m;
+            wire own = wb_en && src_sel != m;
+            qv_act_mem #(.T(T), .KP(KP), .W(W), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX)) mem (
+                .clk(clk), .wr_en(ext || own),
+                .wr_token(ext ? a_wr_token : wb_token[$clog2(T*TILES_MAX)-1:0]),
+                .wr_chunk(ext ? a_wr_chunk : wb_chunk),
+                .wr_words(ext ? ($clog2(W+1))'(1) : wb_words),
+                .wr_data(ext ? (W*KP*6)'(a_wr_data) : wb_data),
+                .rd_tile(busy ? rd_tile[$clog2(TILES_MAX)-1:0] : dbg_tile),
+                .rd_chunk(busy ? rd_chunk : dbg_chunk),
+                .rd_data(mem_q[m])
+            );
+        end
+    endgenerate
+    assign rd_a = mem_q[src_sel];
+    assign dbg_data = mem_q[dbg_sel];
 
     // ---- sequencer: row tile rt, token tile tt, chunk c ----
     reg running;
@@ -174,16 +208,19 @@ module qv_gemm_core #(
     genvar j;
     generate
         for (j = 0; j < R; j = j + 1) begin : lane
-            wire [85:0] sl = slots[j*86 +: 86];
+            wire [95:0] sl = slots[j*96 +: 96];
             wire [ACC_W-1:0] s_lo = (j + 1 < R) ? d_acc[((j+1) % R)*ACC_W +: ACC_W] : {ACC_W{1'b0}};
             wire [SW_W-1:0] sw_lo = (j + 1 < R) ? d_sw[((j+1) % R)*SW_W +: SW_W] : {SW_W{1'b0}};
             wire v = d_valid && sl[73] && tok < n_tok;
             reg [11:0] row_d [0:LAT-1];
+            reg [5:0] pos_d [0:LAT-1];
             integer q;
             always @(posedge clk) begin
                 row_d[0] <= sl[85:74];
-                for (q = 1; q < LAT; q = q + 1) row_d[q] <= row_d[q-1];
+                pos_d[0] <= sl[91:86];
+                for (q = 1; q < LAT; q = q + 1) begin row_d[q] <= row_d[q-1]; pos_d[q] <= pos_d[q-1]; end
             end
+            assign o_pos[j*6 +: 6] = pos_d[LAT-1];
             qv_outstage #(.ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W), .OUT_W(OUT_W)) os (
                 .clk(clk), .in_valid(v), .s_hi(d_acc[j*ACC_W +: ACC_W]), .s_lo(s_lo),
                 .sw_hi(d_sw[j*SW_W +: SW_W]), .sw_lo(sw_lo), .ca(d_ca), .is8(sl[72]), .a_signed(a_signed),
@@ -193,4 +230,28 @@ module qv_gemm_core #(
             assign o_row[j*12 +: 12] = row_d[LAT-1];
         end
     endgenerate
+
+    // ---- write-back: the token's codes, compacted to their output positions, as whole words ----
+    wire [R*6-1:0] o_pos;
+    reg [11:0] first_d [0:LAT-1];     // the tile's first output row (slot 0's row)
+    reg [3:0] words_d [0:LAT-1];
+    always @(posedge clk) begin
+        first_d[0] <= slots[74 +: 12];
+        words_d[0] <= slots[92 +: 4];
+        for (i = 1; i < LAT; i = i + 1) begin first_d[i] <= first_d[i-1]; words_d[i] <= words_d[i-1]; end
+    end
+    reg [R*6-1:0] packed_codes;
+    integer p, l;
+    always @(*) begin
+        packed_codes = {R*6{1'b0}};
+        for (p = 0; p < R; p = p + 1)
+            for (l = 0; l < R; l = l + 1)
+                if (o_valid[l] && o_pos[l*6 +: 6] == p[5:0])
+                    packed_codes[p*6 +: 6] = o_code[l*OUT_W +: 6] ^ {o_signed, 5'b0};
+    end
+    assign wb_en = |o_valid;
+    assign wb_token = o_token;
+    assign wb_chunk = CHW'(first_d[LAT-1] / KP);
+    assign wb_words = ($clog2(W+1))'(words_d[LAT-1]);
+    assign wb_data = (W*KP*6)'(packed_codes);
 endmodule

@@ -1,10 +1,12 @@
 // qv_weight_buf: the weights of two row tiles (ping-pong), filled from a stream of DDR beats.
 //
 // A row tile is R nibble-row slots.  Its stream (rtl/layout.py writes it) is R slot constants of
-// ceil(86 / WB) beats each, then n_ch k-chunks of R x KP offset weights w' (4 bits each), R*KP*4/WB
+// ceil(96 / WB) beats each, then n_ch k-chunks of R x KP offset weights w' (4 bits each), R*KP*4/WB
 // beats a chunk, each value low beat first:
 //   slot constant: [17:0] mult  [65:18] offset  [71:66] shift  [72] is8 (the slot is the high
 //                  nibble of an 8-bit row)  [73] out_en (the slot gives an output)  [85:74] out_row
+//                  [91:86] out_pos (outputs of the tile before this slot's)  [95:92] tile_words
+//                  (the tile's outputs in KP-code words; slot 0's is read)
 //   chunk word:    w'[slot s][lane k] at bits (s*KP + k)*4, the beats low part first.
 // While a half is free (`full` low) the buffer takes beats into it; when the row tile is complete
 // the half is full and the fill moves to the other half.  The reader (qv_gemm_core) reads chunk
@@ -17,6 +19,7 @@ module qv_weight_buf #(
 ) (
     input  wire                        clk,
     input  wire                        rst,
+    input  wire                        start,      // a layer begins: its row tile 0 goes to half 0
     input  wire [$clog2(CH_MAX+1)-1:0] n_ch,       // k-chunks of the layer
     // the stream
     input  wire                        s_valid,
@@ -31,12 +34,12 @@ module qv_weight_buf #(
     input  wire                        release_half,
     // slot constants of the half `c_half`
     input  wire                        c_half,
-    output wire [R*86-1:0]             c_slots
+    output wire [R*96-1:0]             c_slots
 );
     localparam CW = R * KP * 4;          // a chunk word
     localparam BPC = CW / WB;            // beats per chunk
     localparam BW = $clog2(BPC + 1);
-    localparam CB = (86 + WB - 1) / WB;  // beats per slot constant
+    localparam CB = (96 + WB - 1) / WB;  // beats per slot constant
     localparam CBW = $clog2(CB + 1);
     reg [CBW-1:0] n_cbeat;
     reg [CB*WB-1:0] cword;
@@ -47,15 +50,15 @@ module qv_weight_buf #(
     reg [$clog2(CH_MAX+1)-1:0] n_chunk;  // chunks written
     reg [BW-1:0] n_beat;                 // beats of the current chunk
     reg [CW-1:0] word;
-    reg [85:0] slot [0:1][0:R-1];
+    reg [95:0] slot [0:1][0:R-1];
     reg [CW-1:0] mem [0:2*CH_MAX-1];
     assign full = full_q;
-    assign s_ready = !rst && !full_q[fill];
+    assign s_ready = !rst && !start && !full_q[fill];
     wire take = s_valid && s_ready;
     wire [CW-1:0] next_word = (BPC == 1) ? CW'(s_data) : {s_data, word[CW-1:WB]};
     integer i;
     always @(posedge clk) begin
-        if (rst) begin
+        if (rst || start) begin
             full_q <= 2'b00; fill <= 1'b0; n_const <= 0; n_chunk <= 0; n_beat <= 0; n_cbeat <= 0;
         end else begin
             if (release_en) full_q[release_half] <= 1'b0;
@@ -63,7 +66,7 @@ module qv_weight_buf #(
                 if (n_const < R) begin
                     cword <= next_cword;
                     if (n_cbeat == CBW'(CB - 1)) begin
-                        slot[fill][n_const] <= next_cword[85:0];
+                        slot[fill][n_const] <= next_cword[95:0];
                         n_const <= n_const + 1'b1;
                         n_cbeat <= 0;
                     end else n_cbeat <= n_cbeat + 1'b1;
@@ -87,7 +90,7 @@ module qv_weight_buf #(
     genvar s;
     generate
         for (s = 0; s < R; s = s + 1) begin : consts
-            assign c_slots[s*86 +: 86] = slot[c_half][s];
+            assign c_slots[s*96 +: 96] = slot[c_half][s];
         end
     endgenerate
 endmodule

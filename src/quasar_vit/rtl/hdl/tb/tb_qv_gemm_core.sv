@@ -1,11 +1,14 @@
-// Testbench of qv_gemm_core: one linear layer, with DDR modelled as a beat source.
-// Input: n_tok n_tt n_ch n_rt k a_signed lo hi  ddr_latency bw_num bw_den
-//        n_words, then per word: token chunk data      (the activation codes, offset)
-//        n_beats, then per beat WB/32 words of 32 bits, low word first
-// DDR: the first beat is offered ddr_latency cycles after start, then at bw_num/bw_den beats a
-// cycle (a credit counter), whenever the core is ready.
-// Output: per code "token row code"; then the number of codes, and the cycles from start to done.
-module tb_qv_gemm_core #(parameter R = 4, parameter T = 2, parameter KP = 4, parameter TILES_MAX = 4,
+// Testbench of qv_gemm_core: a chain of linear layers, with DDR modelled as a beat source.
+// Input: n_layers; ddr_latency bw_num bw_den;
+//        n_words, then per word "token chunk data": the first layer's input codes (offset) -> memory 0
+//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed src_sel lo hi, n_beats, then per beat
+//                   WB/32 words of 32 bits, low word first
+//        the dump: memory, tiles, chunks
+// DDR: a layer's first beat is offered ddr_latency cycles after its start, then bw_num/bw_den
+// beats a cycle (a credit counter), whenever the core is ready.
+// Output: per layer, per code "token row code", then "-1 codes cycles overrun";
+//         then "-2" and the dumped memory, per (tile, chunk) its T words.
+module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter TILES_MAX = 4,
                          parameter CH_MAX = 8, parameter WB = 32, parameter OUT_W = 21, parameter BEATS_MAX = 65536);
     logic clk = 0;
     always #5 clk = ~clk;
@@ -15,9 +18,12 @@ module tb_qv_gemm_core #(parameter R = 4, parameter T = 2, parameter KP = 4, par
     logic [$clog2(CH_MAX+1)-1:0] n_ch;
     logic [15:0] n_rt;
     logic [12:0] k;
-    logic a_signed;
+    logic a_signed, o_signed, src_sel = 0;
     logic signed [OUT_W-1:0] lo, hi;
-    logic a_wr_en = 0;
+    logic a_wr_en = 0, a_wr_sel = 0, dbg_sel = 0;
+    logic [$clog2(TILES_MAX)-1:0] dbg_tile = 0;
+    logic [$clog2(CH_MAX)-1:0] dbg_chunk = 0;
+    logic [T*KP*6-1:0] dbg_data;
     logic [$clog2(T*TILES_MAX)-1:0] a_wr_token;
     logic [$clog2(CH_MAX)-1:0] a_wr_chunk;
     logic [KP*6-1:0] a_wr_data;
@@ -32,7 +38,8 @@ module tb_qv_gemm_core #(parameter R = 4, parameter T = 2, parameter KP = 4, par
 
     logic [WB-1:0] ddr [0:BEATS_MAX-1];
     string fin, fout;
-    integer fi, fo, r, i, j, n_words, n_beats, beat = 0, lat, bw_num, bw_den, credit = 0, codes = 0;
+    integer fi, fo, r, i, j, n_layers, layer, n_words, n_beats, beat, lat, bw_num, bw_den, credit, codes;
+    integer d_sel, d_tiles, d_chunks;
     longint x, cyc = 0, t0;
     logic running = 0;
     logic signed [OUT_W-1:0] cv;
@@ -50,38 +57,50 @@ module tb_qv_gemm_core #(parameter R = 4, parameter T = 2, parameter KP = 4, par
             end
         end
     end
+    function automatic longint rd();
+        longint v;
+        r = $fscanf(fi, "%d", v);
+        return v;
+    endfunction
     initial begin
         void'($value$plusargs("in=%s", fin));
         void'($value$plusargs("out=%s", fout));
         fi = $fopen(fin, "r"); fo = $fopen(fout, "w");
-        r = $fscanf(fi, "%d", x); n_tok = $bits(n_tok)'(x);
-        r = $fscanf(fi, "%d", x); n_tt = $bits(n_tt)'(x);
-        r = $fscanf(fi, "%d", x); n_ch = $bits(n_ch)'(x);
-        r = $fscanf(fi, "%d", x); n_rt = 16'(x);
-        r = $fscanf(fi, "%d", x); k = 13'(x);
-        r = $fscanf(fi, "%d", x); a_signed = x != 0;
-        r = $fscanf(fi, "%d", x); lo = OUT_W'(x);
-        r = $fscanf(fi, "%d", x); hi = OUT_W'(x);
-        r = $fscanf(fi, "%d %d %d", lat, bw_num, bw_den);
-        r = $fscanf(fi, "%d", n_words);
+        n_layers = int'(rd()); lat = int'(rd()); bw_num = int'(rd()); bw_den = int'(rd());
+        n_words = int'(rd());
         repeat (2) @(posedge clk);
         #1 rst = 0;
         for (i = 0; i < n_words; i++) begin
-            r = $fscanf(fi, "%d", x); a_wr_token = $bits(a_wr_token)'(x);
-            r = $fscanf(fi, "%d", x); a_wr_chunk = $bits(a_wr_chunk)'(x);
-            r = $fscanf(fi, "%d", x); a_wr_data = $bits(a_wr_data)'(x);
+            a_wr_token = $bits(a_wr_token)'(rd()); a_wr_chunk = $bits(a_wr_chunk)'(rd());
+            a_wr_data = $bits(a_wr_data)'(rd());
             a_wr_en = 1;
             @(posedge clk); #1;
         end
         a_wr_en = 0;
-        r = $fscanf(fi, "%d", n_beats);
-        for (i = 0; i < n_beats; i++)
-            for (j = 0; j < WB / 32; j++) begin r = $fscanf(fi, "%d", x); ddr[i][j*32 +: 32] = 32'(x); end
-        @(posedge clk); #1;
-        start = 1; t0 = cyc; running = 1;
-        @(posedge clk); #1 start = 0;
-        while (busy) @(posedge clk);
-        $fwrite(fo, "%0d\n%0d\n%0d\n", codes, cyc - t0, overrun);
+        for (layer = 0; layer < n_layers; layer++) begin
+            n_tok = $bits(n_tok)'(rd()); n_tt = $bits(n_tt)'(rd()); n_ch = $bits(n_ch)'(rd());
+            n_rt = 16'(rd()); k = 13'(rd()); a_signed = rd() != 0; o_signed = rd() != 0;
+            src_sel = rd() != 0; lo = OUT_W'(rd()); hi = OUT_W'(rd());
+            n_beats = int'(rd());
+            for (i = 0; i < n_beats; i++)
+                for (j = 0; j < WB / 32; j++) ddr[i][j*32 +: 32] = 32'(rd());
+            beat = 0; credit = 0; codes = 0;
+            @(posedge clk); #1;
+            start = 1; t0 = cyc; running = 1;
+            @(posedge clk); #1 start = 0;
+            while (busy) @(posedge clk);
+            #1 running = 0;
+            $fwrite(fo, "-1 %0d %0d %0d\n", codes, cyc - t0, overrun);
+        end
+        d_sel = int'(rd()); d_tiles = int'(rd()); d_chunks = int'(rd());
+        dbg_sel = d_sel != 0;
+        $fwrite(fo, "-2\n");
+        for (i = 0; i < d_tiles; i++)
+            for (j = 0; j < d_chunks; j++) begin
+                dbg_tile = $bits(dbg_tile)'(i); dbg_chunk = $bits(dbg_chunk)'(j);
+                @(posedge clk); #1;
+                for (int b = 0; b < T; b++) $fwrite(fo, "%0d\n", dbg_data[b*KP*6 +: KP*6]);
+            end
         $fclose(fo);
         $finish;
     end
