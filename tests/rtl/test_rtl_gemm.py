@@ -19,8 +19,8 @@ from quasar_vit.rtl.gemm import Ddr, Layer, run_ir_linear, run_layers, run_linea
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.schedule import linear_array_cycles, linear_cycles
 
-SMALL = GemmShape(R=8, T=2, KP=4, WB=32, tiles_max=4, ch_max=8)
-DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=64)
+SMALL = GemmShape(R=8, T=2, KP=4, WB=32, tiles_max=4, ch_max=16, wch_max=8)
+DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
 
 
 def _layer(rng, n: int, k: int, m: int, f8: float, signed: bool, out_bits: int):

@@ -61,7 +61,8 @@ def run_layers(
     shape: GemmShape, layers: list[Layer], codes: np.ndarray, a_signed: bool, workdir: Path, ddr: Ddr = Ddr()
 ) -> tuple[list[LinearRun], np.ndarray]:
     """Runs ``layers`` one after the other on the core, each reading the codes the previous one
-    wrote into the on-chip activation memory (the first reads ``codes`` ``[N, K]``).
+    wrote into the on-chip activation memory (the first reads ``codes`` ``[N, K]``).  The matrices
+    lie side by side in the memory: the input from chunk 0, each layer's output after its input.
 
     Returns:
         Per layer its :class:`LinearRun`, and the last layer's output codes as read back from the
@@ -76,21 +77,22 @@ def run_layers(
     stim.append(len(words))
     for w in words:
         stim += list(w)
-    signed = a_signed
+    signed, base = a_signed, 0
     for i, lay in enumerate(layers):
         m, k = lay.w_int.shape
-        if k % shape.KP or k // shape.KP > shape.ch_max:
-            raise RtlError(f"layer {i}: K={k} does not fit the core ({shape})")
+        out_base = base + k // shape.KP
+        if k % shape.KP or k // shape.KP > shape.wch_max or out_base + -(-m // shape.KP) > shape.ch_max:
+            raise RtlError(f"layer {i}: a {m}x{k} layer does not fit the core ({shape})")
         beats = weight_stream(lay.w_int, lay.is8, lay.mult, lay.offset, lay.shift, shape)
         if len(beats) > BEATS_MAX:
             raise RtlError(f"layer {i}: {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
         n_ch, n_rt = k // shape.KP, row_tiles(lay.is8, shape)
-        stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), i % 2, *lay.out_range, len(beats)]
+        stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), base, out_base, *lay.out_range, len(beats)]
         for b in beats:
             stim += [(b >> (32 * j)) & 0xFFFFFFFF for j in range(shape.WB // 32)]
-        signed = lay.out_signed
+        signed, base = lay.out_signed, out_base
     m_last = layers[-1].w_int.shape[0]
-    stim += [len(layers) % 2, n_tt, -(-m_last // shape.KP)]
+    stim += [base, n_tt, -(-m_last // shape.KP)]
     exe = sim.build("tb_qv_gemm_core", tb_sources("qv_gemm_core"), {**shape.params(), "BEATS_MAX": BEATS_MAX})
     out = sim.run(exe, np.array(stim, dtype=object), workdir)
     return _parse(out, layers, n, shape, signed)

@@ -23,7 +23,8 @@ CONST_BITS = 96  # a slot constant: mult 18, offset 48, shift 6, is8, out_en, ou
 @dataclass(frozen=True)
 class GemmShape:
     """The array and its buffers as ``qv_gemm_core`` is built: ``R`` slots x ``T`` tokens x ``KP``
-    lanes, ``WB``-bit stream beats, at most ``T * tiles_max`` tokens and ``KP * ch_max`` terms."""
+    lanes, ``WB``-bit stream beats, at most ``T * tiles_max`` tokens, ``KP * wch_max`` terms a
+    layer, and ``KP * ch_max`` channels in the activation memory (every matrix side by side)."""
 
     R: int
     T: int
@@ -31,6 +32,16 @@ class GemmShape:
     WB: int
     tiles_max: int
     ch_max: int
+    wch_max: int
+
+    def __post_init__(self) -> None:
+        pow2 = {"ch_max": self.ch_max, "wch_max": self.wch_max, "R/KP": self.R // self.KP}
+        bad = [k for k, v in pow2.items() if v < 1 or v & (v - 1)]
+        if bad or self.R % (2 * self.KP) or (self.R * self.KP * 4) % self.WB or self.T % 2:
+            raise ValueError(
+                f"{self}: R must be a multiple of 2*KP, T even, R*KP*4 a multiple of WB, and "
+                f"ch_max, wch_max, R/KP powers of two ({', '.join(bad) or 'divisibility'})"
+            )
 
     @property
     def const_beats(self) -> int:
@@ -51,6 +62,7 @@ class GemmShape:
             "WB": self.WB,
             "TILES_MAX": self.tiles_max,
             "CH_MAX": self.ch_max,
+            "WCH_MAX": self.wch_max,
         }
 
 

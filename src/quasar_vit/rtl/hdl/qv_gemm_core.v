@@ -11,8 +11,9 @@
 // Lane j takes slot j's sums (and slot j+1's, the low nibble of an 8-bit row) and the slot's
 // constants; a slot with out_en low (a low nibble, a pad) gives no output.
 // The lanes' codes of a token are compacted (slot -> output position) and written, as whole words,
-// into the other activation memory (qv_act_mem): layer i reads memory `src_sel` and writes
-// 1 - src_sel, so the next layer reads what this one wrote, with no host in between.
+// into the activation memory (qv_act_mem) that the layer reads too: a layer reads the chunks from
+// `a_base` and writes its outputs from chunk `o_base`, so the next layer reads what this one
+// wrote, with no host in between (the memory holds every matrix of a block side by side).
 // Also out, for the testbench: per cycle a mask of lanes with a code, the token, and per lane the
 // logical row and code.  A debug read port reads either memory while the core is idle.
 module qv_gemm_core #(
@@ -20,7 +21,8 @@ module qv_gemm_core #(
     parameter T = 2,
     parameter KP = 4,
     parameter TILES_MAX = 4,
-    parameter CH_MAX = 8,
+    parameter CH_MAX = 8,          // chunks of the activation memory (every matrix side by side)
+    parameter WCH_MAX = 8,         // k-chunks of a layer: K <= KP * WCH_MAX
     parameter WB = 32,
     parameter OUT_W = 21,
     parameter W = R / KP           // words a token's outputs of one row tile fill
@@ -31,17 +33,16 @@ module qv_gemm_core #(
     // layer configuration, held from start to done
     input  wire [$clog2(T*TILES_MAX+1)-1:0] n_tok,
     input  wire [$clog2(TILES_MAX+1)-1:0] n_tt,      // token tiles: ceil(n_tok / T)
-    input  wire [$clog2(CH_MAX+1)-1:0]   n_ch,       // k-chunks: K / KP
+    input  wire [$clog2(WCH_MAX+1)-1:0]  n_ch,       // k-chunks: K / KP
     input  wire [15:0]                   n_rt,       // row tiles
     input  wire [12:0]                   k,          // K
     input  wire                          a_signed,
     input  wire                          o_signed,   // the output codes are signed (stored offset by 32)
-    input  wire                          src_sel,    // the activation memory this layer reads
+    input  wire [$clog2(CH_MAX)-1:0]     a_base,     // the input's first chunk in the activation memory
+    input  wire [$clog2(CH_MAX)-1:0]     o_base,     // the output's first chunk
     input  wire signed [OUT_W-1:0]       lo,
     input  wire signed [OUT_W-1:0]       hi,
-    // activations in (one word a cycle into memory a_wr_sel), and the idle-time debug read
-    input  wire                          a_wr_sel,
-    input  wire                          dbg_sel,
+    // activations in (one word a cycle), and the idle-time debug read
     input  wire [$clog2(TILES_MAX)-1:0]  dbg_tile,
     input  wire [$clog2(CH_MAX)-1:0]     dbg_chunk,
     output wire [T*KP*6-1:0]             dbg_data,
@@ -64,6 +65,7 @@ module qv_gemm_core #(
     localparam TOKW = $clog2(T * TILES_MAX + 1);
     localparam TTW = $clog2(TILES_MAX + 1);
     localparam CHW = $clog2(CH_MAX);
+    localparam WCW = $clog2(WCH_MAX);
     localparam ACC_W = 22, SW_W = 16, CA_W = 18;
 
     wire drain_busy, drain_left_one;
@@ -71,50 +73,44 @@ module qv_gemm_core #(
     // ---- buffers ----
     wire [1:0] w_full;
     reg rd_half;
-    reg [CHW-1:0] rd_chunk;
+    reg [CHW-1:0] rd_chunk;               // the activation memory's chunk (a_base + c)
+    reg [$clog2(WCH_MAX)-1:0] rd_wchunk;  // the weight buffer's chunk (c)
     wire [R*KP*4-1:0] rd_w;
     wire [T*KP*6-1:0] rd_a;
     reg rel_en, rel_half;
     reg lane_half;
     wire [R*96-1:0] slots;
-    qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(CH_MAX), .WB(WB)) wbuf (
+    qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(WCH_MAX), .WB(WB)) wbuf (
         .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(s_valid), .s_ready(s_ready), .s_data(s_data),
-        .full(w_full), .rd_half(rd_half), .rd_chunk(rd_chunk), .rd_w(rd_w),
+        .full(w_full), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
         .release_en(rel_en), .release_half(rel_half), .c_half(lane_half), .c_slots(slots)
     );
     reg [TTW-1:0] rd_tile;
-    // the two activation memories: the layer's input (src_sel) and its output (the other)
-    wire [T*KP*6-1:0] mem_q [0:1];
+    // the activation memory: the layer's input and its output, at their chunk bases
+    wire [T*KP*6-1:0] mem_q;
     wire wb_en;
     wire [TOKW-1:0] wb_token;
     wire [CHW-1:0] wb_chunk;
     wire [$clog2(W+1)-1:0] wb_words;
     wire [W*KP*6-1:0] wb_data;
-    genvar m;
-    generate
-        for (m = 0; m < 2; m = m + 1) begin : amem
-            wire ext = a_wr_en && a_wr_sel == m;
-            wire own = wb_en && src_sel != m;
-            qv_act_mem #(.T(T), .KP(KP), .W(W), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX)) mem (
-                .clk(clk), .wr_en(ext || own),
-                .wr_token(ext ? a_wr_token : wb_token[$clog2(T*TILES_MAX)-1:0]),
-                .wr_chunk(ext ? a_wr_chunk : wb_chunk),
-                .wr_words(ext ? ($clog2(W+1))'(1) : wb_words),
-                .wr_data(ext ? (W*KP*6)'(a_wr_data) : wb_data),
-                .rd_tile(busy ? rd_tile[$clog2(TILES_MAX)-1:0] : dbg_tile),
-                .rd_chunk(busy ? rd_chunk : dbg_chunk),
-                .rd_data(mem_q[m])
-            );
-        end
-    endgenerate
-    assign rd_a = mem_q[src_sel];
-    assign dbg_data = mem_q[dbg_sel];
+    qv_act_mem #(.T(T), .KP(KP), .W(W), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX)) amem (
+        .clk(clk), .wr_en(a_wr_en || wb_en),
+        .wr_token(a_wr_en ? a_wr_token : wb_token[$clog2(T*TILES_MAX)-1:0]),
+        .wr_chunk(a_wr_en ? a_wr_chunk : wb_chunk),
+        .wr_words(a_wr_en ? ($clog2(W+1))'(1) : wb_words),
+        .wr_data(a_wr_en ? (W*KP*6)'(a_wr_data) : wb_data),
+        .rd_tile(busy ? rd_tile[$clog2(TILES_MAX)-1:0] : dbg_tile),
+        .rd_chunk(busy ? rd_chunk : dbg_chunk),
+        .rd_data(mem_q)
+    );
+    assign rd_a = mem_q;
+    assign dbg_data = mem_q;
 
     // ---- sequencer: row tile rt, token tile tt, chunk c ----
     reg running;
     reg [15:0] rt;
     reg [TTW-1:0] tt;
-    reg [CHW:0] c;
+    reg [WCW:0] c;
     reg [$clog2(T+1):0] gap;          // idle cycles still owed after a short tile
     reg issue_a, first_a, last_a;     // the read issued at the last edge (addresses registered)
     reg issue_b, first_b, last_b;     // ... and its data out of the buffers: the array's input
@@ -135,7 +131,7 @@ module qv_gemm_core #(
         end else begin
             if (gap != 0) gap <= gap - 1'b1;
             if (can_issue) begin
-                rd_half <= half; rd_chunk <= c[CHW-1:0]; rd_tile <= tt;
+                rd_half <= half; rd_chunk <= a_base + CHW'(c); rd_wchunk <= c[$clog2(WCH_MAX)-1:0]; rd_tile <= tt;
                 if (tile_last) begin
                     tag_q[tag_wr] <= {half, tt == n_tt - 1'b1, tt};
                     tag_wr <= tag_wr + 1'b1;
@@ -251,7 +247,7 @@ module qv_gemm_core #(
     end
     assign wb_en = |o_valid;
     assign wb_token = o_token;
-    assign wb_chunk = CHW'(first_d[LAT-1] / KP);
+    assign wb_chunk = o_base + CHW'(first_d[LAT-1] / KP);
     assign wb_words = ($clog2(W+1))'(words_d[LAT-1]);
     assign wb_data = (W*KP*6)'(packed_codes);
 endmodule

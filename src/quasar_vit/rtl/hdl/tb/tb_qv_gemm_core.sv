@@ -1,26 +1,28 @@
 // Testbench of qv_gemm_core: a chain of linear layers, with DDR modelled as a beat source.
 // Input: n_layers; ddr_latency bw_num bw_den;
-//        n_words, then per word "token chunk data": the first layer's input codes (offset) -> memory 0
-//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed src_sel lo hi, n_beats, then per beat
-//                   WB/32 words of 32 bits, low word first
-//        the dump: memory, tiles, chunks
+//        n_words, then per word "token chunk data": input codes (offset) into the activation memory
+//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed a_base o_base lo hi, n_beats, then per
+//                   beat WB/32 words of 32 bits, low word first
+//        the dump: first chunk, tiles, chunks
 // DDR: a layer's first beat is offered ddr_latency cycles after its start, then bw_num/bw_den
 // beats a cycle (a credit counter), whenever the core is ready.
 // Output: per layer, per code "token row code", then "-1 codes cycles overrun";
 //         then "-2" and the dumped memory, per (tile, chunk) its T words.
 module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter TILES_MAX = 4,
-                         parameter CH_MAX = 8, parameter WB = 32, parameter OUT_W = 21, parameter BEATS_MAX = 65536);
+                         parameter CH_MAX = 8, parameter WCH_MAX = 8, parameter WB = 32, parameter OUT_W = 21,
+                         parameter BEATS_MAX = 65536);
     logic clk = 0;
     always #5 clk = ~clk;
     logic rst = 1, start = 0;
     logic [$clog2(T*TILES_MAX+1)-1:0] n_tok;
     logic [$clog2(TILES_MAX+1)-1:0] n_tt;
-    logic [$clog2(CH_MAX+1)-1:0] n_ch;
+    logic [$clog2(WCH_MAX+1)-1:0] n_ch;
+    logic [$clog2(CH_MAX)-1:0] a_base, o_base;
     logic [15:0] n_rt;
     logic [12:0] k;
-    logic a_signed, o_signed, src_sel = 0;
+    logic a_signed, o_signed;
     logic signed [OUT_W-1:0] lo, hi;
-    logic a_wr_en = 0, a_wr_sel = 0, dbg_sel = 0;
+    logic a_wr_en = 0;
     logic [$clog2(TILES_MAX)-1:0] dbg_tile = 0;
     logic [$clog2(CH_MAX)-1:0] dbg_chunk = 0;
     logic [T*KP*6-1:0] dbg_data;
@@ -34,12 +36,13 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [R*12-1:0] o_row;
     logic [R*OUT_W-1:0] o_code;
     logic busy, overrun;
-    qv_gemm_core #(.R(R), .T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX), .WB(WB), .OUT_W(OUT_W)) dut (.*);
+    qv_gemm_core #(.R(R), .T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX), .WCH_MAX(WCH_MAX), .WB(WB),
+                   .OUT_W(OUT_W)) dut (.*);
 
     logic [WB-1:0] ddr [0:BEATS_MAX-1];
     string fin, fout;
     integer fi, fo, r, i, j, n_layers, layer, n_words, n_beats, beat, lat, bw_num, bw_den, credit, codes;
-    integer d_sel, d_tiles, d_chunks;
+    integer d_base, d_tiles, d_chunks;
     longint x, cyc = 0, t0;
     logic running = 0;
     logic signed [OUT_W-1:0] cv;
@@ -80,7 +83,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
         for (layer = 0; layer < n_layers; layer++) begin
             n_tok = $bits(n_tok)'(rd()); n_tt = $bits(n_tt)'(rd()); n_ch = $bits(n_ch)'(rd());
             n_rt = 16'(rd()); k = 13'(rd()); a_signed = rd() != 0; o_signed = rd() != 0;
-            src_sel = rd() != 0; lo = OUT_W'(rd()); hi = OUT_W'(rd());
+            a_base = $bits(a_base)'(rd()); o_base = $bits(o_base)'(rd()); lo = OUT_W'(rd()); hi = OUT_W'(rd());
             n_beats = int'(rd());
             for (i = 0; i < n_beats; i++)
                 for (j = 0; j < WB / 32; j++) ddr[i][j*32 +: 32] = 32'(rd());
@@ -92,12 +95,11 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             #1 running = 0;
             $fwrite(fo, "-1 %0d %0d %0d\n", codes, cyc - t0, overrun);
         end
-        d_sel = int'(rd()); d_tiles = int'(rd()); d_chunks = int'(rd());
-        dbg_sel = d_sel != 0;
+        d_base = int'(rd()); d_tiles = int'(rd()); d_chunks = int'(rd());
         $fwrite(fo, "-2\n");
         for (i = 0; i < d_tiles; i++)
             for (j = 0; j < d_chunks; j++) begin
-                dbg_tile = $bits(dbg_tile)'(i); dbg_chunk = $bits(dbg_chunk)'(j);
+                dbg_tile = $bits(dbg_tile)'(i); dbg_chunk = $bits(dbg_chunk)'(d_base + j);
                 @(posedge clk); #1;
                 for (int b = 0; b < T; b++) $fwrite(fo, "%0d\n", dbg_data[b*KP*6 +: KP*6]);
             end
