@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import Ddr, Layer, run_ir_linear, run_layers, run_linear
+from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Ddr, Layer, run_ir_linear, run_layers, run_linear
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.schedule import linear_array_cycles, linear_cycles
 
@@ -60,26 +60,33 @@ def test_linear_layer_is_exact_and_on_schedule(tmp_path: Path, shape, n, k, m, f
     assert run.cycles >= linear_array_cycles(shape, n, k, is8)  # never faster than its array
 
 
-def test_exported_layers_on_the_rtl_core(trained_run, tmp_path: Path) -> None:
-    """Block 0's qkv and fc1 of a trained export, on two images: the engine's own codes (q, k, v; the
-    GELU input index, checked through the exported table against fc2's input codes)."""
+@pytest.fixture(scope="module")
+def exported_trace(trained_run, tmp_path_factory):
+    """The largest subnet of the session's trained supernet, exported; its IR and the engine's trace on two images."""
     import json
 
+    from quasar_vit.config import config_from_dict
     from quasar_vit.export import export_subnet
     from quasar_vit.export.exporter import load_test_images
     from quasar_vit.export.ir import load_ir
     from quasar_vit.export.reference import IntegerViT
-    from quasar_vit.config import config_from_dict
 
     cfg, run = trained_run
-    space = cfg.model.space()
-    sub = tmp_path / "subnet.json"
-    sub.write_text(json.dumps({"subnet": space.largest().to_dict()}))
-    out = export_subnet(run / "supernet.pt", sub, "zcu102", tmp_path / "exp")
+    root = tmp_path_factory.mktemp("rtl-export")
+    sub = root / "subnet.json"
+    sub.write_text(json.dumps({"subnet": cfg.model.space().largest().to_dict()}))
+    out = export_subnet(run / "supernet.pt", sub, "zcu102", root / "exp")
     ir = load_ir(out)
     info = json.loads((out / "export.json").read_text())
     images = load_test_images(config_from_dict(info["config"]), None, 2)[0]
     _, trace = IntegerViT(ir).forward(images.numpy(), trace=True)
+    return ir, trace
+
+
+def test_exported_layers_on_the_rtl_core(exported_trace, tmp_path: Path) -> None:
+    """Block 0's qkv and fc1 of a trained export, on two images: the engine's own codes (q, k, v; the
+    GELU input index, checked through the exported table against fc2's input codes)."""
+    ir, trace = exported_trace
     blk = ir.blocks[0]
     qn, qp = ir.act_range_signed
     for img in range(2):
@@ -118,9 +125,78 @@ def test_layers_chain_through_the_activation_memory(tmp_path: Path) -> None:
         x = intops.requant(acc.astype(np.float64), *f, *out_range).astype(np.int64)
         layers.append(Layer(w, is8, mult, offset, shift, out_range))
         wants.append(x)
-    runs, mem = run_layers(DEMO, layers, codes, signed, tmp_path, Ddr(16, 1, 1))
+    chain = run_layers(DEMO, layers, codes, signed, tmp_path, Ddr(16, 1, 1))
+    runs, mem = chain.layers, chain.act
     for run, want, lay in zip(runs, wants, layers):
         np.testing.assert_array_equal(run.codes, want)
         predicted = linear_cycles(DEMO, n, lay.w_int.shape[1], lay.is8, Ddr(16, 1, 1))
         assert abs(run.cycles - predicted) <= max(3, 0.01 * run.cycles)
     np.testing.assert_array_equal(mem, wants[-1])
+
+
+def _requant_consts(rng, acc: np.ndarray, out_bits: int):
+    m = acc.shape[1]
+    mult = rng.integers(2**16, 2**17, m)
+    size = np.array([int(np.abs(acc[:, r]).max() * int(mult[r])).bit_length() for r in range(m)])
+    shift = np.clip(size - out_bits, 1, 47)
+    return mult, rng.integers(-2, 3, m) * 2**shift + 2 ** (shift - 1), shift
+
+
+def test_gelu_then_residual_layers(tmp_path: Path) -> None:
+    """fc1-like (GELU table: index, then the table's code) into fc2-like (its update added to the
+    residual memory with saturation): the codes, the residual at the end, and both layers' cycles."""
+    rng = np.random.default_rng(5)
+    n, e, hid = 9, 32, 64
+    x = rng.integers(-32, 32, (n, e))
+    res = rng.integers(-(2**19), 2**19, (n, e))
+    res[0, :4] = [2**19 - 1, -(2**19), 2**19 - 3, -(2**19) + 2]  # saturation at both ends
+    w1, w2 = rng.integers(-8, 8, (hid, e)), rng.integers(-8, 8, (e, hid))
+    is8_1, is8_2 = np.arange(hid) < 16, np.arange(e) < 8
+    w1[is8_1], w2[is8_2] = rng.integers(-128, 128, (16, e)), rng.integers(-128, 128, (8, hid))
+    table = rng.integers(-32, 32, 1024)
+    c1 = _requant_consts(rng, x @ w1.T, 10)
+    idx = intops.requant((x @ w1.T).astype(np.float64), *[v.astype(np.float64) for v in c1], 0, 1023).astype(np.int64)
+    h = table[idx]
+    c2 = _requant_consts(rng, h @ w2.T, 16)
+    rlo, rhi = -(2**19), 2**19 - 1
+    f2 = [v.astype(np.float64) for v in c2]
+    want_res = intops.residual_add(res.astype(np.float64), (h @ w2.T).astype(np.float64), *f2, rlo, rhi)
+    layers = [
+        Layer(w1, is8_1, *c1, (0, 1023), MODE_GELU, table, out_signed_codes=True),
+        Layer(w2, is8_2, *c2, (rlo, rhi), MODE_RESIDUAL),
+    ]
+    ddr = Ddr(16, 1, 1)
+    chain = run_layers(DEMO, layers, x, True, tmp_path, ddr, residual=res)
+    np.testing.assert_array_equal(chain.layers[0].codes, idx)  # the lanes' GELU indices
+    np.testing.assert_array_equal(chain.act, h)  # the table's codes, in the activation memory
+    np.testing.assert_array_equal(chain.residual, want_res.astype(np.int64))
+    assert (chain.residual == rhi).any() and (chain.residual == rlo).any()
+    for run, (k, is8, gelu) in zip(chain.layers, [(e, is8_1, True), (hid, is8_2, False)]):
+        predicted = linear_cycles(DEMO, n, k, is8, ddr, gelu=gelu)
+        assert abs(run.cycles - predicted) <= max(3, 0.01 * run.cycles), (run.cycles, predicted)
+
+
+def test_exported_mlp_half_block_on_chip(exported_trace, tmp_path: Path) -> None:
+    """fc1, GELU and fc2 with its residual add, chained on chip for each block of a trained export:
+    from the engine's LayerNorm output and residual codes to the block's output residual codes."""
+    ir, trace = exported_trace
+    rlo, rhi = ir.ops.residual_range
+    for blk in ir.blocks[:2]:
+        p, o = f"blocks.{blk.index}", blk.ops
+        layers = [
+            _ir_layer(
+                blk.fc1, o.fc1, (0, 2**ir.ops.gelu_in_bits - 1), MODE_GELU, o.gelu_table, blk.fc2.act_range[0] < 0
+            ),
+            _ir_layer(blk.fc2, o.fc2, (rlo, rhi), MODE_RESIDUAL),
+        ]
+        for img in range(2):
+            x = trace[f"{p}.fc1.in"][img].astype(np.int64)
+            chain = run_layers(DEMO, layers, x, True, tmp_path / f"{p}-{img}", residual=trace[f"{p}.res1"][img])
+            np.testing.assert_array_equal(chain.act, trace[f"{p}.fc2.in"][img].astype(np.int64))
+            np.testing.assert_array_equal(chain.residual, trace[f"{p}.res2"][img].astype(np.int64))
+
+
+def _ir_layer(lin, rq, out_range, mode=0, table=None, out_signed=None) -> Layer:
+    ints = [np.asarray(v).astype(np.int64) for v in (rq.mult, rq.offset, rq.shift)]
+    tab = None if table is None else np.asarray(table).astype(np.int64)
+    return Layer(lin.w_int, lin.is8, *ints, out_range, mode, tab, out_signed)

@@ -16,12 +16,14 @@ import numpy as np
 from quasar_vit.errors import RtlError
 from quasar_vit.export.ir import IntLinear, Requant
 from quasar_vit.rtl import sim
-from quasar_vit.rtl.layout import GemmShape, activation_words, row_tiles, weight_stream
+from quasar_vit.rtl.layout import GemmShape, activation_words, row_tiles, table_beats, weight_stream
 from quasar_vit.rtl.modules import tb_sources
 from quasar_vit.rtl.packing import A_OFFSET
 
 
-BEATS_MAX = 1 << 18  # the testbench's DDR model holds this many beats (one build for every layer)
+BEATS_MAX = 1 << 18
+MODE_CODES, MODE_RESIDUAL, MODE_GELU = 0, 1, 2  # qv_gemm_core's output modes
+RES_BITS = 20  # the testbench's DDR model holds this many beats (one build for every layer)
 
 
 @dataclass(frozen=True)
@@ -51,22 +53,41 @@ class Layer:
     offset: np.ndarray
     shift: np.ndarray
     out_range: tuple[int, int]
+    mode: int = MODE_CODES
+    table: np.ndarray | None = None  # the GELU table (MODE_GELU)
+    out_signed_codes: bool | None = None  # the written codes' signedness (default: out_range's)
 
     @property
     def out_signed(self) -> bool:
+        """Whether the codes this layer writes are signed (the next layer's input)."""
+        if self.out_signed_codes is not None:
+            return self.out_signed_codes
         return self.out_range[0] < 0
 
 
+@dataclass(frozen=True)
+class ChainRun:
+    layers: list[LinearRun]
+    act: np.ndarray  # the last code-writing layer's output, read back from the activation memory
+    residual: np.ndarray  # the residual memory at the end [N, E]
+
+
 def run_layers(
-    shape: GemmShape, layers: list[Layer], codes: np.ndarray, a_signed: bool, workdir: Path, ddr: Ddr = Ddr()
-) -> tuple[list[LinearRun], np.ndarray]:
+    shape: GemmShape,
+    layers: list[Layer],
+    codes: np.ndarray,
+    a_signed: bool,
+    workdir: Path,
+    ddr: Ddr = Ddr(),
+    residual: np.ndarray | None = None,
+) -> ChainRun:
     """Runs ``layers`` one after the other on the core, each reading the codes the previous one
     wrote into the on-chip activation memory (the first reads ``codes`` ``[N, K]``).  The matrices
     lie side by side in the memory: the input from chunk 0, each layer's output after its input.
 
-    Returns:
-        Per layer its :class:`LinearRun`, and the last layer's output codes as read back from the
-        activation memory it wrote ``[N, M]``.
+    ``residual`` (``[N, E]`` codes) is loaded into the residual memory first; residual-mode layers
+    add to it.  Returns per layer its :class:`LinearRun`, the last code-writing layer's output as
+    read back from the activation memory, and the residual memory at the end.
     """
     n = codes.shape[0]
     n_tt = -(-n // shape.T)
@@ -77,30 +98,50 @@ def run_layers(
     stim.append(len(words))
     for w in words:
         stim += list(w)
+    res = np.zeros((n, 0), np.int64) if residual is None else np.asarray(residual, np.int64)
+    e = res.shape[1]
+    if e % shape.KP or e // shape.KP > shape.rch_max:
+        raise RtlError(f"a residual of {e} channels does not fit the core ({shape})")
+    rparts = -(-shape.KP * RES_BITS // 32)
+    stim.append(n * (e // shape.KP))
+    for t in range(n):
+        for c in range(e // shape.KP):
+            word = sum(
+                (int(v) & ((1 << RES_BITS) - 1)) << (RES_BITS * i)
+                for i, v in enumerate(res[t, c * shape.KP : (c + 1) * shape.KP])
+            )
+            stim += [t, c, *[(word >> (32 * j)) & 0xFFFFFFFF for j in range(rparts)]]
     signed, base = a_signed, 0
+    dump_base, dump_m, dump_signed = 0, codes.shape[1], a_signed
     for i, lay in enumerate(layers):
         m, k = lay.w_int.shape
         out_base = base + k // shape.KP
         if k % shape.KP or k // shape.KP > shape.wch_max or out_base + -(-m // shape.KP) > shape.ch_max:
             raise RtlError(f"layer {i}: a {m}x{k} layer does not fit the core ({shape})")
         beats = weight_stream(lay.w_int, lay.is8, lay.mult, lay.offset, lay.shift, shape)
+        if lay.mode == MODE_GELU:
+            if lay.table is None:
+                raise RtlError(f"layer {i}: a GELU layer needs its table")
+            beats = table_beats(lay.table, shape.WB) + beats
         if len(beats) > BEATS_MAX:
             raise RtlError(f"layer {i}: {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
         n_ch, n_rt = k // shape.KP, row_tiles(lay.is8, shape)
-        stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), base, out_base, *lay.out_range, len(beats)]
+        stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), lay.mode, base, out_base, 0]
+        stim += [*lay.out_range, len(beats)]
         for b in beats:
             stim += [(b >> (32 * j)) & 0xFFFFFFFF for j in range(shape.WB // 32)]
-        signed, base = lay.out_signed, out_base
-    m_last = layers[-1].w_int.shape[0]
-    stim += [base, n_tt, -(-m_last // shape.KP)]
+        if lay.mode != MODE_RESIDUAL:  # the next layer reads what this one wrote
+            signed, base = lay.out_signed, out_base
+            dump_base, dump_m, dump_signed = out_base, m, signed
+    stim += [dump_base, n_tt, -(-dump_m // shape.KP), n, e // shape.KP]
     exe = sim.build("tb_qv_gemm_core", tb_sources("qv_gemm_core"), {**shape.params(), "BEATS_MAX": BEATS_MAX})
     out = sim.run(exe, np.array(stim, dtype=object), workdir)
-    return _parse(out, layers, n, shape, signed)
+    return _parse(out, layers, n, shape, dump_m, dump_signed, e)
 
 
 def _parse(
-    out: np.ndarray, layers: list[Layer], n: int, shape: GemmShape, signed: bool
-) -> tuple[list[LinearRun], np.ndarray]:
+    out: np.ndarray, layers: list[Layer], n: int, shape: GemmShape, m_dump: int, signed: bool, e: int
+) -> ChainRun:
     runs, pos = [], 0
     for lay in layers:
         m = lay.w_int.shape[0]
@@ -116,18 +157,30 @@ def _parse(
         if n_codes != int((result != MISSING).sum()):
             raise RtlError(f"the testbench reported {n_codes} codes and wrote another number")
         runs.append(LinearRun(result, cycles, bool(overrun)))
-    assert out[pos] == -2
-    words = out[pos + 1 :].reshape(-1, shape.T)  # per (tile, chunk): the T tokens' words
-    m_last = layers[-1].w_int.shape[0]
-    n_tt, n_words = -(-n // shape.T), -(-m_last // shape.KP)
+    if out[pos] != -2:
+        raise RtlError("the testbench's output lacks the activation dump")
+    n_tt, n_words = -(-n // shape.T), -(-m_dump // shape.KP)
+    end = pos + 1 + n_tt * n_words * shape.T
+    words = out[pos + 1 : end].reshape(-1, shape.T)  # per (tile, chunk): the T tokens' words
     mem = np.zeros((n_tt * shape.T, n_words * shape.KP), np.int64)
     for i, row in enumerate(words):
         tile, chunk = divmod(i, n_words)
         for b, word in enumerate(row):
             for lane in range(shape.KP):
                 mem[tile * shape.T + b, chunk * shape.KP + lane] = (int(word) >> (6 * lane)) & 63
-    mem = mem[:n, :m_last] - (A_OFFSET if signed else 0)
-    return runs, mem
+    mem = mem[:n, :m_dump] - (A_OFFSET if signed else 0)
+    if out[end] != -3:
+        raise RtlError("the testbench's output lacks the residual dump")
+    rparts = -(-shape.KP * RES_BITS // 32)
+    parts = out[end + 1 :].reshape(n, e // shape.KP if e else 0, rparts)
+    res = np.zeros((n, e), np.int64)
+    for t in range(n):
+        for c in range(e // shape.KP):
+            word = sum(int(v) << (32 * j) for j, v in enumerate(parts[t, c]))
+            for i in range(shape.KP):
+                v = (word >> (RES_BITS * i)) & ((1 << RES_BITS) - 1)
+                res[t, c * shape.KP + i] = v - (1 << RES_BITS) if v >= 1 << (RES_BITS - 1) else v
+    return ChainRun(runs, mem, res)
 
 
 MISSING = np.iinfo(np.int64).min
@@ -147,8 +200,8 @@ def run_linear(
     ddr: Ddr = Ddr(),
 ) -> LinearRun:
     """``clamp((codes @ w_int.T) * mult + offset) >> shift)`` per output, computed by the RTL."""
-    runs, _ = run_layers(shape, [Layer(w_int, is8, mult, offset, shift, out_range)], codes, a_signed, workdir, ddr)
-    return runs[0]
+    chain = run_layers(shape, [Layer(w_int, is8, mult, offset, shift, out_range)], codes, a_signed, workdir, ddr)
+    return chain.layers[0]
 
 
 def run_ir_linear(

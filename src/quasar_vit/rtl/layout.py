@@ -33,9 +33,10 @@ class GemmShape:
     tiles_max: int
     ch_max: int
     wch_max: int
+    rch_max: int = 16  # chunks of the residual memory: embed dim <= KP * rch_max
 
     def __post_init__(self) -> None:
-        pow2 = {"ch_max": self.ch_max, "wch_max": self.wch_max, "R/KP": self.R // self.KP}
+        pow2 = {"ch_max": self.ch_max, "wch_max": self.wch_max, "rch_max": self.rch_max, "R/KP": self.R // self.KP}
         bad = [k for k, v in pow2.items() if v < 1 or v & (v - 1)]
         if bad or self.R % (2 * self.KP) or (self.R * self.KP * 4) % self.WB or self.T % 2:
             raise ValueError(
@@ -63,6 +64,7 @@ class GemmShape:
             "TILES_MAX": self.tiles_max,
             "CH_MAX": self.ch_max,
             "WCH_MAX": self.wch_max,
+            "RCH_MAX": self.rch_max,
         }
 
 
@@ -170,6 +172,16 @@ def weight_stream(
                     word |= int(rows[s, c * shape.KP + lane]) << ((s * shape.KP + lane) * 4)
             beats += _split(word, shape.chunk_beats, shape.WB)
     return beats
+
+
+def table_beats(table: np.ndarray, wb: int) -> list[int]:
+    """A GELU layer's 1024-entry table as the stream's head: ``wb / 8`` entries a beat, 8 bits each
+    (the 6-bit code, two's complement, in the low bits)."""
+    t = np.asarray(table, np.int64).ravel()
+    if t.size != 1024:
+        raise ValueError(f"a GELU table has 1024 entries, got {t.size}")
+    per = wb // 8
+    return [sum((int(t[b * per + e]) & 63) << (8 * e) for e in range(per)) for b in range(1024 // per)]
 
 
 def _split(value: int, n: int, bits: int) -> list[int]:

@@ -24,7 +24,7 @@ ACC_STAGE = 1  # the accumulate after the tree (qv_dot_array)
 DSP_STAGES = 3  # qv_mul_pack4
 DRAIN_LOAD = 1  # qv_drain takes the tile
 LANE_STAGES = 7  # qv_outstage
-DONE_STAGES = 2  # the lanes' valid pipeline empties, then busy falls
+DONE_STAGES = 3  # the lanes' valid pipeline empties, the write-back register, then busy falls
 
 
 def array_latency(kp: int) -> int:
@@ -32,8 +32,14 @@ def array_latency(kp: int) -> int:
     return READ_STAGES + DSP_STAGES + int(math.log2(kp)) + ACC_STAGE
 
 
-def linear_cycles(shape: GemmShape, n_tokens: int, k: int, is8: np.ndarray, ddr: Ddr = Ddr()) -> int:
-    """Cycles from start to done of one linear layer (``n_tokens`` x ``k`` input, rows ``is8``)."""
+def linear_cycles(
+    shape: GemmShape, n_tokens: int, k: int, is8: np.ndarray, ddr: Ddr = Ddr(), gelu: bool = False
+) -> int:
+    """Cycles from start to done of one linear layer (``n_tokens`` x ``k`` input, rows ``is8``).
+
+    A GELU layer's stream starts with its table: ``1024 * 8 / WB`` beats, each unpacked into the
+    tables one entry a cycle before the next beat is taken.
+    """
     n_tt, n_ch = -(-n_tokens // shape.T), k // shape.KP
     n_rt = row_tiles(is8, shape)
     gap = max(0, shape.T - n_ch)
@@ -44,11 +50,19 @@ def linear_cycles(shape: GemmShape, n_tokens: int, k: int, is8: np.ndarray, ddr:
     beat = 0  # beats taken
     edge = 0  # the edge the last beat was taken at
     last_emit = 0
+    per_beat = shape.WB // 8  # table entries a beat
+    for _ in range(1024 // per_beat if gelu else 0):
+        credit_edge = math.ceil((beat + 1) * ddr.den / ddr.num)
+        edge = max(edge + per_beat + 1 if beat else 0, ddr.latency, credit_edge)
+        beat += 1
+    table_end = edge + per_beat if gelu else 0  # the edge of the last table write
     for i in range(n_rt):
         half = i % 2
         for _ in range(beats_per_tile):  # the beats of row tile i
             credit_edge = math.ceil((beat + 1) * ddr.den / ddr.num)
-            edge = max(edge + 1 if beat else 0, ddr.latency, credit_edge, free_at[half] + 1)
+            edge = max(
+                edge + 1 if beat else 0, ddr.latency, credit_edge, free_at[half] + 1, table_end + 1 if gelu else 0
+            )
             beat += 1
         issue = max(edge + 1, next_issue)
         next_issue = issue + n_tt * tile_cycles

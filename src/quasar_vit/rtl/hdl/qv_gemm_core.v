@@ -14,6 +14,10 @@
 // into the activation memory (qv_act_mem) that the layer reads too: a layer reads the chunks from
 // `a_base` and writes its outputs from chunk `o_base`, so the next layer reads what this one
 // wrote, with no host in between (the memory holds every matrix of a block side by side).
+// Modes: 0 the lanes' codes go to the activation memory; 2 they are GELU table indices, and the
+// table's codes go there (the 1024-entry table arrives at the head of the layer's stream, 8 bits an
+// entry); 1 they are residual updates, added (saturating) to the residual memory's codes of the same
+// positions, read and written back (qv_res_mem, chunks from r_base).
 // Also out, for the testbench: per cycle a mask of lanes with a code, the token, and per lane the
 // logical row and code.  A debug read port reads either memory while the core is idle.
 module qv_gemm_core #(
@@ -25,7 +29,9 @@ module qv_gemm_core #(
     parameter WCH_MAX = 8,         // k-chunks of a layer: K <= KP * WCH_MAX
     parameter WB = 32,
     parameter OUT_W = 21,
-    parameter W = R / KP           // words a token's outputs of one row tile fill
+    parameter W = R / KP,          // words a token's outputs of one row tile fill
+    parameter RCH_MAX = 8,         // chunks of the residual memory (embed dim / KP)
+    parameter RES_W = 20           // residual code width
 ) (
     input  wire                          clk,
     input  wire                          rst,
@@ -38,6 +44,8 @@ module qv_gemm_core #(
     input  wire [12:0]                   k,          // K
     input  wire                          a_signed,
     input  wire                          o_signed,   // the output codes are signed (stored offset by 32)
+    input  wire [1:0]                    mode,       // 0 codes, 1 residual add, 2 GELU table
+    input  wire [$clog2(RCH_MAX)-1:0]    r_base,     // the residual's first chunk
     input  wire [$clog2(CH_MAX)-1:0]     a_base,     // the input's first chunk in the activation memory
     input  wire [$clog2(CH_MAX)-1:0]     o_base,     // the output's first chunk
     input  wire signed [OUT_W-1:0]       lo,
@@ -46,6 +54,12 @@ module qv_gemm_core #(
     input  wire [$clog2(TILES_MAX)-1:0]  dbg_tile,
     input  wire [$clog2(CH_MAX)-1:0]     dbg_chunk,
     output wire [T*KP*6-1:0]             dbg_data,
+    // the residual memory's port while idle: preload (a word a cycle) and read back
+    input  wire                          r_wr_en,
+    input  wire [$clog2(T*TILES_MAX)-1:0] r_token,
+    input  wire [$clog2(RCH_MAX)-1:0]    r_chunk,
+    input  wire [KP*RES_W-1:0]           r_wr_data,
+    output wire [KP*RES_W-1:0]           r_rd_data,
     input  wire                          a_wr_en,
     input  wire [$clog2(T*TILES_MAX)-1:0] a_wr_token,
     input  wire [$clog2(CH_MAX)-1:0]     a_wr_chunk,
@@ -70,6 +84,7 @@ module qv_gemm_core #(
 
     wire drain_busy, drain_left_one;
     reg pipe_busy;
+    reg w2_en;
     // ---- buffers ----
     wire [1:0] w_full;
     reg rd_half;
@@ -80,8 +95,30 @@ module qv_gemm_core #(
     reg rel_en, rel_half;
     reg lane_half;
     wire [R*96-1:0] slots;
+    // the stream's head: a GELU layer's table, TB beats, unpacked one entry a cycle
+    localparam TB = 1024 * 8 / WB;
+    localparam EPB = WB / 8;  // entries a beat
+    reg [$clog2(TB+1)-1:0] tbl_beats;  // table beats still to come
+    reg [$clog2(EPB+1)-1:0] tbl_left;  // entries of the held beat still to write
+    reg [WB-1:0] tbl_beat;
+    reg [9:0] tbl_idx;
+    wire tbl_phase = tbl_beats != 0 || tbl_left != 0;
+    wire w_ready;
+    assign s_ready = tbl_phase ? (tbl_beats != 0 && tbl_left == 0 && !start) : w_ready;
+    wire tbl_take = s_valid && tbl_beats != 0 && tbl_left == 0 && !start;
+    wire tbl_we = tbl_left != 0;
+    wire [5:0] tbl_wdata = tbl_beat[((EPB - tbl_left) % EPB) * 8 +: 6];
+    always @(posedge clk) begin
+        if (rst) begin tbl_beats <= 0; tbl_left <= 0; end
+        else if (start) begin tbl_beats <= (mode == 2'd2) ? ($clog2(TB+1))'(TB) : 0; tbl_left <= 0; tbl_idx <= 0; end
+        else begin
+            if (tbl_take) begin tbl_beat <= s_data; tbl_left <= ($clog2(EPB+1))'(EPB); tbl_beats <= tbl_beats - 1'b1; end
+            else if (tbl_we) begin tbl_left <= tbl_left - 1'b1; tbl_idx <= tbl_idx + 1'b1; end
+        end
+    end
     qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(WCH_MAX), .WB(WB)) wbuf (
-        .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(s_valid), .s_ready(s_ready), .s_data(s_data),
+        .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(s_valid && !tbl_phase), .s_ready(w_ready),
+        .s_data(s_data),
         .full(w_full), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
         .release_en(rel_en), .release_half(rel_half), .c_half(lane_half), .c_slots(slots)
     );
@@ -197,7 +234,7 @@ module qv_gemm_core #(
         for (i = 1; i < LAT; i = i + 1) begin tok_d[i] <= tok_d[i-1]; pipe_v[i] <= pipe_v[i-1]; end
     end
     always @(*) begin
-        pipe_busy = d_valid;
+        pipe_busy = d_valid | w2_en;
         for (i = 0; i < LAT; i = i + 1) pipe_busy = pipe_busy | pipe_v[i];
     end
     assign o_token = tok_d[LAT-1];
@@ -227,7 +264,11 @@ module qv_gemm_core #(
         end
     endgenerate
 
-    // ---- write-back: the token's codes, compacted to their output positions, as whole words ----
+    // ---- write-back ----
+    // W1 (the lanes' outputs): the token's values compacted to their output positions; the residual
+    // memory and the GELU tables are read at those positions.  W2: registered.  W3: the codes (or
+    // the new residual codes) are written.
+    localparam VW = OUT_W;
     wire [R*6-1:0] o_pos;
     reg [11:0] first_d [0:LAT-1];     // the tile's first output row (slot 0's row)
     reg [3:0] words_d [0:LAT-1];
@@ -236,18 +277,72 @@ module qv_gemm_core #(
         words_d[0] <= slots[92 +: 4];
         for (i = 1; i < LAT; i = i + 1) begin first_d[i] <= first_d[i-1]; words_d[i] <= words_d[i-1]; end
     end
-    reg [R*6-1:0] packed_codes;
+    reg [R*VW-1:0] packed_vals;
     integer p, l;
     always @(*) begin
-        packed_codes = {R*6{1'b0}};
+        packed_vals = {R*VW{1'b0}};
         for (p = 0; p < R; p = p + 1)
             for (l = 0; l < R; l = l + 1)
-                if (o_valid[l] && o_pos[l*6 +: 6] == p[5:0])
-                    packed_codes[p*6 +: 6] = o_code[l*OUT_W +: 6] ^ {o_signed, 5'b0};
+                if (o_valid[l] && o_pos[l*6 +: 6] == p[5:0]) packed_vals[p*VW +: VW] = o_code[l*OUT_W +: OUT_W];
     end
-    assign wb_en = |o_valid;
-    assign wb_token = o_token;
-    assign wb_chunk = o_base + CHW'(first_d[LAT-1] / KP);
-    assign wb_words = ($clog2(W+1))'(words_d[LAT-1]);
-    assign wb_data = (W*KP*6)'(packed_codes);
+    wire w1_en = |o_valid;
+    wire [11:0] w1_first = first_d[LAT-1];
+    // W2
+    reg [TOKW-1:0] w2_token;
+    reg [11:0] w2_first;
+    reg [3:0] w2_words;
+    reg [R*VW-1:0] w2_vals;
+    always @(posedge clk) begin
+        w2_en <= !rst && w1_en;
+        w2_token <= o_token; w2_first <= w1_first; w2_words <= words_d[LAT-1]; w2_vals <= packed_vals;
+    end
+    // the GELU tables (one per output position), read at W1's indices
+    wire [R*6-1:0] gelu_q;
+    genvar g;
+    generate
+        for (g = 0; g < R; g = g + 1) begin : gelu
+            reg [5:0] tbl [0:1023];
+            reg [5:0] q;
+            always @(posedge clk) begin
+                if (tbl_we) tbl[tbl_idx] <= tbl_wdata;
+                q <= tbl[packed_vals[g*VW +: 10]];
+            end
+            assign gelu_q[g*6 +: 6] = q;
+        end
+    endgenerate
+    // the residual memory: read at W1 (or by the idle port), written at W3 (or by the idle port)
+    wire [W*KP*RES_W-1:0] res_q;
+    reg [R*RES_W-1:0] res_new;
+    always @(*) begin
+        for (p = 0; p < R; p = p + 1) begin : radd
+            reg signed [RES_W:0] t;
+            t = (RES_W+1)'($signed(res_q[p*RES_W +: RES_W])) + (RES_W+1)'($signed(w2_vals[p*VW +: VW]));
+            if (t < (RES_W+1)'(lo)) t = (RES_W+1)'(lo);
+            if (t > (RES_W+1)'(hi)) t = (RES_W+1)'(hi);
+            res_new[p*RES_W +: RES_W] = t[RES_W-1:0];
+        end
+    end
+    wire res_wb = w2_en && mode == 2'd1;
+    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .RCH_MAX(RCH_MAX), .EW(RES_W)) rmem (
+        .clk(clk),
+        .wr_en(res_wb || r_wr_en),
+        .wr_token(r_wr_en ? r_token : w2_token[$clog2(T*TILES_MAX)-1:0]),
+        .wr_chunk(r_wr_en ? r_chunk : r_base + ($clog2(RCH_MAX))'(w2_first / KP)),
+        .wr_words(r_wr_en ? ($clog2(W+1))'(1) : ($clog2(W+1))'(w2_words)),
+        .wr_data(r_wr_en ? (W*KP*RES_W)'(r_wr_data) : (W*KP*RES_W)'(res_new)),
+        .rd_token(busy ? o_token[$clog2(T*TILES_MAX)-1:0] : r_token),
+        .rd_chunk(busy ? r_base + ($clog2(RCH_MAX))'(w1_first / KP) : r_chunk),
+        .rd_data(res_q)
+    );
+    assign r_rd_data = res_q[KP*RES_W-1:0];
+    // W3: the codes into the activation memory (modes 0 and 2)
+    reg [R*6-1:0] codes_out;
+    always @(*)
+        for (p = 0; p < R; p = p + 1)
+            codes_out[p*6 +: 6] = (mode == 2'd2 ? gelu_q[p*6 +: 6] : w2_vals[p*VW +: 6]) ^ {o_signed, 5'b0};
+    assign wb_en = w2_en && mode != 2'd1;
+    assign wb_token = w2_token;
+    assign wb_chunk = o_base + CHW'(w2_first / KP);
+    assign wb_words = ($clog2(W+1))'(w2_words);
+    assign wb_data = (W*KP*6)'(codes_out);
 endmodule

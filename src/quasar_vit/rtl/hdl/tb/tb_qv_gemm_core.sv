@@ -1,16 +1,19 @@
 // Testbench of qv_gemm_core: a chain of linear layers, with DDR modelled as a beat source.
 // Input: n_layers; ddr_latency bw_num bw_den;
 //        n_words, then per word "token chunk data": input codes (offset) into the activation memory
-//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed a_base o_base lo hi, n_beats, then per
-//                   beat WB/32 words of 32 bits, low word first
-//        the dump: first chunk, tiles, chunks
+//        n_rwords, then per word "token chunk" and RWN 32-bit parts: residual codes (two's complement)
+//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base lo hi, n_beats,
+//                   then per beat WB/32 words of 32 bits, low word first
+//        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks
 // DDR: a layer's first beat is offered ddr_latency cycles after its start, then bw_num/bw_den
 // beats a cycle (a credit counter), whenever the core is ready.
 // Output: per layer, per code "token row code", then "-1 codes cycles overrun";
-//         then "-2" and the dumped memory, per (tile, chunk) its T words.
+//         then "-2" and the dumped activation memory, per (tile, chunk) its T words;
+//         then "-3" and the residual memory, per (token, chunk) RWN 32-bit parts.
 module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter TILES_MAX = 4,
                          parameter CH_MAX = 8, parameter WCH_MAX = 8, parameter WB = 32, parameter OUT_W = 21,
-                         parameter BEATS_MAX = 65536);
+                         parameter BEATS_MAX = 65536, parameter RCH_MAX = 8, parameter RES_W = 20);
+    localparam RWN = (KP * RES_W + 31) / 32;
     logic clk = 0;
     always #5 clk = ~clk;
     logic rst = 1, start = 0;
@@ -21,6 +24,12 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [15:0] n_rt;
     logic [12:0] k;
     logic a_signed, o_signed;
+    logic [1:0] mode;
+    logic [$clog2(RCH_MAX)-1:0] r_base, r_chunk = 0;
+    logic r_wr_en = 0;
+    logic [$clog2(T*TILES_MAX)-1:0] r_token = 0;
+    logic [KP*RES_W-1:0] r_wr_data = 0, r_rd_data;
+    logic [RWN*32-1:0] rbuf;
     logic signed [OUT_W-1:0] lo, hi;
     logic a_wr_en = 0;
     logic [$clog2(TILES_MAX)-1:0] dbg_tile = 0;
@@ -37,12 +46,12 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [R*OUT_W-1:0] o_code;
     logic busy, overrun;
     qv_gemm_core #(.R(R), .T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX), .WCH_MAX(WCH_MAX), .WB(WB),
-                   .OUT_W(OUT_W)) dut (.*);
+                   .OUT_W(OUT_W), .RCH_MAX(RCH_MAX), .RES_W(RES_W)) dut (.*);
 
     logic [WB-1:0] ddr [0:BEATS_MAX-1];
     string fin, fout;
     integer fi, fo, r, i, j, n_layers, layer, n_words, n_beats, beat, lat, bw_num, bw_den, credit, codes;
-    integer d_base, d_tiles, d_chunks;
+    integer d_base, d_tiles, d_chunks, n_rwords;
     longint x, cyc = 0, t0;
     logic running = 0;
     logic signed [OUT_W-1:0] cv;
@@ -80,10 +89,20 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             @(posedge clk); #1;
         end
         a_wr_en = 0;
+        n_rwords = int'(rd());
+        for (i = 0; i < n_rwords; i++) begin
+            r_token = $bits(r_token)'(rd()); r_chunk = $bits(r_chunk)'(rd());
+            for (j = 0; j < RWN; j++) rbuf[j*32 +: 32] = 32'(rd());
+            r_wr_data = rbuf[KP*RES_W-1:0];
+            r_wr_en = 1;
+            @(posedge clk); #1;
+        end
+        r_wr_en = 0;
         for (layer = 0; layer < n_layers; layer++) begin
             n_tok = $bits(n_tok)'(rd()); n_tt = $bits(n_tt)'(rd()); n_ch = $bits(n_ch)'(rd());
-            n_rt = 16'(rd()); k = 13'(rd()); a_signed = rd() != 0; o_signed = rd() != 0;
-            a_base = $bits(a_base)'(rd()); o_base = $bits(o_base)'(rd()); lo = OUT_W'(rd()); hi = OUT_W'(rd());
+            n_rt = 16'(rd()); k = 13'(rd()); a_signed = rd() != 0; o_signed = rd() != 0; mode = 2'(rd());
+            a_base = $bits(a_base)'(rd()); o_base = $bits(o_base)'(rd()); r_base = $bits(r_base)'(rd());
+            lo = OUT_W'(rd()); hi = OUT_W'(rd());
             n_beats = int'(rd());
             for (i = 0; i < n_beats; i++)
                 for (j = 0; j < WB / 32; j++) ddr[i][j*32 +: 32] = 32'(rd());
@@ -102,6 +121,15 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
                 dbg_tile = $bits(dbg_tile)'(i); dbg_chunk = $bits(dbg_chunk)'(d_base + j);
                 @(posedge clk); #1;
                 for (int b = 0; b < T; b++) $fwrite(fo, "%0d\n", dbg_data[b*KP*6 +: KP*6]);
+            end
+        d_tiles = int'(rd()); d_chunks = int'(rd());
+        $fwrite(fo, "-3\n");
+        for (i = 0; i < d_tiles; i++)
+            for (j = 0; j < d_chunks; j++) begin
+                r_token = $bits(r_token)'(i); r_chunk = $bits(r_chunk)'(j);
+                @(posedge clk); #1;
+                rbuf = (RWN*32)'(r_rd_data);
+                for (int q = 0; q < RWN; q++) $fwrite(fo, "%0d\n", rbuf[q*32 +: 32]);
             end
         $fclose(fo);
         $finish;
