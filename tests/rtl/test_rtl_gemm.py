@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Ddr, Layer, run_ir_linear, run_layers, run_linear
+from quasar_vit.rtl.gemm import MODE_GELU, MODE_LN, MODE_RESIDUAL, Ddr, Layer, run_ir_linear, run_layers, run_linear
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.schedule import linear_array_cycles, linear_cycles
 
@@ -177,21 +177,35 @@ def test_gelu_then_residual_layers(tmp_path: Path) -> None:
 
 
 def test_exported_mlp_half_block_on_chip(exported_trace, tmp_path: Path) -> None:
-    """fc1, GELU and fc2 with its residual add, chained on chip for each block of a trained export:
-    from the engine's LayerNorm output and residual codes to the block's output residual codes."""
+    """LayerNorm, fc1, GELU and fc2 with its residual add, chained on chip for blocks of a trained
+    export: from the engine's residual codes after attention to the block's output residual codes,
+    with the LayerNorm's and GELU's codes in between, bit for bit."""
     ir, trace = exported_trace
     rlo, rhi = ir.ops.residual_range
+    e = ir.embed_dim
     for blk in ir.blocks[:2]:
         p, o = f"blocks.{blk.index}", blk.ops
+        n2 = o.norm2
+        ln = Layer(
+            np.zeros((e, 0), np.int64),
+            np.zeros(e, bool),
+            n2.gain.astype(np.int64),
+            n2.offset.astype(np.int64),
+            np.full(e, int(n2.shift)),
+            blk.fc1.act_range,
+            MODE_LN,
+            eps=int(n2.eps),
+        )
+        gelu_signed = blk.fc2.act_range[0] < 0
         layers = [
-            _ir_layer(
-                blk.fc1, o.fc1, (0, 2**ir.ops.gelu_in_bits - 1), MODE_GELU, o.gelu_table, blk.fc2.act_range[0] < 0
-            ),
+            ln,
+            _ir_layer(blk.fc1, o.fc1, (0, 2**ir.ops.gelu_in_bits - 1), MODE_GELU, o.gelu_table, gelu_signed),
             _ir_layer(blk.fc2, o.fc2, (rlo, rhi), MODE_RESIDUAL),
         ]
         for img in range(2):
-            x = trace[f"{p}.fc1.in"][img].astype(np.int64)
-            chain = run_layers(DEMO, layers, x, True, tmp_path / f"{p}-{img}", residual=trace[f"{p}.res1"][img])
+            none = np.zeros((len(trace[f"{p}.res1"][img]), 0), np.int64)
+            chain = run_layers(DEMO, layers, none, True, tmp_path / f"{p}-{img}", residual=trace[f"{p}.res1"][img])
+            np.testing.assert_array_equal(chain.layers[0].codes, trace[f"{p}.fc1.in"][img].astype(np.int64))
             np.testing.assert_array_equal(chain.act, trace[f"{p}.fc2.in"][img].astype(np.int64))
             np.testing.assert_array_equal(chain.residual, trace[f"{p}.res2"][img].astype(np.int64))
 

@@ -22,7 +22,7 @@ from quasar_vit.rtl.packing import A_OFFSET
 
 
 BEATS_MAX = 1 << 18
-MODE_CODES, MODE_RESIDUAL, MODE_GELU = 0, 1, 2  # qv_gemm_core's output modes
+MODE_CODES, MODE_RESIDUAL, MODE_GELU, MODE_LN = 0, 1, 2, 3  # qv_gemm_core's modes
 RES_BITS = 20  # the testbench's DDR model holds this many beats (one build for every layer)
 
 
@@ -56,6 +56,7 @@ class Layer:
     mode: int = MODE_CODES
     table: np.ndarray | None = None  # the GELU table (MODE_GELU)
     out_signed_codes: bool | None = None  # the written codes' signedness (default: out_range's)
+    eps: int = 0  # a LayerNorm step's EPS (MODE_LN: w_int is [E, 0], mult/offset/shift the gain, offset, shift)
 
     @property
     def out_signed(self) -> bool:
@@ -115,6 +116,10 @@ def run_layers(
     dump_base, dump_m, dump_signed = 0, codes.shape[1], a_signed
     for i, lay in enumerate(layers):
         m, k = lay.w_int.shape
+        if lay.mode == MODE_LN and (m != e or m % shape.R):
+            raise RtlError(
+                f"layer {i}: a LayerNorm of {m} channels needs the residual's {e}, a multiple of R={shape.R}"
+            )
         out_base = base + k // shape.KP
         if k % shape.KP or k // shape.KP > shape.wch_max or out_base + -(-m // shape.KP) > shape.ch_max:
             raise RtlError(f"layer {i}: a {m}x{k} layer does not fit the core ({shape})")
@@ -126,7 +131,7 @@ def run_layers(
         if len(beats) > BEATS_MAX:
             raise RtlError(f"layer {i}: {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
         n_ch, n_rt = k // shape.KP, row_tiles(lay.is8, shape)
-        stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), lay.mode, base, out_base, 0]
+        stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), lay.mode, base, out_base, 0, m, lay.eps]
         stim += [*lay.out_range, len(beats)]
         for b in beats:
             stim += [(b >> (32 * j)) & 0xFFFFFFFF for j in range(shape.WB // 32)]

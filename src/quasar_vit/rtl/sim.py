@@ -122,8 +122,14 @@ def read_ints(path: Path) -> np.ndarray:
 
 
 def run(exe: Path, stimulus: np.ndarray | Sequence[int], workdir: Path, timeout: float = 600.0) -> np.ndarray:
-    """Runs a built testbench on ``stimulus`` (integers) in ``workdir``; its output integers."""
+    """Runs a built testbench on ``stimulus`` (integers) in ``workdir``; its output integers.
+
+    The ROM files the HDL loads by name (:mod:`quasar_vit.rtl.tables`) are written into ``workdir``.
+    """
+    from quasar_vit.rtl.tables import write_tables
+
     workdir.mkdir(parents=True, exist_ok=True)
+    write_tables(workdir)
     fin, fout = workdir / "in.txt", workdir / "out.txt"
     write_ints(fin, stimulus)
     fout.unlink(missing_ok=True)

@@ -14,7 +14,10 @@
 // into the activation memory (qv_act_mem) that the layer reads too: a layer reads the chunks from
 // `a_base` and writes its outputs from chunk `o_base`, so the next layer reads what this one
 // wrote, with no host in between (the memory holds every matrix of a block side by side).
-// Modes: 0 the lanes' codes go to the activation memory; 2 they are GELU table indices, and the
+// Modes: 3 is a LayerNorm step: qv_ln_path normalises the residual memory's rows and hands the lanes
+// each token's R values Z a cycle in place of the drain, with the channels' gains and offsets as
+// slot constants (a constants-only stream, n_ch = 0); the codes go to the activation memory.
+// 0 the lanes' codes go to the activation memory; 2 they are GELU table indices, and the
 // table's codes go there (the 1024-entry table arrives at the head of the layer's stream, 8 bits an
 // entry); 1 they are residual updates, added (saturating) to the residual memory's codes of the same
 // positions, read and written back (qv_res_mem, chunks from r_base).
@@ -46,6 +49,8 @@ module qv_gemm_core #(
     input  wire                          o_signed,   // the output codes are signed (stored offset by 32)
     input  wire [1:0]                    mode,       // 0 codes, 1 residual add, 2 GELU table
     input  wire [$clog2(RCH_MAX)-1:0]    r_base,     // the residual's first chunk
+    input  wire [10:0]                   e_len,      // LayerNorm (mode 3): E
+    input  wire [63:0]                   eps,        // LayerNorm: EPS
     input  wire [$clog2(CH_MAX)-1:0]     a_base,     // the input's first chunk in the activation memory
     input  wire [$clog2(CH_MAX)-1:0]     o_base,     // the output's first chunk
     input  wire signed [OUT_W-1:0]       lo,
@@ -120,9 +125,25 @@ module qv_gemm_core #(
         .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(s_valid && !tbl_phase), .s_ready(w_ready),
         .s_data(s_data),
         .full(w_full), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
-        .release_en(rel_en), .release_half(rel_half), .c_half(lane_half), .c_slots(slots)
+        .release_en(ln_mode ? ln_rel_en : rel_en), .release_half(ln_mode ? ln_rel_half : rel_half),
+        .c_half(lane_half), .c_slots(slots)
     );
     reg [TTW-1:0] rd_tile;
+    // the LayerNorm step
+    wire ln_mode = mode == 2'd3;
+    wire ln_rel_en, ln_rel_half, ln_valid, ln_half, ln_busy;
+    wire [TOKW-1:0] ln_token;
+    wire [R*ACC_W-1:0] ln_vals;
+    wire [$clog2(T*TILES_MAX)-1:0] ln_rd_token;
+    wire [$clog2(RCH_MAX)-1:0] ln_rd_chunk;
+    wire [W*KP*RES_W-1:0] res_q;
+    qv_ln_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .Z_W(ACC_W)) ln (
+        .clk(clk), .rst(rst), .start(start && ln_mode), .n_tok(n_tok), .e_len(e_len), .eps(eps), .r_base(r_base),
+        .rd_token(ln_rd_token), .rd_chunk(ln_rd_chunk), .rd_data(res_q), .w_full(w_full),
+        .rel_en(ln_rel_en), .rel_half(ln_rel_half), .z_valid(ln_valid), .z_token(ln_token), .z_half(ln_half),
+        .z_vals(ln_vals), .busy(ln_busy)
+    );
+
     // the activation memory: the layer's input and its output, at their chunk bases
     wire [T*KP*6-1:0] mem_q;
     wire wb_en;
@@ -164,7 +185,7 @@ module qv_gemm_core #(
         if (rst) begin
             running <= 1'b0; busy <= 1'b0; rt <= 0; tt <= 0; c <= 0; gap <= 0; tag_wr <= 0;
         end else if (start) begin
-            running <= 1'b1; busy <= 1'b1; rt <= 0; tt <= 0; c <= 0; gap <= 0;
+            running <= !ln_mode; busy <= 1'b1; rt <= 0; tt <= 0; c <= 0; gap <= 0;
         end else begin
             if (gap != 0) gap <= gap - 1'b1;
             if (can_issue) begin
@@ -181,7 +202,7 @@ module qv_gemm_core #(
                     end else tt <= tt + 1'b1;
                 end else c <= c + 1'b1;
             end
-            if (!running && !start && tag_wr == tag_rd && !drain_busy && !pipe_busy) busy <= 1'b0;
+            if (!running && !start && tag_wr == tag_rd && !drain_busy && !pipe_busy && !ln_busy) busy <= 1'b0;
         end
     end
 
@@ -223,18 +244,21 @@ module qv_gemm_core #(
     assign drain_left_one = drain_busy && emitted == ($clog2(T+1))'(T - 1);
 
     // ---- output lanes ----
-    wire [TOKW-1:0] tok = TOKW'(emit_tag[TTW-1:0] * T + d_token);
-    always @(*) lane_half = emit_tag[TTW+1];
+    // the lanes' input: the drain's token (GEMM) or the LayerNorm path's (mode 3)
+    wire l_valid = ln_mode ? ln_valid : d_valid;
+    wire [TOKW-1:0] tok = ln_mode ? ln_token : TOKW'(emit_tag[TTW-1:0] * T + d_token);
+    wire [R*ACC_W-1:0] l_acc = ln_mode ? ln_vals : d_acc;
+    always @(*) lane_half = ln_mode ? ln_half : emit_tag[TTW+1];
     localparam LAT = 7;
     reg [TOKW-1:0] tok_d [0:LAT-1];
     reg pipe_v [0:LAT-1];
     integer i;
     always @(posedge clk) begin
-        tok_d[0] <= tok; pipe_v[0] <= d_valid;
+        tok_d[0] <= tok; pipe_v[0] <= l_valid;
         for (i = 1; i < LAT; i = i + 1) begin tok_d[i] <= tok_d[i-1]; pipe_v[i] <= pipe_v[i-1]; end
     end
     always @(*) begin
-        pipe_busy = d_valid | w2_en;
+        pipe_busy = l_valid | w2_en;
         for (i = 0; i < LAT; i = i + 1) pipe_busy = pipe_busy | pipe_v[i];
     end
     assign o_token = tok_d[LAT-1];
@@ -244,7 +268,7 @@ module qv_gemm_core #(
             wire [95:0] sl = slots[j*96 +: 96];
             wire [ACC_W-1:0] s_lo = (j + 1 < R) ? d_acc[((j+1) % R)*ACC_W +: ACC_W] : {ACC_W{1'b0}};
             wire [SW_W-1:0] sw_lo = (j + 1 < R) ? d_sw[((j+1) % R)*SW_W +: SW_W] : {SW_W{1'b0}};
-            wire v = d_valid && sl[73] && tok < n_tok;
+            wire v = l_valid && sl[73] && tok < n_tok;
             reg [11:0] row_d [0:LAT-1];
             reg [5:0] pos_d [0:LAT-1];
             integer q;
@@ -255,9 +279,9 @@ module qv_gemm_core #(
             end
             assign o_pos[j*6 +: 6] = pos_d[LAT-1];
             qv_outstage #(.ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W), .OUT_W(OUT_W)) os (
-                .clk(clk), .in_valid(v), .s_hi(d_acc[j*ACC_W +: ACC_W]), .s_lo(s_lo),
+                .clk(clk), .in_valid(v), .s_hi(l_acc[j*ACC_W +: ACC_W]), .s_lo(s_lo),
                 .sw_hi(d_sw[j*SW_W +: SW_W]), .sw_lo(sw_lo), .ca(d_ca), .is8(sl[72]), .a_signed(a_signed),
-                .k(k), .mult(sl[17:0]), .offset(sl[65:18]), .shift(sl[71:66]), .mode(1'b0),
+                .k(k), .mult(sl[17:0]), .offset(sl[65:18]), .shift(sl[71:66]), .mode(1'b0), .bypass(ln_mode),
                 .res({OUT_W{1'b0}}), .lo(lo), .hi(hi), .out_valid(o_valid[j]), .code(o_code[j*OUT_W +: OUT_W])
             );
             assign o_row[j*12 +: 12] = row_d[LAT-1];
@@ -311,7 +335,6 @@ module qv_gemm_core #(
         end
     endgenerate
     // the residual memory: read at W1 (or by the idle port), written at W3 (or by the idle port)
-    wire [W*KP*RES_W-1:0] res_q;
     reg [R*RES_W-1:0] res_new;
     always @(*) begin
         for (p = 0; p < R; p = p + 1) begin : radd
@@ -330,8 +353,8 @@ module qv_gemm_core #(
         .wr_chunk(r_wr_en ? r_chunk : r_base + ($clog2(RCH_MAX))'(w2_first / KP)),
         .wr_words(r_wr_en ? ($clog2(W+1))'(1) : ($clog2(W+1))'(w2_words)),
         .wr_data(r_wr_en ? (W*KP*RES_W)'(r_wr_data) : (W*KP*RES_W)'(res_new)),
-        .rd_token(busy ? o_token[$clog2(T*TILES_MAX)-1:0] : r_token),
-        .rd_chunk(busy ? r_base + ($clog2(RCH_MAX))'(w1_first / KP) : r_chunk),
+        .rd_token(!busy ? r_token : ln_mode ? ln_rd_token : o_token[$clog2(T*TILES_MAX)-1:0]),
+        .rd_chunk(!busy ? r_chunk : ln_mode ? ln_rd_chunk : r_base + ($clog2(RCH_MAX))'(w1_first / KP)),
         .rd_data(res_q)
     );
     assign r_rd_data = res_q[KP*RES_W-1:0];

@@ -5,6 +5,8 @@
 //   acc       = 16*dot(high nibble row) + dot(low nibble row)   for an 8-bit row, dot(row) for a 4-bit one
 //   mode 0:   code = clamp((acc*M + B) >>> S, lo, hi)                    (q/k/v, P v, GELU index, ...)
 //   mode 1:   code = clamp(res + clamp((acc*M + B) >>> S, lo, hi), lo, hi)   (intops.residual_add)
+//   bypass:   acc = s_hi taken as a signed number (LayerNorm's normalised value Z; then M, B, S are
+//             the channel's gain, offset and shift)
 // The high (or only) nibble row is signed (ow = 8), the low one unsigned (ow = 0); the codes are
 // signed (oa = 32) or unsigned (oa = 0, softmax probabilities).
 // Pipeline: 2 stages (offsets, nibble combine) + qv_requant's 4 + 1 (residual add) = 7.
@@ -31,6 +33,7 @@ module qv_outstage #(
     input  wire signed [SUM_W-1:0]  offset,
     input  wire [5:0]               shift,
     input  wire                     mode,     // 0: code, 1: residual add
+    input  wire                     bypass,   // s_hi is a signed value to requantise as it is (LayerNorm's Z)
     input  wire signed [OUT_W-1:0]  res,
     input  wire signed [OUT_W-1:0]  lo,
     input  wire signed [OUT_W-1:0]  hi,
@@ -54,7 +57,7 @@ module qv_outstage #(
     reg v2;
     integer i;
     always @(posedge clk) begin
-        dot_hi <= DOT_W'(s_hi) - oa_sw_hi - (DOT_W'(ca) <<< 3) + k_ow_oa;
+        dot_hi <= bypass ? DOT_W'($signed(s_hi)) : DOT_W'(s_hi) - oa_sw_hi - (DOT_W'(ca) <<< 3) + k_ow_oa;
         dot_lo <= DOT_W'(s_lo) - oa_sw_lo;
         is8_1 <= is8; v1 <= in_valid;
         acc2 <= is8_1 ? (dot_hi <<< 4) + dot_lo : dot_hi;

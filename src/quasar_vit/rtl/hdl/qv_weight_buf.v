@@ -9,7 +9,8 @@
 //                  (the tile's outputs in KP-code words; slot 0's is read)
 //   chunk word:    w'[slot s][lane k] at bits (s*KP + k)*4, the beats low part first.
 // While a half is free (`full` low) the buffer takes beats into it; when the row tile is complete
-// the half is full and the fill moves to the other half.  The reader (qv_gemm_core) reads chunk
+// the half is full and the fill moves to the other half.  With n_ch = 0 a row tile is its
+// constants alone (a LayerNorm step: per-channel gain and offset, qv_gemm_core mode 3).  The reader (qv_gemm_core) reads chunk
 // words with 1 cycle of latency and frees a half with `release` once its last outputs have left.
 module qv_weight_buf #(
     parameter R = 4,
@@ -67,8 +68,12 @@ module qv_weight_buf #(
                     cword <= next_cword;
                     if (n_cbeat == CBW'(CB - 1)) begin
                         slot[fill][n_const] <= next_cword[95:0];
-                        n_const <= n_const + 1'b1;
                         n_cbeat <= 0;
+                        if (n_ch == 0 && n_const == R - 1) begin  // constants only (a LayerNorm's)
+                            full_q[fill] <= 1'b1;
+                            fill <= ~fill;
+                            n_const <= 0;
+                        end else n_const <= n_const + 1'b1;
                     end else n_cbeat <= n_cbeat + 1'b1;
                 end else begin
                     word <= next_word;

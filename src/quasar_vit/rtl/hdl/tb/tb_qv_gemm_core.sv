@@ -2,7 +2,7 @@
 // Input: n_layers; ddr_latency bw_num bw_den;
 //        n_words, then per word "token chunk data": input codes (offset) into the activation memory
 //        n_rwords, then per word "token chunk" and RWN 32-bit parts: residual codes (two's complement)
-//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base lo hi, n_beats,
+//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base e_len eps lo hi, n_beats,
 //                   then per beat WB/32 words of 32 bits, low word first
 //        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks
 // DDR: a layer's first beat is offered ddr_latency cycles after its start, then bw_num/bw_den
@@ -25,6 +25,8 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [12:0] k;
     logic a_signed, o_signed;
     logic [1:0] mode;
+    logic [10:0] e_len;
+    logic [63:0] eps;
     logic [$clog2(RCH_MAX)-1:0] r_base, r_chunk = 0;
     logic r_wr_en = 0;
     logic [$clog2(T*TILES_MAX)-1:0] r_token = 0;
@@ -102,6 +104,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             n_tok = $bits(n_tok)'(rd()); n_tt = $bits(n_tt)'(rd()); n_ch = $bits(n_ch)'(rd());
             n_rt = 16'(rd()); k = 13'(rd()); a_signed = rd() != 0; o_signed = rd() != 0; mode = 2'(rd());
             a_base = $bits(a_base)'(rd()); o_base = $bits(o_base)'(rd()); r_base = $bits(r_base)'(rd());
+            e_len = 11'(rd()); eps = 64'(rd());
             lo = OUT_W'(rd()); hi = OUT_W'(rd());
             n_beats = int'(rd());
             for (i = 0; i < n_beats; i++)

@@ -3,7 +3,7 @@
 module tb_qv_outstage;
     logic clk = 0;
     always #5 clk = ~clk;
-    logic in_valid = 0, out_valid, is8, a_signed, mode;
+    logic in_valid = 0, out_valid, is8, a_signed, mode, bypass = 0;
     logic [21:0] s_hi, s_lo;
     logic [15:0] sw_hi, sw_lo;
     logic [17:0] ca;
