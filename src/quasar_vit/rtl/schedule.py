@@ -22,14 +22,24 @@ from quasar_vit.rtl.layout import GemmShape, row_tiles
 READ_STAGES = 2  # address register, block-RAM read (qv_gemm_core, qv_act_buf, qv_weight_buf)
 ACC_STAGE = 1  # the accumulate after the tree (qv_dot_array)
 DSP_STAGES = 3  # qv_mul_pack4
-DRAIN_LOAD = 1  # qv_drain takes the tile
 LANE_STAGES = 7  # qv_outstage
-DONE_STAGES = 3  # the lanes' valid pipeline empties, the write-back register, then busy falls
+# after the lanes: a valid token's codes are registered once more (the write-back, W2); `busy` falls
+# on the edge after the lanes' valid pipeline and the write-back register are empty
+TAIL_LAST = LANE_STAGES + 2  # from the last token handed to the lanes to `busy` low
+TAIL_VALID = LANE_STAGES + 3  # ... from the last token with codes (the write-back stage)
+TB_COUNT = 2  # the testbench counts from its start edge to the first edge it sees `busy` low, inclusive
 
 
 def array_latency(kp: int) -> int:
-    """Edges from a chunk's issue to the array's ``out_valid`` for it (when it is a tile's last)."""
+    """Edges from a tile's last chunk's issue to the drain taking the tile (the array's
+    ``out_valid`` comes one edge earlier)."""
     return READ_STAGES + DSP_STAGES + int(math.log2(kp)) + ACC_STAGE
+
+
+def _done(last: int, last_valid: int) -> int:
+    """The cycles a run takes (as the testbench counts them) when its last token goes to the lanes
+    at edge ``last`` and its last token with codes at ``last_valid``."""
+    return max(last + TAIL_LAST, last_valid + TAIL_VALID) + TB_COUNT
 
 
 def linear_cycles(
@@ -49,7 +59,7 @@ def linear_cycles(
     next_issue = 1  # the first edge the sequencer may issue at
     beat = 0  # beats taken
     edge = 0  # the edge the last beat was taken at
-    last_emit = 0
+    last_emit = 0  # the edge the drain hands the lanes the layer's last token
     per_beat = shape.WB // 8  # table entries a beat
     for _ in range(1024 // per_beat if gelu else 0):
         credit_edge = math.ceil((beat + 1) * ddr.den / ddr.num)
@@ -67,12 +77,44 @@ def linear_cycles(
         issue = max(edge + 1, next_issue)
         next_issue = issue + n_tt * tile_cycles
         last_chunk = next_issue - gap - 1
-        last_emit = last_chunk + array_latency(shape.KP) + DRAIN_LOAD + shape.T
-        free_at[half] = last_emit + 1
-    return last_emit + LANE_STAGES + DONE_STAGES
+        last_emit = last_chunk + array_latency(shape.KP) + shape.T  # the drain's T-th emission
+        free_at[half] = last_emit  # released on the next edge; a beat on the one after
+    return _done(last_emit, last_emit - (n_tt * shape.T - n_tokens))
 
 
 def linear_array_cycles(shape: GemmShape, n_tokens: int, k: int, is8: np.ndarray) -> int:
     """The array's busy cycles alone (issue cycles, idle gaps included): the compute bound."""
     n_tt, n_ch = -(-n_tokens // shape.T), k // shape.KP
     return row_tiles(is8, shape) * n_tt * max(n_ch, shape.T)
+
+
+LN_RUN_STAGES = 5  # qv_ln_path: the residual read, its data, C, C*RS, the shift (a read to its Z)
+LN_WAIT = 13  # qv_ln_path: from the last statistics read to the first apply read allowed (prep)
+
+
+def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) -> int:
+    """Cycles from start to done of a LayerNorm step (``qv_gemm_core`` mode 3) over ``n_tokens``
+    rows of ``e`` residual codes.
+
+    Statistics: one read of R codes a cycle, ``e / R`` a token.  Then, after the per-token prep,
+    each row tile of R channels (its gains and offsets stream in as R slot constants) gives every
+    token's R values, one token a cycle; a tile's half is freed ``LN_RUN_STAGES + 1`` cycles after
+    its last read.
+    """
+    groups = e // shape.R
+    stats_end = n_tokens * groups  # the edge of the last statistics read
+    apply_from = stats_end + LN_WAIT + 1
+    free_at = [0, 0]
+    beat, edge, next_issue, last_read = 0, 0, apply_from, 0
+    for g in range(groups):
+        half = g % 2
+        for _ in range(shape.R * shape.const_beats):
+            credit_edge = math.ceil((beat + 1) * ddr.den / ddr.num)
+            edge = max(edge + 1 if beat else 0, ddr.latency, credit_edge, free_at[half] + 1)
+            beat += 1
+        issue = max(edge + 1, next_issue)
+        last_read = issue + n_tokens - 1
+        next_issue = last_read + 1
+        free_at[half] = last_read + LN_RUN_STAGES
+    last = last_read + LN_RUN_STAGES
+    return _done(last, last)
