@@ -1,4 +1,4 @@
-"""The GEMM core's cycles on a paper-size subnet's linear layers, measured in Verilator and predicted.
+"""The GEMM core's cycles on a paper-size subnet's linears and LayerNorms, measured in Verilator and predicted.
 
 Each block linear of the quasar-L2-like subnet (``hardware/calibration.py``; DeiT-Small size, 197
 tokens) runs on the simulated RTL core at a DeiT-Small-size design (R = 32 slots, T = 24 tokens,
@@ -7,8 +7,10 @@ are random (the cycles depend only on the shapes and the 8-bit rows); the codes 
 the exact GEMM.  The table gives the measured cycles, the schedule model's prediction, the array's
 utilisation (useful nibble MACs over units x cycles) and the DDR bytes per cycle.
 
-This prices the linear layers only.  Attention, LayerNorm, softmax, the stem and the head are not
-on the core yet (docs/rtl.md).  So the sum is a lower bound on an image's cycles, not an FPS.
+Block 0's LayerNorm (197 rows of 384 residual codes, random) runs as the core's LayerNorm step.
+
+This prices the linears and LayerNorms only.  Attention, softmax, the stem and the head are not on
+the core yet (docs/rtl.md).  So the sum is a lower bound on an image's cycles, not an FPS.
 
 Run: ``python benchmarks/rtl_gemm.py [--blocks N]`` (about 40 s a layer on 2 cores); writes
 ``benchmarks/results/rtl_gemm.json`` and ``.md``.
@@ -27,9 +29,9 @@ from common import RESULTS, argv_string, today, write_results
 
 from quasar_vit.hardware.calibration import QUASAR_L2_LIKE
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import Ddr, run_linear
+from quasar_vit.rtl.gemm import MODE_LN, Ddr, Layer, run_layers, run_linear
 from quasar_vit.rtl.layout import GemmShape, weight_stream
-from quasar_vit.rtl.schedule import linear_cycles
+from quasar_vit.rtl.schedule import layernorm_cycles, linear_cycles
 
 OUT = RESULTS / "rtl_gemm.json"
 SHAPE = GemmShape(R=32, T=24, KP=8, WB=256, tiles_max=16, ch_max=512, wch_max=256, rch_max=64)
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
             block = int(spec.name.split(".")[1])
             measure = block < args.blocks
             rows.append(_layer(spec, Path(tmp) / spec.name, measure))
-    total_model = sum(r["model"] for r in rows)
+    rows.append(_layernorm(sub.embed_dim, specs[0].tokens, args.blocks > 0))
+    n_ln = 2 * sub.depth + 1  # two a block, and the final one (on all tokens: an upper bound)
+    total_model = sum(r["model"] for r in rows[:-1]) + n_ln * rows[-1]["model"]
     measured = [r for r in rows if r["rtl"] is not None]
     md = _markdown(rows, total_model)
     print(md)
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             "design": SHAPE.params(),
             "ddr": vars(DDR),
             "rows": rows,
-            "linear_cycles_model": total_model,
+            "linear_and_layernorm_cycles_model": total_model,
             "measured_layers": len(measured),
             "max_model_error": max(abs(r["model"] / r["rtl"] - 1) for r in measured) if measured else None,
         },
@@ -111,6 +115,33 @@ def _layer(spec: Any, workdir: Path, measure: bool) -> dict[str, Any]:
     return row
 
 
+def _layernorm(e: int, n: int, measure: bool) -> dict[str, Any]:
+    """Block 0's LayerNorm on the core: random residual codes, the model's constants' ranges."""
+    rng = np.random.default_rng(1)
+    res = rng.integers(-30000, 30000, (n, e))
+    gain, offset = rng.integers(2**15, 2**16, e), rng.integers(-(2**30), 2**30, e) + 2**23
+    sg, eps = 24, 1000
+    row = {"layer": "blocks.0.norm1", "tokens": n, "k": e, "m": e, "n8": 0, "rtl": None, "seconds": None}
+    row["model"] = layernorm_cycles(SHAPE, n, e, DDR)
+    row["ideal"] = n * e / SHAPE.R  # R channels a cycle
+    if measure:
+        lay = Layer(
+            np.zeros((e, 0), np.int64), np.zeros(e, bool), gain, offset, np.full(e, sg), (-32, 31), MODE_LN, eps=eps
+        )
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            chain = run_layers(SHAPE, [lay], np.zeros((n, 0), np.int64), True, Path(tmp), DDR, residual=res)
+        row["seconds"] = round(time.time() - t0, 1)
+        f = [np.asarray(v, np.float64) for v in (gain, offset)]
+        want = intops.layernorm(res.astype(np.float64), *f, float(sg), float(eps), -32, 31)
+        if not np.array_equal(chain.layers[0].codes, want.astype(np.int64)):
+            raise SystemExit("error: the RTL LayerNorm's codes differ from intops.layernorm")
+        row["rtl"] = chain.layers[0].cycles
+    row["utilisation"] = round(row["ideal"] / (row["rtl"] or row["model"]), 3)
+    row["ddr_bytes_per_cycle"] = round(e * SHAPE.const_beats * SHAPE.WB / 8 / (row["rtl"] or row["model"]), 2)
+    return row
+
+
 def _markdown(rows: list[dict[str, Any]], total: int) -> str:
     lines = [
         "| layer | tokens x K x M | 8-bit rows | RTL cycles | model | model/RTL | array use | DDR B/cycle |",
@@ -126,8 +157,8 @@ def _markdown(rows: list[dict[str, Any]], total: int) -> str:
     fps = CLOCK_MHZ * 1e6 / total
     lines.append("")
     lines.append(
-        f"All {len(rows)} block linears of quasar-L2-like by the model: {total} cycles, "
-        f"{total / (CLOCK_MHZ * 1e3):.2f} ms at {CLOCK_MHZ:.0f} MHz (a bound of {fps:.0f} FPS from the linears alone)."
+        f"The {len(rows) - 1} block linears and 25 LayerNorms of quasar-L2-like by the model: {total} cycles, "
+        f"{total / (CLOCK_MHZ * 1e3):.2f} ms at {CLOCK_MHZ:.0f} MHz (a bound of {fps:.0f} FPS from these alone)."
     )
     return "\n".join(lines) + "\n"
 
