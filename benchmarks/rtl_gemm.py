@@ -28,9 +28,10 @@ import numpy as np
 from common import RESULTS, argv_string, today, write_results
 
 from quasar_vit.hardware.calibration import QUASAR_L2_LIKE
+from quasar_vit.hardware.engine import row_mask
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import MODE_LN, Ddr, Layer, run_layers, run_linear
-from quasar_vit.rtl.layout import GemmShape, weight_stream
+from quasar_vit.rtl.gemm import Layer, run_layers, run_linear
+from quasar_vit.rtl.layout import Ddr, GemmShape, weight_stream
 from quasar_vit.rtl.schedule import layernorm_cycles, linear_cycles
 
 OUT = RESULTS / "rtl_gemm.json"
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     n_ln = 2 * sub.depth + 1  # two a block, and the final one (on all tokens: an upper bound)
     total_model = sum(r["model"] for r in rows[:-1]) + n_ln * rows[-1]["model"]
     measured = [r for r in rows if r["rtl"] is not None]
-    md = _markdown(rows, total_model)
+    md = _markdown(rows, total_model, n_ln)
     print(md)
     write_results(
         OUT,
@@ -79,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 def _layer(spec: Any, workdir: Path, measure: bool) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     m, k, n = spec.out_features, spec.in_features, spec.tokens
-    per = m // spec.sections
-    is8 = np.array([r % per < spec.n8_rows // spec.sections for r in range(m)])
+    is8 = np.array(row_mask(m, spec.n8_rows, spec.sections))
     nibble_macs = n * k * (m + int(is8.sum()))
     row = {"layer": spec.name, "tokens": n, "k": k, "m": m, "n8": int(is8.sum()), "rtl": None, "seconds": None}
     row["model"] = linear_cycles(SHAPE, n, k, is8, DDR)
@@ -125,9 +125,7 @@ def _layernorm(e: int, n: int, measure: bool) -> dict[str, Any]:
     row["model"] = layernorm_cycles(SHAPE, n, e, DDR)
     row["ideal"] = n * e / SHAPE.R  # R channels a cycle
     if measure:
-        lay = Layer(
-            np.zeros((e, 0), np.int64), np.zeros(e, bool), gain, offset, np.full(e, sg), (-32, 31), MODE_LN, eps=eps
-        )
+        lay = Layer.layernorm(gain, offset, sg, eps, (-32, 31))
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
             chain = run_layers(SHAPE, [lay], np.zeros((n, 0), np.int64), True, Path(tmp), DDR, residual=res)
@@ -142,7 +140,7 @@ def _layernorm(e: int, n: int, measure: bool) -> dict[str, Any]:
     return row
 
 
-def _markdown(rows: list[dict[str, Any]], total: int) -> str:
+def _markdown(rows: list[dict[str, Any]], total: int, n_ln: int) -> str:
     lines = [
         "| layer | tokens x K x M | 8-bit rows | RTL cycles | model | model/RTL | array use | DDR B/cycle |",
         "|---|---|---|---|---|---|---|---|",
@@ -157,7 +155,7 @@ def _markdown(rows: list[dict[str, Any]], total: int) -> str:
     fps = CLOCK_MHZ * 1e6 / total
     lines.append("")
     lines.append(
-        f"The {len(rows) - 1} block linears and 25 LayerNorms of quasar-L2-like by the model: {total} cycles, "
+        f"The {len(rows) - 1} block linears and {n_ln} LayerNorms of quasar-L2-like by the model: {total} cycles, "
         f"{total / (CLOCK_MHZ * 1e3):.2f} ms at {CLOCK_MHZ:.0f} MHz (a bound of {fps:.0f} FPS from these alone)."
     )
     return "\n".join(lines) + "\n"

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import MODE_GELU, MODE_LN, MODE_RESIDUAL, Ddr, Layer, run_ir_linear, run_layers, run_linear
+from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Layer, run_ir_linear, run_layers, run_linear
+from quasar_vit.rtl.layout import Ddr
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.schedule import layernorm_cycles, linear_array_cycles, linear_cycles
 
 SMALL = GemmShape(R=8, T=2, KP=4, WB=32, tiles_max=4, ch_max=16, wch_max=8)
 DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
+WIDE = GemmShape(R=16, T=6, KP=4, WB=32, tiles_max=8, ch_max=64, wch_max=32)  # 4 words a run, T not a power of 2
 
 
 def _layer(rng, n: int, k: int, m: int, f8: float, signed: bool, out_bits: int):
@@ -84,8 +86,8 @@ def exported_trace(trained_run, tmp_path_factory):
 
 
 def test_exported_layers_on_the_rtl_core(exported_trace, tmp_path: Path) -> None:
-    """Block 0's qkv and fc1 of a trained export, on two images: the engine's own codes (q, k, v; the
-    GELU input index, checked through the exported table against fc2's input codes)."""
+    """Block 0's qkv and fc1 of a trained export, on two images: the engine's own codes (q, k, v; fc1's
+    GELU table indices, and the table's codes in the activation memory, against fc2's input codes)."""
     ir, trace = exported_trace
     blk = ir.blocks[0]
     qn, qp = ir.act_range_signed
@@ -94,13 +96,16 @@ def test_exported_layers_on_the_rtl_core(exported_trace, tmp_path: Path) -> None
         x = trace["blocks.0.qkv.in"][img].astype(np.int64)
         want = np.concatenate([trace[f"blocks.0.{p}"][img].transpose(1, 0, 2).reshape(len(x), -1) for p in "qkv"], 1)
         got = run_ir_linear(DEMO, blk.qkv, blk.ops.qkv, x, (qn, qp), tmp_path / f"qkv{img}")
+        assert got.cycles == linear_cycles(DEMO, len(x), blk.qkv.in_features, blk.qkv.is8, Ddr())
         np.testing.assert_array_equal(got.codes, want.astype(np.int64))
         # fc1: the GELU table's index, then the table, against fc2's input codes
         h = trace["blocks.0.fc1.in"][img].astype(np.int64)
         top = 2**ir.ops.gelu_in_bits - 1
-        idx = run_ir_linear(DEMO, blk.fc1, blk.ops.fc1, h, (0, top), tmp_path / f"fc1{img}")
-        gelu = blk.ops.gelu_table.astype(np.int64)[idx.codes]
+        fc1 = _ir_layer(blk.fc1, blk.ops.fc1, (0, top), MODE_GELU, blk.ops.gelu_table, blk.fc2.act_range[0] < 0)
+        chain = run_layers(DEMO, [fc1], h, True, tmp_path / f"fc1{img}")
+        gelu = blk.ops.gelu_table.astype(np.int64)[chain.layers[0].codes]  # the lanes' indices, through the table
         np.testing.assert_array_equal(gelu, trace["blocks.0.fc2.in"][img].astype(np.int64))
+        np.testing.assert_array_equal(chain.act, trace["blocks.0.fc2.in"][img].astype(np.int64))
 
 
 def test_layers_chain_through_the_activation_memory(tmp_path: Path) -> None:
@@ -129,6 +134,7 @@ def test_layers_chain_through_the_activation_memory(tmp_path: Path) -> None:
     runs, mem = chain.layers, chain.act
     for run, want, lay in zip(runs, wants, layers):
         np.testing.assert_array_equal(run.codes, want)
+        assert not run.overrun
         predicted = linear_cycles(DEMO, n, lay.w_int.shape[1], lay.is8, Ddr(16, 1, 1))
         assert run.cycles == predicted, (run.cycles, predicted)
     np.testing.assert_array_equal(mem, wants[-1])
@@ -142,7 +148,8 @@ def _requant_consts(rng, acc: np.ndarray, out_bits: int):
     return mult, rng.integers(-2, 3, m) * 2**shift + 2 ** (shift - 1), shift
 
 
-def test_gelu_then_residual_layers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shape", [DEMO, WIDE], ids=["demo", "wide"])
+def test_gelu_then_residual_layers(tmp_path: Path, shape: GemmShape) -> None:
     """fc1-like (GELU table: index, then the table's code) into fc2-like (its update added to the
     residual memory with saturation): the codes, the residual at the end, and both layers' cycles."""
     rng = np.random.default_rng(5)
@@ -166,13 +173,14 @@ def test_gelu_then_residual_layers(tmp_path: Path) -> None:
         Layer(w2, is8_2, *c2, (rlo, rhi), MODE_RESIDUAL),
     ]
     ddr = Ddr(16, 1, 1)
-    chain = run_layers(DEMO, layers, x, True, tmp_path, ddr, residual=res)
+    chain = run_layers(shape, layers, x, True, tmp_path, ddr, residual=res)
     np.testing.assert_array_equal(chain.layers[0].codes, idx)  # the lanes' GELU indices
     np.testing.assert_array_equal(chain.act, h)  # the table's codes, in the activation memory
     np.testing.assert_array_equal(chain.residual, want_res.astype(np.int64))
     assert (chain.residual == rhi).any() and (chain.residual == rlo).any()
     for run, (k, is8, gelu) in zip(chain.layers, [(e, is8_1, True), (hid, is8_2, False)]):
-        predicted = linear_cycles(DEMO, n, k, is8, ddr, gelu=gelu)
+        predicted = linear_cycles(shape, n, k, is8, ddr, gelu=gelu)
+        assert not run.overrun
         assert run.cycles == predicted, (run.cycles, predicted)
 
 
@@ -186,16 +194,7 @@ def test_exported_mlp_half_block_on_chip(exported_trace, tmp_path: Path) -> None
     for blk in ir.blocks[:2]:
         p, o = f"blocks.{blk.index}", blk.ops
         n2 = o.norm2
-        ln = Layer(
-            np.zeros((e, 0), np.int64),
-            np.zeros(e, bool),
-            n2.gain.astype(np.int64),
-            n2.offset.astype(np.int64),
-            np.full(e, int(n2.shift)),
-            blk.fc1.act_range,
-            MODE_LN,
-            eps=int(n2.eps),
-        )
+        ln = Layer.layernorm(n2.gain, n2.offset, int(n2.shift), int(n2.eps), blk.fc1.act_range)
         gelu_signed = blk.fc2.act_range[0] < 0
         layers = [
             ln,
@@ -209,11 +208,77 @@ def test_exported_mlp_half_block_on_chip(exported_trace, tmp_path: Path) -> None
             np.testing.assert_array_equal(chain.act, trace[f"{p}.fc2.in"][img].astype(np.int64))
             np.testing.assert_array_equal(chain.residual, trace[f"{p}.res2"][img].astype(np.int64))
             n = len(none)
-            predicted = layernorm_cycles(DEMO, n, e, Ddr())
-            assert chain.layers[0].cycles == predicted, (chain.layers[0].cycles, predicted)
+            predicted = [
+                layernorm_cycles(DEMO, n, e, Ddr()),
+                linear_cycles(DEMO, n, e, blk.fc1.is8, Ddr(), gelu=True),
+                linear_cycles(DEMO, n, blk.fc2.in_features, blk.fc2.is8, Ddr()),
+            ]
+            assert [r.cycles for r in chain.layers] == predicted
+            assert not any(r.overrun for r in chain.layers)
 
 
 def _ir_layer(lin, rq, out_range, mode=0, table=None, out_signed=None) -> Layer:
     ints = [np.asarray(v).astype(np.int64) for v in (rq.mult, rq.offset, rq.shift)]
     tab = None if table is None else np.asarray(table).astype(np.int64)
     return Layer(lin.w_int, lin.is8, *ints, out_range, mode, tab, out_signed)
+
+
+def _ln_rows(rng, e: int) -> np.ndarray:
+    """Residual rows that exercise the LayerNorm's corners: spreads from 3 to 30000 codes, a mean far
+    from 0, the extreme codes, a constant row (V = EPS), a tiny spread (k = 0)."""
+    rows = [np.clip(np.round(rng.normal(0, s, e)), -(2**19) + 1, 2**19 - 1) for s in (3, 300, 30000)]
+    rows += [np.round(rng.normal(400000, 50, e)), np.full(e, 7), rng.integers(-1, 2, e)]
+    top = rng.integers(-200, 200, e)
+    top[:2] = [2**19 - 1, -(2**19)]
+    return np.array([*rows, top], np.int64)
+
+
+@pytest.mark.parametrize("eps", [0, 5000])
+def test_layernorm_step_corners(tmp_path: Path, eps: int) -> None:
+    """The core's LayerNorm step is intops.layernorm on corner rows too (and takes the predicted cycles)."""
+    rng = np.random.default_rng(eps)
+    e = 32
+    res = _ln_rows(rng, e)
+    gain = rng.integers(-(2**16), 2**16, e)
+    offset = rng.integers(-(2**26), 2**26, e) + 2**23
+    lay = Layer.layernorm(gain, offset, 24, eps, (-32, 31))
+    none = np.zeros((len(res), 0), np.int64)
+    chain = run_layers(WIDE, [lay], none, True, tmp_path, Ddr(5, 1, 1), residual=res)
+    f = [np.asarray(v, np.float64) for v in (gain, offset)]
+    want = intops.layernorm(res.astype(np.float64), *f, 24.0, float(eps), -32, 31).astype(np.int64)
+    np.testing.assert_array_equal(chain.layers[0].codes, want)
+    np.testing.assert_array_equal(chain.act, want)
+    assert chain.layers[0].cycles == layernorm_cycles(WIDE, len(res), e, Ddr(5, 1, 1))
+
+
+def test_shape_passes_every_core_parameter() -> None:
+    """GemmShape.params() sets every parameter of qv_gemm_core but the derived W: an HDL default
+    that the Python side does not pass would silently give another core."""
+    import re
+
+    from quasar_vit.rtl.tools import hdl_file
+
+    text = hdl_file("qv_gemm_core.v").read_text()
+    header = text[text.index("module qv_gemm_core") : text.index(") (")]
+    names = set(re.findall(r"parameter\s+(\w+)", header))
+    assert names - {"W"} == set(DEMO.params())
+
+
+def test_bad_steps_are_one_error_line(tmp_path: Path) -> None:
+    """What the core would get wrong is refused before simulating, with one line."""
+    from quasar_vit.errors import RtlError
+
+    w, is8 = np.zeros((8, 16), np.int64), np.zeros(8, bool)
+    ones = np.ones(8, np.int64)
+    cases = [
+        ([Layer(w, is8, ones, ones, ones, (-32, 31))], np.zeros((4, 8), np.int64), None, "takes K=16"),
+        ([Layer(w, is8, ones, ones, ones, (-(2**19), 2**19 - 1), 1)], np.zeros((4, 16), np.int64), None, "residual"),
+        ([Layer(w, is8, ones, ones, ones, (-100, 100))], np.zeros((4, 16), np.int64), None, "not 6-bit"),
+        ([Layer(w, is8, ones, ones, ones, (0, 1023), 2)], np.zeros((4, 16), np.int64), None, "GELU"),
+    ]
+    for layers, codes, res, msg in cases:
+        with pytest.raises(RtlError, match=msg) as exc:
+            run_layers(DEMO, layers, codes, True, tmp_path, residual=res)
+        assert "\n" not in str(exc.value)
+    with pytest.raises(RtlError, match="power of two"):
+        GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=100, wch_max=64)

@@ -1,11 +1,12 @@
-"""The bits the RTL reads: a linear layer's weight stream and its activation buffer words.
+"""The bits the RTL reads: a linear layer's weight stream, activation words and residual words.
 
 :func:`weight_stream` lays out a layer for ``qv_weight_buf``: per row tile of ``R`` nibble-row
-slots (the nibble-row program of :func:`quasar_vit.hardware.engine.nibble_program`: 4-bit rows,
-8-bit rows as a signed high and an unsigned low nibble, a pad slot so that a pair never straddles
-two tiles), the ``R`` slot constants, then the tile's offset weights ``w'`` chunk by chunk.
-:func:`activation_words` packs a layer input's codes for ``qv_act_buf``.  Both return integers
-that the testbenches read; the bit positions are the ones the HDL headers give.
+slots (:func:`slot_program`), the ``R`` slot constants, then the tile's offset weights ``w'``
+chunk by chunk.  :func:`activation_words` packs a layer input's codes for ``qv_act_mem``,
+:func:`residual_words` / :func:`residual_codes` the residual for and from ``qv_res_mem``.  They
+return integers that the testbenches read; the bit positions are the ones the HDL headers give.
+:class:`GemmShape` is the core's parameters, checked against the limits the HDL assumes, and
+:class:`Ddr` the testbench's DDR model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quasar_vit.errors import RtlError
 from quasar_vit.hardware.engine import ROW_4BIT, ROW_HI, ROW_LO, ROW_PAD
 from quasar_vit.rtl.packing import A_OFFSET, W_OFFSET
 
@@ -34,15 +36,25 @@ class GemmShape:
     ch_max: int
     wch_max: int
     rch_max: int = 16  # chunks of the residual memory: embed dim <= KP * rch_max
+    res_w: int = 20  # residual code width (the IR's residual_bits)
+    out_w: int = 21  # the lanes' value width (a residual update, a code, a GELU index)
 
     def __post_init__(self) -> None:
         pow2 = {"ch_max": self.ch_max, "wch_max": self.wch_max, "rch_max": self.rch_max, "R/KP": self.R // self.KP}
-        bad = [k for k, v in pow2.items() if v < 1 or v & (v - 1)]
-        if bad or self.R % (2 * self.KP) or (self.R * self.KP * 4) % self.WB or self.T % 2:
-            raise ValueError(
-                f"{self}: R must be a multiple of 2*KP, T even, R*KP*4 a multiple of WB, and "
-                f"ch_max, wch_max, R/KP powers of two ({', '.join(bad) or 'divisibility'})"
-            )
+        problems = [f"{k} must be a power of two" for k, v in pow2.items() if v < 1 or v & (v - 1)]
+        checks = [
+            (self.R % (2 * self.KP) == 0, "R must be a multiple of 2*KP (a tile of 8-bit rows holds R/2 rows)"),
+            (self.T % 2 == 0, "T must be even (packing 4 pairs tokens)"),
+            ((self.R * self.KP * 4) % self.WB == 0 and self.WB % 32 == 0, "R*KP*4 must be a multiple of WB, WB of 32"),
+            (self.R // self.KP <= 8, "R/KP must be at most 8 (the 4-bit tile_words field)"),
+            (self.R <= 64, "R must be at most 64 (the 6-bit out_pos field)"),
+            (self.KP * self.wch_max <= 4096, "K may reach at most 4096 (the accumulator widths)"),
+            (min(self.ch_max, self.rch_max) >= self.R // self.KP, "ch_max and rch_max must be at least R/KP"),
+            (self.out_w > self.res_w, "out_w must exceed res_w"),
+        ]
+        problems += [msg for ok, msg in checks if not ok]
+        if problems:
+            raise RtlError(f"core shape {self}: {'; '.join(problems)}")
 
     @property
     def const_beats(self) -> int:
@@ -65,7 +77,26 @@ class GemmShape:
             "CH_MAX": self.ch_max,
             "WCH_MAX": self.wch_max,
             "RCH_MAX": self.rch_max,
+            "RES_W": self.res_w,
+            "OUT_W": self.out_w,
         }
+
+    @property
+    def res_parts(self) -> int:
+        """32-bit parts of a residual word (KP codes) in the testbench's files."""
+        return -(-self.KP * self.res_w // 32)
+
+
+@dataclass(frozen=True)
+class Ddr:
+    """DDR as the testbench models it: the first beat ``latency`` cycles after start, then
+    ``num / den`` beats a cycle while the core takes them.  The credit is not capped: after a stall
+    (both halves of the weight buffer full) the stream resumes at one beat a cycle until it has
+    caught up, as if a FIFO in front of the core had kept filling (docs/rtl.md)."""
+
+    latency: int = 64
+    num: int = 1
+    den: int = 1
 
 
 @dataclass(frozen=True)
@@ -90,7 +121,7 @@ def slot_program(is8: "np.ndarray | list[bool]", r: int, kp: int) -> list[RowTil
     way to 4-bit ones gives slots back.
     """
     if r % (2 * kp):
-        raise ValueError(f"R={r} must be a multiple of 2*KP={2 * kp} (a tile of 8-bit rows holds R/2 rows)")
+        raise RtlError(f"R={r} must be a multiple of 2*KP={2 * kp} (a tile of 8-bit rows holds R/2 rows)")
     rows = [bool(b) for b in is8]
     tiles: list[RowTile] = []
     i = 0
@@ -110,10 +141,12 @@ def slot_program(is8: "np.ndarray | list[bool]", r: int, kp: int) -> list[RowTil
     return tiles
 
 
-def _field(value: int, bits: int) -> int:
-    """``value`` as a ``bits``-bit two's-complement field."""
-    if not -(1 << (bits - 1)) <= value < (1 << bits):
-        raise ValueError(f"{value} does not fit a {bits}-bit field")
+def _field(value: int, bits: int, signed: bool = False) -> int:
+    """``value`` as a ``bits``-bit field: two's complement if ``signed``, else unsigned."""
+    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+    if not lo <= value < hi:
+        kind = "signed" if signed else "unsigned"
+        raise RtlError(f"{value} does not fit the core's {bits}-bit {kind} field")
     return value & ((1 << bits) - 1)
 
 
@@ -122,8 +155,8 @@ def slot_constant(
 ) -> int:
     """One slot constant (the layout in ``qv_weight_buf.v``)."""
     return (
-        _field(mult, 18)
-        | _field(offset, 48) << 18
+        _field(mult, 18, signed=True)
+        | _field(offset, 48, signed=True) << 18
         | _field(shift, 6) << 66
         | int(is8) << 72
         | int(out_en) << 73
@@ -146,7 +179,7 @@ def weight_stream(
     """
     m, k = w_int.shape
     if k % shape.KP:
-        raise ValueError(f"K={k} is not a multiple of KP={shape.KP}")
+        raise RtlError(f"K={k} is not a multiple of the core's KP={shape.KP}")
     w = np.asarray(w_int, np.int64)
     beats: list[int] = []
     for tile in slot_program(is8, shape.R, shape.KP):
@@ -174,12 +207,15 @@ def weight_stream(
     return beats
 
 
+GELU_ENTRIES = 1024  # the core's GELU tables (a 10-bit index: quant.gelu_in_bits = 10)
+
+
 def table_beats(table: np.ndarray, wb: int) -> list[int]:
-    """A GELU layer's 1024-entry table as the stream's head: ``wb / 8`` entries a beat, 8 bits each
-    (the 6-bit code, two's complement, in the low bits)."""
+    """A GELU layer's table as the stream's head: ``wb / 8`` entries a beat, 8 bits each (the
+    6-bit code, two's complement, in the low bits)."""
     t = np.asarray(table, np.int64).ravel()
-    if t.size != 1024:
-        raise ValueError(f"a GELU table has 1024 entries, got {t.size}")
+    if t.size != GELU_ENTRIES:
+        raise RtlError(f"the core's GELU tables have {GELU_ENTRIES} entries (gelu_in_bits 10), got {t.size}")
     per = wb // 8
     return [sum((int(t[b * per + e]) & 63) << (8 * e) for e in range(per)) for b in range(1024 // per)]
 
@@ -195,13 +231,52 @@ def row_tiles(is8: np.ndarray, shape: GemmShape) -> int:
 
 
 def activation_words(codes: np.ndarray, signed: bool, kp: int) -> list[tuple[int, int, int]]:
-    """``(token, chunk, word)`` of a layer input ``[N, K]`` for ``qv_act_buf`` (codes offset to unsigned)."""
+    """``(token, chunk, word)`` of a layer input ``[N, K]`` for ``qv_act_mem`` (codes offset to unsigned)."""
     a = np.asarray(codes, np.int64) + (A_OFFSET if signed else 0)
     if a.size and (a.min() < 0 or a.max() > 63):
-        raise ValueError("activation codes out of the 6-bit range")
+        raise RtlError("activation codes out of the 6-bit range")
     out = []
     for t in range(a.shape[0]):
         for c in range(a.shape[1] // kp):
             word = sum(int(a[t, c * kp + lane]) << (6 * lane) for lane in range(kp))
             out.append((t, c, word))
     return out
+
+
+def activation_codes(words: np.ndarray, n: int, m: int, shape: GemmShape, signed: bool) -> np.ndarray:
+    """The ``[n, m]`` codes of activation-memory words read a (tile, chunk) at a time (T words each)."""
+    n_words = -(-m // shape.KP)
+    mem = np.zeros((-(-n // shape.T) * shape.T, n_words * shape.KP), np.int64)
+    for i, row in enumerate(np.asarray(words).reshape(-1, shape.T)):
+        tile, chunk = divmod(i, n_words)
+        for b, word in enumerate(row):
+            for lane in range(shape.KP):
+                mem[tile * shape.T + b, chunk * shape.KP + lane] = (int(word) >> (6 * lane)) & 63
+    return mem[:n, :m] - (A_OFFSET if signed else 0)
+
+
+def residual_words(res: np.ndarray, shape: GemmShape) -> list[list[int]]:
+    """``[token, chunk, part...]`` of a residual ``[N, E]`` for ``qv_res_mem`` (KP codes a word, in
+    ``shape.res_parts`` 32-bit parts)."""
+    mask = (1 << shape.res_w) - 1
+    out = []
+    for t in range(res.shape[0]):
+        for c in range(res.shape[1] // shape.KP):
+            codes = res[t, c * shape.KP : (c + 1) * shape.KP]
+            word = sum((int(v) & mask) << (shape.res_w * i) for i, v in enumerate(codes))
+            out.append([t, c, *_split(word, shape.res_parts, 32)])
+    return out
+
+
+def residual_codes(parts: np.ndarray, n: int, e: int, shape: GemmShape) -> np.ndarray:
+    """The ``[n, e]`` residual codes of words read back a (token, chunk) at a time."""
+    p = np.asarray(parts).reshape(n, e // shape.KP, shape.res_parts)
+    res = np.zeros((n, e), np.int64)
+    top = 1 << (shape.res_w - 1)
+    for t in range(n):
+        for c in range(e // shape.KP):
+            word = sum(int(v) << (32 * j) for j, v in enumerate(p[t, c]))
+            for i in range(shape.KP):
+                v = (word >> (shape.res_w * i)) & ((1 << shape.res_w) - 1)
+                res[t, c * shape.KP + i] = v - 2 * top if v >= top else v
+    return res

@@ -16,8 +16,7 @@ import math
 
 import numpy as np
 
-from quasar_vit.rtl.gemm import Ddr
-from quasar_vit.rtl.layout import GemmShape, row_tiles
+from quasar_vit.rtl.layout import Ddr, GemmShape, row_tiles
 
 READ_STAGES = 2  # address register, block-RAM read (qv_gemm_core, qv_act_buf, qv_weight_buf)
 ACC_STAGE = 1  # the accumulate after the tree (qv_dot_array)
@@ -89,7 +88,9 @@ def linear_array_cycles(shape: GemmShape, n_tokens: int, k: int, is8: np.ndarray
 
 
 LN_RUN_STAGES = 5  # qv_ln_path: the residual read, its data, C, C*RS, the shift (a read to its Z)
-LN_WAIT = 13  # qv_ln_path: from the last statistics read to the first apply read allowed (prep)
+# qv_ln_path: from the last statistics read to the first apply read: the read and its data (2),
+# the statistics (2), the prep (6: two products, V, k, the index, the rsqrt ROM) and the phase change
+LN_WAIT = 10
 
 
 def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) -> int:

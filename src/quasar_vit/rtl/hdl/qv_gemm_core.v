@@ -47,7 +47,7 @@ module qv_gemm_core #(
     input  wire [12:0]                   k,          // K
     input  wire                          a_signed,
     input  wire                          o_signed,   // the output codes are signed (stored offset by 32)
-    input  wire [1:0]                    mode,       // 0 codes, 1 residual add, 2 GELU table
+    input  wire [1:0]                    mode,       // 0 codes, 1 residual add, 2 GELU table, 3 LayerNorm
     input  wire [$clog2(RCH_MAX)-1:0]    r_base,     // the residual's first chunk
     input  wire [10:0]                   e_len,      // LayerNorm (mode 3): E
     input  wire [63:0]                   eps,        // LayerNorm: EPS
@@ -221,7 +221,7 @@ module qv_gemm_core #(
     wire [R*SW_W-1:0] d_sw;
     wire [CA_W-1:0] d_ca;
     qv_drain #(.R(R), .T(T), .ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W)) drain (
-        .clk(clk), .rst(rst), .load(arr_valid), .in_acc(arr_acc), .in_sw(arr_sw), .in_ca(arr_ca),
+        .clk(clk), .rst(rst), .clear(start), .load(arr_valid), .in_acc(arr_acc), .in_sw(arr_sw), .in_ca(arr_ca),
         .out_valid(d_valid), .out_token(d_token), .out_acc(d_acc), .out_sw(d_sw), .out_ca(d_ca),
         .busy(drain_busy), .overrun(d_overrun)
     );
@@ -231,7 +231,7 @@ module qv_gemm_core #(
         if (rst) tag_rd <= 0;
         else if (arr_valid) begin cur_tag <= tag_q[tag_rd]; tag_rd <= tag_rd + 1'b1; end
         if (drain_busy) emit_tag <= cur_tag;
-        overrun <= !rst && (overrun | d_overrun);
+        overrun <= !rst && !start && (overrun | d_overrun);  // per run
         // free the row tile's half when its last tile's last token leaves the drain
         rel_en <= drain_busy && cur_tag[TTW] && drain_left_one;
         rel_half <= cur_tag[TTW+1];

@@ -4,7 +4,7 @@
 //
 // The arithmetic of quasar_vit.quantization.intops.layernorm, bit for bit:
 //   stats  (a run of R codes a cycle, E / R cycles a token):  s1 = sum r, s2 = sum r^2
-//   prep   (a token a cycle, pipelined):  V = E*s2 - s1^2 + EPS,  k = the smallest k with
+//   prep   (a token a cycle, 6 stages):  V = E*s2 - s1^2 + EPS,  k = the smallest k with
 //          V >> 2k < 2**10,  RS = RSQRT[V >> 2k]  (the rsqrt ROM, $readmemh(RSQRT_FILE))
 //   apply  (R channels of a token a cycle):  Z = ((E*r - s1) * RS + 2**(3+k)) >>> (4+k)
 // Order: the stats of every token, then for each row tile of R channels (its gains and offsets in
@@ -55,7 +55,7 @@ module qv_ln_path #(
     reg [GW-1:0] g;          // the run (row tile) being read
     reg rd_v, rd_last;       // a read issued at the last edge; the token's last run
     reg [TW-1:0] rd_t;
-    reg [3:0] drain;         // cycles left for the stats/prep pipeline to empty
+    wire prep_busy;          // statistics or prep still in flight
     reg rd_h, rd_rel, rd_ap; // the row tile's half of the read; the tile's last read; an apply read
     reg rv_rel, rv_ap, a1_rel, a2_rel, a3_rel;
     reg rv_v, rv_last, rv_h; // ... and one cycle later, with the memory's data
@@ -71,11 +71,11 @@ module qv_ln_path #(
                 rd_v <= 1'b1; rd_last <= g == groups - 1'b1; rd_t <= t; rd_ap <= 1'b0;
                 if (g == groups - 1'b1) begin
                     g <= 0;
-                    if (t == n_tok - 1'b1) begin t <= 0; phase <= WAIT; drain <= 4'd12; end
+                    if (t == n_tok - 1'b1) begin t <= 0; phase <= WAIT; end
                     else t <= t + 1'b1;
                 end else g <= g + 1'b1;
             end
-            WAIT: if (drain != 0) drain <= drain - 1'b1; else phase <= APPLY;  // the last token's prep
+            WAIT: if (!prep_busy) phase <= APPLY;  // every token's prep is in the table
             APPLY: if (w_full[g[0]]) begin
                 rd_token <= t[$clog2(TOK_MAX)-1:0]; rd_chunk <= r_base + ($clog2(RCH_MAX))'(g * W);
                 rd_v <= 1'b1; rd_t <= t; rd_h <= g[0]; rd_ap <= 1'b1;
@@ -107,7 +107,7 @@ module qv_ln_path #(
     reg signed [RES_W+10:0] pr_s1;
     reg [2*RES_W+10:0] pr_s2;
     always @(posedge clk) begin
-        // stage 1: the run's sums (the read data arrived this cycle)
+        // stage 1: the run's sums (the read data arrived this cycle; widened before the products)
         st_v <= rv_v && !rv_ap; st_last <= rv_last; st_t <= rv_t;
         begin : sums
             reg signed [RES_W+7:0] a;
@@ -115,7 +115,7 @@ module qv_ln_path #(
             a = 0; b = 0;
             for (i = 0; i < R; i = i + 1) begin
                 a = a + (RES_W+8)'(rv[i]);
-                b = b + (2*RES_W+8)'(rv[i] * rv[i]);
+                b = b + (2*RES_W+8)'((2*RES_W)'(rv[i]) * (2*RES_W)'(rv[i]));
             end
             run_s1 <= a; run_s2 <= b;
         end
@@ -134,13 +134,12 @@ module qv_ln_path #(
     end
 
     // ---- prep: V, k, RS per token (5 stages), into the token table ----
-    reg p1_v, p2_v, p3_v, p4_v;
-    reg [TW-1:0] p1_t, p2_t, p3_t, p4_t;
-    reg signed [RES_W+10:0] p1_s1, p2_s1, p3_s1, p4_s1;
+    reg p1_v, p2_v, p3_v, p4_v, p5_v;
+    reg [TW-1:0] p1_t, p2_t, p3_t, p4_t, p5_t;
+    reg signed [RES_W+10:0] p1_s1, p2_s1, p3_s1, p4_s1, p5_s1;
     reg [63:0] p1_es2, p1_s1s1, p2_v64, p3_v64;
-    reg [4:0] p3_k, p4_k;
-    reg [9:0] p3_idx;
-    reg [63:0] shifted;
+    reg [4:0] p3_k, p4_k, p5_k;
+    reg [9:0] p4_idx;
     reg signed [RES_W+10:0] tt_s1 [0:TOK_MAX-1];
     reg [4:0] tt_k [0:TOK_MAX-1];
     reg [16:0] tt_rs [0:TOK_MAX-1];
@@ -164,17 +163,18 @@ module qv_ln_path #(
         p2_v64 <= p1_es2 - p1_s1s1 + eps;
         p3_v <= p2_v; p3_t <= p2_t; p3_s1 <= p2_s1;
         p3_v64 <= p2_v64;
-        p3_k <= norm_k(p2_v64);
-        p3_idx <= 10'(p2_v64 >> (2 * norm_k(p2_v64)));
+        p3_k <= norm_k(p2_v64);                       // the normalising shift ...
         p4_v <= p3_v; p4_t <= p3_t; p4_s1 <= p3_s1; p4_k <= p3_k;
-        if (p4_v) begin
-            tt_s1[p4_t[$clog2(TOK_MAX)-1:0]] <= p4_s1;
-            tt_k[p4_t[$clog2(TOK_MAX)-1:0]] <= p4_k;
-            tt_rs[p4_t[$clog2(TOK_MAX)-1:0]] <= p4_rs;
+        p4_idx <= 10'(p3_v64 >> (2 * p3_k));          // ... then the table index
+        p5_v <= p4_v; p5_t <= p4_t; p5_s1 <= p4_s1; p5_k <= p4_k;
+        if (p5_v) begin
+            tt_s1[p5_t[$clog2(TOK_MAX)-1:0]] <= p5_s1;
+            tt_k[p5_t[$clog2(TOK_MAX)-1:0]] <= p5_k;
+            tt_rs[p5_t[$clog2(TOK_MAX)-1:0]] <= p5_rs;
         end
     end
-    reg [16:0] p4_rs;
-    always @(posedge clk) p4_rs <= rom[p3_idx];
+    reg [16:0] p5_rs;
+    always @(posedge clk) p5_rs <= rom[p4_idx];
 
     // ---- apply: Z of the run's R channels (4 stages after the read) ----
     reg a1_v, a2_v, a3_v;
@@ -201,5 +201,6 @@ module qv_ln_path #(
         rel_en <= a3_rel; rel_half <= a3_h;
         for (i = 0; i < R; i = i + 1) z_vals[i*Z_W +: Z_W] <= Z_W'(a3_p[i] >>> (4 + a3_k));
     end
-    assign z_pipe_busy = rd_v | rv_v | a1_v | a2_v | a3_v | z_valid | st_v | pr_v | p1_v | p2_v | p3_v | p4_v;
+    assign prep_busy = rd_v | rv_v | st_v | pr_v | p1_v | p2_v | p3_v | p4_v | p5_v;
+    assign z_pipe_busy = prep_busy | a1_v | a2_v | a3_v | z_valid;
 endmodule

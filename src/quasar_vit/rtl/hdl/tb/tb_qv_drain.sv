@@ -4,7 +4,7 @@
 module tb_qv_drain #(parameter R = 4, parameter T = 2, parameter ACC_W = 22, parameter SW_W = 16, parameter CA_W = 18);
     logic clk = 0;
     always #5 clk = ~clk;
-    logic rst = 1, load = 0, out_valid, busy, overrun;
+    logic rst = 1, clear = 0, load = 0, out_valid, busy, overrun;
     logic [R*T*ACC_W-1:0] in_acc = 0;
     logic [R*SW_W-1:0] in_sw = 0;
     logic [T*CA_W-1:0] in_ca = 0;
