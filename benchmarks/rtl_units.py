@@ -6,8 +6,13 @@ figure the paper gives as 12.9 LUT + 0.25 DSP for packing 4) and its share of th
 FF counts include the DSP48E2 pipeline registers, which Yosys leaves in the fabric and Vivado packs
 into the DSP (docs/rtl.md).
 
-Run: ``python benchmarks/rtl_units.py [--quick]`` (about 1 min; ``--quick`` skips the
-6144-unit array); writes ``benchmarks/results/rtl_units.json`` and ``.md``.
+The last two rows are the GEMM core (with its LayerNorm path, GELU tables and memories) at the
+demo's size and at the DeiT-Small size that ``benchmarks/rtl_gemm.py`` simulates (197 tokens,
+every matrix of a block in the activation memory: 4096 channels; layers up to K = 2048; embed dim
+up to 512; two 128-bit stream ports).
+
+Run: ``python benchmarks/rtl_units.py [--quick]`` (a few minutes; ``--quick`` skips the
+6144-unit designs); writes ``benchmarks/results/rtl_units.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ UNITS: list[tuple[str, dict[str, int], int]] = [
     ("qv_softmax", {}, 0),
     ("qv_dot_array", {"R": 8, "T": 8, "KP": 8}, 512),
     ("qv_dot_array", {"R": 32, "T": 24, "KP": 8}, 6144),
+    # the whole GEMM core (array, drain, lanes, weight/activation/residual memories, GELU tables)
+    (
+        "qv_gemm_core",
+        {"R": 16, "T": 4, "KP": 8, "WB": 64, "TILES_MAX": 8, "CH_MAX": 128, "WCH_MAX": 64, "RCH_MAX": 16},
+        512,
+    ),
+    (
+        "qv_gemm_core",
+        {"R": 32, "T": 24, "KP": 8, "WB": 256, "TILES_MAX": 16, "CH_MAX": 512, "WCH_MAX": 256, "RCH_MAX": 64},
+        6144,
+    ),
 ]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from quasar_vit.rtl.layout import Ddr, GemmShape, row_tiles
 
-READ_STAGES = 2  # address register, block-RAM read (qv_gemm_core, qv_act_buf, qv_weight_buf)
+READ_STAGES = 2  # address register, block-RAM read (qv_gemm_core, qv_act_mem, qv_weight_buf)
 ACC_STAGE = 1  # the accumulate after the tree (qv_dot_array)
 DSP_STAGES = 3  # qv_mul_pack4
 LANE_STAGES = 7  # qv_outstage
