@@ -22,6 +22,7 @@ from quasar_vit.rtl.schedule import layernorm_cycles, linear_array_cycles, linea
 
 SMALL = GemmShape(R=8, T=2, KP=4, WB=32, tiles_max=4, ch_max=16, wch_max=8)
 DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
+FAST = GemmShape(R=8, T=2, KP=4, WB=128, tiles_max=8, ch_max=32, wch_max=16)  # a beat a chunk: loads outpace compute
 WIDE = GemmShape(R=16, T=6, KP=4, WB=32, tiles_max=8, ch_max=64, wch_max=32)  # 4 words a run, T not a power of 2
 
 
@@ -45,6 +46,8 @@ CASES = [  # shape, tokens, K, rows, 8-bit share, signed codes, DDR
     (SMALL, 7, 16, 5, 0.4, True, Ddr(8, 1, 1)),  # tokens not a multiple of T, compute-bound
     (SMALL, 3, 4, 6, 0.5, False, Ddr(0, 1, 1)),  # fewer chunks than T: idle cycles after each tile
     (SMALL, 8, 32, 9, 0.3, True, Ddr(20, 1, 3)),  # DDR-bound: a third of a beat a cycle
+    (SMALL, 8, 32, 20, 0.3, True, Ddr(20, 2, 3, fifo=2)),  # DDR runs ahead by 2 beats at most
+    (FAST, 4, 16, 30, 0.3, True, Ddr(40, 1, 2, fifo=1)),  # no burst after the latency: the credit is capped
     (DEMO, 17, 64, 40, 0.3, True, Ddr(30, 1, 1)),
     (DEMO, 17, 128, 24, 1.0, False, Ddr(30, 1, 2)),  # all rows 8-bit, unsigned codes
 ]

@@ -140,7 +140,7 @@ def run_layers(
     e = res.shape[1]
     if e % shape.KP or e // shape.KP > shape.rch_max:
         raise RtlError(f"a residual of {e} channels does not fit the core ({shape})")
-    stim: list[int] = [len(layers), ddr.latency, ddr.num, ddr.den]
+    stim: list[int] = [len(layers), ddr.latency, ddr.num, ddr.den, ddr.fifo]
     words = activation_words(codes, a_signed, shape.KP)
     stim.append(len(words))
     for w in words:

@@ -89,14 +89,19 @@ class GemmShape:
 
 @dataclass(frozen=True)
 class Ddr:
-    """DDR as the testbench models it: the first beat ``latency`` cycles after start, then
-    ``num / den`` beats a cycle while the core takes them.  The credit is not capped: after a stall
-    (both halves of the weight buffer full) the stream resumes at one beat a cycle until it has
-    caught up, as if a FIFO in front of the core had kept filling (docs/rtl.md)."""
+    """DDR as the testbench models it: the first beat ``latency`` cycles after start, then at most
+    ``num / den`` beats a cycle while the core takes them.  The DDR runs ahead of the core by at
+    most ``fifo`` beats (a credit capped at ``fifo`` beats' worth): after a stall the stream
+    catches up at one beat a cycle for at most that many beats."""
 
     latency: int = 64
     num: int = 1
     den: int = 1
+    fifo: int = 64
+
+    def __post_init__(self) -> None:
+        if min(self.num, self.den, self.fifo) < 1 or self.latency < 0:
+            raise RtlError(f"{self}: num, den and fifo must be positive, latency not negative")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,25 @@ def array_latency(kp: int) -> int:
     return READ_STAGES + DSP_STAGES + int(math.log2(kp)) + ACC_STAGE
 
 
+class _Stream:
+    """The testbench's DDR, beat by beat: :meth:`take` gives the edge a beat is taken at, given the
+    earliest edge the core would take it.  The credit grows by ``num`` a cycle up to ``fifo * den``
+    and a beat costs ``den`` (``tb_qv_gemm_core.sv``)."""
+
+    def __init__(self, ddr: Ddr) -> None:
+        self.ddr, self.cap = ddr, ddr.fifo * ddr.den
+        self.x, self.c = 0, 0  # the credit is c before edge x (no beat taken since)
+        self.last = -1  # the edge of the last beat
+
+    def take(self, earliest: int) -> int:
+        d = self.ddr
+        credit_edge = self.x + max(0, math.ceil((d.den - self.c) / d.num))
+        e = max(earliest, self.last + 1, d.latency, credit_edge)
+        before = min(self.c + d.num * (e - self.x), self.cap)
+        self.x, self.c, self.last = e + 1, min(before + d.num - d.den, self.cap), e
+        return e
+
+
 def _done(last: int, last_valid: int) -> int:
     """The cycles a run takes (as the testbench counts them) when its last token goes to the lanes
     at edge ``last`` and its last token with codes at ``last_valid``."""
@@ -56,23 +75,17 @@ def linear_cycles(
     beats_per_tile = shape.R * shape.const_beats + n_ch * shape.chunk_beats
     free_at = [0, 0]  # the edge after which each half takes beats again
     next_issue = 1  # the first edge the sequencer may issue at
-    beat = 0  # beats taken
+    stream = _Stream(ddr)
     edge = 0  # the edge the last beat was taken at
     last_emit = 0  # the edge the drain hands the lanes the layer's last token
     per_beat = shape.WB // 8  # table entries a beat
-    for _ in range(1024 // per_beat if gelu else 0):
-        credit_edge = math.ceil((beat + 1) * ddr.den / ddr.num)
-        edge = max(edge + per_beat + 1 if beat else 0, ddr.latency, credit_edge)
-        beat += 1
+    for i in range(1024 // per_beat if gelu else 0):  # one beat, then its entries a cycle each
+        edge = stream.take(edge + per_beat + 1 if i else 0)
     table_end = edge + per_beat if gelu else 0  # the edge of the last table write
     for i in range(n_rt):
         half = i % 2
         for _ in range(beats_per_tile):  # the beats of row tile i
-            credit_edge = math.ceil((beat + 1) * ddr.den / ddr.num)
-            edge = max(
-                edge + 1 if beat else 0, ddr.latency, credit_edge, free_at[half] + 1, table_end + 1 if gelu else 0
-            )
-            beat += 1
+            edge = stream.take(max(free_at[half] + 1, table_end + 1 if gelu else 0))
         issue = max(edge + 1, next_issue)
         next_issue = issue + n_tt * tile_cycles
         last_chunk = next_issue - gap - 1
@@ -106,13 +119,12 @@ def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) 
     stats_end = n_tokens * groups  # the edge of the last statistics read
     apply_from = stats_end + LN_WAIT + 1
     free_at = [0, 0]
-    beat, edge, next_issue, last_read = 0, 0, apply_from, 0
+    stream = _Stream(ddr)
+    edge, next_issue, last_read = 0, apply_from, 0
     for g in range(groups):
         half = g % 2
         for _ in range(shape.R * shape.const_beats):
-            credit_edge = math.ceil((beat + 1) * ddr.den / ddr.num)
-            edge = max(edge + 1 if beat else 0, ddr.latency, credit_edge, free_at[half] + 1)
-            beat += 1
+            edge = stream.take(free_at[half] + 1)
         issue = max(edge + 1, next_issue)
         last_read = issue + n_tokens - 1
         next_issue = last_read + 1

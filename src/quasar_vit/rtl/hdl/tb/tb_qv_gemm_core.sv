@@ -1,12 +1,13 @@
 // Testbench of qv_gemm_core: a chain of linear layers, with DDR modelled as a beat source.
-// Input: n_layers; ddr_latency bw_num bw_den;
+// Input: n_layers; ddr_latency bw_num bw_den fifo;
 //        n_words, then per word "token chunk data": input codes (offset) into the activation memory
 //        n_rwords, then per word "token chunk" and RWN 32-bit parts: residual codes (two's complement)
 //        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base e_len eps lo hi, n_beats,
 //                   then per beat WB/32 words of 32 bits, low word first
 //        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks
 // DDR: a layer's first beat is offered ddr_latency cycles after its start, then bw_num/bw_den
-// beats a cycle (a credit counter), whenever the core is ready.
+// beats a cycle (a credit counter), whenever the core is ready; the credit is capped at fifo
+// beats (the DDR runs ahead of the core by at most that many beats).
 // Output: per layer, per code "token row code", then "-1 codes cycles overrun";
 //         then "-2" and the dumped activation memory, per (tile, chunk) its T words;
 //         then "-3" and the residual memory, per (token, chunk) RWN 32-bit parts.
@@ -53,6 +54,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [WB-1:0] ddr [0:BEATS_MAX-1];
     string fin, fout;
     integer fi, fo, r, i, j, n_layers, layer, n_words, n_beats, beat, lat, bw_num, bw_den, credit, codes;
+    longint cap, next_credit;
     integer d_base, d_tiles, d_chunks, n_rwords;
     longint x, cyc = 0, t0;
     logic running = 0;
@@ -62,7 +64,8 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     always @(posedge clk) begin
         cyc <= cyc + 1;
         if (running) begin
-            credit <= credit + bw_num - ((s_valid && s_ready) ? bw_den : 0);
+            next_credit = longint'(credit) + bw_num - ((s_valid && s_ready) ? bw_den : 0);
+            credit <= int'(next_credit > cap ? cap : next_credit);
             if (s_valid && s_ready) beat <= beat + 1;
             for (int q = 0; q < R; q++) if (o_valid[q]) begin
                 cv = o_code[q*OUT_W +: OUT_W];
@@ -81,6 +84,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
         void'($value$plusargs("out=%s", fout));
         fi = $fopen(fin, "r"); fo = $fopen(fout, "w");
         n_layers = int'(rd()); lat = int'(rd()); bw_num = int'(rd()); bw_den = int'(rd());
+        cap = rd() * bw_den;
         n_words = int'(rd());
         repeat (2) @(posedge clk);
         #1 rst = 0;
