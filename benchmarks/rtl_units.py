@@ -35,7 +35,6 @@ UNITS: list[tuple[str, dict[str, int], int]] = [
     ("qv_mul_pack4", {}, 4),
     ("qv_requant", {}, 0),
     ("qv_outstage", {}, 0),
-    ("qv_layernorm", {}, 0),
     ("qv_softmax", {}, 0),
     ("qv_dot_array", {"R": 8, "T": 8, "KP": 8}, 512),
     ("qv_dot_array", {"R": 32, "T": 24, "KP": 8}, 6144),

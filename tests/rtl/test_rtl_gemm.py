@@ -49,6 +49,7 @@ CASES = [  # shape, tokens, K, rows, 8-bit share, signed codes, DDR
     (SMALL, 8, 32, 9, 0.3, True, Ddr(20, 1, 3)),  # DDR-bound: a third of a beat a cycle
     (SMALL, 8, 32, 20, 0.3, True, Ddr(20, 2, 3, fifo=2)),  # DDR runs ahead by 2 beats at most
     (FAST, 4, 16, 30, 0.3, True, Ddr(40, 1, 2, fifo=1)),  # no burst after the latency: the credit is capped
+    (FAST, 2, 4, 40, 0.0, True, Ddr(0, 1, 1)),  # row tiles shorter than a release: wait for the tile, not the half
     (DEMO, 17, 64, 40, 0.3, True, Ddr(30, 1, 1)),
     (DEMO, 17, 128, 24, 1.0, False, Ddr(30, 1, 2)),  # all rows 8-bit, unsigned codes
 ]

@@ -1,9 +1,11 @@
-"""The RTL LayerNorm (``qv_layernorm``), simulated in Verilator against :func:`intops.layernorm` bit for bit.
+"""The RTL LayerNorm (the core's LayerNorm step, ``qv_ln_path``), simulated in Verilator against
+:func:`intops.layernorm` bit for bit.
 
-Rows of realistic residual codes (small, medium and large spreads, a mean far from 0, constant rows
-with and without epsilon) with the per-channel constants of
-:func:`quasar_vit.quantization.intconst.layernorm_constants` go through the two passes of the unit;
-its codes must equal the project's integer LayerNorm exactly.
+Rows of realistic residual codes (small, medium and large spreads, a mean far from 0, outliers,
+constant rows with and without epsilon, no normalising shift, 1024 channels) with the per-channel
+constants of :func:`quasar_vit.quantization.intconst.layernorm_constants` go through the core's
+LayerNorm step; its codes must equal the project's integer LayerNorm exactly, in the cycles the
+schedule model gives.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ import numpy as np
 import torch
 
 from quasar_vit.quantization import intconst, intops
-from quasar_vit.rtl import sim
-from quasar_vit.rtl.modules import tb_sources
-from quasar_vit.rtl.tables import write_tables
+from quasar_vit.rtl.gemm import Layer, run_layers
+from quasar_vit.rtl.layout import Ddr, GemmShape
+from quasar_vit.rtl.schedule import layernorm_cycles
 
 LO, HI = -32, 31
 R_MAX = 2**19 - 1
-STATS_LAT = 39  # edges from the last pass-1 element until busy is low (qv_layernorm's header)
-APPLY_LAT = 10  # edges from a pass-2 element to the edge that samples its code
+SHAPE = GemmShape(R=16, T=2, KP=8, WB=64, tiles_max=2, ch_max=128, wch_max=8, rch_max=128)  # E up to 1024
 
 
 def _constants(rng: np.random.Generator, e: int, s_res: float) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -89,36 +90,28 @@ def test_rtl_formula_is_intops() -> None:
 
 
 def test_layernorm_matches_intops(tmp_path: Path) -> None:
-    """qv_layernorm gives :func:`intops.layernorm`'s codes exactly, with fixed pass latencies."""
+    """The core's LayerNorm step gives :func:`intops.layernorm`'s codes exactly, row by row, in the
+    predicted cycles."""
     rng = np.random.default_rng(11)
-    rows = _rows(rng)
-    stim = [len(rows)]
-    for r, g, b, sg, eps in rows:
-        stim += [len(r), eps, sg, LO, HI, *r.tolist(), *np.column_stack([g, b]).ravel().tolist()]
-    write_tables(tmp_path)
-    exe = sim.build("tb_qv_layernorm", tb_sources("qv_layernorm"))
-    out = sim.run(exe, np.array(stim, dtype=np.int64), tmp_path)
-    pos = 0
     spread = []
-    for n, (r, g, b, sg, eps) in enumerate(rows):
-        lat_stats, lat_apply = out[pos], out[pos + 1]
-        got = out[pos + 2 : pos + 2 + len(r)]
-        pos += 2 + len(r)
-        assert (lat_stats, lat_apply) == (STATS_LAT, APPLY_LAT), f"row {n}"
+    for n, (r, g, b, sg, eps) in enumerate(_rows(rng)):
+        ln = Layer.layernorm(g, b, sg, eps, (LO, HI))
+        none = np.zeros((1, 0), np.int64)
+        chain = run_layers(SHAPE, [ln], none, True, tmp_path / str(n), Ddr(8), residual=r[None, :])
+        got = chain.layers[0].codes[0]
         np.testing.assert_array_equal(got, _expected(r, g, b, sg, eps), err_msg=f"row {n} (E={len(r)})")
+        assert chain.layers[0].cycles == layernorm_cycles(SHAPE, 1, len(r), Ddr(8))
         if len(r) >= 96 and np.ptp(r) > 0:
             spread.append(got)
-    assert pos == out.size
     codes = np.concatenate(spread)
     assert len(set(codes.tolist())) > 30  # spread over the code range, not all clamped
     assert np.mean((codes == LO) | (codes == HI)) < 0.2  # s_out = 0.05: |x| > 1.6 sigma saturates, ~11%
 
 
-def test_layernorm_table_is_one_bram18() -> None:
-    """Yosys puts the 1024-entry rsqrt table in one RAMB18E2 (not in LUTs), and the unit in a handful of DSPs."""
+def test_layernorm_table_is_block_ram() -> None:
+    """Yosys puts the LayerNorm path's 1024-entry rsqrt table in block RAM (RAMB18E2), not in LUTs."""
     from quasar_vit.rtl import synth
     from quasar_vit.rtl.modules import sources
 
-    r = synth.synthesise("qv_layernorm", sources("qv_layernorm"))
-    assert r["cells"].get("RAMB18E2") == 1  # type: ignore[union-attr]
-    assert 1 <= r["dsp"] <= 8
+    r = synth.synthesise("qv_ln_path", sources("qv_ln_path"), {"R": 2, "KP": 2, "W": 1})
+    assert r["cells"].get("RAMB18E2", 0) + 2 * r["cells"].get("RAMB36E2", 0) >= 1  # type: ignore[union-attr]

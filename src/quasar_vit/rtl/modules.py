@@ -30,7 +30,6 @@ DEPENDS: dict[str, tuple[str, ...]] = {
         "qv_outstage",
     ),
     "qv_outstage": ("qv_requant",),
-    "qv_layernorm": ("qv_requant",),
     "qv_softmax": (),
 }
 

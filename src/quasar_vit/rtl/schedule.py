@@ -90,7 +90,7 @@ def linear_cycles(
         next_issue = issue + n_tt * tile_cycles
         last_chunk = next_issue - gap - 1
         last_emit = last_chunk + array_latency(shape.KP) + shape.T  # the drain's T-th emission
-        free_at[half] = last_emit  # released on the next edge; a beat on the one after
+        free_at[half] = last_emit + 1  # released on this edge (rel_en the edge before); a beat on the next
     return _done(last_emit, last_emit - (n_tt * shape.T - n_tokens))
 
 
@@ -128,6 +128,6 @@ def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) 
         issue = max(edge + 1, next_issue)
         last_read = issue + n_tokens - 1
         next_issue = last_read + 1
-        free_at[half] = last_read + LN_RUN_STAGES
+        free_at[half] = last_read + LN_RUN_STAGES + 1  # rel_en with the last Z, the release on the next edge
     last = last_read + LN_RUN_STAGES
     return _done(last, last)

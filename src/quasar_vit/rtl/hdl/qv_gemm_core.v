@@ -92,6 +92,7 @@ module qv_gemm_core #(
     reg w2_en;
     // ---- buffers ----
     wire [1:0] w_full;
+    wire [15:0] w_loaded;
     reg rd_half;
     reg [CHW-1:0] rd_chunk;               // the activation memory's chunk (a_base + c)
     reg [$clog2(WCH_MAX)-1:0] rd_wchunk;  // the weight buffer's chunk (c)
@@ -124,7 +125,7 @@ module qv_gemm_core #(
     qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(WCH_MAX), .WB(WB)) wbuf (
         .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(s_valid && !tbl_phase), .s_ready(w_ready),
         .s_data(s_data),
-        .full(w_full), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
+        .full(w_full), .loaded(w_loaded), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
         .release_en(ln_mode ? ln_rel_en : rel_en), .release_half(ln_mode ? ln_rel_half : rel_half),
         .c_half(lane_half), .c_slots(slots)
     );
@@ -139,7 +140,7 @@ module qv_gemm_core #(
     wire [W*KP*RES_W-1:0] res_q;
     qv_ln_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .Z_W(ACC_W)) ln (
         .clk(clk), .rst(rst), .start(start && ln_mode), .n_tok(n_tok), .e_len(e_len), .eps(eps), .r_base(r_base),
-        .rd_token(ln_rd_token), .rd_chunk(ln_rd_chunk), .rd_data(res_q), .w_full(w_full),
+        .rd_token(ln_rd_token), .rd_chunk(ln_rd_chunk), .rd_data(res_q), .w_loaded(w_loaded),
         .rel_en(ln_rel_en), .rel_half(ln_rel_half), .z_valid(ln_valid), .z_token(ln_token), .z_half(ln_half),
         .z_vals(ln_vals), .busy(ln_busy)
     );
@@ -173,7 +174,7 @@ module qv_gemm_core #(
     reg issue_a, first_a, last_a;     // the read issued at the last edge (addresses registered)
     reg issue_b, first_b, last_b;     // ... and its data out of the buffers: the array's input
     wire half = rt[0];
-    wire can_issue = running && gap == 0 && w_full[half];
+    wire can_issue = running && gap == 0 && w_loaded > rt;  // the row tile itself is in (not the one before last)
     wire tile_last = can_issue && (c == n_ch - 1'b1);
     // tiles in flight (issued, not yet in the drain): their row tile's half, token tile, and
     // whether they are the row tile's last

@@ -32,7 +32,7 @@ module qv_ln_path #(
     output reg  [$clog2(RCH_MAX)-1:0]    rd_chunk,
     input  wire [W*KP*RES_W-1:0]         rd_data,
     // the weight buffer
-    input  wire [1:0]                    w_full,
+    input  wire [15:0]                   w_loaded,   // row tiles in the weight buffer since start
     output reg                           rel_en,
     output reg                           rel_half,
     // to the output lanes
@@ -76,7 +76,7 @@ module qv_ln_path #(
                 end else g <= g + 1'b1;
             end
             WAIT: if (!prep_busy) phase <= APPLY;  // every token's prep is in the table
-            APPLY: if (w_full[g[0]]) begin
+            APPLY: if (w_loaded > 16'(g)) begin
                 rd_token <= t[$clog2(TOK_MAX)-1:0]; rd_chunk <= r_base + ($clog2(RCH_MAX))'(g * W);
                 rd_v <= 1'b1; rd_t <= t; rd_h <= g[0]; rd_ap <= 1'b1;
                 if (t == n_tok - 1'b1) begin

@@ -9,7 +9,8 @@
 //                  (the tile's outputs in KP-code words; slot 0's is read)
 //   chunk word:    w'[slot s][lane k] at bits (s*KP + k)*4, the beats low part first.
 // While a half is free (`full` low) the buffer takes beats into it; when the row tile is complete
-// the half is full and the fill moves to the other half.  With n_ch = 0 a row tile is its
+// the half is full and the fill moves to the other half.  A reader waits for its tile by count
+// (`loaded` > the tile's index): a half that is full may still hold the tile before last.  With n_ch = 0 a row tile is its
 // constants alone (a LayerNorm step: per-channel gain and offset, qv_gemm_core mode 3).  The reader (qv_gemm_core) reads chunk
 // words with 1 cycle of latency and frees a half with `release` once its last outputs have left.
 module qv_weight_buf #(
@@ -28,6 +29,7 @@ module qv_weight_buf #(
     input  wire [WB-1:0]               s_data,
     // the reader
     output wire [1:0]                  full,
+    output reg  [15:0]                 loaded,     // row tiles complete since start (tile i is in once loaded > i)
     input  wire                        rd_half,
     input  wire [$clog2(CH_MAX)-1:0]   rd_chunk,
     output reg  [R*KP*4-1:0]           rd_w,
@@ -60,7 +62,7 @@ module qv_weight_buf #(
     integer i;
     always @(posedge clk) begin
         if (rst || start) begin
-            full_q <= 2'b00; fill <= 1'b0; n_const <= 0; n_chunk <= 0; n_beat <= 0; n_cbeat <= 0;
+            full_q <= 2'b00; fill <= 1'b0; n_const <= 0; n_chunk <= 0; n_beat <= 0; n_cbeat <= 0; loaded <= 0;
         end else begin
             if (release_en) full_q[release_half] <= 1'b0;
             if (take) begin
@@ -71,6 +73,7 @@ module qv_weight_buf #(
                         n_cbeat <= 0;
                         if (n_ch == 0 && n_const == R - 1) begin  // constants only (a LayerNorm's)
                             full_q[fill] <= 1'b1;
+                            loaded <= loaded + 1'b1;
                             fill <= ~fill;
                             n_const <= 0;
                         end else n_const <= n_const + 1'b1;
@@ -82,6 +85,7 @@ module qv_weight_buf #(
                         n_beat <= 0;
                         if (n_chunk + 1'b1 == n_ch) begin  // the row tile is in
                             full_q[fill] <= 1'b1;
+                            loaded <= loaded + 1'b1;
                             fill <= ~fill;
                             n_const <= 0;
                             n_chunk <= 0;
