@@ -31,7 +31,7 @@ from quasar_vit.hardware.calibration import QUASAR_L2_LIKE
 from quasar_vit.hardware.engine import row_mask
 from quasar_vit.quantization import intops
 from quasar_vit.rtl.gemm import Layer, run_layers, run_linear
-from quasar_vit.rtl.layout import Ddr, GemmShape, weight_stream
+from quasar_vit.rtl.layout import Ddr, GemmShape, row_tiles, tile_beats
 from quasar_vit.rtl.schedule import layernorm_cycles, linear_cycles
 
 OUT = RESULTS / "rtl_gemm.json"
@@ -109,9 +109,7 @@ def _layer(spec: Any, workdir: Path, measure: bool) -> dict[str, Any]:
     cycles = row["rtl"] or row["model"]
     row["utilisation"] = round(row["ideal"] / cycles, 3)
     beats = SHAPE.WB // 8  # bytes a beat
-    row["ddr_bytes_per_cycle"] = round(
-        len(weight_stream(np.zeros((m, k), np.int64), is8, *(np.ones(m, np.int64),) * 3, SHAPE)) * beats / cycles, 2
-    )
+    row["ddr_bytes_per_cycle"] = round(row_tiles(is8, SHAPE) * tile_beats(k, SHAPE) * beats / cycles, 2)
     return row
 
 
@@ -136,7 +134,9 @@ def _layernorm(e: int, n: int, measure: bool) -> dict[str, Any]:
             raise SystemExit("error: the RTL LayerNorm's codes differ from intops.layernorm")
         row["rtl"] = chain.layers[0].cycles
     row["utilisation"] = round(row["ideal"] / (row["rtl"] or row["model"]), 3)
-    row["ddr_bytes_per_cycle"] = round(e * SHAPE.const_beats * SHAPE.WB / 8 / (row["rtl"] or row["model"]), 2)
+    row["ddr_bytes_per_cycle"] = round(
+        (e // SHAPE.R) * tile_beats(0, SHAPE) * SHAPE.WB / 8 / (row["rtl"] or row["model"]), 2
+    )
     return row
 
 

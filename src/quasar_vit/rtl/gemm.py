@@ -26,6 +26,7 @@ from quasar_vit.rtl.layout import (
     residual_codes,
     residual_words,
     row_tiles,
+    split_words,
     table_beats,
     weight_stream,
 )
@@ -166,7 +167,7 @@ def run_layers(
         stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), lay.mode, base, out_base, 0, m, lay.eps]
         stim += [*lay.out_range, len(beats)]
         for b in beats:
-            stim += [(b >> (32 * j)) & 0xFFFFFFFF for j in range(shape.WB // 32)]
+            stim += split_words(b, shape.WB // 32, 32)
         if lay.mode != MODE_RESIDUAL:  # the next layer reads what this one wrote
             signed, base, k_in = lay.out_signed, out_base, m
             dump_base, dump_m, dump_signed = out_base, m, signed

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from quasar_vit.errors import RtlError
+from quasar_vit.export.intweights import nibble_split
 from quasar_vit.hardware.engine import ROW_4BIT, ROW_HI, ROW_LO, ROW_PAD
 from quasar_vit.rtl.packing import A_OFFSET, W_OFFSET
 
@@ -186,29 +187,23 @@ def weight_stream(
     if k % shape.KP:
         raise RtlError(f"K={k} is not a multiple of the core's KP={shape.KP}")
     w = np.asarray(w_int, np.int64)
+    hi, lo = (np.asarray(v, np.int64) for v in nibble_split(w))  # 8-bit rows' nibbles (4-bit rows use w)
     beats: list[int] = []
     for tile in slot_program(is8, shape.R, shape.KP):
         rows = np.zeros((shape.R, k), np.int64)  # the offset nibbles w' of each slot
         for s, (kind, o) in enumerate(tile.slots):
             if kind == ROW_PAD:
-                beats += _split(0, shape.const_beats, shape.WB)
+                beats += split_words(0, shape.const_beats, shape.WB)
                 continue
-            if kind == ROW_HI:
-                rows[s] = (w[o] >> 4) + W_OFFSET
-            elif kind == ROW_LO:
-                rows[s] = w[o] & 15
-            else:
-                rows[s] = w[o] + W_OFFSET
+            rows[s] = {ROW_HI: hi[o] + W_OFFSET, ROW_LO: lo[o]}.get(kind, w[o] + W_OFFSET)
             out = kind != ROW_LO
             pos, words = o - tile.first, -(-tile.count // shape.KP)
             const = slot_constant(int(mult[o]), int(offset[o]), int(shift[o]), kind == ROW_HI, out, o, pos, words)
-            beats += _split(const, shape.const_beats, shape.WB)
+            beats += split_words(const, shape.const_beats, shape.WB)
         for c in range(k // shape.KP):
-            word = 0
-            for s in range(shape.R):
-                for lane in range(shape.KP):
-                    word |= int(rows[s, c * shape.KP + lane]) << ((s * shape.KP + lane) * 4)
-            beats += _split(word, shape.chunk_beats, shape.WB)
+            nib = rows[:, c * shape.KP : (c + 1) * shape.KP].ravel()  # w'[slot][lane] at nibble slot*KP + lane
+            word = int.from_bytes((nib[0::2] | nib[1::2] << 4).astype(np.uint8).tobytes(), "little")
+            beats += split_words(word, shape.chunk_beats, shape.WB)
     return beats
 
 
@@ -225,7 +220,7 @@ def table_beats(table: np.ndarray, wb: int) -> list[int]:
     return [sum((int(t[b * per + e]) & 63) << (8 * e) for e in range(per)) for b in range(1024 // per)]
 
 
-def _split(value: int, n: int, bits: int) -> list[int]:
+def split_words(value: int, n: int, bits: int) -> list[int]:
     """``value`` as ``n`` beats of ``bits`` bits, the low beat first."""
     return [(value >> (b * bits)) & ((1 << bits) - 1) for b in range(n)]
 
@@ -233,6 +228,11 @@ def _split(value: int, n: int, bits: int) -> list[int]:
 def row_tiles(is8: np.ndarray, shape: GemmShape) -> int:
     """The number of row tiles of a layer with these 8-bit rows."""
     return len(slot_program(is8, shape.R, shape.KP))
+
+
+def tile_beats(k: int, shape: GemmShape) -> int:
+    """Stream beats of one row tile of a layer with ``k`` terms (its slot constants, then its chunks)."""
+    return shape.R * shape.const_beats + (k // shape.KP) * shape.chunk_beats
 
 
 def activation_words(codes: np.ndarray, signed: bool, kp: int) -> list[tuple[int, int, int]]:
@@ -269,7 +269,7 @@ def residual_words(res: np.ndarray, shape: GemmShape) -> list[list[int]]:
         for c in range(res.shape[1] // shape.KP):
             codes = res[t, c * shape.KP : (c + 1) * shape.KP]
             word = sum((int(v) & mask) << (shape.res_w * i) for i, v in enumerate(codes))
-            out.append([t, c, *_split(word, shape.res_parts, 32)])
+            out.append([t, c, *split_words(word, shape.res_parts, 32)])
     return out
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from quasar_vit.export.intweights import nibble_split
+
 W_OFFSET = 8  # a signed nibble w in [-8, 7] enters as w + 8
 A_OFFSET = 32  # a signed 6-bit code a in [-32, 31] enters as a + 32
 
@@ -46,10 +48,11 @@ def nibble_rows(w: np.ndarray, is8: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         as its signed high nibble then its unsigned low nibble), whether each nibble row is signed,
         and the index of the weight row each came from.
     """
+    hi, lo = (np.asarray(v, np.int64) for v in nibble_split(w))
     rows, signed, owner = [], [], []
     for m, (row, eight) in enumerate(zip(np.asarray(w, np.int64), np.asarray(is8, bool))):
         if eight:
-            rows += [row >> 4, row & 15]
+            rows += [hi[m], lo[m]]
             signed += [True, False]
             owner += [m, m]
         else:

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from quasar_vit.rtl.layout import Ddr, GemmShape, row_tiles
+from quasar_vit.rtl.layout import Ddr, GemmShape, row_tiles, tile_beats
 
 READ_STAGES = 2  # address register, block-RAM read (qv_gemm_core, qv_act_mem, qv_weight_buf)
 ACC_STAGE = 1  # the accumulate after the tree (qv_dot_array)
@@ -72,7 +72,7 @@ def linear_cycles(
     n_rt = row_tiles(is8, shape)
     gap = max(0, shape.T - n_ch)
     tile_cycles = n_ch + gap
-    beats_per_tile = shape.R * shape.const_beats + n_ch * shape.chunk_beats
+    beats_per_tile = tile_beats(k, shape)
     free_at = [0, 0]  # the edge after which each half takes beats again
     next_issue = 1  # the first edge the sequencer may issue at
     stream = _Stream(ddr)
@@ -123,7 +123,7 @@ def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) 
     edge, next_issue, last_read = 0, apply_from, 0
     for g in range(groups):
         half = g % 2
-        for _ in range(shape.R * shape.const_beats):
+        for _ in range(tile_beats(0, shape)):
             edge = stream.take(free_at[half] + 1)
         issue = max(edge + 1, next_issue)
         last_read = issue + n_tokens - 1

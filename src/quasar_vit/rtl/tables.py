@@ -7,6 +7,7 @@ synthesis writes them into its working directory under the names the modules def
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ def readmemh(values: np.ndarray, digits: int) -> str:
     return "".join(f"{int(v):0{digits}x}\n" for v in np.asarray(values).ravel())
 
 
+@lru_cache(maxsize=None)
 def table_files() -> dict[str, str]:
     """File name -> contents of every ``$readmemh`` ROM: ``rsqrt.hex`` (LayerNorm).  (The softmax's
     64-entry exp2 table is a case statement in ``qv_softmax.v``; its test compares it with

@@ -91,7 +91,6 @@ module qv_gemm_core #(
     reg pipe_busy;
     reg w2_en;
     // ---- buffers ----
-    wire [1:0] w_full;
     wire [15:0] w_loaded;
     reg rd_half;
     reg [CHW-1:0] rd_chunk;               // the activation memory's chunk (a_base + c)
@@ -125,7 +124,7 @@ module qv_gemm_core #(
     qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(WCH_MAX), .WB(WB)) wbuf (
         .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(s_valid && !tbl_phase), .s_ready(w_ready),
         .s_data(s_data),
-        .full(w_full), .loaded(w_loaded), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
+        .loaded(w_loaded), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
         .release_en(ln_mode ? ln_rel_en : rel_en), .release_half(ln_mode ? ln_rel_half : rel_half),
         .c_half(lane_half), .c_slots(slots)
     );

@@ -28,7 +28,6 @@ module qv_weight_buf #(
     output wire                        s_ready,
     input  wire [WB-1:0]               s_data,
     // the reader
-    output wire [1:0]                  full,
     output reg  [15:0]                 loaded,     // row tiles complete since start (tile i is in once loaded > i)
     input  wire                        rd_half,
     input  wire [$clog2(CH_MAX)-1:0]   rd_chunk,
@@ -55,7 +54,6 @@ module qv_weight_buf #(
     reg [CW-1:0] word;
     reg [95:0] slot [0:1][0:R-1];
     reg [CW-1:0] mem [0:2*CH_MAX-1];
-    assign full = full_q;
     assign s_ready = !rst && !start && !full_q[fill];
     wire take = s_valid && s_ready;
     wire [CW-1:0] next_word = (BPC == 1) ? CW'(s_data) : {s_data, word[CW-1:WB]};
