@@ -69,29 +69,6 @@ def test_linear_layer_is_exact_and_on_schedule(tmp_path: Path, shape, n, k, m, f
     assert run.cycles >= linear_array_cycles(shape, n, k, is8)  # never faster than its array
 
 
-@pytest.fixture(scope="module")
-def exported_trace(trained_run, tmp_path_factory):
-    """The largest subnet of the session's trained supernet, exported; its IR and the engine's trace on two images."""
-    import json
-
-    from quasar_vit.config import config_from_dict
-    from quasar_vit.export import export_subnet
-    from quasar_vit.export.exporter import load_test_images
-    from quasar_vit.export.ir import load_ir
-    from quasar_vit.export.reference import IntegerViT
-
-    cfg, run = trained_run
-    root = tmp_path_factory.mktemp("rtl-export")
-    sub = root / "subnet.json"
-    sub.write_text(json.dumps({"subnet": cfg.model.space().largest().to_dict()}))
-    out = export_subnet(run / "supernet.pt", sub, "zcu102", root / "exp")
-    ir = load_ir(out)
-    info = json.loads((out / "export.json").read_text())
-    images = load_test_images(config_from_dict(info["config"]), None, 2)[0]
-    _, trace = IntegerViT(ir).forward(images.numpy(), trace=True)
-    return ir, trace
-
-
 def test_exported_layers_on_the_rtl_core(exported_trace, tmp_path: Path) -> None:
     """Block 0's qkv and fc1 of a trained export, on two images: the engine's own codes (q, k, v; fc1's
     GELU table indices, and the table's codes in the activation memory, against fc2's input codes)."""

@@ -33,8 +33,9 @@ from quasar_vit.rtl.layout import (
 from quasar_vit.rtl.modules import tb_sources
 
 BEATS_MAX = 1 << 18  # the testbench's DDR model holds this many beats (one build for every layer)
-MODE_CODES, MODE_RESIDUAL, MODE_GELU, MODE_LN = 0, 1, 2, 3  # qv_gemm_core's modes
+MODE_CODES, MODE_RESIDUAL, MODE_GELU, MODE_LN, MODE_QK, MODE_PV = 0, 1, 2, 3, 4, 5  # qv_gemm_core's modes
 _MISSING = np.iinfo(np.int64).min  # an output the lanes never gave
+SCORE_BITS = 20  # the score memory's words (res_w bits): a score of K terms is below 1024 * K
 
 __all__ = ["Ddr", "Layer", "LinearRun", "ChainRun", "run_layers", "run_linear", "run_ir_linear"]
 
@@ -51,6 +52,7 @@ class ChainRun:
     layers: list[LinearRun]
     act: np.ndarray  # the last code-writing step's output, read back from the activation memory
     residual: np.ndarray  # the residual memory at the end [N, E]
+    scores: np.ndarray  # the score memory at the end [N, N] (the last Q K^T step's)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,30 @@ class Layer:
     table: np.ndarray | None = None  # the GELU table (MODE_GELU)
     out_signed_codes: bool | None = None  # the written codes' signedness (default: out_range's)
     eps: int = 0  # a LayerNorm's EPS
+    kv: bool = False  # a qkv layer: its k and v thirds also go to the K and V^T memories
+    head: int = 0  # an attention matmul's head
+    heads: int = 0  # ... of how many
+
+    @classmethod
+    def scores(cls, n_keys: int, head_dim: int, head: int, heads: int) -> "Layer":
+        """Q K^T of ``head``: the scores ``[N, n_keys]`` into the score memory, from the q third
+        of the last kv layer's output and the K memory (an identity requantiser)."""
+        top = 1 << (SCORE_BITS - 1)
+        one = np.ones(n_keys, np.int64)
+        w = np.zeros((n_keys, head_dim), np.int64)
+        return cls(w, one.astype(bool), one, 0 * one, 0 * one, (-top, top - 1), MODE_QK, head=head, heads=heads)
+
+    @classmethod
+    def attend(
+        cls, n_keys: int, head_dim: int, head: int, heads: int, rq: tuple[int, int, int], out_range: tuple[int, int]
+    ) -> "Layer":
+        """P V of ``head``: its ``head_dim`` output codes (requantiser ``rq``: mult, offset, shift) into
+        the projection's input, from the head's P (unsigned codes over ``n_keys`` keys, padded to KP)
+        and the V^T memory."""
+        one = np.ones(head_dim, np.int64)
+        w = np.zeros((head_dim, n_keys), np.int64)
+        mult, offset, shift = (v * one for v in rq)
+        return cls(w, one.astype(bool), mult, offset, shift, out_range, MODE_PV, head=head, heads=heads)
 
     @classmethod
     def layernorm(
@@ -80,6 +106,16 @@ class Layer:
         return cls(w, is8, g, b, np.full(e, int(shift)), out_range, MODE_LN, eps=int(eps))
 
     @property
+    def section(self) -> int:
+        """Row tiles break at multiples of this (a kv layer's thirds)."""
+        return self.w_int.shape[0] // 3 if self.kv else 0
+
+    @property
+    def row_base(self) -> int:
+        """The first output row the lanes report (P V: the head's first channel of proj's input)."""
+        return self.head * self.w_int.shape[0] if self.mode == MODE_PV else 0
+
+    @property
     def out_signed(self) -> bool:
         """Whether the codes this layer writes are signed (the next layer's input)."""
         if self.out_signed_codes is not None:
@@ -87,18 +123,36 @@ class Layer:
         return self.out_range[0] < 0
 
 
-def _check(i: int, lay: Layer, k_in: int, e: int, shape: GemmShape) -> None:
-    """One line for each way a step would not run as asked on this core (the HDL does not check)."""
-    m, k = lay.w_int.shape
+def terms(lay: Layer, shape: GemmShape) -> int:
+    """K of a step on the core: P V's keys are padded to a whole chunk (P is 0 there)."""
+    k = lay.w_int.shape[1]
+    return -(-k // shape.KP) * shape.KP if lay.mode == MODE_PV else k
+
+
+def _check(i: int, lay: Layer, k_in: int, e: int, n: int, kv: tuple[int, int] | None, shape: GemmShape) -> None:
+    """One line for each way a step would not run as asked on this core (the HDL does not check).
+
+    ``kv``: the channels and the output base of the last kv layer (``None`` before one)."""
+    m, k = lay.w_int.shape[0], terms(lay, shape)
     lo, hi = lay.out_range
     problems = []
     if lay.mode == MODE_LN:
         if m != e or e == 0 or e % shape.R:
             problems.append(f"a LayerNorm of {m} channels needs the residual's {e} channels, a multiple of R={shape.R}")
+    elif lay.mode in (MODE_QK, MODE_PV):
+        keys, hd = lay.w_int.shape if lay.mode == MODE_QK else lay.w_int.shape[::-1]
+        if kv is None:
+            problems.append("an attention matmul needs a kv layer before it")
+        elif hd * lay.heads * 3 != kv[0] or not 0 <= lay.head < lay.heads:
+            problems.append(f"head {lay.head} of {lay.heads} (dim {hd}) does not fit the kv layer's {kv[0]} channels")
+        if keys != n:
+            problems.append(f"takes {keys} keys; there are {n} tokens")
     elif k != k_in:
         problems.append(f"takes K={k} but its input has {k_in} channels")
     if k % shape.KP or k // shape.KP > shape.wch_max:
         problems.append(f"K={k} must be a multiple of KP={shape.KP} and at most {shape.KP * shape.wch_max}")
+    if lay.kv and (m % 3 or (m // 3) % shape.KP or m // 3 > shape.KP * shape.rch_max or lay.mode != MODE_CODES):
+        problems.append(f"a kv layer writes codes in thirds of a multiple of KP, at most {shape.KP * shape.rch_max}")
     if lay.mode == MODE_RESIDUAL:
         if m != e or e == 0:
             problems.append(f"a residual layer's {m} outputs need a residual of as many channels (it has {e})")
@@ -109,10 +163,25 @@ def _check(i: int, lay: Layer, k_in: int, e: int, shape: GemmShape) -> None:
             problems.append(
                 f"a GELU layer needs the index range (0, {GELU_ENTRIES - 1}) and a {GELU_ENTRIES}-entry table"
             )
+    elif lay.mode == MODE_QK:
+        if shape.res_w < SCORE_BITS or k * 32 * 32 >= 1 << (SCORE_BITS - 1):
+            problems.append(f"scores of K={k} need {SCORE_BITS}-bit score memory words (res_w={shape.res_w})")
     elif not (-32 <= lo <= hi <= 31 or 0 <= lo <= hi <= 63):
         problems.append(f"its code range {lay.out_range} is not 6-bit")
     if problems:
         raise RtlError(f"step {i}: {'; '.join(problems)}")
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a step reads and writes in the activation memory, and its attention fields."""
+
+    a_base: int
+    o_base: int
+    a_signed: bool
+    kv: tuple[int, int, int, int] = (0, 0, 0, 0)  # kv_en, k_lo, v_lo, kv_ch
+    src: int = 0
+    n_rows: int = 0
 
 
 def run_layers(
@@ -123,15 +192,22 @@ def run_layers(
     workdir: Path,
     ddr: Ddr = Ddr(),
     residual: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
 ) -> ChainRun:
     """Runs ``layers`` one after the other on the core, each reading the codes the previous one
     wrote into the on-chip activation memory (the first reads ``codes`` ``[N, K]``).  The matrices
     lie side by side in the memory: the input from chunk 0, each layer's output after its input;
     a LayerNorm writes from its input's chunk (it starts a new chain).
 
+    A kv layer (the qkv layer) also fills the K and V^T memories.  After it, the attention steps
+    (:meth:`Layer.scores`, :meth:`Layer.attend`) read its q third and those memories.  Until the
+    softmax is on the core, each head's P is given in ``probs`` (``[H, N, N]`` unsigned codes) and
+    loaded after the kv layer's output; P V writes the projection's input after them.
+
     ``residual`` (``[N, E]`` codes) is loaded into the residual memory first; residual-mode layers
     add to it, LayerNorm steps read it.  Returns per step its :class:`LinearRun`, the last
-    code-writing step's output as read back from the activation memory, and the residual at the end.
+    code-writing step's output as read back from the activation memory, the residual and the scores
+    at the end.
     """
     n = codes.shape[0]
     n_tt = -(-n // shape.T)
@@ -141,8 +217,11 @@ def run_layers(
     e = res.shape[1]
     if e % shape.KP or e // shape.KP > shape.rch_max:
         raise RtlError(f"a residual of {e} channels does not fit the core ({shape})")
+    places, dump = _place(shape, layers, codes.shape[1], a_signed, e, n)
     stim: list[int] = [len(layers), ddr.latency, ddr.num, ddr.den, ddr.fifo]
     words = activation_words(codes, a_signed, shape.KP)
+    if probs is not None:
+        words += _prob_words(np.asarray(probs, np.int64), places, layers, shape)
     stim.append(len(words))
     for w in words:
         stim += list(w)
@@ -150,31 +229,81 @@ def run_layers(
     stim.append(len(rwords))
     for rw in rwords:
         stim += rw
-    signed, base, k_in = a_signed, 0, codes.shape[1]
-    dump_base, dump_m, dump_signed = 0, codes.shape[1], a_signed
-    for i, lay in enumerate(layers):
-        _check(i, lay, k_in, e, shape)
-        m, k = lay.w_int.shape
-        out_base = base + k // shape.KP
-        if out_base + -(-m // shape.KP) > shape.ch_max:
-            raise RtlError(f"step {i}: its output does not fit the activation memory ({shape})")
-        beats = weight_stream(lay.w_int, lay.is8, lay.mult, lay.offset, lay.shift, shape)
+    for i, (lay, pl) in enumerate(zip(layers, places)):
+        m, k = lay.w_int.shape[0], terms(lay, shape)
+        att = lay.mode in (MODE_QK, MODE_PV)
+        beats = [] if att else weight_stream(lay.w_int, lay.is8, lay.mult, lay.offset, lay.shift, shape, lay.section)
         if lay.mode == MODE_GELU:
             beats = table_beats(lay.table, shape.WB) + beats  # type: ignore[arg-type]
         if len(beats) > BEATS_MAX:
             raise RtlError(f"step {i}: {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
-        n_ch, n_rt = k // shape.KP, row_tiles(lay.is8, shape)
-        stim += [n, n_tt, n_ch, n_rt, k, int(signed), int(lay.out_signed), lay.mode, base, out_base, 0, m, lay.eps]
-        stim += [*lay.out_range, len(beats)]
+        n_ch, n_rt = k // shape.KP, row_tiles(lay.is8, shape, lay.section)
+        stim += [n, n_tt, n_ch, n_rt, k, int(pl.a_signed), int(lay.out_signed), lay.mode, pl.a_base, pl.o_base, 0]
+        stim += [m, lay.eps, *lay.out_range, *pl.kv, pl.src, pl.n_rows, lay.row_base]
+        stim += [int(lay.mult[0]), int(lay.offset[0]), int(lay.shift[0])] if att else [0, 0, 0]
+        stim.append(len(beats))
         for b in beats:
             stim += split_words(b, shape.WB // 32, 32)
-        if lay.mode != MODE_RESIDUAL:  # the next layer reads what this one wrote
-            signed, base, k_in = lay.out_signed, out_base, m
-            dump_base, dump_m, dump_signed = out_base, m, signed
-    stim += [dump_base, n_tt, -(-dump_m // shape.KP), n, e // shape.KP]
+    dump_base, dump_m, dump_signed = dump
+    stim += [dump_base, n_tt, -(-dump_m // shape.KP), n, e // shape.KP, n, -(-n // shape.KP)]
     exe = sim.build("tb_qv_gemm_core", tb_sources("qv_gemm_core"), {**shape.params(), "BEATS_MAX": BEATS_MAX})
     out = sim.run(exe, np.array(stim, dtype=object), workdir)
     return _parse(out, layers, n, shape, dump_m, dump_signed, e)
+
+
+def _place(
+    shape: GemmShape, layers: list[Layer], k0: int, a_signed: bool, e: int, n: int
+) -> tuple[list[_Place], tuple[int, int, bool]]:
+    """Each step's :class:`_Place` (checked), and the dump: the last code-writing step's output
+    (its first chunk, channels and signedness)."""
+    places = []
+    signed, base, k_in = a_signed, 0, k0
+    dump = (0, k0, a_signed)
+    kv: tuple[int, int] | None = None  # the last kv layer's channels and output base
+    nch = -(-n // shape.KP)  # a P's chunks
+    for i, lay in enumerate(layers):
+        _check(i, lay, k_in, e, n, kv, shape)
+        m = lay.w_int.shape[0]
+        if lay.mode in (MODE_QK, MODE_PV):
+            assert kv is not None
+            third, q_base = kv[0] // 3, kv[1]
+            hd = third // lay.heads
+            p_base = q_base + 3 * third // shape.KP
+            o_base = p_base + lay.heads * nch
+            if o_base + third // shape.KP > shape.ch_max:
+                raise RtlError(f"step {i}: the heads' P and their output do not fit the activation memory ({shape})")
+            if lay.mode == MODE_QK:
+                places.append(
+                    _Place(q_base + lay.head * hd // shape.KP, 0, True, src=lay.head * hd // shape.KP, n_rows=n)
+                )
+            else:
+                places.append(_Place(p_base + lay.head * nch, o_base, False, src=lay.head * hd, n_rows=hd))
+                dump = (o_base, third, lay.out_signed)
+            continue
+        out_base = base + terms(lay, shape) // shape.KP
+        if out_base + -(-m // shape.KP) > shape.ch_max:
+            raise RtlError(f"step {i}: its output does not fit the activation memory ({shape})")
+        kv_fields = (0, 0, 0, 0)
+        if lay.kv:
+            third = m // 3 // shape.KP
+            kv_fields, kv = (1, out_base + third, out_base + 2 * third, third), (m, out_base)
+        places.append(_Place(base, out_base, signed, kv_fields))
+        if lay.mode != MODE_RESIDUAL:  # the next layer reads what this one wrote
+            signed, base, k_in = lay.out_signed, out_base, m
+            dump = (out_base, m, signed)
+    return places, dump
+
+
+def _prob_words(probs: np.ndarray, places: list[_Place], layers: list[Layer], shape: GemmShape) -> list:
+    """The activation words of each P V step's P (unsigned codes, keys padded with 0 to a chunk)."""
+    out = []
+    for lay, pl in zip(layers, places):
+        if lay.mode == MODE_PV:
+            p = probs[lay.head]
+            padded = np.zeros((p.shape[0], terms(lay, shape)), np.int64)
+            padded[:, : p.shape[1]] = p
+            out += [(t, pl.a_base + c, w) for t, c, w in activation_words(padded, False, shape.KP)]
+    return out
 
 
 def _parse(
@@ -186,6 +315,7 @@ def _parse(
         result = np.full((n, m), _MISSING, np.int64)
         while out[pos] != -1:
             t, r, c = (int(v) for v in out[pos : pos + 3])
+            r -= lay.row_base
             if result[t, r] != _MISSING:
                 raise RtlError(f"output ({t}, {r}) written twice")
             result[t, r] = c
@@ -201,7 +331,12 @@ def _parse(
     act = activation_codes(out[pos + 1 : end], n, m_dump, shape, signed)
     if out[end] != -3:
         raise RtlError("the testbench's output lacks the residual dump")
-    return ChainRun(runs, act, residual_codes(out[end + 1 :], n, e, shape))
+    s_at = end + 1 + n * (e // shape.KP) * shape.res_parts
+    if out[s_at] != -4:
+        raise RtlError("the testbench's output lacks the score dump")
+    keys = -(-n // shape.KP) * shape.KP
+    scores = residual_codes(out[s_at + 1 :], n, keys, shape)[:, :n]
+    return ChainRun(runs, act, residual_codes(out[end + 1 : s_at], n, e, shape), scores)
 
 
 def run_linear(

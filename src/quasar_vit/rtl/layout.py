@@ -80,7 +80,14 @@ class GemmShape:
             "RCH_MAX": self.rch_max,
             "RES_W": self.res_w,
             "OUT_W": self.out_w,
+            "SCH_MAX": self.sch_max,
         }
+
+    @property
+    def sch_max(self) -> int:
+        """Key chunks of the score memory: every token's, a power of two, at least ``R / KP``."""
+        need = max(-(-self.T * self.tiles_max // self.KP), self.R // self.KP)
+        return 1 << (need - 1).bit_length()
 
     @property
     def res_parts(self) -> int:
@@ -115,9 +122,11 @@ class RowTile:
     count: int
 
 
-def slot_program(is8: "np.ndarray | list[bool]", r: int, kp: int) -> list[RowTile]:
+def slot_program(is8: "np.ndarray | list[bool]", r: int, kp: int, section: int = 0) -> list[RowTile]:
     """A layer's rows as row tiles of ``r`` nibble-row slots, each tile's outputs a whole number of
-    ``kp``-channel words (but the layer's last tile).
+    ``kp``-channel words (but the layer's last tile).  With ``section`` (a multiple of ``kp``), no
+    tile crosses a multiple of ``section`` rows: the qkv layer's q, k and v thirds then leave the
+    lanes in tiles of their own, and the core can send the k and v tiles to their memories.
 
     Rows go in order: a 4-bit row takes one slot, an 8-bit row two (its signed high nibble, then its
     unsigned low nibble, so a pair never straddles two tiles).  A tile ends where the next row would
@@ -132,11 +141,12 @@ def slot_program(is8: "np.ndarray | list[bool]", r: int, kp: int) -> list[RowTil
     tiles: list[RowTile] = []
     i = 0
     while i < len(rows):
+        end = min(len(rows), (i // section + 1) * section) if section else len(rows)
         j, used = i, 0
-        while j < len(rows) and used + (2 if rows[j] else 1) <= r:
+        while j < end and used + (2 if rows[j] else 1) <= r:
             used += 2 if rows[j] else 1
             j += 1
-        if j < len(rows):
+        if j < end:
             j = i + (j - i) // kp * kp  # a whole number of words (R/2 >= kp rows always fit)
         slots: list[tuple[int, int]] = []
         for o in range(i, j):
@@ -173,7 +183,13 @@ def slot_constant(
 
 
 def weight_stream(
-    w_int: np.ndarray, is8: np.ndarray, mult: np.ndarray, offset: np.ndarray, shift: np.ndarray, shape: GemmShape
+    w_int: np.ndarray,
+    is8: np.ndarray,
+    mult: np.ndarray,
+    offset: np.ndarray,
+    shift: np.ndarray,
+    shape: GemmShape,
+    section: int = 0,
 ) -> list[int]:
     """The beats (``shape.WB``-bit integers) of a linear layer's weights and requantisers.
 
@@ -182,6 +198,7 @@ def weight_stream(
         is8: ``[M]`` which rows are 8-bit.
         mult, offset, shift: ``[M]`` the requantiser of each output row.
         shape: the array (``K`` must be a multiple of ``KP``).
+        section: row tiles do not cross multiples of it (:func:`slot_program`).
     """
     m, k = w_int.shape
     if k % shape.KP:
@@ -189,7 +206,7 @@ def weight_stream(
     w = np.asarray(w_int, np.int64)
     hi, lo = (np.asarray(v, np.int64) for v in nibble_split(w))  # 8-bit rows' nibbles (4-bit rows use w)
     beats: list[int] = []
-    for tile in slot_program(is8, shape.R, shape.KP):
+    for tile in slot_program(is8, shape.R, shape.KP, section):
         rows = np.zeros((shape.R, k), np.int64)  # the offset nibbles w' of each slot
         for s, (kind, o) in enumerate(tile.slots):
             if kind == ROW_PAD:
@@ -225,9 +242,9 @@ def split_words(value: int, n: int, bits: int) -> list[int]:
     return [(value >> (b * bits)) & ((1 << bits) - 1) for b in range(n)]
 
 
-def row_tiles(is8: np.ndarray, shape: GemmShape) -> int:
+def row_tiles(is8: np.ndarray, shape: GemmShape, section: int = 0) -> int:
     """The number of row tiles of a layer with these 8-bit rows."""
-    return len(slot_program(is8, shape.R, shape.KP))
+    return len(slot_program(is8, shape.R, shape.KP, section))
 
 
 def tile_beats(k: int, shape: GemmShape) -> int:

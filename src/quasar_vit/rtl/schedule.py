@@ -60,16 +60,29 @@ def _done(last: int, last_valid: int) -> int:
     return max(last + TAIL_LAST, last_valid + TAIL_VALID) + TB_COUNT
 
 
+# qv_kv_loader as a stream: its first beat on the edge after start, then one a cycle while taken
+# (the testbench's DDR with these numbers offers the same beats)
+LOADER = Ddr(latency=1, num=1, den=1, fifo=1)
+
+
 def linear_cycles(
-    shape: GemmShape, n_tokens: int, k: int, is8: np.ndarray, ddr: Ddr = Ddr(), gelu: bool = False
+    shape: GemmShape,
+    n_tokens: int,
+    k: int,
+    is8: np.ndarray,
+    ddr: Ddr = Ddr(),
+    gelu: bool = False,
+    section: int = 0,
 ) -> int:
     """Cycles from start to done of one linear layer (``n_tokens`` x ``k`` input, rows ``is8``).
 
     A GELU layer's stream starts with its table: ``1024 * 8 / WB`` beats, each unpacked into the
-    tables one entry a cycle before the next beat is taken.
+    tables one entry a cycle before the next beat is taken.  ``section``: the row tiles break at
+    its multiples (the qkv layer's thirds, :func:`~quasar_vit.rtl.layout.slot_program`).  An
+    attention matmul (Q K^T, P V) is a layer whose stream is :data:`LOADER`, with all rows 8-bit.
     """
     n_tt, n_ch = -(-n_tokens // shape.T), k // shape.KP
-    n_rt = row_tiles(is8, shape)
+    n_rt = row_tiles(is8, shape, section)
     gap = max(0, shape.T - n_ch)
     tile_cycles = n_ch + gap
     beats_per_tile = tile_beats(k, shape)

@@ -21,6 +21,12 @@
 // table's codes go there (the 1024-entry table arrives at the head of the layer's stream, 8 bits an
 // entry); 1 they are residual updates, added (saturating) to the residual memory's codes of the same
 // positions, read and written back (qv_res_mem, chunks from r_base).
+// 4 is Q K^T of a head: its K rows (the K memory, which a qkv layer with kv_en fills with the K
+// third of its output) are the stationary operand, made on chip by qv_kv_loader in place of the
+// stream; the query tokens are the layer's input (Q from chunk a_base); the lanes' values (the
+// scores: an identity requantiser) go to the score memory, token by key.  5 is P V of a head: V^T
+// rows (qv_vt_mem, filled by the same qkv layer) are the stationary operand, P the input; the
+// codes go to the activation memory at output row row_base + d (the head's place in proj's input).
 // Also out, for the testbench: per cycle a mask of lanes with a code, the token, and per lane the
 // logical row and code.  A debug read port reads either memory while the core is idle.
 module qv_gemm_core #(
@@ -34,7 +40,8 @@ module qv_gemm_core #(
     parameter OUT_W = 21,
     parameter W = R / KP,          // words a token's outputs of one row tile fill
     parameter RCH_MAX = 8,         // chunks of the residual memory (embed dim / KP)
-    parameter RES_W = 20           // residual code width
+    parameter RES_W = 20,          // residual code width
+    parameter SCH_MAX = 8          // key chunks of the score memory (T * TILES_MAX / KP, a power of two >= W)
 ) (
     input  wire                          clk,
     input  wire                          rst,
@@ -47,7 +54,20 @@ module qv_gemm_core #(
     input  wire [12:0]                   k,          // K
     input  wire                          a_signed,
     input  wire                          o_signed,   // the output codes are signed (stored offset by 32)
-    input  wire [1:0]                    mode,       // 0 codes, 1 residual add, 2 GELU table, 3 LayerNorm
+    input  wire [2:0]                    mode,       // 0 codes, 1 residual add, 2 GELU table, 3 LayerNorm, 4 Q K^T, 5 P V
+    // attention: a qkv layer (mode 0) with kv_en writes its K third (output chunks k_lo ..
+    // k_lo + kv_ch - 1) to the K memory and its V third (from v_lo) to qv_vt_mem; modes 4/5 read
+    // them from src (4: the head's first K chunk; 5: its first dim), n_rows rows (keys; dims)
+    input  wire                          kv_en,
+    input  wire [$clog2(CH_MAX)-1:0]     k_lo,
+    input  wire [$clog2(CH_MAX)-1:0]     v_lo,
+    input  wire [$clog2(RCH_MAX+1)-1:0]  kv_ch,
+    input  wire [11:0]                   src,
+    input  wire [11:0]                   n_rows,
+    input  wire [11:0]                   row_base,
+    input  wire signed [17:0]            at_mult,    // modes 4/5: the one requantiser of every row
+    input  wire signed [47:0]            at_offset,
+    input  wire [5:0]                    at_shift,
     input  wire [$clog2(RCH_MAX)-1:0]    r_base,     // the residual's first chunk
     input  wire [10:0]                   e_len,      // LayerNorm (mode 3): E
     input  wire [63:0]                   eps,        // LayerNorm: EPS
@@ -65,6 +85,8 @@ module qv_gemm_core #(
     input  wire [$clog2(RCH_MAX)-1:0]    r_chunk,
     input  wire [KP*RES_W-1:0]           r_wr_data,
     output wire [KP*RES_W-1:0]           r_rd_data,
+    input  wire [$clog2(SCH_MAX)-1:0]    sc_chunk,   // the score memory's idle read (token r_token)
+    output wire [KP*RES_W-1:0]           sc_rd_data,
     input  wire                          a_wr_en,
     input  wire [$clog2(T*TILES_MAX)-1:0] a_wr_token,
     input  wire [$clog2(CH_MAX)-1:0]     a_wr_chunk,
@@ -109,28 +131,31 @@ module qv_gemm_core #(
     reg [9:0] tbl_idx;
     wire tbl_phase = tbl_beats != 0 || tbl_left != 0;
     wire w_ready;
-    assign s_ready = tbl_phase ? (tbl_beats != 0 && tbl_left == 0 && !start) : w_ready;
+    wire att = mode == 3'd4 || mode == 3'd5;
+    wire ld_valid;
+    wire [WB-1:0] ld_data;
+    assign s_ready = att ? 1'b0 : tbl_phase ? (tbl_beats != 0 && tbl_left == 0 && !start) : w_ready;
     wire tbl_take = s_valid && tbl_beats != 0 && tbl_left == 0 && !start;
     wire tbl_we = tbl_left != 0;
     wire [5:0] tbl_wdata = tbl_beat[((EPB - tbl_left) % EPB) * 8 +: 6];
     always @(posedge clk) begin
         if (rst) begin tbl_beats <= 0; tbl_left <= 0; end
-        else if (start) begin tbl_beats <= (mode == 2'd2) ? ($clog2(TB+1))'(TB) : 0; tbl_left <= 0; tbl_idx <= 0; end
+        else if (start) begin tbl_beats <= (mode == 3'd2) ? ($clog2(TB+1))'(TB) : 0; tbl_left <= 0; tbl_idx <= 0; end
         else begin
             if (tbl_take) begin tbl_beat <= s_data; tbl_left <= ($clog2(EPB+1))'(EPB); tbl_beats <= tbl_beats - 1'b1; end
             else if (tbl_we) begin tbl_left <= tbl_left - 1'b1; tbl_idx <= tbl_idx + 1'b1; end
         end
     end
     qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(WCH_MAX), .WB(WB)) wbuf (
-        .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(s_valid && !tbl_phase), .s_ready(w_ready),
-        .s_data(s_data),
+        .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(att ? ld_valid : s_valid && !tbl_phase),
+        .s_ready(w_ready), .s_data(att ? ld_data : s_data),
         .loaded(w_loaded), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
         .release_en(ln_mode ? ln_rel_en : rel_en), .release_half(ln_mode ? ln_rel_half : rel_half),
         .c_half(lane_half), .c_slots(slots)
     );
     reg [TTW-1:0] rd_tile;
     // the LayerNorm step
-    wire ln_mode = mode == 2'd3;
+    wire ln_mode = mode == 3'd3;
     wire ln_rel_en, ln_rel_half, ln_valid, ln_half, ln_busy;
     wire [TOKW-1:0] ln_token;
     wire [R*ACC_W-1:0] ln_vals;
@@ -345,7 +370,7 @@ module qv_gemm_core #(
             res_new[p*RES_W +: RES_W] = t[RES_W-1:0];
         end
     end
-    wire res_wb = w2_en && mode == 2'd1;
+    wire res_wb = w2_en && mode == 3'd1;
     qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .RCH_MAX(RCH_MAX), .EW(RES_W)) rmem (
         .clk(clk),
         .wr_en(res_wb || r_wr_en),
@@ -362,10 +387,57 @@ module qv_gemm_core #(
     reg [R*6-1:0] codes_out;
     always @(*)
         for (p = 0; p < R; p = p + 1)
-            codes_out[p*6 +: 6] = (mode == 2'd2 ? gelu_q[p*6 +: 6] : w2_vals[p*VW +: 6]) ^ {o_signed, 5'b0};
-    assign wb_en = w2_en && mode != 2'd1;
+            codes_out[p*6 +: 6] = (mode == 3'd2 ? gelu_q[p*6 +: 6] : w2_vals[p*VW +: 6]) ^ {o_signed, 5'b0};
+    assign wb_en = w2_en && mode != 3'd1 && mode != 3'd4;
     assign wb_token = w2_token;
     assign wb_chunk = o_base + CHW'(w2_first / KP);
     assign wb_words = ($clog2(W+1))'(w2_words);
     assign wb_data = (W*KP*6)'(codes_out);
+
+    // ---- attention ----
+    // the stationary operand of modes 4 and 5, made on chip
+    localparam H = R / 2;
+    localparam KT0 = (T * TILES_MAX + H - 1) / H, KT_MAX = KT0 < 2 ? 2 : KT0;  // the K memory's tiles of R/2 keys
+    localparam VC0 = (T * TILES_MAX + KP - 1) / KP, VT_NCH = VC0 < 2 ? 2 : VC0;  // qv_vt_mem's key chunks
+    wire [15:0] ld_rt;
+    wire [12:0] ld_chunk;
+    wire [H*KP*6-1:0] k_block, vt_block;
+    qv_kv_loader #(.R(R), .KP(KP), .WB(WB)) loader (
+        .clk(clk), .rst(rst), .start(start), .en(att), .n_rt(n_rt), .n_ch(13'(n_ch)), .n_rows(n_rows),
+        .row_base(row_base), .mult(at_mult), .offset(at_offset), .shift(at_shift),
+        .s_valid(ld_valid), .s_ready(att && w_ready), .s_data(ld_data),
+        .rd_rt(ld_rt), .rd_chunk(ld_chunk), .rd_block(mode == 3'd4 ? k_block : vt_block)
+    );
+    // the K memory: K rows by tiles of R/2 keys (one read: a row tile's keys at one chunk)
+    wire k_wr = wb_en && kv_en && wb_chunk >= k_lo && wb_chunk < k_lo + CHW'(kv_ch);
+    wire v_wr = wb_en && kv_en && wb_chunk >= v_lo && wb_chunk < v_lo + CHW'(kv_ch);
+    qv_act_mem #(.T(H), .KP(KP), .W(W), .TILES_MAX(KT_MAX), .CH_MAX(RCH_MAX)) kmem (
+        .clk(clk), .wr_en(k_wr), .wr_token(($clog2(H*KT_MAX))'(w2_token)),
+        .wr_chunk(($clog2(RCH_MAX))'(wb_chunk - k_lo)), .wr_words(wb_words), .wr_data(wb_data),
+        .rd_tile(($clog2(KT_MAX))'(ld_rt)), .rd_chunk(($clog2(RCH_MAX))'(src + 12'(ld_chunk))), .rd_data(k_block)
+    );
+    // V^T: the V third's codes of a token go to their dims' banks
+    qv_vt_mem #(.R(R), .KP(KP), .D_MAX(KP * RCH_MAX), .TOK_MAX(T * TILES_MAX), .NCH(VT_NCH)) vtmem (
+        .clk(clk), .wr_en(v_wr), .wr_token(($clog2(T*TILES_MAX))'(w2_token)),
+        .wr_d0(($clog2(KP*RCH_MAX))'(12'(wb_chunk - v_lo) * KP)), .wr_n(($clog2(R+1))'(32'(wb_words) * KP)),
+        .wr_data(codes_out),
+        .rd_d0(($clog2(KP*RCH_MAX))'(src + 12'(ld_rt) * H)),
+        .rd_chunk(($clog2(VT_NCH))'(ld_chunk)), .rd_data(vt_block)
+    );
+    // the score memory: a head's Q K^T, token (query) by key chunk, written by the lanes (mode 4)
+    wire sc_wb = w2_en && mode == 3'd4;
+    wire [KP*RES_W*W-1:0] sc_q;
+    wire [W*KP*RES_W-1:0] sc_vals;
+    genvar sv;
+    generate
+        for (sv = 0; sv < W*KP; sv = sv + 1) begin : score
+            assign sc_vals[sv*RES_W +: RES_W] = w2_vals[sv*VW +: RES_W];
+        end
+    endgenerate
+    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem (
+        .clk(clk), .wr_en(sc_wb), .wr_token(w2_token[$clog2(T*TILES_MAX)-1:0]),
+        .wr_chunk(($clog2(SCH_MAX))'(w2_first / KP)), .wr_words(($clog2(W+1))'(w2_words)), .wr_data(sc_vals),
+        .rd_token(r_token), .rd_chunk(sc_chunk), .rd_data(sc_q)
+    );
+    assign sc_rd_data = sc_q[KP*RES_W-1:0];
 endmodule

@@ -2,18 +2,21 @@
 // Input: n_layers; ddr_latency bw_num bw_den fifo;
 //        n_words, then per word "token chunk data": input codes (offset) into the activation memory
 //        n_rwords, then per word "token chunk" and RWN 32-bit parts: residual codes (two's complement)
-//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base e_len eps lo hi, n_beats,
+//        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base e_len eps lo hi,
+//                   kv_en k_lo v_lo kv_ch src n_rows row_base at_mult at_offset at_shift, n_beats,
 //                   then per beat WB/32 words of 32 bits, low word first
-//        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks
+//        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks; score tokens, chunks
 // DDR: a layer's first beat is offered ddr_latency cycles after its start, then bw_num/bw_den
 // beats a cycle (a credit counter), whenever the core is ready; the credit is capped at fifo
 // beats (the DDR runs ahead of the core by at most that many beats).
 // Output: per layer, per code "token row code", then "-1 codes cycles overrun";
 //         then "-2" and the dumped activation memory, per (tile, chunk) its T words;
-//         then "-3" and the residual memory, per (token, chunk) RWN 32-bit parts.
+//         then "-3" and the residual memory, per (token, chunk) RWN 32-bit parts;
+//         then "-4" and the score memory, likewise.
 module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter TILES_MAX = 4,
                          parameter CH_MAX = 8, parameter WCH_MAX = 8, parameter WB = 32, parameter OUT_W = 21,
-                         parameter BEATS_MAX = 65536, parameter RCH_MAX = 8, parameter RES_W = 20);
+                         parameter BEATS_MAX = 65536, parameter RCH_MAX = 8, parameter RES_W = 20,
+                         parameter SCH_MAX = 8);
     localparam RWN = (KP * RES_W + 31) / 32;
     logic clk = 0;
     always #5 clk = ~clk;
@@ -25,7 +28,16 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [15:0] n_rt;
     logic [12:0] k;
     logic a_signed, o_signed;
-    logic [1:0] mode;
+    logic [2:0] mode;
+    logic kv_en;
+    logic [$clog2(CH_MAX)-1:0] k_lo, v_lo;
+    logic [$clog2(RCH_MAX+1)-1:0] kv_ch;
+    logic [11:0] src, n_rows, row_base;
+    logic signed [17:0] at_mult;
+    logic signed [47:0] at_offset;
+    logic [5:0] at_shift;
+    logic [$clog2(SCH_MAX)-1:0] sc_chunk = 0;
+    logic [KP*RES_W-1:0] sc_rd_data;
     logic [10:0] e_len;
     logic [63:0] eps;
     logic [$clog2(RCH_MAX)-1:0] r_base, r_chunk = 0;
@@ -49,7 +61,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [R*OUT_W-1:0] o_code;
     logic busy, overrun;
     qv_gemm_core #(.R(R), .T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX), .WCH_MAX(WCH_MAX), .WB(WB),
-                   .OUT_W(OUT_W), .RCH_MAX(RCH_MAX), .RES_W(RES_W)) dut (.*);
+                   .OUT_W(OUT_W), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .SCH_MAX(SCH_MAX)) dut (.*);
 
     logic [WB-1:0] ddr [0:BEATS_MAX-1];
     string fin, fout;
@@ -79,6 +91,18 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
         r = $fscanf(fi, "%d", v);
         return v;
     endfunction
+    // "-3" / "-4" and the residual or the score memory: per (token, chunk) RWN 32-bit parts
+    task automatic dump_words(input bit scores);
+        integer n_tok_d = int'(rd()), n_ch_d = int'(rd());
+        $fwrite(fo, "%0d\n", scores ? -4 : -3);
+        for (int t = 0; t < n_tok_d; t++)
+            for (int c = 0; c < n_ch_d; c++) begin
+                r_token = $bits(r_token)'(t); r_chunk = $bits(r_chunk)'(c); sc_chunk = $bits(sc_chunk)'(c);
+                @(posedge clk); #1;
+                rbuf = (RWN*32)'(scores ? sc_rd_data : r_rd_data);
+                for (int q = 0; q < RWN; q++) $fwrite(fo, "%0d\n", rbuf[q*32 +: 32]);
+            end
+    endtask
     initial begin
         void'($value$plusargs("in=%s", fin));
         void'($value$plusargs("out=%s", fout));
@@ -106,10 +130,13 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
         r_wr_en = 0;
         for (layer = 0; layer < n_layers; layer++) begin
             n_tok = $bits(n_tok)'(rd()); n_tt = $bits(n_tt)'(rd()); n_ch = $bits(n_ch)'(rd());
-            n_rt = 16'(rd()); k = 13'(rd()); a_signed = rd() != 0; o_signed = rd() != 0; mode = 2'(rd());
+            n_rt = 16'(rd()); k = 13'(rd()); a_signed = rd() != 0; o_signed = rd() != 0; mode = 3'(rd());
             a_base = $bits(a_base)'(rd()); o_base = $bits(o_base)'(rd()); r_base = $bits(r_base)'(rd());
             e_len = 11'(rd()); eps = 64'(rd());
             lo = OUT_W'(rd()); hi = OUT_W'(rd());
+            kv_en = rd() != 0; k_lo = $bits(k_lo)'(rd()); v_lo = $bits(v_lo)'(rd()); kv_ch = $bits(kv_ch)'(rd());
+            src = 12'(rd()); n_rows = 12'(rd()); row_base = 12'(rd());
+            at_mult = 18'(rd()); at_offset = 48'(rd()); at_shift = 6'(rd());
             n_beats = int'(rd());
             for (i = 0; i < n_beats; i++)
                 for (j = 0; j < WB / 32; j++) ddr[i][j*32 +: 32] = 32'(rd());
@@ -129,15 +156,8 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
                 @(posedge clk); #1;
                 for (int b = 0; b < T; b++) $fwrite(fo, "%0d\n", dbg_data[b*KP*6 +: KP*6]);
             end
-        d_tiles = int'(rd()); d_chunks = int'(rd());
-        $fwrite(fo, "-3\n");
-        for (i = 0; i < d_tiles; i++)
-            for (j = 0; j < d_chunks; j++) begin
-                r_token = $bits(r_token)'(i); r_chunk = $bits(r_chunk)'(j);
-                @(posedge clk); #1;
-                rbuf = (RWN*32)'(r_rd_data);
-                for (int q = 0; q < RWN; q++) $fwrite(fo, "%0d\n", rbuf[q*32 +: 32]);
-            end
+        dump_words(0);  // -3: the residual memory
+        dump_words(1);  // -4: the score memory
         $fclose(fo);
         $finish;
     end

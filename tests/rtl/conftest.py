@@ -1,0 +1,28 @@
+"""Fixtures of the RTL tests: a trained export and the engine's trace, shared by the core's tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def exported_trace(trained_run, tmp_path_factory):
+    """The largest subnet of the session's trained supernet, exported; its IR and the engine's trace on two images."""
+    import json
+
+    from quasar_vit.config import config_from_dict
+    from quasar_vit.export import export_subnet
+    from quasar_vit.export.exporter import load_test_images
+    from quasar_vit.export.ir import load_ir
+    from quasar_vit.export.reference import IntegerViT
+
+    cfg, run = trained_run
+    root = tmp_path_factory.mktemp("rtl-export")
+    sub = root / "subnet.json"
+    sub.write_text(json.dumps({"subnet": cfg.model.space().largest().to_dict()}))
+    out = export_subnet(run / "supernet.pt", sub, "zcu102", root / "exp")
+    ir = load_ir(out)
+    info = json.loads((out / "export.json").read_text())
+    images = load_test_images(config_from_dict(info["config"]), None, 2)[0]
+    _, trace = IntegerViT(ir).forward(images.numpy(), trace=True)
+    return ir, trace
