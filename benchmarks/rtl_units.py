@@ -6,7 +6,8 @@ figure the paper gives as 12.9 LUT + 0.25 DSP for packing 4) and its share of th
 FF counts include the DSP48E2 pipeline registers, which Yosys leaves in the fabric and Vivado packs
 into the DSP (docs/rtl.md).
 
-The last two rows are the GEMM core (with its LayerNorm path, GELU tables and memories) at the
+The last two rows are the GEMM core (the array, the lanes, the LayerNorm path, the softmax step, the
+GELU tables, the activation, residual, score, K and V^T memories) at the
 demo's size and at the DeiT-Small size that ``benchmarks/rtl_gemm.py`` simulates (197 tokens,
 every matrix of a block in the activation memory: 4096 channels; layers up to K = 2048; embed dim
 up to 512; two 128-bit stream ports).
@@ -35,7 +36,10 @@ UNITS: list[tuple[str, dict[str, int], int]] = [
     ("qv_mul_pack4", {}, 4),
     ("qv_requant", {}, 0),
     ("qv_outstage", {}, 0),
-    ("qv_softmax", {}, 0),
+    # the attention parts at the DeiT-Small size (R = 32 lanes, 384 tokens, 512 channels)
+    ("qv_sm_path", {"R": 32, "KP": 8, "W": 4, "TOK_MAX": 384, "SCH_MAX": 64, "CH_MAX": 512}, 0),
+    ("qv_kv_loader", {"R": 32, "KP": 8, "WB": 256}, 0),
+    ("qv_vt_mem", {"R": 32, "KP": 8, "D_MAX": 512, "TOK_MAX": 384, "NCH": 48}, 0),
     ("qv_dot_array", {"R": 8, "T": 8, "KP": 8}, 512),
     ("qv_dot_array", {"R": 32, "T": 24, "KP": 8}, 6144),
     # the whole GEMM core (array, drain, lanes, weight/activation/residual memories, GELU tables)

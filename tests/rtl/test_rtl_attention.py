@@ -1,12 +1,13 @@
-"""Attention's matmuls on the simulated RTL core: Q K^T and P V with on-chip stationary operands.
+"""A head of attention on the simulated RTL core: Q K^T, the softmax and P V, all on chip.
 
 The qkv layer (a kv layer) writes q into the activation memory and also fills the K memory and the
 V^T memory.  Per head, Q K^T (mode 4) then takes K from the K memory and writes the scores to the
-score memory, and P V (mode 5) takes V^T from its memory and writes the projection's input codes.
-The operands come from ``qv_kv_loader``, not from DDR.  The scores must be the exact products of the
-engine's q and k codes, and P V must give the engine's codes bit for bit.  Until the softmax is on
-the core, each head's P is the engine's.  Every step must take the cycles the schedule model
-predicts, with the loader as the stream.
+score memory; the softmax (mode 6, ``qv_sm_path``) turns the score memory's rows into the head's P
+codes in the activation memory; and P V (mode 5) takes V^T from its memory and writes the
+projection's input codes.  The stationary operands come from ``qv_kv_loader``, not from DDR.  The
+scores must be the exact products of the engine's q and k codes, P the engine's probability codes
+and P V its projection input, bit for bit, and every step must take the cycles the schedule model
+predicts.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 import pytest
 
 from quasar_vit.errors import RtlError
-from quasar_vit.rtl.gemm import Layer, run_layers
+from quasar_vit.quantization import intops
+from quasar_vit.rtl.gemm import MODE_SM, Layer, run_layers
 from quasar_vit.rtl.layout import Ddr, GemmShape
-from quasar_vit.rtl.schedule import LOADER, linear_cycles
+from quasar_vit.rtl.schedule import LOADER, linear_cycles, softmax_cycles
 
 DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
 ODD = GemmShape(R=8, T=6, KP=4, WB=32, tiles_max=6, ch_max=128, wch_max=16, rch_max=16)  # T not a multiple of R/2
@@ -30,14 +32,22 @@ def _ints(rq) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(v).astype(np.int64) for v in (rq.mult, rq.offset, rq.shift))
 
 
-def _attention_steps(ir, blk, n: int) -> list[Layer]:
-    """Block ``blk``'s qkv layer (kv), then Q K^T of every head, then P V of every head."""
+def _attention_steps(ir, blk, n: int, heads: int | None = None) -> list[Layer]:
+    """Block ``blk``'s qkv layer (kv), then Q K^T, the softmax and P V of its first ``heads`` heads."""
     qn, qp = ir.act_range_signed
     qkv = Layer(blk.qkv.w_int, blk.qkv.is8, *_ints(blk.ops.qkv), (qn, qp), kv=True)
     pv = tuple(int(np.asarray(v).ravel()[0]) for v in _ints(blk.ops.pv))
+    sm = blk.ops.softmax
+    smc = tuple(int(np.asarray(v).ravel()[0]) for v in (sm.mult, sm.shift, sm.recip))
     h, hd = blk.heads, blk.head_dim
-    steps = [qkv] + [Layer.scores(n, hd, i, h) for i in range(h)]
-    return steps + [Layer.attend(n, hd, i, h, pv, blk.proj.act_range) for i in range(h)]  # type: ignore[arg-type]
+    steps = [qkv]
+    for i in range(h if heads is None else heads):
+        steps += [
+            Layer.scores(n, hd, i, h),
+            Layer.softmax(n, i, h, smc, ir.act_range_unsigned[1], ir.ops.softmax_frac_bits),  # type: ignore[arg-type]
+            Layer.attend(n, hd, i, h, pv, blk.proj.act_range),  # type: ignore[arg-type]
+        ]
+    return steps
 
 
 def _predicted(shape: GemmShape, steps: list[Layer], n: int) -> list[int]:
@@ -45,12 +55,13 @@ def _predicted(shape: GemmShape, steps: list[Layer], n: int) -> list[int]:
     out = [linear_cycles(shape, n, qkv.w_int.shape[1], qkv.is8, Ddr(), section=qkv.section)]
     for s in rest:
         k = -(-s.w_int.shape[1] // shape.KP) * shape.KP
-        out.append(linear_cycles(shape, n, k, s.is8, LOADER))
+        out.append(softmax_cycles(shape, n) if s.mode == MODE_SM else linear_cycles(shape, n, k, s.is8, LOADER))
     return out
 
 
-def test_exported_attention_matmuls_on_chip(exported_trace, tmp_path: Path) -> None:
-    """Block 0 of a trained export on two images: qkv, then Q K^T and P V of every head, on chip."""
+def test_exported_attention_on_chip(exported_trace, tmp_path: Path) -> None:
+    """Block 0 of a trained export on two images: qkv, then every head's Q K^T, softmax and P V on
+    chip, from the engine's qkv input codes to its projection input codes."""
     ir, trace = exported_trace
     blk = ir.blocks[0]
     p, heads = "blocks.0", blk.heads
@@ -58,25 +69,34 @@ def test_exported_attention_matmuls_on_chip(exported_trace, tmp_path: Path) -> N
         x = trace[f"{p}.qkv.in"][img].astype(np.int64)
         n = len(x)
         steps = _attention_steps(ir, blk, n)
-        probs = trace[f"{p}.attn"][img].astype(np.int64)
-        chain = run_layers(DEMO, steps, x, True, tmp_path / f"img{img}", probs=probs)
+        chain = run_layers(DEMO, steps, x, True, tmp_path / f"img{img}")
         q, k = (trace[f"{p}.{t}"][img].astype(np.int64) for t in "qk")
         for h in range(heads):
-            np.testing.assert_array_equal(chain.layers[1 + h].codes, q[h] @ k[h].T)
+            np.testing.assert_array_equal(chain.layers[1 + 3 * h].codes, q[h] @ k[h].T)
         np.testing.assert_array_equal(chain.scores, q[-1] @ k[-1].T)  # the last head's, in the score memory
         want = trace[f"{p}.proj.in"][img].astype(np.int64)
         hd = blk.head_dim
         for h in range(heads):
-            np.testing.assert_array_equal(chain.layers[1 + heads + h].codes, want[:, h * hd : (h + 1) * hd])
+            np.testing.assert_array_equal(chain.layers[3 + 3 * h].codes, want[:, h * hd : (h + 1) * hd])
         np.testing.assert_array_equal(chain.act, want)  # the projection's input, read back from the memory
         assert [r.cycles for r in chain.layers] == _predicted(DEMO, steps, n)
         assert not any(r.overrun for r in chain.layers)
 
 
+def test_exported_softmax_codes(exported_trace, tmp_path: Path) -> None:
+    """The P codes the softmax step writes for head 1 of block 0 are the engine's, bit for bit."""
+    ir, trace = exported_trace
+    blk = ir.blocks[0]
+    x = trace["blocks.0.qkv.in"][0].astype(np.int64)
+    steps = _attention_steps(ir, blk, len(x), heads=2)[:-1]  # ... ending with head 1's softmax
+    chain = run_layers(DEMO, steps, x, True, tmp_path)
+    np.testing.assert_array_equal(chain.act, trace["blocks.0.attn"][0][1].astype(np.int64))
+
+
 def test_random_attention_on_an_odd_core(tmp_path: Path) -> None:
-    """Random q, k, v and P on a core whose token tiles (T = 6) do not line up with its key tiles
-    (R/2 = 4), with 8-bit and 4-bit rows in the qkv layer and a partial last key tile: the scores are
-    q k^T, and P V is the requantised exact product."""
+    """Random weights on a core whose token tiles (T = 6) do not line up with its key tiles
+    (R/2 = 4), with 8-bit and 4-bit rows in the qkv layer and a partial last key tile and word:
+    the scores are q k^T, P is ``intops.softmax`` of them, and P V the requantised exact product."""
     rng = np.random.default_rng(5)
     n, e, heads = 23, 32, 2
     hd = e // heads
@@ -91,17 +111,24 @@ def test_random_attention_on_an_odd_core(tmp_path: Path) -> None:
     mult = np.full(3 * e, 3000)
     qkv_codes = np.clip((acc * mult + (1 << 13)) >> shift, -32, 31)
     qkv = Layer(w, is8, mult, np.full(3 * e, 1 << 13), shift, (-32, 31), kv=True)
-    pv = (1500, 1 << 11, 12)
-    steps = [qkv] + [Layer.scores(n, hd, i, heads) for i in range(heads)]
-    steps += [Layer.attend(n, hd, i, heads, pv, (-32, 31)) for i in range(heads)]
-    probs = rng.integers(0, 64, (heads, n, n))
-    chain = run_layers(ODD, steps, x, True, tmp_path, probs=probs)
+    pv, sm = (1500, 1 << 11, 12), (9000, 15, 1 << 22)  # M, S, Qa: Qa for s_attn = 1/64
+    steps = [qkv]
+    for i in range(heads):
+        steps += [
+            Layer.scores(n, hd, i, heads),
+            Layer.softmax(n, i, heads, sm, 63),
+            Layer.attend(n, hd, i, heads, pv, (-32, 31)),
+        ]
+    chain = run_layers(ODD, steps, x, True, tmp_path)
     np.testing.assert_array_equal(chain.layers[0].codes, qkv_codes)
     q, k, v = (qkv_codes[:, t * e : (t + 1) * e].reshape(n, heads, hd).transpose(1, 0, 2) for t in range(3))
     for h in range(heads):
-        np.testing.assert_array_equal(chain.layers[1 + h].codes, q[h] @ k[h].T)
-        want = np.clip((probs[h] @ v[h] * pv[0] + pv[1]) >> pv[2], -32, 31)
-        np.testing.assert_array_equal(chain.layers[1 + heads + h].codes, want)
+        scores = q[h] @ k[h].T
+        np.testing.assert_array_equal(chain.layers[1 + 3 * h].codes, scores)
+        probs = intops.softmax(scores, sm[0], sm[1], sm[2], 6, 63).astype(np.int64)
+        assert 0 < probs.max() and len(np.unique(probs)) > 8  # the constants give a spread of codes
+        want = np.clip((probs @ v[h] * pv[0] + pv[1]) >> pv[2], -32, 31)
+        np.testing.assert_array_equal(chain.layers[3 + 3 * h].codes, want)
     assert [r.cycles for r in chain.layers] == _predicted(ODD, steps, n)
 
 
@@ -110,7 +137,7 @@ def test_attention_steps_refused_with_one_line(tmp_path: Path) -> None:
     with pytest.raises(RtlError, match="needs a kv layer before it"):
         run_layers(ODD, [Layer.scores(8, 16, 0, 2)], x, True, tmp_path)
     qkv = Layer(np.zeros((96, 32), np.int64), np.zeros(96, bool), *(np.ones(96, np.int64),) * 3, (-32, 31), kv=True)
-    with pytest.raises(RtlError, match="does not fit the kv layer"):
+    with pytest.raises(RtlError, match="do not fit the kv layer"):
         run_layers(ODD, [qkv, Layer.scores(8, 8, 0, 2)], x, True, tmp_path)
     with pytest.raises(RtlError, match="takes 9 keys; there are 8 tokens"):
         run_layers(ODD, [qkv, Layer.attend(9, 16, 1, 2, (1, 0, 0), (-32, 31))], x, True, tmp_path)

@@ -1,10 +1,12 @@
-"""The RTL integer softmax (``qv_softmax.v``) against :func:`quasar_vit.quantization.intops.softmax`, bit for bit.
+"""The core's softmax step (``qv_sm_path.v``, ``qv_gemm_core`` mode 6) against
+:func:`quasar_vit.quantization.intops.softmax`, bit for bit.
 
-Rows of score accumulators of realistic sizes and spreads, with constants from
-:func:`quasar_vit.quantization.intconst.softmax_constants`, are streamed through the unit's three
-passes; its codes must be the reference's exactly.  The integer form the RTL computes of the exp2
-argument is checked against the reference's float form first, and the RTL's EXP2 ROM against
-:func:`intops.exp2_table`.
+Score matrices of realistic sizes and spreads, with constants from
+:func:`quasar_vit.quantization.intconst.softmax_constants`, are loaded into the score memory and
+run through the step's three phases; its P codes in the activation memory must be the reference's
+exactly, and each row's reciprocal (its one division) the exact integer one.  The integer form the
+RTL computes of the exp2 argument is checked against the reference's float form first, and the
+RTL's EXP2 ROM against :func:`intops.exp2_table`.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from quasar_vit.quantization import intconst, intops
-from quasar_vit.rtl import sim, synth, tools
-from quasar_vit.rtl.modules import sources, tb_sources
+from quasar_vit.rtl import synth, tools
+from quasar_vit.rtl.gemm import Layer, run_layers
+from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.modules import sources
+from quasar_vit.rtl.schedule import softmax_cycles
 
 F = 6
 U_MAX = (intops.EXP_BITS + 1) << F
-QA_W = 26
-DIV_WAIT = 11 + QA_W + 17  # the module header's figure
-LATENCY = 11
+LIM = 2**19 - 1  # the score memory's 20-bit words
+SHAPE = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=50, ch_max=32, wch_max=8)  # 200 tokens
 
 
 def _constants(s_q: float, s_k: float, head_dim: int, s_attn: float) -> tuple[int, int, int]:
@@ -43,82 +48,80 @@ def _u_ref(a: np.ndarray, m: int, s: int) -> np.ndarray:
     return np.clip(np.floor(af * -mm + (af.max() * mm + 0.5)), 0, U_MAX).astype(np.int64)
 
 
-def _rows(rng: np.random.Generator) -> list[tuple[np.ndarray, tuple[int, int, int], int, int]]:
-    """(scores, (M, S, Qa), hi, gaps) per row."""
-    lim = 2**20 - 1
-    consts = [
-        (_constants(0.02, 0.02, 16, 1 / 63), 63),
-        (_constants(0.1, 0.05, 64, 1 / 63), 63),
-        (_constants(0.2, 0.2, 16, 1 / 63), 63),
-        (_constants(0.05, 0.15, 64, 1 / 255), 63),  # a finer step than the codes reach: saturates at hi
-        (_constants(0.2, 0.1, 64, 1 / 255), 255),
-    ]
-    rows = []
-    for n in (17, 197):
-        for sigma in (10, 1000, 100000):
-            for c, hi in consts[:3] if n == 197 else consts:
-                a = np.clip(np.round(rng.normal(size=n) * sigma), -lim, lim).astype(np.int64)
-                rows.append((a, c, hi, int(rng.random() < 0.5)))
-    c0, hi0 = consts[1]
-    rows.append((np.array([12345], np.int64), c0, hi0, 0))  # N = 1
-    rows.append((np.array([-(2**20) + 1], np.int64), c0, hi0, 0))
-    rows.append((np.array([5, -7], np.int64), c0, hi0, 0))  # N = 2
-    rows.append((np.array([lim, -lim], np.int64), c0, hi0, 1))
-    rows.append((np.full(17, -4321, np.int64), c0, hi0, 0))  # all equal
-    dom = np.round(rng.normal(size=197) * 100).astype(np.int64)
-    dom[rng.integers(197)] = 200000  # one dominant score
-    rows.append((dom, c0, hi0, 0))
-    for c, hi in consts:  # the largest spread the unit takes
-        rows.append((rng.integers(-lim, lim + 1, 17), c, hi, 1))
-    return rows
+CONSTS = [
+    ((0.02, 0.02, 16, 1 / 63), 63),
+    ((0.1, 0.05, 64, 1 / 63), 63),
+    ((0.2, 0.2, 16, 1 / 63), 63),
+    ((0.05, 0.15, 64, 1 / 255), 63),  # a finer step than the codes reach: saturates at hi
+    ((0.1, 0.1, 64, 1 / 31), 31),
+]
+
+
+def _matrix(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``[n, n]`` scores: rows of spreads 10, 1000 and 100000 in turn, then (as far as ``n`` reaches)
+    a row of equal scores, one with a dominant score, one over the whole range, one at both limits."""
+    sig = np.array([10, 1000, 100000])[np.arange(n) % 3]
+    a = np.clip(np.round(rng.normal(size=(n, n)) * sig[:, None]), -LIM, LIM).astype(np.int64)
+    special = [np.full(n, -4321), rng.integers(-LIM, LIM + 1, n), np.resize([LIM, -LIM], n)]
+    dom = np.round(rng.normal(size=n) * 100).astype(np.int64)
+    dom[rng.integers(n)] = 200000
+    for i, row in enumerate([*special, dom][: max(0, n - 1)]):
+        a[1 + i] = row
+    return a
+
+
+def _cases(rng: np.random.Generator) -> list[tuple[np.ndarray, tuple[int, int, int], int]]:
+    """(scores, (M, S, Qa), hi): every constant set at 17 tokens, three at 197, and 1 and 2 tokens."""
+    out = [(_matrix(rng, 17), _constants(*c), hi) for c, hi in CONSTS]
+    out += [(_matrix(rng, 197), _constants(*c), hi) for c, hi in CONSTS[:3]]
+    c, hi = CONSTS[1]
+    out += [(np.array([[12345]]), _constants(*c), hi), (np.array([[5, -7], [LIM, -LIM]]), _constants(*c), hi)]
+    return out
 
 
 def test_exp_argument_integer_form_matches_intops() -> None:
     """``floor(a * -m + (max * m + 0.5))`` (intops) is ``((max - a) * M + 2**(S-1)) >> S`` for these constants."""
     rng = np.random.default_rng(1)
-    for a, (m, s, _), _, _ in _rows(rng):
-        np.testing.assert_array_equal(_u_int(a, m, s), _u_ref(a, m, s))
+    for scores, (m, s, _), _ in _cases(rng):
+        for a in scores:
+            np.testing.assert_array_equal(_u_int(a, m, s), _u_ref(a, m, s))
 
 
 def test_exp2_rom_is_the_table() -> None:
     """The RTL's case-statement ROM holds :func:`intops.exp2_table` (F = 6)."""
-    text = tools.hdl_file("qv_softmax.v").read_text()
+    text = tools.hdl_file("qv_sm_path.v").read_text()
     rom = {int(k): int(v) for k, v in re.findall(r"6'd(\d+): exp2_rom = 17'd(\d+);", text)}
     assert sorted(rom) == list(range(1 << F))
     np.testing.assert_array_equal([rom[i] for i in range(1 << F)], intops.exp2_table(F))
 
 
-def test_softmax_matches_intops(tmp_path: Path) -> None:
-    """The RTL softmax's codes are :func:`intops.softmax`'s, bit for bit, over rows of every size and spread."""
-    rng = np.random.default_rng(2024)
-    rows = _rows(rng)
-    stim: list[int] = [len(rows)]
-    want, sums = [], []
-    for a, (m, s, qa), hi, gaps in rows:
-        assert 0 < m < 2**17 and 1 <= s <= 62 and 0 < qa < 2**QA_W
-        stim += [a.size, m, s, qa, hi, gaps, *a.tolist()]
-        want.append(intops.softmax(a[None, :].astype(np.float64), m, s, qa, F, hi)[0].astype(np.int64))
-        tot = int(intops.exp_table(F)[_u_int(a, m, s)].sum())  # s and inv in exact integers
-        sums.append((tot, ((qa << intops.RECIP_BITS) + (tot >> 1)) // tot))
-    exe = sim.build("tb_qv_softmax", tb_sources("qv_softmax"), dict(QA_W=QA_W))
-    out = sim.run(exe, np.array(stim), tmp_path)
-    assert out.size == sum(w.size + 5 for w in want)
-    pos = 0
-    nonzero = 0
-    for i, w in enumerate(want):
-        got = out[pos : pos + w.size]
-        div_wait, latency, last_ok, row_sum, inv = out[pos + w.size : pos + w.size + 5]
-        pos += w.size + 5
-        np.testing.assert_array_equal(got, w, err_msg=f"row {i} (N = {w.size})")
-        assert (row_sum, inv) == sums[i], f"row {i}: the row sum and the reciprocal"  # stricter than the codes
-        assert (div_wait, latency, last_ok) == (DIV_WAIT, LATENCY, 1), f"row {i}"
-        nonzero += int((got > 0).sum())
-    assert nonzero > 2 * len(want)  # not trivially all zero
+@pytest.mark.parametrize("case", range(len(CONSTS) + 5))
+def test_softmax_step_matches_intops(case: int, tmp_path: Path) -> None:
+    """The core's softmax step gives :func:`intops.softmax`'s codes bit for bit, every row's
+    reciprocal exactly, in the cycles the schedule model predicts."""
+    scores, (m, s, qa), hi = _cases(np.random.default_rng(2024))[case]
+    n = len(scores)
+    assert 0 < m < 2**17 and 1 <= s <= 62 and 0 < qa < 2**26
+    want = intops.softmax(scores.astype(np.float64), m, s, qa, F, hi).astype(np.int64)
+    sums = np.array([int(intops.exp_table(F)[_u_int(a, m, s)].sum()) for a in scores])  # exact integers
+    inv = ((qa << intops.RECIP_BITS) + (sums >> 1)) // sums
+    none = np.zeros((n, 0), np.int64)
+    chain = run_layers(SHAPE, [Layer.softmax(n, 0, 1, (m, s, qa), hi)], none, True, tmp_path, scores=scores)
+    np.testing.assert_array_equal(chain.act, want)
+    np.testing.assert_array_equal(chain.inv, inv)  # stricter than the codes: the one division
+    assert chain.layers[0].cycles == softmax_cycles(SHAPE, n)
+    assert n < 3 or (len(np.unique(want)) > 3 and want.max() == hi)  # not trivially flat
 
 
-def test_softmax_synthesises_to_two_dsps() -> None:
-    """Yosys maps the unit to two DSP48E2 (the exp2 argument's and the probability's products), no BRAM (~4 s)."""
-    r = synth.synthesise("qv_softmax", sources("qv_softmax"), dict(QA_W=QA_W))
-    assert r["dsp"] == 2
+def test_softmax_refuses_another_table() -> None:
+    with pytest.raises(Exception, match="64-entry exp2 table"):
+        Layer.softmax(4, 0, 1, (1, 1, 1), 63, frac_bits=5)
+
+
+def test_softmax_step_synthesises_to_two_dsps_a_lane() -> None:
+    """Yosys maps each of the R lanes' two products (the exp2 argument's and the probability's) to a
+    DSP48E2, and the row tables to LUT RAM, no block RAM (about 30 s)."""
+    params = dict(R=8, KP=4, W=2, TOK_MAX=32, SCH_MAX=8, CH_MAX=16)
+    r = synth.synthesise("qv_sm_path", sources("qv_sm_path"), params)
+    assert r["dsp"] == 2 * params["R"]
     assert r["bram36"] == 0
-    assert r["lut"] < 1500

@@ -33,8 +33,10 @@ from quasar_vit.rtl.layout import (
 from quasar_vit.rtl.modules import tb_sources
 
 BEATS_MAX = 1 << 18  # the testbench's DDR model holds this many beats (one build for every layer)
-MODE_CODES, MODE_RESIDUAL, MODE_GELU, MODE_LN, MODE_QK, MODE_PV = 0, 1, 2, 3, 4, 5  # qv_gemm_core's modes
+MODE_CODES, MODE_RESIDUAL, MODE_GELU, MODE_LN, MODE_QK, MODE_PV, MODE_SM = range(7)  # qv_gemm_core's modes
+ATTENTION = (MODE_QK, MODE_SM, MODE_PV)  # the steps of a head: no weight stream, after a kv layer
 _MISSING = np.iinfo(np.int64).min  # an output the lanes never gave
+SM_FRAC_BITS = 6  # qv_sm_path's exp2 table: 2**6 entries
 SCORE_BITS = 20  # the score memory's words (res_w bits): a score of K terms is below 1024 * K
 
 __all__ = ["Ddr", "Layer", "LinearRun", "ChainRun", "run_layers", "run_linear", "run_ir_linear"]
@@ -53,6 +55,7 @@ class ChainRun:
     act: np.ndarray  # the last code-writing step's output, read back from the activation memory
     residual: np.ndarray  # the residual memory at the end [N, E]
     scores: np.ndarray  # the score memory at the end [N, N] (the last Q K^T step's)
+    inv: np.ndarray  # the last softmax step's per-row reciprocal [N] (its one division)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,21 @@ class Layer:
         one = np.ones(n_keys, np.int64)
         w = np.zeros((n_keys, head_dim), np.int64)
         return cls(w, one.astype(bool), one, 0 * one, 0 * one, (-top, top - 1), MODE_QK, head=head, heads=heads)
+
+    @classmethod
+    def softmax(
+        cls, n_keys: int, head: int, heads: int, rq: tuple[int, int, int], hi: int, frac_bits: int = SM_FRAC_BITS
+    ) -> "Layer":
+        """The softmax of ``head``'s scores (the score memory) into its P codes ``[0, hi]``, with
+        :func:`~quasar_vit.quantization.intops.softmax`'s ``rq = (M, S, Qa)``."""
+        if frac_bits != SM_FRAC_BITS:
+            raise RtlError(
+                f"the core's softmax has a {2**SM_FRAC_BITS}-entry exp2 table (softmax_frac_bits {SM_FRAC_BITS})"
+            )
+        one = np.ones(n_keys, np.int64)
+        mult, shift, recip = (v * one for v in rq)
+        w = np.zeros((n_keys, 0), np.int64)
+        return cls(w, 0 * one.astype(bool), mult, recip, shift, (0, hi), MODE_SM, head=head, heads=heads)
 
     @classmethod
     def attend(
@@ -139,12 +157,18 @@ def _check(i: int, lay: Layer, k_in: int, e: int, n: int, kv: tuple[int, int] | 
     if lay.mode == MODE_LN:
         if m != e or e == 0 or e % shape.R:
             problems.append(f"a LayerNorm of {m} channels needs the residual's {e} channels, a multiple of R={shape.R}")
-    elif lay.mode in (MODE_QK, MODE_PV):
-        keys, hd = lay.w_int.shape if lay.mode == MODE_QK else lay.w_int.shape[::-1]
+    elif lay.mode in ATTENTION:
+        keys = lay.w_int.shape[1 if lay.mode == MODE_PV else 0]
+        hd = {MODE_QK: lay.w_int.shape[1], MODE_PV: lay.w_int.shape[0]}.get(lay.mode, 0)
+        if not 0 <= lay.head < lay.heads:
+            problems.append(f"head {lay.head} of {lay.heads}")
         if kv is None:
-            problems.append("an attention matmul needs a kv layer before it")
-        elif hd * lay.heads * 3 != kv[0] or not 0 <= lay.head < lay.heads:
-            problems.append(f"head {lay.head} of {lay.heads} (dim {hd}) does not fit the kv layer's {kv[0]} channels")
+            if lay.mode != MODE_SM:  # (a softmax may read preloaded scores)
+                problems.append("an attention step needs a kv layer before it")
+        elif kv[0] % (3 * max(lay.heads, 1)) or (hd and hd * lay.heads * 3 != kv[0]):
+            problems.append(f"{lay.heads} heads (dim {hd}) do not fit the kv layer's {kv[0]} channels")
+        if lay.mode == MODE_SM and not 0 < int(lay.offset[0]) < 1 << 26:
+            problems.append(f"the softmax's Qa={int(lay.offset[0])} must be in (0, 2**26)")
         if keys != n:
             problems.append(f"takes {keys} keys; there are {n} tokens")
     elif k != k_in:
@@ -192,20 +216,21 @@ def run_layers(
     workdir: Path,
     ddr: Ddr = Ddr(),
     residual: np.ndarray | None = None,
-    probs: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
 ) -> ChainRun:
     """Runs ``layers`` one after the other on the core, each reading the codes the previous one
     wrote into the on-chip activation memory (the first reads ``codes`` ``[N, K]``).  The matrices
     lie side by side in the memory: the input from chunk 0, each layer's output after its input;
     a LayerNorm writes from its input's chunk (it starts a new chain).
 
-    A kv layer (the qkv layer) also fills the K and V^T memories.  After it, the attention steps
-    (:meth:`Layer.scores`, :meth:`Layer.attend`) read its q third and those memories.  Until the
-    softmax is on the core, each head's P is given in ``probs`` (``[H, N, N]`` unsigned codes) and
-    loaded after the kv layer's output; P V writes the projection's input after them.
+    A kv layer (the qkv layer) also fills the K and V^T memories.  After it, a head's steps
+    (:meth:`Layer.scores`, :meth:`Layer.softmax`, :meth:`Layer.attend`) read its q third and those
+    memories: the scores go to the score memory, the softmax writes the head's P after the kv
+    layer's output (the heads' side by side), and P V writes the projection's input after them.
 
     ``residual`` (``[N, E]`` codes) is loaded into the residual memory first; residual-mode layers
-    add to it, LayerNorm steps read it.  Returns per step its :class:`LinearRun`, the last
+    add to it, LayerNorm steps read it.  ``scores`` (``[N, N]``) is loaded into the score memory: a
+    softmax step with no kv layer before it reads them and writes P after the input.  Returns per step its :class:`LinearRun`, the last
     code-writing step's output as read back from the activation memory, the residual and the scores
     at the end.
     """
@@ -220,18 +245,16 @@ def run_layers(
     places, dump = _place(shape, layers, codes.shape[1], a_signed, e, n)
     stim: list[int] = [len(layers), ddr.latency, ddr.num, ddr.den, ddr.fifo]
     words = activation_words(codes, a_signed, shape.KP)
-    if probs is not None:
-        words += _prob_words(np.asarray(probs, np.int64), places, layers, shape)
     stim.append(len(words))
     for w in words:
         stim += list(w)
-    rwords = residual_words(res, shape)
-    stim.append(len(rwords))
-    for rw in rwords:
-        stim += rw
+    for rwords in (residual_words(res, shape), [] if scores is None else _score_words(scores, n, shape)):
+        stim.append(len(rwords))
+        for rw in rwords:
+            stim += rw
     for i, (lay, pl) in enumerate(zip(layers, places)):
         m, k = lay.w_int.shape[0], terms(lay, shape)
-        att = lay.mode in (MODE_QK, MODE_PV)
+        att = lay.mode in ATTENTION
         beats = [] if att else weight_stream(lay.w_int, lay.is8, lay.mult, lay.offset, lay.shift, shape, lay.section)
         if lay.mode == MODE_GELU:
             beats = table_beats(lay.table, shape.WB) + beats  # type: ignore[arg-type]
@@ -245,7 +268,7 @@ def run_layers(
         for b in beats:
             stim += split_words(b, shape.WB // 32, 32)
     dump_base, dump_m, dump_signed = dump
-    stim += [dump_base, n_tt, -(-dump_m // shape.KP), n, e // shape.KP, n, -(-n // shape.KP)]
+    stim += [dump_base, n_tt, -(-dump_m // shape.KP), n, e // shape.KP, n, -(-n // shape.KP), n]
     exe = sim.build("tb_qv_gemm_core", tb_sources("qv_gemm_core"), {**shape.params(), "BEATS_MAX": BEATS_MAX})
     out = sim.run(exe, np.array(stim, dtype=object), workdir)
     return _parse(out, layers, n, shape, dump_m, dump_signed, e)
@@ -264,20 +287,29 @@ def _place(
     for i, lay in enumerate(layers):
         _check(i, lay, k_in, e, n, kv, shape)
         m = lay.w_int.shape[0]
-        if lay.mode in (MODE_QK, MODE_PV):
+        if lay.mode == MODE_SM and kv is None:  # preloaded scores: P after the input
+            p_at = base + -(-k_in // shape.KP)
+            if p_at + nch > shape.ch_max:
+                raise RtlError(f"step {i}: P does not fit the activation memory ({shape})")
+            places.append(_Place(0, p_at, False))
+            dump = (p_at, n, False)
+            continue
+        if lay.mode in ATTENTION:
             assert kv is not None
             third, q_base = kv[0] // 3, kv[1]
             hd = third // lay.heads
-            p_base = q_base + 3 * third // shape.KP
-            o_base = p_base + lay.heads * nch
+            p_at = q_base + 3 * third // shape.KP + lay.head * nch  # the head's P
+            o_base = q_base + 3 * third // shape.KP + lay.heads * nch
             if o_base + third // shape.KP > shape.ch_max:
                 raise RtlError(f"step {i}: the heads' P and their output do not fit the activation memory ({shape})")
             if lay.mode == MODE_QK:
-                places.append(
-                    _Place(q_base + lay.head * hd // shape.KP, 0, True, src=lay.head * hd // shape.KP, n_rows=n)
-                )
+                q_at = lay.head * hd // shape.KP
+                places.append(_Place(q_base + q_at, 0, True, src=q_at, n_rows=n))
+            elif lay.mode == MODE_SM:
+                places.append(_Place(0, p_at, False))
+                dump = (p_at, n, False)
             else:
-                places.append(_Place(p_base + lay.head * nch, o_base, False, src=lay.head * hd, n_rows=hd))
+                places.append(_Place(p_at, o_base, False, src=lay.head * hd, n_rows=hd))
                 dump = (o_base, third, lay.out_signed)
             continue
         out_base = base + terms(lay, shape) // shape.KP
@@ -292,18 +324,6 @@ def _place(
             signed, base, k_in = lay.out_signed, out_base, m
             dump = (out_base, m, signed)
     return places, dump
-
-
-def _prob_words(probs: np.ndarray, places: list[_Place], layers: list[Layer], shape: GemmShape) -> list:
-    """The activation words of each P V step's P (unsigned codes, keys padded with 0 to a chunk)."""
-    out = []
-    for lay, pl in zip(layers, places):
-        if lay.mode == MODE_PV:
-            p = probs[lay.head]
-            padded = np.zeros((p.shape[0], terms(lay, shape)), np.int64)
-            padded[:, : p.shape[1]] = p
-            out += [(t, pl.a_base + c, w) for t, c, w in activation_words(padded, False, shape.KP)]
-    return out
 
 
 def _parse(
@@ -335,8 +355,22 @@ def _parse(
     if out[s_at] != -4:
         raise RtlError("the testbench's output lacks the score dump")
     keys = -(-n // shape.KP) * shape.KP
-    scores = residual_codes(out[s_at + 1 :], n, keys, shape)[:, :n]
-    return ChainRun(runs, act, residual_codes(out[end + 1 : s_at], n, e, shape), scores)
+    i_at = s_at + 1 + n * (keys // shape.KP) * shape.res_parts
+    if out[i_at] != -5:
+        raise RtlError("the testbench's output lacks the inv dump")
+    scores = residual_codes(out[s_at + 1 : i_at], n, keys, shape)[:, :n]
+    inv = np.asarray(out[i_at + 1 : i_at + 1 + n], np.int64)
+    return ChainRun(runs, act, residual_codes(out[end + 1 : s_at], n, e, shape), scores, inv)
+
+
+def _score_words(scores: np.ndarray, n: int, shape: GemmShape) -> list[list[int]]:
+    """A preloaded score matrix ``[N, N]`` as the score memory's words (keys padded to a word)."""
+    s = np.asarray(scores, np.int64)
+    if s.shape != (n, n) or np.abs(s).max(initial=0) >= 1 << (SCORE_BITS - 1):
+        raise RtlError(f"scores must be [{n}, {n}] and below 2**{SCORE_BITS - 1} in magnitude")
+    padded = np.zeros((n, -(-n // shape.KP) * shape.KP), np.int64)
+    padded[:, :n] = s
+    return residual_words(padded, shape)
 
 
 def run_linear(

@@ -22,6 +22,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "qv_weight_buf": (),
     "qv_kv_loader": (),
     "qv_vt_mem": (),
+    "qv_sm_path": (),
     "qv_gemm_core": (
         "qv_act_mem",
         "qv_res_mem",
@@ -29,12 +30,12 @@ DEPENDS: dict[str, tuple[str, ...]] = {
         "qv_weight_buf",
         "qv_kv_loader",
         "qv_vt_mem",
+        "qv_sm_path",
         "qv_dot_array",
         "qv_drain",
         "qv_outstage",
     ),
     "qv_outstage": ("qv_requant",),
-    "qv_softmax": (),
 }
 
 

@@ -144,3 +144,25 @@ def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) 
         free_at[half] = last_read + LN_RUN_STAGES + 1  # rel_en with the last Z, the release on the next edge
     last = last_read + LN_RUN_STAGES
     return _done(last, last)
+
+
+SM_MAX_DEPTH = 2  # qv_sm_path: from a read's edge to its row maximum (the data, the run's maximum)
+SM_SUM_DEPTH = 11  # ... to the divider's first stage (the data, 7 stages to e, the run's sum, the row's)
+SM_DIV_STAGES = 43  # the pipelined divider: a stage per dividend bit (Qa's 26 + 17)
+SM_CODE_DEPTH = 12  # ... to the write (the data, 7 stages to e, e * inv, the rounding, the clamp, the write)
+# a phase waits for the previous one's pipeline to empty: the last stage's valid falls an edge after
+# it was set, the wait sees it low on the next edge, the next phase's first read is an edge later
+# (at the end: the path's busy falls, then the core's)
+SM_WAIT = 3
+
+
+def softmax_cycles(shape: GemmShape, n_tokens: int) -> int:
+    """Cycles from start to done of a softmax step (``qv_gemm_core`` mode 6) over ``n_tokens`` rows
+    of as many scores: three phases over every row, a run of R scores a cycle, each phase after the
+    previous one's pipeline (and, after the sums, the divider) has emptied."""
+    words = -(-n_tokens // shape.KP)
+    reads = n_tokens * -(-words // (shape.R // shape.KP))  # a phase's reads: the rows' runs
+    last_max = reads  # the first read on the edge after start
+    last_sum = last_max + SM_MAX_DEPTH + SM_WAIT + reads - 1
+    last_code = last_sum + SM_SUM_DEPTH + SM_DIV_STAGES + SM_WAIT + reads - 1
+    return last_code + SM_CODE_DEPTH + SM_WAIT + TB_COUNT

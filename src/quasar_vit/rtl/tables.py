@@ -23,7 +23,7 @@ def readmemh(values: np.ndarray, digits: int) -> str:
 @lru_cache(maxsize=None)
 def table_files() -> dict[str, str]:
     """File name -> contents of every ``$readmemh`` ROM: ``rsqrt.hex`` (LayerNorm).  (The softmax's
-    64-entry exp2 table is a case statement in ``qv_softmax.v``; its test compares it with
+    64-entry exp2 table is a case statement in ``qv_sm_path.v``; its test compares it with
     :func:`intops.exp2_table`.)"""
     return {"rsqrt.hex": readmemh(intops.rsqrt_table(), 5)}
 

@@ -27,6 +27,8 @@
 // scores: an identity requantiser) go to the score memory, token by key.  5 is P V of a head: V^T
 // rows (qv_vt_mem, filled by the same qkv layer) are the stationary operand, P the input; the
 // codes go to the activation memory at output row row_base + d (the head's place in proj's input).
+// 6 is the softmax of a head (qv_sm_path): the score memory's rows -> P codes into the activation
+// memory from o_base, with intops.softmax's M, S and Qa as at_mult, at_shift and at_offset.
 // Also out, for the testbench: per cycle a mask of lanes with a code, the token, and per lane the
 // logical row and code.  A debug read port reads either memory while the core is idle.
 module qv_gemm_core #(
@@ -54,7 +56,7 @@ module qv_gemm_core #(
     input  wire [12:0]                   k,          // K
     input  wire                          a_signed,
     input  wire                          o_signed,   // the output codes are signed (stored offset by 32)
-    input  wire [2:0]                    mode,       // 0 codes, 1 residual add, 2 GELU table, 3 LayerNorm, 4 Q K^T, 5 P V
+    input  wire [2:0]                    mode,       // 0 codes, 1 residual add, 2 GELU, 3 LayerNorm, 4 Q K^T, 5 P V, 6 softmax
     // attention: a qkv layer (mode 0) with kv_en writes its K third (output chunks k_lo ..
     // k_lo + kv_ch - 1) to the K memory and its V third (from v_lo) to qv_vt_mem; modes 4/5 read
     // them from src (4: the head's first K chunk; 5: its first dim), n_rows rows (keys; dims)
@@ -85,8 +87,12 @@ module qv_gemm_core #(
     input  wire [$clog2(RCH_MAX)-1:0]    r_chunk,
     input  wire [KP*RES_W-1:0]           r_wr_data,
     output wire [KP*RES_W-1:0]           r_rd_data,
-    input  wire [$clog2(SCH_MAX)-1:0]    sc_chunk,   // the score memory's idle read (token r_token)
+    // the score memory's port while idle (token r_token): preload, read back; and the softmax's inv
+    input  wire [$clog2(SCH_MAX)-1:0]    sc_chunk,
+    input  wire                          sc_wr_en,
+    input  wire [KP*RES_W-1:0]           sc_wr_data,
     output wire [KP*RES_W-1:0]           sc_rd_data,
+    output wire [25:0]                   sm_inv,
     input  wire                          a_wr_en,
     input  wire [$clog2(T*TILES_MAX)-1:0] a_wr_token,
     input  wire [$clog2(CH_MAX)-1:0]     a_wr_chunk,
@@ -156,6 +162,13 @@ module qv_gemm_core #(
     reg [TTW-1:0] rd_tile;
     // the LayerNorm step
     wire ln_mode = mode == 3'd3;
+    wire sm_mode = mode == 3'd6;
+    wire sm_busy, sm_wr;
+    wire [$clog2(T*TILES_MAX)-1:0] sm_wr_token, sm_rd_token;
+    wire [CHW-1:0] sm_wr_chunk;
+    wire [$clog2(W+1)-1:0] sm_wr_words;
+    wire [W*KP*6-1:0] sm_wr_data;
+    wire [$clog2(SCH_MAX)-1:0] sm_rd_chunk;
     wire ln_rel_en, ln_rel_half, ln_valid, ln_half, ln_busy;
     wire [TOKW-1:0] ln_token;
     wire [R*ACC_W-1:0] ln_vals;
@@ -210,7 +223,7 @@ module qv_gemm_core #(
         if (rst) begin
             running <= 1'b0; busy <= 1'b0; rt <= 0; tt <= 0; c <= 0; gap <= 0; tag_wr <= 0;
         end else if (start) begin
-            running <= !ln_mode; busy <= 1'b1; rt <= 0; tt <= 0; c <= 0; gap <= 0;
+            running <= !ln_mode && !sm_mode; busy <= 1'b1; rt <= 0; tt <= 0; c <= 0; gap <= 0;
         end else begin
             if (gap != 0) gap <= gap - 1'b1;
             if (can_issue) begin
@@ -227,7 +240,7 @@ module qv_gemm_core #(
                     end else tt <= tt + 1'b1;
                 end else c <= c + 1'b1;
             end
-            if (!running && !start && tag_wr == tag_rd && !drain_busy && !pipe_busy && !ln_busy) busy <= 1'b0;
+            if (!running && !start && tag_wr == tag_rd && !drain_busy && !pipe_busy && !ln_busy && !sm_busy) busy <= 1'b0;
         end
     end
 
@@ -388,11 +401,12 @@ module qv_gemm_core #(
     always @(*)
         for (p = 0; p < R; p = p + 1)
             codes_out[p*6 +: 6] = (mode == 3'd2 ? gelu_q[p*6 +: 6] : w2_vals[p*VW +: 6]) ^ {o_signed, 5'b0};
-    assign wb_en = w2_en && mode != 3'd1 && mode != 3'd4;
-    assign wb_token = w2_token;
-    assign wb_chunk = o_base + CHW'(w2_first / KP);
-    assign wb_words = ($clog2(W+1))'(w2_words);
-    assign wb_data = (W*KP*6)'(codes_out);
+    // (the softmax step writes P instead)
+    assign wb_en = sm_mode ? sm_wr : w2_en && mode != 3'd1 && mode != 3'd4;
+    assign wb_token = sm_mode ? TOKW'(sm_wr_token) : w2_token;
+    assign wb_chunk = sm_mode ? sm_wr_chunk : o_base + CHW'(w2_first / KP);
+    assign wb_words = sm_mode ? sm_wr_words : ($clog2(W+1))'(w2_words);
+    assign wb_data = sm_mode ? sm_wr_data : (W*KP*6)'(codes_out);
 
     // ---- attention ----
     // the stationary operand of modes 4 and 5, made on chip
@@ -435,9 +449,20 @@ module qv_gemm_core #(
         end
     endgenerate
     qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem (
-        .clk(clk), .wr_en(sc_wb), .wr_token(w2_token[$clog2(T*TILES_MAX)-1:0]),
-        .wr_chunk(($clog2(SCH_MAX))'(w2_first / KP)), .wr_words(($clog2(W+1))'(w2_words)), .wr_data(sc_vals),
-        .rd_token(r_token), .rd_chunk(sc_chunk), .rd_data(sc_q)
+        .clk(clk), .wr_en(sc_wb || sc_wr_en), .wr_token(sc_wr_en ? r_token : w2_token[$clog2(T*TILES_MAX)-1:0]),
+        .wr_chunk(sc_wr_en ? sc_chunk : ($clog2(SCH_MAX))'(w2_first / KP)),
+        .wr_words(sc_wr_en ? ($clog2(W+1))'(1) : ($clog2(W+1))'(w2_words)),
+        .wr_data(sc_wr_en ? (W*KP*RES_W)'(sc_wr_data) : sc_vals),
+        .rd_token(busy ? sm_rd_token : r_token), .rd_chunk(busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q)
+    );
+    // the softmax step (mode 6): the score memory's rows -> P codes into the activation memory from
+    // o_base (M, S and Qa as at_mult, at_shift and at_offset)
+    qv_sm_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .SCH_MAX(SCH_MAX), .CH_MAX(CH_MAX), .A_W(RES_W)) sm (
+        .clk(clk), .rst(rst), .start(start && sm_mode), .n_tok(n_tok), .mult(at_mult), .shift(at_shift),
+        .recip(at_offset[25:0]), .hi(hi[5:0]), .p_base(o_base),
+        .rd_token(sm_rd_token), .rd_chunk(sm_rd_chunk), .rd_data(sc_q),
+        .wr_en(sm_wr), .wr_token(sm_wr_token), .wr_chunk(sm_wr_chunk), .wr_words(sm_wr_words), .wr_data(sm_wr_data),
+        .busy(sm_busy), .dbg_token(r_token), .dbg_inv(sm_inv)
     );
     assign sc_rd_data = sc_q[KP*RES_W-1:0];
 endmodule

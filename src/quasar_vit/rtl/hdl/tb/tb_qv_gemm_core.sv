@@ -2,17 +2,19 @@
 // Input: n_layers; ddr_latency bw_num bw_den fifo;
 //        n_words, then per word "token chunk data": input codes (offset) into the activation memory
 //        n_rwords, then per word "token chunk" and RWN 32-bit parts: residual codes (two's complement)
+//        n_swords, the same for the score memory
 //        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base e_len eps lo hi,
 //                   kv_en k_lo v_lo kv_ch src n_rows row_base at_mult at_offset at_shift, n_beats,
 //                   then per beat WB/32 words of 32 bits, low word first
-//        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks; score tokens, chunks
+//        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks; score tokens, chunks;
+//        inv tokens
 // DDR: a layer's first beat is offered ddr_latency cycles after its start, then bw_num/bw_den
 // beats a cycle (a credit counter), whenever the core is ready; the credit is capped at fifo
 // beats (the DDR runs ahead of the core by at most that many beats).
 // Output: per layer, per code "token row code", then "-1 codes cycles overrun";
 //         then "-2" and the dumped activation memory, per (tile, chunk) its T words;
 //         then "-3" and the residual memory, per (token, chunk) RWN 32-bit parts;
-//         then "-4" and the score memory, likewise.
+//         then "-4" and the score memory, likewise; then "-5" and the softmax's inv of each token.
 module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter TILES_MAX = 4,
                          parameter CH_MAX = 8, parameter WCH_MAX = 8, parameter WB = 32, parameter OUT_W = 21,
                          parameter BEATS_MAX = 65536, parameter RCH_MAX = 8, parameter RES_W = 20,
@@ -37,7 +39,9 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic signed [47:0] at_offset;
     logic [5:0] at_shift;
     logic [$clog2(SCH_MAX)-1:0] sc_chunk = 0;
-    logic [KP*RES_W-1:0] sc_rd_data;
+    logic [KP*RES_W-1:0] sc_rd_data, sc_wr_data = 0;
+    logic sc_wr_en = 0;
+    logic [25:0] sm_inv;
     logic [10:0] e_len;
     logic [63:0] eps;
     logic [$clog2(RCH_MAX)-1:0] r_base, r_chunk = 0;
@@ -91,6 +95,20 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
         r = $fscanf(fi, "%d", v);
         return v;
     endfunction
+    // the residual or the score memory's words: a count, then per word "token chunk" and RWN parts
+    task automatic preload_words(input bit scores);
+        integer n_w = int'(rd());
+        for (int w = 0; w < n_w; w++) begin
+            longint c;
+            r_token = $bits(r_token)'(rd());
+            c = rd(); r_chunk = $bits(r_chunk)'(c); sc_chunk = $bits(sc_chunk)'(c);
+            for (int q = 0; q < RWN; q++) rbuf[q*32 +: 32] = 32'(rd());
+            r_wr_data = rbuf[KP*RES_W-1:0]; sc_wr_data = rbuf[KP*RES_W-1:0];
+            r_wr_en = !scores; sc_wr_en = scores;
+            @(posedge clk); #1;
+        end
+        r_wr_en = 0; sc_wr_en = 0;
+    endtask
     // "-3" / "-4" and the residual or the score memory: per (token, chunk) RWN 32-bit parts
     task automatic dump_words(input bit scores);
         integer n_tok_d = int'(rd()), n_ch_d = int'(rd());
@@ -119,15 +137,8 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             @(posedge clk); #1;
         end
         a_wr_en = 0;
-        n_rwords = int'(rd());
-        for (i = 0; i < n_rwords; i++) begin
-            r_token = $bits(r_token)'(rd()); r_chunk = $bits(r_chunk)'(rd());
-            for (j = 0; j < RWN; j++) rbuf[j*32 +: 32] = 32'(rd());
-            r_wr_data = rbuf[KP*RES_W-1:0];
-            r_wr_en = 1;
-            @(posedge clk); #1;
-        end
-        r_wr_en = 0;
+        preload_words(0);  // the residual memory
+        preload_words(1);  // the score memory
         for (layer = 0; layer < n_layers; layer++) begin
             n_tok = $bits(n_tok)'(rd()); n_tt = $bits(n_tt)'(rd()); n_ch = $bits(n_ch)'(rd());
             n_rt = 16'(rd()); k = 13'(rd()); a_signed = rd() != 0; o_signed = rd() != 0; mode = 3'(rd());
@@ -158,6 +169,12 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             end
         dump_words(0);  // -3: the residual memory
         dump_words(1);  // -4: the score memory
+        $fwrite(fo, "-5\n");
+        d_tiles = int'(rd());
+        for (i = 0; i < d_tiles; i++) begin
+            r_token = $bits(r_token)'(i);
+            #1 $fwrite(fo, "%0d\n", sm_inv);
+        end
         $fclose(fo);
         $finish;
     end

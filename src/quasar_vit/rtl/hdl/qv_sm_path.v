@@ -1,0 +1,276 @@
+// qv_sm_path: the softmax step of qv_gemm_core (mode 6): a head's scores (the score memory, one row
+// per query token, N keys) -> its P codes, written into the activation memory from chunk p_base, a
+// run of R codes (W words) a cycle.
+//
+// The arithmetic of quasar_vit.quantization.intops.softmax (F = 6, EXP_BITS = RECIP_BITS = 16), bit
+// for bit, R scores at once:
+//   MAX   every row, run by run (R scores a cycle):  mx = the row's maximum
+//   SUM   the same runs:  u = clamp(((mx - a) * M + 2**(S-1)) >>> S, 0, 17 * 64),
+//         e = EXP2[u mod 64] >> (u >> 6) (0 past 16),  s = sum(e);  then per row
+//         inv = (Qa * 2**16 + (s >> 1)) // s in a pipelined restoring divider (a row a cycle)
+//   CODE  the same runs:  e again,  code = clamp((e * inv + 2**31) >> 32, 0, hi)
+// A phase starts when the previous one's pipeline is empty (every mx, every inv is in its table).
+// Keys >= N (the last word's padding) take no part, and their codes are 0, so P V may read whole
+// chunks.  M, S and Qa arrive as the core's mult, shift and offset.
+//
+// Pipeline after a read (the memory's data in stage rv): MAX: 1 the run's maximum, 2 the row's.
+// SUM/CODE: 1 mx - a, 2 * M, 3 + half, 4 >>> S, 5 clamp -> u, 6 EXP2 and u >> 6, 7 e; SUM: 8 the
+// run's sum, 9 the row's, then DW divider stages, 1 into the table; CODE: 8 e * inv, 9 + half >> 32,
+// 10 clamp -> the word, 11 the write.
+module qv_sm_path #(
+    parameter R = 8,
+    parameter KP = 4,
+    parameter W = 2,
+    parameter TOK_MAX = 8,
+    parameter SCH_MAX = 8,     // the score memory's chunks
+    parameter CH_MAX = 8,      // the activation memory's chunks
+    parameter A_W = 20,        // score width
+    parameter QA_W = 26,       // Qa (unsigned)
+    parameter S_W = 27         // the row sum: N * 2**16 < 2**S_W
+) (
+    input  wire                          clk,
+    input  wire                          rst,
+    input  wire                          start,
+    input  wire [$clog2(TOK_MAX+1)-1:0]  n_tok,    // N: rows and keys
+    input  wire signed [17:0]            mult,
+    input  wire [5:0]                    shift,
+    input  wire [QA_W-1:0]               recip,
+    input  wire [5:0]                    hi,
+    input  wire [$clog2(CH_MAX)-1:0]     p_base,
+    // the score memory's read port (a token's run of W words, latency 1)
+    output reg  [$clog2(TOK_MAX)-1:0]    rd_token,
+    output reg  [$clog2(SCH_MAX)-1:0]    rd_chunk,
+    input  wire [W*KP*A_W-1:0]           rd_data,
+    // the activation memory's write port
+    output reg                           wr_en,
+    output reg  [$clog2(TOK_MAX)-1:0]    wr_token,
+    output reg  [$clog2(CH_MAX)-1:0]     wr_chunk,
+    output reg  [$clog2(W+1)-1:0]        wr_words,
+    output reg  [W*KP*6-1:0]             wr_data,
+    output reg                           busy,
+    // a row's inv while idle (for the tests: the row sum's one division)
+    input  wire [$clog2(TOK_MAX)-1:0]    dbg_token,
+    output wire [QA_W-1:0]               dbg_inv
+);
+    localparam TW = $clog2(TOK_MAX + 1);
+    localparam TA = $clog2(TOK_MAX);
+    localparam GW = $clog2(SCH_MAX + 1);
+    localparam U_MAX = 17 * 64;
+    localparam SUM_W = 48;
+    localparam DW = QA_W + 17;                 // the dividend's bits: the divider's stages
+    localparam EP_W = 17 + QA_W;
+    localparam LB = $clog2(R) + 17;            // a run's sum of e
+
+    function [16:0] exp2_rom(input [5:0] f);
+        case (f)
+        6'd0: exp2_rom = 17'd65536; 6'd1: exp2_rom = 17'd64830; 6'd2: exp2_rom = 17'd64132; 6'd3: exp2_rom = 17'd63441;
+        6'd4: exp2_rom = 17'd62757; 6'd5: exp2_rom = 17'd62081; 6'd6: exp2_rom = 17'd61413; 6'd7: exp2_rom = 17'd60751;
+        6'd8: exp2_rom = 17'd60097; 6'd9: exp2_rom = 17'd59449; 6'd10: exp2_rom = 17'd58809; 6'd11: exp2_rom = 17'd58176;
+        6'd12: exp2_rom = 17'd57549; 6'd13: exp2_rom = 17'd56929; 6'd14: exp2_rom = 17'd56316; 6'd15: exp2_rom = 17'd55709;
+        6'd16: exp2_rom = 17'd55109; 6'd17: exp2_rom = 17'd54515; 6'd18: exp2_rom = 17'd53928; 6'd19: exp2_rom = 17'd53347;
+        6'd20: exp2_rom = 17'd52773; 6'd21: exp2_rom = 17'd52204; 6'd22: exp2_rom = 17'd51642; 6'd23: exp2_rom = 17'd51085;
+        6'd24: exp2_rom = 17'd50535; 6'd25: exp2_rom = 17'd49991; 6'd26: exp2_rom = 17'd49452; 6'd27: exp2_rom = 17'd48920;
+        6'd28: exp2_rom = 17'd48393; 6'd29: exp2_rom = 17'd47871; 6'd30: exp2_rom = 17'd47356; 6'd31: exp2_rom = 17'd46846;
+        6'd32: exp2_rom = 17'd46341; 6'd33: exp2_rom = 17'd45842; 6'd34: exp2_rom = 17'd45348; 6'd35: exp2_rom = 17'd44859;
+        6'd36: exp2_rom = 17'd44376; 6'd37: exp2_rom = 17'd43898; 6'd38: exp2_rom = 17'd43425; 6'd39: exp2_rom = 17'd42958;
+        6'd40: exp2_rom = 17'd42495; 6'd41: exp2_rom = 17'd42037; 6'd42: exp2_rom = 17'd41584; 6'd43: exp2_rom = 17'd41136;
+        6'd44: exp2_rom = 17'd40693; 6'd45: exp2_rom = 17'd40255; 6'd46: exp2_rom = 17'd39821; 6'd47: exp2_rom = 17'd39392;
+        6'd48: exp2_rom = 17'd38968; 6'd49: exp2_rom = 17'd38548; 6'd50: exp2_rom = 17'd38133; 6'd51: exp2_rom = 17'd37722;
+        6'd52: exp2_rom = 17'd37316; 6'd53: exp2_rom = 17'd36914; 6'd54: exp2_rom = 17'd36516; 6'd55: exp2_rom = 17'd36123;
+        6'd56: exp2_rom = 17'd35734; 6'd57: exp2_rom = 17'd35349; 6'd58: exp2_rom = 17'd34968; 6'd59: exp2_rom = 17'd34591;
+        6'd60: exp2_rom = 17'd34219; 6'd61: exp2_rom = 17'd33850; 6'd62: exp2_rom = 17'd33486; 6'd63: exp2_rom = 17'd33125;
+        default: exp2_rom = 17'd0;
+        endcase
+    endfunction
+
+    // ---- phases: every row's runs, three times ----
+    localparam IDLE = 3'd0, MAX = 3'd1, WAIT1 = 3'd2, SUM = 3'd3, WAIT2 = 3'd4, CODE = 3'd5;
+    reg [2:0] phase;
+    reg [TW-1:0] t;
+    reg [GW-1:0] g;
+    wire [GW-1:0] n_words = GW'((n_tok + KP - 1) / KP);
+    wire [GW-1:0] n_runs = GW'((n_words + W - 1) / W);
+    reg rd_v, rd_first, rd_last;       // a read issued at the last edge, the row's first / last run
+    reg [1:0] rd_ph;                   // 1 MAX, 2 SUM, 3 CODE
+    reg [TW-1:0] rd_t;
+    reg [GW-1:0] rd_g;
+    wire max_busy, sum_busy, code_busy;
+    always @(posedge clk) begin
+        rd_v <= 1'b0;
+        if (rst) begin phase <= IDLE; busy <= 1'b0; end
+        else if (start) begin phase <= MAX; busy <= 1'b1; t <= 0; g <= 0; end
+        else case (phase)
+            MAX, SUM, CODE: begin
+                rd_token <= TA'(t); rd_chunk <= ($clog2(SCH_MAX))'(g * W);
+                rd_v <= 1'b1; rd_first <= g == 0; rd_last <= g == n_runs - 1'b1; rd_t <= t; rd_g <= g;
+                rd_ph <= phase == MAX ? 2'd1 : phase == SUM ? 2'd2 : 2'd3;
+                if (g == n_runs - 1'b1) begin
+                    g <= 0;
+                    if (t == n_tok - 1'b1) begin
+                        t <= 0;
+                        phase <= phase == MAX ? WAIT1 : phase == SUM ? WAIT2 : IDLE;
+                    end else t <= t + 1'b1;
+                end else g <= g + 1'b1;
+            end
+            WAIT1: if (!max_busy) phase <= SUM;   // every row's maximum is in its table
+            WAIT2: if (!sum_busy) phase <= CODE;  // every row's inv is in its table
+            default: ;
+        endcase
+        if (phase == IDLE && !start && !code_busy) busy <= 1'b0;
+    end
+
+    // ---- the data stage: R scores, and which are keys < N ----
+    reg rv_v, rv_first, rv_last;
+    reg [1:0] rv_ph;
+    reg [TW-1:0] rv_t;
+    reg [GW-1:0] rv_g;
+    always @(posedge clk) begin
+        rv_v <= rd_v; rv_first <= rd_first; rv_last <= rd_last; rv_ph <= rd_ph; rv_t <= rd_t; rv_g <= rd_g;
+    end
+    reg [R-1:0] rv_ok;
+    reg signed [A_W-1:0] a [0:R-1];
+    integer i;
+    always @(*)
+        for (i = 0; i < R; i = i + 1) begin
+            a[i] = $signed(rd_data[i*A_W +: A_W]);
+            rv_ok[i] = 32'(rv_g) * W * KP + i < 32'(n_tok);
+        end
+
+    // ---- MAX: the run's maximum, then the row's, into the table ----
+    reg signed [A_W-1:0] mx_tab [0:TOK_MAX-1];
+    reg m1_v, m1_first, m1_last;
+    reg [TW-1:0] m1_t;
+    reg signed [A_W-1:0] m1_mx, row_mx;
+    reg m2_v;
+    always @(posedge clk) begin
+        m1_v <= rv_v && rv_ph == 2'd1; m1_first <= rv_first; m1_last <= rv_last; m1_t <= rv_t;
+        begin : run_max
+            reg signed [A_W-1:0] m;
+            m = a[0];  // lane 0 is always a key (a run starts at a key < N)
+            for (i = 1; i < R; i = i + 1) if (rv_ok[i] && a[i] > m) m = a[i];
+            m1_mx <= m;
+        end
+        m2_v <= m1_v && m1_last;
+        if (m1_v) begin
+            row_mx <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
+            if (m1_last) mx_tab[TA'(m1_t)] <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
+        end
+    end
+    assign max_busy = rd_v | rv_v | m1_v;
+
+    // ---- SUM and CODE: e of R lanes (7 stages) ----
+    reg signed [17:0] m_r;
+    reg [5:0] sh_r;
+    reg signed [SUM_W-1:0] rnd_r;
+    always @(posedge clk) begin
+        m_r <= mult;
+        sh_r <= (shift > 6'd47) ? 6'd47 : shift;
+        rnd_r <= (shift > 6'd47 || shift == 6'd0) ? {SUM_W{1'b0}} : (SUM_W'(1) << (shift - 6'd1));
+    end
+    localparam ES = 7;  // stages from the data to e
+    reg [ES:1] ev, ecode, efirst, elast;
+    reg [TW-1:0] et [1:ES];
+    reg [GW-1:0] eg [1:ES];
+    reg [R-1:0] eok [1:ES];
+    reg signed [A_W:0] d1 [0:R-1];
+    reg signed [A_W+18:0] p2 [0:R-1];
+    reg signed [SUM_W-1:0] s3 [0:R-1], s4 [0:R-1];
+    reg [10:0] u5 [0:R-1];
+    reg [16:0] t6 [0:R-1];
+    reg [5:0] k6 [0:R-1];
+    reg [16:0] e7 [0:R-1];
+    integer s;
+    always @(posedge clk) begin
+        ev[1] <= rv_v && rv_ph != 2'd1; ecode[1] <= rv_ph == 2'd3; efirst[1] <= rv_first; elast[1] <= rv_last;
+        et[1] <= rv_t; eg[1] <= rv_g; eok[1] <= rv_ok;
+        for (s = 2; s <= ES; s = s + 1) begin
+            ev[s] <= ev[s-1]; ecode[s] <= ecode[s-1]; efirst[s] <= efirst[s-1]; elast[s] <= elast[s-1];
+            et[s] <= et[s-1]; eg[s] <= eg[s-1]; eok[s] <= eok[s-1];
+        end
+        for (i = 0; i < R; i = i + 1) begin
+            d1[i] <= (A_W+1)'(mx_tab[TA'(rv_t)]) - (A_W+1)'(a[i]);
+            p2[i] <= d1[i] * m_r;
+            s3[i] <= SUM_W'(p2[i]) + rnd_r;
+            s4[i] <= s3[i] >>> sh_r;
+            u5[i] <= (s4[i] < 0) ? 11'd0 : (s4[i] > U_MAX) ? 11'(U_MAX) : s4[i][10:0];
+            t6[i] <= exp2_rom(u5[i][5:0]);
+            k6[i] <= u5[i][10:6];
+            e7[i] <= (k6[i] > 6'd16 || !eok[6][i]) ? 17'd0 : (t6[i] >> k6[i]);
+        end
+    end
+
+    // ---- SUM: the run's sum, the row's, then the divider ----
+    reg n8_v, n8_first, n8_last;
+    reg [TW-1:0] n8_t;
+    reg [LB-1:0] n8_sum;
+    reg [S_W-1:0] row_s;
+    reg n9_v;
+    reg [TW-1:0] n9_t;
+    reg [S_W-1:0] n9_s;
+    always @(posedge clk) begin
+        n8_v <= ev[ES] && !ecode[ES]; n8_first <= efirst[ES]; n8_last <= elast[ES]; n8_t <= et[ES];
+        begin : run_sum
+            reg [LB-1:0] acc;
+            acc = 0;
+            for (i = 0; i < R; i = i + 1) acc = acc + LB'(e7[i]);
+            n8_sum <= acc;
+        end
+        n9_v <= n8_v && n8_last; n9_t <= n8_t;
+        if (n8_v) begin
+            row_s <= (n8_first ? {S_W{1'b0}} : row_s) + S_W'(n8_sum);
+            n9_s <= (n8_first ? {S_W{1'b0}} : row_s) + S_W'(n8_sum);
+        end
+    end
+    // the divider: inv = (Qa * 2**16 + (s >> 1)) // s, one quotient bit a stage (restoring)
+    reg [DW:0] dv_v;
+    reg [TW-1:0] dv_t [0:DW];
+    reg [S_W-1:0] dv_s [0:DW];
+    reg [DW-1:0] dv_dd [0:DW];
+    reg [S_W-1:0] dv_rem [0:DW];
+    reg [DW-1:0] dv_q [0:DW];
+    reg [QA_W-1:0] inv_tab [0:TOK_MAX-1];
+    integer b;
+    always @(posedge clk) begin
+        dv_v[0] <= n9_v; dv_t[0] <= n9_t; dv_s[0] <= n9_s;
+        dv_dd[0] <= {recip, 16'd0} + DW'(n9_s >> 1);
+        dv_rem[0] <= 0; dv_q[0] <= 0;
+        for (b = 1; b <= DW; b = b + 1) begin : step
+            reg [S_W:0] rs;
+            rs = {dv_rem[b-1], dv_dd[b-1][DW-1]};
+            dv_v[b] <= dv_v[b-1]; dv_t[b] <= dv_t[b-1]; dv_s[b] <= dv_s[b-1];
+            dv_dd[b] <= dv_dd[b-1] << 1;
+            if (rs >= {1'b0, dv_s[b-1]}) begin
+                dv_rem[b] <= S_W'(rs - {1'b0, dv_s[b-1]}); dv_q[b] <= {dv_q[b-1][DW-2:0], 1'b1};
+            end else begin
+                dv_rem[b] <= rs[S_W-1:0]; dv_q[b] <= {dv_q[b-1][DW-2:0], 1'b0};
+            end
+        end
+        if (dv_v[DW]) inv_tab[TA'(dv_t[DW])] <= dv_q[DW][QA_W-1:0];  // q <= Qa + 1/2 < 2**QA_W
+    end
+    assign dbg_inv = inv_tab[dbg_token];
+    assign sum_busy = max_busy | (|ev) | n8_v | n9_v | (|dv_v);
+
+    // ---- CODE: e * inv, rounded, clamped; the run's codes written as W words ----
+    reg c8_v, c9_v, c10_v;
+    reg [TW-1:0] c8_t, c9_t, c10_t;
+    reg [GW-1:0] c8_g, c9_g, c10_g;
+    reg [R-1:0] c8_ok, c9_ok, c10_ok;
+    reg [EP_W-1:0] c8_p [0:R-1];
+    reg [EP_W-32:0] c9_c [0:R-1];
+    reg [W*KP*6-1:0] c10_w;
+    always @(posedge clk) begin
+        c8_v <= ev[ES] && ecode[ES]; c8_t <= et[ES]; c8_g <= eg[ES]; c8_ok <= eok[ES];
+        for (i = 0; i < R; i = i + 1) c8_p[i] <= EP_W'(e7[i]) * EP_W'(inv_tab[TA'(et[ES])]);
+        c9_v <= c8_v; c9_t <= c8_t; c9_g <= c8_g; c9_ok <= c8_ok;
+        for (i = 0; i < R; i = i + 1) c9_c[i] <= c8_p[i][EP_W-1:32] + (EP_W-31)'(c8_p[i][31]);
+        c10_v <= c9_v; c10_t <= c9_t; c10_g <= c9_g; c10_ok <= c9_ok;
+        for (i = 0; i < R; i = i + 1)
+            c10_w[i*6 +: 6] <= !c9_ok[i] ? 6'd0 : (c9_c[i] > (EP_W-31)'(hi)) ? hi : c9_c[i][5:0];
+        wr_en <= c10_v && !rst;
+        wr_token <= TA'(c10_t);
+        wr_chunk <= p_base + ($clog2(CH_MAX))'(c10_g * W);
+        wr_words <= ($clog2(W+1))'((n_words - c10_g * W < W) ? n_words - c10_g * W : W);
+        wr_data <= c10_w;
+    end
+    assign code_busy = sum_busy | c8_v | c9_v | c10_v | wr_en;
+endmodule
