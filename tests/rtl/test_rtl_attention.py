@@ -20,23 +20,19 @@ import pytest
 
 from quasar_vit.errors import RtlError
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import MODE_SM, Layer, run_layers
-from quasar_vit.rtl.layout import Ddr, GemmShape
-from quasar_vit.rtl.schedule import LOADER, linear_cycles, softmax_cycles
+from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Layer, run_layers
+from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.schedule import step_cycles
 
 DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
 ODD = GemmShape(R=8, T=6, KP=4, WB=32, tiles_max=6, ch_max=128, wch_max=16, rch_max=16)  # T not a multiple of R/2
 
 
-def _ints(rq) -> tuple[np.ndarray, ...]:
-    return tuple(np.asarray(v).astype(np.int64) for v in (rq.mult, rq.offset, rq.shift))
-
-
 def _attention_steps(ir, blk, n: int, heads: int | None = None) -> list[Layer]:
     """Block ``blk``'s qkv layer (kv), then Q K^T, the softmax and P V of its first ``heads`` heads."""
     qn, qp = ir.act_range_signed
-    qkv = Layer(blk.qkv.w_int, blk.qkv.is8, *_ints(blk.ops.qkv), (qn, qp), kv=True)
-    pv = tuple(int(np.asarray(v).ravel()[0]) for v in _ints(blk.ops.pv))
+    qkv = Layer.from_ir(blk.qkv, blk.ops.qkv, (qn, qp), kv=True)
+    pv = tuple(int(np.asarray(v).ravel()[0]) for v in (blk.ops.pv.mult, blk.ops.pv.offset, blk.ops.pv.shift))
     sm = blk.ops.softmax
     smc = tuple(int(np.asarray(v).ravel()[0]) for v in (sm.mult, sm.shift, sm.recip))
     h, hd = blk.heads, blk.head_dim
@@ -51,12 +47,24 @@ def _attention_steps(ir, blk, n: int, heads: int | None = None) -> list[Layer]:
 
 
 def _predicted(shape: GemmShape, steps: list[Layer], n: int) -> list[int]:
-    qkv, rest = steps[0], steps[1:]
-    out = [linear_cycles(shape, n, qkv.w_int.shape[1], qkv.is8, Ddr(), section=qkv.section)]
-    for s in rest:
-        k = -(-s.w_int.shape[1] // shape.KP) * shape.KP
-        out.append(softmax_cycles(shape, n) if s.mode == MODE_SM else linear_cycles(shape, n, k, s.is8, LOADER))
-    return out
+    return [step_cycles(shape, s, n) for s in steps]
+
+
+def _block_steps(ir, blk, n: int) -> list[Layer]:
+    """A whole block: LayerNorm, qkv, every head, proj with its residual add, LayerNorm, fc1 with
+    GELU, fc2 with its residual add."""
+    o = blk.ops
+    res = ir.ops.residual_range
+    n1, n2 = o.norm1, o.norm2
+    top = 2**ir.ops.gelu_in_bits - 1
+    return [
+        Layer.layernorm(n1.gain, n1.offset, int(n1.shift), int(n1.eps), blk.qkv.act_range),
+        *_attention_steps(ir, blk, n),
+        Layer.from_ir(blk.proj, o.proj, res, MODE_RESIDUAL),
+        Layer.layernorm(n2.gain, n2.offset, int(n2.shift), int(n2.eps), blk.fc1.act_range),
+        Layer.from_ir(blk.fc1, o.fc1, (0, top), MODE_GELU, o.gelu_table, blk.fc2.act_range[0] < 0),
+        Layer.from_ir(blk.fc2, o.fc2, res, MODE_RESIDUAL),
+    ]
 
 
 def test_exported_attention_on_chip(exported_trace, tmp_path: Path) -> None:
@@ -81,6 +89,30 @@ def test_exported_attention_on_chip(exported_trace, tmp_path: Path) -> None:
         np.testing.assert_array_equal(chain.act, want)  # the projection's input, read back from the memory
         assert [r.cycles for r in chain.layers] == _predicted(DEMO, steps, n)
         assert not any(r.overrun for r in chain.layers)
+
+
+def test_exported_blocks_on_chip(exported_trace, tmp_path: Path) -> None:
+    """Blocks 0 and 1 of a trained export, each a chain of steps on the core with no host work in
+    between: from the engine's residual codes at the block's input to those at its output, with the
+    LayerNorms', the heads' and GELU's codes in between, bit for bit, in the predicted cycles."""
+    ir, trace = exported_trace
+    for blk in ir.blocks[:2]:
+        p, i = f"blocks.{blk.index}", blk.index
+        r_in = trace["stem.res" if i == 0 else f"blocks.{i - 1}.res2"][0].astype(np.int64)
+        n = len(r_in)
+        steps = _block_steps(ir, blk, n)
+        none = np.zeros((n, 0), np.int64)
+        chain = run_layers(DEMO, steps, none, True, tmp_path / p, residual=r_in)
+        heads = blk.heads
+        runs = chain.layers
+        np.testing.assert_array_equal(runs[0].codes, trace[f"{p}.qkv.in"][0])
+        pv = np.concatenate([runs[1 + 3 * h + 3].codes for h in range(heads)], 1)
+        np.testing.assert_array_equal(pv, trace[f"{p}.proj.in"][0])
+        np.testing.assert_array_equal(runs[-3].codes, trace[f"{p}.fc1.in"][0])
+        np.testing.assert_array_equal(chain.act, trace[f"{p}.fc2.in"][0])
+        np.testing.assert_array_equal(chain.residual, trace[f"{p}.res2"][0])
+        assert [r.cycles for r in runs] == _predicted(DEMO, steps, n)
+        assert not any(r.overrun for r in runs)
 
 
 def test_exported_softmax_codes(exported_trace, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Layer, run_ir_linear, run_layers, run_linear
+from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Layer, run_layers, run_linear
 from quasar_vit.rtl.layout import Ddr
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.schedule import layernorm_cycles, linear_array_cycles, linear_cycles
@@ -67,29 +67,6 @@ def test_linear_layer_is_exact_and_on_schedule(tmp_path: Path, shape, n, k, m, f
     if ddr.fifo == 1:  # the case is there for the cap: without it the run would be faster
         assert predicted > linear_cycles(shape, n, k, is8, dataclasses.replace(ddr, fifo=10**6))
     assert run.cycles >= linear_array_cycles(shape, n, k, is8)  # never faster than its array
-
-
-def test_exported_layers_on_the_rtl_core(exported_trace, tmp_path: Path) -> None:
-    """Block 0's qkv and fc1 of a trained export, on two images: the engine's own codes (q, k, v; fc1's
-    GELU table indices, and the table's codes in the activation memory, against fc2's input codes)."""
-    ir, trace = exported_trace
-    blk = ir.blocks[0]
-    qn, qp = ir.act_range_signed
-    for img in range(2):
-        # qkv: the q, k, v codes of the engine's trace, put back in the layer's row order
-        x = trace["blocks.0.qkv.in"][img].astype(np.int64)
-        want = np.concatenate([trace[f"blocks.0.{p}"][img].transpose(1, 0, 2).reshape(len(x), -1) for p in "qkv"], 1)
-        got = run_ir_linear(DEMO, blk.qkv, blk.ops.qkv, x, (qn, qp), tmp_path / f"qkv{img}")
-        assert got.cycles == linear_cycles(DEMO, len(x), blk.qkv.in_features, blk.qkv.is8, Ddr())
-        np.testing.assert_array_equal(got.codes, want.astype(np.int64))
-        # fc1: the GELU table's index, then the table, against fc2's input codes
-        h = trace["blocks.0.fc1.in"][img].astype(np.int64)
-        top = 2**ir.ops.gelu_in_bits - 1
-        fc1 = _ir_layer(blk.fc1, blk.ops.fc1, (0, top), MODE_GELU, blk.ops.gelu_table, blk.fc2.act_range[0] < 0)
-        chain = run_layers(DEMO, [fc1], h, True, tmp_path / f"fc1{img}")
-        gelu = blk.ops.gelu_table.astype(np.int64)[chain.layers[0].codes]  # the lanes' indices, through the table
-        np.testing.assert_array_equal(gelu, trace["blocks.0.fc2.in"][img].astype(np.int64))
-        np.testing.assert_array_equal(chain.act, trace["blocks.0.fc2.in"][img].astype(np.int64))
 
 
 def test_layers_chain_through_the_activation_memory(tmp_path: Path) -> None:
@@ -166,45 +143,6 @@ def test_gelu_then_residual_layers(tmp_path: Path, shape: GemmShape) -> None:
         predicted = linear_cycles(shape, n, k, is8, ddr, gelu=gelu)
         assert not run.overrun
         assert run.cycles == predicted, (run.cycles, predicted)
-
-
-def test_exported_mlp_half_block_on_chip(exported_trace, tmp_path: Path) -> None:
-    """LayerNorm, fc1, GELU and fc2 with its residual add, chained on chip for blocks of a trained
-    export: from the engine's residual codes after attention to the block's output residual codes,
-    with the LayerNorm's and GELU's codes in between, bit for bit."""
-    ir, trace = exported_trace
-    rlo, rhi = ir.ops.residual_range
-    e = ir.embed_dim
-    for blk in ir.blocks[:2]:
-        p, o = f"blocks.{blk.index}", blk.ops
-        n2 = o.norm2
-        ln = Layer.layernorm(n2.gain, n2.offset, int(n2.shift), int(n2.eps), blk.fc1.act_range)
-        gelu_signed = blk.fc2.act_range[0] < 0
-        layers = [
-            ln,
-            _ir_layer(blk.fc1, o.fc1, (0, 2**ir.ops.gelu_in_bits - 1), MODE_GELU, o.gelu_table, gelu_signed),
-            _ir_layer(blk.fc2, o.fc2, (rlo, rhi), MODE_RESIDUAL),
-        ]
-        for img in range(2):
-            none = np.zeros((len(trace[f"{p}.res1"][img]), 0), np.int64)
-            chain = run_layers(DEMO, layers, none, True, tmp_path / f"{p}-{img}", residual=trace[f"{p}.res1"][img])
-            np.testing.assert_array_equal(chain.layers[0].codes, trace[f"{p}.fc1.in"][img].astype(np.int64))
-            np.testing.assert_array_equal(chain.act, trace[f"{p}.fc2.in"][img].astype(np.int64))
-            np.testing.assert_array_equal(chain.residual, trace[f"{p}.res2"][img].astype(np.int64))
-            n = len(none)
-            predicted = [
-                layernorm_cycles(DEMO, n, e, Ddr()),
-                linear_cycles(DEMO, n, e, blk.fc1.is8, Ddr(), gelu=True),
-                linear_cycles(DEMO, n, blk.fc2.in_features, blk.fc2.is8, Ddr()),
-            ]
-            assert [r.cycles for r in chain.layers] == predicted
-            assert not any(r.overrun for r in chain.layers)
-
-
-def _ir_layer(lin, rq, out_range, mode=0, table=None, out_signed=None) -> Layer:
-    ints = [np.asarray(v).astype(np.int64) for v in (rq.mult, rq.offset, rq.shift)]
-    tab = None if table is None else np.asarray(table).astype(np.int64)
-    return Layer(lin.w_int, lin.is8, *ints, out_range, mode, tab, out_signed)
 
 
 def _ln_rows(rng, e: int) -> np.ndarray:

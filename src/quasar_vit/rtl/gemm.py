@@ -39,7 +39,7 @@ _MISSING = np.iinfo(np.int64).min  # an output the lanes never gave
 SM_FRAC_BITS = 6  # qv_sm_path's exp2 table: 2**6 entries
 SCORE_BITS = 20  # the score memory's words (res_w bits): a score of K terms is below 1024 * K
 
-__all__ = ["Ddr", "Layer", "LinearRun", "ChainRun", "run_layers", "run_linear", "run_ir_linear"]
+__all__ = ["Ddr", "Layer", "LinearRun", "ChainRun", "run_layers", "run_linear"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,22 @@ class Layer:
         w = np.zeros((head_dim, n_keys), np.int64)
         mult, offset, shift = (v * one for v in rq)
         return cls(w, one.astype(bool), mult, offset, shift, out_range, MODE_PV, head=head, heads=heads)
+
+    @classmethod
+    def from_ir(
+        cls,
+        lin: IntLinear,
+        rq: Requant,
+        out_range: tuple[int, int],
+        mode: int = MODE_CODES,
+        table: np.ndarray | None = None,
+        out_signed: bool | None = None,
+        kv: bool = False,
+    ) -> "Layer":
+        """An exported linear layer (the IR's weights and its integer requantiser) as a step."""
+        mult, offset, shift = (np.asarray(v).astype(np.int64) for v in (rq.mult, rq.offset, rq.shift))
+        tab = None if table is None else np.asarray(table).astype(np.int64)
+        return cls(lin.w_int, lin.is8, mult, offset, shift, out_range, mode, tab, out_signed, kv=kv)
 
     @classmethod
     def layernorm(
@@ -308,8 +324,9 @@ def _place(
             elif lay.mode == MODE_SM:
                 places.append(_Place(0, p_at, False))
                 dump = (p_at, n, False)
-            else:
+            else:  # P V: the heads' outputs side by side are the next layer's input (proj's)
                 places.append(_Place(p_at, o_base, False, src=lay.head * hd, n_rows=hd))
+                signed, base, k_in = lay.out_signed, o_base, third
                 dump = (o_base, third, lay.out_signed)
             continue
         out_base = base + terms(lay, shape) // shape.KP
@@ -389,19 +406,3 @@ def run_linear(
     """``clamp((codes @ w_int.T) * mult + offset) >> shift)`` per output, computed by the RTL."""
     chain = run_layers(shape, [Layer(w_int, is8, mult, offset, shift, out_range)], codes, a_signed, workdir, ddr)
     return chain.layers[0]
-
-
-def run_ir_linear(
-    shape: GemmShape,
-    lin: IntLinear,
-    rq: Requant,
-    codes: np.ndarray,
-    out_range: tuple[int, int],
-    workdir: Path,
-    ddr: Ddr = Ddr(),
-) -> LinearRun:
-    """:func:`run_linear` of an exported layer (the IR's weights and its integer requantiser)."""
-    mult, offset, shift = (np.asarray(v).astype(np.int64) for v in (rq.mult, rq.offset, rq.shift))
-    signed = lin.act_range[0] < 0
-    x = np.asarray(codes, np.int64)
-    return run_linear(shape, lin.w_int, lin.is8, mult, offset, shift, x, signed, out_range, workdir, ddr)

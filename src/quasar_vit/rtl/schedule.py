@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from quasar_vit.rtl.gemm import MODE_GELU, MODE_LN, MODE_PV, MODE_QK, MODE_SM, Layer, terms
 from quasar_vit.rtl.layout import Ddr, GemmShape, row_tiles, tile_beats
 
 READ_STAGES = 2  # address register, block-RAM read (qv_gemm_core, qv_act_mem, qv_weight_buf)
@@ -166,3 +167,17 @@ def softmax_cycles(shape: GemmShape, n_tokens: int) -> int:
     last_sum = last_max + SM_MAX_DEPTH + SM_WAIT + reads - 1
     last_code = last_sum + SM_SUM_DEPTH + SM_DIV_STAGES + SM_WAIT + reads - 1
     return last_code + SM_CODE_DEPTH + SM_WAIT + TB_COUNT
+
+
+def step_cycles(shape: GemmShape, step: Layer, n_tokens: int, ddr: Ddr = Ddr()) -> int:
+    """The model's cycles of one step of :func:`~quasar_vit.rtl.gemm.run_layers` on ``n_tokens``
+    tokens: a linear layer (its weights from ``ddr``), a LayerNorm, or a head's Q K^T, softmax or
+    P V (their operands from :data:`LOADER`)."""
+    if step.mode == MODE_LN:
+        return layernorm_cycles(shape, n_tokens, step.w_int.shape[0], ddr)
+    if step.mode == MODE_SM:
+        return softmax_cycles(shape, n_tokens)
+    k = terms(step, shape)
+    if step.mode in (MODE_QK, MODE_PV):
+        return linear_cycles(shape, n_tokens, k, step.is8, LOADER)
+    return linear_cycles(shape, n_tokens, k, step.is8, ddr, gelu=step.mode == MODE_GELU, section=step.section)
