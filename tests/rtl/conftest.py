@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def exported_trace(trained_run, tmp_path_factory):
-    """The largest subnet of the session's trained supernet, exported; its IR and the engine's trace on two images."""
+    """The largest subnet of the session's trained supernet, exported; its IR, the engine's trace on two test images (with their logits) and the images."""
     import json
 
     from quasar_vit.config import config_from_dict
@@ -24,5 +24,6 @@ def exported_trace(trained_run, tmp_path_factory):
     ir = load_ir(out)
     info = json.loads((out / "export.json").read_text())
     images = load_test_images(config_from_dict(info["config"]), None, 2)[0]
-    _, trace = IntegerViT(ir).forward(images.numpy(), trace=True)
-    return ir, trace
+    logits, trace = IntegerViT(ir).forward(images.numpy(), trace=True)
+    trace["logits"] = logits
+    return ir, trace, images.numpy()

@@ -20,7 +20,8 @@ import pytest
 
 from quasar_vit.errors import RtlError
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Layer, run_layers
+from quasar_vit.rtl.gemm import Layer, run_layers
+from quasar_vit.rtl.image import block_steps
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.schedule import step_cycles
 
@@ -50,27 +51,10 @@ def _predicted(shape: GemmShape, steps: list[Layer], n: int) -> list[int]:
     return [step_cycles(shape, s, n) for s in steps]
 
 
-def _block_steps(ir, blk, n: int) -> list[Layer]:
-    """A whole block: LayerNorm, qkv, every head, proj with its residual add, LayerNorm, fc1 with
-    GELU, fc2 with its residual add."""
-    o = blk.ops
-    res = ir.ops.residual_range
-    n1, n2 = o.norm1, o.norm2
-    top = 2**ir.ops.gelu_in_bits - 1
-    return [
-        Layer.layernorm(n1.gain, n1.offset, int(n1.shift), int(n1.eps), blk.qkv.act_range),
-        *_attention_steps(ir, blk, n),
-        Layer.from_ir(blk.proj, o.proj, res, MODE_RESIDUAL),
-        Layer.layernorm(n2.gain, n2.offset, int(n2.shift), int(n2.eps), blk.fc1.act_range),
-        Layer.from_ir(blk.fc1, o.fc1, (0, top), MODE_GELU, o.gelu_table, blk.fc2.act_range[0] < 0),
-        Layer.from_ir(blk.fc2, o.fc2, res, MODE_RESIDUAL),
-    ]
-
-
 def test_exported_attention_on_chip(exported_trace, tmp_path: Path) -> None:
     """Block 0 of a trained export on two images: qkv, then every head's Q K^T, softmax and P V on
     chip, from the engine's qkv input codes to its projection input codes."""
-    ir, trace = exported_trace
+    ir, trace, _ = exported_trace
     blk = ir.blocks[0]
     p, heads = "blocks.0", blk.heads
     for img in range(2):
@@ -95,12 +79,12 @@ def test_exported_blocks_on_chip(exported_trace, tmp_path: Path) -> None:
     """Blocks 0 and 1 of a trained export, each a chain of steps on the core with no host work in
     between: from the engine's residual codes at the block's input to those at its output, with the
     LayerNorms', the heads' and GELU's codes in between, bit for bit, in the predicted cycles."""
-    ir, trace = exported_trace
+    ir, trace, _ = exported_trace
     for blk in ir.blocks[:2]:
         p, i = f"blocks.{blk.index}", blk.index
         r_in = trace["stem.res" if i == 0 else f"blocks.{i - 1}.res2"][0].astype(np.int64)
         n = len(r_in)
-        steps = _block_steps(ir, blk, n)
+        steps = block_steps(ir, blk, n)
         none = np.zeros((n, 0), np.int64)
         chain = run_layers(DEMO, steps, none, True, tmp_path / p, residual=r_in)
         heads = blk.heads
@@ -117,7 +101,7 @@ def test_exported_blocks_on_chip(exported_trace, tmp_path: Path) -> None:
 
 def test_exported_softmax_codes(exported_trace, tmp_path: Path) -> None:
     """The P codes the softmax step writes for head 1 of block 0 are the engine's, bit for bit."""
-    ir, trace = exported_trace
+    ir, trace, _ = exported_trace
     blk = ir.blocks[0]
     x = trace["blocks.0.qkv.in"][0].astype(np.int64)
     steps = _attention_steps(ir, blk, len(x), heads=2)[:-1]  # ... ending with head 1's softmax

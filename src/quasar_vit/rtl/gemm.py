@@ -74,6 +74,9 @@ class Layer:
     out_signed_codes: bool | None = None  # the written codes' signedness (default: out_range's)
     eps: int = 0  # a LayerNorm's EPS
     kv: bool = False  # a qkv layer: its k and v thirds also go to the K and V^T memories
+    tokens: int = 0  # the step's tokens: the first ones (0: all; the final LayerNorm and the head: 1)
+    skip_first: bool = False  # token 0 gives no output (the patch embedding leaves the class token)
+    values_out: bool = False  # the lanes' values leave the core as they are (the head's accumulators)
     head: int = 0  # an attention matmul's head
     heads: int = 0  # ... of how many
 
@@ -206,8 +209,13 @@ def _check(i: int, lay: Layer, k_in: int, e: int, n: int, kv: tuple[int, int] | 
     elif lay.mode == MODE_QK:
         if shape.res_w < SCORE_BITS or k * 32 * 32 >= 1 << (SCORE_BITS - 1):
             problems.append(f"scores of K={k} need {SCORE_BITS}-bit score memory words (res_w={shape.res_w})")
+    elif lay.values_out:
+        if lay.mode != MODE_CODES or not -(1 << (shape.out_w - 1)) <= lo <= hi < 1 << (shape.out_w - 1):
+            problems.append(f"values out need mode {MODE_CODES} and a range within {shape.out_w} bits")
     elif not (-32 <= lo <= hi <= 31 or 0 <= lo <= hi <= 63):
         problems.append(f"its code range {lay.out_range} is not 6-bit")
+    if lay.tokens and (lay.tokens > n or lay.mode in ATTENTION):
+        problems.append(f"{lay.tokens} tokens of {n}: only a linear or LayerNorm step takes the first ones")
     if problems:
         raise RtlError(f"step {i}: {'; '.join(problems)}")
 
@@ -237,7 +245,7 @@ def run_layers(
     """Runs ``layers`` one after the other on the core, each reading the codes the previous one
     wrote into the on-chip activation memory (the first reads ``codes`` ``[N, K]``).  The matrices
     lie side by side in the memory: the input from chunk 0, each layer's output after its input;
-    a LayerNorm writes from its input's chunk (it starts a new chain).
+    a LayerNorm (which reads the residual memory) writes from chunk 0: it starts a new chain.
 
     A kv layer (the qkv layer) also fills the K and V^T memories.  After it, a head's steps
     (:meth:`Layer.scores`, :meth:`Layer.softmax`, :meth:`Layer.attend`) read its q third and those
@@ -277,8 +285,9 @@ def run_layers(
         if len(beats) > BEATS_MAX:
             raise RtlError(f"step {i}: {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
         n_ch, n_rt = k // shape.KP, row_tiles(lay.is8, shape, lay.section)
-        stim += [n, n_tt, n_ch, n_rt, k, int(pl.a_signed), int(lay.out_signed), lay.mode, pl.a_base, pl.o_base, 0]
-        stim += [m, lay.eps, *lay.out_range, *pl.kv, pl.src, pl.n_rows, lay.row_base]
+        n_s = lay.tokens or n
+        stim += [n_s, -(-n_s // shape.T), n_ch, n_rt, k, int(pl.a_signed), int(lay.out_signed), lay.mode, pl.a_base]
+        stim += [pl.o_base, 0, m, lay.eps, *lay.out_range, int(lay.skip_first), *pl.kv, pl.src, pl.n_rows, lay.row_base]
         stim += [int(lay.mult[0]), int(lay.offset[0]), int(lay.shift[0])] if att else [0, 0, 0]
         stim.append(len(beats))
         for b in beats:
@@ -329,7 +338,7 @@ def _place(
                 signed, base, k_in = lay.out_signed, o_base, third
                 dump = (o_base, third, lay.out_signed)
             continue
-        out_base = base + terms(lay, shape) // shape.KP
+        out_base = 0 if lay.mode == MODE_LN else base + terms(lay, shape) // shape.KP  # a LayerNorm starts afresh
         if out_base + -(-m // shape.KP) > shape.ch_max:
             raise RtlError(f"step {i}: its output does not fit the activation memory ({shape})")
         kv_fields = (0, 0, 0, 0)
@@ -349,7 +358,7 @@ def _parse(
     runs, pos = [], 0
     for lay in layers:
         m = lay.w_int.shape[0]
-        result = np.full((n, m), _MISSING, np.int64)
+        result = np.full((lay.tokens or n, m), _MISSING, np.int64)
         while out[pos] != -1:
             t, r, c = (int(v) for v in out[pos : pos + 3])
             r -= lay.row_base

@@ -60,6 +60,7 @@ module qv_gemm_core #(
     // attention: a qkv layer (mode 0) with kv_en writes its K third (output chunks k_lo ..
     // k_lo + kv_ch - 1) to the K memory and its V third (from v_lo) to qv_vt_mem; modes 4/5 read
     // them from src (4: the head's first K chunk; 5: its first dim), n_rows rows (keys; dims)
+    input  wire                          skip_first, // token 0 gives no output (the patch embedding: the class token)
     input  wire                          kv_en,
     input  wire [$clog2(CH_MAX)-1:0]     k_lo,
     input  wire [$clog2(CH_MAX)-1:0]     v_lo,
@@ -306,7 +307,7 @@ module qv_gemm_core #(
             wire [95:0] sl = slots[j*96 +: 96];
             wire [ACC_W-1:0] s_lo = (j + 1 < R) ? d_acc[((j+1) % R)*ACC_W +: ACC_W] : {ACC_W{1'b0}};
             wire [SW_W-1:0] sw_lo = (j + 1 < R) ? d_sw[((j+1) % R)*SW_W +: SW_W] : {SW_W{1'b0}};
-            wire v = l_valid && sl[73] && tok < n_tok;
+            wire v = l_valid && sl[73] && tok < n_tok && tok >= TOKW'(skip_first);
             reg [11:0] row_d [0:LAT-1];
             reg [5:0] pos_d [0:LAT-1];
             integer q;

@@ -4,7 +4,7 @@
 //        n_rwords, then per word "token chunk" and RWN 32-bit parts: residual codes (two's complement)
 //        n_swords, the same for the score memory
 //        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base e_len eps lo hi,
-//                   kv_en k_lo v_lo kv_ch src n_rows row_base at_mult at_offset at_shift, n_beats,
+//                   skip_first kv_en k_lo v_lo kv_ch src n_rows row_base at_mult at_offset at_shift, n_beats,
 //                   then per beat WB/32 words of 32 bits, low word first
 //        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks; score tokens, chunks;
 //        inv tokens
@@ -31,7 +31,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [12:0] k;
     logic a_signed, o_signed;
     logic [2:0] mode;
-    logic kv_en;
+    logic kv_en, skip_first;
     logic [$clog2(CH_MAX)-1:0] k_lo, v_lo;
     logic [$clog2(RCH_MAX+1)-1:0] kv_ch;
     logic [11:0] src, n_rows, row_base;
@@ -145,7 +145,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             a_base = $bits(a_base)'(rd()); o_base = $bits(o_base)'(rd()); r_base = $bits(r_base)'(rd());
             e_len = 11'(rd()); eps = 64'(rd());
             lo = OUT_W'(rd()); hi = OUT_W'(rd());
-            kv_en = rd() != 0; k_lo = $bits(k_lo)'(rd()); v_lo = $bits(v_lo)'(rd()); kv_ch = $bits(kv_ch)'(rd());
+            skip_first = rd() != 0; kv_en = rd() != 0; k_lo = $bits(k_lo)'(rd()); v_lo = $bits(v_lo)'(rd()); kv_ch = $bits(kv_ch)'(rd());
             src = 12'(rd()); n_rows = 12'(rd()); row_base = 12'(rd());
             at_mult = 18'(rd()); at_offset = 48'(rd()); at_shift = 6'(rd());
             n_beats = int'(rd());

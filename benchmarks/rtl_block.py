@@ -1,0 +1,248 @@
+"""A paper-size block on the simulated RTL core, measured in Verilator; an image priced by its model.
+
+Block 0 of the quasar-L2-like subnet (``hardware/calibration.py``: DeiT-Small size, 197 tokens,
+E = 384, 7 heads of 64, MLP 1536) runs as one chain of steps on a DeiT-Small-size core (R = 32
+slots, T = 24 tokens, KP = 8 lanes: 6144 W4A6 units, packing 4), with no host work between steps:
+LayerNorm, qkv, every head's Q K^T, softmax and P V, proj with its residual add, LayerNorm, fc1 with
+GELU, fc2 with its residual add.  Weights stream from a modelled DDR; the attention operands come
+from the core's own memories.  The weights and codes are random and the constants are set from the
+data so that every code range is used; the block's codes (both LayerNorms', the heads' output,
+GELU's and the output residual) are checked against the same chain computed with
+:mod:`quasar_vit.quantization.intops`.  The table gives each step's measured cycles and the
+schedule model's.
+
+The image total is the model's sum over every step of the subnet (its blocks, the patch embedding
+as a linear step, the final LayerNorm and the head on the class token), each step type being one
+whose model equals the RTL on every measured run.  Not in it: loading the class token and the
+positions into the residual memory (a DDR transfer the core does not make yet), and the host's
+final rescale of the logits.
+
+Run: ``python benchmarks/rtl_block.py`` (about 10 minutes on 2 cores, most of it Verilator);
+writes ``benchmarks/results/rtl_block.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import RESULTS, argv_string, today, write_results
+
+from quasar_vit.hardware.calibration import QUASAR_L2_LIKE, QUASAR_S_LIKE
+from quasar_vit.hardware.engine import row_mask
+from quasar_vit.quantization import intops
+from quasar_vit.rtl.gemm import MODE_GELU, MODE_PV, MODE_QK, MODE_RESIDUAL, MODE_SM, Layer, run_layers
+from quasar_vit.rtl.layout import Ddr, GemmShape
+from quasar_vit.rtl.schedule import step_cycles
+from quasar_vit.space import SubnetConfig
+
+OUT = RESULTS / "rtl_block.json"
+SHAPE = GemmShape(R=32, T=24, KP=8, WB=256, tiles_max=16, ch_max=512, wch_max=256, rch_max=64)
+# two 128-bit HP ports at 150 MHz (4.8 GB/s, a third of the ZCU102's usable PS DDR bandwidth from the
+# PL); the first beat about 430 ns after a step starts
+DDR = Ddr(latency=64, num=1, den=1)
+CLOCK_MHZ = 150.0
+RES = (-(2**19), 2**19 - 1)  # the residual codes (20 bits)
+LN = (24, 1000)  # a LayerNorm's output shift and EPS
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-sim", action="store_true", help="price the images only (no Verilator run)")
+    args = ap.parse_args(argv)
+    sub = QUASAR_L2_LIKE
+    rows: list[dict[str, Any]] = []
+    seconds = None
+    if not args.no_sim:
+        steps, ref, res_in = _block(sub, 0, np.random.default_rng(0))
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            n = res_in.shape[0]
+            chain = run_layers(SHAPE, steps, np.zeros((n, 0), np.int64), True, Path(tmp), DDR, residual=res_in)
+        seconds = round(time.time() - t0, 1)
+        _check(chain, steps, ref)
+        rows = [_row(s, r.cycles, step_cycles(SHAPE, s, n, DDR), n) for s, r in zip(steps, chain.layers)]
+    images = {name: _image(s) for name, s in (("quasar-L2-like", sub), ("quasar-S-like", QUASAR_S_LIKE))}
+    md = _markdown(rows, images)
+    print(md)
+    write_results(
+        OUT,
+        {
+            "date": today(),
+            "command": f"python benchmarks/rtl_block.py {argv_string(argv)}".strip(),
+            "design": SHAPE.params(),
+            "ddr": vars(DDR),
+            "clock_mhz": CLOCK_MHZ,
+            "block0_steps": rows,
+            "block0_seconds": seconds,
+            "max_model_error": max((abs(r["model"] / r["rtl"] - 1) for r in rows), default=None),
+            "images": images,
+        },
+        md,
+    )
+    print(f"wrote {OUT}")
+
+
+# ---- block 0 with random weights, constants set from the data, and its intops reference ----------
+def _rq(acc: np.ndarray, hi: int, axis: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A requantiser (mult, offset, shift; per row, or one if ``axis`` is None) that maps the largest
+    ``|acc|`` to about ``hi``, rounding to nearest."""
+    top = np.abs(acc).max(axis=axis) if axis is not None else np.abs(acc).max()
+    top = np.maximum(np.asarray(top, np.int64), 1)
+    shift = np.array([max(1, (int(t) << 16).bit_length() - hi.bit_length()) for t in np.ravel(top)])
+    return np.full(shift.shape, 1 << 16), 1 << (shift - 1), shift
+
+
+def _ln(rng: np.random.Generator, e: int) -> tuple[np.ndarray, np.ndarray]:
+    return rng.integers(2**15, 2**16, e), rng.integers(-(2**30), 2**30, e) + 2**23
+
+
+def _lin(rng: np.random.Generator, m: int, k: int, is8: np.ndarray) -> np.ndarray:
+    return np.where(is8[:, None], rng.integers(-128, 128, (m, k)), rng.integers(-8, 8, (m, k)))
+
+
+def _f(*a: Any) -> list[np.ndarray]:
+    return [np.asarray(v, np.float64) for v in a]
+
+
+def _block(sub: SubnetConfig, i: int, rng: np.random.Generator) -> tuple[list[Layer], dict[str, np.ndarray], Any]:
+    """Block ``i``'s steps and the codes the same chain gives in intops (the reference)."""
+    specs = {s.name.split(".")[-1]: s for s in sub.linear_layers() if s.name.startswith(f"blocks.{i}.")}
+    n, e, heads, hd = specs["qkv"].tokens, sub.embed_dim, sub.num_heads[i], 64
+    is8 = {k: np.array(row_mask(s.out_features, s.n8_rows, s.sections)) for k, s in specs.items()}
+    w = {k: _lin(rng, s.out_features, s.in_features, is8[k]) for k, s in specs.items()}
+    res_in = res = rng.integers(-30000, 30000, (n, e))
+    ref: dict[str, np.ndarray] = {}
+    steps: list[Layer] = []
+    # LayerNorm -> qkv
+    g1, b1 = _ln(rng, e)
+    h = intops.layernorm(*_f(res, g1, b1), float(LN[0]), float(LN[1]), -32, 31).astype(np.int64)
+    ref["qkv.in"] = h
+    steps.append(Layer.layernorm(g1, b1, *LN, (-32, 31)))
+    acc = h @ w["qkv"].T
+    rq = _rq(acc, 31)
+    qkv = intops.requant(*_f(acc, *rq), -32, 31).astype(np.int64)
+    steps.append(Layer(w["qkv"], is8["qkv"], *rq, (-32, 31), kv=True))
+    q, k, v = (qkv[:, t * heads * hd : (t + 1) * heads * hd].reshape(n, heads, hd).transpose(1, 0, 2) for t in range(3))
+    # the heads: scores, softmax (about two octaves of exp2 per standard deviation; P's step 1/64), P V
+    sms, outs = [], []
+    for j in range(heads):
+        scores = q[j] @ k[j].T
+        m = 128.0 / max(1.0, float(scores.std()))
+        s = 16 - int(np.ceil(np.log2(m)))
+        sms.append((int(round(m * 2**s)), s, 1 << 22))
+        outs.append(intops.softmax(scores.astype(np.float64), *sms[j], 6, 63).astype(np.int64) @ v[j])
+    pv_all = np.concatenate(outs, 1)
+    pv = tuple(int(x[0]) for x in _rq(pv_all, 31, None))
+    ref["proj.in"] = a = intops.requant(*_f(pv_all, *pv), -32, 31).astype(np.int64)
+    for j in range(heads):
+        steps += [Layer.scores(n, hd, j, heads), Layer.softmax(n, j, heads, sms[j], 63)]
+        steps.append(Layer.attend(n, hd, j, heads, pv, (-32, 31)))
+    # proj with its residual add, LayerNorm, fc1 with GELU, fc2 with its residual add
+    acc = a @ w["proj"].T
+    rq = _rq(acc, 2**14)
+    res = intops.residual_add(*_f(res, acc, *rq), *RES).astype(np.int64)
+    steps.append(Layer(w["proj"], is8["proj"], *rq, RES, MODE_RESIDUAL))
+    g2, b2 = _ln(rng, e)
+    h = intops.layernorm(*_f(res, g2, b2), float(LN[0]), float(LN[1]), -32, 31).astype(np.int64)
+    ref["fc1.in"] = h
+    steps.append(Layer.layernorm(g2, b2, *LN, (-32, 31)))
+    acc = h @ w["fc1"].T
+    mult, _, shift = _rq(acc, 511)
+    offset = (512 << shift) + (1 << (shift - 1))  # index 512 is an accumulator of 0
+    table = rng.integers(-32, 32, 1024)
+    g = intops.gelu(*_f(acc, mult, offset, shift, table), 10).astype(np.int64)
+    ref["fc2.in"] = g
+    steps.append(Layer(w["fc1"], is8["fc1"], mult, offset, shift, (0, 1023), MODE_GELU, table, True))
+    acc = g @ w["fc2"].T
+    rq = _rq(acc, 2**14)
+    ref["res2"] = intops.residual_add(*_f(res, acc, *rq), *RES).astype(np.int64)
+    steps.append(Layer(w["fc2"], is8["fc2"], *rq, RES, MODE_RESIDUAL))
+    return steps, ref, res_in
+
+
+def _check(chain: Any, steps: list[Layer], ref: dict[str, np.ndarray]) -> None:
+    """The RTL's codes against the intops chain's; one error line if any differs."""
+    runs = chain.layers
+    pv = np.concatenate([r.codes for s, r in zip(steps, runs) if s.mode == MODE_PV], 1)
+    got = {
+        "qkv.in": runs[0].codes,
+        "proj.in": pv,
+        "fc1.in": runs[-3].codes,
+        "fc2.in": chain.act,
+        "res2": chain.residual,
+    }
+    for key, want in ref.items():
+        if not np.array_equal(got[key], want):
+            raise SystemExit(f"error: block 0's {key} codes on the RTL differ from intops")
+
+
+_KIND = {MODE_QK: "Q K^T", MODE_SM: "softmax", MODE_PV: "P V"}
+
+
+def _row(step: Layer, rtl: int, model: int, n: int) -> dict[str, Any]:
+    """A measured step: its cycles, the model's, and (for the array's steps) the array's use, useful
+    nibble MACs over units x cycles (an 8-bit or 6-bit stationary row is two nibble rows)."""
+    kind = _KIND.get(step.mode, "LayerNorm" if step.mode == 3 else "linear")
+    m, k = step.w_int.shape
+    name = f"head {step.head} {kind}" if step.mode in _KIND else f"{kind}: {m} outputs, K = {k}"
+    if kind == "LayerNorm":
+        name = f"LayerNorm: {m} channels"
+    use = None
+    if kind in ("linear", "Q K^T", "P V"):
+        use = round(n * k * (m + int(step.is8.sum())) / (SHAPE.R * SHAPE.T * SHAPE.KP * rtl), 3)
+    return {"step": name, "kind": kind, "rtl": rtl, "model": model, "array_use": use}
+
+
+# ---- an image by the model --------------------------------------------------------------------------
+def _image(sub: SubnetConfig) -> dict[str, Any]:
+    """The model's cycles of every step of an image of ``sub``, by kind."""
+    by_kind: dict[str, int] = {}
+
+    def add(kind: str, cycles: int) -> None:
+        by_kind[kind] = by_kind.get(kind, 0) + cycles
+
+    n, e, hd = sub.geometry.num_tokens, sub.embed_dim, 64
+    for spec in sub.linear_layers():
+        is8 = np.array(row_mask(spec.out_features, spec.n8_rows, spec.sections))
+        zero = np.zeros(spec.out_features, np.int64)
+        w = np.zeros((spec.out_features, spec.in_features), np.int64)
+        lay = Layer(w, is8, zero, zero, zero, (0, 0), kv=spec.sections == 3)
+        add("linear", step_cycles(SHAPE, lay, spec.tokens, DDR))
+    ln = Layer.layernorm(np.zeros(e), np.zeros(e), 0, 0, (-32, 31))
+    add("LayerNorm", 2 * sub.depth * step_cycles(SHAPE, ln, n, DDR) + step_cycles(SHAPE, ln, 1, DDR))
+    for heads in sub.num_heads:
+        one = [Layer.scores(n, hd, 0, heads), Layer.softmax(n, 0, heads, (1, 1, 1), 63)]
+        one.append(Layer.attend(n, hd, 0, heads, (1, 0, 0), (-32, 31)))
+        for s in one:
+            add(_KIND[s.mode], heads * step_cycles(SHAPE, s, n, DDR))
+    total = sum(by_kind.values())
+    return {"cycles": total, "by_kind": by_kind, "fps": round(CLOCK_MHZ * 1e6 / total, 1)}
+
+
+def _markdown(rows: list[dict[str, Any]], images: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    if rows:
+        lines += ["| block 0 step | RTL cycles | model | model/RTL | array use |", "|---|---|---|---|---|"]
+        for r in rows:
+            use = "-" if r["array_use"] is None else f"{100 * r['array_use']:.1f} %"
+            lines.append(f"| {r['step']} | {r['rtl']} | {r['model']} | {r['model'] / r['rtl']:.4f} | {use} |")
+        total = sum(r["rtl"] for r in rows)
+        lines += [f"| block 0 | {total} | {sum(r['model'] for r in rows)} | | |", ""]
+    lines += ["| subnet | image cycles (model) | FPS at 150 MHz | " + " | ".join(_ORDER) + " |"]
+    lines += ["|---|---|---|" + "---|" * len(_ORDER)]
+    for name, im in images.items():
+        shares = " | ".join(f"{100 * im['by_kind'].get(k, 0) / im['cycles']:.1f} %" for k in _ORDER)
+        lines.append(f"| {name} | {im['cycles']} | {im['fps']} | {shares} |")
+    return "\n".join(lines) + "\n"
+
+
+_ORDER = ["linear", "LayerNorm", "Q K^T", "softmax", "P V"]
+
+
+if __name__ == "__main__":
+    main()

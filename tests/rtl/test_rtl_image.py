@@ -1,0 +1,35 @@
+"""Whole images on the simulated RTL core: the subnet's program from its IR, logits bit-exact.
+
+``rtl.image.image_steps`` makes the core's steps of an exported subnet: the patch embedding, every
+block, the final LayerNorm and the head.  Each image runs as one chain in Verilator, from its
+patches' codes to the head's accumulators.  The accumulators, and so the logits the engine's float
+rescale makes of them, must be the engine's exactly, and every step must take the cycles the
+schedule model predicts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from quasar_vit.rtl.image import image_steps, run_image
+from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.schedule import step_cycles
+
+DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
+
+
+def test_exported_images_on_chip(exported_trace, tmp_path: Path) -> None:
+    """Two test images of a trained export: the head's input codes and the logits are the
+    engine's, bit for bit, and the image's cycles are the model's, step by step."""
+    ir, trace, images = exported_trace
+    steps = image_steps(ir, DEMO)
+    n = int(ir.ops.start.shape[0])
+    for img in range(2):
+        run = run_image(DEMO, ir, images[img], tmp_path / f"img{img}")
+        np.testing.assert_array_equal(run.logits, trace["logits"][img])
+        np.testing.assert_array_equal(run.chain.layers[-2].codes, trace["head.in"][img][None])
+        predicted = [step_cycles(DEMO, s, s.tokens or n) for s in steps]
+        assert [r.cycles for r in run.chain.layers] == predicted
+        assert not any(r.overrun for r in run.chain.layers)
