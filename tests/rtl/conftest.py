@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+IMAGES = 100  # test images the engine traces (the whole-image test runs them all on the RTL)
+
 
 @pytest.fixture(scope="session")
 def exported_trace(trained_run, tmp_path_factory):
-    """The largest subnet of the session's trained supernet, exported; its IR, the engine's trace on two test images (with their logits) and the images."""
+    """The largest subnet of the session's trained supernet, exported; its IR, the engine's trace on ``IMAGES`` test images (with their logits) and the images."""
     import json
 
     from quasar_vit.config import config_from_dict
@@ -23,7 +25,7 @@ def exported_trace(trained_run, tmp_path_factory):
     out = export_subnet(run / "supernet.pt", sub, "zcu102", root / "exp")
     ir = load_ir(out)
     info = json.loads((out / "export.json").read_text())
-    images = load_test_images(config_from_dict(info["config"]), None, 2)[0]
+    images = load_test_images(config_from_dict(info["config"]), None, IMAGES)[0]
     logits, trace = IntegerViT(ir).forward(images.numpy(), trace=True)
     trace["logits"] = logits
     return ir, trace, images.numpy()
