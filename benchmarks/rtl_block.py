@@ -41,7 +41,7 @@ from quasar_vit.rtl.schedule import step_cycles
 from quasar_vit.space import SubnetConfig
 
 OUT = RESULTS / "rtl_block.json"
-SHAPE = GemmShape(R=32, T=24, KP=8, WB=256, tiles_max=16, ch_max=512, wch_max=256, rch_max=64)
+SHAPE = GemmShape(R=32, T=24, KP=8, WB=256, tiles_max=9, ch_max=512, wch_max=256, rch_max=64)  # 216 tokens
 # two 128-bit HP ports at 150 MHz (4.8 GB/s, a third of the ZCU102's usable PS DDR bandwidth from the
 # PL); the first beat about 430 ns after a step starts
 DDR = Ddr(latency=64, num=1, den=1)

@@ -8,7 +8,7 @@ into the DSP (docs/rtl.md).
 
 The last two rows are the GEMM core (the array, the lanes, the LayerNorm path, the softmax step, the
 GELU tables, the activation, residual, score, K and V^T memories) at the
-demo's size and at the DeiT-Small size that ``benchmarks/rtl_gemm.py`` simulates (197 tokens,
+demo's size and at the DeiT-Small size that ``benchmarks/rtl_block.py`` simulates (216 tokens,
 every matrix of a block in the activation memory: 4096 channels; layers up to K = 2048; embed dim
 up to 512; two 128-bit stream ports).
 
@@ -23,36 +23,32 @@ import time
 from typing import Any
 
 from common import RESULTS, argv_string, today, write_results
+from rtl_block import SHAPE as RTL_BLOCK_SHAPE
 
 from quasar_vit.hardware import load_platform
 from quasar_vit.rtl import synth
+from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.modules import sources
 from quasar_vit.rtl.tools import HDL_DIR
 
 OUT = RESULTS / "rtl_units.json"
+DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)  # the tests' demo core
+DEIT = RTL_BLOCK_SHAPE  # the DeiT-Small-size core benchmarks/rtl_block.py simulates
 
 #: (module, parameters, multiply units it holds or 0)
 UNITS: list[tuple[str, dict[str, int], int]] = [
     ("qv_mul_pack4", {}, 4),
     ("qv_requant", {}, 0),
     ("qv_outstage", {}, 0),
-    # the attention parts at the DeiT-Small size (R = 32 lanes, 384 tokens, 512 channels)
-    ("qv_sm_path", {"R": 32, "KP": 8, "W": 4, "TOK_MAX": 384, "SCH_MAX": 64, "CH_MAX": 512}, 0),
+    # the attention parts at the DeiT-Small size (R = 32 lanes, 216 tokens, 512 channels)
+    ("qv_sm_path", {"R": 32, "KP": 8, "W": 4, "TOK_MAX": 216, "SCH_MAX": 32, "CH_MAX": 512}, 0),
     ("qv_kv_loader", {"R": 32, "KP": 8, "WB": 256}, 0),
-    ("qv_vt_mem", {"R": 32, "KP": 8, "D_MAX": 512, "TOK_MAX": 384, "NCH": 48}, 0),
+    ("qv_vt_mem", {"R": 32, "KP": 8, "D_MAX": 512, "TOK_MAX": 216, "NCH": 27}, 0),
     ("qv_dot_array", {"R": 8, "T": 8, "KP": 8}, 512),
     ("qv_dot_array", {"R": 32, "T": 24, "KP": 8}, 6144),
     # the whole GEMM core (array, drain, lanes, weight/activation/residual memories, GELU tables)
-    (
-        "qv_gemm_core",
-        {"R": 16, "T": 4, "KP": 8, "WB": 64, "TILES_MAX": 8, "CH_MAX": 128, "WCH_MAX": 64, "RCH_MAX": 16},
-        512,
-    ),
-    (
-        "qv_gemm_core",
-        {"R": 32, "T": 24, "KP": 8, "WB": 256, "TILES_MAX": 16, "CH_MAX": 512, "WCH_MAX": 256, "RCH_MAX": 64},
-        6144,
-    ),
+    ("qv_gemm_core", DEMO.params(), 512),
+    ("qv_gemm_core", DEIT.params(), 6144),
 ]
 
 

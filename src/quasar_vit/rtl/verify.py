@@ -1,0 +1,116 @@
+"""``verify --rtl``: an export's test images through the whole subnet on the simulated RTL core.
+
+Each image runs in Verilator as one chain of the core's steps (:func:`quasar_vit.rtl.image.run_image`)
+on a core sized for the subnet (:func:`core_for`).  Its logits must equal the NumPy engine's bit for
+bit, and every step's measured cycles must equal the schedule model's.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quasar_vit.errors import RtlError
+from quasar_vit.export.ir import IntViT
+from quasar_vit.rtl.gemm import MODE_LN, MODE_PV, MODE_QK, MODE_SM
+from quasar_vit.rtl.image import image_steps, run_image
+from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.schedule import step_cycles
+
+KINDS = {MODE_QK: "Q K^T", MODE_SM: "softmax", MODE_PV: "P V", MODE_LN: "LayerNorm"}
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> GemmShape:
+    """A core of ``r x t x kp`` units whose memories hold this subnet: every token, every matrix of a
+    block side by side, its widest K and its widest residual or attention third."""
+    assert ir.ops is not None
+    n = int(ir.ops.start.shape[0])
+    e = int(ir.ops.start.shape[1])
+    nch = -(-n // kp)
+    widest = max(b.attn_dim for b in ir.blocks)
+    act = max((e + 3 * b.attn_dim) // kp + b.heads * nch + b.attn_dim // kp for b in ir.blocks)  # a block's first half
+    act = max(act, *((e + b.fc1.out_features) // kp for b in ir.blocks), -(-ir.patch_embed.in_features // kp))
+    k_max = max(nch, *(-(-lin.in_features // kp) for b in ir.blocks for lin in b.linears()))
+    return GemmShape(
+        R=r,
+        T=t,
+        KP=kp,
+        WB=wb,
+        tiles_max=-(-n // t),
+        ch_max=_pow2(act),
+        wch_max=_pow2(max(k_max, -(-ir.patch_embed.in_features // kp))),
+        rch_max=_pow2(max(e, widest, r) // kp),
+    )
+
+
+def verify_rtl(ir: IntViT, images: np.ndarray, engine_logits: np.ndarray, shape: GemmShape | None = None) -> dict:
+    """Runs ``images`` on the RTL and compares them with the engine's logits; a JSON-able verdict."""
+    shape = shape or core_for(ir)
+    n = int(ir.ops.start.shape[0]) if ir.ops is not None else 0
+    steps = image_steps(ir, shape)
+    model = [step_cycles(shape, s, s.tokens or n) for s in steps]
+    exact, off_model, cycles = 0, 0, 0
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, image in enumerate(images):
+            run = run_image(shape, ir, image, Path(tmp) / str(i))
+            diff = float(np.abs(run.logits - engine_logits[i]).max())
+            worst = max(worst, diff)
+            exact += int(diff == 0.0)
+            measured = [r.cycles for r in run.chain.layers]
+            off_model += int(measured != model)
+            cycles = sum(measured)
+    by_kind: dict[str, int] = {}
+    for s, c in zip(steps, model):
+        kind = KINDS.get(s.mode, "linear")
+        by_kind[kind] = by_kind.get(kind, 0) + c
+    return {
+        "passed": bool(len(images) and exact == len(images) and off_model == 0),
+        "images": len(images),
+        "exact_logits": exact,
+        "max_logit_diff": worst,
+        "images_off_model": off_model,
+        "cycles_per_image": cycles,
+        "model_cycles_by_kind": by_kind,
+        "core": shape.params(),
+        "steps": len(steps),
+    }
+
+
+def rtl_verdict(res: dict[str, Any]) -> str:
+    """One line: the RTL's agreement with the engine and its cycles."""
+    ok = "PASSED" if res["passed"] else "FAILED"
+    return (
+        f"rtl {ok}: {res['exact_logits']}/{res['images']} images with the engine's logits bit for bit "
+        f"(max |diff| {res['max_logit_diff']:g}); {res['steps']} steps, {res['cycles_per_image']} cycles an "
+        f"image, {res['images'] - res['images_off_model']}/{res['images']} images in the model's cycles"
+    )
+
+
+def run_rtl(directory: str | Path, limit: int = 100, data_root: str | None = None) -> dict[str, Any]:
+    """:func:`verify_rtl` of the export in ``directory`` on its first ``limit`` test images."""
+    from quasar_vit.config import config_from_dict
+    from quasar_vit.export.exporter import load_test_images
+    from quasar_vit.export.ir import load_ir
+    from quasar_vit.export.reference import IntegerViT
+
+    d = Path(directory)
+    ir = load_ir(d)
+    if ir.nonlinear != "integer":
+        raise RtlError(f"{d}: the RTL runs exports with nonlinear: integer; this one is {ir.nonlinear!r}")
+    info = json.loads((d / "export.json").read_text())
+    images = load_test_images(config_from_dict(info["config"]), data_root, limit)[0].numpy()
+    logits = IntegerViT(ir).forward(images)
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return verify_rtl(ir, images, np.asarray(logits))
+
+
+__all__ = ["core_for", "verify_rtl", "run_rtl", "rtl_verdict"]
