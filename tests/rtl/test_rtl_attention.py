@@ -148,6 +148,29 @@ def test_random_attention_on_an_odd_core(tmp_path: Path) -> None:
     assert [r.cycles for r in chain.layers] == _predicted(ODD, steps, n)
 
 
+def test_negative_scores_and_a_partial_key_tile(tmp_path: Path) -> None:
+    """Every score negative (q = x, k = -x for positive codes x) and a last key tile of 3 keys out of
+    4: the row maxima that Q K^T hands the softmax must ignore the tile's empty positions (a 0
+    there would exceed every score), so the codes are intops.softmax's."""
+    rng = np.random.default_rng(7)
+    n, e = 23, 16
+    x = rng.integers(20, 32, (n, e))  # every score below -6400: a maximum of 0 would push e far down
+    eye = np.eye(e, dtype=np.int64)
+    w = np.concatenate([eye, -eye, eye])  # q = x, k = -x, v = x
+    one = np.ones(3 * e, np.int64)
+    qkv = Layer(w, np.zeros(3 * e, bool), one, 0 * one, 0 * one, (-32, 31), kv=True)
+    sm, pv = (13107, 17, 1 << 22), (1500, 1 << 11, 12)
+    steps = [qkv, Layer.scores(n, e, 0, 1), Layer.softmax(n, 0, 1, sm, 63), Layer.attend(n, e, 0, 1, pv, (-32, 31))]
+    chain = run_layers(ODD, steps, x, True, tmp_path)
+    scores = -(x @ x.T)
+    assert scores.max() < 0 and n % (ODD.R // 2)
+    np.testing.assert_array_equal(chain.layers[1].codes, scores)
+    probs = intops.softmax(scores.astype(np.float64), *sm, 6, 63).astype(np.int64)
+    want = np.clip((probs @ x * pv[0] + pv[1]) >> pv[2], -32, 31)
+    np.testing.assert_array_equal(chain.layers[3].codes, want)
+    assert [r.cycles for r in chain.layers] == _predicted(ODD, steps, n)
+
+
 def test_attention_steps_refused_with_one_line(tmp_path: Path) -> None:
     x = np.zeros((8, 32), np.int64)
     with pytest.raises(RtlError, match="needs a kv layer before it"):
@@ -157,5 +180,7 @@ def test_attention_steps_refused_with_one_line(tmp_path: Path) -> None:
         run_layers(ODD, [qkv, Layer.scores(8, 8, 0, 2)], x, True, tmp_path)
     with pytest.raises(RtlError, match="takes 9 keys; there are 8 tokens"):
         run_layers(ODD, [qkv, Layer.attend(9, 16, 1, 2, (1, 0, 0), (-32, 31))], x, True, tmp_path)
+    with pytest.raises(RtlError, match="must follow its head's Q K\\^T"):
+        run_layers(ODD, [qkv, Layer.softmax(8, 0, 2, (1, 1, 1), 63)], x, True, tmp_path)
     with pytest.raises(RtlError, match="a kv layer writes codes in thirds"):
         run_layers(ODD, [dataclasses.replace(qkv, w_int=np.zeros((90, 32), np.int64))], x, True, tmp_path)

@@ -77,6 +77,7 @@ class Layer:
     tokens: int = 0  # the step's tokens: the first ones (0: all; the final LayerNorm and the head: 1)
     skip_first: bool = False  # token 0 gives no output (the patch embedding leaves the class token)
     values_out: bool = False  # the lanes' values leave the core as they are (the head's accumulators)
+    maxima: bool = False  # a softmax whose row maxima its head's Q K^T found (no pass of its own)
     head: int = 0  # an attention matmul's head
     heads: int = 0  # ... of how many
 
@@ -91,10 +92,19 @@ class Layer:
 
     @classmethod
     def softmax(
-        cls, n_keys: int, head: int, heads: int, rq: tuple[int, int, int], hi: int, frac_bits: int = SM_FRAC_BITS
+        cls,
+        n_keys: int,
+        head: int,
+        heads: int,
+        rq: tuple[int, int, int],
+        hi: int,
+        frac_bits: int = SM_FRAC_BITS,
+        after_scores: bool = True,
     ) -> "Layer":
         """The softmax of ``head``'s scores (the score memory) into its P codes ``[0, hi]``, with
-        :func:`~quasar_vit.quantization.intops.softmax`'s ``rq = (M, S, Qa)``."""
+        :func:`~quasar_vit.quantization.intops.softmax`'s ``rq = (M, S, Qa)``.  ``after_scores``: it
+        follows its head's Q K^T, which found the row maxima as it wrote the scores; otherwise (scores
+        loaded into the memory) the step finds them in a pass of its own."""
         if frac_bits != SM_FRAC_BITS:
             raise RtlError(
                 f"the core's softmax has a {2**SM_FRAC_BITS}-entry exp2 table (softmax_frac_bits {SM_FRAC_BITS})"
@@ -102,7 +112,9 @@ class Layer:
         one = np.ones(n_keys, np.int64)
         mult, shift, recip = (v * one for v in rq)
         w = np.zeros((n_keys, 0), np.int64)
-        return cls(w, 0 * one.astype(bool), mult, recip, shift, (0, hi), MODE_SM, head=head, heads=heads)
+        return cls(
+            w, 0 * one.astype(bool), mult, recip, shift, (0, hi), MODE_SM, head=head, heads=heads, maxima=after_scores
+        )
 
     @classmethod
     def attend(
@@ -288,7 +300,8 @@ def run_layers(
         n_s = lay.tokens or n
         stim += [n_s, -(-n_s // shape.T), n_ch, n_rt, k, int(pl.a_signed), int(lay.out_signed), lay.mode, pl.a_base]
         stim += [pl.o_base, 0, m, lay.eps, *lay.out_range, int(lay.skip_first), *pl.kv, pl.src, pl.n_rows, lay.row_base]
-        stim += [int(lay.mult[0]), int(lay.offset[0]), int(lay.shift[0])] if att else [0, 0, 0]
+        flag = int(lay.maxima) << 47  # (at_offset[47]: the softmax's maxima are known)
+        stim += [int(lay.mult[0]), int(lay.offset[0]) | flag, int(lay.shift[0])] if att else [0, 0, 0]
         stim.append(len(beats))
         for b in beats:
             stim += split_words(b, shape.WB // 32, 32)
@@ -311,6 +324,9 @@ def _place(
     nch = -(-n // shape.KP)  # a P's chunks
     for i, lay in enumerate(layers):
         _check(i, lay, k_in, e, n, kv, shape)
+        prev = layers[i - 1] if i else None
+        if lay.maxima and (prev is None or prev.mode != MODE_QK or prev.head != lay.head):
+            raise RtlError(f"step {i}: a softmax that takes its row maxima from Q K^T must follow its head's Q K^T")
         m = lay.w_int.shape[0]
         if lay.mode == MODE_SM and kv is None:  # preloaded scores: P after the input
             p_at = base + -(-k_in // shape.KP)

@@ -157,14 +157,18 @@ SM_CODE_DEPTH = 12  # ... to the write (the data, 7 stages to e, e * inv, the ro
 SM_WAIT = 3
 
 
-def softmax_cycles(shape: GemmShape, n_tokens: int) -> int:
+def softmax_cycles(shape: GemmShape, n_tokens: int, maxima: bool = True) -> int:
     """Cycles from start to done of a softmax step (``qv_gemm_core`` mode 6) over ``n_tokens`` rows
-    of as many scores: three phases over every row, a run of R scores a cycle, each phase after the
-    previous one's pipeline (and, after the sums, the divider) has emptied."""
+    of as many scores: phases over every row, a run of R scores a cycle, each phase after the
+    previous one's pipeline (and, after the sums, the divider) has emptied.  With ``maxima`` (after
+    its head's Q K^T) the row maxima are known and the step starts with the sums; otherwise a first
+    phase finds them."""
     words = -(-n_tokens // shape.KP)
     reads = n_tokens * -(-words // (shape.R // shape.KP))  # a phase's reads: the rows' runs
-    last_max = reads  # the first read on the edge after start
-    last_sum = last_max + SM_MAX_DEPTH + SM_WAIT + reads - 1
+    if maxima:
+        last_sum = reads  # the first read on the edge after start
+    else:
+        last_sum = reads + SM_MAX_DEPTH + SM_WAIT + reads - 1
     last_code = last_sum + SM_SUM_DEPTH + SM_DIV_STAGES + SM_WAIT + reads - 1
     return last_code + SM_CODE_DEPTH + SM_WAIT + TB_COUNT
 
@@ -176,7 +180,7 @@ def step_cycles(shape: GemmShape, step: Layer, n_tokens: int, ddr: Ddr = Ddr()) 
     if step.mode == MODE_LN:
         return layernorm_cycles(shape, n_tokens, step.w_int.shape[0], ddr)
     if step.mode == MODE_SM:
-        return softmax_cycles(shape, n_tokens)
+        return softmax_cycles(shape, n_tokens, step.maxima)
     k = terms(step, shape)
     if step.mode in (MODE_QK, MODE_PV):
         return linear_cycles(shape, n_tokens, k, step.is8, LOADER)

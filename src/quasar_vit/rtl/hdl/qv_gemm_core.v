@@ -28,7 +28,9 @@
 // rows (qv_vt_mem, filled by the same qkv layer) are the stationary operand, P the input; the
 // codes go to the activation memory at output row row_base + d (the head's place in proj's input).
 // 6 is the softmax of a head (qv_sm_path): the score memory's rows -> P codes into the activation
-// memory from o_base, with intops.softmax's M, S and Qa as at_mult, at_shift and at_offset.
+// memory from o_base, with intops.softmax's M, S and Qa as at_mult, at_shift and at_offset[25:0].
+// Q K^T hands the softmax each row's maximum as it writes the scores; at_offset[47] says the
+// maxima are known (set after Q K^T), else the softmax finds them in a pass of its own.
 // Also out, for the testbench: per cycle a mask of lanes with a code, the token, and per lane the
 // logical row and code.  A debug read port reads either memory while the core is idle.
 module qv_gemm_core #(
@@ -341,12 +343,17 @@ module qv_gemm_core #(
         for (i = 1; i < LAT; i = i + 1) begin first_d[i] <= first_d[i-1]; words_d[i] <= words_d[i-1]; end
     end
     reg [R*VW-1:0] packed_vals;
+    reg [R-1:0] packed_ok;            // the positions that hold a value
     integer p, l;
     always @(*) begin
         packed_vals = {R*VW{1'b0}};
+        packed_ok = {R{1'b0}};
         for (p = 0; p < R; p = p + 1)
             for (l = 0; l < R; l = l + 1)
-                if (o_valid[l] && o_pos[l*6 +: 6] == p[5:0]) packed_vals[p*VW +: VW] = o_code[l*OUT_W +: OUT_W];
+                if (o_valid[l] && o_pos[l*6 +: 6] == p[5:0]) begin
+                    packed_vals[p*VW +: VW] = o_code[l*OUT_W +: OUT_W];
+                    packed_ok[p] = 1'b1;
+                end
     end
     wire w1_en = |o_valid;
     wire [11:0] w1_first = first_d[LAT-1];
@@ -355,9 +362,11 @@ module qv_gemm_core #(
     reg [11:0] w2_first;
     reg [3:0] w2_words;
     reg [R*VW-1:0] w2_vals;
+    reg [R-1:0] w2_ok;
     always @(posedge clk) begin
         w2_en <= !rst && w1_en;
         w2_token <= o_token; w2_first <= w1_first; w2_words <= words_d[LAT-1]; w2_vals <= packed_vals;
+        w2_ok <= packed_ok;
     end
     // the GELU tables (one per output position), read at W1's indices
     wire [R*6-1:0] gelu_q;
@@ -456,6 +465,14 @@ module qv_gemm_core #(
         .wr_data(sc_wr_en ? (W*KP*RES_W)'(sc_wr_data) : sc_vals),
         .rd_token(busy ? sm_rd_token : r_token), .rd_chunk(busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q)
     );
+    // Q K^T also gives the softmax its row maxima: each token's run of scores, as it is written, updates
+    // the token's maximum (the first key tile sets it)
+    reg signed [RES_W-1:0] run_max;
+    always @(*) begin
+        run_max = $signed(w2_vals[0 +: RES_W]);  // position 0 always holds a score
+        for (p = 1; p < R; p = p + 1)
+            if (w2_ok[p] && $signed(w2_vals[p*VW +: RES_W]) > run_max) run_max = $signed(w2_vals[p*VW +: RES_W]);
+    end
     // the softmax step (mode 6): the score memory's rows -> P codes into the activation memory from
     // o_base (M, S and Qa as at_mult, at_shift and at_offset)
     qv_sm_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .SCH_MAX(SCH_MAX), .CH_MAX(CH_MAX), .A_W(RES_W)) sm (
@@ -463,7 +480,8 @@ module qv_gemm_core #(
         .recip(at_offset[25:0]), .hi(hi[5:0]), .p_base(o_base),
         .rd_token(sm_rd_token), .rd_chunk(sm_rd_chunk), .rd_data(sc_q),
         .wr_en(sm_wr), .wr_token(sm_wr_token), .wr_chunk(sm_wr_chunk), .wr_words(sm_wr_words), .wr_data(sm_wr_data),
-        .busy(sm_busy), .dbg_token(r_token), .dbg_inv(sm_inv)
+        .busy(sm_busy), .dbg_token(r_token), .dbg_inv(sm_inv), .max_known(at_offset[47]),
+        .mx_en(sc_wb), .mx_token(w2_token[$clog2(T*TILES_MAX)-1:0]), .mx_first(w2_first == 0), .mx_run(run_max)
     );
     assign sc_rd_data = sc_q[KP*RES_W-1:0];
 endmodule

@@ -10,6 +10,8 @@
 //         inv = (Qa * 2**16 + (s >> 1)) // s in a pipelined restoring divider (a row a cycle)
 //   CODE  the same runs:  e again,  code = clamp((e * inv + 2**31) >> 32, 0, hi)
 // A phase starts when the previous one's pipeline is empty (every mx, every inv is in its table).
+// After Q K^T the maxima are known already (max_known): Q K^T updates the table with each token's
+// run of scores as it writes them (mx_*), and the step starts with SUM.
 // Keys >= N (the last word's padding) take no part, and their codes are 0, so P V may read whole
 // chunks.  M, S and Qa arrive as the core's mult, shift and offset.
 //
@@ -48,6 +50,13 @@ module qv_sm_path #(
     output reg  [$clog2(W+1)-1:0]        wr_words,
     output reg  [W*KP*6-1:0]             wr_data,
     output reg                           busy,
+    // the row maxima from Q K^T: a token's run of scores (first: its first key tile); max_known skips
+    // the MAX phase (Q K^T has filled the table)
+    input  wire                          max_known,
+    input  wire                          mx_en,
+    input  wire [$clog2(TOK_MAX)-1:0]    mx_token,
+    input  wire                          mx_first,
+    input  wire signed [A_W-1:0]         mx_run,
     // a row's inv while idle (for the tests: the row sum's one division)
     input  wire [$clog2(TOK_MAX)-1:0]    dbg_token,
     output wire [QA_W-1:0]               dbg_inv
@@ -98,7 +107,7 @@ module qv_sm_path #(
     always @(posedge clk) begin
         rd_v <= 1'b0;
         if (rst) begin phase <= IDLE; busy <= 1'b0; end
-        else if (start) begin phase <= MAX; busy <= 1'b1; t <= 0; g <= 0; end
+        else if (start) begin phase <= max_known ? SUM : MAX; busy <= 1'b1; t <= 0; g <= 0; end
         else case (phase)
             MAX, SUM, CODE: begin
                 rd_token <= TA'(t); rd_chunk <= ($clog2(SCH_MAX))'(g * W);
@@ -155,6 +164,7 @@ module qv_sm_path #(
             row_mx <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
             if (m1_last) mx_tab[TA'(m1_t)] <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
         end
+        if (mx_en && (mx_first || mx_run > mx_tab[mx_token])) mx_tab[mx_token] <= mx_run;
     end
     assign max_busy = rd_v | rv_v | m1_v;
 
