@@ -22,7 +22,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "qv_weight_buf": (),
     "qv_kv_loader": (),
     "qv_vt_mem": (),
-    "qv_sm_path": (),
+    "qv_sm_path": ("qv_res_mem",),
     "qv_gemm_core": (
         "qv_act_mem",
         "qv_res_mem",

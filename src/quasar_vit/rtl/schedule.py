@@ -150,7 +150,8 @@ def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) 
 SM_MAX_DEPTH = 2  # qv_sm_path: from a read's edge to its row maximum (the data, the run's maximum)
 SM_SUM_DEPTH = 11  # ... to the divider's first stage (the data, 7 stages to e, the run's sum, the row's)
 SM_DIV_STAGES = 43  # the pipelined divider: a stage per dividend bit (Qa's 26 + 17)
-SM_CODE_DEPTH = 12  # ... to the write (the data, 7 stages to e, e * inv, the rounding, the clamp, the write)
+SM_INV_READY = 2  # the divider's last stage -> the inv table and the row count -> CODE's read of the row
+SM_CODE_DEPTH = 5  # CODE: from its read of the e ring to the write (the data, e * inv, rounding, clamp, write)
 # a phase waits for the previous one's pipeline to empty: the last stage's valid falls an edge after
 # it was set, the wait sees it low on the next edge, the next phase's first read is an edge later
 # (at the end: the path's busy falls, then the core's)
@@ -159,17 +160,18 @@ SM_WAIT = 3
 
 def softmax_cycles(shape: GemmShape, n_tokens: int, maxima: bool = True) -> int:
     """Cycles from start to done of a softmax step (``qv_gemm_core`` mode 6) over ``n_tokens`` rows
-    of as many scores: phases over every row, a run of R scores a cycle, each phase after the
-    previous one's pipeline (and, after the sums, the divider) has emptied.  With ``maxima`` (after
-    its head's Q K^T) the row maxima are known and the step starts with the sums; otherwise a first
-    phase finds them."""
+    of as many scores, a run of R scores a cycle.  With ``maxima`` (after its head's Q K^T) the row
+    maxima are known and the step starts with the sums; otherwise a first phase finds them, and the
+    sums start when its pipeline has emptied.  A row's codes are read (from the e ring) as soon as
+    its inv is in the table, a run a cycle, so the codes trail the sums by the divider."""
     words = -(-n_tokens // shape.KP)
     reads = n_tokens * -(-words // (shape.R // shape.KP))  # a phase's reads: the rows' runs
     if maxima:
         last_sum = reads  # the first read on the edge after start
     else:
         last_sum = reads + SM_MAX_DEPTH + SM_WAIT + reads - 1
-    last_code = last_sum + SM_SUM_DEPTH + SM_DIV_STAGES + SM_WAIT + reads - 1
+    runs = reads // n_tokens  # a row's runs: its codes are read as soon as its inv is in the table
+    last_code = last_sum + SM_SUM_DEPTH + SM_DIV_STAGES + SM_INV_READY + runs - 1
     return last_code + SM_CODE_DEPTH + SM_WAIT + TB_COUNT
 
 

@@ -7,18 +7,22 @@
 //   MAX   every row, run by run (R scores a cycle):  mx = the row's maximum
 //   SUM   the same runs:  u = clamp(((mx - a) * M + 2**(S-1)) >>> S, 0, 17 * 64),
 //         e = EXP2[u mod 64] >> (u >> 6) (0 past 16),  s = sum(e);  then per row
-//         inv = (Qa * 2**16 + (s >> 1)) // s in a pipelined restoring divider (a row a cycle)
-//   CODE  the same runs:  e again,  code = clamp((e * inv + 2**31) >> 32, 0, hi)
-// A phase starts when the previous one's pipeline is empty (every mx, every inv is in its table).
+//         inv = (Qa * 2**16 + (s >> 1)) // s in a pipelined restoring divider (a row a cycle);
+//         the e go to a ring of E_ROWS rows (the e memory)
+//   CODE  beside SUM, a row as soon as its inv is in the table: its e from the ring,
+//         code = clamp((e * inv + 2**31) >> 32, 0, hi)
+// SUM starts when MAX's pipeline is empty (every mx is in its table).  CODE trails SUM by the
+// divider's latency and a row, so the ring never overwrites a row CODE has still to read (E_ROWS >=
+// the latency in rows: 64 covers a row of a single run).
 // After Q K^T the maxima are known already (max_known): Q K^T updates the table with each token's
 // run of scores as it writes them (mx_*), and the step starts with SUM.
 // Keys >= N (the last word's padding) take no part, and their codes are 0, so P V may read whole
 // chunks.  M, S and Qa arrive as the core's mult, shift and offset.
 //
 // Pipeline after a read (the memory's data in stage rv): MAX: 1 the run's maximum, 2 the row's.
-// SUM/CODE: 1 mx - a, 2 * M, 3 + half, 4 >>> S, 5 clamp -> u, 6 EXP2 and u >> 6, 7 e; SUM: 8 the
-// run's sum, 9 the row's, then DW divider stages, 1 into the table; CODE: 8 e * inv, 9 + half >> 32,
-// 10 clamp -> the word, 11 the write.
+// SUM: 1 mx - a, 2 * M, 3 + half, 4 >>> S, 5 clamp -> u, 6 EXP2 and u >> 6, 7 e (then into the
+// ring), 8 the run's sum, 9 the row's, then DW divider stages, 1 into the table.  CODE (after its own
+// read of the ring): 1 e * inv, 2 + half >> 32, 3 clamp -> the word, 4 the write.
 module qv_sm_path #(
     parameter R = 8,
     parameter KP = 4,
@@ -28,7 +32,8 @@ module qv_sm_path #(
     parameter CH_MAX = 8,      // the activation memory's chunks
     parameter A_W = 20,        // score width
     parameter QA_W = 26,       // Qa (unsigned)
-    parameter S_W = 27         // the row sum: N * 2**16 < 2**S_W
+    parameter S_W = 27,        // the row sum: N * 2**16 < 2**S_W
+    parameter E_ROWS = 64      // the e memory's rows (a ring, a power of two)
 ) (
     input  wire                          clk,
     input  wire                          rst,
@@ -92,40 +97,41 @@ module qv_sm_path #(
         endcase
     endfunction
 
-    // ---- phases: every row's runs, three times ----
-    localparam IDLE = 3'd0, MAX = 3'd1, WAIT1 = 3'd2, SUM = 3'd3, WAIT2 = 3'd4, CODE = 3'd5;
+    // ---- phases: every row's runs, for MAX (unless known) then SUM; CODE beside SUM ----
+    localparam IDLE = 3'd0, MAX = 3'd1, WAIT1 = 3'd2, SUM = 3'd3;
+    localparam ER = E_ROWS;
     reg [2:0] phase;
     reg [TW-1:0] t;
     reg [GW-1:0] g;
     wire [GW-1:0] n_words = GW'((n_tok + KP - 1) / KP);
     wire [GW-1:0] n_runs = GW'((n_words + W - 1) / W);
     reg rd_v, rd_first, rd_last;       // a read issued at the last edge, the row's first / last run
-    reg [1:0] rd_ph;                   // 1 MAX, 2 SUM, 3 CODE
+    reg [1:0] rd_ph;                   // 1 MAX, 2 SUM
     reg [TW-1:0] rd_t;
     reg [GW-1:0] rd_g;
     wire max_busy, sum_busy, code_busy;
+    reg code_on;                       // CODE has rows to read
     always @(posedge clk) begin
         rd_v <= 1'b0;
         if (rst) begin phase <= IDLE; busy <= 1'b0; end
         else if (start) begin phase <= max_known ? SUM : MAX; busy <= 1'b1; t <= 0; g <= 0; end
         else case (phase)
-            MAX, SUM, CODE: begin
+            MAX, SUM: begin
                 rd_token <= TA'(t); rd_chunk <= ($clog2(SCH_MAX))'(g * W);
                 rd_v <= 1'b1; rd_first <= g == 0; rd_last <= g == n_runs - 1'b1; rd_t <= t; rd_g <= g;
-                rd_ph <= phase == MAX ? 2'd1 : phase == SUM ? 2'd2 : 2'd3;
+                rd_ph <= phase == MAX ? 2'd1 : 2'd2;
                 if (g == n_runs - 1'b1) begin
                     g <= 0;
                     if (t == n_tok - 1'b1) begin
                         t <= 0;
-                        phase <= phase == MAX ? WAIT1 : phase == SUM ? WAIT2 : IDLE;
+                        phase <= phase == MAX ? WAIT1 : IDLE;
                     end else t <= t + 1'b1;
                 end else g <= g + 1'b1;
             end
             WAIT1: if (!max_busy) phase <= SUM;   // every row's maximum is in its table
-            WAIT2: if (!sum_busy) phase <= CODE;  // every row's inv is in its table
             default: ;
         endcase
-        if (phase == IDLE && !start && !code_busy) busy <= 1'b0;
+        if (phase == IDLE && !start && !code_on && !code_busy) busy <= 1'b0;
     end
 
     // ---- the data stage: R scores, and which are keys < N ----
@@ -168,7 +174,7 @@ module qv_sm_path #(
     end
     assign max_busy = rd_v | rv_v | m1_v;
 
-    // ---- SUM and CODE: e of R lanes (7 stages) ----
+    // ---- SUM: e of R lanes (7 stages) ----
     reg signed [17:0] m_r;
     reg [5:0] sh_r;
     reg signed [SUM_W-1:0] rnd_r;
@@ -178,7 +184,7 @@ module qv_sm_path #(
         rnd_r <= (shift > 6'd47 || shift == 6'd0) ? {SUM_W{1'b0}} : (SUM_W'(1) << (shift - 6'd1));
     end
     localparam ES = 7;  // stages from the data to e
-    reg [ES:1] ev, ecode, efirst, elast;
+    reg [ES:1] ev, efirst, elast;
     reg [TW-1:0] et [1:ES];
     reg [GW-1:0] eg [1:ES];
     reg [R-1:0] eok [1:ES];
@@ -191,10 +197,10 @@ module qv_sm_path #(
     reg [16:0] e7 [0:R-1];
     integer s;
     always @(posedge clk) begin
-        ev[1] <= rv_v && rv_ph != 2'd1; ecode[1] <= rv_ph == 2'd3; efirst[1] <= rv_first; elast[1] <= rv_last;
+        ev[1] <= rv_v && rv_ph == 2'd2; efirst[1] <= rv_first; elast[1] <= rv_last;
         et[1] <= rv_t; eg[1] <= rv_g; eok[1] <= rv_ok;
         for (s = 2; s <= ES; s = s + 1) begin
-            ev[s] <= ev[s-1]; ecode[s] <= ecode[s-1]; efirst[s] <= efirst[s-1]; elast[s] <= elast[s-1];
+            ev[s] <= ev[s-1]; efirst[s] <= efirst[s-1]; elast[s] <= elast[s-1];
             et[s] <= et[s-1]; eg[s] <= eg[s-1]; eok[s] <= eok[s-1];
         end
         for (i = 0; i < R; i = i + 1) begin
@@ -218,7 +224,7 @@ module qv_sm_path #(
     reg [TW-1:0] n9_t;
     reg [S_W-1:0] n9_s;
     always @(posedge clk) begin
-        n8_v <= ev[ES] && !ecode[ES]; n8_first <= efirst[ES]; n8_last <= elast[ES]; n8_t <= et[ES];
+        n8_v <= ev[ES]; n8_first <= efirst[ES]; n8_last <= elast[ES]; n8_t <= et[ES];
         begin : run_sum
             reg [LB-1:0] acc;
             acc = 0;
@@ -260,7 +266,50 @@ module qv_sm_path #(
     assign dbg_inv = inv_tab[dbg_token];
     assign sum_busy = max_busy | (|ev) | n8_v | n9_v | (|dv_v);
 
-    // ---- CODE: e * inv, rounded, clamped; the run's codes written as W words ----
+    // ---- the e memory: SUM's e of the last E_ROWS rows, a run (W words) a write ----
+    localparam EW = 17;
+    wire [W*KP*EW-1:0] e_run, e_q;
+    genvar el;
+    generate
+        for (el = 0; el < R; el = el + 1) begin : e_lane
+            assign e_run[el*EW +: EW] = e7[el];
+        end
+    endgenerate
+    reg [$clog2(ER)-1:0] cr_slot;
+    reg [$clog2(SCH_MAX)-1:0] cr_chunk;
+    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(ER), .RCH_MAX(SCH_MAX), .EW(EW)) emem (
+        .clk(clk), .wr_en(ev[ES]), .wr_token(($clog2(ER))'(et[ES] % ER)),
+        .wr_chunk(($clog2(SCH_MAX))'(eg[ES] * W)), .wr_words(($clog2(W+1))'(W)), .wr_data(e_run),
+        .rd_token(cr_slot), .rd_chunk(cr_chunk), .rd_data(e_q)
+    );
+
+    // ---- CODE: a row's runs once its inv is in the table; e * inv, rounded, clamped; written ----
+    reg [TW:0] inv_count;              // rows whose inv is in the table
+    reg [TW-1:0] ct;
+    reg [GW-1:0] cg;
+    reg cr_v, cv_v;
+    reg [TW-1:0] cr_t, cv_t;
+    reg [GW-1:0] cr_g, cv_g;
+    always @(posedge clk) begin
+        cr_v <= 1'b0;
+        if (rst) code_on <= 1'b0;
+        else if (start) begin code_on <= 1'b1; ct <= 0; cg <= 0; inv_count <= 0; end
+        else begin
+            if (dv_v[DW]) inv_count <= inv_count + 1'b1;
+            if (code_on && inv_count > (TW+1)'(ct)) begin
+                cr_slot <= ($clog2(ER))'(ct % ER); cr_chunk <= ($clog2(SCH_MAX))'(cg * W);
+                cr_v <= 1'b1; cr_t <= ct; cr_g <= cg;
+                if (cg == n_runs - 1'b1) begin
+                    cg <= 0;
+                    if (ct == n_tok - 1'b1) code_on <= 1'b0;
+                    ct <= ct + 1'b1;
+                end else cg <= cg + 1'b1;
+            end
+        end
+        cv_v <= cr_v; cv_t <= cr_t; cv_g <= cr_g;  // the ring's data arrives
+    end
+    reg [R-1:0] cv_ok;
+    always @(*) for (i = 0; i < R; i = i + 1) cv_ok[i] = 32'(cv_g) * W * KP + i < 32'(n_tok);
     reg c8_v, c9_v, c10_v;
     reg [TW-1:0] c8_t, c9_t, c10_t;
     reg [GW-1:0] c8_g, c9_g, c10_g;
@@ -269,8 +318,8 @@ module qv_sm_path #(
     reg [EP_W-32:0] c9_c [0:R-1];
     reg [W*KP*6-1:0] c10_w;
     always @(posedge clk) begin
-        c8_v <= ev[ES] && ecode[ES]; c8_t <= et[ES]; c8_g <= eg[ES]; c8_ok <= eok[ES];
-        for (i = 0; i < R; i = i + 1) c8_p[i] <= EP_W'(e7[i]) * EP_W'(inv_tab[TA'(et[ES])]);
+        c8_v <= cv_v; c8_t <= cv_t; c8_g <= cv_g; c8_ok <= cv_ok;
+        for (i = 0; i < R; i = i + 1) c8_p[i] <= EP_W'(e_q[i*EW +: EW]) * EP_W'(inv_tab[TA'(cv_t)]);
         c9_v <= c8_v; c9_t <= c8_t; c9_g <= c8_g; c9_ok <= c8_ok;
         for (i = 0; i < R; i = i + 1) c9_c[i] <= c8_p[i][EP_W-1:32] + (EP_W-31)'(c8_p[i][31]);
         c10_v <= c9_v; c10_t <= c9_t; c10_g <= c9_g; c10_ok <= c9_ok;
@@ -282,5 +331,5 @@ module qv_sm_path #(
         wr_words <= ($clog2(W+1))'((n_words - c10_g * W < W) ? n_words - c10_g * W : W);
         wr_data <= c10_w;
     end
-    assign code_busy = sum_busy | c8_v | c9_v | c10_v | wr_en;
+    assign code_busy = sum_busy | cr_v | cv_v | c8_v | c9_v | c10_v | wr_en;
 endmodule
