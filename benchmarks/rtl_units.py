@@ -43,7 +43,7 @@ UNITS: list[tuple[str, dict[str, int], int]] = [
     # the attention parts at the DeiT-Small size (R = 32 lanes, 216 tokens, 512 channels)
     ("qv_sm_path", {"R": 32, "KP": 8, "W": 4, "TOK_MAX": 216, "SCH_MAX": 32, "CH_MAX": 512}, 0),
     ("qv_kv_loader", {"R": 32, "KP": 8, "WB": 256}, 0),
-    ("qv_vt_mem", {"R": 32, "KP": 8, "D_MAX": 512, "TOK_MAX": 216, "NCH": 27}, 0),
+    ("qv_vt_mem", {"R": 32, "KP": 8, "D_MAX": 512, "TOK_MAX": 216, "NCH": 32}, 0),
     ("qv_dot_array", {"R": 8, "T": 8, "KP": 8}, 512),
     ("qv_dot_array", {"R": 32, "T": 24, "KP": 8}, 6144),
     # the whole GEMM core (array, drain, lanes, weight/activation/residual memories, GELU tables)

@@ -422,7 +422,8 @@ module qv_gemm_core #(
     // the stationary operand of modes 4 and 5, made on chip
     localparam H = R / 2;
     localparam KT0 = (T * TILES_MAX + H - 1) / H, KT_MAX = KT0 < 2 ? 2 : KT0;  // the K memory's tiles of R/2 keys
-    localparam VC0 = (T * TILES_MAX + KP - 1) / KP, VT_NCH = VC0 < 2 ? 2 : VC0;  // qv_vt_mem's key chunks
+    // qv_vt_mem's key chunks, a power of two (its addresses then need no multiplier)
+    localparam VC0 = (T * TILES_MAX + KP - 1) / KP, VT_NCH = VC0 < 2 ? 2 : (1 << $clog2(VC0));
     wire [15:0] ld_rt;
     wire [12:0] ld_chunk;
     wire [H*KP*6-1:0] k_block, vt_block;

@@ -12,7 +12,7 @@ module qv_vt_mem #(
     parameter KP = 4,
     parameter D_MAX = 16,      // dims (the embedding width)
     parameter TOK_MAX = 8,     // key tokens
-    parameter NCH = 2          // key chunks: ceil(TOK_MAX / KP), at least 2
+    parameter NCH = 2          // key chunks: at least ceil(TOK_MAX / KP), a power of two
 ) (
     input  wire                          clk,
     input  wire                          wr_en,
