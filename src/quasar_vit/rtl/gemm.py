@@ -266,9 +266,11 @@ def run_layers(
 
     ``residual`` (``[N, E]`` codes) is loaded into the residual memory first; residual-mode layers
     add to it, LayerNorm steps read it.  ``scores`` (``[N, N]``) is loaded into the score memory: a
-    softmax step with no kv layer before it reads them and writes P after the input.  Returns per step its :class:`LinearRun`, the last
-    code-writing step's output as read back from the activation memory, the residual and the scores
-    at the end.
+    softmax step with no kv layer before it reads them and writes P after the input.
+
+    Returns per step its :class:`LinearRun`, the last code-writing step's output as read back from
+    the activation memory, and at the end the residual, the scores and the last softmax's
+    reciprocals.
     """
     n = codes.shape[0]
     n_tt = -(-n // shape.T)
