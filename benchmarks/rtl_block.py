@@ -35,7 +35,7 @@ from common import RESULTS, argv_string, today, write_results
 from quasar_vit.hardware.calibration import QUASAR_L2_LIKE, QUASAR_S_LIKE
 from quasar_vit.hardware.engine import row_mask
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import MODE_GELU, MODE_PV, MODE_QK, MODE_RESIDUAL, MODE_SM, Layer, run_layers
+from quasar_vit.rtl.gemm import ATTENTION, MODE_GELU, MODE_PV, MODE_RESIDUAL, Layer, run_layers
 from quasar_vit.rtl.layout import Ddr, GemmShape
 from quasar_vit.rtl.schedule import step_cycles
 from quasar_vit.space import SubnetConfig
@@ -181,15 +181,12 @@ def _check(chain: Any, steps: list[Layer], ref: dict[str, np.ndarray]) -> None:
             raise SystemExit(f"error: block 0's {key} codes on the RTL differ from intops")
 
 
-_KIND = {MODE_QK: "Q K^T", MODE_SM: "softmax", MODE_PV: "P V"}
-
-
 def _row(step: Layer, rtl: int, model: int, n: int) -> dict[str, Any]:
     """A measured step: its cycles, the model's, and (for the array's steps) the array's use, useful
     nibble MACs over units x cycles (an 8-bit or 6-bit stationary row is two nibble rows)."""
-    kind = _KIND.get(step.mode, "LayerNorm" if step.mode == 3 else "linear")
+    kind = step.kind
     m, k = step.w_int.shape
-    name = f"head {step.head} {kind}" if step.mode in _KIND else f"{kind}: {m} outputs, K = {k}"
+    name = f"head {step.head} {kind}" if step.mode in ATTENTION else f"{kind}: {m} outputs, K = {k}"
     if kind == "LayerNorm":
         name = f"LayerNorm: {m} channels"
     use = None
@@ -219,7 +216,7 @@ def _image(sub: SubnetConfig) -> dict[str, Any]:
         one = [Layer.scores(n, hd, 0, heads), Layer.softmax(n, 0, heads, (1, 1, 1), 63)]
         one.append(Layer.attend(n, hd, 0, heads, (1, 0, 0), (-32, 31)))
         for s in one:
-            add(_KIND[s.mode], heads * step_cycles(SHAPE, s, n, DDR))
+            add(s.kind, heads * step_cycles(SHAPE, s, n, DDR))
     total = sum(by_kind.values())
     return {"cycles": total, "by_kind": by_kind, "fps": round(CLOCK_MHZ * 1e6 / total, 1)}
 

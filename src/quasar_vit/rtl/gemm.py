@@ -35,6 +35,7 @@ from quasar_vit.rtl.modules import tb_sources
 BEATS_MAX = 1 << 18  # the testbench's DDR model holds this many beats (one build for every layer)
 MODE_CODES, MODE_RESIDUAL, MODE_GELU, MODE_LN, MODE_QK, MODE_PV, MODE_SM = range(7)  # qv_gemm_core's modes
 ATTENTION = (MODE_QK, MODE_SM, MODE_PV)  # the steps of a head: no weight stream, after a kv layer
+STEP_KINDS = {MODE_LN: "LayerNorm", MODE_QK: "Q K^T", MODE_SM: "softmax", MODE_PV: "P V"}  # else "linear"
 _MISSING = np.iinfo(np.int64).min  # an output the lanes never gave
 SM_FRAC_BITS = 6  # qv_sm_path's exp2 table: 2**6 entries
 SCORE_BITS = 20  # the score memory's words (res_w bits): a score of K terms is below 1024 * K
@@ -153,6 +154,11 @@ class Layer:
         g, b = (np.asarray(v).astype(np.int64) for v in (gain, offset))
         w, is8 = np.zeros((e, 0), np.int64), np.zeros(e, bool)
         return cls(w, is8, g, b, np.full(e, int(shift)), out_range, MODE_LN, eps=int(eps))
+
+    @property
+    def kind(self) -> str:
+        """What the step is, for tables: linear, LayerNorm, Q K^T, softmax or P V."""
+        return STEP_KINDS.get(self.mode, "linear")
 
     @property
     def section(self) -> int:

@@ -86,13 +86,17 @@ class GemmShape:
     @property
     def sch_max(self) -> int:
         """Key chunks of the score memory: every token's, a power of two, at least ``R / KP``."""
-        need = max(-(-self.T * self.tiles_max // self.KP), self.R // self.KP)
-        return 1 << (need - 1).bit_length()
+        return pow2_at_least(max(-(-self.T * self.tiles_max // self.KP), self.R // self.KP))
 
     @property
     def res_parts(self) -> int:
         """32-bit parts of a residual word (KP codes) in the testbench's files."""
         return -(-self.KP * self.res_w // 32)
+
+
+def pow2_at_least(n: int) -> int:
+    """The smallest power of two >= ``n`` (the memories' chunk counts)."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 @dataclass(frozen=True)

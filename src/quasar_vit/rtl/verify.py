@@ -16,16 +16,9 @@ import numpy as np
 
 from quasar_vit.errors import RtlError
 from quasar_vit.export.ir import IntViT
-from quasar_vit.rtl.gemm import MODE_LN, MODE_PV, MODE_QK, MODE_SM
 from quasar_vit.rtl.image import image_steps, run_image
-from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.layout import GemmShape, pow2_at_least
 from quasar_vit.rtl.schedule import step_cycles
-
-KINDS = {MODE_QK: "Q K^T", MODE_SM: "softmax", MODE_PV: "P V", MODE_LN: "LayerNorm"}
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
 
 
 def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> GemmShape:
@@ -45,9 +38,9 @@ def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> 
         KP=kp,
         WB=wb,
         tiles_max=-(-n // t),
-        ch_max=_pow2(act),
-        wch_max=_pow2(max(k_max, -(-ir.patch_embed.in_features // kp))),
-        rch_max=_pow2(max(e, widest, r) // kp),
+        ch_max=pow2_at_least(act),
+        wch_max=pow2_at_least(max(k_max, -(-ir.patch_embed.in_features // kp))),
+        rch_max=pow2_at_least(max(e, widest, r) // kp),
     )
 
 
@@ -70,7 +63,7 @@ def verify_rtl(ir: IntViT, images: np.ndarray, engine_logits: np.ndarray, shape:
             cycles = sum(measured)
     by_kind: dict[str, int] = {}
     for s, c in zip(steps, model):
-        kind = KINDS.get(s.mode, "linear")
+        kind = s.kind
         by_kind[kind] = by_kind.get(kind, 0) + c
     return {
         "passed": bool(len(images) and exact == len(images) and off_model == 0),
