@@ -172,13 +172,14 @@ def test_missing_tool_is_one_error_line(monkeypatch: pytest.MonkeyPatch) -> None
     assert tools.available() == {"verilator": False, "yosys": False}
 
 
-@pytest.mark.parametrize("gap,overrun", [(4, False), (6, False), (3, True)])
-def test_drain_emits_each_token_once(tmp_path: Path, gap: int, overrun: bool) -> None:
-    """Tiles loaded T (= 4) or more cycles apart come out whole, token by token; a closer load latches `overrun`."""
+@pytest.mark.parametrize("pair,gap,overrun", [(0, 4, False), (0, 6, False), (0, 3, True), (1, 2, False), (1, 1, True)])
+def test_drain_emits_each_token_once(tmp_path: Path, pair: int, gap: int, overrun: bool) -> None:
+    """Tiles loaded T (= 4) or more cycles apart come out whole, token by token (T / 2 apart when they
+    leave two tokens a cycle, as Q K^T's do); a closer load latches `overrun`."""
     r, t = 3, 4
     rng = np.random.default_rng(gap)
     tiles = [(rng.integers(0, 2**22, (t, r)), rng.integers(0, 2**16, r), rng.integers(0, 2**18, t)) for _ in range(3)]
-    stim = [len(tiles)]
+    stim = [pair, len(tiles)]
     for s, sw, ca in tiles:
         stim += [gap, *s.ravel(), *sw, *ca]
     exe = sim.build("tb_qv_drain", tb_sources("qv_drain"), dict(R=r, T=t))

@@ -89,6 +89,12 @@ class GemmShape:
         return pow2_at_least(max(-(-self.T * self.tiles_max // self.KP), self.R // self.KP))
 
     @property
+    def pairs(self) -> bool:
+        """Whether the drain hands Q K^T's lanes two tokens a cycle: with T even (a key takes two
+        lanes, so one token alone would leave half of them idle)."""
+        return self.T % 2 == 0
+
+    @property
     def res_parts(self) -> int:
         """32-bit parts of a residual word (KP codes) in the testbench's files."""
         return -(-self.KP * self.res_w // 32)

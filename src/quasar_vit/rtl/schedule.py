@@ -74,6 +74,7 @@ def linear_cycles(
     ddr: Ddr = Ddr(),
     gelu: bool = False,
     section: int = 0,
+    pair: bool = False,
 ) -> int:
     """Cycles from start to done of one linear layer (``n_tokens`` x ``k`` input, rows ``is8``).
 
@@ -81,10 +82,14 @@ def linear_cycles(
     tables one entry a cycle before the next beat is taken.  ``section``: the row tiles break at
     its multiples (the qkv layer's thirds, :func:`~quasar_vit.rtl.layout.slot_program`).  An
     attention matmul (Q K^T, P V) is a layer whose stream is :data:`LOADER`, with all rows 8-bit.
+    ``pair``: the drain emits two tokens a cycle (Q K^T on a core with T even,
+    :attr:`~quasar_vit.rtl.layout.GemmShape.pairs`), so it takes a tile every T / 2 cycles.
     """
     n_tt, n_ch = -(-n_tokens // shape.T), k // shape.KP
     n_rt = row_tiles(is8, shape, section)
-    gap = max(0, shape.T - n_ch)
+    per = 2 if pair else 1  # tokens a drain emission
+    emits = shape.T // per  # the drain's emissions of a tile
+    gap = max(0, emits - n_ch)
     tile_cycles = n_ch + gap
     beats_per_tile = tile_beats(k, shape)
     free_at = [0, 0]  # the edge after which each half takes beats again
@@ -103,9 +108,10 @@ def linear_cycles(
         issue = max(edge + 1, next_issue)
         next_issue = issue + n_tt * tile_cycles
         last_chunk = next_issue - gap - 1
-        last_emit = last_chunk + array_latency(shape.KP) + shape.T  # the drain's T-th emission
+        last_emit = last_chunk + array_latency(shape.KP) + emits  # the drain's last emission
         free_at[half] = last_emit + 1  # released on this edge (rel_en the edge before); a beat on the next
-    return _done(last_emit, last_emit - (n_tt * shape.T - n_tokens))
+    last_token = n_tokens - 1 - (n_tt - 1) * shape.T  # the last tile's last real token
+    return _done(last_emit, last_emit - (emits - 1 - last_token // per))
 
 
 def linear_array_cycles(shape: GemmShape, n_tokens: int, k: int, is8: np.ndarray) -> int:
@@ -185,5 +191,5 @@ def step_cycles(shape: GemmShape, step: Layer, n_tokens: int, ddr: Ddr = Ddr()) 
         return softmax_cycles(shape, n_tokens, step.maxima)
     k = terms(step, shape)
     if step.mode in (MODE_QK, MODE_PV):
-        return linear_cycles(shape, n_tokens, k, step.is8, LOADER)
+        return linear_cycles(shape, n_tokens, k, step.is8, LOADER, pair=step.mode == MODE_QK and shape.pairs)
     return linear_cycles(shape, n_tokens, k, step.is8, ddr, gelu=step.mode == MODE_GELU, section=step.section)

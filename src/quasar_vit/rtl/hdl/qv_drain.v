@@ -7,6 +7,9 @@
 // remain.  The next `load` may come with the last token's emission (T cycles after the previous
 // load); an earlier one loses tokens and latches `overrun`: the controller spaces tiles at least
 // T cycles apart (K / KP >= T), or stalls the array.
+// With `pair` (T even; Q K^T, whose rows take two lanes each, so that half the lanes would idle) it
+// emits two tokens a cycle, 2m on out_acc / out_ca and 2m + 1 on out_acc_b / out_ca_b, and takes a
+// tile every T / 2 cycles.
 module qv_drain #(
     parameter R = 4,
     parameter T = 2,
@@ -18,6 +21,7 @@ module qv_drain #(
     input  wire                  rst,
     input  wire                  clear,    // a new run: forget an earlier overrun
     input  wire                  load,
+    input  wire                  pair,     // two tokens a cycle (held from load to the tile's end)
     input  wire [R*T*ACC_W-1:0]  in_acc,   // token-major: (t * R + r)
     input  wire [R*SW_W-1:0]     in_sw,
     input  wire [T*CA_W-1:0]     in_ca,
@@ -26,6 +30,8 @@ module qv_drain #(
     output reg [R*ACC_W-1:0]     out_acc,
     output reg [R*SW_W-1:0]      out_sw,
     output reg [CA_W-1:0]        out_ca,
+    output reg [R*ACC_W-1:0]     out_acc_b, // token out_token + 1 (pair)
+    output reg [CA_W-1:0]        out_ca_b,
     output wire                  busy,
     output reg                   overrun
 );
@@ -34,6 +40,7 @@ module qv_drain #(
     reg [T*CA_W-1:0] ca_q;
     reg [R*SW_W-1:0] sw_q;
     reg [TW-1:0] left;  // tokens still to emit
+    reg two;            // this tile leaves in pairs
     assign busy = left != 0;
     always @(posedge clk) begin
         // emit the token at the bottom of the shadow (the last one may leave as the next tile loads)
@@ -41,19 +48,22 @@ module qv_drain #(
         out_token <= TW'(T) - left;
         out_acc <= acc_q[R*ACC_W-1:0];
         out_ca <= ca_q[CA_W-1:0];
+        out_acc_b <= (R*ACC_W)'(acc_q >> (R * ACC_W));
+        out_ca_b <= CA_W'(ca_q >> CA_W);
         if (rst) begin
             left <= 0;
             overrun <= 1'b0;
         end else if (load) begin
-            overrun <= overrun | (left > 1);
+            overrun <= overrun | (left > (two ? TW'(2) : TW'(1)));
             acc_q <= in_acc;
             ca_q <= in_ca;
             sw_q <= in_sw;
             left <= TW'(T);
+            two <= pair && T % 2 == 0;
         end else if (left != 0) begin
-            acc_q <= acc_q >> (R * ACC_W);
-            ca_q <= ca_q >> CA_W;
-            left <= left - 1'b1;
+            acc_q <= two ? acc_q >> (2 * R * ACC_W) : acc_q >> (R * ACC_W);
+            ca_q <= two ? ca_q >> (2 * CA_W) : ca_q >> CA_W;
+            left <= left - (two ? TW'(2) : TW'(1));
         end
         out_sw <= sw_q;
         if (clear) overrun <= 1'b0;

@@ -29,6 +29,10 @@
 // codes go to the activation memory at output row row_base + d (the head's place in proj's input).
 // 6 is the softmax of a head (qv_sm_path): the score memory's rows -> P codes into the activation
 // memory from o_base, with intops.softmax's M, S and Qa as at_mult, at_shift and at_offset[25:0].
+// Q K^T's rows (keys) are "8-bit" rows of two slots, so one token uses half the lanes: when T is
+// even the drain hands the lanes two tokens a cycle (`pair`), the even lanes token 2m and the odd
+// ones 2m + 1 (lane 2i + 1 takes slots 2i and 2i + 1 of token 2m + 1; the loader gives both slots
+// of a row the same constants), and the score memory has a bank for each token parity.
 // Q K^T hands the softmax each row's maximum as it writes the scores; at_offset[47] says the
 // maxima are known (set after Q K^T), else the softmax finds them in a pass of its own.
 // Also out, for the testbench: per cycle a mask of lanes with a code, the token, and per lane the
@@ -109,6 +113,7 @@ module qv_gemm_core #(
     output wire [$clog2(T*TILES_MAX+1)-1:0] o_token,
     output wire [R*12-1:0]               o_row,
     output wire [R*OUT_W-1:0]            o_code,
+    output wire                          o_pair,     // the odd lanes' codes are token o_token + 1's
     output reg                           busy,
     output reg                           overrun
 );
@@ -141,6 +146,9 @@ module qv_gemm_core #(
     wire tbl_phase = tbl_beats != 0 || tbl_left != 0;
     wire w_ready;
     wire att = mode == 3'd4 || mode == 3'd5;
+    wire pair = mode == 3'd4 && T % 2 == 0;  // Q K^T: two tokens a cycle out of the drain
+    assign o_pair = pair;
+    localparam TS = T % 2 == 0 ? T / 2 : T;  // the drain's emissions of a pair tile
     wire ld_valid;
     wire [WB-1:0] ld_data;
     assign s_ready = att ? 1'b0 : tbl_phase ? (tbl_beats != 0 && tbl_left == 0 && !start) : w_ready;
@@ -235,7 +243,7 @@ module qv_gemm_core #(
                     tag_q[tag_wr] <= {half, tt == n_tt - 1'b1, tt};
                     tag_wr <= tag_wr + 1'b1;
                     c <= 0;
-                    gap <= (n_ch < T) ? ($clog2(T+1)+1)'(T - n_ch) : 0;
+                    gap <= (n_ch < (pair ? TS : T)) ? ($clog2(T+1)+1)'((pair ? TS : T) - n_ch) : 0;
                     if (tt == n_tt - 1'b1) begin
                         tt <= 0;
                         rt <= rt + 1'b1;
@@ -260,11 +268,12 @@ module qv_gemm_core #(
     wire [$clog2(T+1)-1:0] d_token;
     wire [R*ACC_W-1:0] d_acc;
     wire [R*SW_W-1:0] d_sw;
-    wire [CA_W-1:0] d_ca;
+    wire [CA_W-1:0] d_ca, d_ca_b;
+    wire [R*ACC_W-1:0] d_acc_b;
     qv_drain #(.R(R), .T(T), .ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W)) drain (
-        .clk(clk), .rst(rst), .clear(start), .load(arr_valid), .in_acc(arr_acc), .in_sw(arr_sw), .in_ca(arr_ca),
+        .clk(clk), .rst(rst), .clear(start), .load(arr_valid), .pair(pair), .in_acc(arr_acc), .in_sw(arr_sw), .in_ca(arr_ca),
         .out_valid(d_valid), .out_token(d_token), .out_acc(d_acc), .out_sw(d_sw), .out_ca(d_ca),
-        .busy(drain_busy), .overrun(d_overrun)
+        .out_acc_b(d_acc_b), .out_ca_b(d_ca_b), .busy(drain_busy), .overrun(d_overrun)
     );
     // the tag of the tile in the drain, and of the token it emits (registered with the emission)
     reg [TTW+1:0] cur_tag, emit_tag;
@@ -282,7 +291,7 @@ module qv_gemm_core #(
     always @(posedge clk)
         if (rst || arr_valid) emitted <= 0;
         else if (drain_busy) emitted <= emitted + 1'b1;
-    assign drain_left_one = drain_busy && emitted == ($clog2(T+1))'(T - 1);
+    assign drain_left_one = drain_busy && emitted == ($clog2(T+1))'((pair ? TS : T) - 1);
 
     // ---- output lanes ----
     // the lanes' input: the drain's token (GEMM) or the LayerNorm path's (mode 3)
@@ -309,7 +318,12 @@ module qv_gemm_core #(
             wire [95:0] sl = slots[j*96 +: 96];
             wire [ACC_W-1:0] s_lo = (j + 1 < R) ? d_acc[((j+1) % R)*ACC_W +: ACC_W] : {ACC_W{1'b0}};
             wire [SW_W-1:0] sw_lo = (j + 1 < R) ? d_sw[((j+1) % R)*SW_W +: SW_W] : {SW_W{1'b0}};
-            wire v = l_valid && sl[73] && tok < n_tok && tok >= TOKW'(skip_first);
+            // an odd lane in a pair cycle: token tok + 1's row of slots j - 1 (high) and j (low)
+            localparam JP = (j + R - 1) % R;
+            wire odd_pair = pair && j % 2 == 1;
+            wire [TOKW-1:0] tok_j = odd_pair ? tok + 1'b1 : tok;
+            wire en_j = odd_pair ? slots[JP*96 + 73] : sl[73];
+            wire v = l_valid && en_j && tok_j < n_tok && tok_j >= TOKW'(skip_first);
             reg [11:0] row_d [0:LAT-1];
             reg [5:0] pos_d [0:LAT-1];
             integer q;
@@ -320,8 +334,12 @@ module qv_gemm_core #(
             end
             assign o_pos[j*6 +: 6] = pos_d[LAT-1];
             qv_outstage #(.ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W), .OUT_W(OUT_W)) os (
-                .clk(clk), .in_valid(v), .s_hi(l_acc[j*ACC_W +: ACC_W]), .s_lo(s_lo),
-                .sw_hi(d_sw[j*SW_W +: SW_W]), .sw_lo(sw_lo), .ca(d_ca), .is8(sl[72]), .a_signed(a_signed),
+                .clk(clk), .in_valid(v),
+                .s_hi(odd_pair ? d_acc_b[JP*ACC_W +: ACC_W] : l_acc[j*ACC_W +: ACC_W]),
+                .s_lo(odd_pair ? d_acc_b[j*ACC_W +: ACC_W] : s_lo),
+                .sw_hi(odd_pair ? d_sw[JP*SW_W +: SW_W] : d_sw[j*SW_W +: SW_W]),
+                .sw_lo(odd_pair ? d_sw[j*SW_W +: SW_W] : sw_lo), .ca(odd_pair ? d_ca_b : d_ca),
+                .is8(odd_pair ? slots[JP*96 + 72] : sl[72]), .a_signed(a_signed),
                 .k(k), .mult(sl[17:0]), .offset(sl[65:18]), .shift(sl[71:66]), .mode(1'b0), .bypass(ln_mode),
                 .res({OUT_W{1'b0}}), .lo(lo), .hi(hi), .out_valid(o_valid[j]), .code(o_code[j*OUT_W +: OUT_W])
             );
@@ -342,18 +360,28 @@ module qv_gemm_core #(
         words_d[0] <= slots[92 +: 4];
         for (i = 1; i < LAT; i = i + 1) begin first_d[i] <= first_d[i-1]; words_d[i] <= words_d[i-1]; end
     end
-    reg [R*VW-1:0] packed_vals;
-    reg [R-1:0] packed_ok;            // the positions that hold a value
+    reg [R*VW-1:0] packed_vals, pair_vals_b;
+    reg [R-1:0] packed_ok, pair_ok_b;  // the positions that hold a value
     integer p, l;
     always @(*) begin
         packed_vals = {R*VW{1'b0}};
         packed_ok = {R{1'b0}};
-        for (p = 0; p < R; p = p + 1)
-            for (l = 0; l < R; l = l + 1)
-                if (o_valid[l] && o_pos[l*6 +: 6] == p[5:0]) begin
-                    packed_vals[p*VW +: VW] = o_code[l*OUT_W +: OUT_W];
-                    packed_ok[p] = 1'b1;
-                end
+        pair_vals_b = {R*VW{1'b0}};
+        pair_ok_b = {R{1'b0}};
+        if (pair)  // row i of the tile is lane 2i's (token 2m) and lane 2i + 1's (token 2m + 1)
+            for (p = 0; p < R / 2; p = p + 1) begin
+                packed_vals[p*VW +: VW] = o_code[(2*p)*OUT_W +: OUT_W];
+                packed_ok[p] = o_valid[2*p];
+                pair_vals_b[p*VW +: VW] = o_code[(2*p+1)*OUT_W +: OUT_W];
+                pair_ok_b[p] = o_valid[2*p+1];
+            end
+        else
+            for (p = 0; p < R; p = p + 1)
+                for (l = 0; l < R; l = l + 1)
+                    if (o_valid[l] && o_pos[l*6 +: 6] == p[5:0]) begin
+                        packed_vals[p*VW +: VW] = o_code[l*OUT_W +: OUT_W];
+                        packed_ok[p] = 1'b1;
+                    end
     end
     wire w1_en = |o_valid;
     wire [11:0] w1_first = first_d[LAT-1];
@@ -361,12 +389,13 @@ module qv_gemm_core #(
     reg [TOKW-1:0] w2_token;
     reg [11:0] w2_first;
     reg [3:0] w2_words;
-    reg [R*VW-1:0] w2_vals;
-    reg [R-1:0] w2_ok;
+    reg [R*VW-1:0] w2_vals, w2_vals_b;
+    reg [R-1:0] w2_ok, w2_ok_b;
     always @(posedge clk) begin
         w2_en <= !rst && w1_en;
         w2_token <= o_token; w2_first <= w1_first; w2_words <= words_d[LAT-1]; w2_vals <= packed_vals;
         w2_ok <= packed_ok;
+        w2_vals_b <= pair_vals_b; w2_ok_b <= pair_ok_b;
     end
     // the GELU tables (one per output position), read at W1's indices
     wire [R*6-1:0] gelu_q;
@@ -449,30 +478,48 @@ module qv_gemm_core #(
         .rd_d0(($clog2(KP*RCH_MAX))'(src + 12'(ld_rt) * H)),
         .rd_chunk(($clog2(VT_NCH))'(ld_chunk)), .rd_data(vt_block)
     );
-    // the score memory: a head's Q K^T, token (query) by key chunk, written by the lanes (mode 4)
+    // the score memory: a head's Q K^T, token (query) by key chunk, written by the lanes (mode 4); a
+    // bank for the even tokens and one for the odd, so that a pair cycle writes both its tokens
     wire sc_wb = w2_en && mode == 3'd4;
-    wire [KP*RES_W*W-1:0] sc_q;
-    wire [W*KP*RES_W-1:0] sc_vals;
+    wire [KP*RES_W*W-1:0] sc_q, sc_q_even, sc_q_odd;
+    wire [W*KP*RES_W-1:0] sc_vals, sc_vals_b;
     genvar sv;
     generate
         for (sv = 0; sv < W*KP; sv = sv + 1) begin : score
             assign sc_vals[sv*RES_W +: RES_W] = w2_vals[sv*VW +: RES_W];
+            assign sc_vals_b[sv*RES_W +: RES_W] = w2_vals_b[sv*VW +: RES_W];
         end
     endgenerate
-    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem (
-        .clk(clk), .wr_en(sc_wb || sc_wr_en), .wr_token(sc_wr_en ? r_token : w2_token[$clog2(T*TILES_MAX)-1:0]),
-        .wr_chunk(sc_wr_en ? sc_chunk : ($clog2(SCH_MAX))'(w2_first / KP)),
-        .wr_words(sc_wr_en ? ($clog2(W+1))'(1) : ($clog2(W+1))'(w2_words)),
-        .wr_data(sc_wr_en ? (W*KP*RES_W)'(sc_wr_data) : sc_vals),
-        .rd_token(busy ? sm_rd_token : r_token), .rd_chunk(busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q)
+    localparam STOK = (T * TILES_MAX + 1) / 2 < 2 ? 2 : (T * TILES_MAX + 1) / 2;  // a bank's tokens
+    localparam STW = $clog2(STOK);
+    wire [$clog2(T*TILES_MAX)-1:0] sc_tok = sc_wr_en ? r_token : w2_token[$clog2(T*TILES_MAX)-1:0];
+    wire [$clog2(T*TILES_MAX)-1:0] sc_rd_tok = busy ? sm_rd_token : r_token;
+    wire [$clog2(SCH_MAX)-1:0] sc_wchunk = sc_wr_en ? sc_chunk : ($clog2(SCH_MAX))'(w2_first / KP);
+    wire [$clog2(W+1)-1:0] sc_words = sc_wr_en ? ($clog2(W+1))'(1) : ($clog2(W+1))'(w2_words);
+    wire [W*KP*RES_W-1:0] sc_in = sc_wr_en ? (W*KP*RES_W)'(sc_wr_data) : sc_vals;
+    reg sc_rd_odd;
+    always @(posedge clk) sc_rd_odd <= sc_rd_tok[0];
+    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(STOK), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem_even (
+        .clk(clk), .wr_en((sc_wr_en || (sc_wb && !pair)) ? !sc_tok[0] : sc_wb),
+        .wr_token(STW'(sc_tok >> 1)), .wr_chunk(sc_wchunk), .wr_words(sc_words), .wr_data(sc_in),
+        .rd_token(STW'(sc_rd_tok >> 1)), .rd_chunk(busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q_even)
     );
+    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(STOK), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem_odd (
+        .clk(clk), .wr_en((sc_wr_en || (sc_wb && !pair)) ? sc_tok[0] : sc_wb && w2_ok_b[0]),
+        .wr_token(STW'(sc_tok >> 1)), .wr_chunk(sc_wchunk), .wr_words(sc_words), .wr_data(pair ? sc_vals_b : sc_in),
+        .rd_token(STW'(sc_rd_tok >> 1)), .rd_chunk(busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q_odd)
+    );
+    assign sc_q = sc_rd_odd ? sc_q_odd : sc_q_even;
     // Q K^T also gives the softmax its row maxima: each token's run of scores, as it is written, updates
-    // the token's maximum (the first key tile sets it)
-    reg signed [RES_W-1:0] run_max;
+    // the token's maximum (the first key tile sets it); a pair cycle updates two tokens
+    reg signed [RES_W-1:0] run_max, run_max_b;
     always @(*) begin
         run_max = $signed(w2_vals[0 +: RES_W]);  // position 0 always holds a score
-        for (p = 1; p < R; p = p + 1)
+        run_max_b = $signed(w2_vals_b[0 +: RES_W]);
+        for (p = 1; p < R; p = p + 1) begin
             if (w2_ok[p] && $signed(w2_vals[p*VW +: RES_W]) > run_max) run_max = $signed(w2_vals[p*VW +: RES_W]);
+            if (w2_ok_b[p] && $signed(w2_vals_b[p*VW +: RES_W]) > run_max_b) run_max_b = $signed(w2_vals_b[p*VW +: RES_W]);
+        end
     end
     // the softmax step (mode 6): the score memory's rows -> P codes into the activation memory from
     // o_base (M, S and Qa as at_mult, at_shift and at_offset)
@@ -482,7 +529,8 @@ module qv_gemm_core #(
         .rd_token(sm_rd_token), .rd_chunk(sm_rd_chunk), .rd_data(sc_q),
         .wr_en(sm_wr), .wr_token(sm_wr_token), .wr_chunk(sm_wr_chunk), .wr_words(sm_wr_words), .wr_data(sm_wr_data),
         .busy(sm_busy), .dbg_token(r_token), .dbg_inv(sm_inv), .max_known(at_offset[47]),
-        .mx_en(sc_wb), .mx_token(w2_token[$clog2(T*TILES_MAX)-1:0]), .mx_first(w2_first == 0), .mx_run(run_max)
+        .mx_en(sc_wb), .mx_token(w2_token[$clog2(T*TILES_MAX)-1:0]), .mx_first(w2_first == 0), .mx_run(run_max),
+        .mx_en_b(sc_wb && w2_ok_b[0]), .mx_run_b(run_max_b)
     );
     assign sc_rd_data = sc_q[KP*RES_W-1:0];
 endmodule

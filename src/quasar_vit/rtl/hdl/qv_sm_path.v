@@ -62,6 +62,8 @@ module qv_sm_path #(
     input  wire [$clog2(TOK_MAX)-1:0]    mx_token,
     input  wire                          mx_first,
     input  wire signed [A_W-1:0]         mx_run,
+    input  wire                          mx_en_b,  // and token mx_token + 1's run (Q K^T's pair cycles)
+    input  wire signed [A_W-1:0]         mx_run_b,
     // a row's inv while idle (for the tests: the row sum's one division)
     input  wire [$clog2(TOK_MAX)-1:0]    dbg_token,
     output wire [QA_W-1:0]               dbg_inv
@@ -153,6 +155,7 @@ module qv_sm_path #(
 
     // ---- MAX: the run's maximum, then the row's, into the table ----
     reg signed [A_W-1:0] mx_tab [0:TOK_MAX-1];
+    wire [TA-1:0] mx_token_b = mx_token + 1'b1;
     reg m1_v, m1_first, m1_last;
     reg [TW-1:0] m1_t;
     reg signed [A_W-1:0] m1_mx, row_mx;
@@ -171,6 +174,7 @@ module qv_sm_path #(
             if (m1_last) mx_tab[TA'(m1_t)] <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
         end
         if (mx_en && (mx_first || mx_run > mx_tab[mx_token])) mx_tab[mx_token] <= mx_run;
+        if (mx_en_b && (mx_first || mx_run_b > mx_tab[mx_token_b])) mx_tab[mx_token_b] <= mx_run_b;
     end
     assign max_busy = rd_v | rv_v | m1_v;
 

@@ -63,6 +63,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [$clog2(T*TILES_MAX+1)-1:0] o_token;
     logic [R*12-1:0] o_row;
     logic [R*OUT_W-1:0] o_code;
+    logic o_pair;
     logic busy, overrun;
     qv_gemm_core #(.R(R), .T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX), .WCH_MAX(WCH_MAX), .WB(WB),
                    .OUT_W(OUT_W), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .SCH_MAX(SCH_MAX)) dut (.*);
@@ -85,7 +86,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             if (s_valid && s_ready) beat <= beat + 1;
             for (int q = 0; q < R; q++) if (o_valid[q]) begin
                 cv = o_code[q*OUT_W +: OUT_W];
-                $fwrite(fo, "%0d %0d %0d\n", o_token, o_row[q*12 +: 12], cv);
+                $fwrite(fo, "%0d %0d %0d\n", o_token + (o_pair && q % 2 == 1), o_row[q*12 +: 12], cv);
                 codes++;
             end
         end
