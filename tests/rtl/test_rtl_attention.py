@@ -20,10 +20,10 @@ import pytest
 
 from quasar_vit.errors import RtlError
 from quasar_vit.quantization import intops
-from quasar_vit.rtl.gemm import Layer, run_layers
-from quasar_vit.rtl.image import block_steps
+from quasar_vit.rtl.gemm import ATTENTION, MODE_PV, MODE_QK, Layer, run_layers
+from quasar_vit.rtl.image import attention_steps, block_steps, head_order
 from quasar_vit.rtl.layout import GemmShape
-from quasar_vit.rtl.schedule import step_cycles
+from quasar_vit.rtl.schedule import chain_cycles
 
 DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
 ODD = GemmShape(R=8, T=6, KP=4, WB=32, tiles_max=6, ch_max=128, wch_max=16, rch_max=16)  # T not a multiple of R/2
@@ -31,24 +31,20 @@ ODD = GemmShape(R=8, T=6, KP=4, WB=32, tiles_max=6, ch_max=128, wch_max=16, rch_
 
 def _attention_steps(ir, blk, n: int, heads: int | None = None) -> list[Layer]:
     """Block ``blk``'s qkv layer (kv), then Q K^T, the softmax and P V of its first ``heads`` heads."""
-    qn, qp = ir.act_range_signed
-    qkv = Layer.from_ir(blk.qkv, blk.ops.qkv, (qn, qp), kv=True)
-    pv = tuple(int(np.asarray(v).ravel()[0]) for v in (blk.ops.pv.mult, blk.ops.pv.offset, blk.ops.pv.shift))
-    sm = blk.ops.softmax
-    smc = tuple(int(np.asarray(v).ravel()[0]) for v in (sm.mult, sm.shift, sm.recip))
-    h, hd = blk.heads, blk.head_dim
-    steps = [qkv]
-    for i in range(h if heads is None else heads):
-        steps += [
-            Layer.scores(n, hd, i, h),
-            Layer.softmax(n, i, h, smc, ir.act_range_unsigned[1], ir.ops.softmax_frac_bits),  # type: ignore[arg-type]
-            Layer.attend(n, hd, i, h, pv, blk.proj.act_range),  # type: ignore[arg-type]
-        ]
-    return steps
+    qkv = Layer.from_ir(blk.qkv, blk.ops.qkv, ir.act_range_signed, kv=True)
+    return [qkv, *attention_steps(ir, blk, n, heads)]
 
 
-def _predicted(shape: GemmShape, steps: list[Layer], n: int) -> list[int]:
-    return [step_cycles(shape, s, n) for s in steps]
+def _run_of(steps: list[Layer], runs: list, mode: int, head: int):
+    """The run of ``head``'s step of ``mode`` (the heads' steps interleave: :func:`head_order`)."""
+    return next(r for s, r in zip(steps, runs) if s.mode in ATTENTION and s.mode == mode and s.head == head)
+
+
+def _check_cycles(shape: GemmShape, steps: list[Layer], n: int, chain) -> None:
+    """Every step's cycles, and every softmax's background run, are the model's."""
+    model = chain_cycles(shape, steps, n)
+    assert [r.cycles for r in chain.layers] == model.steps
+    assert chain.softmax_cycles == model.softmax
 
 
 def test_exported_attention_on_chip(exported_trace, tmp_path: Path) -> None:
@@ -64,14 +60,16 @@ def test_exported_attention_on_chip(exported_trace, tmp_path: Path) -> None:
         chain = run_layers(DEMO, steps, x, True, tmp_path / f"img{img}")
         q, k = (trace[f"{p}.{t}"][img].astype(np.int64) for t in "qk")
         for h in range(heads):
-            np.testing.assert_array_equal(chain.layers[1 + 3 * h].codes, q[h] @ k[h].T)
+            np.testing.assert_array_equal(_run_of(steps, chain.layers, MODE_QK, h).codes, q[h] @ k[h].T)
         np.testing.assert_array_equal(chain.scores, q[-1] @ k[-1].T)  # the last head's, in the score memory
         want = trace[f"{p}.proj.in"][img].astype(np.int64)
         hd = blk.head_dim
         for h in range(heads):
-            np.testing.assert_array_equal(chain.layers[3 + 3 * h].codes, want[:, h * hd : (h + 1) * hd])
+            np.testing.assert_array_equal(
+                _run_of(steps, chain.layers, MODE_PV, h).codes, want[:, h * hd : (h + 1) * hd]
+            )
         np.testing.assert_array_equal(chain.act, want)  # the projection's input, read back from the memory
-        assert [r.cycles for r in chain.layers] == _predicted(DEMO, steps, n)
+        _check_cycles(DEMO, steps, n, chain)
         assert not any(r.overrun for r in chain.layers)
 
 
@@ -90,12 +88,12 @@ def test_exported_blocks_on_chip(exported_trace, tmp_path: Path) -> None:
         heads = blk.heads
         runs = chain.layers
         np.testing.assert_array_equal(runs[0].codes, trace[f"{p}.qkv.in"][0])
-        pv = np.concatenate([runs[1 + 3 * h + 3].codes for h in range(heads)], 1)
+        pv = np.concatenate([_run_of(steps, runs, MODE_PV, h).codes for h in range(heads)], 1)
         np.testing.assert_array_equal(pv, trace[f"{p}.proj.in"][0])
         np.testing.assert_array_equal(runs[-3].codes, trace[f"{p}.fc1.in"][0])
         np.testing.assert_array_equal(chain.act, trace[f"{p}.fc2.in"][0])
         np.testing.assert_array_equal(chain.residual, trace[f"{p}.res2"][0])
-        assert [r.cycles for r in runs] == _predicted(DEMO, steps, n)
+        _check_cycles(DEMO, steps, n, chain)
         assert not any(r.overrun for r in runs)
 
 
@@ -128,24 +126,23 @@ def test_random_attention_on_an_odd_core(tmp_path: Path) -> None:
     qkv_codes = np.clip((acc * mult + (1 << 13)) >> shift, -32, 31)
     qkv = Layer(w, is8, mult, np.full(3 * e, 1 << 13), shift, (-32, 31), kv=True)
     pv, sm = (1500, 1 << 11, 12), (9000, 15, 1 << 22)  # M, S, Qa: Qa for s_attn = 1/64
-    steps = [qkv]
-    for i in range(heads):
-        steps += [
-            Layer.scores(n, hd, i, heads),
-            Layer.softmax(n, i, heads, sm, 63),
-            Layer.attend(n, hd, i, heads, pv, (-32, 31)),
-        ]
+    make = {
+        "qk": lambda i: Layer.scores(n, hd, i, heads),
+        "sm": lambda i: Layer.softmax(n, i, heads, sm, 63),
+        "pv": lambda i: Layer.attend(n, hd, i, heads, pv, (-32, 31)),
+    }
+    steps = [qkv, *(make[kind](i) for kind, i in head_order(heads))]
     chain = run_layers(ODD, steps, x, True, tmp_path)
     np.testing.assert_array_equal(chain.layers[0].codes, qkv_codes)
     q, k, v = (qkv_codes[:, t * e : (t + 1) * e].reshape(n, heads, hd).transpose(1, 0, 2) for t in range(3))
     for h in range(heads):
         scores = q[h] @ k[h].T
-        np.testing.assert_array_equal(chain.layers[1 + 3 * h].codes, scores)
+        np.testing.assert_array_equal(_run_of(steps, chain.layers, MODE_QK, h).codes, scores)
         probs = intops.softmax(scores, sm[0], sm[1], sm[2], 6, 63).astype(np.int64)
         assert 0 < probs.max() and len(np.unique(probs)) > 8  # the constants give a spread of codes
         want = np.clip((probs @ v[h] * pv[0] + pv[1]) >> pv[2], -32, 31)
-        np.testing.assert_array_equal(chain.layers[3 + 3 * h].codes, want)
-    assert [r.cycles for r in chain.layers] == _predicted(ODD, steps, n)
+        np.testing.assert_array_equal(_run_of(steps, chain.layers, MODE_PV, h).codes, want)
+    _check_cycles(ODD, steps, n, chain)
 
 
 def test_negative_scores_and_a_partial_key_tile(tmp_path: Path) -> None:
@@ -168,7 +165,7 @@ def test_negative_scores_and_a_partial_key_tile(tmp_path: Path) -> None:
     probs = intops.softmax(scores.astype(np.float64), *sm, 6, 63).astype(np.int64)
     want = np.clip((probs @ x * pv[0] + pv[1]) >> pv[2], -32, 31)
     np.testing.assert_array_equal(chain.layers[3].codes, want)
-    assert [r.cycles for r in chain.layers] == _predicted(ODD, steps, n)
+    _check_cycles(ODD, steps, n, chain)
 
 
 def test_attention_steps_refused_with_one_line(tmp_path: Path) -> None:
@@ -180,7 +177,17 @@ def test_attention_steps_refused_with_one_line(tmp_path: Path) -> None:
         run_layers(ODD, [qkv, Layer.scores(8, 8, 0, 2)], x, True, tmp_path)
     with pytest.raises(RtlError, match="takes 9 keys; there are 8 tokens"):
         run_layers(ODD, [qkv, Layer.attend(9, 16, 1, 2, (1, 0, 0), (-32, 31))], x, True, tmp_path)
-    with pytest.raises(RtlError, match="must follow its head's Q K\\^T"):
+    with pytest.raises(RtlError, match="must come after its head's Q K\\^T"):
         run_layers(ODD, [qkv, Layer.softmax(8, 0, 2, (1, 1, 1), 63)], x, True, tmp_path)
+    quarter = [Layer.scores(8, 8, h, 4) for h in (0, 2)]  # heads 0 and 2 of 4 share bank 0
+    with pytest.raises(RtlError, match="must come after its head's Q K\\^T"):  # head 2's went between
+        run_layers(ODD, [qkv, *quarter, Layer.softmax(8, 0, 4, (1, 1, 1), 63)], x, True, tmp_path)
+    qk0, qk1 = (Layer.scores(8, 16, h, 2) for h in (0, 1))
+    sm0 = Layer.softmax(8, 0, 2, (1, 1, 1), 63)
+    with pytest.raises(RtlError, match="would overwrite the scores the softmax of head 0 still reads"):
+        run_layers(ODD, [qkv, qk0, sm0, qk1, qk0], x, True, tmp_path)
+    with pytest.raises(RtlError, match="only Q K\\^T and P V steps may follow a softmax"):
+        lin = Layer(np.zeros((8, 96), np.int64), np.zeros(8, bool), *(np.ones(8, np.int64),) * 3, (-32, 31))
+        run_layers(ODD, [qkv, qk0, sm0, lin], x, True, tmp_path)
     with pytest.raises(RtlError, match="a kv layer writes codes in thirds"):
         run_layers(ODD, [dataclasses.replace(qkv, w_int=np.zeros((90, 32), np.int64))], x, True, tmp_path)

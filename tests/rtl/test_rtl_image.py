@@ -15,7 +15,7 @@ import numpy as np
 
 from quasar_vit.rtl.image import image_steps, run_image
 from quasar_vit.rtl.layout import GemmShape
-from quasar_vit.rtl.schedule import step_cycles
+from quasar_vit.rtl.schedule import chain_cycles
 
 DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
 
@@ -31,8 +31,10 @@ def test_exported_images_on_chip(exported_trace, tmp_path: Path) -> None:
         run = run_image(DEMO, ir, images[img], tmp_path / f"img{img}")
         np.testing.assert_array_equal(run.logits, trace["logits"][img])
         np.testing.assert_array_equal(run.chain.layers[-2].codes, trace["head.in"][img][None])
-        predicted = [step_cycles(DEMO, s, s.tokens or n) for s in steps]
-        assert [r.cycles for r in run.chain.layers] == predicted
+        predicted = chain_cycles(DEMO, steps, n)
+        assert [r.cycles for r in run.chain.layers] == predicted.steps
+        assert run.chain.softmax_cycles == predicted.softmax
+        assert run.cycles == predicted.total
         assert not any(r.overrun for r in run.chain.layers)
 
 

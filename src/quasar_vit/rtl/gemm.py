@@ -57,6 +57,7 @@ class ChainRun:
     residual: np.ndarray  # the residual memory at the end [N, E]
     scores: np.ndarray  # the score memory at the end [N, N] (the last Q K^T step's)
     inv: np.ndarray  # the last softmax step's per-row reciprocal [N] (its one division)
+    softmax_cycles: list[int]  # each softmax step's run in the background: its start to its end
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,12 @@ class Layer:
     def kind(self) -> str:
         """What the step is, for tables: linear, LayerNorm, Q K^T, softmax or P V."""
         return STEP_KINDS.get(self.mode, "linear")
+
+    @property
+    def bank(self) -> int:
+        """The score memory's bank of a Q K^T or softmax step: the head's parity, so that Q K^T of the
+        next head writes one bank while the softmax reads the other."""
+        return self.head % 2 if self.mode in (MODE_QK, MODE_SM) else 0
 
     @property
     def section(self) -> int:
@@ -310,11 +317,14 @@ def run_layers(
         stim += [pl.o_base, 0, m, lay.eps, *lay.out_range, int(lay.skip_first), *pl.kv, pl.src, pl.n_rows, lay.row_base]
         flag = int(lay.maxima) << 47  # (at_offset[47]: the softmax's maxima are known)
         stim += [int(lay.mult[0]), int(lay.offset[0]) | flag, int(lay.shift[0])] if att else [0, 0, 0]
+        stim.append(lay.bank)
         stim.append(len(beats))
         for b in beats:
             stim += split_words(b, shape.WB // 32, 32)
     dump_base, dump_m, dump_signed = dump
-    stim += [dump_base, n_tt, -(-dump_m // shape.KP), n, e // shape.KP, n, -(-n // shape.KP), n]
+    last_qk = [lay for lay in layers if lay.mode == MODE_QK][-1:]
+    stim += [dump_base, n_tt, -(-dump_m // shape.KP), last_qk[0].bank if last_qk else 0]
+    stim += [n, e // shape.KP, n, -(-n // shape.KP), n]
     exe = sim.build("tb_qv_gemm_core", tb_sources("qv_gemm_core"), {**shape.params(), "BEATS_MAX": BEATS_MAX})
     out = sim.run(exe, np.array(stim, dtype=object), workdir)
     return _parse(out, layers, n, shape, dump_m, dump_signed, e)
@@ -331,10 +341,8 @@ def _place(
     kv: tuple[int, int] | None = None  # the last kv layer's channels and output base
     nch = -(-n // shape.KP)  # a P's chunks
     for i, lay in enumerate(layers):
+        _check_order(i, lay, layers[:i])
         _check(i, lay, k_in, e, n, kv, shape)
-        prev = layers[i - 1] if i else None
-        if lay.maxima and (prev is None or prev.mode != MODE_QK or prev.head != lay.head):
-            raise RtlError(f"step {i}: a softmax that takes its row maxima from Q K^T must follow its head's Q K^T")
         m = lay.w_int.shape[0]
         if lay.mode == MODE_SM and kv is None:  # preloaded scores: P after the input
             p_at = base + -(-k_in // shape.KP)
@@ -376,6 +384,31 @@ def _place(
     return places, dump
 
 
+def _check_order(i: int, lay: Layer, before: list[Layer]) -> None:
+    """One line if step ``i`` would race the softmax, which runs in the background (``qv_gemm_core``):
+    only Q K^T steps, into the other bank of the score memory, may run beside it, and then its head's
+    P V waits for it.  A softmax that takes its maxima from Q K^T needs its head's to be the last
+    one into its bank."""
+    last_qk = {lay.bank: lay for lay in before if lay.mode == MODE_QK}
+    running = None  # the softmax no later step has waited for
+    for b in before:
+        running = b if b.mode == MODE_SM else running if b.mode == MODE_QK else None
+    if lay.mode == MODE_SM and lay.maxima and (lay.bank not in last_qk or last_qk[lay.bank].head != lay.head):
+        raise RtlError(
+            f"step {i}: a softmax that takes its row maxima from Q K^T must come after its head's Q K^T, "
+            "with no other into its bank between"
+        )
+    if running is None:
+        return
+    if lay.mode == MODE_QK and lay.bank == running.bank:
+        raise RtlError(
+            f"step {i}: Q K^T of head {lay.head} would overwrite the scores the softmax of head {running.head} "
+            "still reads: its P V must come between"
+        )
+    if lay.mode not in (MODE_QK, MODE_PV):
+        raise RtlError(f"step {i}: only Q K^T and P V steps may follow a softmax (this is a {lay.kind} step)")
+
+
 def _parse(
     out: np.ndarray, layers: list[Layer], n: int, shape: GemmShape, m_dump: int, signed: bool, e: int
 ) -> ChainRun:
@@ -395,6 +428,11 @@ def _parse(
         if n_codes != int((result != _MISSING).sum()):
             raise RtlError(f"the testbench reported {n_codes} codes and wrote another number")
         runs.append(LinearRun(result, cycles, bool(overrun)))
+    if out[pos] != -6:
+        raise RtlError("the testbench's output lacks the softmax runs")
+    n_sm = sum(lay.mode == MODE_SM for lay in layers)
+    sm_cycles = [int(v) for v in out[pos + 1 : pos + 1 + n_sm]]
+    pos += 1 + n_sm
     if out[pos] != -2:
         raise RtlError("the testbench's output lacks the activation dump")
     end = pos + 1 + -(-n // shape.T) * -(-m_dump // shape.KP) * shape.T
@@ -410,7 +448,7 @@ def _parse(
         raise RtlError("the testbench's output lacks the inv dump")
     scores = residual_codes(out[s_at + 1 : i_at], n, keys, shape)[:, :n]
     inv = np.asarray(out[i_at + 1 : i_at + 1 + n], np.int64)
-    return ChainRun(runs, act, residual_codes(out[end + 1 : s_at], n, e, shape), scores, inv)
+    return ChainRun(runs, act, residual_codes(out[end + 1 : s_at], n, e, shape), scores, inv, sm_cycles)
 
 
 def _score_words(scores: np.ndarray, n: int, shape: GemmShape) -> list[list[int]]:

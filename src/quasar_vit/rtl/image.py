@@ -24,26 +24,47 @@ from quasar_vit.errors import RtlError
 from quasar_vit.export.ir import IntBlock, IntViT
 from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, ChainRun, Layer, run_layers
 from quasar_vit.rtl.layout import Ddr, GemmShape
+from quasar_vit.rtl.schedule import STEP_GAP
+
+
+def head_order(heads: int) -> list[tuple[str, int]]:
+    """The order of the heads' steps, ``("qk" | "sm" | "pv", head)``: the softmax of head h runs in
+    the background beside Q K^T of head h + 1, and P V of head h then waits for it:
+    QK0 SM0 QK1 PV0 SM1 QK2 PV1 ... SM(H-1) PV(H-1)."""
+    order = [("qk", 0)]
+    for h in range(heads):
+        order += [("sm", h)] + ([("qk", h + 1)] if h + 1 < heads else []) + [("pv", h)]
+    return order
+
+
+def attention_steps(ir: IntViT, blk: IntBlock, n: int, heads: int | None = None) -> list[Layer]:
+    """The Q K^T, softmax and P V steps of a block's first ``heads`` heads (all by default), in
+    :func:`head_order`."""
+    o, vit_ops = blk.ops, ir.ops
+    assert o is not None and vit_ops is not None
+    hd, total = blk.head_dim, blk.heads
+    pv = tuple(int(np.asarray(v).ravel()[0]) for v in (o.pv.mult, o.pv.offset, o.pv.shift))
+    sm = tuple(int(np.asarray(v).ravel()[0]) for v in (o.softmax.mult, o.softmax.shift, o.softmax.recip))
+    make = {
+        "qk": lambda h: Layer.scores(n, hd, h, total),
+        "sm": lambda h: Layer.softmax(n, h, total, sm, ir.act_range_unsigned[1], vit_ops.softmax_frac_bits),  # type: ignore[arg-type]
+        "pv": lambda h: Layer.attend(n, hd, h, total, pv, blk.proj.act_range),  # type: ignore[arg-type]
+    }
+    return [make[kind](h) for kind, h in head_order(total if heads is None else heads)]
 
 
 def block_steps(ir: IntViT, blk: IntBlock, n: int) -> list[Layer]:
-    """A block's steps: LayerNorm, qkv (a kv layer), each head's Q K^T, softmax and P V, proj with its
-    residual add, LayerNorm, fc1 with GELU, fc2 with its residual add."""
+    """A block's steps: LayerNorm, qkv (a kv layer), the heads' Q K^T, softmax and P V
+    (:func:`attention_steps`), proj with its residual add, LayerNorm, fc1 with GELU, fc2 with its
+    residual add."""
     o, vit_ops = blk.ops, ir.ops
     assert o is not None and vit_ops is not None
-    res, hd, heads = vit_ops.residual_range, blk.head_dim, blk.heads
-    pv = tuple(int(np.asarray(v).ravel()[0]) for v in (o.pv.mult, o.pv.offset, o.pv.shift))
-    sm = tuple(int(np.asarray(v).ravel()[0]) for v in (o.softmax.mult, o.softmax.shift, o.softmax.recip))
+    res = vit_ops.residual_range
     steps = [
         _layernorm(o.norm1, blk.qkv.act_range),
         Layer.from_ir(blk.qkv, o.qkv, ir.act_range_signed, kv=True),
+        *attention_steps(ir, blk, n),
     ]
-    for h in range(heads):
-        steps += [
-            Layer.scores(n, hd, h, heads),
-            Layer.softmax(n, h, heads, sm, ir.act_range_unsigned[1], vit_ops.softmax_frac_bits),  # type: ignore[arg-type]
-            Layer.attend(n, hd, h, heads, pv, blk.proj.act_range),  # type: ignore[arg-type]
-        ]
     top = 2**vit_ops.gelu_in_bits - 1
     return steps + [
         Layer.from_ir(blk.proj, o.proj, res, MODE_RESIDUAL),
@@ -98,7 +119,8 @@ class ImageRun:
 
     @property
     def cycles(self) -> int:
-        return sum(r.cycles for r in self.chain.layers)
+        """From the first step's start to the last one's end (the testbench's edge between steps included)."""
+        return sum(r.cycles for r in self.chain.layers) + STEP_GAP * (len(self.chain.layers) - 1)
 
 
 def run_image(shape: GemmShape, ir: IntViT, image: np.ndarray, workdir: Path, ddr: Ddr = Ddr()) -> ImageRun:
@@ -114,4 +136,4 @@ def run_image(shape: GemmShape, ir: IntViT, image: np.ndarray, workdir: Path, dd
     return ImageRun(acc, logits, chain)
 
 
-__all__ = ["block_steps", "image_steps", "image_codes", "run_image", "ImageRun"]
+__all__ = ["head_order", "attention_steps", "block_steps", "image_steps", "image_codes", "run_image", "ImageRun"]

@@ -13,6 +13,7 @@ are the pipeline depths of the HDL, read off its modules, not fitted to simulati
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -160,13 +161,15 @@ SM_INV_READY = 2  # the divider's last stage -> the inv table and the row count 
 SM_CODE_DEPTH = 5  # CODE: from its read of the e ring to the write (the data, e * inv, rounding, clamp, write)
 # a phase waits for the previous one's pipeline to empty: the last stage's valid falls an edge after
 # it was set, the wait sees it low on the next edge, the next phase's first read is an edge later
-# (at the end: the path's busy falls, then the core's)
 SM_WAIT = 3
+SM_END = 2  # at the end: the last write's valid falls an edge after it was set, the path's busy the next
+SM_LAUNCH = 1 + TB_COUNT  # a softmax step's own cycles: the core's busy falls on the edge after its start
+STEP_GAP = 1  # the testbench starts a step on the edge after the one it saw the previous step's busy low on
 
 
 def softmax_cycles(shape: GemmShape, n_tokens: int, maxima: bool = True) -> int:
-    """Cycles from start to done of a softmax step (``qv_gemm_core`` mode 6) over ``n_tokens`` rows
-    of as many scores, a run of R scores a cycle.  With ``maxima`` (after its head's Q K^T) the row
+    """Cycles of a softmax's background run (``qv_gemm_core`` mode 6), from its start to its end
+    (``qv_sm_path``'s busy low), over ``n_tokens`` rows of as many scores, a run of R scores a cycle.  With ``maxima`` (after its head's Q K^T) the row
     maxima are known and the step starts with the sums; otherwise a first phase finds them, and the
     sums start when its pipeline has emptied.  A row's codes are read (from the e ring) as soon as
     its inv is in the table, a run a cycle, so the codes trail the sums by the divider."""
@@ -178,18 +181,54 @@ def softmax_cycles(shape: GemmShape, n_tokens: int, maxima: bool = True) -> int:
         last_sum = reads + SM_MAX_DEPTH + SM_WAIT + reads - 1
     runs = reads // n_tokens  # a row's runs: its codes are read as soon as its inv is in the table
     last_code = last_sum + SM_SUM_DEPTH + SM_DIV_STAGES + SM_INV_READY + runs - 1
-    return last_code + SM_CODE_DEPTH + SM_WAIT + TB_COUNT
+    return last_code + SM_CODE_DEPTH + SM_END + TB_COUNT
 
 
 def step_cycles(shape: GemmShape, step: Layer, n_tokens: int, ddr: Ddr = Ddr()) -> int:
     """The model's cycles of one step of :func:`~quasar_vit.rtl.gemm.run_layers` on ``n_tokens``
-    tokens: a linear layer (its weights from ``ddr``), a LayerNorm, or a head's Q K^T, softmax or
-    P V (their operands from :data:`LOADER`)."""
+    tokens when it does not wait for a softmax (:func:`chain_cycles`): a linear layer (its weights
+    from ``ddr``), a LayerNorm, or a head's Q K^T, softmax (its launch: the run is in the
+    background) or P V (their operands from :data:`LOADER`)."""
     if step.mode == MODE_LN:
         return layernorm_cycles(shape, n_tokens, step.w_int.shape[0], ddr)
     if step.mode == MODE_SM:
-        return softmax_cycles(shape, n_tokens, step.maxima)
+        return SM_LAUNCH
     k = terms(step, shape)
     if step.mode in (MODE_QK, MODE_PV):
         return linear_cycles(shape, n_tokens, k, step.is8, LOADER, pair=step.mode == MODE_QK and shape.pairs)
     return linear_cycles(shape, n_tokens, k, step.is8, ddr, gelu=step.mode == MODE_GELU, section=step.section)
+
+
+@dataclass(frozen=True)
+class ChainCycles:
+    """The model of a chain of steps as :func:`~quasar_vit.rtl.gemm.run_layers` measures it."""
+
+    steps: list[int]  # each step's cycles from its start to busy low (waits for a softmax included)
+    softmax: list[int]  # each softmax's background run, from its step's start to its end
+
+    @property
+    def total(self) -> int:
+        """From the first step's start to the last one's end, the testbench's gaps between steps
+        included (a softmax the last steps leave running is not)."""
+        return sum(self.steps) + STEP_GAP * (len(self.steps) - 1)
+
+
+def chain_cycles(shape: GemmShape, steps: list[Layer], n_tokens: int, ddr: Ddr = Ddr()) -> ChainCycles:
+    """Each step's cycles in a chain (``step.tokens`` or ``n_tokens`` tokens each).  A softmax runs in
+    the background: its step ends at once and Q K^T steps run beside it; the next other step (its
+    head's P V) starts its units on the edge after the softmax's busy falls, and its cycles include
+    the wait."""
+    cycles, runs = [], []
+    start = 0  # the step's start edge, counted from the first step's
+    free = 0  # the first edge a waiting step may go at: after the running softmax has ended
+    for step in steps:
+        n = step.tokens or n_tokens
+        wait = 0 if step.mode == MODE_QK else max(0, free - start)
+        c = wait + step_cycles(shape, step, n, ddr)
+        if step.mode == MODE_SM:
+            run = softmax_cycles(shape, n, step.maxima)
+            runs.append(wait + run)
+            free = start + wait + run - TB_COUNT + 1
+        cycles.append(c)
+        start += c + STEP_GAP
+    return ChainCycles(cycles, runs)

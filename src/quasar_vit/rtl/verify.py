@@ -18,7 +18,7 @@ from quasar_vit.errors import RtlError
 from quasar_vit.export.ir import IntViT
 from quasar_vit.rtl.image import image_steps, run_image
 from quasar_vit.rtl.layout import GemmShape, pow2_at_least
-from quasar_vit.rtl.schedule import step_cycles
+from quasar_vit.rtl.schedule import chain_cycles
 
 
 def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> GemmShape:
@@ -49,7 +49,7 @@ def verify_rtl(ir: IntViT, images: np.ndarray, engine_logits: np.ndarray, shape:
     shape = shape or core_for(ir)
     n = int(ir.ops.start.shape[0]) if ir.ops is not None else 0
     steps = image_steps(ir, shape)
-    model = [step_cycles(shape, s, s.tokens or n) for s in steps]
+    model = chain_cycles(shape, steps, n)
     exact, off_model, cycles = 0, 0, 0
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,10 +59,10 @@ def verify_rtl(ir: IntViT, images: np.ndarray, engine_logits: np.ndarray, shape:
             worst = max(worst, diff)
             exact += int(diff == 0.0)
             measured = [r.cycles for r in run.chain.layers]
-            off_model += int(measured != model)
-            cycles = sum(measured)
+            off_model += int(measured != model.steps or run.chain.softmax_cycles != model.softmax)
+            cycles = run.cycles
     by_kind: dict[str, int] = {}
-    for s, c in zip(steps, model):
+    for s, c in zip(steps, model.steps):
         kind = s.kind
         by_kind[kind] = by_kind.get(kind, 0) + c
     return {

@@ -35,6 +35,11 @@
 // of a row the same constants), and the score memory has a bank for each token parity.
 // Q K^T hands the softmax each row's maximum as it writes the scores; at_offset[47] says the
 // maxima are known (set after Q K^T), else the softmax finds them in a pass of its own.
+// The softmax runs in the background: its step ends (busy falls) as soon as it has started, so that
+// Q K^T of the next head runs beside it, into the other bank of the score memory and the maxima
+// (`sc_bank`: the bank a Q K^T writes, a softmax reads, and the idle port uses).  Any other step
+// waits for a running softmax before its units start (`go`): P V reads its P, and the others would
+// share the activation memory's write port.  `sm_busy` says a softmax still runs.
 // Also out, for the testbench: per cycle a mask of lanes with a code, the token, and per lane the
 // logical row and code.  A debug read port reads either memory while the core is idle.
 module qv_gemm_core #(
@@ -63,6 +68,7 @@ module qv_gemm_core #(
     input  wire                          a_signed,
     input  wire                          o_signed,   // the output codes are signed (stored offset by 32)
     input  wire [2:0]                    mode,       // 0 codes, 1 residual add, 2 GELU, 3 LayerNorm, 4 Q K^T, 5 P V, 6 softmax
+    input  wire                          sc_bank,    // the score memory's bank (modes 4, 6, the idle port)
     // attention: a qkv layer (mode 0) with kv_en writes its K third (output chunks k_lo ..
     // k_lo + kv_ch - 1) to the K memory and its V third (from v_lo) to qv_vt_mem; modes 4/5 read
     // them from src (4: the head's first K chunk; 5: its first dim), n_rows rows (keys; dims)
@@ -115,6 +121,7 @@ module qv_gemm_core #(
     output wire [R*OUT_W-1:0]            o_code,
     output wire                          o_pair,     // the odd lanes' codes are token o_token + 1's
     output reg                           busy,
+    output wire                          sm_busy,    // a softmax runs (in the background)
     output reg                           overrun
 );
     localparam TOKW = $clog2(T * TILES_MAX + 1);
@@ -124,6 +131,11 @@ module qv_gemm_core #(
     localparam ACC_W = 22, SW_W = 16, CA_W = 18;
 
     wire drain_busy, drain_left_one;
+    // a step other than Q K^T waits while a softmax runs; `go` starts its units
+    reg pend;
+    wire hold = sm_busy && mode != 3'd4;
+    wire go = (start || pend) && !hold;
+    always @(posedge clk) pend <= !rst && (start || pend) && hold;
     reg pipe_busy;
     reg w2_en;
     // ---- buffers ----
@@ -151,20 +163,21 @@ module qv_gemm_core #(
     localparam TS = T % 2 == 0 ? T / 2 : T;  // the drain's emissions of a pair tile
     wire ld_valid;
     wire [WB-1:0] ld_data;
-    assign s_ready = att ? 1'b0 : tbl_phase ? (tbl_beats != 0 && tbl_left == 0 && !start) : w_ready;
-    wire tbl_take = s_valid && tbl_beats != 0 && tbl_left == 0 && !start;
+    wire waiting = (start || pend) && !go;
+    assign s_ready = att || waiting ? 1'b0 : tbl_phase ? (tbl_beats != 0 && tbl_left == 0 && !go) : w_ready;
+    wire tbl_take = s_valid && s_ready && tbl_phase;
     wire tbl_we = tbl_left != 0;
     wire [5:0] tbl_wdata = tbl_beat[((EPB - tbl_left) % EPB) * 8 +: 6];
     always @(posedge clk) begin
         if (rst) begin tbl_beats <= 0; tbl_left <= 0; end
-        else if (start) begin tbl_beats <= (mode == 3'd2) ? ($clog2(TB+1))'(TB) : 0; tbl_left <= 0; tbl_idx <= 0; end
+        else if (go) begin tbl_beats <= (mode == 3'd2) ? ($clog2(TB+1))'(TB) : 0; tbl_left <= 0; tbl_idx <= 0; end
         else begin
             if (tbl_take) begin tbl_beat <= s_data; tbl_left <= ($clog2(EPB+1))'(EPB); tbl_beats <= tbl_beats - 1'b1; end
             else if (tbl_we) begin tbl_left <= tbl_left - 1'b1; tbl_idx <= tbl_idx + 1'b1; end
         end
     end
     qv_weight_buf #(.R(R), .KP(KP), .CH_MAX(WCH_MAX), .WB(WB)) wbuf (
-        .clk(clk), .rst(rst), .start(start), .n_ch(n_ch), .s_valid(att ? ld_valid : s_valid && !tbl_phase),
+        .clk(clk), .rst(rst), .start(go), .n_ch(n_ch), .s_valid(att ? ld_valid : s_valid && !tbl_phase),
         .s_ready(w_ready), .s_data(att ? ld_data : s_data),
         .loaded(w_loaded), .rd_half(rd_half), .rd_chunk(rd_wchunk), .rd_w(rd_w),
         .release_en(ln_mode ? ln_rel_en : rel_en), .release_half(ln_mode ? ln_rel_half : rel_half),
@@ -174,7 +187,7 @@ module qv_gemm_core #(
     // the LayerNorm step
     wire ln_mode = mode == 3'd3;
     wire sm_mode = mode == 3'd6;
-    wire sm_busy, sm_wr;
+    wire sm_wr;
     wire [$clog2(T*TILES_MAX)-1:0] sm_wr_token, sm_rd_token;
     wire [CHW-1:0] sm_wr_chunk;
     wire [$clog2(W+1)-1:0] sm_wr_words;
@@ -187,7 +200,7 @@ module qv_gemm_core #(
     wire [$clog2(RCH_MAX)-1:0] ln_rd_chunk;
     wire [W*KP*RES_W-1:0] res_q;
     qv_ln_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .Z_W(ACC_W)) ln (
-        .clk(clk), .rst(rst), .start(start && ln_mode), .n_tok(n_tok), .e_len(e_len), .eps(eps), .r_base(r_base),
+        .clk(clk), .rst(rst), .start(go && ln_mode), .n_tok(n_tok), .e_len(e_len), .eps(eps), .r_base(r_base),
         .rd_token(ln_rd_token), .rd_chunk(ln_rd_chunk), .rd_data(res_q), .w_loaded(w_loaded),
         .rel_en(ln_rel_en), .rel_half(ln_rel_half), .z_valid(ln_valid), .z_token(ln_token), .z_half(ln_half),
         .z_vals(ln_vals), .busy(ln_busy)
@@ -233,8 +246,9 @@ module qv_gemm_core #(
         issue_b <= issue_a; first_b <= first_a; last_b <= last_a;
         if (rst) begin
             running <= 1'b0; busy <= 1'b0; rt <= 0; tt <= 0; c <= 0; gap <= 0; tag_wr <= 0;
-        end else if (start) begin
-            running <= !ln_mode && !sm_mode; busy <= 1'b1; rt <= 0; tt <= 0; c <= 0; gap <= 0;
+        end else if (start || go) begin
+            busy <= 1'b1;
+            if (go) begin running <= !ln_mode && !sm_mode; rt <= 0; tt <= 0; c <= 0; gap <= 0; end
         end else begin
             if (gap != 0) gap <= gap - 1'b1;
             if (can_issue) begin
@@ -251,7 +265,7 @@ module qv_gemm_core #(
                     end else tt <= tt + 1'b1;
                 end else c <= c + 1'b1;
             end
-            if (!running && !start && tag_wr == tag_rd && !drain_busy && !pipe_busy && !ln_busy && !sm_busy) busy <= 1'b0;
+            if (!running && !pend && tag_wr == tag_rd && !drain_busy && !pipe_busy && !ln_busy) busy <= 1'b0;
         end
     end
 
@@ -271,7 +285,7 @@ module qv_gemm_core #(
     wire [CA_W-1:0] d_ca, d_ca_b;
     wire [R*ACC_W-1:0] d_acc_b;
     qv_drain #(.R(R), .T(T), .ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W)) drain (
-        .clk(clk), .rst(rst), .clear(start), .load(arr_valid), .pair(pair), .in_acc(arr_acc), .in_sw(arr_sw), .in_ca(arr_ca),
+        .clk(clk), .rst(rst), .clear(go), .load(arr_valid), .pair(pair), .in_acc(arr_acc), .in_sw(arr_sw), .in_ca(arr_ca),
         .out_valid(d_valid), .out_token(d_token), .out_acc(d_acc), .out_sw(d_sw), .out_ca(d_ca),
         .out_acc_b(d_acc_b), .out_ca_b(d_ca_b), .busy(drain_busy), .overrun(d_overrun)
     );
@@ -281,7 +295,7 @@ module qv_gemm_core #(
         if (rst) tag_rd <= 0;
         else if (arr_valid) begin cur_tag <= tag_q[tag_rd]; tag_rd <= tag_rd + 1'b1; end
         if (drain_busy) emit_tag <= cur_tag;
-        overrun <= !rst && !start && (overrun | d_overrun);  // per run
+        overrun <= !rst && !go && (overrun | d_overrun);  // per run
         // free the row tile's half when its last tile's last token leaves the drain
         rel_en <= drain_busy && cur_tag[TTW] && drain_left_one;
         rel_half <= cur_tag[TTW+1];
@@ -441,11 +455,11 @@ module qv_gemm_core #(
         for (p = 0; p < R; p = p + 1)
             codes_out[p*6 +: 6] = (mode == 3'd2 ? gelu_q[p*6 +: 6] : w2_vals[p*VW +: 6]) ^ {o_signed, 5'b0};
     // (the softmax step writes P instead)
-    assign wb_en = sm_mode ? sm_wr : w2_en && mode != 3'd1 && mode != 3'd4;
-    assign wb_token = sm_mode ? TOKW'(sm_wr_token) : w2_token;
-    assign wb_chunk = sm_mode ? sm_wr_chunk : o_base + CHW'(w2_first / KP);
-    assign wb_words = sm_mode ? sm_wr_words : ($clog2(W+1))'(w2_words);
-    assign wb_data = sm_mode ? sm_wr_data : (W*KP*6)'(codes_out);
+    assign wb_en = sm_wr || (w2_en && mode != 3'd1 && mode != 3'd4);
+    assign wb_token = sm_wr ? TOKW'(sm_wr_token) : w2_token;
+    assign wb_chunk = sm_wr ? sm_wr_chunk : o_base + CHW'(w2_first / KP);
+    assign wb_words = sm_wr ? sm_wr_words : ($clog2(W+1))'(w2_words);
+    assign wb_data = sm_wr ? sm_wr_data : (W*KP*6)'(codes_out);
 
     // ---- attention ----
     // the stationary operand of modes 4 and 5, made on chip
@@ -457,7 +471,7 @@ module qv_gemm_core #(
     wire [12:0] ld_chunk;
     wire [H*KP*6-1:0] k_block, vt_block;
     qv_kv_loader #(.R(R), .KP(KP), .WB(WB)) loader (
-        .clk(clk), .rst(rst), .start(start), .en(att), .n_rt(n_rt), .n_ch(13'(n_ch)), .n_rows(n_rows),
+        .clk(clk), .rst(rst), .start(go), .en(att), .n_rt(n_rt), .n_ch(13'(n_ch)), .n_rows(n_rows),
         .row_base(row_base), .mult(at_mult), .offset(at_offset), .shift(at_shift),
         .s_valid(ld_valid), .s_ready(att && w_ready), .s_data(ld_data),
         .rd_rt(ld_rt), .rd_chunk(ld_chunk), .rd_block(mode == 3'd4 ? k_block : vt_block)
@@ -490,24 +504,27 @@ module qv_gemm_core #(
             assign sc_vals_b[sv*RES_W +: RES_W] = w2_vals_b[sv*VW +: RES_W];
         end
     endgenerate
-    localparam STOK = (T * TILES_MAX + 1) / 2 < 2 ? 2 : (T * TILES_MAX + 1) / 2;  // a bank's tokens
+    localparam STOK = (T * TILES_MAX + 1) / 2 < 2 ? 2 : (T * TILES_MAX + 1) / 2;  // a parity's tokens
     localparam STW = $clog2(STOK);
+    wire sm_bank;  // the bank the running softmax reads
     wire [$clog2(T*TILES_MAX)-1:0] sc_tok = sc_wr_en ? r_token : w2_token[$clog2(T*TILES_MAX)-1:0];
-    wire [$clog2(T*TILES_MAX)-1:0] sc_rd_tok = busy ? sm_rd_token : r_token;
+    wire [$clog2(T*TILES_MAX)-1:0] sc_rd_tok = sm_busy ? sm_rd_token : r_token;
+    // a parity memory's row: the token's pair, then the bank (2 x STOK rows, none unused)
+    wire [STW:0] sc_wa = {STW'(sc_tok >> 1), sc_bank}, sc_ra = {STW'(sc_rd_tok >> 1), sm_busy ? sm_bank : sc_bank};
     wire [$clog2(SCH_MAX)-1:0] sc_wchunk = sc_wr_en ? sc_chunk : ($clog2(SCH_MAX))'(w2_first / KP);
     wire [$clog2(W+1)-1:0] sc_words = sc_wr_en ? ($clog2(W+1))'(1) : ($clog2(W+1))'(w2_words);
     wire [W*KP*RES_W-1:0] sc_in = sc_wr_en ? (W*KP*RES_W)'(sc_wr_data) : sc_vals;
     reg sc_rd_odd;
     always @(posedge clk) sc_rd_odd <= sc_rd_tok[0];
-    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(STOK), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem_even (
+    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(2*STOK), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem_even (
         .clk(clk), .wr_en((sc_wr_en || (sc_wb && !pair)) ? !sc_tok[0] : sc_wb),
-        .wr_token(STW'(sc_tok >> 1)), .wr_chunk(sc_wchunk), .wr_words(sc_words), .wr_data(sc_in),
-        .rd_token(STW'(sc_rd_tok >> 1)), .rd_chunk(busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q_even)
+        .wr_token(sc_wa), .wr_chunk(sc_wchunk), .wr_words(sc_words), .wr_data(sc_in),
+        .rd_token(sc_ra), .rd_chunk(sm_busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q_even)
     );
-    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(STOK), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem_odd (
+    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(2*STOK), .RCH_MAX(SCH_MAX), .EW(RES_W)) smem_odd (
         .clk(clk), .wr_en((sc_wr_en || (sc_wb && !pair)) ? sc_tok[0] : sc_wb && w2_ok_b[0]),
-        .wr_token(STW'(sc_tok >> 1)), .wr_chunk(sc_wchunk), .wr_words(sc_words), .wr_data(pair ? sc_vals_b : sc_in),
-        .rd_token(STW'(sc_rd_tok >> 1)), .rd_chunk(busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q_odd)
+        .wr_token(sc_wa), .wr_chunk(sc_wchunk), .wr_words(sc_words), .wr_data(pair ? sc_vals_b : sc_in),
+        .rd_token(sc_ra), .rd_chunk(sm_busy ? sm_rd_chunk : sc_chunk), .rd_data(sc_q_odd)
     );
     assign sc_q = sc_rd_odd ? sc_q_odd : sc_q_even;
     // Q K^T also gives the softmax its row maxima: each token's run of scores, as it is written, updates
@@ -524,12 +541,12 @@ module qv_gemm_core #(
     // the softmax step (mode 6): the score memory's rows -> P codes into the activation memory from
     // o_base (M, S and Qa as at_mult, at_shift and at_offset)
     qv_sm_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .SCH_MAX(SCH_MAX), .CH_MAX(CH_MAX), .A_W(RES_W)) sm (
-        .clk(clk), .rst(rst), .start(start && sm_mode), .n_tok(n_tok), .mult(at_mult), .shift(at_shift),
-        .recip(at_offset[25:0]), .hi(hi[5:0]), .p_base(o_base),
-        .rd_token(sm_rd_token), .rd_chunk(sm_rd_chunk), .rd_data(sc_q),
+        .clk(clk), .rst(rst), .start(go && sm_mode), .n_tok(n_tok), .mult(at_mult), .shift(at_shift),
+        .recip(at_offset[25:0]), .hi(hi[5:0]), .p_base(o_base), .bank(sc_bank),
+        .rd_token(sm_rd_token), .rd_chunk(sm_rd_chunk), .rd_bank(sm_bank), .rd_data(sc_q),
         .wr_en(sm_wr), .wr_token(sm_wr_token), .wr_chunk(sm_wr_chunk), .wr_words(sm_wr_words), .wr_data(sm_wr_data),
         .busy(sm_busy), .dbg_token(r_token), .dbg_inv(sm_inv), .max_known(at_offset[47]),
-        .mx_en(sc_wb), .mx_token(w2_token[$clog2(T*TILES_MAX)-1:0]), .mx_first(w2_first == 0), .mx_run(run_max),
+        .mx_en(sc_wb), .mx_bank(sc_bank), .mx_token(w2_token[$clog2(T*TILES_MAX)-1:0]), .mx_first(w2_first == 0), .mx_run(run_max),
         .mx_en_b(sc_wb && w2_ok_b[0]), .mx_run_b(run_max_b)
     );
     assign sc_rd_data = sc_q[KP*RES_W-1:0];

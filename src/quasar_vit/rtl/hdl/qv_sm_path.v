@@ -16,6 +16,9 @@
 // the latency in rows: 64 covers a row of a single run).
 // After Q K^T the maxima are known already (max_known): Q K^T updates the table with each token's
 // run of scores as it writes them (mx_*), and the step starts with SUM.
+// The step holds its configuration from start and runs in the background of the core: Q K^T of the
+// next head may run meanwhile, writing the other bank of the score memory and of the maxima (`bank`
+// is the one this step reads, `mx_bank` the one Q K^T updates).
 // Keys >= N (the last word's padding) take no part, and their codes are 0, so P V may read whole
 // chunks.  M, S and Qa arrive as the core's mult, shift and offset.
 //
@@ -44,9 +47,11 @@ module qv_sm_path #(
     input  wire [QA_W-1:0]               recip,
     input  wire [5:0]                    hi,
     input  wire [$clog2(CH_MAX)-1:0]     p_base,
+    input  wire                          bank,     // the score memory's (and the maxima's) bank to read
     // the score memory's read port (a token's run of W words, latency 1)
     output reg  [$clog2(TOK_MAX)-1:0]    rd_token,
     output reg  [$clog2(SCH_MAX)-1:0]    rd_chunk,
+    output reg                           rd_bank,
     input  wire [W*KP*A_W-1:0]           rd_data,
     // the activation memory's write port
     output reg                           wr_en,
@@ -59,6 +64,7 @@ module qv_sm_path #(
     // the MAX phase (Q K^T has filled the table)
     input  wire                          max_known,
     input  wire                          mx_en,
+    input  wire                          mx_bank,
     input  wire [$clog2(TOK_MAX)-1:0]    mx_token,
     input  wire                          mx_first,
     input  wire signed [A_W-1:0]         mx_run,
@@ -68,6 +74,17 @@ module qv_sm_path #(
     input  wire [$clog2(TOK_MAX)-1:0]    dbg_token,
     output wire [QA_W-1:0]               dbg_inv
 );
+    // the configuration, held from start: the core may run its next step (a Q K^T) meanwhile
+    reg [$clog2(TOK_MAX+1)-1:0] c_n_tok;
+    reg signed [17:0] c_mult;
+    reg [5:0] c_shift, c_hi;
+    reg [QA_W-1:0] c_recip;
+    reg [$clog2(CH_MAX)-1:0] c_p_base;
+    always @(posedge clk)
+        if (start) begin
+            c_n_tok <= n_tok; c_mult <= mult; c_shift <= shift; c_recip <= recip; c_hi <= hi; c_p_base <= p_base;
+            rd_bank <= bank;
+        end
     localparam TW = $clog2(TOK_MAX + 1);
     localparam TA = $clog2(TOK_MAX);
     localparam GW = $clog2(SCH_MAX + 1);
@@ -105,7 +122,7 @@ module qv_sm_path #(
     reg [2:0] phase;
     reg [TW-1:0] t;
     reg [GW-1:0] g;
-    wire [GW-1:0] n_words = GW'((n_tok + KP - 1) / KP);
+    wire [GW-1:0] n_words = GW'((c_n_tok + KP - 1) / KP);
     wire [GW-1:0] n_runs = GW'((n_words + W - 1) / W);
     reg rd_v, rd_first, rd_last;       // a read issued at the last edge, the row's first / last run
     reg [1:0] rd_ph;                   // 1 MAX, 2 SUM
@@ -124,7 +141,7 @@ module qv_sm_path #(
                 rd_ph <= phase == MAX ? 2'd1 : 2'd2;
                 if (g == n_runs - 1'b1) begin
                     g <= 0;
-                    if (t == n_tok - 1'b1) begin
+                    if (t == c_n_tok - 1'b1) begin
                         t <= 0;
                         phase <= phase == MAX ? WAIT1 : IDLE;
                     end else t <= t + 1'b1;
@@ -150,12 +167,12 @@ module qv_sm_path #(
     always @(*)
         for (i = 0; i < R; i = i + 1) begin
             a[i] = $signed(rd_data[i*A_W +: A_W]);
-            rv_ok[i] = 32'(rv_g) * W * KP + i < 32'(n_tok);
+            rv_ok[i] = 32'(rv_g) * W * KP + i < 32'(c_n_tok);
         end
 
     // ---- MAX: the run's maximum, then the row's, into the table ----
-    reg signed [A_W-1:0] mx_tab [0:TOK_MAX-1];
-    wire [TA-1:0] mx_token_b = mx_token + 1'b1;
+    reg signed [A_W-1:0] mx_tab [0:2*TOK_MAX-1];  // a token's two banks side by side: {token, bank}
+    wire [TA:0] mx_a = {mx_token, mx_bank}, mx_b = {mx_token + 1'b1, mx_bank};
     reg m1_v, m1_first, m1_last;
     reg [TW-1:0] m1_t;
     reg signed [A_W-1:0] m1_mx, row_mx;
@@ -171,10 +188,10 @@ module qv_sm_path #(
         m2_v <= m1_v && m1_last;
         if (m1_v) begin
             row_mx <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
-            if (m1_last) mx_tab[TA'(m1_t)] <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
+            if (m1_last) mx_tab[{TA'(m1_t), rd_bank}] <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
         end
-        if (mx_en && (mx_first || mx_run > mx_tab[mx_token])) mx_tab[mx_token] <= mx_run;
-        if (mx_en_b && (mx_first || mx_run_b > mx_tab[mx_token_b])) mx_tab[mx_token_b] <= mx_run_b;
+        if (mx_en && (mx_first || mx_run > mx_tab[mx_a])) mx_tab[mx_a] <= mx_run;
+        if (mx_en_b && (mx_first || mx_run_b > mx_tab[mx_b])) mx_tab[mx_b] <= mx_run_b;
     end
     assign max_busy = rd_v | rv_v | m1_v;
 
@@ -183,9 +200,9 @@ module qv_sm_path #(
     reg [5:0] sh_r;
     reg signed [SUM_W-1:0] rnd_r;
     always @(posedge clk) begin
-        m_r <= mult;
-        sh_r <= (shift > 6'd47) ? 6'd47 : shift;
-        rnd_r <= (shift > 6'd47 || shift == 6'd0) ? {SUM_W{1'b0}} : (SUM_W'(1) << (shift - 6'd1));
+        m_r <= c_mult;
+        sh_r <= (c_shift > 6'd47) ? 6'd47 : c_shift;
+        rnd_r <= (c_shift > 6'd47 || c_shift == 6'd0) ? {SUM_W{1'b0}} : (SUM_W'(1) << (c_shift - 6'd1));
     end
     localparam ES = 7;  // stages from the data to e
     reg [ES:1] ev, efirst, elast;
@@ -208,7 +225,7 @@ module qv_sm_path #(
             et[s] <= et[s-1]; eg[s] <= eg[s-1]; eok[s] <= eok[s-1];
         end
         for (i = 0; i < R; i = i + 1) begin
-            d1[i] <= (A_W+1)'(mx_tab[TA'(rv_t)]) - (A_W+1)'(a[i]);
+            d1[i] <= (A_W+1)'(mx_tab[{TA'(rv_t), rd_bank}]) - (A_W+1)'(a[i]);
             p2[i] <= d1[i] * m_r;
             s3[i] <= SUM_W'(p2[i]) + rnd_r;
             s4[i] <= s3[i] >>> sh_r;
@@ -252,7 +269,7 @@ module qv_sm_path #(
     integer b;
     always @(posedge clk) begin
         dv_v[0] <= n9_v; dv_t[0] <= n9_t; dv_s[0] <= n9_s;
-        dv_dd[0] <= {recip, 16'd0} + DW'(n9_s >> 1);
+        dv_dd[0] <= {c_recip, 16'd0} + DW'(n9_s >> 1);
         dv_rem[0] <= 0; dv_q[0] <= 0;
         for (b = 1; b <= DW; b = b + 1) begin : step
             reg [S_W:0] rs;
@@ -305,7 +322,7 @@ module qv_sm_path #(
                 cr_v <= 1'b1; cr_t <= ct; cr_g <= cg;
                 if (cg == n_runs - 1'b1) begin
                     cg <= 0;
-                    if (ct == n_tok - 1'b1) code_on <= 1'b0;
+                    if (ct == c_n_tok - 1'b1) code_on <= 1'b0;
                     ct <= ct + 1'b1;
                 end else cg <= cg + 1'b1;
             end
@@ -313,7 +330,7 @@ module qv_sm_path #(
         cv_v <= cr_v; cv_t <= cr_t; cv_g <= cr_g;  // the ring's data arrives
     end
     reg [R-1:0] cv_ok;
-    always @(*) for (i = 0; i < R; i = i + 1) cv_ok[i] = 32'(cv_g) * W * KP + i < 32'(n_tok);
+    always @(*) for (i = 0; i < R; i = i + 1) cv_ok[i] = 32'(cv_g) * W * KP + i < 32'(c_n_tok);
     reg c8_v, c9_v, c10_v;
     reg [TW-1:0] c8_t, c9_t, c10_t;
     reg [GW-1:0] c8_g, c9_g, c10_g;
@@ -328,10 +345,10 @@ module qv_sm_path #(
         for (i = 0; i < R; i = i + 1) c9_c[i] <= c8_p[i][EP_W-1:32] + (EP_W-31)'(c8_p[i][31]);
         c10_v <= c9_v; c10_t <= c9_t; c10_g <= c9_g; c10_ok <= c9_ok;
         for (i = 0; i < R; i = i + 1)
-            c10_w[i*6 +: 6] <= !c9_ok[i] ? 6'd0 : (c9_c[i] > (EP_W-31)'(hi)) ? hi : c9_c[i][5:0];
+            c10_w[i*6 +: 6] <= !c9_ok[i] ? 6'd0 : (c9_c[i] > (EP_W-31)'(c_hi)) ? c_hi : c9_c[i][5:0];
         wr_en <= c10_v && !rst;
         wr_token <= TA'(c10_t);
-        wr_chunk <= p_base + ($clog2(CH_MAX))'(c10_g * W);
+        wr_chunk <= c_p_base + ($clog2(CH_MAX))'(c10_g * W);
         wr_words <= ($clog2(W+1))'((n_words - c10_g * W < W) ? n_words - c10_g * W : W);
         wr_data <= c10_w;
     end

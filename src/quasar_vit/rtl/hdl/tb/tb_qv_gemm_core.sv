@@ -4,14 +4,15 @@
 //        n_rwords, then per word "token chunk" and RWN 32-bit parts: residual codes (two's complement)
 //        n_swords, the same for the score memory
 //        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base e_len eps lo hi,
-//                   skip_first kv_en k_lo v_lo kv_ch src n_rows row_base at_mult at_offset at_shift, n_beats,
+//                   skip_first kv_en k_lo v_lo kv_ch src n_rows row_base at_mult at_offset at_shift sc_bank, n_beats,
 //                   then per beat WB/32 words of 32 bits, low word first
-//        the dumps: activation first chunk, tiles, chunks; residual tokens, chunks; score tokens, chunks;
+//        the dumps: activation first chunk, tiles, chunks, the score bank; residual tokens, chunks; score tokens, chunks;
 //        inv tokens
 // DDR: a layer's first beat is offered ddr_latency cycles after its start, then bw_num/bw_den
 // beats a cycle (a credit counter), whenever the core is ready; the credit is capped at fifo
 // beats (the DDR runs ahead of the core by at most that many beats).
 // Output: per layer, per code "token row code", then "-1 codes cycles overrun";
+//         then "-6" and each softmax step's cycles from its start to the end of its background run;
 //         then "-2" and the dumped activation memory, per (tile, chunk) its T words;
 //         then "-3" and the residual memory, per (token, chunk) RWN 32-bit parts;
 //         then "-4" and the score memory, likewise; then "-5" and the softmax's inv of each token.
@@ -40,7 +41,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [5:0] at_shift;
     logic [$clog2(SCH_MAX)-1:0] sc_chunk = 0;
     logic [KP*RES_W-1:0] sc_rd_data, sc_wr_data = 0;
-    logic sc_wr_en = 0;
+    logic sc_wr_en = 0, sc_bank = 0;
     logic [25:0] sm_inv;
     logic [10:0] e_len;
     logic [63:0] eps;
@@ -63,7 +64,13 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [$clog2(T*TILES_MAX+1)-1:0] o_token;
     logic [R*12-1:0] o_row;
     logic [R*OUT_W-1:0] o_code;
-    logic o_pair;
+    logic o_pair, sm_busy;
+    // the softmax steps' background runs, counted as the steps are: from the start edge to the first
+    // edge seen with sm_busy low, inclusive (this block sees the values from before the edge)
+    longint sm_t0, sm_cycles [$];
+    logic sm_on = 0;
+    always @(posedge clk)
+        if (sm_on && !sm_busy && cyc > sm_t0 + 1) begin sm_cycles.push_back(cyc - sm_t0 + 1); sm_on <= 0; end
     logic busy, overrun;
     qv_gemm_core #(.R(R), .T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX), .WCH_MAX(WCH_MAX), .WB(WB),
                    .OUT_W(OUT_W), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .SCH_MAX(SCH_MAX)) dut (.*);
@@ -148,19 +155,23 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             lo = OUT_W'(rd()); hi = OUT_W'(rd());
             skip_first = rd() != 0; kv_en = rd() != 0; k_lo = $bits(k_lo)'(rd()); v_lo = $bits(v_lo)'(rd()); kv_ch = $bits(kv_ch)'(rd());
             src = 12'(rd()); n_rows = 12'(rd()); row_base = 12'(rd());
-            at_mult = 18'(rd()); at_offset = 48'(rd()); at_shift = 6'(rd());
+            at_mult = 18'(rd()); at_offset = 48'(rd()); at_shift = 6'(rd()); sc_bank = rd() != 0;
             n_beats = int'(rd());
             for (i = 0; i < n_beats; i++)
                 for (j = 0; j < WB / 32; j++) ddr[i][j*32 +: 32] = 32'(rd());
             beat = 0; credit = 0; codes = 0;
             @(posedge clk); #1;
             start = 1; t0 = cyc; running = 1;
+            if (mode == 3'd6) begin sm_t0 = cyc; sm_on = 1; end
             @(posedge clk); #1 start = 0;
             while (busy) @(posedge clk);
             #1 running = 0;
             $fwrite(fo, "-1 %0d %0d %0d\n", codes, cyc - t0, overrun);
         end
-        d_base = int'(rd()); d_tiles = int'(rd()); d_chunks = int'(rd());
+        while (sm_busy || sm_on) @(posedge clk);
+        #1 $fwrite(fo, "-6\n");
+        foreach (sm_cycles[q]) $fwrite(fo, "%0d\n", sm_cycles[q]);
+        d_base = int'(rd()); d_tiles = int'(rd()); d_chunks = int'(rd()); sc_bank = rd() != 0;
         $fwrite(fo, "-2\n");
         for (i = 0; i < d_tiles; i++)
             for (j = 0; j < d_chunks; j++) begin
