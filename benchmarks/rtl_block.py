@@ -2,7 +2,7 @@
 
 Block 0 of the quasar-L2-like subnet (``hardware/calibration.py``: DeiT-Small size, 197 tokens,
 E = 384, 7 heads of 64, MLP 1536) runs as one chain of steps on a DeiT-Small-size core (R = 32
-slots, T = 24 tokens, KP = 8 lanes: 6144 W4A6 units, packing 4), with no host work between steps:
+slots, T = 22 tokens, KP = 8 lanes: 5632 W4A6 units, packing 4), with no host work between steps:
 LayerNorm, qkv, every head's Q K^T, softmax and P V, proj with its residual add, LayerNorm, fc1 with
 GELU, fc2 with its residual add.  Weights stream from a modelled DDR; the attention operands come
 from the core's own memories.  The weights and codes are random and the constants are set from the
@@ -202,7 +202,7 @@ def _row(step: Layer, rtl: int, model: int, n: int) -> dict[str, Any]:
         name = f"LayerNorm: {m} channels"
     use = None
     if kind in ("linear", "Q K^T", "P V"):
-        use = round(n * k * (m + int(step.is8.sum())) / (SHAPE.R * SHAPE.T * SHAPE.KP * rtl), 3)
+        use = round(n * k * (m + int(step.is8.sum())) / (SHAPE.units * rtl), 3)
     return {"step": name, "kind": kind, "rtl": rtl, "model": model, "array_use": use}
 
 

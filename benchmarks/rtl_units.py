@@ -8,9 +8,11 @@ into the DSP (docs/rtl.md).
 
 The last two rows are the GEMM core (the array, the lanes, the LayerNorm path, the softmax step, the
 GELU tables, the activation, residual, score, K and V^T memories) at the
-demo's size and at the DeiT-Small size that ``benchmarks/rtl_block.py`` simulates (216 tokens,
+demo's size and at the DeiT-Small size that ``benchmarks/rtl_block.py`` simulates (198 tokens,
 every matrix of a block in the activation memory: 4096 channels; layers up to K = 2048; embed dim
-up to 512; two 128-bit stream ports).
+up to 512; two 128-bit stream ports).  A second table breaks each core down by module: each
+module's own logic over all its instances (the core's own row: the lanes' compaction, the GELU
+tables, the write-back and the sequencer), from the same Yosys run.
 
 Run: ``python benchmarks/rtl_units.py [--quick]`` (a few minutes; ``--quick`` skips the
 6144-unit designs); writes ``benchmarks/results/rtl_units.json`` and ``.md``.
@@ -40,15 +42,11 @@ UNITS: list[tuple[str, dict[str, int], int]] = [
     ("qv_mul_pack4", {}, 4),
     ("qv_requant", {}, 0),
     ("qv_outstage", {}, 0),
-    # the attention parts at the DeiT-Small size (R = 32 lanes, 216 tokens, 512 channels)
-    ("qv_sm_path", {"R": 32, "KP": 8, "W": 4, "TOK_MAX": 216, "SCH_MAX": 32, "CH_MAX": 512}, 0),
-    ("qv_kv_loader", {"R": 32, "KP": 8, "WB": 256}, 0),
-    ("qv_vt_mem", {"R": 32, "KP": 8, "D_MAX": 512, "TOK_MAX": 216, "NCH": 32}, 0),
     ("qv_dot_array", {"R": 8, "T": 8, "KP": 8}, 512),
-    ("qv_dot_array", {"R": 32, "T": 24, "KP": 8}, 6144),
+    ("qv_dot_array", {"R": DEIT.R, "T": DEIT.T, "KP": DEIT.KP}, DEIT.units),
     # the whole GEMM core (array, drain, lanes, weight/activation/residual memories, GELU tables)
     ("qv_gemm_core", DEMO.params(), 512),
-    ("qv_gemm_core", DEIT.params(), 6144),
+    ("qv_gemm_core", DEIT.params(), DEIT.units),
 ]
 
 
@@ -66,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         r = synth.synthesise(top, sources(top), params)
         rows.append(_row(top, params, units, r, time.time() - t0, zcu))
+        if top == "qv_gemm_core":
+            rows[-1]["modules"] = r["modules"]
     md = _markdown(rows)
     print(md)
     write_results(
@@ -106,6 +106,18 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['module']} | {p} | {r['lut']} | {r['ff']} | {r['dsp']} | {r['bram36']} | {pu} | {r['seconds']} |"
         )
+    for r in rows:
+        if "modules" in r:
+            lines += ["", f"qv_gemm_core with {r['units']} units, by module (own logic, all instances):", ""]
+            lines += [
+                "| module | instances | LUT | FF | DSP48E2 | BRAM36 | LUT % of the core |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for name, m in sorted(r["modules"].items(), key=lambda kv: -kv[1]["lut"]):
+                share = 100 * m["lut"] / max(r["lut"], 1)
+                lines.append(
+                    f"| {name} | {m['instances']} | {m['lut']} | {m['ff']} | {m['dsp']} | {m['bram36']} | {share:.1f} % |"
+                )
     return "\n".join(lines) + "\n"
 
 

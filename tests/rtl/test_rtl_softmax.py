@@ -115,6 +115,33 @@ def test_softmax_step_matches_intops(case: int, tmp_path: Path) -> None:
     assert n < 3 or (len(np.unique(want)) > 3 and want.max() == hi)  # not trivially flat
 
 
+def test_softmax_with_a_wide_qa(tmp_path: Path) -> None:
+    """A fine probability step (s_attn = 1/1600, as a peaked or flat trained head learns) makes
+    Qa = 2**16 / s_attn above 2**26: a core with a wider divider (qa_w = 28, two more stages) gives
+    the same bit-exact codes and reciprocals, in the model's cycles; the default core refuses it."""
+    import dataclasses
+
+    from quasar_vit.errors import RtlError
+
+    rng = np.random.default_rng(11)
+    n = 40
+    scores = rng.integers(-3000, 3000, (n, n))
+    m, s, qa = _constants(0.05, 0.05, 64, 1 / 1600)
+    assert 1 << 26 < qa < 1 << 28
+    want = intops.softmax(scores.astype(np.float64), m, s, qa, F, 63).astype(np.int64)
+    step = Layer.softmax(n, 0, 1, (m, s, qa), 63, after_scores=False)
+    none = np.zeros((n, 0), np.int64)
+    with pytest.raises(RtlError, match=r"must be in \(0, 2\*\*26\)"):
+        run_layers(SHAPE, [step], none, True, tmp_path, scores=scores)
+    wide = dataclasses.replace(SHAPE, qa_w=28)
+    chain = run_layers(wide, [step], none, True, tmp_path, scores=scores)
+    np.testing.assert_array_equal(chain.act, want)
+    sums = np.array([int(intops.exp_table(F)[_u_int(a, m, s)].sum()) for a in scores])
+    np.testing.assert_array_equal(chain.inv, ((qa << intops.RECIP_BITS) + (sums >> 1)) // sums)
+    assert chain.softmax_cycles == [softmax_cycles(wide, n, maxima=False)] != [softmax_cycles(SHAPE, n, maxima=False)]
+    assert want.max() > 0 and len(np.unique(want)) > 3
+
+
 def test_softmax_refuses_another_table() -> None:
     with pytest.raises(Exception, match="64-entry exp2 table"):
         Layer.softmax(4, 0, 1, (1, 1, 1), 63, frac_bits=5)

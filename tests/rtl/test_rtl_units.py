@@ -112,6 +112,17 @@ def test_array_dsp_count_is_units_over_four() -> None:
     assert big["lut"] > 4 * small["lut"]
 
 
+def test_module_breakdown_adds_up_to_the_design() -> None:
+    """The per-module table of a hierarchical synthesis (each module's own logic over its instances)
+    sums to the design's totals: the array's R x T x KP pack4 instances hold every DSP."""
+    r = synth.synthesise("qv_dot_array", sources("qv_dot_array"), dict(R=2, T=2, KP=4))
+    mods = r["modules"]
+    for key in ("lut", "ff", "dsp"):
+        assert sum(m[key] for m in mods.values()) == r[key]
+    assert mods["qv_mul_pack4"]["instances"] * 4 == 2 * 2 * 4
+    assert mods["qv_mul_pack4"]["dsp"] == r["dsp"] == 4
+
+
 def _outstage_case(rng, k: int, is8: bool, a_signed: bool, mode: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` output elements of one weight row against ``n`` tokens: the lane's inputs, as the array
     makes them from the offset operands, and the expected code from :mod:`intops`."""

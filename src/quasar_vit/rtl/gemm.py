@@ -211,8 +211,10 @@ def _check(i: int, lay: Layer, k_in: int, e: int, n: int, kv: tuple[int, int] | 
                 problems.append("an attention step needs a kv layer before it")
         elif kv[0] % (3 * max(lay.heads, 1)) or (hd and hd * lay.heads * 3 != kv[0]):
             problems.append(f"{lay.heads} heads (dim {hd}) do not fit the kv layer's {kv[0]} channels")
-        if lay.mode == MODE_SM and not 0 < int(lay.offset[0]) < 1 << 26:
-            problems.append(f"the softmax's Qa={int(lay.offset[0])} must be in (0, 2**26)")
+        if lay.mode == MODE_SM and not 0 < int(lay.offset[0]) < 1 << shape.qa_w:
+            problems.append(
+                f"the softmax's Qa={int(lay.offset[0])} must be in (0, 2**{shape.qa_w}): a core with qa_w larger"
+            )
         if keys != n:
             problems.append(f"takes {keys} keys; there are {n} tokens")
     elif k != k_in:

@@ -39,6 +39,7 @@ class GemmShape:
     rch_max: int = 16  # chunks of the residual memory: embed dim <= KP * rch_max
     res_w: int = 20  # residual code width (the IR's residual_bits)
     out_w: int = 21  # the lanes' value width (a residual update, a code, a GELU index)
+    qa_w: int = 26  # the softmax's Qa bits (Qa = 2**16 / s_attn): above 27 its e * inv takes two DSPs a lane
 
     def __post_init__(self) -> None:
         pow2 = {"ch_max": self.ch_max, "wch_max": self.wch_max, "rch_max": self.rch_max, "R/KP": self.R // self.KP}
@@ -52,10 +53,16 @@ class GemmShape:
             (self.KP * self.wch_max <= 4096, "K may reach at most 4096 (the accumulator widths)"),
             (min(self.ch_max, self.rch_max) >= self.R // self.KP, "ch_max and rch_max must be at least R/KP"),
             (self.out_w > self.res_w, "out_w must exceed res_w"),
+            (1 <= self.qa_w <= 46, "qa_w must be in [1, 46] (at_offset's bits below the maxima flag)"),
         ]
         problems += [msg for ok, msg in checks if not ok]
         if problems:
             raise RtlError(f"core shape {self}: {'; '.join(problems)}")
+
+    @property
+    def units(self) -> int:
+        """W4A6 multiply units of the array: R x T x KP."""
+        return self.R * self.T * self.KP
 
     @property
     def const_beats(self) -> int:
@@ -81,18 +88,13 @@ class GemmShape:
             "RES_W": self.res_w,
             "OUT_W": self.out_w,
             "SCH_MAX": self.sch_max,
+            "QA_W": self.qa_w,
         }
 
     @property
     def sch_max(self) -> int:
         """Key chunks of the score memory: every token's, a power of two, at least ``R / KP``."""
         return pow2_at_least(max(-(-self.T * self.tiles_max // self.KP), self.R // self.KP))
-
-    @property
-    def pairs(self) -> bool:
-        """Whether the drain hands Q K^T's lanes two tokens a cycle: with T even (a key takes two
-        lanes, so one token alone would leave half of them idle)."""
-        return self.T % 2 == 0
 
     @property
     def res_parts(self) -> int:

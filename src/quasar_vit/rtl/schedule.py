@@ -83,8 +83,8 @@ def linear_cycles(
     tables one entry a cycle before the next beat is taken.  ``section``: the row tiles break at
     its multiples (the qkv layer's thirds, :func:`~quasar_vit.rtl.layout.slot_program`).  An
     attention matmul (Q K^T, P V) is a layer whose stream is :data:`LOADER`, with all rows 8-bit.
-    ``pair``: the drain emits two tokens a cycle (Q K^T on a core with T even,
-    :attr:`~quasar_vit.rtl.layout.GemmShape.pairs`), so it takes a tile every T / 2 cycles.
+    ``pair``: the drain emits two tokens a cycle (Q K^T: T is even), so it takes a tile every T / 2
+    cycles.
     """
     n_tt, n_ch = -(-n_tokens // shape.T), k // shape.KP
     n_rt = row_tiles(is8, shape, section)
@@ -156,7 +156,7 @@ def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) 
 
 SM_MAX_DEPTH = 2  # qv_sm_path: from a read's edge to its row maximum (the data, the run's maximum)
 SM_SUM_DEPTH = 11  # ... to the divider's first stage (the data, 7 stages to e, the run's sum, the row's)
-SM_DIV_STAGES = 43  # the pipelined divider: a stage per dividend bit (Qa's 26 + 17)
+SM_DIV_EXTRA = 17  # the pipelined divider: a stage per dividend bit (Qa's qa_w + 17)
 SM_INV_READY = 2  # the divider's last stage -> the inv table and the row count -> CODE's read of the row
 SM_CODE_DEPTH = 5  # CODE: from its read of the e ring to the write (the data, e * inv, rounding, clamp, write)
 # a phase waits for the previous one's pipeline to empty: the last stage's valid falls an edge after
@@ -180,7 +180,7 @@ def softmax_cycles(shape: GemmShape, n_tokens: int, maxima: bool = True) -> int:
     else:
         last_sum = reads + SM_MAX_DEPTH + SM_WAIT + reads - 1
     runs = reads // n_tokens  # a row's runs: its codes are read as soon as its inv is in the table
-    last_code = last_sum + SM_SUM_DEPTH + SM_DIV_STAGES + SM_INV_READY + runs - 1
+    last_code = last_sum + SM_SUM_DEPTH + shape.qa_w + SM_DIV_EXTRA + SM_INV_READY + runs - 1
     return last_code + SM_CODE_DEPTH + SM_END + TB_COUNT
 
 
@@ -195,7 +195,7 @@ def step_cycles(shape: GemmShape, step: Layer, n_tokens: int, ddr: Ddr = Ddr()) 
         return SM_LAUNCH
     k = terms(step, shape)
     if step.mode in (MODE_QK, MODE_PV):
-        return linear_cycles(shape, n_tokens, k, step.is8, LOADER, pair=step.mode == MODE_QK and shape.pairs)
+        return linear_cycles(shape, n_tokens, k, step.is8, LOADER, pair=step.mode == MODE_QK)
     return linear_cycles(shape, n_tokens, k, step.is8, ddr, gelu=step.mode == MODE_GELU, section=step.section)
 
 

@@ -66,7 +66,8 @@ def synthesise(
             log = (res.stdout + res.stderr).strip().splitlines()
             err = [line for line in log if "ERROR" in line] or log[-1:] or [f"exit {res.returncode}, no message"]
             raise RtlError(f"yosys synthesis of {top} failed: {err[0].strip()}")
-        return parse_stat(stat.read_text())
+        text = stat.read_text()
+        return {**parse_stat(text), "modules": parse_modules(text, top)}  # type: ignore[dict-item]
 
 
 _CELL = re.compile(r"^\s+(\d+)\s+(\S+)\s*$")
@@ -81,6 +82,49 @@ def parse_stat(text: str) -> dict[str, int]:
         if m and not m.group(2).startswith("$") and m.group(2)[0].isupper():
             cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
     return summarise(cells)
+
+
+_SECTION = re.compile(r"^=== (.+) ===$", re.M)
+_SUBMODULES = re.compile(r"^\s+\d+ submodules$", re.M)  # (not the header's "excluding submodules.")
+
+
+def _base(name: str) -> str:
+    """A module's name without Yosys's parameter prefix (``$paramod$<hash>\\qv_requant``)."""
+    return name.rsplit("\\", 1)[-1]
+
+
+def parse_modules(text: str, top: str) -> dict[str, dict[str, int]]:
+    """Each module's own logic (its submodules' not included) summed over its instances in the
+    hierarchy under ``top``, by module name (parameterisations of one module added together):
+    ``{name: {"instances", "lut", "ff", "dsp", "bram36", "carry"}}``.  The whole design's totals are
+    the sum over the modules."""
+    own: dict[str, dict[str, int]] = {}
+    subs: dict[str, dict[str, int]] = {}
+    parts = _SECTION.split(text)
+    for name, body in zip(parts[1::2], parts[2::2]):
+        if name == "design hierarchy":
+            continue
+        local, *rest = _SUBMODULES.split(body, maxsplit=1)
+        sub = rest[0] if rest else ""
+        cells = {m.group(2): int(m.group(1)) for m in map(_CELL.match, local.splitlines()) if m}
+        own[name] = {k: v for k, v in cells.items() if not k.startswith("$") and k[0].isupper()}
+        subs[name] = {m.group(2): int(m.group(1)) for m in map(_CELL.match, sub.splitlines()) if m}
+    count: dict[str, int] = {}
+
+    def visit(name: str, n: int) -> None:
+        count[name] = count.get(name, 0) + n
+        for child, k in subs.get(name, {}).items():
+            visit(child, n * k)
+
+    visit(top, 1)
+    out: dict[str, dict[str, int]] = {}
+    for name, n in count.items():
+        summary = summarise({k: v * n for k, v in own.get(name, {}).items()})
+        row = out.setdefault(_base(name), {"instances": 0, "lut": 0, "ff": 0, "dsp": 0, "bram36": 0, "carry": 0})
+        row["instances"] += n
+        for key in ("lut", "ff", "dsp", "bram36", "carry"):
+            row[key] += summary[key]
+    return out
 
 
 def summarise(cells: Mapping[str, int]) -> dict[str, int]:

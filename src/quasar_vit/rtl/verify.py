@@ -23,7 +23,8 @@ from quasar_vit.rtl.schedule import chain_cycles
 
 def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> GemmShape:
     """A core of ``r x t x kp`` units whose memories hold this subnet: every token, every matrix of a
-    block side by side, its widest K and its widest residual or attention third."""
+    block side by side, its widest K and its widest residual or attention third; and a divider
+    wide enough for its softmaxes' Qa (26 bits at least: Qa grows as the probability step shrinks)."""
     assert ir.ops is not None
     n = int(ir.ops.start.shape[0])
     e = int(ir.ops.start.shape[1])
@@ -41,6 +42,7 @@ def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> 
         ch_max=pow2_at_least(act),
         wch_max=pow2_at_least(max(k_max, -(-ir.patch_embed.in_features // kp))),
         rch_max=pow2_at_least(max(e, widest, r) // kp),
+        qa_w=max([26] + [int(np.max(b.ops.softmax.recip)).bit_length() for b in ir.blocks if b.ops is not None]),
     )
 
 

@@ -28,9 +28,9 @@
 // rows (qv_vt_mem, filled by the same qkv layer) are the stationary operand, P the input; the
 // codes go to the activation memory at output row row_base + d (the head's place in proj's input).
 // 6 is the softmax of a head (qv_sm_path): the score memory's rows -> P codes into the activation
-// memory from o_base, with intops.softmax's M, S and Qa as at_mult, at_shift and at_offset[25:0].
-// Q K^T's rows (keys) are "8-bit" rows of two slots, so one token uses half the lanes: when T is
-// even the drain hands the lanes two tokens a cycle (`pair`), the even lanes token 2m and the odd
+// memory from o_base, with intops.softmax's M, S and Qa as at_mult, at_shift and at_offset[QA_W-1:0].
+// Q K^T's rows (keys) are "8-bit" rows of two slots, so one token uses half the lanes: the drain
+// hands the lanes two tokens a cycle (`pair`; T is even), the even lanes token 2m and the odd
 // ones 2m + 1 (lane 2i + 1 takes slots 2i and 2i + 1 of token 2m + 1; the loader gives both slots
 // of a row the same constants), and the score memory has a bank for each token parity.
 // Q K^T hands the softmax each row's maximum as it writes the scores; at_offset[47] says the
@@ -54,7 +54,8 @@ module qv_gemm_core #(
     parameter W = R / KP,          // words a token's outputs of one row tile fill
     parameter RCH_MAX = 8,         // chunks of the residual memory (embed dim / KP)
     parameter RES_W = 20,          // residual code width
-    parameter SCH_MAX = 8          // key chunks of the score memory (T * TILES_MAX / KP, a power of two >= W)
+    parameter SCH_MAX = 8,         // key chunks of the score memory (T * TILES_MAX / KP, a power of two >= W)
+    parameter QA_W = 26            // the softmax's Qa bits (the divider's stages: QA_W + 17)
 ) (
     input  wire                          clk,
     input  wire                          rst,
@@ -105,7 +106,7 @@ module qv_gemm_core #(
     input  wire                          sc_wr_en,
     input  wire [KP*RES_W-1:0]           sc_wr_data,
     output wire [KP*RES_W-1:0]           sc_rd_data,
-    output wire [25:0]                   sm_inv,
+    output wire [QA_W-1:0]               sm_inv,
     input  wire                          a_wr_en,
     input  wire [$clog2(T*TILES_MAX)-1:0] a_wr_token,
     input  wire [$clog2(CH_MAX)-1:0]     a_wr_chunk,
@@ -158,9 +159,9 @@ module qv_gemm_core #(
     wire tbl_phase = tbl_beats != 0 || tbl_left != 0;
     wire w_ready;
     wire att = mode == 3'd4 || mode == 3'd5;
-    wire pair = mode == 3'd4 && T % 2 == 0;  // Q K^T: two tokens a cycle out of the drain
+    wire pair = mode == 3'd4;  // Q K^T: two tokens a cycle out of the drain (T is even)
     assign o_pair = pair;
-    localparam TS = T % 2 == 0 ? T / 2 : T;  // the drain's emissions of a pair tile
+    localparam TS = T / 2;  // the drain's emissions of a pair tile
     wire ld_valid;
     wire [WB-1:0] ld_data;
     wire waiting = (start || pend) && !go;
@@ -540,9 +541,9 @@ module qv_gemm_core #(
     end
     // the softmax step (mode 6): the score memory's rows -> P codes into the activation memory from
     // o_base (M, S and Qa as at_mult, at_shift and at_offset)
-    qv_sm_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .SCH_MAX(SCH_MAX), .CH_MAX(CH_MAX), .A_W(RES_W)) sm (
+    qv_sm_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .SCH_MAX(SCH_MAX), .CH_MAX(CH_MAX), .A_W(RES_W), .QA_W(QA_W)) sm (
         .clk(clk), .rst(rst), .start(go && sm_mode), .n_tok(n_tok), .mult(at_mult), .shift(at_shift),
-        .recip(at_offset[25:0]), .hi(hi[5:0]), .p_base(o_base), .bank(sc_bank),
+        .recip(at_offset[QA_W-1:0]), .hi(hi[5:0]), .p_base(o_base), .bank(sc_bank),
         .rd_token(sm_rd_token), .rd_chunk(sm_rd_chunk), .rd_bank(sm_bank), .rd_data(sc_q),
         .wr_en(sm_wr), .wr_token(sm_wr_token), .wr_chunk(sm_wr_chunk), .wr_words(sm_wr_words), .wr_data(sm_wr_data),
         .busy(sm_busy), .dbg_token(r_token), .dbg_inv(sm_inv), .max_known(at_offset[47]),

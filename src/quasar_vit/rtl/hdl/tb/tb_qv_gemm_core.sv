@@ -19,7 +19,7 @@
 module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter TILES_MAX = 4,
                          parameter CH_MAX = 8, parameter WCH_MAX = 8, parameter WB = 32, parameter OUT_W = 21,
                          parameter BEATS_MAX = 65536, parameter RCH_MAX = 8, parameter RES_W = 20,
-                         parameter SCH_MAX = 8);
+                         parameter SCH_MAX = 8, parameter QA_W = 26);
     localparam RWN = (KP * RES_W + 31) / 32;
     logic clk = 0;
     always #5 clk = ~clk;
@@ -42,7 +42,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
     logic [$clog2(SCH_MAX)-1:0] sc_chunk = 0;
     logic [KP*RES_W-1:0] sc_rd_data, sc_wr_data = 0;
     logic sc_wr_en = 0, sc_bank = 0;
-    logic [25:0] sm_inv;
+    logic [QA_W-1:0] sm_inv;
     logic [10:0] e_len;
     logic [63:0] eps;
     logic [$clog2(RCH_MAX)-1:0] r_base, r_chunk = 0;
@@ -73,7 +73,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
         if (sm_on && !sm_busy && cyc > sm_t0 + 1) begin sm_cycles.push_back(cyc - sm_t0 + 1); sm_on <= 0; end
     logic busy, overrun;
     qv_gemm_core #(.R(R), .T(T), .KP(KP), .TILES_MAX(TILES_MAX), .CH_MAX(CH_MAX), .WCH_MAX(WCH_MAX), .WB(WB),
-                   .OUT_W(OUT_W), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .SCH_MAX(SCH_MAX)) dut (.*);
+                   .OUT_W(OUT_W), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .SCH_MAX(SCH_MAX), .QA_W(QA_W)) dut (.*);
 
     logic [WB-1:0] ddr [0:BEATS_MAX-1];
     string fin, fout;
