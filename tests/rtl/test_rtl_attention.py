@@ -184,6 +184,8 @@ def test_attention_steps_refused_with_one_line(tmp_path: Path) -> None:
         run_layers(ODD, [qkv, *quarter, Layer.softmax(8, 0, 4, (1, 1, 1), 63)], x, True, tmp_path)
     qk0, qk1 = (Layer.scores(8, 16, h, 2) for h in (0, 1))
     sm0 = Layer.softmax(8, 0, 2, (1, 1, 1), 63)
+    with pytest.raises(RtlError, match="finds its own row maxima runs alone"):
+        run_layers(ODD, [qkv, qk0, dataclasses.replace(sm0, maxima=False), qk1], x, True, tmp_path)
     with pytest.raises(RtlError, match="would overwrite the scores the softmax of head 0 still reads"):
         run_layers(ODD, [qkv, qk0, sm0, qk1, qk0], x, True, tmp_path)
     with pytest.raises(RtlError, match="only Q K\\^T and P V steps may follow a softmax"):

@@ -402,6 +402,8 @@ def _check_order(i: int, lay: Layer, before: list[Layer]) -> None:
         )
     if running is None:
         return
+    if lay.mode == MODE_QK and not running.maxima:
+        raise RtlError(f"step {i}: a softmax that finds its own row maxima runs alone: no Q K^T beside it")
     if lay.mode == MODE_QK and lay.bank == running.bank:
         raise RtlError(
             f"step {i}: Q K^T of head {lay.head} would overwrite the scores the softmax of head {running.head} "

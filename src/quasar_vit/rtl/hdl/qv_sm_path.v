@@ -68,7 +68,7 @@ module qv_sm_path #(
     input  wire [$clog2(TOK_MAX)-1:0]    mx_token,
     input  wire                          mx_first,
     input  wire signed [A_W-1:0]         mx_run,
-    input  wire                          mx_en_b,  // and token mx_token + 1's run (Q K^T's pair cycles)
+    input  wire                          mx_en_b,  // and token mx_token + 1's run (Q K^T's pair cycles; mx_token is even)
     input  wire signed [A_W-1:0]         mx_run_b,
     // a row's inv while idle (for the tests: the row sum's one division)
     input  wire [$clog2(TOK_MAX)-1:0]    dbg_token,
@@ -171,8 +171,12 @@ module qv_sm_path #(
         end
 
     // ---- MAX: the run's maximum, then the row's, into the table ----
-    reg signed [A_W-1:0] mx_tab [0:2*TOK_MAX-1];  // a token's two banks side by side: {token, bank}
-    wire [TA:0] mx_a = {mx_token, mx_bank}, mx_b = {mx_token + 1'b1, mx_bank};
+    // The row maxima: a table per token parity, row {token >> 1, bank}, so that each has one write
+    // port (LUT RAM) and Q K^T's pair cycle (token mx_token, even, and mx_token + 1) updates both.
+    // The MAX phase writes a row's maximum into its parity's table; it never runs beside Q K^T
+    // (a softmax that finds its own maxima runs alone: rtl.gemm refuses a Q K^T beside it).
+    localparam MXD = 2 * ((TOK_MAX + 1) / 2);
+    reg signed [A_W-1:0] mx_even [0:MXD-1], mx_odd [0:MXD-1];
     reg m1_v, m1_first, m1_last;
     reg [TW-1:0] m1_t;
     reg signed [A_W-1:0] m1_mx, row_mx;
@@ -186,12 +190,20 @@ module qv_sm_path #(
             m1_mx <= m;
         end
         m2_v <= m1_v && m1_last;
-        if (m1_v) begin
-            row_mx <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
-            if (m1_last) mx_tab[{TA'(m1_t), rd_bank}] <= (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
-        end
-        if (mx_en && (mx_first || mx_run > mx_tab[mx_a])) mx_tab[mx_a] <= mx_run;
-        if (mx_en_b && (mx_first || mx_run_b > mx_tab[mx_b])) mx_tab[mx_b] <= mx_run_b;
+        if (m1_v) row_mx <= m1_row;
+    end
+    wire [TA-1:0] m1_tt = TA'(m1_t), rv_tt = TA'(rv_t);
+    wire [TA-1:0] qk_row = {mx_token[TA-1:1], mx_bank}, m1_row_a = {m1_tt[TA-1:1], rd_bank};
+    wire [TA-1:0] rv_row = {rv_tt[TA-1:1], rd_bank};
+    wire signed [A_W-1:0] m1_row = (m1_first || m1_mx > row_mx) ? m1_mx : row_mx;
+    wire signed [A_W-1:0] qk_even = mx_even[qk_row], qk_odd = mx_odd[qk_row];
+    wire signed [A_W-1:0] rv_mx = rv_tt[0] ? mx_odd[rv_row] : mx_even[rv_row];  // the SUM phase's row
+    wire max_wr = m1_v && m1_last;
+    wire we_even = max_wr ? !m1_tt[0] : mx_en && (mx_first || mx_run > qk_even);
+    wire we_odd = max_wr ? m1_tt[0] : mx_en_b && (mx_first || mx_run_b > qk_odd);
+    always @(posedge clk) begin
+        if (we_even) mx_even[max_wr ? m1_row_a : qk_row] <= max_wr ? m1_row : mx_run;
+        if (we_odd) mx_odd[max_wr ? m1_row_a : qk_row] <= max_wr ? m1_row : mx_run_b;
     end
     assign max_busy = rd_v | rv_v | m1_v;
 
@@ -225,7 +237,7 @@ module qv_sm_path #(
             et[s] <= et[s-1]; eg[s] <= eg[s-1]; eok[s] <= eok[s-1];
         end
         for (i = 0; i < R; i = i + 1) begin
-            d1[i] <= (A_W+1)'(mx_tab[{TA'(rv_t), rd_bank}]) - (A_W+1)'(a[i]);
+            d1[i] <= (A_W+1)'(rv_mx) - (A_W+1)'(a[i]);
             p2[i] <= d1[i] * m_r;
             s3[i] <= SUM_W'(p2[i]) + rnd_r;
             s4[i] <= s3[i] >>> sh_r;
