@@ -116,7 +116,10 @@ def parse_modules(text: str, top: str) -> dict[str, dict[str, int]]:
         for child, k in subs.get(name, {}).items():
             visit(child, n * k)
 
-    visit(top, 1)
+    # a parameterised top is named $paramod$<hash>\\top: the module of that name that no other instantiates
+    children = {c for sub in subs.values() for c in sub}
+    root = next((m for m in own if _base(m) == top and m not in children), top)
+    visit(root, 1)
     out: dict[str, dict[str, int]] = {}
     for name, n in count.items():
         summary = summarise({k: v * n for k, v in own.get(name, {}).items()})

@@ -348,7 +348,7 @@ module qv_gemm_core #(
                 for (q = 1; q < LAT; q = q + 1) begin row_d[q] <= row_d[q-1]; pos_d[q] <= pos_d[q-1]; end
             end
             assign o_pos[j*6 +: 6] = pos_d[LAT-1];
-            qv_outstage #(.ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W), .OUT_W(OUT_W)) os (
+            qv_outstage #(.ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W), .OUT_W(OUT_W), .RESIDUAL(0), .HELD_RANGE(1)) os (
                 .clk(clk), .in_valid(v),
                 .s_hi(odd_pair ? d_acc_b[JP*ACC_W +: ACC_W] : l_acc[j*ACC_W +: ACC_W]),
                 .s_lo(odd_pair ? d_acc_b[j*ACC_W +: ACC_W] : s_lo),
@@ -377,7 +377,7 @@ module qv_gemm_core #(
     end
     reg [R*VW-1:0] packed_vals, pair_vals_b;
     reg [R-1:0] packed_ok, pair_ok_b;  // the positions that hold a value
-    integer p, l;
+    integer p;
     always @(*) begin
         packed_vals = {R*VW{1'b0}};
         packed_ok = {R{1'b0}};
@@ -390,14 +390,40 @@ module qv_gemm_core #(
                 pair_vals_b[p*VW +: VW] = o_code[(2*p+1)*OUT_W +: OUT_W];
                 pair_ok_b[p] = o_valid[2*p+1];
             end
-        else
-            for (p = 0; p < R; p = p + 1)
-                for (l = 0; l < R; l = l + 1)
-                    if (o_valid[l] && o_pos[l*6 +: 6] == p[5:0]) begin
-                        packed_vals[p*VW +: VW] = o_code[l*OUT_W +: OUT_W];
-                        packed_ok[p] = 1'b1;
-                    end
+        else begin
+            packed_vals = cx_v[SB*R*VW +: R*VW];
+            packed_ok = cx_k[SB*R +: R];
+        end
     end
+    // The compaction: lane l's value goes to its output position pos_l = l - d_l (d_l: the slots
+    // before l that give no output, which never decrease with l).  log2(R) stages; stage b moves a
+    // value down by 2**b when bit b of its d is set.  Processing the bits from the lowest, no two
+    // values ever meet (an order-preserving compaction), so each stage is a 2:1 choice per
+    // position: R log2(R) multiplexers in place of an R x R crossbar.
+    localparam SB = $clog2(R);
+    wire [(SB+1)*R*VW-1:0] cx_v;
+    wire [(SB+1)*R*SB-1:0] cx_d;
+    wire [(SB+1)*R-1:0] cx_k;
+    genvar cb, ci;
+    generate
+        for (ci = 0; ci < R; ci = ci + 1) begin : cx_in
+            assign cx_v[ci*VW +: VW] = o_code[ci*OUT_W +: OUT_W];
+            assign cx_d[ci*SB +: SB] = SB'(ci - o_pos[ci*6 +: 6]);
+            assign cx_k[ci] = o_valid[ci];
+        end
+        for (cb = 0; cb < SB; cb = cb + 1) begin : cx_stage
+            for (ci = 0; ci < R; ci = ci + 1) begin : node
+                localparam UP = (ci + (1 << cb)) % R;  // (wraps only where ci + 2**cb >= R: unused)
+                wire up_ok = ci + (1 << cb) < R;
+                wire from_up = up_ok && cx_k[cb*R + UP] && cx_d[(cb*R + UP)*SB + cb];
+                wire stay = cx_k[cb*R + ci] && !cx_d[(cb*R + ci)*SB + cb];
+                assign cx_v[((cb+1)*R + ci)*VW +: VW] = from_up ? cx_v[(cb*R + UP)*VW +: VW]
+                                                      : stay ? cx_v[(cb*R + ci)*VW +: VW] : {VW{1'b0}};
+                assign cx_d[((cb+1)*R + ci)*SB +: SB] = from_up ? cx_d[(cb*R + UP)*SB +: SB] : cx_d[(cb*R + ci)*SB +: SB];
+                assign cx_k[(cb+1)*R + ci] = from_up || stay;
+            end
+        end
+    endgenerate
     wire w1_en = |o_valid;
     wire [11:0] w1_first = first_d[LAT-1];
     // W2

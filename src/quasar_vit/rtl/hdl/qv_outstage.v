@@ -10,6 +10,10 @@
 // The high (or only) nibble row is signed (ow = 8), the low one unsigned (ow = 0); the codes are
 // signed (oa = 32) or unsigned (oa = 0, softmax probabilities).
 // Pipeline: 2 stages (offsets, nibble combine) + qv_requant's 4 + 1 (residual add) = 7.
+// In qv_gemm_core the residual add is the write-back's (RESIDUAL = 0: the last stage only registers
+// the code) and the code range is the step's, held (HELD_RANGE = 1): neither is carried down the
+// pipeline.  Hierarchical synthesis sizes each module once, so unused ports cost logic unless a
+// parameter removes them.
 module qv_outstage #(
     parameter ACC_W = 22,   // the array's accumulator width (unsigned sums)
     parameter SW_W = 16,
@@ -17,7 +21,9 @@ module qv_outstage #(
     parameter K_W = 13,     // the number of terms K (< 2**K_W)
     parameter DOT_W = 27,   // signed dot product (<= 27 for the DSP's port)
     parameter SUM_W = 48,
-    parameter OUT_W = 21
+    parameter OUT_W = 21,
+    parameter RESIDUAL = 1,
+    parameter HELD_RANGE = 0
 ) (
     input  wire                     clk,
     input  wire                     in_valid,
@@ -71,15 +77,15 @@ module qv_outstage #(
     end
     wire rq_valid;
     wire signed [OUT_W-1:0] rq_code;
-    qv_requant #(.ACC_W(DOT_W), .SUM_W(SUM_W), .OUT_W(OUT_W)) requant (
+    qv_requant #(.ACC_W(DOT_W), .SUM_W(SUM_W), .OUT_W(OUT_W), .HELD_RANGE(HELD_RANGE)) requant (
         .clk(clk), .in_valid(v2), .acc(acc2), .mult(mult_d[1]), .offset(off_d[1]), .shift(sh_d[1]),
-        .lo(lo_d[1]), .hi(hi_d[1]), .out_valid(rq_valid), .code(rq_code)
+        .lo(HELD_RANGE ? lo : lo_d[1]), .hi(HELD_RANGE ? hi : hi_d[1]), .out_valid(rq_valid), .code(rq_code)
     );
     // stage 7: the residual add (saturating), or the code as it is
     wire signed [OUT_W:0] sum = (OUT_W+1)'(rq_code) + (OUT_W+1)'(res_d[5]);  // sign-extended: both signed
     always @(posedge clk) begin
         out_valid <= rq_valid;
-        if (!mode_d[5]) code <= rq_code;
+        if (!RESIDUAL || !mode_d[5]) code <= rq_code;
         else if (sum < (OUT_W+1)'(lo_d[5])) code <= lo_d[5];
         else if (sum > (OUT_W+1)'(hi_d[5])) code <= hi_d[5];
         else code <= sum[OUT_W-1:0];

@@ -5,12 +5,15 @@
 // different banks: the output lanes read a token's run (the residual add of a projection or fc2)
 // and write it back two cycles later.  Reads and writes take the run in position order (word i is
 // chunk c0 + i).  Read latency 1 cycle.  RCH_MAX and W are powers of two.
+// ALIGNED = 1: every run starts at a multiple of W (the softmax's e ring), so word i is bank i and
+// neither side needs the rotation (its W:1 multiplexers).
 module qv_res_mem #(
     parameter KP = 4,
     parameter W = 2,
     parameter TOK_MAX = 8,
     parameter RCH_MAX = 8,
-    parameter EW = 20
+    parameter EW = 20,
+    parameter ALIGNED = 0
 ) (
     input  wire                          clk,
     input  wire                          wr_en,
@@ -33,8 +36,8 @@ module qv_res_mem #(
     genvar v, i;
     generate
         for (v = 0; v < W; v = v + 1) begin : bank
-            wire [LW-1:0] wi = (W > 1) ? LW'(v - wr_chunk) : {LW{1'b0}};  // the run's word in this bank
-            wire [LW-1:0] ri = (W > 1) ? LW'(v - rd_chunk) : {LW{1'b0}};
+            wire [LW-1:0] wi = (W > 1 && !ALIGNED) ? LW'(v - wr_chunk) : LW'(v);  // the run's word in this bank
+            wire [LW-1:0] ri = (W > 1 && !ALIGNED) ? LW'(v - rd_chunk) : LW'(v);
             wire [CW-1:0] wc = wr_chunk + CW'(wi);
             wire [CW-1:0] rc = rd_chunk + CW'(ri);
             wire [AW-1:0] wa = AW'(wr_token * (RCH_MAX / W) + wc / W);
@@ -49,7 +52,7 @@ module qv_res_mem #(
         end
         // back to position order: word i of the run came from bank (c0 + i) mod W
         for (i = 0; i < W; i = i + 1) begin : pos
-            wire [LW-1:0] b = (W > 1) ? LW'(rd_rot + i) : {LW{1'b0}};
+            wire [LW-1:0] b = (W > 1 && !ALIGNED) ? LW'(rd_rot + i) : LW'(i);
             assign rd_data[i*WW +: WW] = bank_q[b*WW +: WW];
         end
     endgenerate

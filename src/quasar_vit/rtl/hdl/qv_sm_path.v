@@ -310,7 +310,7 @@ module qv_sm_path #(
     endgenerate
     reg [$clog2(ER)-1:0] cr_slot;
     reg [$clog2(SCH_MAX)-1:0] cr_chunk;
-    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(ER), .RCH_MAX(SCH_MAX), .EW(EW)) emem (
+    qv_res_mem #(.KP(KP), .W(W), .TOK_MAX(ER), .RCH_MAX(SCH_MAX), .EW(EW), .ALIGNED(1)) emem (
         .clk(clk), .wr_en(ev[ES]), .wr_token(($clog2(ER))'(et[ES] % ER)),
         .wr_chunk(($clog2(SCH_MAX))'(eg[ES] * W)), .wr_words(($clog2(W+1))'(W)), .wr_data(e_run),
         .rd_token(cr_slot), .rd_chunk(cr_chunk), .rd_data(e_q)
