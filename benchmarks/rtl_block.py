@@ -36,9 +36,11 @@ from quasar_vit.hardware.calibration import QUASAR_L2_LIKE, QUASAR_S_LIKE
 from quasar_vit.hardware.engine import row_mask
 from quasar_vit.quantization import intops
 from quasar_vit.rtl.gemm import ATTENTION, MODE_GELU, MODE_PV, MODE_RESIDUAL, Layer, run_layers
-from quasar_vit.rtl.layout import Ddr, GemmShape
+from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.image import head_order
-from quasar_vit.rtl.schedule import STEP_GAP, chain_cycles, step_cycles
+from quasar_vit.rtl.model import DDR as CORE_DDR
+from quasar_vit.rtl.model import image_cycles
+from quasar_vit.rtl.schedule import chain_cycles
 from quasar_vit.space import SubnetConfig
 
 OUT = RESULTS / "rtl_block.json"
@@ -47,7 +49,7 @@ OUT = RESULTS / "rtl_block.json"
 SHAPE = GemmShape(R=32, T=22, KP=8, WB=256, tiles_max=9, ch_max=512, wch_max=256, rch_max=64)
 # two 128-bit HP ports at 150 MHz (4.8 GB/s, a third of the ZCU102's usable PS DDR bandwidth from the
 # PL); the first beat about 430 ns after a step starts
-DDR = Ddr(latency=64, num=1, den=1)
+DDR = CORE_DDR
 CLOCK_MHZ = 150.0
 RES = (-(2**19), 2**19 - 1)  # the residual codes (20 bits)
 LN = (24, 1000)  # a LayerNorm's output shift and EPS
@@ -208,38 +210,9 @@ def _row(step: Layer, rtl: int, model: int, n: int) -> dict[str, Any]:
 
 # ---- an image by the model --------------------------------------------------------------------------
 def _image(sub: SubnetConfig) -> dict[str, Any]:
-    """The model's cycles of every step of an image of ``sub``, by kind: each step's cycles and the
-    testbench's edge before the next step (a P V's include its wait for the softmax, whose run is
-    otherwise in the background)."""
-    by_kind: dict[str, int] = {}
-    steps = 0
-
-    def add(kind: str, cycles: int, count: int = 1) -> None:
-        nonlocal steps
-        by_kind[kind] = by_kind.get(kind, 0) + cycles + STEP_GAP * count
-        steps += count
-
-    n, e, hd = sub.geometry.num_tokens, sub.embed_dim, 64
-    for spec in sub.linear_layers():
-        is8 = np.array(row_mask(spec.out_features, spec.n8_rows, spec.sections))
-        zero = np.zeros(spec.out_features, np.int64)
-        w = np.zeros((spec.out_features, spec.in_features), np.int64)
-        lay = Layer(w, is8, zero, zero, zero, (0, 0), kv=spec.sections == 3)
-        add("linear", step_cycles(SHAPE, lay, spec.tokens, DDR))
-    ln = Layer.layernorm(np.zeros(e), np.zeros(e), 0, 0, (-32, 31))
-    add("LayerNorm", 2 * sub.depth * step_cycles(SHAPE, ln, n, DDR), 2 * sub.depth)
-    add("LayerNorm", step_cycles(SHAPE, ln, 1, DDR))
-    for heads in sub.num_heads:
-        make = {
-            "qk": lambda h: Layer.scores(n, hd, h, heads),
-            "sm": lambda h: Layer.softmax(n, h, heads, (1, 1, 1), 63),
-            "pv": lambda h: Layer.attend(n, hd, h, heads, (1, 0, 0), (-32, 31)),
-        }
-        program = [make[kind](h) for kind, h in head_order(heads)]
-        for s, c in zip(program, chain_cycles(SHAPE, program, n, DDR).steps):
-            add(s.kind, c)
-    total = sum(by_kind.values()) - STEP_GAP  # no edge after the last step
-    return {"cycles": total, "by_kind": by_kind, "fps": round(CLOCK_MHZ * 1e6 / total, 1)}
+    """The model's cycles of every step of an image of ``sub`` (``rtl.model.image_cycles``), by kind."""
+    cyc = image_cycles(sub, SHAPE, DDR)
+    return {"cycles": cyc.total, "by_kind": cyc.by_kind, "fps": round(cyc.fps(CLOCK_MHZ), 1)}
 
 
 def _markdown(rows: list[dict[str, Any]], images: dict[str, dict[str, Any]]) -> str:

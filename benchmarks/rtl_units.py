@@ -14,13 +14,19 @@ up to 512; two 128-bit stream ports).  A second table breaks each core down by m
 module's own logic over all its instances (the core's own row: the lanes' compaction, the GELU
 tables, the write-back and the sequencer), from the same Yosys run.
 
-Run: ``python benchmarks/rtl_units.py [--quick]`` (a few minutes; ``--quick`` skips the
-6144-unit designs); writes ``benchmarks/results/rtl_units.json`` and ``.md``.
+The resource model (``quasar_vit.rtl.resources``) is fitted to two other cores' breakdowns:
+``--fit`` synthesises them (``resources.FIT_SHAPES``) and writes ``rtl/fit_syntheses.json``.  Every
+run then prints the model beside Yosys for the two cores above, which the fit never saw.
+
+Run: ``python benchmarks/rtl_units.py [--quick] [--fit]`` (about 15 minutes; ``--quick`` skips the
+designs above 1000 units, ``--fit`` first synthesises the fit cores, about 10 minutes more);
+writes ``benchmarks/results/rtl_units.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -28,7 +34,8 @@ from common import RESULTS, argv_string, today, write_results
 from rtl_block import SHAPE as RTL_BLOCK_SHAPE
 
 from quasar_vit.hardware import load_platform
-from quasar_vit.rtl import synth
+from quasar_vit.rtl import resources, synth
+from quasar_vit.utils.io import atomic_write_text
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.modules import sources
 from quasar_vit.rtl.tools import HDL_DIR
@@ -53,7 +60,10 @@ UNITS: list[tuple[str, dict[str, int], int]] = [
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the arrays above 1000 units")
+    ap.add_argument("--fit", action="store_true", help="synthesise the resource model's fit cores first")
     args = ap.parse_args(argv)
+    if args.fit:
+        _fit_syntheses()
     zcu = load_platform("zcu102")
     rows = []
     for top, params, units in UNITS:
@@ -66,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(_row(top, params, units, r, time.time() - t0, zcu))
         if top == "qv_gemm_core":
             rows[-1]["modules"] = r["modules"]
+            shape = DEMO if params == DEMO.params() else DEIT
+            rows[-1]["model"] = {k: v for k, v in resources.estimate(shape).items() if k != "modules"}
     md = _markdown(rows)
     print(md)
     write_results(
@@ -79,6 +91,18 @@ def main(argv: list[str] | None = None) -> None:
         md,
     )
     print(f"wrote {OUT}")
+
+
+def _fit_syntheses() -> None:
+    """Synthesises the resource model's fit cores and stores their per-module breakdowns (data)."""
+    out = {}
+    for name, shape in resources.FIT_SHAPES.items():
+        t0 = time.time()
+        r = synth.synthesise("qv_gemm_core", sources("qv_gemm_core"), shape.params())
+        out[name] = {"params": shape.params(), "modules": r["modules"], "seconds": round(time.time() - t0, 1)}
+        out[name].update({k: r[k] for k in ("lut", "ff", "dsp", "bram36")})
+        print(f"fit core {name}: {shape.params()}: LUT {r['lut']}, DSP {r['dsp']}, BRAM36 {r['bram36']}")
+    atomic_write_text(resources.FIT_FILE, json.dumps(out, indent=1) + "\n")
 
 
 def _row(top: str, params: dict[str, int], units: int, r: dict[str, Any], secs: float, zcu: Any) -> dict[str, Any]:
@@ -106,6 +130,15 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['module']} | {p} | {r['lut']} | {r['ff']} | {r['dsp']} | {r['bram36']} | {pu} | {r['seconds']} |"
         )
+    model_rows = [r for r in rows if "model" in r]
+    if model_rows:
+        lines += ["", "The resource model (`rtl/resources.py`, fitted to two other cores) against Yosys:", ""]
+        lines += ["| core | LUT model / Yosys | FF | DSP48E2 | BRAM36 |", "|---|---|---|---|---|"]
+        for r in model_rows:
+            cells = [
+                f"{r['model'][k]} / {r[k]} ({100 * (r['model'][k] / max(r[k], 1) - 1):+.1f} %)" for k in resources.KINDS
+            ]
+            lines.append(f"| {r['units']} units | " + " | ".join(cells) + " |")
     for r in rows:
         if "modules" in r:
             lines += ["", f"qv_gemm_core with {r['units']} units, by module (own logic, all instances):", ""]

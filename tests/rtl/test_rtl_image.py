@@ -63,3 +63,21 @@ def test_float_ops_subnet_is_refused(exported_trace) -> None:
     ir = dataclasses.replace(exported_trace[0], nonlinear="float")
     with pytest.raises(RtlError, match="nonlinear: integer"):
         image_steps(ir, DEMO)
+
+
+def test_the_model_prices_the_program_the_core_runs(rtl_export, exported_trace) -> None:
+    """``rtl.model.image_cycles`` of the exported subnet (from its SubnetConfig: what the search and
+    the DSE see) equals the schedule model of the very program ``run_image`` runs, which
+    ``test_exported_images_on_chip`` holds equal to Verilator's cycles image by image."""
+    import json
+
+    from quasar_vit.rtl.model import image_cycles
+    from quasar_vit.space import SubnetConfig
+
+    ir = exported_trace[0]
+    subnet = SubnetConfig.from_dict(json.loads((rtl_export / "subnet.json").read_text()))
+    n = int(ir.ops.start.shape[0])
+    program = chain_cycles(DEMO, image_steps(ir, DEMO), n)
+    priced = image_cycles(subnet, DEMO)
+    assert priced.total == program.total
+    assert set(priced.by_kind) == {"linear", "LayerNorm", "Q K^T", "softmax", "P V"}

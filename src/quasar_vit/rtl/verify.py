@@ -17,7 +17,8 @@ import numpy as np
 from quasar_vit.errors import RtlError
 from quasar_vit.export.ir import IntViT
 from quasar_vit.rtl.image import image_steps, run_image
-from quasar_vit.rtl.layout import GemmShape, pow2_at_least
+from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.model import size_core
 from quasar_vit.rtl.schedule import chain_cycles
 
 
@@ -26,22 +27,17 @@ def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> 
     block side by side, its widest K and its widest residual or attention third; and a divider
     wide enough for its softmaxes' Qa (26 bits at least: Qa grows as the probability step shrinks)."""
     assert ir.ops is not None
-    n = int(ir.ops.start.shape[0])
-    e = int(ir.ops.start.shape[1])
-    nch = -(-n // kp)
-    widest = max(b.attn_dim for b in ir.blocks)
-    act = max((e + 3 * b.attn_dim) // kp + b.heads * nch + b.attn_dim // kp for b in ir.blocks)  # a block's first half
-    act = max(act, *((e + b.fc1.out_features) // kp for b in ir.blocks), -(-ir.patch_embed.in_features // kp))
-    k_max = max(nch, *(-(-lin.in_features // kp) for b in ir.blocks for lin in b.linears()))
-    return GemmShape(
-        R=r,
-        T=t,
-        KP=kp,
-        WB=wb,
-        tiles_max=-(-n // t),
-        ch_max=pow2_at_least(act),
-        wch_max=pow2_at_least(max(k_max, -(-ir.patch_embed.in_features // kp))),
-        rch_max=pow2_at_least(max(e, widest, r) // kp),
+    n, e = (int(v) for v in ir.ops.start.shape)
+    return size_core(
+        n,
+        e,
+        [(b.attn_dim, b.heads, b.fc1.out_features) for b in ir.blocks],
+        [lin.in_features for b in ir.blocks for lin in b.linears()],
+        ir.patch_embed.in_features,
+        r,
+        t,
+        kp=kp,
+        wb=wb,
         qa_w=max([26] + [int(np.max(b.ops.softmax.recip)).bit_length() for b in ir.blocks if b.ops is not None]),
     )
 

@@ -1,0 +1,117 @@
+"""The core's resources from its shape: a model built from Yosys syntheses of two other cores.
+
+Each module of ``qv_gemm_core`` grows with one quantity of the shape, its *driver*: the array's
+trees and the drain with the R x T dot products, the output lanes and the softmax and LayerNorm
+paths with the R lanes, the compaction network with R log2 R, each memory with its bits.  The
+model takes each module's own logic (``synth.parse_modules``: LUT, FF, DSP48E2, BRAM36 over all
+its instances) as ``a + b * driver``, with ``a`` and ``b`` from the per-module breakdowns of two
+*fit* cores (:data:`FIT_SHAPES`, synthesised by ``python benchmarks/rtl_units.py --fit`` into
+``rtl/fit_syntheses.json``), and sums the modules.  It is checked against the Yosys counts of the
+cores the tests and benchmarks simulate, which are not among the fit cores (``benchmarks/rtl_units.py``
+prints model against Yosys; docs/rtl.md quotes it).
+
+Pure Python: the hardware model may import it (no torch, no Yosys).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from quasar_vit.errors import RtlError
+from quasar_vit.rtl.layout import GemmShape
+
+KINDS = ("lut", "ff", "dsp", "bram36")
+FIT_FILE = Path(__file__).with_name("fit_syntheses.json")
+#: the cores whose syntheses the model is fitted to: R at both ends of the range the others use
+FIT_SHAPES = {
+    "small": GemmShape(R=16, T=2, KP=8, WB=64, tiles_max=8, ch_max=64, wch_max=32, rch_max=8),
+    "wide": GemmShape(R=64, T=4, KP=8, WB=256, tiles_max=8, ch_max=256, wch_max=64, rch_max=32),
+}
+
+
+def _tokens(s: GemmShape) -> int:
+    return s.T * s.tiles_max
+
+
+def _memory_bits(s: GemmShape) -> dict[str, int]:
+    """Bits of each memory kind of the core (as ``qv_gemm_core.v`` sizes them)."""
+    n, h = _tokens(s), s.R // 2
+    stok = max(2, (n + 1) // 2)
+    kt = max(2, -(-n // h))
+    return {
+        "qv_act_mem": n * s.ch_max * s.KP * 6 + h * kt * s.rch_max * s.KP * 6,  # activations, K
+        "qv_res_mem": s.KP * s.res_w * (n * s.rch_max + 2 * 2 * stok * s.sch_max) + s.KP * 17 * 64 * s.sch_max,
+        "qv_weight_buf": 2 * s.R * s.KP * 4 * s.wch_max,
+        "qv_vt_mem": s.KP * s.rch_max * n * 6,
+    }
+
+
+def _bits(memory: str) -> Callable[[GemmShape], float]:
+    """The driver of a memory module: its bits."""
+    return lambda s: _memory_bits(s)[memory]
+
+
+#: each module's driver: the quantity of the shape its own logic grows with
+DRIVERS: dict[str, Callable[[GemmShape], float]] = {
+    "qv_mul_pack4": lambda s: s.units,
+    "qv_adder_tree": lambda s: s.R * s.T + s.R + s.T,  # a tree per dot product, weight sum and code sum
+    "qv_tree_acc": lambda s: s.R * s.T + s.R + s.T,
+    "qv_dot_array": lambda s: s.R * s.T,
+    "qv_drain": lambda s: s.R * s.T,
+    "qv_requant": lambda s: s.R,
+    "qv_outstage": lambda s: s.R,
+    "qv_sm_path": lambda s: s.R,
+    "qv_ln_path": lambda s: s.R,
+    "qv_kv_loader": lambda s: s.R * s.KP,
+    "qv_gemm_core": lambda s: s.R * math.log2(s.R),  # the compaction network dominates its own logic
+    **{name: _bits(name) for name in ("qv_act_mem", "qv_res_mem", "qv_weight_buf", "qv_vt_mem")},
+}
+
+
+@dataclass(frozen=True)
+class ModuleFit:
+    """``cost = base + slope * driver`` of one module, per resource kind."""
+
+    base: Mapping[str, float]
+    slope: Mapping[str, float]
+
+    def cost(self, driver: float) -> dict[str, float]:
+        return {k: self.base[k] + self.slope[k] * driver for k in KINDS}
+
+
+def fit(syntheses: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, ModuleFit]:
+    """Each module's line through its own logic in the two fit cores' breakdowns (``syntheses``:
+    fit core name -> ``synth.parse_modules`` of it)."""
+    if set(syntheses) != set(FIT_SHAPES):
+        raise RtlError(f"the resource model needs the syntheses of the fit cores {sorted(FIT_SHAPES)}")
+    (na, sa), (nb, sb) = sorted(FIT_SHAPES.items())
+    fits = {}
+    for name, driver in DRIVERS.items():
+        xa, xb = driver(sa), driver(sb)
+        ya, yb = syntheses[na].get(name, {}), syntheses[nb].get(name, {})
+        slope = {k: (yb.get(k, 0) - ya.get(k, 0)) / (xb - xa) for k in KINDS}
+        fits[name] = ModuleFit({k: ya.get(k, 0) - slope[k] * xa for k in KINDS}, slope)
+    return fits
+
+
+def load_fit(path: Path = FIT_FILE) -> dict[str, ModuleFit]:
+    """The model fitted to the stored syntheses of the fit cores (JSON data, no code)."""
+    if not path.is_file():
+        raise RtlError(f"{path} is missing: run python benchmarks/rtl_units.py --fit")
+    data = json.loads(path.read_text())
+    return fit({name: data[name]["modules"] for name in FIT_SHAPES})
+
+
+def estimate(shape: GemmShape, fits: Mapping[str, ModuleFit] | None = None) -> dict[str, object]:
+    """The core's LUT, FF, DSP48E2 and BRAM36 by the model, with each module's share."""
+    fits = fits or load_fit()
+    modules = {name: fits[name].cost(DRIVERS[name](shape)) for name in DRIVERS}
+    totals = {k: round(sum(m[k] for m in modules.values())) for k in KINDS}
+    return {**totals, "modules": {n: {k: round(v) for k, v in m.items()} for n, m in modules.items()}}
+
+
+__all__ = ["FIT_SHAPES", "DRIVERS", "ModuleFit", "fit", "load_fit", "estimate"]

@@ -1,0 +1,57 @@
+"""The resource model of the core (``rtl/resources.py``): its mechanics, without Yosys.
+
+What these show: the per-module lines go through both fit cores' figures, the totals are the sum
+of the modules, and a missing fit file is one error line.  Whether the model predicts *other* cores
+is what ``benchmarks/rtl_units.py`` measures against Yosys (docs/rtl.md quotes it); a test that
+re-read those recorded figures would only check that they were recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from quasar_vit.errors import RtlError
+from quasar_vit.rtl import resources
+from quasar_vit.rtl.layout import GemmShape
+
+
+def _synthetic() -> dict[str, dict[str, dict[str, int]]]:
+    """Breakdowns of the fit cores made up from known lines (cost = 7 + 3 * driver per module)."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for name, shape in resources.FIT_SHAPES.items():
+        out[name] = {m: {k: int(7 + 3 * d(shape)) for k in resources.KINDS} for m, d in resources.DRIVERS.items()}
+    return out
+
+
+def test_the_fit_recovers_each_modules_line() -> None:
+    fits = resources.fit(_synthetic())
+    shape = GemmShape(R=32, T=22, KP=8, WB=256, tiles_max=9, ch_max=512, wch_max=256, rch_max=64)
+    est = resources.estimate(shape, fits)
+    for m, d in resources.DRIVERS.items():
+        assert abs(est["modules"][m]["lut"] - (7 + 3 * d(shape))) <= 1
+    assert est["lut"] == sum(v["lut"] for v in est["modules"].values())
+
+
+def test_the_stored_fit_goes_through_its_own_cores() -> None:
+    """A self-consistency check of the stored data: each fit core's modules come back exactly."""
+    if not resources.FIT_FILE.is_file():
+        pytest.skip("no stored fit syntheses")
+    import json
+
+    data = json.loads(resources.FIT_FILE.read_text())
+    fits = resources.load_fit()
+    for name, shape in resources.FIT_SHAPES.items():
+        est = resources.estimate(shape, fits)
+        for m in resources.DRIVERS:
+            got = data[name]["modules"].get(m, {})
+            assert all(abs(est["modules"][m][k] - got.get(k, 0)) <= 1 for k in resources.KINDS)
+    dsp = resources.estimate(resources.FIT_SHAPES["small"], fits)["modules"]["qv_mul_pack4"]["dsp"]
+    assert dsp == resources.FIT_SHAPES["small"].units // 4  # packing 4: a DSP48E2 per four units
+
+
+def test_missing_fit_file_is_one_error_line(tmp_path: Path) -> None:
+    with pytest.raises(RtlError, match="rtl_units.py --fit") as exc:
+        resources.load_fit(tmp_path / "none.json")
+    assert "\n" not in str(exc.value)
