@@ -39,7 +39,8 @@ from quasar_vit.rtl.gemm import ATTENTION, MODE_GELU, MODE_PV, MODE_RESIDUAL, La
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.image import head_order
 from quasar_vit.rtl.model import DDR as CORE_DDR
-from quasar_vit.rtl.model import image_cycles
+from quasar_vit.hardware import load_platform
+from quasar_vit.rtl.model import explore, image_cycles
 from quasar_vit.rtl.schedule import chain_cycles
 from quasar_vit.space import SubnetConfig
 
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         softmax_runs = {"rtl": chain.softmax_cycles, "model": model.softmax}
         if chain.softmax_cycles != model.softmax:
             raise SystemExit("error: the softmax runs on the RTL differ from the model's")
-    images = {name: _image(s) for name, s in (("quasar-L2-like", sub), ("quasar-S-like", QUASAR_S_LIKE))}
-    md = _markdown(rows, images)
+    points = (("quasar-L2-like", sub), ("quasar-S-like", QUASAR_S_LIKE))
+    images = {name: _image(s) for name, s in points}
+    explored = {name: _explore(s) for name, s in points}
+    md = _markdown(rows, images) + _explored_markdown(explored)
     print(md)
     write_results(
         OUT,
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             "block0_softmax_runs": softmax_runs,
             "max_model_error": max((abs(r["model"] / r["rtl"] - 1) for r in rows), default=None),
             "images": images,
+            "explored": explored,
         },
         md,
     )
@@ -213,6 +217,32 @@ def _image(sub: SubnetConfig) -> dict[str, Any]:
     """The model's cycles of every step of an image of ``sub`` (``rtl.model.image_cycles``), by kind."""
     cyc = image_cycles(sub, SHAPE, DDR)
     return {"cycles": cyc.total, "by_kind": cyc.by_kind, "fps": round(cyc.fps(CLOCK_MHZ), 1)}
+
+
+def _explore(sub: SubnetConfig) -> dict[str, Any]:
+    """The core the explorer picks for ``sub`` on the ZCU102 (``rtl.model.explore``: the fastest
+    (R, T) whose resources by the model fit the board's caps)."""
+    rep = explore(sub, load_platform("zcu102"), DDR)
+    return {
+        "core": rep.shape.params(),
+        "units": rep.shape.units,
+        "cycles": rep.cycles.total,
+        "fps": round(rep.fps, 1),
+        "resources": rep.resources,
+        "percent": {k: round(v, 1) for k, v in rep.percent.items()},
+    }
+
+
+def _explored_markdown(explored: dict[str, dict[str, Any]]) -> str:
+    lines = ["", "The explorer's core per point (ZCU102 caps; resources by the model, `rtl/resources.py`):", ""]
+    lines += ["| subnet | R x T x KP | units | FPS (model) | LUT | DSP | BRAM36 |", "|---|---|---|---|---|---|---|"]
+    for name, e in explored.items():
+        c, p = e["core"], e["percent"]
+        lines.append(
+            f"| {name} | {c['R']} x {c['T']} x {c['KP']} | {e['units']} | {e['fps']} | {p['lut']} % | "
+            f"{p['dsp']} % | {p['bram36']} % |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _markdown(rows: list[dict[str, Any]], images: dict[str, dict[str, Any]]) -> str:

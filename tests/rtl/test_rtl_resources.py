@@ -18,7 +18,8 @@ from quasar_vit.rtl.layout import GemmShape
 
 
 def _synthetic() -> dict[str, dict[str, dict[str, int]]]:
-    """Breakdowns of the fit cores made up from known lines (cost = 7 + 3 * driver per module)."""
+    """Breakdowns of the fit cores made up from known lines (cost = 7 + 3 * driver per module; a
+    memory's block RAM 0.001 a bit)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for name, shape in resources.FIT_SHAPES.items():
         out[name] = {m: {k: int(7 + 3 * d(shape)) for k in resources.KINDS} for m, d in resources.DRIVERS.items()}
@@ -42,11 +43,15 @@ def test_the_stored_fit_goes_through_its_own_cores() -> None:
 
     data = json.loads(resources.FIT_FILE.read_text())
     fits = resources.load_fit()
-    for name, shape in resources.FIT_SHAPES.items():
-        est = resources.estimate(shape, fits)
-        for m in resources.DRIVERS:
+    est = {name: resources.estimate(shape, fits)["modules"] for name, shape in resources.FIT_SHAPES.items()}
+    for m in resources.DRIVERS:
+        for name in resources.FIT_SHAPES:
             got = data[name]["modules"].get(m, {})
-            assert all(abs(est["modules"][m][k] - got.get(k, 0)) <= 1 for k in resources.KINDS)
+            kinds = [k for k in resources.KINDS if not (k == "bram36" and m in resources.BRAM_BITS)]
+            assert all(abs(est[name][m][k] - got.get(k, 0)) <= 1 for k in kinds)
+    for m in resources.BRAM_BITS:  # block RAM per bit: the two cores' total comes back
+        got = sum(data[name]["modules"].get(m, {}).get("bram36", 0) for name in resources.FIT_SHAPES)
+        assert abs(sum(est[name][m]["bram36"] for name in resources.FIT_SHAPES) - got) <= 1
     dsp = resources.estimate(resources.FIT_SHAPES["small"], fits)["modules"]["qv_mul_pack4"]["dsp"]
     assert dsp == resources.FIT_SHAPES["small"].units // 4  # packing 4: a DSP48E2 per four units
 
@@ -54,4 +59,28 @@ def test_the_stored_fit_goes_through_its_own_cores() -> None:
 def test_missing_fit_file_is_one_error_line(tmp_path: Path) -> None:
     with pytest.raises(RtlError, match="rtl_units.py --fit") as exc:
         resources.load_fit(tmp_path / "none.json")
+    assert "\n" not in str(exc.value)
+
+
+def test_the_explorer_picks_a_fitting_core_or_says_none_fits() -> None:
+    """``rtl.model.explore`` returns a core whose modelled resources are within the board's caps,
+    the fastest of those it tried; on a board too small for any core, one error line."""
+    import dataclasses
+
+    from quasar_vit.config import load_config
+    from quasar_vit.hardware import load_platform
+    from quasar_vit.rtl import model
+
+    if not resources.FIT_FILE.is_file():
+        pytest.skip("no stored fit syntheses")
+    subnet = load_config("fmnist-tiny").model.space().largest()
+    zcu = load_platform("zcu102")
+    best = model.explore(subnet, zcu)
+    assert best.fits and all(best.percent[k] <= 100 * zcu.cap(b) for k, b in model._BOARD.items())
+    for r in model.ROWS:
+        for t in model.tile_options(subnet.geometry.num_tokens):
+            other = model.evaluate(subnet, model.core_shape(subnet, r, t), zcu)
+            assert not other.fits or other.fps <= best.fps * 1.005
+    with pytest.raises(RtlError, match="no core fits") as exc:
+        model.explore(subnet, dataclasses.replace(zcu, lut=1000))
     assert "\n" not in str(exc.value)

@@ -59,7 +59,7 @@ def size_core(
         KP=kp,
         WB=kw.pop("wb", WB),
         tiles_max=-(-n // t),
-        ch_max=pow2_at_least(act),
+        ch_max=pow2_at_least(max(act, r // kp)),  # (a row tile's words at least)
         wch_max=pow2_at_least(k_max),
         rch_max=pow2_at_least(max(e, *attn, r) // kp),
         **kw,

@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from quasar_vit.errors import RtlError
-from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.layout import GemmShape, pow2_at_least
 
 KINDS = ("lut", "ff", "dsp", "bram36")
 FIT_FILE = Path(__file__).with_name("fit_syntheses.json")
-#: the cores whose syntheses the model is fitted to: R at both ends of the range the others use
+#: the cores whose syntheses the model is fitted to: R at both ends of the range the others use,
+#: few token slots a tile, and memories deep enough that Yosys maps them to block RAM as it does for
+#: the cores in use (shallow ones go to LUT RAM, a different cost line)
 FIT_SHAPES = {
-    "small": GemmShape(R=16, T=2, KP=8, WB=64, tiles_max=8, ch_max=64, wch_max=32, rch_max=8),
-    "wide": GemmShape(R=64, T=4, KP=8, WB=256, tiles_max=8, ch_max=256, wch_max=64, rch_max=32),
+    "small": GemmShape(R=16, T=2, KP=8, WB=64, tiles_max=64, ch_max=256, wch_max=128, rch_max=32),
+    "wide": GemmShape(R=64, T=4, KP=8, WB=256, tiles_max=32, ch_max=256, wch_max=64, rch_max=32),
 }
 
 
@@ -46,12 +48,12 @@ def _memory_bits(s: GemmShape) -> dict[str, int]:
         "qv_act_mem": n * s.ch_max * s.KP * 6 + h * kt * s.rch_max * s.KP * 6,  # activations, K
         "qv_res_mem": s.KP * s.res_w * (n * s.rch_max + 2 * 2 * stok * s.sch_max) + s.KP * 17 * 64 * s.sch_max,
         "qv_weight_buf": 2 * s.R * s.KP * 4 * s.wch_max,
-        "qv_vt_mem": s.KP * s.rch_max * n * 6,
+        "qv_vt_mem": s.KP * 8 * s.rch_max * pow2_at_least(-(-n // s.KP)),  # KP bytes a word
     }
 
 
 def _bits(memory: str) -> Callable[[GemmShape], float]:
-    """The driver of a memory module: its bits."""
+    """A memory module's block RAM driver: its bits."""
     return lambda s: _memory_bits(s)[memory]
 
 
@@ -60,15 +62,23 @@ DRIVERS: dict[str, Callable[[GemmShape], float]] = {
     "qv_mul_pack4": lambda s: s.units,
     "qv_adder_tree": lambda s: s.R * s.T + s.R + s.T,  # a tree per dot product, weight sum and code sum
     "qv_tree_acc": lambda s: s.R * s.T + s.R + s.T,
-    "qv_dot_array": lambda s: s.R * s.T,
-    "qv_drain": lambda s: s.R * s.T,
+    "qv_dot_array": lambda s: s.R * s.T + s.R + s.T,
+    "qv_drain": lambda s: s.R * s.T * 22 + s.R * 16 + s.T * 18,  # its shadow bits: sums, weight sums, code sums
     "qv_requant": lambda s: s.R,
     "qv_outstage": lambda s: s.R,
     "qv_sm_path": lambda s: s.R,
     "qv_ln_path": lambda s: s.R,
     "qv_kv_loader": lambda s: s.R * s.KP,
     "qv_gemm_core": lambda s: s.R * math.log2(s.R),  # the compaction network dominates its own logic
-    **{name: _bits(name) for name in ("qv_act_mem", "qv_res_mem", "qv_weight_buf", "qv_vt_mem")},
+    # the memories' logic (address arithmetic, word rotation) grows with their ports' words
+    "qv_act_mem": lambda s: (s.T + s.R // 2) * (s.R // s.KP),  # the activation and K memories' banks
+    "qv_res_mem": lambda s: s.R // s.KP,  # a run of R/KP words, rotated
+    "qv_weight_buf": lambda s: s.R * s.KP,
+    "qv_vt_mem": lambda s: s.R,
+}
+#: the memories' block RAM grows with their bits (through the origin: no memory, no block RAM)
+BRAM_BITS: dict[str, Callable[[GemmShape], float]] = {
+    name: _bits(name) for name in ("qv_act_mem", "qv_res_mem", "qv_weight_buf", "qv_vt_mem")
 }
 
 
@@ -94,7 +104,11 @@ def fit(syntheses: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, M
         xa, xb = driver(sa), driver(sb)
         ya, yb = syntheses[na].get(name, {}), syntheses[nb].get(name, {})
         slope = {k: (yb.get(k, 0) - ya.get(k, 0)) / (xb - xa) for k in KINDS}
-        fits[name] = ModuleFit({k: ya.get(k, 0) - slope[k] * xa for k in KINDS}, slope)
+        base = {k: ya.get(k, 0) - slope[k] * xa for k in KINDS}
+        if name in BRAM_BITS:  # block RAM per bit, through the origin (its own ModuleFit term)
+            ba, bb = BRAM_BITS[name](sa), BRAM_BITS[name](sb)
+            base["bram36"], slope["bram36"] = 0.0, (ya.get("bram36", 0) + yb.get("bram36", 0)) / (ba + bb)
+        fits[name] = ModuleFit(base, slope)
     return fits
 
 
@@ -103,6 +117,11 @@ def load_fit(path: Path = FIT_FILE) -> dict[str, ModuleFit]:
     if not path.is_file():
         raise RtlError(f"{path} is missing: run python benchmarks/rtl_units.py --fit")
     data = json.loads(path.read_text())
+    for name, shape in FIT_SHAPES.items():
+        if name not in data or data[name].get("params") != shape.params():
+            raise RtlError(
+                f"{path} does not hold the fit core {name!r} as FIT_SHAPES has it: run python benchmarks/rtl_units.py --fit"
+            )
     return fit({name: data[name]["modules"] for name in FIT_SHAPES})
 
 
@@ -110,8 +129,10 @@ def estimate(shape: GemmShape, fits: Mapping[str, ModuleFit] | None = None) -> d
     """The core's LUT, FF, DSP48E2 and BRAM36 by the model, with each module's share."""
     fits = fits or load_fit()
     modules = {name: fits[name].cost(DRIVERS[name](shape)) for name in DRIVERS}
+    for name, bits in BRAM_BITS.items():
+        modules[name]["bram36"] = fits[name].slope["bram36"] * bits(shape)
     totals = {k: round(sum(m[k] for m in modules.values())) for k in KINDS}
     return {**totals, "modules": {n: {k: round(v) for k, v in m.items()} for n, m in modules.items()}}
 
 
-__all__ = ["FIT_SHAPES", "DRIVERS", "ModuleFit", "fit", "load_fit", "estimate"]
+__all__ = ["FIT_SHAPES", "DRIVERS", "BRAM_BITS", "ModuleFit", "fit", "load_fit", "estimate"]
