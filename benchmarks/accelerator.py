@@ -219,7 +219,8 @@ def markdown(points: list[dict], sim: dict | None, deit: dict | None = None, rtl
             "",
         ] + _cycles_table(deit, 10)
     L += [
-        "## The paper's ZCU102 points (model, not fitted)",
+        "## The paper's ZCU102 points by the HLS-engine model (`hardware/`, not fitted; the RTL core's are in "
+        "`rtl_block.md`)",
         "",
         "| point | GMACs | paper FPS | model FPS | error | FPS, host 2x / 0.5x | fabric ms | host ms | design |",
         "|---|---|---|---|---|---|---|---|---|",
