@@ -18,8 +18,7 @@ from quasar_vit.rtl.layout import GemmShape
 
 
 def _synthetic() -> dict[str, dict[str, dict[str, int]]]:
-    """Breakdowns of the fit cores made up from known lines (cost = 7 + 3 * driver per module; a
-    memory's block RAM 0.001 a bit)."""
+    """Breakdowns of the fit cores made up from known lines (cost = 7 + 3 * driver per module)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for name, shape in resources.FIT_SHAPES.items():
         out[name] = {m: {k: int(7 + 3 * d(shape)) for k in resources.KINDS} for m, d in resources.DRIVERS.items()}
@@ -47,11 +46,8 @@ def test_the_stored_fit_goes_through_its_own_cores() -> None:
     for m in resources.DRIVERS:
         for name in resources.FIT_SHAPES:
             got = data[name]["modules"].get(m, {})
-            kinds = [k for k in resources.KINDS if not (k == "bram36" and m in resources.BRAM_BITS)]
+            kinds = [k for k in resources.KINDS if not (k == "bram36" and m in resources.BRAM_COUNTED)]
             assert all(abs(est[name][m][k] - got.get(k, 0)) <= 1 for k in kinds)
-    for m in resources.BRAM_BITS:  # block RAM per bit: the two cores' total comes back
-        got = sum(data[name]["modules"].get(m, {}).get("bram36", 0) for name in resources.FIT_SHAPES)
-        assert abs(sum(est[name][m]["bram36"] for name in resources.FIT_SHAPES) - got) <= 1
     dsp = resources.estimate(resources.FIT_SHAPES["small"], fits)["modules"]["qv_mul_pack4"]["dsp"]
     assert dsp == resources.FIT_SHAPES["small"].units // 4  # packing 4: a DSP48E2 per four units
 
@@ -84,3 +80,14 @@ def test_the_explorer_picks_a_fitting_core_or_says_none_fits() -> None:
     with pytest.raises(RtlError, match="no core fits") as exc:
         model.explore(subnet, dataclasses.replace(zcu, lut=1000))
     assert "\n" not in str(exc.value)
+
+
+def test_block_ram_of_a_bank_is_the_cheapest_configuration_mix() -> None:
+    """A bank takes whole RAMB36E2s or RAMB18E2 halves side by side across its width, each cascaded
+    to its depth, the cheapest mix; a shallow one is LUT RAM."""
+    assert resources.bank_bram36(72, 512) == 1.0  # one RAMB36 at 72 x 512
+    assert resources.bank_bram36(36, 512) == 0.5  # one RAMB18
+    assert resources.bank_bram36(48, 1152) == 2.5  # three RAMB18s at 36 x 512, one RAMB36 at 18 x 2048
+    assert resources.bank_bram36(6, 1024) == 0.5  # a GELU table: RAMB18 at 9 x 2048
+    assert resources.bank_bram36(160, 64) == 0.0  # LUT RAM
+    assert resources.bank_bram36(160, 3168) > resources.bank_bram36(160, 1584) > 0

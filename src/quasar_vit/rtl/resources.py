@@ -2,11 +2,13 @@
 
 Each module of ``qv_gemm_core`` grows with one quantity of the shape, its *driver*: the array's
 trees and the drain with the R x T dot products, the output lanes and the softmax and LayerNorm
-paths with the R lanes, the compaction network with R log2 R, each memory with its bits.  The
-model takes each module's own logic (``synth.parse_modules``: LUT, FF, DSP48E2, BRAM36 over all
-its instances) as ``a + b * driver``, with ``a`` and ``b`` from the per-module breakdowns of two
+paths with the R lanes, the compaction network with R log2 R, each memory's logic with its ports'
+words.  The model takes each module's own logic (``synth.parse_modules``: LUT, FF, DSP48E2, BRAM36
+over all its instances) as ``a + b * driver``, with ``a`` and ``b`` from the per-module breakdowns of two
 *fit* cores (:data:`FIT_SHAPES`, synthesised by ``python benchmarks/rtl_units.py --fit`` into
-``rtl/fit_syntheses.json``), and sums the modules.  It is checked against the Yosys counts of the
+``rtl/fit_syntheses.json``), and sums the modules.  The memories' block RAM is not fitted but
+counted: each bank's cheapest mix of RAMB36E2/RAMB18E2 configurations, LUT RAM when shallow
+(:func:`bank_bram36`), which is how Yosys maps them on these cores.  It is checked against the Yosys counts of the
 cores the tests and benchmarks simulate, which are not among the fit cores (``benchmarks/rtl_units.py``
 prints model against Yosys; docs/rtl.md quotes it).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -39,22 +42,49 @@ def _tokens(s: GemmShape) -> int:
     return s.T * s.tiles_max
 
 
-def _memory_bits(s: GemmShape) -> dict[str, int]:
-    """Bits of each memory kind of the core (as ``qv_gemm_core.v`` sizes them)."""
-    n, h = _tokens(s), s.R // 2
-    stok = max(2, (n + 1) // 2)
-    kt = max(2, -(-n // h))
+# UltraScale+ block RAM in simple dual port: RAMB36E2 and RAMB18E2 (half a BRAM36) configurations
+# (width, depth); a memory no deeper than LUT_RAM_DEPTH goes to LUT RAM (as Yosys maps them)
+_RAMB36 = ((72, 512), (36, 1024), (18, 2048), (9, 4096), (4, 8192), (2, 16384), (1, 32768))
+_RAMB18 = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
+_CONFIGS = tuple((w, d, 1.0) for w, d in _RAMB36) + tuple((w, d, 0.5) for w, d in _RAMB18)
+LUT_RAM_DEPTH = 64
+
+
+@lru_cache(maxsize=4096)
+def bank_bram36(width: int, depth: int) -> float:
+    """BRAM36 of one memory bank of ``width`` x ``depth``: the cheapest mix of configurations side by
+    side across its width, each cascaded to its depth (0 in LUT RAM)."""
+    if depth <= LUT_RAM_DEPTH:
+        return 0.0
+
+    @lru_cache(maxsize=None)
+    def cover(w: int) -> float:
+        return 0.0 if w <= 0 else min(c * -(-depth // d) + cover(w - cw) for cw, d, c in _CONFIGS)
+
+    return cover(width)
+
+
+def _memory_banks(s: GemmShape) -> dict[str, list[tuple[int, int, int]]]:
+    """Each memory module's banks as ``qv_gemm_core.v`` sizes them: (count, width, depth)."""
+    w, h, n = s.R // s.KP, s.R // 2, _tokens(s)
+    stok, kt = max(2, (n + 1) // 2), max(2, -(-n // h))
+    nch = max(2, pow2_at_least(-(-n // s.KP)))
+    code, score = s.KP * 6, s.KP * s.res_w
     return {
-        "qv_act_mem": n * s.ch_max * s.KP * 6 + h * kt * s.rch_max * s.KP * 6,  # activations, K
-        "qv_res_mem": s.KP * s.res_w * (n * s.rch_max + 2 * 2 * stok * s.sch_max) + s.KP * 17 * 64 * s.sch_max,
-        "qv_weight_buf": 2 * s.R * s.KP * 4 * s.wch_max,
-        "qv_vt_mem": s.KP * 8 * s.rch_max * pow2_at_least(-(-n // s.KP)),  # KP bytes a word
+        "qv_act_mem": [(s.T * w, code, s.tiles_max * s.ch_max // w), (h * w, code, kt * s.rch_max // w)],  # acts, K
+        "qv_res_mem": [  # the residual, the score memory's two parity banks, the e ring
+            (w, score, n * s.rch_max // w),
+            (2 * w, score, 2 * stok * s.sch_max // w),
+            (w, s.KP * 17, 64 * s.sch_max // w),
+        ],
+        "qv_vt_mem": [(s.R, s.KP * 8, s.KP * s.rch_max // s.R * nch)],
+        "qv_weight_buf": [(1, s.R * s.KP * 4, 2 * s.wch_max)],
     }
 
 
-def _bits(memory: str) -> Callable[[GemmShape], float]:
-    """A memory module's block RAM driver: its bits."""
-    return lambda s: _memory_bits(s)[memory]
+def memory_bram36(s: GemmShape) -> dict[str, int]:
+    """Each memory module's BRAM36 (its RAMB18 halves rounded up, as the counts are)."""
+    return {m: math.ceil(sum(k * bank_bram36(wd, d) for k, wd, d in banks)) for m, banks in _memory_banks(s).items()}
 
 
 #: each module's driver: the quantity of the shape its own logic grows with
@@ -76,10 +106,8 @@ DRIVERS: dict[str, Callable[[GemmShape], float]] = {
     "qv_weight_buf": lambda s: s.R * s.KP,
     "qv_vt_mem": lambda s: s.R,
 }
-#: the memories' block RAM grows with their bits (through the origin: no memory, no block RAM)
-BRAM_BITS: dict[str, Callable[[GemmShape], float]] = {
-    name: _bits(name) for name in ("qv_act_mem", "qv_res_mem", "qv_weight_buf", "qv_vt_mem")
-}
+#: the memories whose block RAM is counted from their banks (:func:`memory_bram36`), not fitted
+BRAM_COUNTED = ("qv_act_mem", "qv_res_mem", "qv_weight_buf", "qv_vt_mem")
 
 
 @dataclass(frozen=True)
@@ -105,9 +133,8 @@ def fit(syntheses: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, M
         ya, yb = syntheses[na].get(name, {}), syntheses[nb].get(name, {})
         slope = {k: (yb.get(k, 0) - ya.get(k, 0)) / (xb - xa) for k in KINDS}
         base = {k: ya.get(k, 0) - slope[k] * xa for k in KINDS}
-        if name in BRAM_BITS:  # block RAM per bit, through the origin (its own ModuleFit term)
-            ba, bb = BRAM_BITS[name](sa), BRAM_BITS[name](sb)
-            base["bram36"], slope["bram36"] = 0.0, (ya.get("bram36", 0) + yb.get("bram36", 0)) / (ba + bb)
+        if name in BRAM_COUNTED:  # counted from the banks instead
+            base["bram36"] = slope["bram36"] = 0.0
         fits[name] = ModuleFit(base, slope)
     return fits
 
@@ -129,10 +156,20 @@ def estimate(shape: GemmShape, fits: Mapping[str, ModuleFit] | None = None) -> d
     """The core's LUT, FF, DSP48E2 and BRAM36 by the model, with each module's share."""
     fits = fits or load_fit()
     modules = {name: fits[name].cost(DRIVERS[name](shape)) for name in DRIVERS}
-    for name, bits in BRAM_BITS.items():
-        modules[name]["bram36"] = fits[name].slope["bram36"] * bits(shape)
+    for name, count in memory_bram36(shape).items():
+        modules[name]["bram36"] = count
     totals = {k: round(sum(m[k] for m in modules.values())) for k in KINDS}
     return {**totals, "modules": {n: {k: round(v) for k, v in m.items()} for n, m in modules.items()}}
 
 
-__all__ = ["FIT_SHAPES", "DRIVERS", "BRAM_BITS", "ModuleFit", "fit", "load_fit", "estimate"]
+__all__ = [
+    "FIT_SHAPES",
+    "DRIVERS",
+    "BRAM_COUNTED",
+    "ModuleFit",
+    "bank_bram36",
+    "memory_bram36",
+    "fit",
+    "load_fit",
+    "estimate",
+]
