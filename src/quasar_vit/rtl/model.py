@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from quasar_vit.errors import RtlError
+from quasar_vit.hardware.engine import row_mask
 from quasar_vit.rtl.gemm import MODE_CODES, MODE_GELU, MODE_RESIDUAL, Layer
 from quasar_vit.rtl.image import head_order
 from quasar_vit.rtl.layout import Ddr, GemmShape, pow2_at_least
@@ -97,8 +98,6 @@ def _zero(m: int, k: int, is8: np.ndarray, **kw: object) -> Layer:
 
 @lru_cache(maxsize=4096)
 def _linear(shape: GemmShape, ddr: Ddr, tokens: int, k: int, m: int, n8: int, sections: int, mode: int) -> int:
-    from quasar_vit.hardware.engine import row_mask
-
     lay = _zero(m, k, np.array(row_mask(m, n8, sections)), kv=sections == 3, mode=mode)
     return step_cycles(shape, lay, tokens, ddr) + STEP_GAP
 
@@ -162,15 +161,22 @@ class CoreReport:
     fits: bool
 
 
-def evaluate(subnet: SubnetConfig, shape: GemmShape, platform: object, ddr: Ddr = DDR) -> CoreReport:
-    """``subnet`` on the core ``shape`` on ``platform`` (a :class:`~quasar_vit.hardware.Platform`)."""
-    res = {k: int(v) for k, v in estimate(shape).items() if k in KINDS}  # type: ignore[call-overload]
+def evaluate(
+    subnet: SubnetConfig, shape: GemmShape, platform: object, ddr: Ddr = DDR, res: dict[str, int] | None = None
+) -> CoreReport:
+    """``subnet`` on the core ``shape`` on ``platform`` (a :class:`~quasar_vit.hardware.Platform`);
+    ``res``: the shape's modelled resources when already estimated."""
+    res = res or _resources(shape)
     pct = {k: 100 * res[k] / platform.total(_BOARD[k]) for k in KINDS}  # type: ignore[attr-defined]
     cyc = image_cycles(subnet, shape, ddr)
     return CoreReport(shape, cyc, cyc.fps(platform.clock_mhz), res, pct, _fits(res, platform))  # type: ignore[attr-defined]
 
 
 _BOARD = {"lut": "lut", "ff": "ff", "dsp": "dsp", "bram36": "bram"}  # the platform's name of each count
+
+
+def _resources(shape: GemmShape) -> dict[str, int]:
+    return {k: int(v) for k, v in estimate(shape).items() if k in KINDS}  # type: ignore[call-overload]
 
 
 def _fits(res: dict, platform: object) -> bool:
@@ -202,9 +208,10 @@ def explore(subnet: SubnetConfig, platform: object, ddr: Ddr = DDR) -> CoreRepor
                 shape = core_shape(subnet, r, t)
             except RtlError:
                 continue
-            if not _fits(estimate(shape), platform):
+            res = _resources(shape)
+            if not _fits(res, platform):
                 continue
-            rep = evaluate(subnet, shape, platform, ddr)
+            rep = evaluate(subnet, shape, platform, ddr, res)
             if (
                 best is None
                 or rep.fps > best.fps * 1.005

@@ -139,6 +139,7 @@ def fit(syntheses: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, M
     return fits
 
 
+@lru_cache(maxsize=4)
 def load_fit(path: Path = FIT_FILE) -> dict[str, ModuleFit]:
     """The model fitted to the stored syntheses of the fit cores (JSON data, no code)."""
     if not path.is_file():

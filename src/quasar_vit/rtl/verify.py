@@ -86,8 +86,11 @@ def rtl_verdict(res: dict[str, Any]) -> str:
     )
 
 
-def run_rtl(directory: str | Path, limit: int = 100, data_root: str | None = None) -> dict[str, Any]:
-    """:func:`verify_rtl` of the export in ``directory`` on its first ``limit`` test images."""
+def run_rtl(
+    directory: str | Path, limit: int = 100, data_root: str | None = None, core: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """:func:`verify_rtl` of the export in ``directory`` on its first ``limit`` test images, on
+    :func:`core_for` of it (``core``: its ``r``, ``t``, ``kp``, ``wb`` when not the defaults)."""
     from quasar_vit.config import config_from_dict
     from quasar_vit.export.exporter import load_test_images
     from quasar_vit.export.ir import load_ir
@@ -101,7 +104,7 @@ def run_rtl(directory: str | Path, limit: int = 100, data_root: str | None = Non
     images = load_test_images(config_from_dict(info["config"]), data_root, limit)[0].numpy()
     logits = IntegerViT(ir).forward(images)
     logits = logits[0] if isinstance(logits, tuple) else logits
-    return verify_rtl(ir, images, np.asarray(logits))
+    return verify_rtl(ir, images, np.asarray(logits), core_for(ir, **(core or {})))
 
 
 __all__ = ["core_for", "verify_rtl", "run_rtl", "rtl_verdict"]
