@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from quasar_vit.errors import ExportError
+from quasar_vit.hardware.engine import nibble_join, nibble_split
 from quasar_vit.quantization.lsq import ActQuantizer, effective_step, qrange
 
 if TYPE_CHECKING:  # the models are imported lazily at run time (see _check_exportable)
@@ -65,20 +66,6 @@ class LayerInfo(TypedDict):
     n8_rows: int
     sections: int
     act_signed: bool
-
-
-def nibble_split(w_int: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split 8-bit codes into ``(hi int8 in [-8, 7], lo uint8 in [0, 15])`` with ``w = 16*hi + lo``."""
-    w = np.asarray(w_int).astype(np.int16)
-    if w.size and (w.min() < -128 or w.max() > 127):
-        raise ValueError("nibble_split expects 8-bit signed codes in [-128, 127]")
-    hi = (w >> 4).astype(np.int8)  # arithmetic shift: floor(w / 16)
-    lo = (w & 15).astype(np.uint8)
-    return hi, lo
-
-
-def nibble_join(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    return (hi.astype(np.int32) * 16 + lo.astype(np.int32)).astype(np.int32)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

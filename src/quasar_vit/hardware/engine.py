@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from quasar_vit.hardware.design import AcceleratorDesign
 from quasar_vit.hardware.params import ModelParams
 
@@ -59,6 +61,20 @@ def row_mask(out_features: int, n8_rows: int, sections: int = 1) -> list[bool]:
     per = out_features // sections
     n8 = n8_rows // sections
     return [r % per < n8 for r in range(out_features)]
+
+
+def nibble_split(w_int: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split 8-bit codes into ``(hi int8 in [-8, 7], lo uint8 in [0, 15])`` with ``w = 16*hi + lo``."""
+    w = np.asarray(w_int).astype(np.int16)
+    if w.size and (w.min() < -128 or w.max() > 127):
+        raise ValueError("nibble_split expects 8-bit signed codes in [-128, 127]")
+    hi = (w >> 4).astype(np.int8)  # arithmetic shift: floor(w / 16)
+    lo = (w & 15).astype(np.uint8)
+    return hi, lo
+
+
+def nibble_join(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    return (hi.astype(np.int32) * 16 + lo.astype(np.int32)).astype(np.int32)
 
 
 def nibble_program(is8: Iterable[bool], pe_rows: int) -> tuple[list[int], list[int]]:
@@ -258,6 +274,8 @@ __all__ = [
     "EngineTiming",
     "GemmCycles",
     "gemm_cycles",
+    "nibble_split",
+    "nibble_join",
     "nibble_program",
     "row_mask",
     "row_tiles",

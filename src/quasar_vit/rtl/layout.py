@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from quasar_vit.errors import RtlError
-from quasar_vit.export.intweights import nibble_split
+from quasar_vit.hardware.engine import nibble_split
 from quasar_vit.hardware.engine import ROW_4BIT, ROW_HI, ROW_LO, ROW_PAD
 from quasar_vit.rtl.packing import A_OFFSET, W_OFFSET
 
@@ -50,6 +50,7 @@ class GemmShape:
             ((self.R * self.KP * 4) % self.WB == 0 and self.WB % 32 == 0, "R*KP*4 must be a multiple of WB, WB of 32"),
             (self.R // self.KP <= 8, "R/KP must be at most 8 (the 4-bit tile_words field)"),
             (self.R <= 64, "R must be at most 64 (the 6-bit out_pos field)"),
+            (self.tiles_max >= 2, "tiles_max must be at least 2 (the token-tile index is at least one bit)"),
             (self.KP * self.wch_max <= 4096, "K may reach at most 4096 (the accumulator widths)"),
             (min(self.ch_max, self.rch_max) >= self.R // self.KP, "ch_max and rch_max must be at least R/KP"),
             (self.out_w > self.res_w, "out_w must exceed res_w"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quasar_vit.export.intweights import nibble_split
+from quasar_vit.hardware.engine import nibble_split
 
 W_OFFSET = 8  # a signed nibble w in [-8, 7] enters as w + 8
 A_OFFSET = 32  # a signed 6-bit code a in [-32, 31] enters as a + 32
