@@ -1,5 +1,6 @@
 """Hardware-model benchmark: predicted FPS/resources of the presets on every board, the paper's
-calibration points, and the speed of the model (evaluations/s, explore time).
+operating points, and the speed of the model (evaluations/s, explore time).  Integer-ops models are
+priced on the RTL core (``rtl/model.py``), float-ops models on the HLS engine (``hardware/``).
 
 Run: ``python benchmarks/hardware.py`` (a few seconds); writes ``benchmarks/results/hardware.json``.
 """
@@ -12,6 +13,7 @@ from typing import Any
 
 from common import RESULTS, hardware_model_speed, write_results
 
+from quasar_vit.errors import HardwareError
 from quasar_vit.hardware import explore, list_platforms, load_platform
 from quasar_vit.hardware.calibration import OPERATING_POINTS, PAPER_UTILISATION
 from quasar_vit.hardware.platforms import Platform
@@ -38,12 +40,12 @@ def calibration(zcu: Platform) -> list[dict[str, Any]]:
         err = 100 * (r.fps / op.paper_fps - 1)
         print(
             f"  {op.name:<10} {op.subnet.macs() / 1e9:5.2f} GMACs  paper {op.paper_fps:6.1f} FPS  "
-            f"model {r.fps:6.1f} FPS ({err:+.1f} %)  util {util}  paper util {PAPER_UTILISATION}"
+            f"RTL core {r.fps:6.1f} FPS ({err:+.1f} %)  util {util}  paper util {PAPER_UTILISATION}"
         )
         rows.append(
             {
                 "name": op.name,
-                "gmacs": r.gmacs,
+                "gmacs": op.subnet.macs() / 1e9,
                 "share_8bit": op.subnet.share_8bit(),
                 "paper_fps": op.paper_fps,
                 "model_fps": r.fps,
@@ -56,33 +58,41 @@ def calibration(zcu: Platform) -> list[dict[str, Any]]:
 
 
 def presets() -> list[dict[str, Any]]:
-    """DeiT-Tiny/Small/Base at 224 px (30 % 8-bit rows) on every board: FPS, resources, design."""
-    rows = []
-    print("\npresets (share 8-bit 0.3, 224 px) on every board")
-    print(
-        f"  {'board':<8} {'subnet':<11} {'FPS':>8} {'ms':>8} {'GOP/s':>8} {'LUT%':>6} {'FF%':>6} {'DSP%':>6} {'BRAM%':>6} {'URAM%':>6}  design"
-    )
-    for board in list_platforms():
-        plat = load_platform(board)
-        for name in ("deit-tiny", "deit-small", "deit-base"):
-            r = explore(preset_subnet(name, 224, 0.3), plat)
-            pct = {k: r.resources.percent(k) for k in ("lut", "ff", "dsp", "bram", "uram")}
-            print(
-                f"  {board:<8} {name:<11} {r.fps:8.1f} {r.latency_ms:8.3f} {r.gops_achieved:8.1f} "
-                + " ".join(f"{pct[k]:6.1f}" for k in pct)
-                + f"  {r.design.describe()}"
-            )
-            rows.append(
-                {
-                    "platform": board,
-                    "subnet": name,
-                    "fps": r.fps,
-                    "latency_ms": r.latency_ms,
-                    "gops": r.gops_achieved,
-                    "resources_percent": pct,
-                    "design": r.design.to_dict(),
-                }
-            )
+    """DeiT-Tiny/Small/Base at 224 px (30 % 8-bit rows) on every board, integer ops (the RTL core) and
+    float ops (the HLS engine): FPS, resources, design, or why nothing fits."""
+    rows: list[dict[str, Any]] = []
+    for nonlinear in ("integer", "float"):
+        print(f"\npresets (share 8-bit 0.3, 224 px, {nonlinear} ops) on every board")
+        print(
+            f"  {'board':<8} {'subnet':<11} {'FPS':>8} {'ms':>8} {'GOP/s':>8} {'LUT%':>6} {'FF%':>6} {'DSP%':>6} {'BRAM%':>6} {'URAM%':>6}  design"
+        )
+        for board in list_platforms():
+            plat = load_platform(board)
+            for name in ("deit-tiny", "deit-small", "deit-base"):
+                row: dict[str, Any] = {"platform": board, "subnet": name, "nonlinear": nonlinear}
+                try:
+                    r = explore(preset_subnet(name, 224, 0.3), plat, nonlinear=nonlinear)
+                except HardwareError as exc:
+                    print(f"  {board:<8} {name:<11} {str(exc)}")
+                    rows.append({**row, "error": str(exc)})
+                    continue
+                total = r.to_dict(layers=False)["total"]
+                pct = {k: r.resources.percent(k) for k in ("lut", "ff", "dsp", "bram", "uram")}
+                print(
+                    f"  {board:<8} {name:<11} {r.fps:8.1f} {r.latency_ms:8.3f} {total['gops_achieved']:8.1f} "
+                    + " ".join(f"{pct[k]:6.1f}" for k in pct)
+                    + f"  {r.design.describe()}"
+                )
+                rows.append(
+                    {
+                        **row,
+                        "fps": r.fps,
+                        "latency_ms": r.latency_ms,
+                        "gops": total["gops_achieved"],
+                        "resources_percent": pct,
+                        "design": r.design.to_dict(),
+                    }
+                )
     return rows
 
 

@@ -222,15 +222,19 @@ def _image(sub: SubnetConfig) -> dict[str, Any]:
 def _explore(sub: SubnetConfig) -> dict[str, Any]:
     """The core the explorer picks for ``sub`` on the ZCU102 (``rtl.model.explore``: the fastest
     (R, T) whose resources by the model fit the board's caps)."""
-    rep = explore(sub, load_platform("zcu102"), DDR)
+    rep = explore(sub, load_platform("zcu102"))
+    res = rep.resources
     return {
         "core": rep.shape.params(),
         "units": rep.shape.units,
-        "cycles": rep.cycles.total,
+        "cycles": rep.cycles,
         "fps": round(rep.fps, 1),
-        "resources": rep.resources,
-        "percent": {k: round(v, 1) for k, v in rep.percent.items()},
+        "resources": {k: res.count(b) for k, b in _BOARD.items()},
+        "percent": {k: round(res.percent(b), 1) for k, b in _BOARD.items()},
     }
+
+
+_BOARD = {"lut": "lut", "ff": "ff", "dsp": "dsp", "bram36": "bram"}  # the resource model's names on the board
 
 
 def _explored_markdown(explored: dict[str, dict[str, Any]]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -202,8 +204,12 @@ def test_accelerator_json(exported):
     acc = json.loads((exported / "accelerator.json").read_text())
     assert acc["platform"] == acc["board"]["name"] == "zcu102" and acc["fits"] is True
     d = acc["design"]
-    for k in ("pe_rows", "pe_cols", "packing", "tile_tokens", "tile_k", "buffers", "units"):
-        assert k in d
+    assert d["accelerator"] == "rtl-core" and d["units"] == d["R"] * d["T"] * d["KP"]  # an integer model's core
+    from quasar_vit.export.ir import load_ir
+    from quasar_vit.rtl.verify import core_for
+
+    sized = core_for(load_ir(exported), r=d["R"], t=d["T"], kp=d["KP"], wb=d["WB"])
+    assert {k: d[k] for k in dataclasses.asdict(sized)} == dataclasses.asdict(sized)  # sized for its integers
     assert acc["total"]["fps"] > 0 and "lut" in acc["resources"]
     assert {l["name"] for l in acc["layers"]} >= {"patch_embed", f"blocks.{SUBNET['depth'] - 1}.fc2", "head"}
 
@@ -461,9 +467,9 @@ def test_export_uses_the_searched_design(trained, trained_run, tmp_path):
     assert stored.platform.name == "zcu102" and stored.notes == (f"the design chosen by the search ({path})",)
     fresh = _accelerator(ref, load_platform("zcu102"), True, "integer")
     assert fresh.design == stored.design == explore(ref.subnet, "zcu102").design
-    assert "design-space exploration" in fresh.notes[0]
+    assert "fitting RTL cores" in fresh.notes[0]
     assert _accelerator(ref, load_platform("kv260"), True, "integer").platform.name == "kv260"
-    # a design made for float nonlinear ops (on the host) does not serve an integer model
+    # the RTL core (integer ops) does not serve a float model
     from quasar_vit.errors import ExportError
 
     with pytest.raises(ExportError, match="re-explore"):
@@ -482,6 +488,6 @@ def test_searched_design_for_another_board_is_one_error(trained, trained_run, tm
     err = _cli_error(capsys, argv + ["--platform", "kv260"])
     assert "searched for platform 'zcu102'" in err and "--re-explore" in err and not out.exists()
 
-    _, too_big = _searched(trained_run, tmp_path, pe_rows=4096)
+    _, too_big = _searched(trained_run, tmp_path, T=64)  # 64 tokens a tile: over the DSP cap
     with pytest.raises(HardwareError, match="no longer fits"):
         _accelerator(too_big, load_platform("zcu102"), False, "integer")

@@ -21,8 +21,8 @@ def test_cli_shows_the_nonlinear_ops_where_they_run(capsys):
     assert main(["hw", "--preset", "deit-tiny", "--platform", "zcu102"]) == 0
     out = capsys.readouterr().out.splitlines()
     row = lambda name: next(line.split() for line in out if line.startswith(name + " "))  # noqa: E731
-    assert row("blocks.0.norm1")[1:3] == ["layernorm", "fabric"] and row("blocks.0.softmax")[2] == "fabric"
-    assert "integer LayerNorm/softmax/GELU units" in "\n".join(out)
+    assert row("blocks.0.norm1")[1] == "LayerNorm" and row("blocks.0.attn.sm0")[1] == "softmax"
+    assert "design: RTL core" in "\n".join(out) and "LayerNorm/softmax/GELU on the fabric" in "\n".join(out)
     assert main(["hw", "--preset", "deit-tiny", "--platform", "zcu102", "--nonlinear", "float"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert row("blocks.0.norm1")[1:3] == ["layernorm", "host"] and row("blocks.0.attn_prep")[2] == "host"

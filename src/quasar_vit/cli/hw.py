@@ -38,7 +38,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quasar_vit.hardware import AcceleratorDesign, evaluate, explore, list_platforms, load_platform
+    from quasar_vit.hardware import design_from_dict, evaluate, explore, list_platforms, load_platform
     from quasar_vit.space import SubnetConfig, preset_subnet
 
     if args.list_platforms:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise HardwareError(f"design file not found: {path}")
         try:
-            design = AcceleratorDesign.from_dict(json.loads(path.read_text()))
+            design = design_from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:
             raise HardwareError(f"{path} is not valid JSON: {exc}") from None
         report = evaluate(subnet, platform, design)

@@ -26,7 +26,7 @@ from quasar_vit.utils.io import atomic_dir
 from quasar_vit.utils.lock import locks_output
 
 if TYPE_CHECKING:
-    from quasar_vit.hardware import HardwareReport, Platform
+    from quasar_vit.hardware import Platform
 
 EXPORT_FORMAT = "quasar-vit-export"
 EXPORT_VERSION = 1
@@ -191,8 +191,9 @@ def export_subnet(
     supernet, cfg, ckpt = load_supernet(checkpoint, device)
     ref = resolve_subnet(subnet, cfg.model.space())
     report = _accelerator(ref, plat, re_explore, cfg.model.nonlinear)
+    net = _Integerised.of(extract(supernet, ref.subnet).eval().cpu())
+    report = _sized_for(report, net.ir)
     sub, hw = ref.subnet, report.to_dict()
-    net = _Integerised.of(extract(supernet, sub).eval().cpu())
     del supernet
     meta = dict(name=cfg.name, checkpoint=str(checkpoint), step=int(ckpt.get("step", 0)), config_name=cfg.name)
     with atomic_dir(out) as tmp:
@@ -207,19 +208,19 @@ def export_subnet(
     return out
 
 
-def _accelerator(ref: ResolvedSubnet, plat: Platform | None, re_explore: bool, nonlinear: str) -> HardwareReport:
-    """The export's accelerator: the design the search chose for this subnet, or a fresh exploration
-    (asked for, or the subnet carries no design). The searched design is only valid on its board,
-    and for the model's nonlinear ops (``nonlinear``: the model's ``model.nonlinear``)."""
-    from quasar_vit.hardware import AcceleratorDesign, evaluate, explore, load_platform
-    from quasar_vit.hardware.design import nonlinear_units
+def _accelerator(ref: ResolvedSubnet, plat: Platform | None, re_explore: bool, nonlinear: str) -> Any:
+    """The export's accelerator report: the design the search chose for this subnet, or a fresh
+    exploration (asked for, or the subnet carries no design). The searched design is only valid on
+    its board, and for the model's nonlinear ops (``nonlinear``: the model's ``model.nonlinear``):
+    the RTL core for integer ones, the HLS engine for float ones."""
+    from quasar_vit.hardware import design_from_dict, evaluate, explore, load_platform
 
     if plat is None:
         plat = load_platform(ref.platform or DEFAULT_PLATFORM)
     if re_explore or ref.design is None:
         return explore(ref.subnet, plat, nonlinear=nonlinear)
-    design = AcceleratorDesign.from_dict(ref.design)
-    if design.nonlinear != nonlinear_units(nonlinear):
+    design = design_from_dict(ref.design)
+    if design.nonlinear != ("fabric" if nonlinear == "integer" else "host"):  # the RTL core / the HLS engine
         raise ExportError(
             f"{ref.source} holds a design with its nonlinear ops on the {design.nonlinear}, but this model's "
             f"are {nonlinear} (model.nonlinear): pass --re-explore to design an accelerator for it"
@@ -237,6 +238,33 @@ def _accelerator(ref: ResolvedSubnet, plat: Platform | None, re_explore: bool, n
             "pass --re-explore to design a new one"
         )
     return report
+
+
+def _sized_for(report: Any, ir: Any) -> Any:
+    """The RTL core of ``report`` with its memories and softmax divider sized for the exported
+    integers (:func:`~quasar_vit.rtl.verify.core_for`: the trained softmax's Qa may need a wider
+    divider than the search's core assumed); the HLS engine's report as it is."""
+    from quasar_vit.rtl.report import CoreDesign
+
+    design = report.design
+    if not isinstance(design, CoreDesign):
+        return report
+    from quasar_vit.hardware import evaluate
+    from quasar_vit.rtl.verify import core_for
+
+    s = design.shape
+    shape = core_for(ir, r=s.R, t=s.T, kp=s.KP, wb=s.WB)
+    if shape == s:
+        return report
+    changed = ", ".join(
+        f"{f.name} {getattr(s, f.name)} -> {getattr(shape, f.name)}"
+        for f in dataclasses.fields(shape)
+        if getattr(s, f.name) != getattr(shape, f.name)
+    )
+    note = f"the core re-sized for the exported integers ({changed})"
+    return evaluate(
+        report.subnet, report.platform, CoreDesign(design.platform, design.clock_mhz, shape), report.notes + (note,)
+    )
 
 
 @dataclass(frozen=True)

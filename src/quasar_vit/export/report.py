@@ -173,12 +173,21 @@ def _accelerator(hw: Mapping[str, Any]) -> list[str]:
     """The design in one paragraph and its resource table."""
     design, res = hw["design"], hw["resources"]
     L = ["## Accelerator\n"]
-    L.append(
-        f"W4A6 array {design['pe_rows']} x {design['pe_cols']} ({design['units']} units, packing "
-        f"{design['packing']}, {design['lut_cols']} LUT-only columns) at {design['clock_mhz']:g} MHz; tiles "
-        f"Tn={design['tile_tokens']} tokens, Tm={design['pe_rows']} rows, Tk={design['tile_k']}; input buffer in "
-        f"{design['input_buffer_mem']}. Full parameters: `accelerator.json`.\n"
-    )
+    if design.get("accelerator") == "rtl-core":
+        L.append(
+            f"RTL core `qv_gemm_core`: {design['R']} row slots x {design['T']} tokens x {design['KP']} lanes "
+            f"({design['units']} W4A6 units) at {design['clock_mhz']:g} MHz, a {design['WB']}-bit weight stream; "
+            f"memories for {design['T'] * design['tiles_max']} tokens; LayerNorm, softmax and GELU on the fabric. "
+            "Cycles: the RTL's schedule model (equal to Verilator's on every simulated step); resources: the "
+            "resource model fitted to Yosys syntheses (docs/rtl.md). Full parameters: `accelerator.json`.\n"
+        )
+    else:
+        L.append(
+            f"W4A6 array {design['pe_rows']} x {design['pe_cols']} ({design['units']} units, packing "
+            f"{design['packing']}, {design['lut_cols']} LUT-only columns) at {design['clock_mhz']:g} MHz; tiles "
+            f"Tn={design['tile_tokens']} tokens, Tm={design['pe_rows']} rows, Tk={design['tile_k']}; input buffer in "
+            f"{design['input_buffer_mem']}. Full parameters: `accelerator.json`.\n"
+        )
     L.append("| resource | used | total | % | cap % |\n|---|---|---|---|---|")
     for k in ("lut", "ff", "dsp", "bram", "uram"):
         r = res.get(k)

@@ -10,7 +10,7 @@ See ``docs/hardware-model.md`` for the model, its parameters and its calibration
 """
 
 from quasar_vit.hardware.design import AcceleratorDesign
-from quasar_vit.hardware.dse import evaluate, explore
+from quasar_vit.hardware.dse import design_from_dict, evaluate, explore
 from quasar_vit.hardware.params import ModelParams
 from quasar_vit.hardware.platforms import Platform, list_platforms, load_platform
 from quasar_vit.hardware.report import HardwareReport
@@ -23,6 +23,7 @@ __all__ = [
     "HardwareReport",
     "evaluate",
     "explore",
+    "design_from_dict",
     "list_platforms",
     "ModelParams",
     "Resources",

@@ -1,4 +1,8 @@
-"""The accelerator's parameters: everything an HLS generator needs to build it.
+"""The HLS engine's parameters: everything its generator needs to build it.
+
+The HLS engine runs models with float nonlinear ops (``model.nonlinear: float``): LayerNorm, softmax
+and GELU on the host.  Models with integer ops run on the RTL core (:mod:`quasar_vit.rtl`), which
+has its own design (:class:`quasar_vit.rtl.report.CoreDesign`).
 
 The engine is a weight-stationary array of ``pe_rows x pe_cols`` W4A6 multiply units.  Each cycle
 one token's ``pe_cols`` activations are broadcast along the rows; row ``r`` multiplies them with
@@ -22,13 +26,6 @@ from typing import Any, Mapping
 from quasar_vit.errors import HardwareError
 
 PACKINGS = (3, 4, "lut")
-#: where an accelerator runs LayerNorm/softmax/GELU: the host (float models) or fabric units (integer)
-NONLINEAR_UNITS = ("host", "fabric")
-
-
-def nonlinear_units(model_nonlinear: str) -> str:
-    """The design's ``nonlinear`` for a model's ``model.nonlinear``: integer ops run on the fabric."""
-    return "fabric" if model_nonlinear == "integer" else "host"
 
 
 @dataclass(frozen=True)
@@ -44,9 +41,6 @@ class AcceleratorDesign:
     tile_tokens: int  # Tn: tokens per tile (input/output buffer depth in tokens)
     tile_k: int  # Tk: reduction depth held in the input/weight buffers
     input_buffer_mem: str = "bram"  # "bram" or "uram"
-    # where LayerNorm/softmax/GELU run: "host" (float ops on the ARM cores, model.nonlinear: float)
-    # or "fabric" (the integer units beside the array, model.nonlinear: integer)
-    nonlinear: str = "host"
 
     def __post_init__(self) -> None:
         if self.packing not in PACKINGS:
@@ -64,14 +58,17 @@ class AcceleratorDesign:
             )
         if self.tile_k % self.pe_cols:
             raise HardwareError(f"design tile_k={self.tile_k} must be a multiple of pe_cols={self.pe_cols}")
-        if self.nonlinear not in NONLINEAR_UNITS:
-            raise HardwareError(f"design nonlinear must be one of {', '.join(NONLINEAR_UNITS)}, got {self.nonlinear!r}")
         if self.input_buffer_mem not in ("bram", "uram"):
             raise HardwareError(f"input_buffer_mem must be 'bram' or 'uram', got {self.input_buffer_mem!r}")
         if self.clock_mhz <= 0:
             raise HardwareError(f"design clock_mhz must be > 0, got {self.clock_mhz}")
 
     # ---- derived ----------------------------------------------------------------------------
+    @property
+    def nonlinear(self) -> str:
+        """Where LayerNorm/softmax/GELU run: on the host (the ARM cores), always."""
+        return "host"
+
     @property
     def units(self) -> int:
         """Number of W4A6 multiply units."""
@@ -141,11 +138,16 @@ class AcceleratorDesign:
             raise HardwareError("a design must be a JSON object")
         if "design" in d and isinstance(d["design"], Mapping):  # accept a whole report
             d = d["design"]
+        if d.get("nonlinear", "host") != "host":
+            raise HardwareError(
+                "an HLS design with fabric LayerNorm/softmax/GELU units: integer models now run on the RTL core; "
+                "re-explore (export --re-explore, or search again)"
+            )
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - set(cls._DERIVED))
+        unknown = sorted(set(d) - known - set(cls._DERIVED) - {"nonlinear"})
         if unknown:
             raise HardwareError(f"unknown design key(s): {', '.join(unknown)}")
-        missing = sorted(k for k in known - {"input_buffer_mem", "nonlinear"} if k not in d)
+        missing = sorted(k for k in known - {"input_buffer_mem"} if k not in d)
         if missing:
             raise HardwareError(f"design is missing key(s): {', '.join(missing)}")
         packing = d["packing"]
@@ -162,7 +164,6 @@ class AcceleratorDesign:
                 tile_tokens=int(d["tile_tokens"]),
                 tile_k=int(d["tile_k"]),
                 input_buffer_mem=str(d.get("input_buffer_mem", "bram")),
-                nonlinear=str(d.get("nonlinear", "host")),  # designs before fabric units: host
             )
         except (TypeError, ValueError) as exc:
             raise HardwareError(f"malformed design: {exc}") from None
@@ -170,11 +171,11 @@ class AcceleratorDesign:
     def describe(self) -> str:
         pk = "LUT-only" if self.packing == "lut" else f"DSP packing {self.packing}"
         extra = f" + {self.lut_cols} LUT cols" if self.packing != "lut" and self.lut_cols else ""
-        nl = "integer LayerNorm/softmax/GELU units" if self.nonlinear == "fabric" else "nonlinear ops on the host"
         return (
-            f"{self.pe_rows}x{self.pe_cols} W4A6 array ({self.units} units, {pk}{extra}), "
-            f"tiles Tn={self.tile_tokens} Tm={self.pe_rows} Tk={self.tile_k}, {nl}, {self.clock_mhz:g} MHz"
+            f"HLS engine: {self.pe_rows}x{self.pe_cols} W4A6 array ({self.units} units, {pk}{extra}), "
+            f"tiles Tn={self.tile_tokens} Tm={self.pe_rows} Tk={self.tile_k}, nonlinear ops on the host, "
+            f"{self.clock_mhz:g} MHz"
         )
 
 
-__all__ = ["AcceleratorDesign", "PACKINGS", "NONLINEAR_UNITS", "nonlinear_units"]
+__all__ = ["AcceleratorDesign", "PACKINGS"]

@@ -16,7 +16,6 @@ stays the single definition of a subnet's GEMMs.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
@@ -37,7 +36,7 @@ class LayerCost:
 
     name: str
     op: str  # linear | matmul | layernorm | softmax | gelu | attn_prep
-    unit: str  # "fabric" (the array, or an integer nonlinear unit) or "host"
+    unit: str  # "fabric" (the array) or "host"
     macs: int  # true multiply-accumulates
     unit_passes: int  # MACs x nibble passes (the array's work)
     cycles: float  # fabric-clock cycles (host time converted at the design clock)
@@ -126,22 +125,6 @@ class CostContext:
             h * self._bytes(g),
         )
 
-    # ---- integer nonlinear units on the fabric -------------------------------------------------
-    def fabric(self, name: str, op: str, elems: int) -> LayerCost:
-        """A fabric nonlinear unit's pass: ``elems / lanes`` cycles plus its pipeline depth.
-
-        GELU, the residual adds and the layer scaling are fused into the GEMM output stage (a table
-        or a multiply per output, at the output stage's rate): they are listed with 0 cycles.
-        """
-        p = self.params
-        if op == "layernorm":
-            cyc = math.ceil(elems / p.ln_lanes) + p.ln_pipeline_depth
-        elif op == "softmax":  # two passes: exp and sum, then normalise
-            cyc = 2 * math.ceil(elems / p.softmax_lanes) + p.softmax_pipeline_depth
-        else:
-            cyc = 0
-        return LayerCost(name, op, "fabric", 0, 0, float(cyc), float(cyc), 0.0)
-
     # ---- host ops -----------------------------------------------------------------------------
     def host(self, name: str, op: str, elems: int) -> LayerCost:
         """Time of a host op: hand-off + max(compute, DDR round trip)."""
@@ -158,17 +141,11 @@ class CostContext:
             return self.linear(op[1], op[2])
         if kind == "matmul":
             return self.matmul(op[1])
-        if kind == "fabric":
-            return self.fabric(op[1], op[2], op[3])
         return self.host(op[1], op[2], op[3])
-
-    @property
-    def on_fabric(self) -> bool:
-        return self.design.nonlinear == "fabric"
 
     def layers(self, subnet: SubnetConfig) -> list[LayerCost]:
         """Every operation of ``subnet`` in execution order."""
-        return [self.cost(op) for op in subnet_ops(subnet, self.params.final_norm_cls_only, self.on_fabric)]
+        return [self.cost(op) for op in subnet_ops(subnet, self.params.final_norm_cls_only)]
 
     def _summary(self, key: tuple, ops: tuple) -> tuple[float, float, float, int, int, float]:
         hit = self.block_memo.get(key)
@@ -185,14 +162,14 @@ class CostContext:
         key = (geom, e)
         ends = memo.get(key)
         if ends is None:
-            ends = self._summary(key, _end_ops(geom, e, self.params.final_norm_cls_only, self.on_fabric))
+            ends = self._summary(key, _end_ops(geom, e, self.params.final_norm_cls_only))
         cyc, comp, byt, macs, passes, host = ends
         for i, (h, r) in enumerate(zip(s.num_heads, s.mlp_ratios)):
             w = s.block_shares(i)
             block_key = (geom, e, h, r, w)
             b = memo.get(block_key)
             if b is None:
-                b = self._summary(block_key, _block_ops(geom, e, h, r, w, self.on_fabric))
+                b = self._summary(block_key, _block_ops(geom, e, h, r, w))
             cyc += b[0]
             comp += b[1]
             byt += b[2]
@@ -202,22 +179,16 @@ class CostContext:
         return cyc, comp, byt, macs, passes, host
 
 
-def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True, fabric: bool = False) -> list[tuple]:
+def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True) -> list[tuple]:
     """The subnet's operations in execution order, from ``linear_layers``/``attention_matmuls``.
 
     GEMMs are ``("linear", LinearSpec, output mode)`` / ``("matmul", MatmulSpec)``; nonlinear ops
-    are ``("host", name, op, elements)`` (float models: the ARM cores) or, with ``fabric``
-    (integer models), ``("fabric", name, op, elements)``: LayerNorm and softmax as passes of their
-    units, GELU fused into fc1's output stage (its table replaces the requantiser's clamp), the
-    q/k/v codes written by qkv's output stage (no operand preparation), the residual adds and layer
-    scales in proj's and fc2's.  The output modes follow: 6-bit codes out (``requant``) where the
-    host no longer needs floats.
+    are ``("host", name, op, elements)``: the ARM cores, in float.
     """
     lin = subnet.linear_layers()
     mm = subnet.attention_matmuls()
     t, e = subnet.geometry.num_tokens, subnet.embed_dim
-    nl = "fabric" if fabric else "host"
-    codes_out = "requant" if fabric else "affine"
+    nl, codes_out = "host", "affine"
     out: list[tuple] = [("linear", lin[0], "affine")]
     for i in range(subnet.depth):
         qkv, proj, fc1, fc2 = lin[1 + 4 * i : 5 + 4 * i]
@@ -226,7 +197,7 @@ def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True, fabric: b
         out += [
             (nl, f"{p}.norm1", "layernorm", t * e),
             ("linear", qkv, codes_out),
-            *([] if fabric else [("host", f"{p}.attn_prep", "attn_prep", qkv.tokens * qkv.out_features)]),
+            ("host", f"{p}.attn_prep", "attn_prep", qkv.tokens * qkv.out_features),
             ("matmul", qk),
             (nl, f"{p}.softmax", "softmax", qk.heads * qk.m * qk.n),
             ("matmul", av),
@@ -242,21 +213,21 @@ def subnet_ops(subnet: SubnetConfig, final_norm_cls_only: bool = True, fabric: b
 
 
 def _op_name(op: tuple) -> str:
-    return op[1] if op[0] in ("host", "fabric") else op[1].name
+    return op[1] if op[0] == "host" else op[1].name
 
 
 @lru_cache(maxsize=4096)
-def _block_ops(geom: ViTGeometry, e: int, h: int, r: float, s: tuple[float, ...], fabric: bool = False) -> tuple:
+def _block_ops(geom: ViTGeometry, e: int, h: int, r: float, s: tuple[float, ...]) -> tuple:
     """Ops of one transformer block (``s``: its linears' shares), from a one-block subnet (design-free)."""
     one = SubnetConfig(e, 1, (h,), (r,), s, geom)
-    return tuple(op for op in subnet_ops(one, fabric=fabric) if _op_name(op).startswith("blocks."))
+    return tuple(op for op in subnet_ops(one) if _op_name(op).startswith("blocks."))
 
 
 @lru_cache(maxsize=256)
-def _end_ops(geom: ViTGeometry, e: int, cls_only: bool, fabric: bool = False) -> tuple:
+def _end_ops(geom: ViTGeometry, e: int, cls_only: bool) -> tuple:
     """Patch embedding, final norm and head of a subnet with embedding ``e``."""
     one = SubnetConfig(e, 1, (1,), (1.0,), (0.0,), geom)
-    return tuple(op for op in subnet_ops(one, cls_only, fabric) if not _op_name(op).startswith("blocks."))
+    return tuple(op for op in subnet_ops(one, cls_only) if not _op_name(op).startswith("blocks."))
 
 
 def _sum(costs: Iterable[LayerCost]) -> tuple[float, float, float, int, int, float]:

@@ -65,23 +65,6 @@ class ModelParams:
     host_gelu_ns_per_elem: float = 4.6
     host_attn_prep_ns_per_elem: float = 1.9  # quantise q/k/v, transpose v, split k/v into nibble rows
     host_call_overhead_us: float = 10.0  # assumed (formerly fitted): PL->PS hand-off per host op
-    # --- integer nonlinear ops on the fabric (model.nonlinear: integer; docs/hardware-model.md,
-    # "Fabric nonlinear units"): lanes, pipeline depths and per-lane costs estimated from the
-    # arithmetic of quantization/intops.py (not measured; the RTL issue measures them)
-    ln_lanes: int = 32  # assumed: LayerNorm elements per cycle (its apply pass; the row sums
-    #   accumulate while the previous GEMM writes the residual)
-    ln_pipeline_depth: int = 12  # estimated: centre, 30x17 multiply (2 DSP), round, 18x18 multiply, clamp
-    ln_lane_dsp: float = 3.0  # estimated: (E*R - S1) * rsqrt needs a 30x17 product (2 DSP48E2), then Z * G
-    ln_lane_lut: float = 120.0  # estimated: centring subtract, rounding, clamp, operand muxes
-    ln_lane_ff: float = 200.0  # estimated: pipeline registers
-    ln_row_lut: float = 400.0  # estimated: per LayerNorm unit: V = E*S2 - S1^2 (DSP-free 51-bit
-    #   arithmetic done over several cycles), the normaliser and one RSQRT BRAM18
-    softmax_lanes: int = 64  # assumed: softmax elements per cycle (exp pass and normalise pass)
-    softmax_pipeline_depth: int = 16  # estimated: subtract, 17x17 multiply, table, shift, sum; divider per row
-    softmax_lane_dsp: float = 2.0  # estimated: the exp argument's multiply and the normalising multiply
-    softmax_lane_lut: float = 110.0  # estimated: 64x17 exp2 table in LUTRAM, 17-bit shifter, adder, clamp
-    softmax_lane_ff: float = 150.0  # estimated
-    gelu_row_bram18: float = 0.5  # estimated: a 1024 x 6 table per output lane, two lanes per BRAM18
     host_bw_gbps: float = 8.0  # assumed: DDR throughput seen by the A53 cluster
     final_norm_cls_only: bool = True  # assumed: final LayerNorm on the class token only
 

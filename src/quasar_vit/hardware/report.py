@@ -11,12 +11,34 @@ from typing import Any
 from quasar_vit.hardware.arrays import max_units
 from quasar_vit.hardware.design import AcceleratorDesign
 from quasar_vit.hardware.latency import CostContext, LayerCost
-from quasar_vit.hardware.platforms import RESOURCES, Platform
+from quasar_vit.hardware.platforms import Platform
 from quasar_vit.hardware.resources import Resources
 from quasar_vit.space import SubnetConfig
 
 
-class HardwareReport:
+class Throughput:
+    """What every accelerator's report derives alike: latency and FPS from its ``cycles`` at its
+    design's clock, and whether its ``resources`` fit the board."""
+
+    __slots__ = ()
+    cycles: float
+    design: Any
+    resources: Resources
+
+    @property
+    def latency_ms(self) -> float:
+        return self.cycles / (self.design.clock_mhz * 1e3)
+
+    @property
+    def fps(self) -> float:
+        return 1e3 / self.latency_ms
+
+    @property
+    def fits(self) -> bool:
+        return self.resources.fits
+
+
+class HardwareReport(Throughput):
     """Predicted latency, throughput and resources of ``subnet`` on ``design`` (batch 1)."""
 
     __slots__ = (
@@ -60,14 +82,6 @@ class HardwareReport:
 
     # ---- totals -------------------------------------------------------------------------------
     @property
-    def latency_ms(self) -> float:
-        return self.cycles / (self.design.clock_mhz * 1e3)
-
-    @property
-    def fps(self) -> float:
-        return 1e3 / self.latency_ms
-
-    @property
     def gmacs(self) -> float:
         return self.macs / 1e9
 
@@ -84,7 +98,7 @@ class HardwareReport:
     @property
     def board_peak_gops(self) -> float:
         """Peak of the largest W4A6 array the board fits under its caps (roofline ceiling)."""
-        return 2 * max_units(self.platform, self.design.nonlinear) * self.design.clock_mhz / 1e3
+        return 2 * max_units(self.platform) * self.design.clock_mhz / 1e3
 
     @property
     def ddr_gbps(self) -> float:
@@ -98,10 +112,6 @@ class HardwareReport:
         """FPS with every host-op cost scaled by ``factor`` (the host costs are derived estimates)."""
         cycles = self.cycles + (factor - 1.0) * self.host_cycles
         return self.design.clock_mhz * 1e6 / cycles
-
-    @property
-    def fits(self) -> bool:
-        return self.resources.fits
 
     @property
     def layers(self) -> list[LayerCost]:
@@ -191,13 +201,7 @@ class HardwareReport:
                     f"{x['ms']:8.4f} {g} {roof} {x['bound']:>7}"
                 )
             lines.append("")
-        lines.append(f"{'resource':<9} {'used':>9} {'total':>9} {'util':>7} {'cap':>6}")
-        r = self.resources.to_dict()
-        for k in RESOURCES:
-            lines.append(
-                f"{k.upper():<9} {r[k]['used']:>9} {r[k]['total']:>9} {r[k]['percent']:>6.1f}% "
-                f"{r[k]['cap_percent']:>5.0f}%"
-            )
+        lines += self.resources.table_lines()
         lines += [
             "",
             f"total: {self.cycles:,.0f} cycles = {self.latency_ms:.3f} ms -> {self.fps:.1f} FPS "
@@ -219,4 +223,4 @@ class HardwareReport:
         )
 
 
-__all__ = ["HardwareReport"]
+__all__ = ["HardwareReport", "Throughput"]

@@ -58,6 +58,16 @@ class Resources:
     def fits(self) -> bool:
         return not self.violations()
 
+    def table_lines(self) -> list[str]:
+        """A readable table: each resource's count, the board's total, utilisation and cap."""
+        lines = [f"{'resource':<9} {'used':>9} {'total':>9} {'util':>7} {'cap':>6}"]
+        for k, r in self.to_dict().items():
+            if k in RESOURCES:
+                lines.append(
+                    f"{k.upper():<9} {r['used']:>9} {r['total']:>9} {r['percent']:>6.1f}% {r['cap_percent']:>5.0f}%"
+                )
+        return lines
+
     def to_dict(self) -> dict[str, Any]:
         totals, caps = dict(self.totals), dict(self.caps)
         return {
@@ -71,23 +81,6 @@ class Resources:
         } | {"fits": self.fits, "breakdown": {k: dict(v) for k, v in self.breakdown}}
 
 
-def nonlinear_unit_costs(design: AcceleratorDesign, p: ModelParams) -> tuple[float, float, float, float]:
-    """``(LUT, FF, DSP, BRAM36)`` of the integer nonlinear units of a ``fabric`` design (0 for ``host``).
-
-    One LayerNorm unit (``ln_lanes`` lanes and a per-row part), one softmax unit
-    (``softmax_lanes`` lanes) and a GELU table per output lane (``pe_rows`` lanes); the residual adds
-    and layer scaling reuse the output stage's requantising multiply.  Per-lane costs are estimates
-    from the arithmetic (:class:`ModelParams`), not measurements.
-    """
-    if design.nonlinear != "fabric":
-        return 0.0, 0.0, 0.0, 0.0
-    lut = p.ln_lanes * p.ln_lane_lut + p.ln_row_lut + p.softmax_lanes * p.softmax_lane_lut
-    ff = p.ln_lanes * p.ln_lane_ff + p.softmax_lanes * p.softmax_lane_ff
-    dsp = p.ln_lanes * p.ln_lane_dsp + p.softmax_lanes * p.softmax_lane_dsp
-    bram = design.pe_rows * p.gelu_row_bram18 / 2 + 0.5  # GELU tables, and the RSQRT table (one BRAM18)
-    return lut, ff, dsp, bram
-
-
 def estimate_resources(design: AcceleratorDesign, platform: Platform, params: ModelParams | None = None) -> Resources:
     """Resource counts of ``design`` (independent of the subnet: buffers are sized by the design)."""
     p = params or platform.params
@@ -98,13 +91,12 @@ def estimate_resources(design: AcceleratorDesign, platform: Platform, params: Mo
     array_lut = design.dsp_units * unit_lut + design.lut_units * p.lut_per_unit_lutonly
     adder_lut = design.units * p.adder_lut_per_unit
     out_lut = design.pe_rows * p.out_lut_per_row
-    nl_lut, nl_ff, nl_dsp, nl_bram = nonlinear_unit_costs(design, p)
-    lut = array_lut + adder_lut + out_lut + p.infra_lut + nl_lut
-    ff = design.units * p.ff_per_unit + design.pe_rows * p.out_ff_per_row + p.infra_ff + nl_ff
-    dsp = design.dsp_slices + math.ceil(design.pe_rows * p.out_dsp_per_row) + math.ceil(nl_dsp)
+    lut = array_lut + adder_lut + out_lut + p.infra_lut
+    ff = design.units * p.ff_per_unit + design.pe_rows * p.out_ff_per_row + p.infra_ff
+    dsp = design.dsp_slices + math.ceil(design.pe_rows * p.out_dsp_per_row)
 
     bufs = design.buffers(p.act_bits_stored, p.acc_bits, p.weight_reg_load_cycles)
-    bram = p.infra_bram + math.ceil(nl_bram)
+    bram = p.infra_bram
     uram = 0
     mem: dict[str, float] = {}
     for name, b in bufs.items():
@@ -124,7 +116,6 @@ def estimate_resources(design: AcceleratorDesign, platform: Platform, params: Mo
                 ("adders", adder_lut),
                 ("output_stage", out_lut),
                 ("infra", p.infra_lut),
-                ("nonlinear_units", nl_lut),
             ),
         ),
         (
@@ -132,12 +123,11 @@ def estimate_resources(design: AcceleratorDesign, platform: Platform, params: Mo
             (
                 ("array", float(design.dsp_slices)),
                 ("output_stage", float(math.ceil(design.pe_rows * p.out_dsp_per_row))),
-                ("nonlinear_units", float(math.ceil(nl_dsp))),
             ),
         ),
         (
             "memory",
-            tuple(mem.items()) + (("infra_bram", float(p.infra_bram)), ("nonlinear_bram", float(math.ceil(nl_bram)))),
+            tuple(mem.items()) + (("infra_bram", float(p.infra_bram)),),
         ),
     )
     return Resources(
@@ -152,4 +142,4 @@ def estimate_resources(design: AcceleratorDesign, platform: Platform, params: Mo
     )
 
 
-__all__ = ["Resources", "estimate_resources", "memory_blocks", "nonlinear_unit_costs"]
+__all__ = ["Resources", "estimate_resources", "memory_blocks"]

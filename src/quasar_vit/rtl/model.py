@@ -11,17 +11,20 @@ resource model (:mod:`quasar_vit.rtl.resources`, checked against Yosys).  No tor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 
-from quasar_vit.errors import RtlError
+from quasar_vit.errors import HardwareError, RtlError
 from quasar_vit.hardware.engine import row_mask
 from quasar_vit.rtl.gemm import MODE_CODES, MODE_GELU, MODE_RESIDUAL, Layer
 from quasar_vit.rtl.image import head_order
 from quasar_vit.rtl.layout import Ddr, GemmShape, pow2_at_least
-from quasar_vit.rtl.resources import KINDS, estimate
+from quasar_vit.hardware.platforms import Platform
+from quasar_vit.rtl.report import CoreDesign, CoreReport, StepCost, core_resources
+from quasar_vit.rtl.resources import estimate
 from quasar_vit.rtl.schedule import STEP_GAP, chain_cycles, step_cycles
 from quasar_vit.space import LinearSpec, SubnetConfig
 
@@ -59,7 +62,7 @@ def size_core(
         T=t,
         KP=kp,
         WB=kw.pop("wb", WB),
-        tiles_max=-(-n // t),
+        tiles_max=max(2, -(-n // t)),  # (a one-bit tile index at least)
         ch_max=pow2_at_least(max(act, r // kp)),  # (a row tile's words at least)
         wch_max=pow2_at_least(k_max),
         rch_max=pow2_at_least(max(e, *attn, r) // kp),
@@ -96,10 +99,23 @@ def _zero(m: int, k: int, is8: np.ndarray, **kw: object) -> Layer:
     return Layer(np.zeros((m, k), np.int64), is8, z, z, z, (0, 0), **kw)  # type: ignore[arg-type]
 
 
+def _passes(step: Layer, tokens: int) -> int:
+    """W4A6 unit passes of a step as the core runs it on ``tokens`` tokens: K terms a token for each
+    row slot it fills (an 8-bit row, or a 6-bit key or value, takes two); none for a LayerNorm or a
+    softmax."""
+    if step.kind in ("LayerNorm", "softmax"):
+        return 0
+    m, k = step.w_int.shape
+    return tokens * k * (m + int(np.count_nonzero(step.is8)))
+
+
 @lru_cache(maxsize=4096)
-def _linear(shape: GemmShape, ddr: Ddr, tokens: int, k: int, m: int, n8: int, sections: int, mode: int) -> int:
+def _linear(
+    shape: GemmShape, ddr: Ddr, tokens: int, k: int, m: int, n8: int, sections: int, mode: int
+) -> tuple[int, int]:
+    """(cycles, unit passes) of a linear step."""
     lay = _zero(m, k, np.array(row_mask(m, n8, sections)), kv=sections == 3, mode=mode)
-    return step_cycles(shape, lay, tokens, ddr) + STEP_GAP
+    return step_cycles(shape, lay, tokens, ddr) + STEP_GAP, _passes(lay, tokens)
 
 
 def _as_run(spec: LinearSpec, n: int, kp: int) -> tuple[int, int, int]:
@@ -120,68 +136,75 @@ def _layernorm(shape: GemmShape, ddr: Ddr, tokens: int, e: int) -> int:
 
 
 @lru_cache(maxsize=256)
-def _heads(shape: GemmShape, ddr: Ddr, n: int, hd: int, heads: int) -> tuple[tuple[str, int], ...]:
+def _heads(shape: GemmShape, ddr: Ddr, n: int, hd: int, heads: int) -> tuple[tuple[str, str, int, int, int], ...]:
+    """(name, kind, cycles, MACs, passes) of a block's head steps in :func:`head_order`."""
     make = {
         "qk": lambda h: Layer.scores(n, hd, h, heads),
         "sm": lambda h: Layer.softmax(n, h, heads, (1, 1, 1), 63),
         "pv": lambda h: Layer.attend(n, hd, h, heads, (1, 0, 0), (-32, 31)),
     }
-    program = [make[kind](h) for kind, h in head_order(heads)]
-    return tuple((s.kind, c + STEP_GAP) for s, c in zip(program, chain_cycles(shape, program, n, ddr).steps))
+    order = head_order(heads)
+    program = [make[kind](h) for kind, h in order]
+    cycles = chain_cycles(shape, program, n, ddr).steps
+    return tuple(
+        (f"{kind}{h}", s.kind, c + STEP_GAP, 0 if kind == "sm" else n * n * hd, _passes(s, n))
+        for (kind, h), s, c in zip(order, program, cycles)
+    )
+
+
+def image_steps(subnet: SubnetConfig, shape: GemmShape, ddr: Ddr = DDR) -> tuple[StepCost, ...]:
+    """Every step of an image of ``subnet`` on the core, in the order the core runs them
+    (:func:`~quasar_vit.rtl.image.image_steps`), a P V's cycles including its wait for the softmax.
+    Memoised per layer shape, so a search can call it per candidate."""
+    n, e, hd = subnet.geometry.num_tokens, subnet.embed_dim, subnet.geometry.head_dim
+    lin = {spec.name: spec for spec in subnet.linear_layers()}
+
+    def linear(name: str) -> StepCost:
+        spec = lin[name]
+        tokens, k, mode = _as_run(spec, n, shape.KP)
+        cycles, passes = _linear(shape, ddr, tokens, k, spec.out_features, spec.n8_rows, spec.sections, mode)
+        return StepCost(name, "linear", cycles, spec.macs, passes)
+
+    def norm(name: str, tokens: int) -> StepCost:
+        return StepCost(name, "LayerNorm", _layernorm(shape, ddr, tokens, e), 0, 0)
+
+    steps = [linear("patch_embed")]
+    for i, heads in enumerate(subnet.num_heads):
+        b = f"blocks.{i}"
+        steps += [norm(f"{b}.norm1", n), linear(f"{b}.qkv")]
+        steps += [StepCost(f"{b}.attn.{name}", kind, *work) for name, kind, *work in _heads(shape, ddr, n, hd, heads)]
+        steps += [linear(f"{b}.proj"), norm(f"{b}.norm2", n), linear(f"{b}.fc1"), linear(f"{b}.fc2")]
+    return (*steps, norm("norm", 1), linear("head"))
 
 
 def image_cycles(subnet: SubnetConfig, shape: GemmShape, ddr: Ddr = DDR) -> ImageCycles:
-    """Cycles of one image of ``subnet`` on the core, by step kind (a P V's include its wait for
-    the softmax).  Memoised per layer shape, so a search can call it per candidate."""
+    """Cycles of one image of ``subnet`` on the core, by step kind (:func:`image_steps` summed)."""
     by_kind: dict[str, int] = {}
-
-    def add(kind: str, cycles: int) -> None:
-        by_kind[kind] = by_kind.get(kind, 0) + cycles
-
-    n, e, hd = subnet.geometry.num_tokens, subnet.embed_dim, subnet.geometry.head_dim
-    for spec in subnet.linear_layers():
-        tokens, k, mode = _as_run(spec, n, shape.KP)
-        add("linear", _linear(shape, ddr, tokens, k, spec.out_features, spec.n8_rows, spec.sections, mode))
-    add("LayerNorm", 2 * subnet.depth * _layernorm(shape, ddr, n, e) + _layernorm(shape, ddr, 1, e))
-    for heads in subnet.num_heads:
-        for kind, c in _heads(shape, ddr, n, hd, heads):
-            add(kind, c)
+    for s in image_steps(subnet, shape, ddr):
+        by_kind[s.kind] = by_kind.get(s.kind, 0) + s.cycles
     return ImageCycles(sum(by_kind.values()) - STEP_GAP, by_kind)
 
 
-@dataclass(frozen=True)
-class CoreReport:
-    """A core for a subnet: its shape, an image's cycles and FPS, and its resources by the model."""
-
-    shape: GemmShape
-    cycles: ImageCycles
-    fps: float
-    resources: dict[str, int]
-    percent: dict[str, float]
-    fits: bool
+def platform_ddr(platform: Platform, wb: int = WB) -> Ddr:
+    """The core's stream on ``platform``: a ``wb``-bit beat a cycle at the board's clock, slowed to
+    the board's usable DDR bandwidth when that is lower (beats a cycle as a fraction)."""
+    share = Fraction(min(1.0, platform.bytes_per_cycle / (wb // 8))).limit_denominator(64)
+    return replace(DDR, num=max(1, share.numerator), den=max(1, share.denominator))
 
 
-def evaluate(
-    subnet: SubnetConfig, shape: GemmShape, platform: object, ddr: Ddr = DDR, res: dict[str, int] | None = None
-) -> CoreReport:
-    """``subnet`` on the core ``shape`` on ``platform`` (a :class:`~quasar_vit.hardware.Platform`);
-    ``res``: the shape's modelled resources when already estimated."""
-    res = res or _resources(shape)
-    pct = {k: 100 * res[k] / platform.total(_BOARD[k]) for k in KINDS}  # type: ignore[attr-defined]
-    cyc = image_cycles(subnet, shape, ddr)
-    return CoreReport(shape, cyc, cyc.fps(platform.clock_mhz), res, pct, _fits(res, platform))  # type: ignore[attr-defined]
+@lru_cache(maxsize=1024)
+def _counts(shape: GemmShape) -> dict[str, object]:
+    return estimate(shape)
 
 
-_BOARD = {"lut": "lut", "ff": "ff", "dsp": "dsp", "bram36": "bram"}  # the platform's name of each count
-
-
-def _resources(shape: GemmShape) -> dict[str, int]:
-    return {k: int(v) for k, v in estimate(shape).items() if k in KINDS}  # type: ignore[call-overload]
-
-
-def _fits(res: dict, platform: object) -> bool:
-    """Every count within the board's cap."""
-    return all(res[k] <= platform.limit(_BOARD[k]) for k in KINDS)  # type: ignore[attr-defined]
+def evaluate(subnet: SubnetConfig, design: CoreDesign, platform: Platform, notes: tuple[str, ...] = ()) -> CoreReport:
+    """``subnet`` on the core ``design`` on ``platform``: its steps' cycles (the schedule model, the
+    stream at the board's DDR bandwidth) and the core's resources (the resource model).  It does not
+    raise if the core is over the board's caps: check ``report.fits``."""
+    if design.platform != platform.name:
+        raise HardwareError(f"the design was made for platform '{design.platform}', not '{platform.name}'")
+    steps = image_steps(subnet, design.shape, platform_ddr(platform, design.shape.WB))
+    return CoreReport(subnet, platform, design, steps, core_resources(_counts(design.shape), platform), notes)
 
 
 def tile_options(n: int) -> list[int]:
@@ -198,29 +221,54 @@ def tile_options(n: int) -> list[int]:
     return out
 
 
-def explore(subnet: SubnetConfig, platform: object, ddr: Ddr = DDR) -> CoreReport:
-    """The fastest core for ``subnet`` within ``platform``'s caps by the resource model (ties within
-    0.5 % go to fewer LUTs)."""
+def explore(subnet: SubnetConfig, platform: Platform) -> CoreReport:
+    """The fastest core for ``subnet`` within ``platform``'s caps by the resource model: each R of
+    :data:`ROWS` with each T of :func:`tile_options`, memories sized for the subnet (ties within
+    0.5 % go to fewer LUTs).  Raises :class:`HardwareError` (one line) when none fits."""
     best: CoreReport | None = None
+    tried = 0
     for r in ROWS:
         for t in tile_options(subnet.geometry.num_tokens):
             try:
                 shape = core_shape(subnet, r, t)
             except RtlError:
                 continue
-            res = _resources(shape)
-            if not _fits(res, platform):
+            if not core_resources(_counts(shape), platform).fits:
                 continue
-            rep = evaluate(subnet, shape, platform, ddr, res)
+            rep = evaluate(subnet, CoreDesign(platform.name, platform.clock_mhz, shape), platform)
+            tried += 1
             if (
                 best is None
                 or rep.fps > best.fps * 1.005
-                or (rep.fps >= best.fps * 0.995 and rep.resources["lut"] < best.resources["lut"])
+                or (rep.fps >= best.fps * 0.995 and rep.resources.lut < best.resources.lut)
             ):
                 best = rep
     if best is None:
-        raise RtlError(f"no core fits {getattr(platform, 'name', platform)} for this subnet")
-    return best
+        raise HardwareError(
+            f"no RTL core fits {platform.name} under its caps for this subnet: {_why_none(subnet, platform)}"
+        )
+    return best.with_notes(f"the fastest of {tried} fitting RTL cores (R x T) by the resource model")
 
 
-__all__ = ["DDR", "size_core", "core_shape", "image_cycles", "ImageCycles", "CoreReport", "evaluate", "explore"]
+def _why_none(subnet: SubnetConfig, platform: Platform) -> str:
+    """What the smallest core (R = 16, the fewest tokens a tile) is over."""
+    shape = core_shape(subnet, ROWS[0], tile_options(subnet.geometry.num_tokens)[-1])
+    over = "; ".join(core_resources(_counts(shape), platform).violations())
+    return (
+        f"even the smallest (R={shape.R}, T={shape.T}) is over {over} (the core holds a block's activations "
+        "and the residual stream on chip, in block RAM: it uses no URAM)"
+    )
+
+
+__all__ = [
+    "DDR",
+    "size_core",
+    "core_shape",
+    "image_steps",
+    "image_cycles",
+    "ImageCycles",
+    "platform_ddr",
+    "evaluate",
+    "explore",
+    "tile_options",
+]

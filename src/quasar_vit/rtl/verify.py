@@ -86,11 +86,24 @@ def rtl_verdict(res: dict[str, Any]) -> str:
     )
 
 
+def export_core(directory: Path) -> dict[str, int] | None:
+    """The ``r``, ``t``, ``kp``, ``wb`` of the RTL core in the export's ``accelerator.json`` (None
+    when it holds another design: a float-ops export's HLS engine, or an export made before the core)."""
+    from quasar_vit.rtl.report import KIND
+
+    path = directory / "accelerator.json"
+    design = json.loads(path.read_text()).get("design", {}) if path.is_file() else {}
+    if design.get("accelerator") != KIND:
+        return None
+    return {"r": int(design["R"]), "t": int(design["T"]), "kp": int(design["KP"]), "wb": int(design["WB"])}
+
+
 def run_rtl(
     directory: str | Path, limit: int = 100, data_root: str | None = None, core: dict[str, int] | None = None
 ) -> dict[str, Any]:
     """:func:`verify_rtl` of the export in ``directory`` on its first ``limit`` test images, on
-    :func:`core_for` of it (``core``: its ``r``, ``t``, ``kp``, ``wb`` when not the defaults)."""
+    :func:`core_for` of it with ``core``'s ``r``, ``t``, ``kp``, ``wb`` when given, else the export's
+    own core (``accelerator.json``), else the defaults."""
     from quasar_vit.config import config_from_dict
     from quasar_vit.export.exporter import load_test_images
     from quasar_vit.export.ir import load_ir
@@ -104,7 +117,7 @@ def run_rtl(
     images = load_test_images(config_from_dict(info["config"]), data_root, limit)[0].numpy()
     logits = IntegerViT(ir).forward(images)
     logits = logits[0] if isinstance(logits, tuple) else logits
-    return verify_rtl(ir, images, np.asarray(logits), core_for(ir, **(core or {})))
+    return verify_rtl(ir, images, np.asarray(logits), core_for(ir, **(core or export_core(d) or {})))
 
 
-__all__ = ["core_for", "verify_rtl", "run_rtl", "rtl_verdict"]
+__all__ = ["core_for", "export_core", "verify_rtl", "run_rtl", "rtl_verdict"]

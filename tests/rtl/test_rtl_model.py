@@ -1,0 +1,88 @@
+"""The RTL core as the hardware model hands it on: its report, its design's round trip, its stream
+on a board's DDR, and the physical checks every priced step must pass.  No simulator."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from quasar_vit.errors import HardwareError
+from quasar_vit.hardware import design_from_dict, evaluate, explore, load_platform
+from quasar_vit.hardware.calibration import OPERATING_POINTS
+from quasar_vit.rtl import model
+from quasar_vit.rtl.report import CoreDesign, CoreReport
+
+
+@pytest.fixture(scope="module")
+def zcu102():
+    return load_platform("zcu102")
+
+
+@pytest.fixture(scope="module")
+def l2(zcu102) -> CoreReport:
+    rep = explore(OPERATING_POINTS[0].subnet, zcu102)
+    assert isinstance(rep, CoreReport)
+    return rep
+
+
+def test_the_steps_are_the_image_in_program_order(l2) -> None:
+    """Every step of the subnet once, in the order the core runs them; their cycles add up to the
+    image's (the last step has no edge after it), their MACs to the subnet's."""
+    sub = l2.subnet
+    names = [s.name for s in l2.steps]
+    assert names[0] == "patch_embed" and names[-2:] == ["norm", "head"]
+    assert names[1:4] == ["blocks.0.norm1", "blocks.0.qkv", "blocks.0.attn.qk0"]
+    heads = sub.num_heads[0]
+    assert sum(n.startswith("blocks.0.attn.") for n in names) == 3 * heads
+    assert l2.cycles == sum(s.cycles for s in l2.steps) - 1 == model.image_cycles(sub, l2.shape).total
+    assert sum(s.macs for s in l2.steps) == sub.macs()
+
+
+def test_no_step_uses_more_than_the_array(l2) -> None:
+    """Physical check: a step's unit passes fit in its cycles on the array (utilisation <= 100 %)."""
+    for s in l2.steps:
+        assert s.passes <= s.cycles * l2.design.units, s
+    assert 0 < l2.array_utilisation <= 1
+
+
+def test_the_design_round_trips_through_its_dict(l2, zcu102) -> None:
+    d = json.loads(json.dumps(l2.to_dict()))
+    design = design_from_dict(d["design"])
+    assert design == l2.design
+    again = evaluate(l2.subnet, zcu102, design)
+    assert again.cycles == l2.cycles and again.resources == l2.resources
+    assert d["total"]["fps"] == pytest.approx(l2.fps, rel=1e-3) and len(d["layers"]) == len(l2.steps)
+    assert "RTL core 32 x 22 x 8" in l2.format_table(layers=False)
+
+
+@pytest.mark.parametrize(
+    "change, msg",
+    [({"R": 24}, "R must be a multiple"), ({"T": None}, "lacks T"), ({"tiles_max": "x"}, "invalid literal")],
+)
+def test_a_malformed_core_design_is_one_error_line(l2, change, msg) -> None:
+    d = {**l2.design.to_dict(), **change}
+    d = {k: v for k, v in d.items() if v is not None}
+    with pytest.raises(HardwareError, match=msg) as exc:
+        design_from_dict(d)
+    assert "\n" not in str(exc.value)
+
+
+def test_the_stream_runs_at_the_boards_usable_bandwidth(zcu102) -> None:
+    """A beat a cycle where the board's DDR allows it (the ZCU102: 96 usable bytes a cycle against
+    32), slowed to the board's share where it does not."""
+    assert model.platform_ddr(zcu102) == model.DDR
+    starved = dataclasses.replace(zcu102, ddr_gbps=1.6)  # 8 usable bytes a cycle at 150 MHz
+    ddr = model.platform_ddr(starved)
+    assert (ddr.num, ddr.den) == (1, 4)
+
+
+def test_a_core_for_another_board_is_refused(l2) -> None:
+    with pytest.raises(HardwareError, match="made for platform"):
+        evaluate(l2.subnet, "vcu118", l2.design)
+
+
+def test_a_core_design_is_refused_for_a_float_model(l2) -> None:
+    """The exporter's check: the RTL core runs integer ops only."""
+    assert CoreDesign.from_dict(l2.design.to_dict()).nonlinear == "fabric"
