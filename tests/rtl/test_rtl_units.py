@@ -202,3 +202,47 @@ def test_drain_emits_each_token_once(tmp_path: Path, pair: int, gap: int, overru
         return
     want = np.array([[i, *s[i], *sw, ca[i]] for s, sw, ca in tiles for i in range(t)])
     np.testing.assert_array_equal(rows, want)
+
+
+_LTP_TEXT = """
+Longest topological path in $paramod$abc\\qv_requant (length=3):
+    0: \\prod2 [3]
+    1: $abc$o8 (via $auto$abc_ops_reintegrate.cc:694:reintegrate$34290)
+    2: $abc$i602 (via $auto$alumacc.cc:578:replace_alu$1551.genblk1.slice[0].genblk1.carry4)
+    3: $abc$i674 (via $auto$alumacc.cc:578:replace_alu$1551.genblk1.slice[1].genblk1.carry4)
+
+Longest topological path in $paramod$def\\qv_requant (length=2):
+    0: \\a
+    1: $x (via $abc$lut$1)
+    2: $y (via $abc$lut$2)
+
+Longest topological path in qv_mul_pack4 (length=-1):
+"""
+
+
+def test_the_depth_proxy_counts_lut_levels_and_carry_cells() -> None:
+    """``parse_depth`` keeps each module's deepest parameterisation and tells carry hops from LUTs;
+    a module with no combinational path has depth 0."""
+    d = synth.parse_depth(_LTP_TEXT)
+    assert d["qv_requant"] == {"cells": 3, "carry": 2, "lut": 1}
+    assert d["qv_mul_pack4"] == {"cells": 0, "carry": 0, "lut": 0}
+
+
+def test_the_depth_proxy_stops_at_registers() -> None:
+    """On the mapped requantiser, the longest path runs between its pipeline registers: it is shorter
+    than the path ``ltp`` finds when the flip-flops are not cut (clock to output through every stage)."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from quasar_vit.rtl import tools
+
+    cut = synth.synthesise("qv_requant", sources("qv_requant"), depth=True)["depth"]["qv_requant"]
+    assert cut["cells"] == cut["lut"] + cut["carry"] and cut["carry"] > 0  # the 48-bit add is a carry chain
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        src = tools.resolve(sources("qv_requant"))[0]
+        (Path(tmp) / "r.v").write_text(Path(src).read_text())
+        script = "read_verilog -sv r.v; synth_xilinx -family xcup -noiopad -top qv_requant; tee -q -o l.txt ltp"
+        subprocess.run([tools.yosys(), "-q", "-p", script], cwd=tmp, check=True, capture_output=True, timeout=600)
+        uncut = synth.parse_depth((Path(tmp) / "l.txt").read_text())["qv_requant"]
+    assert uncut["cells"] > cut["cells"]

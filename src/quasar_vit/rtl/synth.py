@@ -27,17 +27,23 @@ from quasar_vit.rtl.tables import write_tables
 FAMILIES = ("xcup", "xcu", "xc7")
 
 
+#: the cells a register-to-register path ends at (the depth proxy cuts the netlist there)
+SEQUENTIAL = ("FD*", "SRL*", "DSP48E*", "RAMB*", "RAM*", "URAM*", "BUFG*")
+
+
 def synthesise(
     top: str,
     sources: Iterable[str | Path],
     params: Mapping[str, int] | None = None,
     family: str = "xcup",
     timeout: float = 1800.0,
+    depth: bool = False,
 ) -> dict[str, int]:
     """Cell counts of ``top`` (with ``params``) after ``synth_xilinx -family FAMILY`` (no I/O buffers).
 
     The tables' ROM files (:mod:`quasar_vit.rtl.tables`) are written into Yosys's working directory,
-    where the modules' ``$readmemh`` finds them by their default names.
+    where the modules' ``$readmemh`` finds them by their default names.  ``depth``: also each module's
+    longest combinational path (:func:`parse_depth`), under ``"depth"``.
     """
     if family not in FAMILIES:
         raise RtlError(f"unknown Yosys family {family!r}: one of {', '.join(FAMILIES)}")
@@ -57,6 +63,7 @@ def synthesise(
                 f"chparam {chparam} {top}" if chparam else "",
                 f"synth_xilinx -family {family} -noiopad -top {top}",
                 "tee -q -o stat.txt stat",
+                f"tee -q -o ltp.txt ltp {_combinational()}" if depth else "",
             ]
         )
         res = subprocess.run(
@@ -67,7 +74,36 @@ def synthesise(
             err = [line for line in log if "ERROR" in line] or log[-1:] or [f"exit {res.returncode}, no message"]
             raise RtlError(f"yosys synthesis of {top} failed: {err[0].strip()}")
         text = stat.read_text()
-        return {**parse_stat(text), "modules": parse_modules(text, top)}  # type: ignore[dict-item]
+        out = {**parse_stat(text), "modules": parse_modules(text, top)}
+        if depth:
+            out["depth"] = parse_depth((Path(tmp) / "ltp.txt").read_text())
+        return out  # type: ignore[return-value]
+
+
+def _combinational() -> str:
+    """A Yosys selection of every cell but the sequential ones (flip-flops, shift registers, DSP48E2
+    slices, block and LUT RAM, clock buffers): ``ltp`` over it finds register-to-register paths."""
+    return " ".join(f"t:{c}" + (" %u" if i else "") for i, c in enumerate(SEQUENTIAL)) + " %n"
+
+
+_LTP = re.compile(r"^Longest topological path in (\S+) \(length=(-?\d+)\):$", re.M)
+
+
+def parse_depth(text: str) -> dict[str, dict[str, int]]:
+    """Each module's longest combinational path from Yosys ``ltp``, by module name: ``cells`` on it,
+    of which ``carry`` carry-chain cells (CARRY4/8: a few tens of ps each, against a LUT and its net)
+    and ``lut`` the rest (LUTs and wide muxes).  Paths cross no module boundary: a module's inputs
+    count as path starts."""
+    out: dict[str, dict[str, int]] = {}
+    parts = _LTP.split(text)
+    for name, length, body in zip(parts[1::3], parts[2::3], parts[3::3]):
+        hops = [line.split("(via ", 1)[1] for line in body.splitlines() if "(via " in line]
+        carry = sum("carry" in h.lower() for h in hops)
+        row = {"cells": max(0, int(length)), "carry": carry, "lut": max(0, int(length)) - carry}
+        base = _base(name)
+        if row["cells"] > out.get(base, {"cells": -1})["cells"]:
+            out[base] = row
+    return out
 
 
 _CELL = re.compile(r"^\s+(\d+)\s+(\S+)\s*$")
