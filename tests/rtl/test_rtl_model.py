@@ -86,3 +86,25 @@ def test_a_core_for_another_board_is_refused(l2) -> None:
 def test_a_core_design_is_refused_for_a_float_model(l2) -> None:
     """The exporter's check: the RTL core runs integer ops only."""
     assert CoreDesign.from_dict(l2.design.to_dict()).nonlinear == "fabric"
+
+
+@pytest.mark.parametrize("num, den, fifo", [(1, 1, 64), (3, 2, 8), (1, 3, 4), (2, 5, 16)])
+def test_a_run_of_beats_is_taken_as_beat_by_beat(num, den, fifo) -> None:
+    """``_Stream.take_run`` (at full rate, the run worked out at once) gives the edges and leaves the
+    credit as the beats taken one by one do, whatever the earliest edges and the stalls between runs."""
+    import random
+
+    from quasar_vit.rtl.layout import Ddr
+    from quasar_vit.rtl.schedule import _Stream
+
+    ddr = Ddr(latency=5, num=num, den=den, fifo=fifo)
+    rng = random.Random(num * 100 + den)
+    one, run = _Stream(ddr), _Stream(ddr)
+    earliest = 0
+    for _ in range(200):
+        earliest = max(earliest, one.last + 1) + rng.choice([0, 0, 1, 7, 40])
+        n = rng.randint(1, 30)
+        for _ in range(n):
+            last = one.take(earliest)
+        assert run.take_run(earliest, n) == last
+        assert (run.x, run.c, run.last) == (one.x, one.c, one.last)

@@ -109,7 +109,7 @@ def _passes(step: Layer, tokens: int) -> int:
     return tokens * k * (m + int(np.count_nonzero(step.is8)))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1 << 16)
 def _linear(
     shape: GemmShape, ddr: Ddr, tokens: int, k: int, m: int, n8: int, sections: int, mode: int
 ) -> tuple[int, int]:
@@ -192,7 +192,7 @@ def platform_ddr(platform: Platform, wb: int = WB) -> Ddr:
     return replace(DDR, num=max(1, share.numerator), den=max(1, share.denominator))
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=1 << 12)
 def _counts(shape: GemmShape) -> dict[str, object]:
     return estimate(shape)
 

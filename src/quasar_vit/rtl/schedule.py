@@ -55,6 +55,23 @@ class _Stream:
         self.x, self.c, self.last = e + 1, min(before + d.num - d.den, self.cap), e
         return e
 
+    def take_run(self, earliest: int, n: int) -> int:
+        """The edge of the last of ``n`` beats the core would each take from edge ``earliest`` on
+        (the edge of the previous beat if ``n`` is 0).  At full rate (``num >= den``) a beat's credit
+        is back before the next edge, so after the first beat the rest follow one an edge: worked
+        out at once instead of beat by beat (the search prices thousands of layers)."""
+        if n <= 0:
+            return self.last
+        d = self.ddr
+        if d.num < d.den:
+            for _ in range(n):
+                self.take(earliest)
+            return self.last
+        first = self.take(earliest)
+        self.last = first + n - 1
+        self.x, self.c = self.last + 1, min(self.c + (n - 1) * (d.num - d.den), self.cap)
+        return self.last
+
 
 def _done(last: int, last_valid: int) -> int:
     """The cycles a run takes (as the testbench counts them) when its last token goes to the lanes
@@ -104,8 +121,7 @@ def linear_cycles(
     table_end = edge + per_beat if gelu else 0  # the edge of the last table write
     for i in range(n_rt):
         half = i % 2
-        for _ in range(beats_per_tile):  # the beats of row tile i
-            edge = stream.take(max(free_at[half] + 1, table_end + 1 if gelu else 0))
+        edge = stream.take_run(max(free_at[half] + 1, table_end + 1 if gelu else 0), beats_per_tile)
         issue = max(edge + 1, next_issue)
         next_issue = issue + n_tt * tile_cycles
         last_chunk = next_issue - gap - 1
@@ -144,8 +160,7 @@ def layernorm_cycles(shape: GemmShape, n_tokens: int, e: int, ddr: Ddr = Ddr()) 
     edge, next_issue, last_read = 0, apply_from, 0
     for g in range(groups):
         half = g % 2
-        for _ in range(tile_beats(0, shape)):
-            edge = stream.take(free_at[half] + 1)
+        edge = stream.take_run(free_at[half] + 1, tile_beats(0, shape))
         issue = max(edge + 1, next_issue)
         last_read = issue + n_tokens - 1
         next_issue = last_read + 1
