@@ -27,8 +27,9 @@ from quasar_vit.rtl.tables import write_tables
 FAMILIES = ("xcup", "xcu", "xc7")
 
 
-#: the cells a register-to-register path ends at (the depth proxy cuts the netlist there)
-SEQUENTIAL = ("FD*", "SRL*", "DSP48E*", "RAMB*", "RAM*", "URAM*", "BUFG*")
+#: the cells a register-to-register path ends at (the depth proxy cuts the netlist there), and the
+#: instances of the design's own modules (a module's paths are its own: ltp sees an instance as one cell)
+SEQUENTIAL = ("FD*", "SRL*", "DSP48E*", "RAMB*", "RAM*", "URAM*", "BUFG*", "qv_*", "$paramod*")
 
 
 def synthesise(
@@ -82,7 +83,8 @@ def synthesise(
 
 def _combinational() -> str:
     """A Yosys selection of every cell but the sequential ones (flip-flops, shift registers, DSP48E2
-    slices, block and LUT RAM, clock buffers): ``ltp`` over it finds register-to-register paths."""
+    slices, block and LUT RAM, clock buffers) and the submodule instances: ``ltp`` over it finds
+    register-to-register paths within each module."""
     return " ".join(f"t:{c}" + (" %u" if i else "") for i, c in enumerate(SEQUENTIAL)) + " %n"
 
 
