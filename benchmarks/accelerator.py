@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from common import RESULTS, write_results
 
@@ -56,6 +57,7 @@ def paper_points() -> list[dict]:
                 "rtl_core": f"{core.shape.R} x {core.shape.T} x {core.shape.KP}",
                 "rtl_shares": {k: round(100 * c / core.cycles, 1) for k, c in kinds.items()},
                 "rtl_percent": {k: core.resources.to_dict()[k]["percent"] for k in ("lut", "dsp", "bram")},
+                "physical": physical_checks(core, zcu),
                 "hls_fps": round(engine.fps, 1),
                 "hls_fps_host_2x": round(engine.fps_with_host(2.0), 1),
                 "hls_fps_host_half": round(engine.fps_with_host(0.5), 1),
@@ -64,6 +66,23 @@ def paper_points() -> list[dict]:
             }
         )
     return rows
+
+
+def physical_checks(core: Any, plat: Any) -> dict[str, Any]:
+    """The checks a priced core must pass on its board: no step above 100 % array use, the weight
+    stream within the board's usable DDR bandwidth, and every resource (BRAM included) within its cap."""
+    from quasar_vit.rtl.model import platform_ddr
+
+    ddr = platform_ddr(plat, core.shape.WB)
+    stream = core.shape.WB / 8 * ddr.num / ddr.den  # bytes a cycle at most
+    worst = max(s.passes / (s.cycles * core.design.units) for s in core.steps if s.passes)
+    return {
+        "max_step_array_use": round(worst, 4),
+        "stream_bytes_per_cycle": stream,
+        "usable_ddr_bytes_per_cycle": round(plat.bytes_per_cycle, 1),
+        "resources_within_caps": core.fits,
+        "passed": bool(worst <= 1 and stream <= plat.bytes_per_cycle and core.fits),
+    }
 
 
 def csim_cycles(export: Path, images: int) -> dict:
@@ -231,6 +250,17 @@ def markdown(points: list[dict], sim: dict | None, deit: dict | None = None, rtl
             f"{p['rtl_core']} | {pct['lut']} / {pct['dsp']} / {pct['bram']} | {shares} | {p['hls_fps']} | "
             f"{p['hls_fps_host_2x']} / {p['hls_fps_host_half']} |"
         )
+    checks = [p["physical"] for p in points]
+    L += [
+        "",
+        "Physical checks of the priced cores: largest array use of any step "
+        + ", ".join(f"{c['max_step_array_use']:.3f}" for c in checks)
+        + f"; weight stream {checks[0]['stream_bytes_per_cycle']:g} B a cycle against "
+        f"{checks[0]['usable_ddr_bytes_per_cycle']} usable; every resource within the board's cap: "
+        + ", ".join(str(c["resources_within_caps"]) for c in checks)
+        + ".",
+        "",
+    ]
     return "\n".join(L) + "\n"
 
 
