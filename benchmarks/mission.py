@@ -9,7 +9,7 @@
 4. the hardware model's predictions for the paper's three ZCU102 operating points next to the
    paper's figures.
 
-Usage:  python benchmarks/mission.py [--quick] [--workdir runs/mission]
+Usage:  python benchmarks/mission.py [--quick] [--workdir runs/mission] [--supernet RUN --steps N]
 ``--quick`` is sized for CI (under 10 minutes on 2 cores); the full mode is for release numbers.
 Writes benchmarks/results/mission.json and mission.md (or *-quick.*) and prints the Markdown.
 Every stage is resumable: training and search runs are kept in --workdir.
@@ -112,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks/supernet.py leaves in runs/bench-supernet/...) instead of training one",
     )
     ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="supernet training steps (default: the mode's budget; e.g. 1200 to reuse the demo's runs/demo/supernet)",
+    )
+    ap.add_argument(
         "--restart",
         action="store_true",
         help="discard saved search states in the work folder (e.g. from an older version)",
@@ -127,7 +133,8 @@ def _mission(args: argparse.Namespace, argv: list[str] | None) -> int:
     mode = "quick" if args.quick else "full"
     b = BUDGETS[mode]
     t_start = time.time()
-    overrides = [f"train.steps={b['steps']}"] if b["steps"] else []
+    steps = args.steps or b["steps"]
+    overrides = [f"train.steps={steps}"] if steps else []
     cfg = load_config(args.config, overrides)
     work = Path(args.workdir) / f"{mode}-{cfg.name}-{cfg.train.steps}"
     out_json = Path(args.out) if args.out else RESULTS / f"mission{'-quick' if args.quick else ''}.json"
