@@ -246,3 +246,19 @@ def test_the_depth_proxy_stops_at_registers() -> None:
         subprocess.run([tools.yosys(), "-q", "-p", script], cwd=tmp, check=True, capture_output=True, timeout=600)
         uncut = synth.parse_depth((Path(tmp) / "l.txt").read_text())["qv_requant"]
     assert uncut["cells"] > cut["cells"]
+
+
+@pytest.mark.parametrize("r", [2, 8, 32, 6])
+def test_run_max_is_the_largest_lane_taking_part(tmp_path: Path, r: int) -> None:
+    """``qv_run_max`` (the comparison tree of the softmax's and Q K^T's run maxima) gives the largest
+    of the lanes taking part, lane 0 always included, at a power-of-two R and at one that is not."""
+    rng = np.random.default_rng(r)
+    n, aw = 3000, 20
+    vals = rng.integers(-(2 ** (aw - 1)), 2 ** (aw - 1), (n, r)) >> rng.integers(0, 18, (n, 1))  # near ties too
+    ok = rng.integers(0, 2, (n, r)).astype(bool)
+    ok[: n // 10] = False  # lane 0 alone
+    mask = (ok * (1 << np.arange(r))).sum(1)
+    exe = sim.build("tb_qv_run_max", tb_sources("qv_run_max"), {"R": r, "AW": aw, "STRIDE": aw + 1})
+    out = sim.run(exe, np.concatenate([[n], np.column_stack([mask, vals]).ravel()]), tmp_path)
+    want = np.where(ok | (np.arange(r) == 0), vals, vals[:, :1]).max(1)
+    np.testing.assert_array_equal(out, want)

@@ -22,7 +22,8 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "qv_weight_buf": (),
     "qv_kv_loader": (),
     "qv_vt_mem": (),
-    "qv_sm_path": ("qv_res_mem",),
+    "qv_run_max": (),
+    "qv_sm_path": ("qv_res_mem", "qv_run_max"),
     "qv_gemm_core": (
         "qv_act_mem",
         "qv_res_mem",
@@ -31,6 +32,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
         "qv_kv_loader",
         "qv_vt_mem",
         "qv_sm_path",
+        "qv_run_max",
         "qv_dot_array",
         "qv_drain",
         "qv_outstage",

@@ -556,15 +556,10 @@ module qv_gemm_core #(
     assign sc_q = sc_rd_odd ? sc_q_odd : sc_q_even;
     // Q K^T also gives the softmax its row maxima: each token's run of scores, as it is written, updates
     // the token's maximum (the first key tile sets it); a pair cycle updates two tokens
-    reg signed [RES_W-1:0] run_max, run_max_b;
-    always @(*) begin
-        run_max = $signed(w2_vals[0 +: RES_W]);  // position 0 always holds a score
-        run_max_b = $signed(w2_vals_b[0 +: RES_W]);
-        for (p = 1; p < R; p = p + 1) begin
-            if (w2_ok[p] && $signed(w2_vals[p*VW +: RES_W]) > run_max) run_max = $signed(w2_vals[p*VW +: RES_W]);
-            if (w2_ok_b[p] && $signed(w2_vals_b[p*VW +: RES_W]) > run_max_b) run_max_b = $signed(w2_vals_b[p*VW +: RES_W]);
-        end
-    end
+    // (comparison trees over the lanes; position 0 always holds a score)
+    wire signed [RES_W-1:0] run_max, run_max_b;
+    qv_run_max #(.R(R), .AW(RES_W), .STRIDE(VW)) qk_max (.vals(w2_vals), .ok(w2_ok), .max(run_max));
+    qv_run_max #(.R(R), .AW(RES_W), .STRIDE(VW)) qk_max_b (.vals(w2_vals_b), .ok(w2_ok_b), .max(run_max_b));
     // the softmax step (mode 6): the score memory's rows -> P codes into the activation memory from
     // o_base (M, S and Qa as at_mult, at_shift and at_offset)
     qv_sm_path #(.R(R), .KP(KP), .W(W), .TOK_MAX(T*TILES_MAX), .SCH_MAX(SCH_MAX), .CH_MAX(CH_MAX), .A_W(RES_W), .QA_W(QA_W)) sm (

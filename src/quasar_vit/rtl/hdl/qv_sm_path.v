@@ -181,14 +181,12 @@ module qv_sm_path #(
     reg [TW-1:0] m1_t;
     reg signed [A_W-1:0] m1_mx, row_mx;
     reg m2_v;
+    // the run's maximum: a comparison tree over the lanes (lane 0 is always a key: a run starts at a key < N)
+    wire signed [A_W-1:0] rv_max;
+    qv_run_max #(.R(R), .AW(A_W), .STRIDE(A_W)) run_max (.vals(rd_data), .ok(rv_ok), .max(rv_max));
     always @(posedge clk) begin
         m1_v <= rv_v && rv_ph == 2'd1; m1_first <= rv_first; m1_last <= rv_last; m1_t <= rv_t;
-        begin : run_max
-            reg signed [A_W-1:0] m;
-            m = a[0];  // lane 0 is always a key (a run starts at a key < N)
-            for (i = 1; i < R; i = i + 1) if (rv_ok[i] && a[i] > m) m = a[i];
-            m1_mx <= m;
-        end
+        m1_mx <= rv_max;
         m2_v <= m1_v && m1_last;
         if (m1_v) row_mx <= m1_row;
     end
