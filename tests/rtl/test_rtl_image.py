@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from quasar_vit.rtl.image import image_steps, run_image
 from quasar_vit.rtl.layout import GemmShape
@@ -81,3 +82,20 @@ def test_the_model_prices_the_program_the_core_runs(rtl_export, exported_trace) 
     priced = image_cycles(subnet, DEMO)
     assert priced.total == program.total
     assert set(priced.by_kind) == {"linear", "LayerNorm", "Q K^T", "softmax", "P V"}
+
+
+@pytest.mark.parametrize("design", ['{"design": {"accelerator": "rtl-core", "R": 24}}', "{not json"])
+def test_a_malformed_core_in_the_export_is_one_error_line(rtl_export, tmp_path, capsys, design) -> None:
+    """``verify --rtl`` runs the core in the export's accelerator.json; a malformed one (or a file that
+    is not JSON) ends in one error line and exit 2, not a traceback."""
+    import shutil
+
+    from quasar_vit.cli.main import main
+
+    broken = tmp_path / "exp"
+    shutil.copytree(rtl_export, broken)
+    (broken / "accelerator.json").write_text(design)
+    assert main(["verify", str(broken), "--rtl", "--limit", "1"]) == 2
+    err = capsys.readouterr().err  # (after the engine's progress line)
+    assert [line for line in err.splitlines() if "error" in line.lower()] == [err.strip().splitlines()[-1]]
+    assert err.strip().splitlines()[-1].startswith("quasar-vit verify: error:") and "Traceback" not in err

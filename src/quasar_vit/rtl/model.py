@@ -23,7 +23,7 @@ from quasar_vit.rtl.gemm import MODE_CODES, MODE_GELU, MODE_RESIDUAL, Layer
 from quasar_vit.rtl.image import head_order
 from quasar_vit.rtl.layout import Ddr, GemmShape, pow2_at_least
 from quasar_vit.hardware.platforms import Platform
-from quasar_vit.rtl.report import CoreDesign, CoreReport, StepCost, core_resources
+from quasar_vit.rtl.report import CoreDesign, CoreReport, StepCost, core_resources, steps_total
 from quasar_vit.rtl.resources import estimate
 from quasar_vit.rtl.schedule import STEP_GAP, chain_cycles, step_cycles
 from quasar_vit.space import LinearSpec, SubnetConfig
@@ -179,10 +179,7 @@ def image_steps(subnet: SubnetConfig, shape: GemmShape, ddr: Ddr = DDR) -> tuple
 
 def image_cycles(subnet: SubnetConfig, shape: GemmShape, ddr: Ddr = DDR) -> ImageCycles:
     """Cycles of one image of ``subnet`` on the core, by step kind (:func:`image_steps` summed)."""
-    by_kind: dict[str, int] = {}
-    for s in image_steps(subnet, shape, ddr):
-        by_kind[s.kind] = by_kind.get(s.kind, 0) + s.cycles
-    return ImageCycles(sum(by_kind.values()) - STEP_GAP, by_kind)
+    return ImageCycles(*steps_total(image_steps(subnet, shape, ddr)))
 
 
 def platform_ddr(platform: Platform, wb: int = WB) -> Ddr:

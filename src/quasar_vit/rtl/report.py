@@ -87,6 +87,14 @@ class StepCost:
     passes: int
 
 
+def steps_total(steps: tuple[StepCost, ...]) -> tuple[int, dict[str, int]]:
+    """An image's cycles (the last step has no edge after it) and their sum by step kind."""
+    by_kind: dict[str, int] = {}
+    for s in steps:
+        by_kind[s.kind] = by_kind.get(s.kind, 0) + s.cycles
+    return sum(by_kind.values()) - STEP_GAP, by_kind
+
+
 def core_resources(counts: Mapping[str, Any], platform: Platform) -> Resources:
     """The resource model's counts (:func:`~quasar_vit.rtl.resources.estimate`) against the board."""
     modules = counts.get("modules", {})
@@ -119,7 +127,7 @@ class CoreReport(Throughput):
     ) -> None:
         self.subnet, self.platform, self.design = subnet, platform, design
         self.steps, self.resources, self.notes = steps, resources, tuple(notes)
-        self.cycles = sum(s.cycles for s in steps) - STEP_GAP  # the last step has no edge after it
+        self.cycles, self.by_kind = steps_total(steps)
 
     def with_notes(self, *notes: str) -> "CoreReport":
         return CoreReport(self.subnet, self.platform, self.design, self.steps, self.resources, self.notes + notes)
@@ -127,13 +135,6 @@ class CoreReport(Throughput):
     @property
     def shape(self) -> GemmShape:
         return self.design.shape
-
-    @property
-    def by_kind(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in self.steps:
-            out[s.kind] = out.get(s.kind, 0) + s.cycles
-        return out
 
     @property
     def array_utilisation(self) -> float:
@@ -214,4 +215,4 @@ class CoreReport(Throughput):
         return f"CoreReport({self.platform.name}, {self.fps:.1f} FPS, {self.design.units} units, fits={self.fits})"
 
 
-__all__ = ["KIND", "CoreDesign", "StepCost", "CoreReport", "core_resources"]
+__all__ = ["KIND", "CoreDesign", "StepCost", "CoreReport", "core_resources", "steps_total"]

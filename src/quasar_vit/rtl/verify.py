@@ -86,24 +86,31 @@ def rtl_verdict(res: dict[str, Any]) -> str:
     )
 
 
-def export_core(directory: Path) -> dict[str, int] | None:
-    """The ``r``, ``t``, ``kp``, ``wb`` of the RTL core in the export's ``accelerator.json`` (None
-    when it holds another design: a float-ops export's HLS engine, or an export made before the core)."""
-    from quasar_vit.rtl.report import KIND
+def export_core(directory: Path) -> GemmShape | None:
+    """The RTL core in the export's ``accelerator.json`` (None when it holds another design: a
+    float-ops export's HLS engine, or an export made before the core); one error line when the file
+    or its core is malformed."""
+    from quasar_vit.rtl.report import KIND, CoreDesign
 
     path = directory / "accelerator.json"
-    design = json.loads(path.read_text()).get("design", {}) if path.is_file() else {}
-    if design.get("accelerator") != KIND:
+    if not path.is_file():
         return None
-    return {"r": int(design["R"]), "t": int(design["T"]), "kp": int(design["KP"]), "wb": int(design["WB"])}
+    try:
+        design = json.loads(path.read_text()).get("design", {})
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise RtlError(f"{path} is not a valid accelerator description: {exc}") from None
+    if not isinstance(design, dict) or design.get("accelerator") != KIND:
+        return None
+    return CoreDesign.from_dict(design).shape
 
 
 def run_rtl(
     directory: str | Path, limit: int = 100, data_root: str | None = None, core: dict[str, int] | None = None
 ) -> dict[str, Any]:
     """:func:`verify_rtl` of the export in ``directory`` on its first ``limit`` test images, on
-    :func:`core_for` of it with ``core``'s ``r``, ``t``, ``kp``, ``wb`` when given, else the export's
-    own core (``accelerator.json``), else the defaults."""
+    :func:`core_for` of it with ``core``'s ``r``, ``t``, ``kp``, ``wb`` when given, else on the export's
+    own core (``accelerator.json``: sized for these integers at export), else on :func:`core_for`'s
+    defaults."""
     from quasar_vit.config import config_from_dict
     from quasar_vit.export.exporter import load_test_images
     from quasar_vit.export.ir import load_ir
@@ -117,7 +124,8 @@ def run_rtl(
     images = load_test_images(config_from_dict(info["config"]), data_root, limit)[0].numpy()
     logits = IntegerViT(ir).forward(images)
     logits = logits[0] if isinstance(logits, tuple) else logits
-    return verify_rtl(ir, images, np.asarray(logits), core_for(ir, **(core or export_core(d) or {})))
+    shape = core_for(ir, **core) if core else export_core(d) or core_for(ir)
+    return verify_rtl(ir, images, np.asarray(logits), shape)
 
 
 __all__ = ["core_for", "export_core", "verify_rtl", "run_rtl", "rtl_verdict"]
