@@ -6,13 +6,14 @@ figure the paper gives as 12.9 LUT + 0.25 DSP for packing 4) and its share of th
 FF counts include the DSP48E2 pipeline registers, which Yosys leaves in the fabric and Vivado packs
 into the DSP (docs/rtl.md).
 
-The last two rows are the GEMM core (the array, the lanes, the LayerNorm path, the softmax step, the
-GELU tables, the activation, residual, score, K and V^T memories) at the
-demo's size and at the DeiT-Small size that ``benchmarks/rtl_block.py`` simulates (198 tokens,
+The last two rows are the accelerator, ``qv_top``: the GEMM core (the array, the lanes, the
+LayerNorm path, the softmax step, the GELU tables, the activation, residual, score, K and V^T
+memories) with its descriptor table, sequencer and loader, at the demo's size and at the DeiT-Small size that ``benchmarks/rtl_block.py`` simulates (198 tokens,
 every matrix of a block in the activation memory: 4096 channels; layers up to K = 2048; embed dim
 up to 512; two 128-bit stream ports).  A second table breaks each core down by module: each
 module's own logic over all its instances (the core's own row: the lanes' compaction, the GELU
-tables, the write-back and the sequencer), from the same Yosys run.
+tables, the write-back and the step logic; qv_top's: the descriptor table, the sequencer and the
+loader), from the same Yosys run.
 
 The resource model (``quasar_vit.rtl.resources``) is fitted to two other cores' breakdowns:
 ``--fit`` synthesises them (``resources.FIT_SHAPES``) and writes ``rtl/fit_syntheses.json``.  Every
@@ -41,7 +42,7 @@ from quasar_vit.rtl.modules import sources
 from quasar_vit.rtl.tools import HDL_DIR
 
 OUT = RESULTS / "rtl_units.json"
-DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)  # the tests' demo core
+DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64, steps_max=128)  # the tests' demo core
 DEIT = RTL_BLOCK_SHAPE  # the DeiT-Small-size core benchmarks/rtl_block.py simulates
 
 #: (module, parameters, multiply units it holds or 0)
@@ -51,9 +52,10 @@ UNITS: list[tuple[str, dict[str, int], int]] = [
     ("qv_outstage", {}, 0),
     ("qv_dot_array", {"R": 8, "T": 8, "KP": 8}, 512),
     ("qv_dot_array", {"R": DEIT.R, "T": DEIT.T, "KP": DEIT.KP}, DEIT.units),
-    # the whole GEMM core (array, drain, lanes, weight/activation/residual memories, GELU tables)
-    ("qv_gemm_core", DEMO.params(), 512),
-    ("qv_gemm_core", DEIT.params(), DEIT.units),
+    # the accelerator: the GEMM core (array, drain, lanes, memories, GELU tables), its descriptor table,
+    # sequencer and loader
+    ("qv_top", DEMO.top_params(), 512),
+    ("qv_top", DEIT.top_params(), DEIT.units),
 ]
 
 
@@ -74,9 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         r = synth.synthesise(top, sources(top), params)
         rows.append(_row(top, params, units, r, time.time() - t0, zcu))
-        if top == "qv_gemm_core":
+        if top == "qv_top":
             rows[-1]["modules"] = r["modules"]
-            shape = DEMO if params == DEMO.params() else DEIT
+            shape = DEMO if params == DEMO.top_params() else DEIT
             rows[-1]["model"] = {k: v for k, v in resources.estimate(shape).items() if k != "modules"}
     md = _markdown(rows)
     print(md)
@@ -98,10 +100,10 @@ def _fit_syntheses() -> None:
     out = {}
     for name, shape in resources.FIT_SHAPES.items():
         t0 = time.time()
-        r = synth.synthesise("qv_gemm_core", sources("qv_gemm_core"), shape.params())
-        out[name] = {"params": shape.params(), "modules": r["modules"], "seconds": round(time.time() - t0, 1)}
+        r = synth.synthesise("qv_top", sources("qv_top"), shape.top_params())
+        out[name] = {"params": shape.top_params(), "modules": r["modules"], "seconds": round(time.time() - t0, 1)}
         out[name].update({k: r[k] for k in ("lut", "ff", "dsp", "bram36")})
-        print(f"fit core {name}: {shape.params()}: LUT {r['lut']}, DSP {r['dsp']}, BRAM36 {r['bram36']}")
+        print(f"fit core {name}: {shape.top_params()}: LUT {r['lut']}, DSP {r['dsp']}, BRAM36 {r['bram36']}")
     atomic_write_text(resources.FIT_FILE, json.dumps(out, indent=1) + "\n")
 
 
@@ -141,9 +143,9 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['units']} units | " + " | ".join(cells) + " |")
     for r in rows:
         if "modules" in r:
-            lines += ["", f"qv_gemm_core with {r['units']} units, by module (own logic, all instances):", ""]
+            lines += ["", f"qv_top with {r['units']} units, by module (own logic, all instances):", ""]
             lines += [
-                "| module | instances | LUT | FF | DSP48E2 | BRAM36 | LUT % of the core |",
+                "| module | instances | LUT | FF | DSP48E2 | BRAM36 | LUT % of the design |",
                 "|---|---|---|---|---|---|---|",
             ]
             for name, m in sorted(r["modules"].items(), key=lambda kv: -kv[1]["lut"]):

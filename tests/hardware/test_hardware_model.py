@@ -96,7 +96,7 @@ def test_integer_models_run_on_the_rtl_core_and_float_models_on_the_hls_engine(z
     integer, floating = explore(sub, zcu102, nonlinear="integer"), explore(sub, zcu102, nonlinear="float")
     assert isinstance(integer, CoreReport) and isinstance(floating, HardwareReport)
     assert integer.design.nonlinear == "fabric" and floating.design.nonlinear == "host"
-    assert {s.kind for s in integer.steps} == {"linear", "LayerNorm", "Q K^T", "softmax", "P V"}
+    assert {s.kind for s in integer.steps} == {"load", "linear", "LayerNorm", "Q K^T", "softmax", "P V"}
     assert integer.to_dict()["total"]["host_ms"] == 0 and floating.host_cycles > 0
     assert {l.unit for l in floating.layers if l.op in ("layernorm", "softmax", "gelu")} == {"host"}
     assert integer.fits and integer.fps > floating.fps
@@ -184,7 +184,7 @@ def test_unknown_platform_lists_presets():
 def test_user_board_from_yaml(tmp_path):
     f = tmp_path / "myboard.yaml"
     f.write_text(
-        "name: myboard\nlut: 150000\nff: 300000\ndsp: 900\nbram: 300\nuram: 0\n"
+        "name: myboard\nlut: 150000\nff: 300000\ndsp: 900\nbram: 320\nuram: 0\n"
         "clock_mhz: 200\nddr_gbps: 10\nddr_efficiency: 0.8\nutil_cap: 0.75\n"
         "params: {host_call_overhead_us: 20.0}\n"
     )

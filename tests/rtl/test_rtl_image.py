@@ -1,10 +1,11 @@
-"""Whole images on the simulated RTL core: the subnet's program from its IR, logits bit-exact.
+"""Whole images on the simulated accelerator: the subnet's program from its IR, logits bit-exact.
 
 ``rtl.image.image_steps`` makes the core's steps of an exported subnet: the patch embedding, every
-block, the final LayerNorm and the head.  Each image runs as one chain in Verilator, from its
-patches' codes to the head's accumulators.  The accumulators, and so the logits the engine's float
-rescale makes of them, must be the engine's exactly, and every step must take the cycles the
-schedule model predicts.
+block, the final LayerNorm and the head.  Each image runs on ``qv_top`` in Verilator as its
+descriptor table's program: the loads of its patch codes and its starting residual from DDR, then
+the steps, to the head's accumulators on the result port.  The accumulators, and so the logits the
+engine's float rescale makes of them, must be the engine's exactly, and every step and the image
+(from ``run`` to ``done``) must take the cycles the schedule model predicts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from quasar_vit.rtl.image import image_steps, run_image
 from quasar_vit.rtl.layout import GemmShape
-from quasar_vit.rtl.schedule import chain_cycles
+from quasar_vit.rtl.verify import image_model
 
 DEMO = GemmShape(R=16, T=4, KP=8, WB=64, tiles_max=8, ch_max=128, wch_max=64)
 
@@ -25,18 +26,18 @@ def test_exported_images_on_chip(exported_trace, tmp_path: Path) -> None:
     """100 test images of a trained export (about 0.4 s each): the head's input codes and the
     logits are the engine's, bit for bit, and each image's cycles are the model's, step by step."""
     ir, trace, images = exported_trace
-    steps = image_steps(ir, DEMO)
-    n = int(ir.ops.start.shape[0])
+    predicted = image_model(ir, DEMO)
     assert len(images) == 100
     for img in range(len(images)):
         run = run_image(DEMO, ir, images[img], tmp_path / f"img{img}")
         np.testing.assert_array_equal(run.logits, trace["logits"][img])
-        np.testing.assert_array_equal(run.chain.layers[-2].codes, trace["head.in"][img][None])
-        predicted = chain_cycles(DEMO, steps, n)
-        assert [r.cycles for r in run.chain.layers] == predicted.steps
-        assert run.chain.softmax_cycles == predicted.softmax
+        np.testing.assert_array_equal(run.run.layers[-2].codes, trace["head.in"][img][None])
+        np.testing.assert_array_equal(run.acc, run.run.layers[-1].codes[0])  # the result port: the head's lanes
+        assert run.run.loads == predicted.loads
+        assert [r.cycles for r in run.run.layers] == predicted.chain.steps
+        assert run.run.softmax_cycles == predicted.chain.softmax
         assert run.cycles == predicted.total
-        assert not any(r.overrun for r in run.chain.layers)
+        assert not any(r.overrun for r in run.run.layers)
 
 
 def test_verify_rtl_command(rtl_export, capsys) -> None:
@@ -77,11 +78,9 @@ def test_the_model_prices_the_program_the_core_runs(rtl_export, exported_trace) 
 
     ir = exported_trace[0]
     subnet = SubnetConfig.from_dict(json.loads((rtl_export / "subnet.json").read_text()))
-    n = int(ir.ops.start.shape[0])
-    program = chain_cycles(DEMO, image_steps(ir, DEMO), n)
     priced = image_cycles(subnet, DEMO)
-    assert priced.total == program.total
-    assert set(priced.by_kind) == {"linear", "LayerNorm", "Q K^T", "softmax", "P V"}
+    assert priced.total == image_model(ir, DEMO).total
+    assert set(priced.by_kind) == {"load", "linear", "LayerNorm", "Q K^T", "softmax", "P V"}
 
 
 @pytest.mark.parametrize("design", ['{"design": {"accelerator": "rtl-core", "R": 24}}', "{not json"])

@@ -13,6 +13,7 @@ from quasar_vit.hardware import design_from_dict, evaluate, explore, load_platfo
 from quasar_vit.hardware.calibration import OPERATING_POINTS
 from quasar_vit.rtl import model
 from quasar_vit.rtl.report import CoreDesign, CoreReport
+from quasar_vit.rtl.schedule import RUN_LEAD
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +29,22 @@ def l2(zcu102) -> CoreReport:
 
 
 def test_the_steps_are_the_image_in_program_order(l2) -> None:
-    """Every step of the subnet once, in the order the core runs them; their cycles add up to the
-    image's (the last step has no edge after it), their MACs to the subnet's."""
+    """Every step of the subnet once, in the order qv_top runs them (the image's two loads first);
+    their cycles and the sequencer's lead add up to the image's, their MACs to the subnet's; the
+    descriptor table holds them."""
     sub = l2.subnet
     names = [s.name for s in l2.steps]
-    assert names[0] == "patch_embed" and names[-2:] == ["norm", "head"]
-    assert names[1:4] == ["blocks.0.norm1", "blocks.0.qkv", "blocks.0.attn.qk0"]
+    assert names[:3] == ["load.image", "load.residual", "patch_embed"] and names[-2:] == ["norm", "head"]
+    assert names[3:6] == ["blocks.0.norm1", "blocks.0.qkv", "blocks.0.attn.qk0"]
     heads = sub.num_heads[0]
     assert sum(n.startswith("blocks.0.attn.") for n in names) == 3 * heads
-    assert l2.cycles == sum(s.cycles for s in l2.steps) - 1 == model.image_cycles(sub, l2.shape).total
+    assert l2.cycles == model.image_cycles(sub, l2.shape).total == RUN_LEAD + sum(s.cycles for s in l2.steps)
+    assert sum(s.macs for s in l2.steps) == sub.macs()
+    assert (
+        len(l2.steps)
+        == model.program_steps([(sub.qkv_dim(i), sub.num_heads[i], sub.mlp_hidden(i)) for i in range(sub.depth)])
+        <= l2.shape.steps_max
+    )
     assert sum(s.macs for s in l2.steps) == sub.macs()
 
 

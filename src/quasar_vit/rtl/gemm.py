@@ -295,7 +295,7 @@ def run_layers(
     e = res.shape[1]
     if e % shape.KP or e // shape.KP > shape.rch_max:
         raise RtlError(f"a residual of {e} channels does not fit the core ({shape})")
-    places, dump = _place(shape, layers, codes.shape[1], a_signed, e, n)
+    places, dump = place_steps(shape, layers, codes.shape[1], a_signed, e, n)
     stim: list[int] = [len(layers), ddr.latency, ddr.num, ddr.den, ddr.fifo]
     words = activation_words(codes, a_signed, shape.KP)
     stim.append(len(words))
@@ -306,20 +306,8 @@ def run_layers(
         for rw in rwords:
             stim += rw
     for i, (lay, pl) in enumerate(zip(layers, places)):
-        m, k = lay.w_int.shape[0], terms(lay, shape)
-        att = lay.mode in ATTENTION
-        beats = [] if att else weight_stream(lay.w_int, lay.is8, lay.mult, lay.offset, lay.shift, shape, lay.section)
-        if lay.mode == MODE_GELU:
-            beats = table_beats(lay.table, shape.WB) + beats  # type: ignore[arg-type]
-        if len(beats) > BEATS_MAX:
-            raise RtlError(f"step {i}: {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
-        n_ch, n_rt = k // shape.KP, row_tiles(lay.is8, shape, lay.section)
-        n_s = lay.tokens or n
-        stim += [n_s, -(-n_s // shape.T), n_ch, n_rt, k, int(pl.a_signed), int(lay.out_signed), lay.mode, pl.a_base]
-        stim += [pl.o_base, 0, m, lay.eps, *lay.out_range, int(lay.skip_first), *pl.kv, pl.src, pl.n_rows, lay.row_base]
-        flag = int(lay.maxima) << 47  # (at_offset[47]: the softmax's maxima are known)
-        stim += [int(lay.mult[0]), int(lay.offset[0]) | flag, int(lay.shift[0])] if att else [0, 0, 0]
-        stim.append(lay.bank)
+        fields, beats = step_fields(lay, pl, shape, n), step_stream(i, lay, shape)
+        stim += [fields[name] for name in core_fields()]
         stim.append(len(beats))
         for b in beats:
             stim += split_words(b, shape.WB // 32, 32)
@@ -332,7 +320,67 @@ def run_layers(
     return _parse(out, layers, n, shape, dump_m, dump_signed, e)
 
 
-def _place(
+def core_fields() -> tuple[str, ...]:
+    """The core's configuration fields of a step, in the descriptor's order (``qv_top.v``, which
+    ``tb_qv_gemm_core`` reads a step in too)."""
+    from quasar_vit.rtl.program import TOP_FIELDS, descriptor_fields
+
+    return tuple(f.name for f in descriptor_fields() if f.name not in TOP_FIELDS)
+
+
+def step_fields(lay: Layer, pl: "_Place", shape: GemmShape, n: int) -> dict[str, int]:
+    """The core's configuration of step ``lay`` placed at ``pl`` on ``n`` tokens, by field name."""
+    m, k = lay.w_int.shape[0], terms(lay, shape)
+    att = lay.mode in ATTENTION
+    n_s = lay.tokens or n
+    lo, hi = lay.out_range
+    flag = int(lay.maxima) << 47  # (at_offset[47]: the softmax's maxima are known)
+    kv_en, k_lo, v_lo, kv_ch = pl.kv
+    return {
+        "n_tok": n_s,
+        "n_tt": -(-n_s // shape.T),
+        "n_ch": k // shape.KP,
+        "n_rt": row_tiles(lay.is8, shape, lay.section),
+        "k": k,
+        "a_signed": int(pl.a_signed),
+        "o_signed": int(lay.out_signed),
+        "mode": lay.mode,
+        "a_base": pl.a_base,
+        "o_base": pl.o_base,
+        "r_base": 0,
+        "e_len": m,
+        "eps": lay.eps,
+        "lo": lo,
+        "hi": hi,
+        "skip_first": int(lay.skip_first),
+        "kv_en": kv_en,
+        "k_lo": k_lo,
+        "v_lo": v_lo,
+        "kv_ch": kv_ch,
+        "src": pl.src,
+        "n_rows": pl.n_rows,
+        "row_base": lay.row_base,
+        "at_mult": int(lay.mult[0]) if att else 0,
+        "at_offset": int(lay.offset[0]) | flag if att else 0,
+        "at_shift": int(lay.shift[0]) if att else 0,
+        "sc_bank": lay.bank,
+    }
+
+
+def step_stream(i: int, lay: Layer, shape: GemmShape) -> list[int]:
+    """Step ``i``'s stream beats: a linear layer's weights and constants (a GELU layer's table first),
+    a LayerNorm's constants; none for a head's steps (their operands are on chip)."""
+    if lay.mode in ATTENTION:
+        return []
+    beats = weight_stream(lay.w_int, lay.is8, lay.mult, lay.offset, lay.shift, shape, lay.section)
+    if lay.mode == MODE_GELU:
+        beats = table_beats(lay.table, shape.WB) + beats  # type: ignore[arg-type]
+    if len(beats) > BEATS_MAX:
+        raise RtlError(f"step {i}: {len(beats)} stream beats exceed the testbench's DDR model ({BEATS_MAX})")
+    return beats
+
+
+def place_steps(
     shape: GemmShape, layers: list[Layer], k0: int, a_signed: bool, e: int, n: int
 ) -> tuple[list[_Place], tuple[int, int, bool]]:
     """Each step's :class:`_Place` (checked), and the dump: the last code-writing step's output
@@ -413,10 +461,10 @@ def _check_order(i: int, lay: Layer, before: list[Layer]) -> None:
         raise RtlError(f"step {i}: only Q K^T and P V steps may follow a softmax (this is a {lay.kind} step)")
 
 
-def _parse(
-    out: np.ndarray, layers: list[Layer], n: int, shape: GemmShape, m_dump: int, signed: bool, e: int
-) -> ChainRun:
-    runs, pos = [], 0
+def parse_steps(out: np.ndarray, layers: list[Layer], n: int, pos: int) -> tuple[list[LinearRun], int]:
+    """Each step's record in a testbench's output from ``pos`` (per code "token row code", then
+    "-1 codes cycles overrun"), and the position after them."""
+    runs = []
     for lay in layers:
         m = lay.w_int.shape[0]
         result = np.full((lay.tokens or n, m), _MISSING, np.int64)
@@ -432,6 +480,13 @@ def _parse(
         if n_codes != int((result != _MISSING).sum()):
             raise RtlError(f"the testbench reported {n_codes} codes and wrote another number")
         runs.append(LinearRun(result, cycles, bool(overrun)))
+    return runs, pos
+
+
+def _parse(
+    out: np.ndarray, layers: list[Layer], n: int, shape: GemmShape, m_dump: int, signed: bool, e: int
+) -> ChainRun:
+    runs, pos = parse_steps(out, layers, n, 0)
     if out[pos] != -6:
         raise RtlError("the testbench's output lacks the softmax runs")
     n_sm = sum(lay.mode == MODE_SM for lay in layers)

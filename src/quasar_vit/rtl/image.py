@@ -6,9 +6,10 @@ of steps (:func:`block_steps`), then the final LayerNorm and the head on the cla
 :func:`run_image` runs it in Verilator on one image and returns the head's accumulators, the
 logits the engine's float rescale makes of them, and every step's codes and cycles.
 
-The class token and the positions (``ops.start``, the residual codes the tokens start from) are
-loaded into the residual memory through the testbench's idle port, as a DMA would; that transfer
-is not in the steps' cycles (it is ``N * E`` 20-bit codes).
+The image runs on ``qv_top`` (:mod:`quasar_vit.rtl.program`): two load steps bring the patch codes
+and the residual the tokens start from (the class token and the positions, ``ops.start``) from
+DDR, then the sequencer runs the core's steps from the descriptor table; the head's accumulators
+leave on the result port.  Its cycles are measured from ``run`` to ``done``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 
 from quasar_vit.errors import RtlError
 from quasar_vit.export.ir import IntBlock, IntViT
-from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, ChainRun, Layer, run_layers
+from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Layer
 from quasar_vit.rtl.layout import Ddr, GemmShape
-from quasar_vit.rtl.schedule import STEP_GAP
+from quasar_vit.rtl.program import Program, TopRun, make_program, run_program
 
 
 def head_order(heads: int) -> list[tuple[str, int]]:
@@ -113,27 +114,40 @@ def image_codes(ir: IntViT, image: np.ndarray, shape: GemmShape) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageRun:
-    acc: np.ndarray  # the head's accumulators [classes]
+    acc: np.ndarray  # the head's accumulators [classes], from the result port
     logits: np.ndarray  # float32: acc * scale + bias, as the engine rescales them
-    chain: ChainRun  # every step's codes and cycles
+    run: TopRun  # every step's codes and cycles, and the image's from run to done
 
     @property
     def cycles(self) -> int:
-        """From the first step's start to the last one's end (the testbench's edge between steps included)."""
-        return sum(r.cycles for r in self.chain.layers) + STEP_GAP * (len(self.chain.layers) - 1)
+        """From ``run`` taken to ``done`` set (measured)."""
+        return self.run.cycles
+
+
+def image_program(ir: IntViT, image: np.ndarray, shape: GemmShape) -> Program:
+    """The program of one image: its loads and :func:`image_steps`."""
+    steps = image_steps(ir, shape)  # (one error line for a float-ops IR)
+    assert ir.ops is not None
+    signed = ir.patch_embed.act_range[0] < 0
+    return make_program(shape, steps, image_codes(ir, image, shape), signed, np.asarray(ir.ops.start, np.int64))
 
 
 def run_image(shape: GemmShape, ir: IntViT, image: np.ndarray, workdir: Path, ddr: Ddr = Ddr()) -> ImageRun:
-    """One image through the whole subnet on the simulated core."""
-    steps = image_steps(ir, shape)
-    assert ir.ops is not None
-    codes = image_codes(ir, image, shape)
-    signed = ir.patch_embed.act_range[0] < 0
-    chain = run_layers(shape, steps, codes, signed, workdir, ddr, residual=np.asarray(ir.ops.start, np.int64))
-    acc = chain.layers[-1].codes[0]
+    """One image through the whole subnet on the simulated accelerator (``qv_top``)."""
+    run = run_program(shape, image_program(ir, image, shape), workdir, ddr)
+    acc = run.results[0]
     head = ir.head
     logits = acc.astype(np.float32) * head.scale + head.bias
-    return ImageRun(acc, logits, chain)
+    return ImageRun(acc, logits, run)
 
 
-__all__ = ["head_order", "attention_steps", "block_steps", "image_steps", "image_codes", "run_image", "ImageRun"]
+__all__ = [
+    "head_order",
+    "attention_steps",
+    "block_steps",
+    "image_steps",
+    "image_codes",
+    "image_program",
+    "run_image",
+    "ImageRun",
+]

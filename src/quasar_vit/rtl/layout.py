@@ -40,9 +40,16 @@ class GemmShape:
     res_w: int = 20  # residual code width (the IR's residual_bits)
     out_w: int = 21  # the lanes' value width (a residual update, a code, a GELU index)
     qa_w: int = 26  # the softmax's Qa bits (Qa = 2**16 / s_attn): above 27 its e * inv takes two DSPs a lane
+    steps_max: int = 512  # qv_top's descriptor table: the steps of an image it holds (a power of two)
 
     def __post_init__(self) -> None:
-        pow2 = {"ch_max": self.ch_max, "wch_max": self.wch_max, "rch_max": self.rch_max, "R/KP": self.R // self.KP}
+        pow2 = {
+            "ch_max": self.ch_max,
+            "wch_max": self.wch_max,
+            "rch_max": self.rch_max,
+            "R/KP": self.R // self.KP,
+            "steps_max": self.steps_max,
+        }
         problems = [f"{k} must be a power of two" for k, v in pow2.items() if v < 1 or v & (v - 1)]
         checks = [
             (self.R % (2 * self.KP) == 0, "R must be a multiple of 2*KP (a tile of 8-bit rows holds R/2 rows)"),
@@ -91,6 +98,10 @@ class GemmShape:
             "SCH_MAX": self.sch_max,
             "QA_W": self.qa_w,
         }
+
+    def top_params(self) -> dict[str, int]:
+        """The HDL parameters of ``qv_top``: the core's and the descriptor table's depth."""
+        return {**self.params(), "STEPS_MAX": self.steps_max}
 
     @property
     def sch_max(self) -> int:

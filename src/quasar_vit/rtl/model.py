@@ -1,9 +1,10 @@
 """The RTL core priced for a subnet: an image's cycles, the core's resources, and the core chosen.
 
 :func:`image_cycles` is the schedule model (:mod:`quasar_vit.rtl.schedule`, equal to Verilator's
-cycles on every measured step) summed over an image's program: the patch embedding, every block
-(its heads in :func:`~quasar_vit.rtl.image.head_order`, a P V waiting for its softmax), the final
-LayerNorm and the head, with the testbench's edge between steps.  :func:`core_shape` sizes a core's
+cycles on every measured step and image) summed over an image's program on ``qv_top``: the loads
+of the patch codes and of the residual, the patch embedding, every block (its heads in
+:func:`~quasar_vit.rtl.image.head_order`, a P V waiting for its softmax), the final LayerNorm and
+the head, each step from its launch to the next one's, after the sequencer's lead.  :func:`core_shape` sizes a core's
 memories for a subnet (as :func:`~quasar_vit.rtl.verify.core_for` does for an export), and
 :func:`explore` picks the array (R, T) that runs the subnet fastest within a board's caps by the
 resource model (:mod:`quasar_vit.rtl.resources`, checked against Yosys).  No torch, no simulator.
@@ -25,7 +26,8 @@ from quasar_vit.rtl.layout import Ddr, GemmShape, pow2_at_least
 from quasar_vit.hardware.platforms import Platform
 from quasar_vit.rtl.report import CoreDesign, CoreReport, StepCost, core_resources, steps_total
 from quasar_vit.rtl.resources import estimate
-from quasar_vit.rtl.schedule import STEP_GAP, chain_cycles, step_cycles
+from quasar_vit.rtl.program import load_beats
+from quasar_vit.rtl.schedule import chain_cycles, load_cycles, step_cycles
 from quasar_vit.space import LinearSpec, SubnetConfig
 
 #: the core's stream: two 128-bit HP ports at the clock, the first beat 64 cycles after a step starts
@@ -48,7 +50,8 @@ def size_core(
 ) -> GemmShape:
     """A core of ``r x t x kp`` units whose memories hold a subnet of ``n`` tokens and embedding ``e``:
     every matrix of a block side by side (``blocks``: each block's attention dim, heads and MLP
-    width), its widest K (``k_in``: the blocks' linears' inputs) and the patch embedding's input.
+    width), its widest K (``k_in``: the blocks' linears' inputs) and the patch embedding's input, and
+    whose descriptor table holds the image's steps.
     ``kw``: ``kp``, ``wb`` and further :class:`GemmShape` fields (``qa_w``)."""
     kp = kw.pop("kp", KP)
     nch = -(-n // kp)
@@ -66,8 +69,15 @@ def size_core(
         ch_max=pow2_at_least(max(act, r // kp)),  # (a row tile's words at least)
         wch_max=pow2_at_least(k_max),
         rch_max=pow2_at_least(max(e, *attn, r) // kp),
+        steps_max=kw.pop("steps_max", pow2_at_least(program_steps(blocks))),
         **kw,
     )
+
+
+def program_steps(blocks: list[tuple[int, int, int]]) -> int:
+    """The steps of an image on ``qv_top`` (its descriptors): the two loads, the patch embedding, each
+    block's LayerNorms, qkv, proj, fc1, fc2 and three steps a head, the final LayerNorm and the head."""
+    return 2 + 1 + sum(6 + 3 * heads for _, heads, _ in blocks) + 2
 
 
 def core_shape(subnet: SubnetConfig, r: int, t: int) -> GemmShape:
@@ -115,7 +125,7 @@ def _linear(
 ) -> tuple[int, int]:
     """(cycles, unit passes) of a linear step."""
     lay = _zero(m, k, np.array(row_mask(m, n8, sections)), kv=sections == 3, mode=mode)
-    return step_cycles(shape, lay, tokens, ddr) + STEP_GAP, _passes(lay, tokens)
+    return step_cycles(shape, lay, tokens, ddr), _passes(lay, tokens)
 
 
 def _as_run(spec: LinearSpec, n: int, kp: int) -> tuple[int, int, int]:
@@ -132,7 +142,7 @@ def _as_run(spec: LinearSpec, n: int, kp: int) -> tuple[int, int, int]:
 @lru_cache(maxsize=256)
 def _layernorm(shape: GemmShape, ddr: Ddr, tokens: int, e: int) -> int:
     ln = Layer.layernorm(np.zeros(e), np.zeros(e), 0, 0, (-32, 31))
-    return step_cycles(shape, ln, tokens, ddr) + STEP_GAP
+    return step_cycles(shape, ln, tokens, ddr)
 
 
 @lru_cache(maxsize=256)
@@ -145,15 +155,16 @@ def _heads(shape: GemmShape, ddr: Ddr, n: int, hd: int, heads: int) -> tuple[tup
     }
     order = head_order(heads)
     program = [make[kind](h) for kind, h in order]
-    cycles = chain_cycles(shape, program, n, ddr).steps
+    cycles = chain_cycles(shape, program, n, ddr, gap=0).steps  # (qv_top: no gap between steps)
     return tuple(
-        (f"{kind}{h}", s.kind, c + STEP_GAP, 0 if kind == "sm" else n * n * hd, _passes(s, n))
+        (f"{kind}{h}", s.kind, c, 0 if kind == "sm" else n * n * hd, _passes(s, n))
         for (kind, h), s, c in zip(order, program, cycles)
     )
 
 
 def image_steps(subnet: SubnetConfig, shape: GemmShape, ddr: Ddr = DDR) -> tuple[StepCost, ...]:
-    """Every step of an image of ``subnet`` on the core, in the order the core runs them
+    """Every step of an image of ``subnet`` on the accelerator, in the order ``qv_top`` runs them: the
+    loads of the patch codes and of the residual the tokens start from, then the core's steps
     (:func:`~quasar_vit.rtl.image.image_steps`), a P V's cycles including its wait for the softmax.
     Memoised per layer shape, so a search can call it per candidate."""
     n, e, hd = subnet.geometry.num_tokens, subnet.embed_dim, subnet.geometry.head_dim
@@ -168,7 +179,9 @@ def image_steps(subnet: SubnetConfig, shape: GemmShape, ddr: Ddr = DDR) -> tuple
     def norm(name: str, tokens: int) -> StepCost:
         return StepCost(name, "LayerNorm", _layernorm(shape, ddr, tokens, e), 0, 0)
 
-    steps = [linear("patch_embed")]
+    codes, residual = load_beats(shape, n, _as_run(lin["patch_embed"], n, shape.KP)[1], e)
+    steps = [StepCost("load.image", "load", load_cycles(codes, ddr), 0, 0)]
+    steps += [StepCost("load.residual", "load", load_cycles(residual, ddr), 0, 0), linear("patch_embed")]
     for i, heads in enumerate(subnet.num_heads):
         b = f"blocks.{i}"
         steps += [norm(f"{b}.norm1", n), linear(f"{b}.qkv")]
@@ -260,6 +273,7 @@ def _why_none(subnet: SubnetConfig, platform: Platform) -> str:
 __all__ = [
     "DDR",
     "size_core",
+    "program_steps",
     "core_shape",
     "image_steps",
     "image_cycles",

@@ -38,6 +38,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
         "qv_outstage",
     ),
     "qv_outstage": ("qv_requant",),
+    "qv_top": ("qv_gemm_core",),
 }
 
 

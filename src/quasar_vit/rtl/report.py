@@ -18,7 +18,7 @@ from quasar_vit.hardware.platforms import RESOURCES, Platform
 from quasar_vit.hardware.report import Throughput
 from quasar_vit.hardware.resources import Resources
 from quasar_vit.rtl.layout import GemmShape
-from quasar_vit.rtl.schedule import STEP_GAP
+from quasar_vit.rtl.schedule import RUN_LEAD
 from quasar_vit.space import SubnetConfig
 
 KIND = "rtl-core"  # accelerator.json's "accelerator" of this design (the HLS engine's has none)
@@ -76,23 +76,23 @@ class CoreDesign:
 
 @dataclass(frozen=True)
 class StepCost:
-    """One step of an image on the core: its cycles (the edge to the next step included), the
+    """One step of an image on the accelerator: its cycles (from its launch to the next step's), the
     subnet's multiply-accumulates it computes, and its W4A6 unit passes as the core runs it (an
     8-bit row or a 6-bit key/value takes two; the patch embedding runs on every token, K padded)."""
 
     name: str
-    kind: str  # "linear", "LayerNorm", "Q K^T", "softmax", "P V"
+    kind: str  # "load", "linear", "LayerNorm", "Q K^T", "softmax", "P V"
     cycles: int
     macs: int
     passes: int
 
 
 def steps_total(steps: tuple[StepCost, ...]) -> tuple[int, dict[str, int]]:
-    """An image's cycles (the last step has no edge after it) and their sum by step kind."""
+    """An image's cycles from ``run`` to ``done`` (the sequencer's lead, then the steps) and their sum by step kind."""
     by_kind: dict[str, int] = {}
     for s in steps:
         by_kind[s.kind] = by_kind.get(s.kind, 0) + s.cycles
-    return sum(by_kind.values()) - STEP_GAP, by_kind
+    return RUN_LEAD + sum(by_kind.values()), by_kind
 
 
 def core_resources(counts: Mapping[str, Any], platform: Platform) -> Resources:

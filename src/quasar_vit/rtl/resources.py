@@ -1,6 +1,7 @@
-"""The core's resources from its shape: a model built from Yosys syntheses of two other cores.
+"""The accelerator's resources from its shape: a model built from Yosys syntheses of two other cores.
 
-Each module of ``qv_gemm_core`` grows with one quantity of the shape, its *driver*: the array's
+The accelerator is ``qv_top``: ``qv_gemm_core`` with its descriptor table, sequencer and loader.
+Each module grows with one quantity of the shape, its *driver*: the array's
 trees and the drain with the R x T dot products, the output lanes and the softmax and LayerNorm
 paths with the R lanes, the compaction network with R log2 R, each memory's logic with its ports'
 words.  The model takes each module's own logic (``synth.parse_modules``: LUT, FF, DSP48E2, BRAM36
@@ -26,6 +27,7 @@ from typing import Callable, Mapping
 
 from quasar_vit.errors import RtlError
 from quasar_vit.rtl.layout import GemmShape, pow2_at_least
+from quasar_vit.rtl.program import descriptor_words
 
 KINDS = ("lut", "ff", "dsp", "bram36")
 FIT_FILE = Path(__file__).with_name("fit_syntheses.json")
@@ -65,7 +67,7 @@ def bank_bram36(width: int, depth: int) -> float:
 
 
 def _memory_banks(s: GemmShape) -> dict[str, list[tuple[int, int, int]]]:
-    """Each memory module's banks as ``qv_gemm_core.v`` sizes them: (count, width, depth)."""
+    """Each memory module's banks as ``qv_gemm_core.v`` and ``qv_top.v`` size them: (count, width, depth)."""
     w, h, n = s.R // s.KP, s.R // 2, _tokens(s)
     stok, kt = max(2, (n + 1) // 2), max(2, -(-n // h))
     nch = max(2, pow2_at_least(-(-n // s.KP)))
@@ -79,6 +81,7 @@ def _memory_banks(s: GemmShape) -> dict[str, list[tuple[int, int, int]]]:
         ],
         "qv_vt_mem": [(s.R, s.KP * 8, s.KP * s.rch_max // s.R * nch)],
         "qv_weight_buf": [(1, s.R * s.KP * 4, 2 * s.wch_max)],
+        "qv_top": [(descriptor_words(), 32, s.steps_max)],  # the descriptor table: a memory per 32-bit word
     }
 
 
@@ -105,9 +108,11 @@ DRIVERS: dict[str, Callable[[GemmShape], float]] = {
     "qv_res_mem": lambda s: s.R // s.KP,  # a run of R/KP words, rotated
     "qv_weight_buf": lambda s: s.R * s.KP,
     "qv_vt_mem": lambda s: s.R,
+    "qv_run_max": lambda s: s.R,  # a comparison tree over a run of R scores (the softmax's, Q K^T's two)
+    "qv_top": lambda s: s.WB,  # the loader's word register and the stream's multiplexer (the descriptor is fixed)
 }
 #: the memories whose block RAM is counted from their banks (:func:`memory_bram36`), not fitted
-BRAM_COUNTED = ("qv_act_mem", "qv_res_mem", "qv_weight_buf", "qv_vt_mem")
+BRAM_COUNTED = ("qv_act_mem", "qv_res_mem", "qv_weight_buf", "qv_vt_mem", "qv_top")
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ def load_fit(path: Path = FIT_FILE) -> dict[str, ModuleFit]:
         raise RtlError(f"{path} is missing: run python benchmarks/rtl_units.py --fit")
     data = json.loads(path.read_text())
     for name, shape in FIT_SHAPES.items():
-        if name not in data or data[name].get("params") != shape.params():
+        if name not in data or data[name].get("params") != shape.top_params():
             raise RtlError(
                 f"{path} does not hold the fit core {name!r} as FIT_SHAPES has it: run python benchmarks/rtl_units.py --fit"
             )
@@ -154,7 +159,7 @@ def load_fit(path: Path = FIT_FILE) -> dict[str, ModuleFit]:
 
 
 def estimate(shape: GemmShape, fits: Mapping[str, ModuleFit] | None = None) -> dict[str, object]:
-    """The core's LUT, FF, DSP48E2 and BRAM36 by the model, with each module's share."""
+    """The accelerator's LUT, FF, DSP48E2 and BRAM36 by the model, with each module's share."""
     fits = fits or load_fit()
     modules = {name: fits[name].cost(DRIVERS[name](shape)) for name in DRIVERS}
     for name, count in memory_bram36(shape).items():

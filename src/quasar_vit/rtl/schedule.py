@@ -179,7 +179,13 @@ SM_CODE_DEPTH = 5  # CODE: from its read of the e ring to the write (the data, e
 SM_WAIT = 3
 SM_END = 2  # at the end: the last write's valid falls an edge after it was set, the path's busy the next
 SM_LAUNCH = 1 + TB_COUNT  # a softmax step's own cycles: the core's busy falls on the edge after its start
-STEP_GAP = 1  # the testbench starts a step on the edge after the one it saw the previous step's busy low on
+STEP_GAP = 1  # tb_qv_gemm_core starts a step on the edge after the one it saw the previous step's busy low on
+# qv_top: the sequencer launches a step on the edge it sees the previous one's busy low on (no gap), and
+# the first step two edges after `run` is taken (the descriptor table's read of step 0, the launch)
+RUN_LEAD = 2
+# a load step: from its last beat's edge, the word's write on the next edge (busy falls), the next
+# step's launch on the one after; the first beat is taken an edge after the DDR offers it
+LOAD_TAIL = 3
 
 
 def softmax_cycles(shape: GemmShape, n_tokens: int, maxima: bool = True) -> int:
@@ -220,19 +226,23 @@ class ChainCycles:
 
     steps: list[int]  # each step's cycles from its start to busy low (waits for a softmax included)
     softmax: list[int]  # each softmax's background run, from its step's start to its end
+    gap: int = STEP_GAP  # edges between a step's end and the next one's start
 
     @property
     def total(self) -> int:
-        """From the first step's start to the last one's end, the testbench's gaps between steps
-        included (a softmax the last steps leave running is not)."""
-        return sum(self.steps) + STEP_GAP * (len(self.steps) - 1)
+        """From the first step's start to the last one's end, the gaps between steps included (a
+        softmax the last steps leave running is not)."""
+        return sum(self.steps) + self.gap * (len(self.steps) - 1)
 
 
-def chain_cycles(shape: GemmShape, steps: list[Layer], n_tokens: int, ddr: Ddr = Ddr()) -> ChainCycles:
-    """Each step's cycles in a chain (``step.tokens`` or ``n_tokens`` tokens each).  A softmax runs in
-    the background: its step ends at once and Q K^T steps run beside it; the next other step (its
-    head's P V) starts its units on the edge after the softmax's busy falls, and its cycles include
-    the wait."""
+def chain_cycles(
+    shape: GemmShape, steps: list[Layer], n_tokens: int, ddr: Ddr = Ddr(), gap: int = STEP_GAP
+) -> ChainCycles:
+    """Each step's cycles in a chain (``step.tokens`` or ``n_tokens`` tokens each), with ``gap`` edges
+    between a step's end and the next one's start (``tb_qv_gemm_core``'s; ``qv_top`` has none).  A
+    softmax runs in the background: its step ends at once and Q K^T steps run beside it; the next
+    other step (its head's P V) starts its units on the edge after the softmax's busy falls, and its
+    cycles include the wait."""
     cycles, runs = [], []
     start = 0  # the step's start edge, counted from the first step's
     free = 0  # the first edge a waiting step may go at: after the running softmax has ended
@@ -245,5 +255,31 @@ def chain_cycles(shape: GemmShape, steps: list[Layer], n_tokens: int, ddr: Ddr =
             runs.append(wait + run)
             free = start + wait + run - TB_COUNT + 1
         cycles.append(c)
-        start += c + STEP_GAP
-    return ChainCycles(cycles, runs)
+        start += c + gap
+    return ChainCycles(cycles, runs, gap)
+
+
+def load_cycles(n_beats: int, ddr: Ddr = Ddr()) -> int:
+    """Cycles of a ``qv_top`` load step of ``n_beats`` stream beats, from its launch to the next
+    step's: its loader takes a beat whenever the DDR offers one and writes a word a cycle."""
+    return _Stream(ddr).take_run(0, n_beats) + LOAD_TAIL
+
+
+@dataclass(frozen=True)
+class ProgramCycles:
+    """The model of an image on ``qv_top``: its load steps, its core steps (no gap between steps:
+    a step's cycles run from its launch to the next one's), and the image from ``run`` to ``done``."""
+
+    loads: list[int]
+    chain: ChainCycles
+
+    @property
+    def total(self) -> int:
+        return RUN_LEAD + sum(self.loads) + sum(self.chain.steps)
+
+
+def program_cycles(
+    shape: GemmShape, load_beats: list[int], steps: list[Layer], n_tokens: int, ddr: Ddr = Ddr()
+) -> ProgramCycles:
+    """:class:`ProgramCycles` of loads of ``load_beats`` beats, then ``steps``."""
+    return ProgramCycles([load_cycles(b, ddr) for b in load_beats], chain_cycles(shape, steps, n_tokens, ddr, gap=0))

@@ -37,9 +37,14 @@ def _verilator_version() -> str:
     return out.stdout.strip()
 
 
+def _includes() -> list[Path]:
+    """The testbenches' include files (``hdl/tb/*.svh``): found with ``-I``, hashed with the sources."""
+    return sorted((tools.HDL_DIR / "tb").glob("*.svh"))
+
+
 def _key(sources: Sequence[Path], top: str, params: Mapping[str, int], flags: Sequence[str]) -> str:
     h = hashlib.sha256()
-    for p in sources:
+    for p in [*sources, *_includes()]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
     h.update(repr((top, sorted(params.items()), tuple(flags), _verilator_version())).encode())
@@ -90,6 +95,7 @@ def build(
         str(tmp / "obj"),
         "-o",
         str(tmp / "sim"),
+        f"-I{tools.HDL_DIR / 'tb'}",
         *[f"-G{k}={int(v)}" for k, v in params.items()],
         *flags,
         *[str(s) for s in srcs],

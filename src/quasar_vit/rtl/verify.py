@@ -1,8 +1,10 @@
 """``verify --rtl``: an export's test images through the whole subnet on the simulated RTL core.
 
-Each image runs in Verilator as one chain of the core's steps (:func:`quasar_vit.rtl.image.run_image`)
-on a core sized for the subnet (:func:`core_for`).  Its logits must equal the NumPy engine's bit for
-bit, and every step's measured cycles must equal the schedule model's.
+Each image runs in Verilator on the accelerator (``qv_top``: the descriptor table's program, the
+image's loads from DDR, then the core's steps; :func:`quasar_vit.rtl.image.run_image`) with a core
+sized for the subnet (:func:`core_for`).  Its logits must equal the NumPy engine's bit for bit, and
+every step's measured cycles and the image's, from ``run`` to ``done``, must equal the schedule
+model's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from quasar_vit.export.ir import IntViT
 from quasar_vit.rtl.image import image_steps, run_image
 from quasar_vit.rtl.layout import GemmShape
 from quasar_vit.rtl.model import size_core
-from quasar_vit.rtl.schedule import chain_cycles
+from quasar_vit.rtl.program import load_beats
+from quasar_vit.rtl.schedule import ProgramCycles, program_cycles
 
 
 def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> GemmShape:
@@ -45,9 +48,8 @@ def core_for(ir: IntViT, r: int = 16, t: int = 4, kp: int = 8, wb: int = 64) -> 
 def verify_rtl(ir: IntViT, images: np.ndarray, engine_logits: np.ndarray, shape: GemmShape | None = None) -> dict:
     """Runs ``images`` on the RTL and compares them with the engine's logits; a JSON-able verdict."""
     shape = shape or core_for(ir)
-    n = int(ir.ops.start.shape[0]) if ir.ops is not None else 0
     steps = image_steps(ir, shape)
-    model = chain_cycles(shape, steps, n)
+    model = image_model(ir, shape)
     exact, off_model, cycles = 0, 0, 0
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,11 +58,11 @@ def verify_rtl(ir: IntViT, images: np.ndarray, engine_logits: np.ndarray, shape:
             diff = float(np.abs(run.logits - engine_logits[i]).max())
             worst = max(worst, diff)
             exact += int(diff == 0.0)
-            measured = [r.cycles for r in run.chain.layers]
-            off_model += int(measured != model.steps or run.chain.softmax_cycles != model.softmax)
+            measured = (run.run.loads, [r.cycles for r in run.run.layers], run.run.softmax_cycles, run.cycles)
+            off_model += int(measured != (model.loads, model.chain.steps, model.chain.softmax, model.total))
             cycles = run.cycles
-    by_kind: dict[str, int] = {}
-    for s, c in zip(steps, model.steps):
+    by_kind: dict[str, int] = {"load": sum(model.loads)}
+    for s, c in zip(steps, model.chain.steps):
         kind = s.kind
         by_kind[kind] = by_kind.get(kind, 0) + c
     return {
@@ -72,8 +74,17 @@ def verify_rtl(ir: IntViT, images: np.ndarray, engine_logits: np.ndarray, shape:
         "cycles_per_image": cycles,
         "model_cycles_by_kind": by_kind,
         "core": shape.params(),
-        "steps": len(steps),
+        "steps": len(steps) + len(model.loads),
     }
+
+
+def image_model(ir: IntViT, shape: GemmShape) -> ProgramCycles:
+    """The schedule model of an image of ``ir`` on ``qv_top`` with ``shape``'s core: its two loads and its steps."""
+    steps = image_steps(ir, shape)  # (one error line for a float-ops IR)
+    assert ir.ops is not None
+    n, e = (int(v) for v in ir.ops.start.shape)
+    k = -(-ir.patch_embed.in_features // shape.KP) * shape.KP  # the patch codes, K padded to a chunk (image_codes)
+    return program_cycles(shape, load_beats(shape, n, k, e), steps, n)
 
 
 def rtl_verdict(res: dict[str, Any]) -> str:
@@ -128,4 +139,4 @@ def run_rtl(
     return verify_rtl(ir, images, np.asarray(logits), shape)
 
 
-__all__ = ["core_for", "export_core", "verify_rtl", "run_rtl", "rtl_verdict"]
+__all__ = ["core_for", "export_core", "image_model", "verify_rtl", "run_rtl", "rtl_verdict"]

@@ -3,6 +3,7 @@
 // (token-major: t*R + r), then R weight sums, then T code sums.
 module tb_qv_dot_array #(parameter R = 4, parameter T = 2, parameter KP = 4,
                          parameter ACC_W = 22, parameter SW_W = 16, parameter CA_W = 18);
+    `include "qv_tb_io.svh"
     logic clk = 0;
     always #5 clk = ~clk;
     logic in_valid = 0, in_first = 0, in_last = 0, out_valid;
@@ -12,8 +13,7 @@ module tb_qv_dot_array #(parameter R = 4, parameter T = 2, parameter KP = 4,
     logic [R*SW_W-1:0] out_sw;
     logic [T*CA_W-1:0] out_ca;
     qv_dot_array #(.R(R), .T(T), .KP(KP), .ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W)) dut (.*);
-    string fin, fout;
-    integer fi, fo, r, ntiles, tile, nch, ch, idle, x, got = 0, c;
+    integer ntiles, tile, nch, ch, idle, x, got = 0, c;
     always @(posedge clk) if (out_valid) begin
         for (c = 0; c < R*T; c++) $fwrite(fo, "%0d\n", out_acc[c*ACC_W +: ACC_W]);
         for (c = 0; c < R; c++) $fwrite(fo, "%0d\n", out_sw[c*SW_W +: SW_W]);
@@ -21,9 +21,7 @@ module tb_qv_dot_array #(parameter R = 4, parameter T = 2, parameter KP = 4,
         got++;
     end
     initial begin
-        void'($value$plusargs("in=%s", fin));
-        void'($value$plusargs("out=%s", fout));
-        fi = $fopen(fin, "r"); fo = $fopen(fout, "w");
+        open_files();
         r = $fscanf(fi, "%d", ntiles);
         for (tile = 0; tile < ntiles; tile++) begin
             r = $fscanf(fi, "%d", nch);

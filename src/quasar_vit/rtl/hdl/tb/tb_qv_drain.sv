@@ -3,6 +3,7 @@
 // token index, R sums, R weight sums, code sum (with pair: the two tokens of a cycle, one after the
 // other); at the end the overrun flag.
 module tb_qv_drain #(parameter R = 4, parameter T = 2, parameter ACC_W = 22, parameter SW_W = 16, parameter CA_W = 18);
+    `include "qv_tb_io.svh"
     logic clk = 0;
     always #5 clk = ~clk;
     logic rst = 1, clear = 0, load = 0, pair = 0, out_valid, busy, overrun;
@@ -15,8 +16,7 @@ module tb_qv_drain #(parameter R = 4, parameter T = 2, parameter ACC_W = 22, par
     logic [CA_W-1:0] out_ca, out_ca_b;
     logic [R*ACC_W-1:0] out_acc_b;
     qv_drain #(.R(R), .T(T), .ACC_W(ACC_W), .SW_W(SW_W), .CA_W(CA_W)) dut (.*);
-    string fin, fout;
-    integer fi, fo, r, n, i, c, gap, x;
+    integer n, i, c, gap, x;
     always @(posedge clk) if (out_valid) begin
         $fwrite(fo, "%0d\n", out_token);
         for (c = 0; c < R; c++) $fwrite(fo, "%0d\n", out_acc[c*ACC_W +: ACC_W]);
@@ -30,9 +30,7 @@ module tb_qv_drain #(parameter R = 4, parameter T = 2, parameter ACC_W = 22, par
         end
     end
     initial begin
-        void'($value$plusargs("in=%s", fin));
-        void'($value$plusargs("out=%s", fout));
-        fi = $fopen(fin, "r"); fo = $fopen(fout, "w");
+        open_files();
         @(posedge clk); #1 rst = 0;
         r = $fscanf(fi, "%d", x); pair = x != 0;
         r = $fscanf(fi, "%d", n);

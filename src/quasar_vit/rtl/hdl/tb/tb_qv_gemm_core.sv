@@ -4,7 +4,8 @@
 //        n_rwords, then per word "token chunk" and RWN 32-bit parts: residual codes (two's complement)
 //        n_swords, the same for the score memory
 //        per layer: n_tok n_tt n_ch n_rt k a_signed o_signed mode a_base o_base r_base e_len eps lo hi,
-//                   skip_first kv_en k_lo v_lo kv_ch src n_rows row_base at_mult at_offset at_shift sc_bank, n_beats,
+//                   skip_first kv_en k_lo v_lo kv_ch src n_rows row_base at_mult at_offset at_shift sc_bank (the core's
+//                   fields of qv_top's descriptor, in its order), n_beats,
 //                   then per beat WB/32 words of 32 bits, low word first
 //        the dumps: activation first chunk, tiles, chunks, the score bank; residual tokens, chunks; score tokens, chunks;
 //        inv tokens
@@ -20,6 +21,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
                          parameter CH_MAX = 8, parameter WCH_MAX = 8, parameter WB = 32, parameter OUT_W = 21,
                          parameter BEATS_MAX = 65536, parameter RCH_MAX = 8, parameter RES_W = 20,
                          parameter SCH_MAX = 8, parameter QA_W = 26);
+    `include "qv_tb_io.svh"
     localparam RWN = (KP * RES_W + 31) / 32;
     logic clk = 0;
     always #5 clk = ~clk;
@@ -76,8 +78,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
                    .OUT_W(OUT_W), .RCH_MAX(RCH_MAX), .RES_W(RES_W), .SCH_MAX(SCH_MAX), .QA_W(QA_W)) dut (.*);
 
     logic [WB-1:0] ddr [0:BEATS_MAX-1];
-    string fin, fout;
-    integer fi, fo, r, i, j, n_layers, layer, n_words, n_beats, beat, lat, bw_num, bw_den, credit, codes;
+    integer i, j, n_layers, layer, n_words, n_beats, beat, lat, bw_num, bw_den, credit, codes;
     longint cap, next_credit;
     integer d_base, d_tiles, d_chunks, n_rwords;
     longint x, cyc = 0, t0;
@@ -98,11 +99,6 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             end
         end
     end
-    function automatic longint rd();
-        longint v;
-        r = $fscanf(fi, "%d", v);
-        return v;
-    endfunction
     // the residual or the score memory's words: a count, then per word "token chunk" and RWN parts
     task automatic preload_words(input bit scores);
         integer n_w = int'(rd());
@@ -130,9 +126,7 @@ module tb_qv_gemm_core #(parameter R = 8, parameter T = 2, parameter KP = 4, par
             end
     endtask
     initial begin
-        void'($value$plusargs("in=%s", fin));
-        void'($value$plusargs("out=%s", fout));
-        fi = $fopen(fin, "r"); fo = $fopen(fout, "w");
+        open_files();
         n_layers = int'(rd()); lat = int'(rd()); bw_num = int'(rd()); bw_den = int'(rd());
         cap = rd() * bw_den;
         n_words = int'(rd());

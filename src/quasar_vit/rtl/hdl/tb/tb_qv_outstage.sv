@@ -1,6 +1,7 @@
 // Testbench of qv_outstage: reads N, then N lines
 //   "s_hi s_lo sw_hi sw_lo ca is8 a_signed k mult offset shift mode res lo hi"; writes N codes.
 module tb_qv_outstage;
+    `include "qv_tb_io.svh"
     logic clk = 0;
     always #5 clk = ~clk;
     logic in_valid = 0, out_valid, is8, a_signed, mode, bypass = 0;
@@ -13,14 +14,11 @@ module tb_qv_outstage;
     logic [5:0] shift;
     logic signed [20:0] res, lo, hi, code;
     qv_outstage dut (.*);
-    string fin, fout;
-    integer fi, fo, n, i, got = 0, r;
+    integer n, i, got = 0;
     longint v [0:14];
     always @(posedge clk) if (out_valid) begin $fwrite(fo, "%0d\n", code); got++; end
     initial begin
-        void'($value$plusargs("in=%s", fin));
-        void'($value$plusargs("out=%s", fout));
-        fi = $fopen(fin, "r"); fo = $fopen(fout, "w");
+        open_files();
         r = $fscanf(fi, "%d", n);
         for (i = 0; i < n; i++) begin
             for (int j = 0; j < 15; j++) r = $fscanf(fi, "%d", v[j]);

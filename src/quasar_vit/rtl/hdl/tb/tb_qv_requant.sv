@@ -1,5 +1,6 @@
 // Testbench of qv_requant: reads N, then N lines "acc mult offset shift lo hi"; writes N codes.
 module tb_qv_requant #(parameter ACC_W = 27, parameter SUM_W = 48, parameter OUT_W = 21);
+    `include "qv_tb_io.svh"
     logic clk = 0;
     always #5 clk = ~clk;
     logic in_valid = 0, out_valid;
@@ -9,13 +10,10 @@ module tb_qv_requant #(parameter ACC_W = 27, parameter SUM_W = 48, parameter OUT
     logic [5:0] shift;
     logic signed [OUT_W-1:0] lo, hi, code;
     qv_requant #(.ACC_W(ACC_W), .SUM_W(SUM_W), .OUT_W(OUT_W)) dut (.*);
-    string fin, fout;
-    integer fi, fo, n, i, got, r;
+    integer n, i, got;
     longint a, m, b, s, l, h;
     initial begin
-        void'($value$plusargs("in=%s", fin));
-        void'($value$plusargs("out=%s", fout));
-        fi = $fopen(fin, "r"); fo = $fopen(fout, "w");
+        open_files();
         r = $fscanf(fi, "%d", n);
         got = 0;
         for (i = 0; i < n; i++) begin

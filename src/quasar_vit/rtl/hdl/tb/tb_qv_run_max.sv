@@ -1,16 +1,14 @@
 // Testbench of qv_run_max: reads N, then N lines "ok v0 v1 ... v(R-1)"; writes N maxima.
 module tb_qv_run_max #(parameter R = 8, parameter AW = 20, parameter STRIDE = 21);
+    `include "qv_tb_io.svh"
     logic [R*STRIDE-1:0] vals;
     logic [R-1:0] ok;
     logic signed [AW-1:0] max;
     qv_run_max #(.R(R), .AW(AW), .STRIDE(STRIDE)) dut (.*);
-    string fin, fout;
-    integer fi, fo, n, i, p, r;
+    integer n, i, p;
     longint v, m;
     initial begin
-        void'($value$plusargs("in=%s", fin));
-        void'($value$plusargs("out=%s", fout));
-        fi = $fopen(fin, "r"); fo = $fopen(fout, "w");
+        open_files();
         r = $fscanf(fi, "%d", n);
         for (i = 0; i < n; i++) begin
             r = $fscanf(fi, "%d", m);
