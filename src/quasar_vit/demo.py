@@ -291,9 +291,9 @@ class _DemoRun:
             self.summary["rtl"] = run_rtl(self.export_dir, limit=self.s.csim_limit, data_root=self.data_root)
             atomic_write_json(rtl_file, self.summary["rtl"])
             self.say("  " + rtl_verdict(self.summary["rtl"]))
-            self.say(
-                f"  its RTL folder: {write_rtl(self.export_dir)} (HDL, descriptor table, DDR image, Vivado script)"
-            )
+            if self.summary["rtl"]["passed"]:
+                folder = write_rtl(self.export_dir)
+                self.say(f"  its RTL folder: {folder} (HDL, descriptor table, DDR image, Vivado script)")
             self.timings["csim"] = time.time() - t0
 
 

@@ -81,6 +81,20 @@ def test_descriptor_format_is_the_hdl_declaration() -> None:
         assert (word >> f.offset) & ((1 << f.bits) - 1) == values[f.name] & ((1 << f.bits) - 1), f.name
 
 
+def test_a_gap_in_the_hdl_declaration_is_refused(monkeypatch, tmp_path: Path) -> None:
+    """The HDL's offsets are read, not assumed: a field declared anywhere but right after the one
+    before it is refused in one line."""
+    from quasar_vit.rtl import program
+    from quasar_vit.rtl.tools import hdl_file
+
+    text = hdl_file("qv_top.v").read_text().replace("O_N_TT = O_N_TOK + B_N_TOK,", "O_N_TT = O_N_TOK + B_N_TOK + 1,")
+    moved = tmp_path / "qv_top.v"
+    moved.write_text(text)
+    monkeypatch.setattr(program, "hdl_file", lambda name: moved)
+    with pytest.raises(RtlError, match="field N_TT is at O_N_TOK \\+ B_N_TOK \\+ 1, not O_N_TOK \\+ B_N_TOK"):
+        program.descriptor_fields.__wrapped__()
+
+
 def test_bad_descriptors_are_one_error_line() -> None:
     full = {f.name: 0 for f in descriptor_fields()}
     with pytest.raises(RtlError, match="missing fields \\['mode'\\]"):

@@ -62,6 +62,11 @@ class GemmShape:
             (min(self.ch_max, self.rch_max) >= self.R // self.KP, "ch_max and rch_max must be at least R/KP"),
             (self.out_w > self.res_w, "out_w must exceed res_w"),
             (1 <= self.qa_w <= 46, "qa_w must be in [1, 46] (at_offset's bits below the maxima flag)"),
+            # qv_top's descriptor fields (qv_top.v) hold the core's counts: 12-bit token and chunk fields,
+            # 8-bit token tiles, 32-bit code bounds
+            (self.T * self.tiles_max < 4096 and self.tiles_max < 256, "T*tiles_max must be below 4096, tiles_max 256"),
+            (max(self.ch_max, self.wch_max, self.rch_max) < 4096, "ch_max, wch_max and rch_max must be below 4096"),
+            (self.out_w <= 32, "out_w must be at most 32 (the descriptor's lo/hi)"),
         ]
         problems += [msg for ok, msg in checks if not ok]
         if problems:

@@ -39,6 +39,10 @@ FORMAT = "quasar-vit-rtl"
 MARKER = "rtl.json"  # an earlier RTL folder holds this (so --out may replace it)
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _image_region(prog: Program) -> tuple[int, int]:
     """(first beat, beats) of the image's codes in the program's DDR: the first load's stream."""
     at = unpack_descriptor(prog.descriptors[0])
@@ -51,9 +55,19 @@ def _tcl(params: dict[str, int], part: str, clock_mhz: float) -> str:
     return f"""# Packages qv_top (this export's accelerator) as a Vivado IP.  Untested here: the project's
 # machines have no Vivado.  Run: vivado -mode batch -source package_ip.tcl
 set here [file dirname [file normalize [info script]]]
+proc bus_param {{bif name value}} {{
+    set p [ipx::get_bus_parameters $name -of_objects $bif]
+    if {{$p eq ""}} {{ set p [ipx::add_bus_parameter $name $bif] }}
+    set_property value $value $p
+}}
+file delete -force $here/ip
 create_project -force qv_top_ip $here/vivado -part {part}
 add_files [glob $here/hdl/*.v]
+# the modules use a few SystemVerilog casts and loop variables: read them as SystemVerilog
+set_property file_type SystemVerilog [get_files -of_objects [get_filesets sources_1] *.v]
+# qv_ln_path's $readmemh ROM (rsqrt.hex), found by its name in the run directory
 add_files -norecurse [glob $here/hdl/*.hex]
+set_property file_type {{Memory File}} [get_files -of_objects [get_filesets sources_1] *.hex]
 set_property top qv_top [current_fileset]
 set_property generic {{{generics}}} [current_fileset]
 update_compile_order -fileset sources_1
@@ -62,9 +76,10 @@ set core [ipx::current_core]
 foreach {{name value}} {{{values}}} {{
     set_property value $value [ipx::get_user_parameters $name -of_objects $core]
 }}
-ipx::infer_bus_interface clk xilinx.com:signal:clock_rtl:1.0 $core
-ipx::infer_bus_interface rst xilinx.com:signal:reset_rtl:1.0 $core
-set_property value ACTIVE_HIGH [ipx::add_bus_parameter POLARITY [ipx::get_bus_interfaces rst -of_objects $core]]
+# clk and rst: package_project usually infers them; infer them where it did not
+if {{[ipx::get_bus_interfaces clk -of_objects $core] eq ""}} {{ ipx::infer_bus_interface clk xilinx.com:signal:clock_rtl:1.0 $core }}
+if {{[ipx::get_bus_interfaces rst -of_objects $core] eq ""}} {{ ipx::infer_bus_interface rst xilinx.com:signal:reset_rtl:1.0 $core }}
+bus_param [ipx::get_bus_interfaces rst -of_objects $core] POLARITY ACTIVE_HIGH
 # the stream from the DMA (an AXI DataMover MM2S data port): AXI4-Stream, no TLAST/TKEEP
 set axis [ipx::add_bus_interface s_axis $core]
 set_property abstraction_type_vlnv xilinx.com:interface:axis_rtl:1.0 $axis
@@ -75,7 +90,7 @@ foreach {{logical physical}} {{TVALID s_valid TREADY s_ready TDATA s_data}} {{
 }}
 ipx::associate_bus_interfaces -busif s_axis -clock clk $core
 # the clock the design was priced at: {clock_mhz:g} MHz (timing is not closed here)
-set_property value {int(clock_mhz * 1e6)} [ipx::add_bus_parameter FREQ_HZ [ipx::get_bus_interfaces clk -of_objects $core]]
+bus_param [ipx::get_bus_interfaces clk -of_objects $core] FREQ_HZ {int(clock_mhz * 1e6)}
 ipx::create_xgui_files $core
 ipx::update_checksums $core
 ipx::check_integrity $core
@@ -127,8 +142,8 @@ def rtl_files(export_dir: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     accel = (
         json.loads((export_dir / "accelerator.json").read_text()) if (export_dir / "accelerator.json").is_file() else {}
     )
-    design = accel.get("design", {})
-    board = accel.get("board", {})
+    design: dict[str, Any] = _dict(accel.get("design"))  # (export_core has validated it)
+    board: dict[str, Any] = _dict(accel.get("board"))
     clock = float(design.get("clock_mhz", 150.0)) if design.get("accelerator") == "rtl-core" else 150.0
     if design.get("accelerator") == "rtl-core":
         CoreDesign.from_dict(design)  # (validated; export_core read its shape)
@@ -144,7 +159,7 @@ def rtl_files(export_dir: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     meta = {
         "format": FORMAT,
         "platform": str(accel.get("platform", "")),
-        "part": str(board.get("part", "")) if isinstance(board, dict) else "",
+        "part": str(board.get("part", "")),
         "clock_mhz": clock,
         "params": params,
         "steps": len(prog.descriptors),

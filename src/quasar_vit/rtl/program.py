@@ -30,7 +30,7 @@ from quasar_vit.rtl.tools import hdl_file
 MODE_LOAD = 7  # a load step (qv_top's loader; the core stays idle)
 DST_CODES, DST_RESIDUAL = 0, 1  # a load's memory: the activation memory, the residual memory
 TOP_FIELDS = ("emit", "dst", "addr", "beats")  # the descriptor's fields of qv_top itself (the rest: the core's)
-_DECL = re.compile(r"localparam O_(\w+) = [^,;]+,\s*B_\1 = (\d+);")
+_DECL = re.compile(r"localparam O_(\w+) = ([^,;]+),\s*B_\1 = (\d+);")
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,13 @@ def descriptor_fields() -> tuple[Field, ...]:
     """The descriptor's fields as ``qv_top.v`` declares them (``localparam O_X = ..., B_X = bits;``,
     packed from bit 0 in that order)."""
     text = hdl_file("qv_top.v").read_text()
-    fields, offset = [], 0
-    for name, bits in _DECL.findall(text):
+    fields, offset, prev = [], 0, None
+    for name, expr, bits in _DECL.findall(text):
+        want = "0" if prev is None else f"O_{prev} + B_{prev}"
+        if expr.strip() != want:  # each field right after the one before: packed with no gap
+            raise RtlError(f"qv_top.v: field {name} is at {expr.strip()}, not {want}")
         fields.append(Field(name.lower(), offset, int(bits)))
-        offset += int(bits)
+        offset, prev = offset + int(bits), name
     if not fields:
         raise RtlError("qv_top.v declares no descriptor fields")
     return tuple(fields)
@@ -150,6 +153,10 @@ def make_program(
         raise RtlError(f"{n} tokens of {res.shape[1]} channels do not fit the core ({shape})")
     places, _ = place_steps(shape, layers, codes.shape[1], a_signed, res.shape[1], n)
     image, start = load_codes(codes, a_signed, shape), load_residual(res, shape)
+    if not (image.words and start.words):
+        raise RtlError("an image's loads need at least one token and one chunk each")
+    if len(layers) + 2 > shape.steps_max:
+        raise RtlError(f"{len(layers) + 2} steps do not fit the descriptor table ({shape.steps_max})")
     beats: list[int] = []
 
     def place(stream: list[int]) -> dict[str, int]:

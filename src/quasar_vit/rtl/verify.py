@@ -73,7 +73,7 @@ def verify_rtl(ir: IntViT, images: np.ndarray, engine_logits: np.ndarray, shape:
         "images_off_model": off_model,
         "cycles_per_image": cycles,
         "model_cycles_by_kind": by_kind,
-        "core": shape.params(),
+        "core": shape.top_params(),
         "steps": len(steps) + len(model.loads),
     }
 

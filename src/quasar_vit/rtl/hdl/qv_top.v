@@ -7,12 +7,15 @@
 // sequencer
 //   - holds the descriptor's fields on the core's configuration inputs until the step ends,
 //   - asks the DMA for the step's stream (cmd_*: `cmd_beats` WB-bit beats from beat `cmd_addr`, as an
-//     AXI DataMover MM2S command: the DMA takes one command a step and must accept it when offered),
+//     AXI DataMover MM2S command: the DMA must accept it when offered; a step without a stream, a
+//     head's, gives none),
 //   - starts the core, or for mode 7 (a load) the loader: it writes the stream's words through the
 //     core's idle ports, a token's chunks in turn, into the activation memory from chunk a_base (dst 0:
 //     the image's patch codes, KP 6-bit codes a word) or the residual memory from chunk r_base (dst 1:
 //     the class token and positions the tokens start from, KP RES_W-bit codes a word), a word from
-//     ceil(width / WB) beats, low bits first.
+//     ceil(width / WB) beats, low bits first.  A load must not run beside a background softmax
+//     (they share the activation memory's write port): the program puts the loads first, and a
+//     load has at least one word.
 // A step is launched on the first edge that sees the previous step's busy low (the edge after the
 // one it fell on): the next descriptor is read from the table while a step runs.  A step with
 // `emit` (the head) gives its lanes' values as results (res_valid, with lane_token/row/value);
@@ -142,7 +145,8 @@ module qv_top #(
         if (rst) begin
             st <= S_IDLE; busy <= 1'b0; idx <= 0; raddr <= 0;
         end else case (st)
-            S_IDLE: if (run && n_steps != 0) begin
+            S_IDLE: if (run && n_steps == 0) done <= 1'b1;  // an empty program is done at once
+            else if (run) begin
                 raddr <= 0; idx <= 0; n_q <= n_steps; busy <= 1'b1; st <= S_FETCH;
             end
             S_FETCH: st <= S_LAUNCH;
@@ -156,7 +160,7 @@ module qv_top #(
             end
         endcase
     end
-    assign cmd_valid = start_q;
+    assign cmd_valid = start_q && d[O_BEATS +: B_BEATS] != 0;  // (a DataMover takes no empty command)
     assign cmd_addr = d[O_ADDR +: B_ADDR];
     assign cmd_beats = d[O_BEATS +: B_BEATS];
 
