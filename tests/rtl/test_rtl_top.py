@@ -20,18 +20,8 @@ import pytest
 from quasar_vit.errors import RtlError
 from quasar_vit.quantization import intops
 from quasar_vit.rtl.gemm import MODE_GELU, MODE_RESIDUAL, Layer, core_fields, run_layers
-from quasar_vit.rtl.layout import Ddr, GemmShape
-from quasar_vit.rtl.program import (
-    TOP_FIELDS,
-    descriptor_fields,
-    descriptor_words,
-    load_beats,
-    load_codes,
-    load_residual,
-    make_program,
-    pack_descriptor,
-    run_program,
-)
+from quasar_vit.rtl.layout import TOP_FIELDS, Ddr, GemmShape, descriptor_fields, descriptor_words, pack_descriptor
+from quasar_vit.rtl.program import load_beats, load_codes, load_residual, make_program, run_program
 from quasar_vit.rtl.schedule import program_cycles
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -84,15 +74,15 @@ def test_descriptor_format_is_the_hdl_declaration() -> None:
 def test_a_gap_in_the_hdl_declaration_is_refused(monkeypatch, tmp_path: Path) -> None:
     """The HDL's offsets are read, not assumed: a field declared anywhere but right after the one
     before it is refused in one line."""
-    from quasar_vit.rtl import program
+    from quasar_vit.rtl import layout
     from quasar_vit.rtl.tools import hdl_file
 
     text = hdl_file("qv_top.v").read_text().replace("O_N_TT = O_N_TOK + B_N_TOK,", "O_N_TT = O_N_TOK + B_N_TOK + 1,")
     moved = tmp_path / "qv_top.v"
     moved.write_text(text)
-    monkeypatch.setattr(program, "hdl_file", lambda name: moved)
+    monkeypatch.setattr(layout, "hdl_file", lambda name: moved)
     with pytest.raises(RtlError, match="field N_TT is at O_N_TOK \\+ B_N_TOK \\+ 1, not O_N_TOK \\+ B_N_TOK"):
-        program.descriptor_fields.__wrapped__()
+        layout.descriptor_fields.__wrapped__()
 
 
 def test_bad_descriptors_are_one_error_line() -> None:

@@ -19,10 +19,12 @@ from quasar_vit.export.ir import IntLinear, Requant
 from quasar_vit.rtl import sim
 from quasar_vit.rtl.layout import (
     GELU_ENTRIES,
+    TOP_FIELDS,
     Ddr,
     GemmShape,
     activation_codes,
     activation_words,
+    descriptor_fields,
     residual_codes,
     residual_words,
     row_tiles,
@@ -323,8 +325,6 @@ def run_layers(
 def core_fields() -> tuple[str, ...]:
     """The core's configuration fields of a step, in the descriptor's order (``qv_top.v``, which
     ``tb_qv_gemm_core`` reads a step in too)."""
-    from quasar_vit.rtl.program import TOP_FIELDS, descriptor_fields
-
     return tuple(f.name for f in descriptor_fields() if f.name not in TOP_FIELDS)
 
 

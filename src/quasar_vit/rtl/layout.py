@@ -1,17 +1,20 @@
-"""The bits the RTL reads: a linear layer's weight stream, activation words and residual words.
+"""The bits the RTL reads: a linear layer's weight stream, activation and residual words, descriptors.
 
 :func:`weight_stream` lays out a layer for ``qv_weight_buf``: per row tile of ``R`` nibble-row
 slots (:func:`slot_program`), the ``R`` slot constants, then the tile's offset weights ``w'``
 chunk by chunk.  :func:`activation_words` packs a layer input's codes for ``qv_act_mem``,
 :func:`residual_words` / :func:`residual_codes` the residual for and from ``qv_res_mem``.  They
 return integers that the testbenches read; the bit positions are the ones the HDL headers give.
-:class:`GemmShape` is the core's parameters, checked against the limits the HDL assumes, and
-:class:`Ddr` the testbench's DDR model.
+:func:`pack_descriptor` packs a step's descriptor for ``qv_top``'s table, in the format ``qv_top.v``
+declares (:func:`descriptor_fields` reads it from the HDL).  :class:`GemmShape` is the core's
+parameters, checked against the limits the HDL assumes, and :class:`Ddr` the testbench's DDR model.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -19,6 +22,7 @@ from quasar_vit.errors import RtlError
 from quasar_vit.hardware.engine import nibble_split
 from quasar_vit.hardware.engine import ROW_4BIT, ROW_HI, ROW_LO, ROW_PAD
 from quasar_vit.rtl.packing import A_OFFSET, W_OFFSET
+from quasar_vit.rtl.tools import hdl_file
 
 CONST_BITS = 96  # a slot constant: mult 18, offset 48, shift 6, is8, out_en, out_row 12, out_pos 6, tile_words 4
 
@@ -331,3 +335,62 @@ def residual_codes(parts: np.ndarray, n: int, e: int, shape: GemmShape) -> np.nd
                 v = (word >> (shape.res_w * i)) & ((1 << shape.res_w) - 1)
                 res[t, c * shape.KP + i] = v - 2 * top if v >= top else v
     return res
+
+
+# ---- qv_top's step descriptor
+
+TOP_FIELDS = ("emit", "dst", "addr", "beats")  # the descriptor's fields of qv_top itself (the rest: the core's)
+_DECL = re.compile(r"localparam O_(\w+) = ([^,;]+),\s*B_\1 = (\d+);")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    offset: int
+    bits: int
+
+
+@lru_cache(maxsize=None)
+def descriptor_fields() -> tuple[Field, ...]:
+    """The descriptor's fields as ``qv_top.v`` declares them (``localparam O_X = ..., B_X = bits;``,
+    packed from bit 0 in that order)."""
+    text = hdl_file("qv_top.v").read_text()
+    fields, offset, prev = [], 0, None
+    for name, expr, bits in _DECL.findall(text):
+        want = "0" if prev is None else f"O_{prev} + B_{prev}"
+        if expr.strip() != want:  # each field right after the one before: packed with no gap
+            raise RtlError(f"qv_top.v: field {name} is at {expr.strip()}, not {want}")
+        fields.append(Field(name.lower(), offset, int(bits)))
+        offset, prev = offset + int(bits), name
+    if not fields:
+        raise RtlError("qv_top.v declares no descriptor fields")
+    return tuple(fields)
+
+
+def descriptor_words() -> int:
+    """32-bit words a descriptor takes."""
+    last = descriptor_fields()[-1]
+    return -(-(last.offset + last.bits) // 32)
+
+
+def pack_descriptor(values: dict[str, int]) -> list[int]:
+    """One descriptor's 32-bit words (low word first); every field must be given and fit its width
+    (signed values in two's complement)."""
+    fields = descriptor_fields()
+    missing = sorted({f.name for f in fields} - set(values))
+    extra = sorted(set(values) - {f.name for f in fields})
+    if missing or extra:
+        raise RtlError(f"descriptor: missing fields {missing}, unknown fields {extra}")
+    word = 0
+    for f in fields:
+        v = int(values[f.name])
+        if not -(1 << (f.bits - 1)) <= v < 1 << f.bits:
+            raise RtlError(f"descriptor field {f.name} = {v} does not fit {f.bits} bits")
+        word |= (v & ((1 << f.bits) - 1)) << f.offset
+    return split_words(word, descriptor_words(), 32)
+
+
+def unpack_descriptor(words: "tuple[int, ...] | list[int]") -> dict[str, int]:
+    """A descriptor's fields from its 32-bit words (unsigned: as the HDL slices them)."""
+    word = sum(int(w) << (32 * i) for i, w in enumerate(words))
+    return {f.name: (word >> f.offset) & ((1 << f.bits) - 1) for f in descriptor_fields()}

@@ -28,9 +28,9 @@ import numpy as np
 
 from quasar_vit.errors import RtlError
 from quasar_vit.rtl.image import image_codes, image_program
-from quasar_vit.rtl.layout import GemmShape
+from quasar_vit.rtl.layout import GemmShape, descriptor_words, unpack_descriptor
 from quasar_vit.rtl.modules import sources
-from quasar_vit.rtl.program import Program, descriptor_words, unpack_descriptor
+from quasar_vit.rtl.program import Program, code_word_bits, word_beats
 from quasar_vit.rtl.tables import table_files
 from quasar_vit.rtl.tools import hdl_file
 from quasar_vit.utils.io import atomic_dir
@@ -132,7 +132,7 @@ and the board (no Vivado); the Tcl script has not been run.
 def rtl_files(export_dir: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(``rtl.json``'s content, file name -> bytes) of the export's RTL folder."""
     from quasar_vit.export.ir import load_ir
-    from quasar_vit.rtl.report import CoreDesign
+    from quasar_vit.rtl.report import KIND
     from quasar_vit.rtl.verify import core_for, export_core
 
     ir = load_ir(export_dir)
@@ -144,9 +144,7 @@ def rtl_files(export_dir: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     )
     design: dict[str, Any] = _dict(accel.get("design"))  # (export_core has validated it)
     board: dict[str, Any] = _dict(accel.get("board"))
-    clock = float(design.get("clock_mhz", 150.0)) if design.get("accelerator") == "rtl-core" else 150.0
-    if design.get("accelerator") == "rtl-core":
-        CoreDesign.from_dict(design)  # (validated; export_core read its shape)
+    clock = float(design["clock_mhz"]) if design.get("accelerator") == KIND else 150.0
     geometry = ir.geometry
     blank = np.zeros((geometry.in_chans, geometry.img_size, geometry.img_size), np.float32)
     prog = image_program(ir, blank, shape)
@@ -168,7 +166,7 @@ def rtl_files(export_dir: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         "image": {
             "addr": addr,
             "beats": beats,
-            "beats_per_word": -(-6 * shape.KP // wb),
+            "beats_per_word": word_beats(code_word_bits(shape), wb),
             "codes": list(image_codes(ir, blank, shape).shape),
         },
         "classes": int(ir.head.out_features),

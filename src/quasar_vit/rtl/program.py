@@ -6,16 +6,14 @@ step's stream and starts the core; two load steps first bring the image's patch 
 residual the tokens start from (the class token and the positions) from DDR into the core's
 memories.  :func:`make_program` builds that program for a chain of core steps
 (:class:`~quasar_vit.rtl.gemm.Layer`): the descriptors, packed as ``qv_top.v`` declares them
-(:func:`descriptor_fields` reads the declaration from the HDL), and the DDR image of every step's
+(:func:`~quasar_vit.rtl.layout.descriptor_fields` reads the declaration from the HDL), and the DDR image of every step's
 stream.  :func:`run_program` runs it in Verilator (``tb_qv_top``) and returns every step's codes and
 cycles, the result port's values, and the image's cycles from ``run`` to ``done``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,67 +21,21 @@ import numpy as np
 from quasar_vit.errors import RtlError
 from quasar_vit.rtl import sim
 from quasar_vit.rtl.gemm import MODE_SM, Layer, LinearRun, parse_steps, place_steps, step_fields, step_stream
-from quasar_vit.rtl.layout import Ddr, GemmShape, activation_words, pow2_at_least, residual_words, split_words
+from quasar_vit.rtl.layout import (
+    Ddr,
+    GemmShape,
+    activation_words,
+    descriptor_fields,
+    descriptor_words,
+    pack_descriptor,
+    pow2_at_least,
+    residual_words,
+    split_words,
+)
 from quasar_vit.rtl.modules import tb_sources
-from quasar_vit.rtl.tools import hdl_file
 
 MODE_LOAD = 7  # a load step (qv_top's loader; the core stays idle)
 DST_CODES, DST_RESIDUAL = 0, 1  # a load's memory: the activation memory, the residual memory
-TOP_FIELDS = ("emit", "dst", "addr", "beats")  # the descriptor's fields of qv_top itself (the rest: the core's)
-_DECL = re.compile(r"localparam O_(\w+) = ([^,;]+),\s*B_\1 = (\d+);")
-
-
-@dataclass(frozen=True)
-class Field:
-    name: str
-    offset: int
-    bits: int
-
-
-@lru_cache(maxsize=None)
-def descriptor_fields() -> tuple[Field, ...]:
-    """The descriptor's fields as ``qv_top.v`` declares them (``localparam O_X = ..., B_X = bits;``,
-    packed from bit 0 in that order)."""
-    text = hdl_file("qv_top.v").read_text()
-    fields, offset, prev = [], 0, None
-    for name, expr, bits in _DECL.findall(text):
-        want = "0" if prev is None else f"O_{prev} + B_{prev}"
-        if expr.strip() != want:  # each field right after the one before: packed with no gap
-            raise RtlError(f"qv_top.v: field {name} is at {expr.strip()}, not {want}")
-        fields.append(Field(name.lower(), offset, int(bits)))
-        offset, prev = offset + int(bits), name
-    if not fields:
-        raise RtlError("qv_top.v declares no descriptor fields")
-    return tuple(fields)
-
-
-def descriptor_words() -> int:
-    """32-bit words a descriptor takes."""
-    last = descriptor_fields()[-1]
-    return -(-(last.offset + last.bits) // 32)
-
-
-def pack_descriptor(values: dict[str, int]) -> list[int]:
-    """One descriptor's 32-bit words (low word first); every field must be given and fit its width
-    (signed values in two's complement)."""
-    fields = descriptor_fields()
-    missing = sorted({f.name for f in fields} - set(values))
-    extra = sorted(set(values) - {f.name for f in fields})
-    if missing or extra:
-        raise RtlError(f"descriptor: missing fields {missing}, unknown fields {extra}")
-    word = 0
-    for f in fields:
-        v = int(values[f.name])
-        if not -(1 << (f.bits - 1)) <= v < 1 << f.bits:
-            raise RtlError(f"descriptor field {f.name} = {v} does not fit {f.bits} bits")
-        word |= (v & ((1 << f.bits) - 1)) << f.offset
-    return split_words(word, descriptor_words(), 32)
-
-
-def unpack_descriptor(words: "tuple[int, ...] | list[int]") -> dict[str, int]:
-    """A descriptor's fields from its 32-bit words (unsigned: as the HDL slices them)."""
-    word = sum(int(w) << (32 * i) for i, w in enumerate(words))
-    return {f.name: (word >> f.offset) & ((1 << f.bits) - 1) for f in descriptor_fields()}
 
 
 @dataclass(frozen=True)
@@ -98,28 +50,45 @@ class Load:
     words: tuple[int, ...]
 
     def beats(self, wb: int) -> list[int]:
-        """The stream: each word in ``ceil(width / wb)`` beats, low bits first (as qv_top's loader takes them)."""
-        per = -(-self.width // wb)
+        """The stream: each word in whole beats, low bits first (as qv_top's loader takes them)."""
+        per = word_beats(self.width, wb)
         return [b for w in self.words for b in split_words(w, per, wb)]
+
+
+def word_beats(width: int, wb: int) -> int:
+    """Stream beats a loaded word of ``width`` bits takes (``ceil(width / WB)``, as qv_top's loader)."""
+    return -(-width // wb)
+
+
+def code_word_bits(shape: GemmShape) -> int:
+    """Bits of an activation-memory word: KP 6-bit codes."""
+    return 6 * shape.KP
+
+
+def residual_word_bits(shape: GemmShape) -> int:
+    """Bits of a residual-memory word: KP ``res_w``-bit codes."""
+    return shape.KP * shape.res_w
 
 
 def load_beats(shape: GemmShape, n: int, k: int, e: int) -> list[int]:
     """Stream beats of an image's two loads (:func:`load_codes` of ``[n, k]`` patch codes,
     :func:`load_residual` of an ``[n, e]`` residual): a word of KP codes in whole beats."""
-    per_code, per_res = -(-6 * shape.KP // shape.WB), -(-shape.KP * shape.res_w // shape.WB)
-    return [n * -(-k // shape.KP) * per_code, n * (e // shape.KP) * per_res]
+    codes = n * -(-k // shape.KP) * word_beats(code_word_bits(shape), shape.WB)
+    return [codes, n * (e // shape.KP) * word_beats(residual_word_bits(shape), shape.WB)]
 
 
 def load_codes(codes: np.ndarray, signed: bool, shape: GemmShape) -> Load:
     """The image's patch codes ``[N, K]`` (K a multiple of KP) into the activation memory."""
     words = activation_words(codes, signed, shape.KP)
-    return Load(DST_CODES, codes.shape[0], codes.shape[1] // shape.KP, 6 * shape.KP, tuple(w for _, _, w in words))
+    return Load(
+        DST_CODES, codes.shape[0], codes.shape[1] // shape.KP, code_word_bits(shape), tuple(w for _, _, w in words)
+    )
 
 
 def load_residual(residual: np.ndarray, shape: GemmShape) -> Load:
     """The residual codes ``[N, E]`` the tokens start from into the residual memory."""
     words = [sum(int(p) << (32 * j) for j, p in enumerate(parts)) for _, _, *parts in residual_words(residual, shape)]
-    return Load(DST_RESIDUAL, residual.shape[0], residual.shape[1] // shape.KP, shape.KP * shape.res_w, tuple(words))
+    return Load(DST_RESIDUAL, residual.shape[0], residual.shape[1] // shape.KP, residual_word_bits(shape), tuple(words))
 
 
 @dataclass(frozen=True)
@@ -232,12 +201,10 @@ def run_program(shape: GemmShape, prog: Program, workdir: Path, ddr: Ddr = Ddr()
 
 __all__ = [
     "MODE_LOAD",
-    "Field",
-    "descriptor_fields",
-    "descriptor_words",
-    "pack_descriptor",
-    "unpack_descriptor",
     "Load",
+    "word_beats",
+    "code_word_bits",
+    "residual_word_bits",
     "load_beats",
     "load_codes",
     "load_residual",

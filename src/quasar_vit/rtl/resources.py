@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from quasar_vit.errors import RtlError
-from quasar_vit.rtl.layout import GemmShape, pow2_at_least
-from quasar_vit.rtl.program import descriptor_words
+from quasar_vit.rtl.layout import GemmShape, descriptor_words, pow2_at_least
 
 KINDS = ("lut", "ff", "dsp", "bram36")
 FIT_FILE = Path(__file__).with_name("fit_syntheses.json")

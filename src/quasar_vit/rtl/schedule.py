@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -259,6 +260,7 @@ def chain_cycles(
     return ChainCycles(cycles, runs, gap)
 
 
+@lru_cache(maxsize=1024)
 def load_cycles(n_beats: int, ddr: Ddr = Ddr()) -> int:
     """Cycles of a ``qv_top`` load step of ``n_beats`` stream beats, from its launch to the next
     step's: its loader takes a beat whenever the DDR offers one and writes a word a cycle."""

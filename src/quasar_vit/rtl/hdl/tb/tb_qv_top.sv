@@ -40,7 +40,7 @@ module tb_qv_top #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter
     integer n_dwords, lat, bw_num, bw_den, codes = 0, credit = 0, n_res = 0;
     longint cap, next_credit, x, cyc = 0, t0 = 0, t_run = 0, beat = 0, last = 0, t_ddr = 0;
     longint sm_t0, sm_cycles [$], res_lines [$];
-    logic sm_on = 0, ddr_on = 0, dumping = 1;
+    logic sm_on = 0, ddr_on = 0, loading = 1;  // (the table and DDR being written: nothing to record)
     logic signed [OUT_W-1:0] cv;
     assign s_valid = ddr_on && cyc - t_ddr >= lat && beat < last && credit >= bw_den;
     assign s_data = ddr[beat[$clog2(BEATS_MAX)-1:0]];
@@ -57,7 +57,7 @@ module tb_qv_top #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter
         end
     end
     // the per-step record
-    always @(posedge clk) if (!dumping) begin
+    always @(posedge clk) if (!loading) begin
         if (run) t_run <= cyc + 1;
         if (trace_start) begin
             t0 <= cyc;  // the launch edge (start_q was set on it)
@@ -108,7 +108,7 @@ module tb_qv_top #(parameter R = 8, parameter T = 2, parameter KP = 4, parameter
         x = rd();
         for (longint b = 0; b < x; b++)
             for (int j = 0; j < WB / 32; j++) ddr[b[$clog2(BEATS_MAX)-1:0]][j*32 +: 32] = 32'(rd());
-        dumping = 0;
+        loading = 0;
         @(posedge clk); #1;
         run = 1;
         @(posedge clk); #1 run = 0;
